@@ -1,0 +1,109 @@
+"""Contracts: create, get, update and list (with status, phase, staleness and waiting filters)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Query, status
+
+from makima.api.deps import DB, Caller
+from makima.api.routers._common import make_router
+from makima.api.schemas import ContractCreate, ContractDetailOut, ContractList, ContractOut, ContractUpdate
+from makima.config import get_settings
+from makima.domain.durations import parse_duration
+from makima.domain.statuses import ContractStatus
+from makima.errors import BadRequest
+from makima.services import contracts as svc
+
+router = make_router("contracts")
+
+
+@router.post("/contracts", response_model=ContractOut, status_code=status.HTTP_201_CREATED)
+def create_contract(body: ContractCreate, db: DB, caller: Caller) -> ContractOut:
+    return ContractOut.of(
+        svc.create_contract(
+            db,
+            caller,
+            name=body.name,
+            description=body.description,
+            contract_type=body.contract_type,
+            phase_guard=body.phase_guard,
+        )
+    )
+
+
+def _statuses(raw: str | None, waiting: bool) -> list[ContractStatus] | None:
+    chosen: list[ContractStatus] = []
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            chosen.append(ContractStatus(part))
+        except ValueError:
+            raise BadRequest(
+                f"unknown status {part!r}", {"status": part, "valid_statuses": [s.value for s in ContractStatus]}
+            ) from None
+    if waiting:
+        # Filters combine: "waiting" AND the given statuses, which is empty unless they name it.
+        return [ContractStatus.WAITING_FOR_INPUT] if not chosen or ContractStatus.WAITING_FOR_INPUT in chosen else []
+    return chosen or None
+
+
+@router.get("/contracts", response_model=ContractList)
+def list_contracts(
+    db: DB,
+    caller: Caller,
+    status_: Annotated[
+        str | None, Query(alias="status", max_length=500, description="Comma-separated statuses.")
+    ] = None,
+    phase: Annotated[str | None, Query(max_length=64)] = None,
+    stale: bool = False,
+    threshold: Annotated[
+        str | None, Query(max_length=20, description="Staleness threshold: 30m, 2h, 7d (default 30m).")
+    ] = None,
+    waiting: Annotated[bool, Query(description="Only contracts waiting for input.")] = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> ContractList:
+    stale_threshold = None
+    if stale or threshold is not None:
+        try:
+            stale_threshold = (
+                parse_duration(threshold)
+                if threshold is not None
+                else parse_duration(f"{get_settings().stale_threshold_minutes}m")
+            )
+        except ValueError as exc:
+            raise BadRequest(str(exc), {"threshold": threshold}) from None
+    page = svc.list_contracts(
+        db,
+        caller,
+        statuses=_statuses(status_, waiting),
+        phase=phase,
+        stale_threshold=stale_threshold,
+        cursor=cursor,
+        limit=limit,
+    )
+    return ContractList(contracts=[ContractOut.of(c) for c in page.contracts], next_cursor=page.next_cursor)
+
+
+@router.get("/contracts/{contract_id}", response_model=ContractDetailOut)
+def get_contract(contract_id: UUID, db: DB, caller: Caller) -> ContractDetailOut:
+    return ContractDetailOut.of_detail(svc.get_contract(db, caller, contract_id))
+
+
+@router.patch("/contracts/{contract_id}", response_model=ContractOut)
+def update_contract(contract_id: UUID, body: ContractUpdate, db: DB, caller: Caller) -> ContractOut:
+    return ContractOut.of(
+        svc.update_contract(
+            db,
+            caller,
+            contract_id,
+            name=body.name,
+            description=body.description,
+            phase_guard=body.phase_guard,
+            expected_version=body.expected_version,
+        )
+    )

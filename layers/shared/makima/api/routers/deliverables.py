@@ -1,0 +1,58 @@
+"""Deliverables: mark one complete (validated against the contract type), list all with completion."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from makima.api.deps import DB, Caller
+from makima.api.routers._common import make_router
+from makima.api.schemas import ContractOut, DeliverableComplete, DeliverableCompleted, DeliverableOut, PhaseOut
+from makima.services import contracts as svc
+
+router = make_router("deliverables")
+
+
+class DeliverablesByPhase(BaseModel):
+    contract_id: UUID
+    current_phase: str
+    phases: list[PhaseOut]
+
+
+@router.post("/contracts/{contract_id}/deliverables", response_model=DeliverableCompleted)
+def complete_deliverable(contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller) -> DeliverableCompleted:
+    """400 INVALID_DELIVERABLE, listing the valid ids, when the deliverable is not one of the phase's."""
+    result = svc.complete_deliverable(db, caller, contract_id, deliverable_id=body.deliverable_id, phase=body.phase)
+    d = result.deliverable
+    return DeliverableCompleted(
+        contract=ContractOut.of(result.contract),
+        phase=d.phase,
+        deliverable_id=d.deliverable_id,
+        completed_by=d.completed_by,
+        completed_at=d.completed_at,
+        already_completed=result.already_completed,
+    )
+
+
+@router.get("/contracts/{contract_id}/deliverables", response_model=DeliverablesByPhase)
+def list_deliverables(contract_id: UUID, db: DB, caller: Caller) -> DeliverablesByPhase:
+    detail = svc.get_contract(db, caller, contract_id)
+    done = {(d.phase, d.deliverable_id): d.completed_at for d in detail.completed}
+    return DeliverablesByPhase(
+        contract_id=contract_id,
+        current_phase=detail.contract.phase,
+        phases=[
+            PhaseOut(
+                id=p.id,
+                name=p.name,
+                deliverables=[
+                    DeliverableOut(
+                        id=d.id, name=d.name, completed=(p.id, d.id) in done, completed_at=done.get((p.id, d.id))
+                    )
+                    for d in p.deliverables
+                ],
+            )
+            for p in detail.contract_type.phases
+        ],
+    )

@@ -1,0 +1,27 @@
+"""The event log of a contract, oldest first, resumable with ``after_id``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Query
+
+from makima.api.deps import DB, Caller
+from makima.api.routers._common import make_router
+from makima.api.schemas import EventList, EventOut
+from makima.services import contracts as svc
+
+router = make_router("events")
+
+
+@router.get("/contracts/{contract_id}/events", response_model=EventList)
+def list_events(
+    contract_id: UUID,
+    db: DB,
+    caller: Caller,
+    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventList:
+    events = svc.list_events(db, caller, contract_id, after_id=after_id, limit=limit)
+    return EventList(events=[EventOut.of(e) for e in events], last_id=events[-1].id if events else after_id)

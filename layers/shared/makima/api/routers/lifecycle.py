@@ -1,0 +1,39 @@
+"""Phase and status changes: the version-checked, guard-enforced moves of a contract."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from makima.api.deps import DB, Caller
+from makima.api.routers._common import make_router
+from makima.api.schemas import ContractOut, PhaseChange, StatusChange
+from makima.services import contracts as svc
+
+router = make_router("lifecycle")
+
+
+@router.post("/contracts/{contract_id}/phase", response_model=ContractOut)
+def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller) -> ContractOut:
+    """409 VERSION_CONFLICT when ``expected_version`` is not current; 409 PHASE_GUARD_REQUIRED when the
+    contract has a phase guard and ``confirmed`` is not true."""
+    return ContractOut.of(
+        svc.change_phase(
+            db,
+            caller,
+            contract_id,
+            phase=body.phase,
+            expected_version=body.expected_version,
+            confirmed=body.confirmed,
+            reason=body.reason,
+        )
+    )
+
+
+@router.post("/contracts/{contract_id}/status", response_model=ContractOut)
+def change_status(contract_id: UUID, body: StatusChange, db: DB, caller: Caller) -> ContractOut:
+    """400 INVALID_TRANSITION (with the allowed targets) for a move the status table does not allow."""
+    return ContractOut.of(
+        svc.change_status(
+            db, caller, contract_id, status=body.status, reason=body.reason, expected_version=body.expected_version
+        )
+    )

@@ -1,0 +1,62 @@
+"""Questions: a supervisor asks (the contract waits for input), the owner answers, the supervisor
+collects answers and acknowledges them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import Query, status
+
+from makima.api.deps import DB, Caller
+from makima.api.routers._common import make_router
+from makima.api.schemas import QuestionAnswer, QuestionCreate, QuestionList, QuestionOut
+from makima.domain.models import Question
+from makima.services import questions as svc
+
+router = make_router("questions")
+
+
+def _out(q: Question) -> QuestionOut:
+    return QuestionOut.model_validate(q.model_dump())
+
+
+@router.post(
+    "/contracts/{contract_id}/questions", response_model=QuestionOut, status_code=status.HTTP_201_CREATED
+)
+def ask_question(contract_id: UUID, body: QuestionCreate, db: DB, caller: Caller) -> QuestionOut:
+    return _out(
+        svc.ask_question(
+            db,
+            caller,
+            contract_id,
+            question=body.question,
+            question_type=body.question_type,
+            options=list(body.options),
+            task_id=body.task_id,
+        )
+    )
+
+
+@router.get("/contracts/{contract_id}/questions", response_model=QuestionList)
+def list_questions(
+    contract_id: UUID,
+    db: DB,
+    caller: Caller,
+    status_: Annotated[Literal["pending", "answered"] | None, Query(alias="status")] = None,
+    undelivered: Annotated[bool, Query(description="Only answers the supervisor has not acknowledged.")] = False,
+) -> QuestionList:
+    qs = svc.list_questions(db, caller, contract_id, status=status_, undelivered=undelivered)
+    return QuestionList(questions=[_out(q) for q in qs])
+
+
+@router.post("/contracts/{contract_id}/questions/{question_id}/answer", response_model=QuestionOut)
+def answer_question(
+    contract_id: UUID, question_id: UUID, body: QuestionAnswer, db: DB, caller: Caller
+) -> QuestionOut:
+    return _out(svc.answer_question(db, caller, contract_id, question_id, answer=body.answer))
+
+
+@router.post("/contracts/{contract_id}/questions/{question_id}/ack", response_model=QuestionOut)
+def acknowledge_answer(contract_id: UUID, question_id: UUID, db: DB, caller: Caller) -> QuestionOut:
+    return _out(svc.acknowledge_answer(db, caller, contract_id, question_id))

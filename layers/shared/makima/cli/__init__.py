@@ -1,0 +1,1 @@
+"""The ``makima`` command line (Typer)."""

@@ -1,0 +1,138 @@
+"""``makima``: run the local stack, migrate the database, administer users and tokens.
+
+Examples:
+  makima dev                                 # local stack on http://127.0.0.1:8000
+  makima dev --port 9000 --admin-token T --data-dir /tmp/pg
+  makima db migrate                          # against DATABASE_URL or the embedded data dir
+  makima admin create-user alice
+  makima admin issue-token <user-id> --kind daemon
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from makima.cli.client import DEFAULT_API_URL, Api, print_json
+from makima.config import Settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode=None)
+db_app = typer.Typer(help="Schema migrations (each has a rollback).", no_args_is_help=True)
+admin_app = typer.Typer(help="Users and API tokens (needs an admin token).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+
+DataDir = Annotated[
+    str | None,
+    typer.Option("--data-dir", help="Embedded PostgreSQL data directory (used when DATABASE_URL is unset)."),
+]
+ApiUrl = Annotated[str, typer.Option("--api-url", envvar="MAKIMA_API_URL", help="Base URL of the API.")]
+Token = Annotated[str | None, typer.Option("--token", envvar="MAKIMA_TOKEN", help="Bearer token.")]
+
+
+def _settings(data_dir: str | None) -> Settings:
+    settings = Settings()
+    if data_dir:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    admin_token: Annotated[
+        str | None, typer.Option("--admin-token", help="Register this admin token (for scripts) instead of minting one.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Start the local stack: embedded PostgreSQL (unless DATABASE_URL is set), migrations, the API.
+
+    Example: makima dev --port 8000
+    """
+    from makima.local.stack import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    serve(_settings(data_dir), host=host, port=port, admin_token=admin_token)
+
+
+def _with_url(data_dir: str | None, action: str, steps: int = 1) -> list[str]:
+    from makima.db import migrate as m
+    from makima.db.embedded import start_embedded
+
+    settings = _settings(data_dir)
+    embedded = None if settings.database_url else start_embedded(settings.data_dir)
+    url = settings.database_url or (embedded.url if embedded else "")
+    try:
+        return m.migrate(url) if action == "migrate" else m.rollback(url, steps)
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+@db_app.command("migrate")
+def db_migrate(data_dir: DataDir = None) -> None:
+    """Apply pending migrations and sync the built-in contract types.
+
+    Example: DATABASE_URL=postgresql://localhost/makima makima db migrate
+    """
+    applied = _with_url(data_dir, "migrate")
+    typer.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+@db_app.command("rollback")
+def db_rollback(
+    steps: Annotated[int, typer.Option(min=1, help="How many migrations to undo, newest first.")] = 1,
+    data_dir: DataDir = None,
+) -> None:
+    """Roll back the newest migration(s).
+
+    Example: makima db rollback --steps 1
+    """
+    undone = _with_url(data_dir, "rollback", steps)
+    typer.echo("rolled back: " + ", ".join(undone) if undone else "nothing to roll back")
+
+
+@admin_app.command("create-user")
+def admin_create_user(
+    name: str,
+    role: Annotated[str, typer.Option(help="user or admin")] = "user",
+    api_url: ApiUrl = DEFAULT_API_URL,
+    token: Token = None,
+) -> None:
+    """Create a user. Example: makima admin create-user alice --role user"""
+    print_json(Api(api_url, token).call("POST", "/users", json={"name": name, "role": role}))
+
+
+@admin_app.command("list-users")
+def admin_list_users(api_url: ApiUrl = DEFAULT_API_URL, token: Token = None) -> None:
+    """List users. Example: makima admin list-users"""
+    print_json(Api(api_url, token).call("GET", "/users"))
+
+
+@admin_app.command("issue-token")
+def admin_issue_token(
+    user_id: str,
+    kind: Annotated[str, typer.Option(help="user, or daemon for a supervisor host acting for the user")] = "user",
+    name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
+    api_url: ApiUrl = DEFAULT_API_URL,
+    token: Token = None,
+) -> None:
+    """Issue a token for a user; the secret is printed once.
+
+    Example: makima admin issue-token 3f6c...e1 --kind daemon --name build-host-1
+    """
+    print_json(Api(api_url, token).call("POST", f"/users/{user_id}/tokens", json={"name": name, "kind": kind}))
+
+
+@admin_app.command("revoke-token")
+def admin_revoke_token(token_id: str, api_url: ApiUrl = DEFAULT_API_URL, token: Token = None) -> None:
+    """Revoke a token at once. Example: makima admin revoke-token 9b1d...07"""
+    Api(api_url, token).call("DELETE", f"/tokens/{token_id}")
+    typer.echo(f"revoked {token_id}")
+
+
+if __name__ == "__main__":
+    app()

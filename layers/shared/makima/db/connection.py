@@ -1,0 +1,124 @@
+"""Connections to PostgreSQL: a pool for long-lived processes, one reused connection per Lambda.
+
+Both hand out connections that return rows as dicts, and both turn "the database cannot be reached"
+into ``DatabaseUnavailable`` (503) so callers never see a driver traceback. Neither caches a broken
+connection: the next request reconnects, so service recovers by itself when PostgreSQL returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from makima.errors import DatabaseUnavailable
+
+Conn = psycopg.Connection[DictRow]
+
+
+class Database(Protocol):
+    def connection(self) -> Any:
+        """A context manager yielding a ``Conn`` (not in a transaction)."""
+
+    def close(self) -> None: ...
+
+
+@contextmanager
+def transaction(db: Database) -> Iterator[Conn]:
+    """One short explicit transaction: commit on success, roll back on any exception."""
+    with db.connection() as conn, conn.transaction():
+        yield conn
+
+
+def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable("the database is unavailable; retry shortly", {"reason": type(exc).__name__})
+
+
+def _is_connection_failure(exc: psycopg.OperationalError, conn: Conn | None) -> bool:
+    # Lock timeouts and cancellations are OperationalErrors too, but the connection survives them.
+    return conn is None or conn.closed or conn.broken
+
+
+class PooledDatabase:
+    """A psycopg-pool pool: the local stack and tests, where many requests run at once."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> None:
+        self.url = url
+        self.pool: ConnectionPool[Conn] = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            # A connection that died while idle (server restart) is replaced before it is handed out.
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=0,
+            open=False,
+        )
+        self.pool.open(wait=False)
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        try:
+            with self.pool.connection() as conn:
+                try:
+                    yield conn
+                except psycopg.OperationalError as exc:
+                    if _is_connection_failure(exc, conn):
+                        raise _unavailable(exc) from exc
+                    raise
+        except PoolTimeout as exc:
+            raise _unavailable(exc) from exc
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class SingleConnectionDatabase:
+    """One connection per process, opened lazily and re-opened after a failure (Lambda containers).
+
+    A Lambda container serves one request at a time; the lock only guards against the threadpool
+    FastAPI runs sync endpoints in.
+    """
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self._conn: Conn | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Conn:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = psycopg.connect(
+                    self.url,
+                    row_factory=dict_row,
+                    autocommit=True,
+                    connect_timeout=max(1, int(self.connect_timeout)),
+                )
+            except psycopg.OperationalError as exc:
+                self._conn = None
+                raise _unavailable(exc) from exc
+        return self._conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        with self._lock:
+            conn = self._connect()
+            try:
+                yield conn
+            except psycopg.OperationalError as exc:
+                if _is_connection_failure(exc, conn):
+                    self._conn = None
+                    raise _unavailable(exc) from exc
+                raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

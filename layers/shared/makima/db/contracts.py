@@ -1,0 +1,178 @@
+"""SQL for contracts and their completed deliverables.
+
+``owner_id=None`` means "any owner" and is only passed for admins; every other read and write is
+scoped by owner in the WHERE clause, so another owner's contract is simply not found.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from makima.db.connection import Conn
+
+_COLUMNS = """id, owner_id, name, description, contract_type, phase, status, version, phase_guard,
+    status_changed_at, last_activity_at, waiting_for, blocked_reason, failure_reason,
+    created_at, updated_at"""
+
+
+def insert(
+    conn: Conn,
+    *,
+    owner_id: UUID,
+    name: str,
+    description: str,
+    contract_type: str,
+    phase: str,
+    phase_guard: bool,
+) -> dict[str, Any]:
+    row = conn.execute(
+        f"""
+        INSERT INTO contracts (owner_id, name, description, contract_type, phase, phase_guard, status)
+        VALUES (%s, %s, %s, %s, %s, %s, 'created')
+        RETURNING {_COLUMNS}
+        """,
+        (owner_id, name, description, contract_type, phase, phase_guard),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def get(conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False) -> dict[str, Any] | None:
+    """The contract, or None when it does not exist or belongs to someone else.
+
+    ``for_update`` takes the row lock that serialises every change to one contract (Task 1.2).
+    """
+    lock = "FOR UPDATE" if for_update else ""
+    return conn.execute(
+        f"""
+        SELECT {_COLUMNS} FROM contracts
+         WHERE id = %(id)s AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
+        {lock}
+        """,
+        {"id": contract_id, "owner": owner_id},
+    ).fetchone()
+
+
+def list_page(
+    conn: Conn,
+    *,
+    owner_id: UUID | None,
+    statuses: list[str] | None,
+    phase: str | None,
+    stale_before: datetime | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Newest first, keyset-paginated on (created_at, id). Stale means: not terminal and no activity
+    since ``stale_before``."""
+    return conn.execute(
+        f"""
+        SELECT {_COLUMNS} FROM contracts
+         WHERE (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
+           AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
+           AND (%(phase)s::text IS NULL OR phase = %(phase)s)
+           AND (%(stale)s::timestamptz IS NULL
+                OR (last_activity_at < %(stale)s AND status NOT IN ('completed', 'failed', 'archived')))
+           AND (%(after_ts)s::timestamptz IS NULL OR (created_at, id) < (%(after_ts)s, %(after_id)s::uuid))
+         ORDER BY created_at DESC, id DESC
+         LIMIT %(limit)s
+        """,
+        {
+            "owner": owner_id,
+            "statuses": statuses,
+            "phase": phase,
+            "stale": stale_before,
+            "after_ts": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        },
+    ).fetchall()
+
+
+def update_details(
+    conn: Conn, contract_id: UUID, *, name: str, description: str, phase_guard: bool
+) -> dict[str, Any]:
+    row = conn.execute(
+        f"""
+        UPDATE contracts
+           SET name = %s, description = %s, phase_guard = %s, version = version + 1, updated_at = now()
+         WHERE id = %s
+        RETURNING {_COLUMNS}
+        """,
+        (name, description, phase_guard, contract_id),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def set_phase(conn: Conn, contract_id: UUID, phase: str) -> dict[str, Any]:
+    row = conn.execute(
+        f"""
+        UPDATE contracts
+           SET phase = %s, version = version + 1, updated_at = now(), last_activity_at = now()
+         WHERE id = %s
+        RETURNING {_COLUMNS}
+        """,
+        (phase, contract_id),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def set_status(
+    conn: Conn,
+    contract_id: UUID,
+    *,
+    status: str,
+    waiting_for: str | None,
+    blocked_reason: str | None,
+    failure_reason: str | None,
+) -> dict[str, Any]:
+    row = conn.execute(
+        f"""
+        UPDATE contracts
+           SET status = %s, waiting_for = %s, blocked_reason = %s, failure_reason = %s,
+               status_changed_at = now(), version = version + 1, updated_at = now()
+         WHERE id = %s
+        RETURNING {_COLUMNS}
+        """,
+        (status, waiting_for, blocked_reason, failure_reason, contract_id),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def set_waiting_for(conn: Conn, contract_id: UUID, waiting_for: str | None) -> None:
+    conn.execute(
+        "UPDATE contracts SET waiting_for = %s, updated_at = now() WHERE id = %s", (waiting_for, contract_id)
+    )
+
+
+def touch_activity(conn: Conn, contract_id: UUID) -> None:
+    """Task 1.5: record that something happened on the contract (no version bump: not a state change)."""
+    conn.execute("UPDATE contracts SET last_activity_at = now() WHERE id = %s", (contract_id,))
+
+
+def completed_deliverables(conn: Conn, contract_id: UUID) -> list[dict[str, Any]]:
+    return conn.execute(
+        """
+        SELECT phase, deliverable_id, completed_by, completed_at
+          FROM completed_deliverables WHERE contract_id = %s ORDER BY completed_at, deliverable_id
+        """,
+        (contract_id,),
+    ).fetchall()
+
+
+def mark_deliverable(conn: Conn, contract_id: UUID, phase: str, deliverable_id: str, by: str) -> dict[str, Any] | None:
+    """Insert the completion; None when it was already recorded (marking is idempotent)."""
+    return conn.execute(
+        """
+        INSERT INTO completed_deliverables (contract_id, phase, deliverable_id, completed_by)
+        VALUES (%s, %s, %s, %s)
+        ON CONFLICT DO NOTHING
+        RETURNING phase, deliverable_id, completed_by, completed_at
+        """,
+        (contract_id, phase, deliverable_id, by),
+    ).fetchone()

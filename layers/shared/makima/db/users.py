@@ -1,0 +1,91 @@
+"""SQL for users and their API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from makima.db.connection import Conn
+
+_TOKEN_COLUMNS = "id, user_id, name, kind, prefix, created_at, last_used_at, revoked_at"
+
+
+def insert_user(conn: Conn, *, name: str, role: str) -> dict[str, Any] | None:
+    """The new user, or None when the name is taken."""
+    return conn.execute(
+        """
+        INSERT INTO users (name, role) VALUES (%s, %s)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING id, name, role, created_at
+        """,
+        (name, role),
+    ).fetchone()
+
+
+def get_user(conn: Conn, user_id: UUID) -> dict[str, Any] | None:
+    return conn.execute("SELECT id, name, role, created_at FROM users WHERE id = %s", (user_id,)).fetchone()
+
+
+def get_user_by_name(conn: Conn, name: str) -> dict[str, Any] | None:
+    return conn.execute("SELECT id, name, role, created_at FROM users WHERE name = %s", (name,)).fetchone()
+
+
+def list_users(conn: Conn) -> list[dict[str, Any]]:
+    return conn.execute("SELECT id, name, role, created_at FROM users ORDER BY created_at, name").fetchall()
+
+
+def insert_token(
+    conn: Conn, *, user_id: UUID, name: str, kind: str, token_hash: bytes, prefix: str
+) -> dict[str, Any]:
+    row = conn.execute(
+        f"""
+        INSERT INTO api_tokens (user_id, name, kind, token_hash, prefix) VALUES (%s, %s, %s, %s, %s)
+        RETURNING {_TOKEN_COLUMNS}
+        """,
+        (user_id, name, kind, token_hash, prefix),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def list_tokens(conn: Conn, user_id: UUID) -> list[dict[str, Any]]:
+    return conn.execute(
+        f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE user_id = %s ORDER BY created_at", (user_id,)
+    ).fetchall()
+
+
+def resolve_token(conn: Conn, token_hash: bytes) -> dict[str, Any] | None:
+    """The live token with this digest and its user's role, in one indexed round trip."""
+    return conn.execute(
+        """
+        SELECT t.id AS token_id, t.kind, u.id AS user_id, u.role
+          FROM api_tokens t JOIN users u ON u.id = t.user_id
+         WHERE t.token_hash = %s AND t.revoked_at IS NULL
+        """,
+        (token_hash,),
+    ).fetchone()
+
+
+def revoke_token(conn: Conn, token_id: UUID) -> dict[str, Any] | None:
+    return conn.execute(
+        f"""
+        UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = %s
+        RETURNING {_TOKEN_COLUMNS}
+        """,
+        (token_id,),
+    ).fetchone()
+
+
+def has_admin_token(conn: Conn) -> bool:
+    row = conn.execute(
+        """
+        SELECT EXISTS (SELECT 1 FROM api_tokens t JOIN users u ON u.id = t.user_id
+                        WHERE u.role = 'admin' AND t.revoked_at IS NULL) AS present
+        """
+    ).fetchone()
+    return bool(row and row["present"])
+
+
+def token_owner(conn: Conn, token_id: UUID) -> UUID | None:
+    row = conn.execute("SELECT user_id FROM api_tokens WHERE id = %s", (token_id,)).fetchone()
+    return row["user_id"] if row else None

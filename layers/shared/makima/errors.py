@@ -1,0 +1,105 @@
+"""One exception hierarchy carrying the seed's error codes.
+
+Domain and data-access code raise these; the HTTP layer (``makima.api.errors``), the CLI and the
+WebSocket monitor each map them to their own surface in exactly one place, so a code means the same
+thing everywhere. ``details`` must be JSON-serialisable: it is sent to clients as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MakimaError(Exception):
+    """Base of every error a client may see. Subclasses fix ``code`` and ``status``."""
+
+    code: str = "INTERNAL_ERROR"
+    status: int = 500
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+# --- The seed's error-code table -------------------------------------------------------------------
+
+
+class ContractNotFound(MakimaError):
+    code, status = "CONTRACT_NOT_FOUND", 404
+
+
+class InvalidTransition(MakimaError):
+    code, status = "INVALID_TRANSITION", 400
+
+
+class VersionConflict(MakimaError):
+    code, status = "VERSION_CONFLICT", 409
+
+
+class PhaseGuardRequired(MakimaError):
+    code, status = "PHASE_GUARD_REQUIRED", 409
+
+
+class InvalidDeliverable(MakimaError):
+    code, status = "INVALID_DELIVERABLE", 400
+
+
+class SupervisorNotFound(MakimaError):
+    code, status = "SUPERVISOR_NOT_FOUND", 404
+
+
+class SupervisorDead(MakimaError):
+    code, status = "SUPERVISOR_DEAD", 503
+
+
+class ValidationFailed(MakimaError):
+    code, status = "VALIDATION_FAILED", 400
+
+
+# --- What users of an HTTP API expect besides -------------------------------------------------------
+
+
+class InvalidRequest(MakimaError):
+    """The request is well-formed JSON but its fields are wrong (pydantic validation)."""
+
+    code, status = "INVALID_REQUEST", 422
+
+
+class BadRequest(MakimaError):
+    """The request cannot be parsed at all (malformed JSON, bad cursor, bad query value)."""
+
+    code, status = "BAD_REQUEST", 400
+
+
+class Unauthorized(MakimaError):
+    code, status = "UNAUTHORIZED", 401
+
+
+class Forbidden(MakimaError):
+    code, status = "FORBIDDEN", 403
+
+
+class NotFound(MakimaError):
+    """A resource other than a contract (task, question, user, token, route) does not exist."""
+
+    code, status = "NOT_FOUND", 404
+
+
+class Conflict(MakimaError):
+    """A uniqueness rule was broken (user name taken, ...)."""
+
+    code, status = "CONFLICT", 409
+
+
+class PayloadTooLarge(MakimaError):
+    code, status = "PAYLOAD_TOO_LARGE", 413
+
+
+class DatabaseUnavailable(MakimaError):
+    """PostgreSQL cannot be reached. Transient: clients should retry with backoff."""
+
+    code, status = "DATABASE_UNAVAILABLE", 503

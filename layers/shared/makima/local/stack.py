@@ -1,0 +1,67 @@
+"""Start the local stack: PostgreSQL (embedded unless ``DATABASE_URL`` is set), migrations, an admin
+token, and the HTTP API on localhost, all running the same code as the Lambda functions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from makima.config import Settings
+from makima.db.connection import PooledDatabase, transaction
+from makima.db.embedded import EmbeddedPostgres, start_embedded
+from makima.db.migrate import migrate
+from makima.services.auth import ensure_admin
+
+log = logging.getLogger("makima.local")
+
+
+@dataclass
+class Backing:
+    url: str
+    embedded: EmbeddedPostgres | None
+    database: PooledDatabase
+    new_admin_token: str | None
+
+
+@contextlib.contextmanager
+def backing_services(settings: Settings, *, admin_token: str | None = None) -> Iterator[Backing]:
+    """Database up, schema current, an admin able to log in; everything stopped on exit."""
+    for noisy in ("pgserver", "yoyo"):  # their INFO lines narrate every step of initdb and migrate
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    embedded = None if settings.database_url else start_embedded(settings.data_dir)
+    url = settings.database_url or (embedded.url if embedded else "")
+    try:
+        applied = migrate(url)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        database = PooledDatabase(
+            url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, timeout=settings.db_connect_timeout
+        )
+        try:
+            with transaction(database) as conn:
+                token = ensure_admin(conn, token=admin_token)
+            yield Backing(url, embedded, database, token)
+        finally:
+            database.close()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def serve(settings: Settings, *, host: str, port: int, admin_token: str | None, echo: bool = True) -> None:
+    import uvicorn
+
+    from makima.api.app import create_app
+
+    with backing_services(settings, admin_token=admin_token) as backing:
+        where = f"embedded PostgreSQL in {backing.embedded.data_dir}" if backing.embedded else "DATABASE_URL"
+        if echo:
+            print(f"makima: database: {where}", flush=True)
+            if backing.new_admin_token and admin_token is None:
+                print("makima: admin token (shown once, store it now):", flush=True)
+                print(f"  export MAKIMA_TOKEN={backing.new_admin_token}", flush=True)
+            print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
+        app = create_app(backing.database, settings=settings)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,9 @@
+DROP TABLE IF EXISTS contract_events;
+DROP TABLE IF EXISTS chat_messages;
+DROP TABLE IF EXISTS questions;
+DROP TABLE IF EXISTS tasks;
+DROP TABLE IF EXISTS completed_deliverables;
+DROP TABLE IF EXISTS contracts;
+DROP TABLE IF EXISTS contract_types;
+DROP TABLE IF EXISTS api_tokens;
+DROP TABLE IF EXISTS users;

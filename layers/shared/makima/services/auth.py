@@ -1,0 +1,142 @@
+"""Users, API tokens and turning a bearer token into a ``Principal``.
+
+Tokens look like ``mkm_<43 url-safe chars>`` (256 random bits). Only their SHA-256 digest is stored;
+the plaintext is shown once, when issued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from uuid import UUID
+
+from makima.db import users as users_sql
+from makima.db.connection import Conn, Database, transaction
+from makima.domain.models import ApiToken, User
+from makima.domain.principals import Principal, Role
+from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+
+TOKEN_PREFIX = "mkm_"
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def principal_from_row(row: dict[str, object]) -> Principal:
+    role = Role.DAEMON if row["kind"] == "daemon" else Role(str(row["role"]))
+    return Principal(user_id=UUID(str(row["user_id"])), role=role, token_id=UUID(str(row["token_id"])))
+
+
+def resolve_with(conn: Conn, token: str | None) -> Principal:
+    if not token:
+        raise Unauthorized("missing bearer token: send Authorization: Bearer <token>")
+    row = users_sql.resolve_token(conn, hash_token(token))
+    if row is None:
+        raise Unauthorized("invalid or revoked token")
+    return principal_from_row(row)
+
+
+def resolve(db: Database, token: str | None) -> Principal:
+    """The principal of a token; ``Unauthorized`` when it is missing, unknown or revoked."""
+    if not token:
+        raise Unauthorized("missing bearer token: send Authorization: Bearer <token>")
+    with db.connection() as conn:
+        return resolve_with(conn, token)
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header (None when absent or another scheme)."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("admin role required")
+
+
+def create_user(db: Database, principal: Principal, *, name: str, role: Role) -> User:
+    _require_admin(principal)
+    if role is Role.DAEMON:
+        raise BadRequest("a user's role is user or admin; daemons are tokens of kind daemon")
+    with transaction(db) as conn:
+        row = users_sql.insert_user(conn, name=name, role=role.value)
+        if row is None:
+            raise Conflict(f"user name {name!r} is taken", {"name": name})
+        return User.model_validate(row)
+
+
+def list_users(db: Database, principal: Principal) -> list[User]:
+    _require_admin(principal)
+    with transaction(db) as conn:
+        return [User.model_validate(r) for r in users_sql.list_users(conn)]
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str
+
+
+def _issue(conn: Conn, user_id: UUID, name: str, kind: str, secret: str | None = None) -> IssuedToken:
+    secret = secret or new_token()
+    row = users_sql.insert_token(
+        conn, user_id=user_id, name=name, kind=kind, token_hash=hash_token(secret), prefix=secret[:8]
+    )
+    return IssuedToken(ApiToken.model_validate(row), secret)
+
+
+def issue_token(db: Database, principal: Principal, user_id: UUID, *, name: str, kind: str) -> IssuedToken:
+    _require_admin(principal)
+    with transaction(db) as conn:
+        if users_sql.get_user(conn, user_id) is None:
+            raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})
+        return _issue(conn, user_id, name, kind)
+
+
+def list_tokens(db: Database, principal: Principal, user_id: UUID) -> list[ApiToken]:
+    if not principal.is_admin and principal.user_id != user_id:
+        raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})
+    with transaction(db) as conn:
+        if users_sql.get_user(conn, user_id) is None:
+            raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})
+        return [ApiToken.model_validate(r) for r in users_sql.list_tokens(conn, user_id)]
+
+
+def revoke_token(db: Database, principal: Principal, token_id: UUID) -> ApiToken:
+    """Admins revoke any token; a user may revoke their own. Others see 404, not 403, so token ids
+    cannot be probed."""
+    with transaction(db) as conn:
+        owner = users_sql.token_owner(conn, token_id)
+        if owner is None or (not principal.is_admin and owner != principal.user_id):
+            raise NotFound(f"token {token_id} not found", {"token_id": str(token_id)})
+        revoked = users_sql.revoke_token(conn, token_id)
+        assert revoked is not None
+        return ApiToken.model_validate(revoked)
+
+
+def ensure_admin(conn: Conn, *, name: str = "admin", token: str | None = None) -> str | None:
+    """Make sure an admin can log in. Returns a plaintext token only when one was created now:
+    ``token`` (a caller-chosen secret, e.g. for scripts) is registered if it is not known yet; with
+    none, a token is minted only when no live admin token exists."""
+    user = users_sql.get_user_by_name(conn, name) or users_sql.insert_user(conn, name=name, role="admin")
+    assert user is not None
+    if user["role"] != "admin":
+        raise Conflict(f"user {name!r} exists and is not an admin", {"name": name})
+    if token is not None:
+        if users_sql.resolve_token(conn, hash_token(token)) is not None:
+            return None
+        return _issue(conn, user["id"], "bootstrap", "user", token).secret
+    if users_sql.has_admin_token(conn):
+        return None
+    return _issue(conn, user["id"], "bootstrap", "user").secret

@@ -1,0 +1,72 @@
+"""Helpers shared by the services: owner-scoped locking, type lookup and event recording."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from makima.db import contract_types as types_sql
+from makima.db import contracts as contracts_sql
+from makima.db import events as events_sql
+from makima.db.connection import Conn
+from makima.domain.contract_types import ContractTypeDefinition
+from makima.domain.models import Contract
+from makima.domain.principals import Principal
+from makima.domain.statuses import ContractStatus, is_terminal
+from makima.errors import ContractNotFound, InvalidTransition, ValidationFailed
+
+
+def scope(principal: Principal) -> UUID | None:
+    """The owner a query is restricted to; None (everyone) for admins only."""
+    return None if principal.is_admin else principal.user_id
+
+
+def not_found(contract_id: UUID) -> ContractNotFound:
+    return ContractNotFound(f"contract {contract_id} not found", {"contract_id": str(contract_id)})
+
+
+def load_contract(conn: Conn, principal: Principal, contract_id: UUID, *, lock: bool = False) -> Contract:
+    """The caller's contract (row-locked when ``lock``); ``ContractNotFound`` for other owners' too."""
+    row = contracts_sql.get(conn, contract_id, scope(principal), for_update=lock)
+    if row is None:
+        raise not_found(contract_id)
+    return Contract.model_validate(row)
+
+
+def load_type(conn: Conn, name: str) -> ContractTypeDefinition:
+    row = types_sql.get(conn, name)
+    if row is None:
+        known = [r["name"] for r in types_sql.list_all(conn)]
+        raise ValidationFailed(
+            f"unknown contract type {name!r}", {"contract_type": name, "valid_contract_types": known}
+        )
+    return ContractTypeDefinition.model_validate(row["definition"])
+
+
+def require_workable(contract: Contract, action: str) -> None:
+    """Refuse work on a contract that is finished (completed, failed, archived)."""
+    if is_terminal(contract.status):
+        raise InvalidTransition(
+            f"cannot {action}: contract is {contract.status.value}",
+            {"contract_id": str(contract.id), "status": contract.status.value},
+        )
+
+
+def require_not_paused(contract: Contract, action: str) -> None:
+    if contract.status is ContractStatus.PAUSED:
+        raise InvalidTransition(
+            f"cannot {action}: contract is paused; resume it first",
+            {"contract_id": str(contract.id), "status": contract.status.value},
+        )
+
+
+def record(conn: Conn, contract: Contract, principal: Principal | None, type: str, **payload: Any) -> None:
+    """Append the event for a change, inside the change's transaction."""
+    events_sql.append(
+        conn,
+        contract_id=contract.id,
+        owner_id=contract.owner_id,
+        type=type,
+        payload={"contract_id": str(contract.id), **payload},
+        actor=principal.actor if principal else "system",
+    )

@@ -1,0 +1,315 @@
+"""Contract use cases: create, read, list, update, phase changes (1.2, 1.3), status changes (1.4),
+deliverables (1.1) and the event log."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from makima.db import contracts as contracts_sql
+from makima.db import events as events_sql
+from makima.db.connection import Database, transaction
+from makima.domain.contract_types import ContractTypeDefinition
+from makima.domain.models import CompletedDeliverable, Contract, ContractEvent
+from makima.domain.principals import Principal
+from makima.domain.statuses import ContractStatus, check_transition
+from makima.errors import BadRequest, InvalidTransition, PhaseGuardRequired, VersionConflict
+from makima.services.common import (
+    load_contract,
+    load_type,
+    record,
+    require_not_paused,
+    require_workable,
+    scope,
+)
+
+
+@dataclass(frozen=True)
+class DeliverableState:
+    id: str
+    name: str
+    completed: bool
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ContractDetail:
+    contract: Contract
+    contract_type: ContractTypeDefinition
+    deliverables: list[DeliverableState]  # of the current phase
+    completed: list[CompletedDeliverable]  # across all phases
+
+
+def _phase_deliverables(
+    ctype: ContractTypeDefinition, phase: str, completed: list[CompletedDeliverable]
+) -> list[DeliverableState]:
+    done = {d.deliverable_id: d.completed_at for d in completed if d.phase == phase}
+    return [
+        DeliverableState(id=d.id, name=d.name, completed=d.id in done, completed_at=done.get(d.id))
+        for d in ctype.phase(phase).deliverables
+    ]
+
+
+def _completed(conn: Any, contract_id: UUID) -> list[CompletedDeliverable]:
+    return [CompletedDeliverable.model_validate(r) for r in contracts_sql.completed_deliverables(conn, contract_id)]
+
+
+def _check_version(contract: Contract, expected: int | None) -> None:
+    if expected is not None and expected != contract.version:
+        raise VersionConflict(
+            f"contract {contract.id} is at version {contract.version}, not {expected}",
+            {
+                "expected": expected,
+                "actual": contract.version,
+                "current_phase": contract.phase,
+                "current_status": contract.status.value,
+            },
+        )
+
+
+def create_contract(
+    db: Database, principal: Principal, *, name: str, description: str, contract_type: str, phase_guard: bool
+) -> Contract:
+    with transaction(db) as conn:
+        ctype = load_type(conn, contract_type)
+        contract = Contract.model_validate(
+            contracts_sql.insert(
+                conn,
+                owner_id=principal.user_id,
+                name=name,
+                description=description,
+                contract_type=ctype.name,
+                phase=ctype.first_phase,
+                phase_guard=phase_guard,
+            )
+        )
+        record(
+            conn, contract, principal, "contract_created",
+            name=name, contract_type=ctype.name, phase=contract.phase, status=contract.status.value,
+        )
+        return contract
+
+
+def get_contract(db: Database, principal: Principal, contract_id: UUID) -> ContractDetail:
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id)
+        ctype = load_type(conn, contract.contract_type)
+        completed = _completed(conn, contract_id)
+        return ContractDetail(contract, ctype, _phase_deliverables(ctype, contract.phase, completed), completed)
+
+
+def encode_cursor(contract: Contract) -> str:
+    raw = json.dumps([contract.created_at.isoformat(), str(contract.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(created), UUID(ident)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor}) from exc
+
+
+@dataclass(frozen=True)
+class ContractPage:
+    contracts: list[Contract]
+    next_cursor: str | None
+
+
+def list_contracts(
+    db: Database,
+    principal: Principal,
+    *,
+    statuses: list[ContractStatus] | None = None,
+    phase: str | None = None,
+    stale_threshold: timedelta | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> ContractPage:
+    after = decode_cursor(cursor) if cursor else None
+    stale_before = datetime.now(UTC) - stale_threshold if stale_threshold is not None else None
+    with transaction(db) as conn:
+        rows = contracts_sql.list_page(
+            conn,
+            owner_id=scope(principal),
+            statuses=[s.value for s in statuses] if statuses is not None else None,
+            phase=phase,
+            stale_before=stale_before,
+            after=after,
+            limit=limit + 1,
+        )
+    contracts = [Contract.model_validate(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return ContractPage(contracts, encode_cursor(contracts[-1]) if more and contracts else None)
+
+
+def update_contract(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    name: str | None,
+    description: str | None,
+    phase_guard: bool | None,
+    expected_version: int | None,
+) -> Contract:
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        _check_version(contract, expected_version)
+        changes = {
+            k: v
+            for k, v in {"name": name, "description": description, "phase_guard": phase_guard}.items()
+            if v is not None and getattr(contract, k) != v
+        }
+        if not changes:
+            return contract
+        updated = Contract.model_validate(
+            contracts_sql.update_details(
+                conn,
+                contract_id,
+                name=changes.get("name", contract.name),
+                description=changes.get("description", contract.description),
+                phase_guard=changes.get("phase_guard", contract.phase_guard),
+            )
+        )
+        record(conn, updated, principal, "contract_updated", changed=sorted(changes))
+        return updated
+
+
+def change_phase(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    phase: str,
+    expected_version: int,
+    confirmed: bool = False,
+    reason: str | None = None,
+) -> Contract:
+    """Move the contract to ``phase`` (Tasks 1.2 and 1.3).
+
+    The row is locked ``FOR UPDATE`` before the version is compared, so of N concurrent callers that
+    read the same version exactly one succeeds; the others see the new version and get
+    ``VersionConflict``. The phase guard applies to every caller, supervisors included.
+    """
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        _check_version(contract, expected_version)
+        require_workable(contract, "change phase")
+        require_not_paused(contract, "change phase")
+        ctype = load_type(conn, contract.contract_type)
+        ctype.phase(phase)  # ValidationFailed for a phase the type does not have
+        if phase == contract.phase:
+            raise InvalidTransition(
+                f"contract is already in phase {phase!r}", {"phase": phase, "valid_phases": ctype.phase_ids}
+            )
+        if contract.phase_guard and not confirmed:
+            deliverables = _phase_deliverables(ctype, contract.phase, _completed(conn, contract_id))
+            raise PhaseGuardRequired(
+                f"phase guard is on: confirm the move from {contract.phase!r} to {phase!r} "
+                "by sending confirmed: true",
+                {
+                    "current_phase": contract.phase,
+                    "target_phase": phase,
+                    "deliverables": [
+                        {"id": d.id, "name": d.name, "completed": d.completed} for d in deliverables
+                    ],
+                    "completed_count": sum(d.completed for d in deliverables),
+                    "total_count": len(deliverables),
+                },
+            )
+        updated = Contract.model_validate(contracts_sql.set_phase(conn, contract_id, phase))
+        record(
+            conn, updated, principal, "phase_changed",
+            old_phase=contract.phase, new_phase=phase, reason=reason, confirmed=confirmed,
+        )
+        return updated
+
+
+def change_status(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    status: ContractStatus,
+    reason: str | None = None,
+    expected_version: int | None = None,
+) -> Contract:
+    """Apply one transition of the status table (Task 1.4) and record it."""
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        _check_version(contract, expected_version)
+        return transition(conn, principal, contract, status, reason)
+
+
+def transition(
+    conn: Any, principal: Principal | None, contract: Contract, status: ContractStatus, reason: str | None,
+    *, waiting_for: str | None = None,
+) -> Contract:
+    """Change the status of a contract the caller has locked; shared by every service that moves one."""
+    check_transition(contract.status, status)
+    S = ContractStatus
+    updated = Contract.model_validate(
+        contracts_sql.set_status(
+            conn,
+            contract.id,
+            status=status.value,
+            waiting_for=(waiting_for or reason or "input") if status is S.WAITING_FOR_INPUT else None,
+            blocked_reason=reason if status is S.BLOCKED else None,
+            failure_reason=reason if status is S.FAILED else None,
+        )
+    )
+    record(
+        conn, updated, principal, "status_changed",
+        old_status=contract.status.value, new_status=status.value, reason=reason,
+    )
+    return updated
+
+
+@dataclass(frozen=True)
+class DeliverableResult:
+    contract: Contract
+    deliverable: CompletedDeliverable
+    already_completed: bool
+
+
+def complete_deliverable(
+    db: Database, principal: Principal, contract_id: UUID, *, deliverable_id: str, phase: str | None = None
+) -> DeliverableResult:
+    """Mark a deliverable complete (Task 1.1). Validated against the contract's type before anything is
+    written; marking twice is harmless and records one event."""
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        require_workable(contract, "complete a deliverable")
+        ctype = load_type(conn, contract.contract_type)
+        target_phase = phase or contract.phase
+        ctype.validate_deliverable(target_phase, deliverable_id)
+        row = contracts_sql.mark_deliverable(conn, contract_id, target_phase, deliverable_id, principal.actor)
+        if row is None:
+            existing = next(
+                d for d in _completed(conn, contract_id)
+                if d.phase == target_phase and d.deliverable_id == deliverable_id
+            )
+            return DeliverableResult(contract, existing, already_completed=True)
+        contracts_sql.touch_activity(conn, contract_id)
+        record(conn, contract, principal, "deliverable_completed", phase=target_phase, deliverable_id=deliverable_id)
+        done = CompletedDeliverable.model_validate(row)
+        return DeliverableResult(load_contract(conn, principal, contract_id), done, already_completed=False)
+
+
+def list_events(
+    db: Database, principal: Principal, contract_id: UUID, *, after_id: int = 0, limit: int = 100
+) -> list[ContractEvent]:
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        return [
+            ContractEvent.model_validate(r)
+            for r in events_sql.list_for_contract(conn, contract_id, after_id=after_id, limit=limit)
+        ]

@@ -1,0 +1,110 @@
+"""Questions: a supervisor asks, the contract waits for input, the owner answers, the supervisor
+collects the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from makima.db import contracts as contracts_sql
+from makima.db import questions as questions_sql
+from makima.db import tasks as tasks_sql
+from makima.db.connection import Database, transaction
+from makima.domain.models import Question
+from makima.domain.principals import Principal, Role
+from makima.domain.statuses import ContractStatus
+from makima.errors import Conflict, Forbidden, NotFound
+from makima.services.common import load_contract, record, require_workable
+from makima.services.contracts import transition
+
+QUESTION_PREFIX = "question:"
+
+
+def ask_question(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    question: str,
+    question_type: str = "text",
+    options: list[Any] | None = None,
+    task_id: UUID | None = None,
+) -> Question:
+    """Store the question; an active contract goes to ``waiting_for_input`` with ``waiting_for`` naming
+    the question. A contract that is paused or blocked keeps its status: the question waits with it."""
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        require_workable(contract, "ask a question")
+        if task_id is not None and tasks_sql.get(conn, contract_id, task_id) is None:
+            raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+        q = Question.model_validate(
+            questions_sql.insert(
+                conn,
+                contract_id=contract_id,
+                task_id=task_id,
+                question=question,
+                question_type=question_type,
+                options=options or [],
+                asked_by=principal.actor,
+            )
+        )
+        contracts_sql.touch_activity(conn, contract_id)
+        record(
+            conn, contract, principal, "question_asked",
+            question_id=str(q.id), question=question, question_type=question_type,
+        )
+        waiting_for = f"{QUESTION_PREFIX}{q.id}"
+        if contract.status is ContractStatus.ACTIVE:
+            transition(conn, principal, contract, ContractStatus.WAITING_FOR_INPUT, None, waiting_for=waiting_for)
+        elif contract.status is ContractStatus.WAITING_FOR_INPUT and not contract.waiting_for:
+            contracts_sql.set_waiting_for(conn, contract_id, waiting_for)
+        return q
+
+
+def answer_question(
+    db: Database, principal: Principal, contract_id: UUID, question_id: UUID, *, answer: str
+) -> Question:
+    """Only a person answers (not a daemon). When no question is left pending, a contract that was
+    waiting for one goes back to ``active``; otherwise ``waiting_for`` names the next one."""
+    if principal.role is Role.DAEMON:
+        raise Forbidden("questions are answered by the contract's owner, not by a daemon")
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        row = questions_sql.get(conn, contract_id, question_id, for_update=True)
+        if row is None:
+            raise NotFound(f"question {question_id} not found", {"question_id": str(question_id)})
+        if row["status"] != "pending":
+            raise Conflict("question was already answered", {"question_id": str(question_id)})
+        q = Question.model_validate(questions_sql.answer(conn, question_id, answer=answer, answered_by=principal.actor))
+        contracts_sql.touch_activity(conn, contract_id)
+        record(conn, contract, principal, "question_answered", question_id=str(question_id))
+        if contract.status is ContractStatus.WAITING_FOR_INPUT and (contract.waiting_for or "").startswith(
+            QUESTION_PREFIX
+        ):
+            nxt = questions_sql.oldest_pending(conn, contract_id)
+            if nxt is None:
+                transition(conn, principal, contract, ContractStatus.ACTIVE, "question answered")
+            else:
+                contracts_sql.set_waiting_for(conn, contract_id, f"{QUESTION_PREFIX}{nxt['id']}")
+        return q
+
+
+def list_questions(
+    db: Database, principal: Principal, contract_id: UUID, *, status: str | None = None, undelivered: bool = False
+) -> list[Question]:
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        rows = questions_sql.list_for_contract(conn, contract_id, status=status, undelivered=undelivered)
+        return [Question.model_validate(r) for r in rows]
+
+
+def acknowledge_answer(db: Database, principal: Principal, contract_id: UUID, question_id: UUID) -> Question:
+    """The supervisor confirms it received the answer, so it is not delivered again after a restart."""
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        row = questions_sql.get(conn, contract_id, question_id, for_update=True)
+        if row is None:
+            raise NotFound(f"question {question_id} not found", {"question_id": str(question_id)})
+        if row["status"] != "answered":
+            raise Conflict("question has no answer to acknowledge yet", {"question_id": str(question_id)})
+        return Question.model_validate(questions_sql.mark_delivered(conn, question_id))

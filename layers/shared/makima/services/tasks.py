@@ -1,0 +1,102 @@
+"""Task use cases: spawn a task on a contract and move it through its statuses."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import psycopg
+
+from makima.db import contracts as contracts_sql
+from makima.db import tasks as tasks_sql
+from makima.db.connection import Database, transaction
+from makima.domain.models import Task
+from makima.domain.principals import Principal
+from makima.domain.statuses import ContractStatus
+from makima.domain.tasks import FINISHED, TaskStatus, check_task_transition
+from makima.errors import Conflict, NotFound
+from makima.services.common import load_contract, record, require_not_paused, require_workable
+from makima.services.contracts import transition
+
+
+def spawn_task(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    name: str,
+    is_supervisor: bool = False,
+    daemon: str | None = None,
+) -> Task:
+    """Create a pending task. A contract's first supervisor task starts the contract: ``created`` becomes
+    ``active`` (seed 1.4's migration strategy). A second live supervisor is refused by a unique index."""
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        require_workable(contract, "spawn a task")
+        require_not_paused(contract, "spawn a task")
+        try:
+            with conn.transaction():
+                row = tasks_sql.insert(
+                    conn,
+                    contract_id=contract_id,
+                    name=name,
+                    is_supervisor=is_supervisor,
+                    daemon=daemon,
+                    created_by=principal.actor,
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            raise Conflict(
+                "contract already has a live supervisor task", {"contract_id": str(contract_id)}
+            ) from exc
+        task = Task.model_validate(row)
+        contracts_sql.touch_activity(conn, contract_id)
+        record(
+            conn, contract, principal, "task_spawned",
+            task_id=str(task.id), task_name=task.name, is_supervisor=is_supervisor,
+        )
+        if is_supervisor and contract.status is ContractStatus.CREATED:
+            transition(conn, principal, contract, ContractStatus.ACTIVE, "supervisor started")
+        return task
+
+
+def list_tasks(db: Database, principal: Principal, contract_id: UUID) -> list[Task]:
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        return [Task.model_validate(r) for r in tasks_sql.list_for_contract(conn, contract_id)]
+
+
+def get_task(db: Database, principal: Principal, contract_id: UUID, task_id: UUID) -> Task:
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        row = tasks_sql.get(conn, contract_id, task_id)
+        if row is None:
+            raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+        return Task.model_validate(row)
+
+
+def update_task_status(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    task_id: UUID,
+    *,
+    status: TaskStatus,
+    error: str | None = None,
+) -> Task:
+    """Move a task along pending -> running -> completed | failed; finishing records ``task_completed``."""
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        row = tasks_sql.get(conn, contract_id, task_id, for_update=True)
+        if row is None:
+            raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+        task = Task.model_validate(row)
+        check_task_transition(task.status, status)
+        updated = Task.model_validate(tasks_sql.set_status(conn, task_id, status=status.value, error=error))
+        if status in FINISHED:
+            contracts_sql.touch_activity(conn, contract_id)
+            record(
+                conn, contract, principal, "task_completed",
+                task_id=str(task_id), task_name=task.name, success=status is TaskStatus.COMPLETED, error=error,
+            )
+        else:
+            record(conn, contract, principal, "task_started", task_id=str(task_id), task_name=task.name)
+        return updated

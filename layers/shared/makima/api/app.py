@@ -61,7 +61,7 @@ def create_app(
         ready: Database = database  # type: ignore[assignment]
         app.state.database = lambda: ready
     else:
-        app.state.database = LazyDatabase(database)  # type: ignore[arg-type]
+        app.state.database = LazyDatabase(database)
     errors.install(app)
     for router in routers if routers is not None else ALL_ROUTERS:
         app.include_router(router)

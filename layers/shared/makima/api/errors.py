@@ -29,7 +29,9 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"error": {"code": code, "message": message, "details": details or {}}}
     )
@@ -38,7 +40,11 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Only location, message and type: pydantic's "input"/"ctx" may hold values that are not JSON.
     return [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
         for e in exc.errors()
     ]
 

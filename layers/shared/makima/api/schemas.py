@@ -83,7 +83,7 @@ class ContractOut(BaseModel):
             **c.model_dump(),
             type=c.contract_type,
             current_phase=c.phase,
-            legacy_status=LEGACY_STATUS[c.status].value,  # type: ignore[arg-type]
+            legacy_status=LEGACY_STATUS[c.status].value,
         )
 
 

@@ -44,7 +44,8 @@ def dev(
     port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     admin_token: Annotated[
-        str | None, typer.Option("--admin-token", help="Register this admin token (for scripts) instead of minting one.")
+        str | None,
+        typer.Option("--admin-token", help="Register this admin token (for scripts) instead of minting one."),
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -115,7 +116,9 @@ def admin_list_users(api_url: ApiUrl = DEFAULT_API_URL, token: Token = None) -> 
 @admin_app.command("issue-token")
 def admin_issue_token(
     user_id: str,
-    kind: Annotated[str, typer.Option(help="user, or daemon for a supervisor host acting for the user")] = "user",
+    kind: Annotated[
+        str, typer.Option(help="user, or daemon for a supervisor host acting for the user")
+    ] = "user",
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
     api_url: ApiUrl = DEFAULT_API_URL,
     token: Token = None,
@@ -124,7 +127,9 @@ def admin_issue_token(
 
     Example: makima admin issue-token 3f6c...e1 --kind daemon --name build-host-1
     """
-    print_json(Api(api_url, token).call("POST", f"/users/{user_id}/tokens", json={"name": name, "kind": kind}))
+    print_json(
+        Api(api_url, token).call("POST", f"/users/{user_id}/tokens", json={"name": name, "kind": kind})
+    )
 
 
 @admin_app.command("revoke-token")

@@ -39,7 +39,9 @@ def insert(
     return row
 
 
-def get(conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False) -> dict[str, Any] | None:
+def get(
+    conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False
+) -> dict[str, Any] | None:
     """The contract, or None when it does not exist or belongs to someone else.
 
     ``for_update`` takes the row lock that serialises every change to one contract (Task 1.2).
@@ -165,7 +167,9 @@ def completed_deliverables(conn: Conn, contract_id: UUID) -> list[dict[str, Any]
     ).fetchall()
 
 
-def mark_deliverable(conn: Conn, contract_id: UUID, phase: str, deliverable_id: str, by: str) -> dict[str, Any] | None:
+def mark_deliverable(
+    conn: Conn, contract_id: UUID, phase: str, deliverable_id: str, by: str
+) -> dict[str, Any] | None:
     """Insert the completion; None when it was already recorded (marking is idempotent)."""
     return conn.execute(
         """

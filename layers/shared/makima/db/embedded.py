@@ -41,5 +41,6 @@ def start_embedded(data_dir: str | os.PathLike[str], *, keep_data: bool = True) 
 
     path = Path(data_dir).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(path), cleanup_mode="stop" if keep_data else "delete")
+    get_server: Any = pgserver.get_server  # type: ignore[attr-defined]
+    server = get_server(str(path), cleanup_mode="stop" if keep_data else "delete")
     return EmbeddedPostgres(data_dir=path, url=server.get_uri(), _server=server)

@@ -13,7 +13,13 @@ _COLUMNS = "id, contract_id, type, payload, actor, created_at"
 
 
 def append(
-    conn: Conn, *, contract_id: UUID | None, owner_id: UUID | None, type: str, payload: dict[str, Any], actor: str
+    conn: Conn,
+    *,
+    contract_id: UUID | None,
+    owner_id: UUID | None,
+    type: str,
+    payload: dict[str, Any],
+    actor: str,
 ) -> dict[str, Any]:
     """Write one event in the caller's transaction, so it commits (or not) with the change it records."""
     row = conn.execute(

@@ -35,7 +35,9 @@ def insert(
     return row
 
 
-def get(conn: Conn, contract_id: UUID, question_id: UUID, *, for_update: bool = False) -> dict[str, Any] | None:
+def get(
+    conn: Conn, contract_id: UUID, question_id: UUID, *, for_update: bool = False
+) -> dict[str, Any] | None:
     lock = "FOR UPDATE" if for_update else ""
     return conn.execute(
         f"SELECT {_COLUMNS} FROM questions WHERE id = %s AND contract_id = %s {lock}",

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from makima.db.connection import Conn
 
-_TOKEN_COLUMNS = "id, user_id, name, kind, prefix, created_at, last_used_at, revoked_at"
+_TOKEN_COLUMNS = "id, user_id, name, kind, prefix, created_at, last_used_at, revoked_at"  # noqa: S105 - column list, not a secret
 
 
 def insert_user(conn: Conn, *, name: str, role: str) -> dict[str, Any] | None:

@@ -37,7 +37,10 @@ def backing_services(settings: Settings, *, admin_token: str | None = None) -> I
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         database = PooledDatabase(
-            url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, timeout=settings.db_connect_timeout
+            url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.db_connect_timeout,
         )
         try:
             with transaction(database) as conn:

@@ -17,7 +17,7 @@ from makima.domain.models import ApiToken, User
 from makima.domain.principals import Principal, Role
 from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 
-TOKEN_PREFIX = "mkm_"
+TOKEN_PREFIX = "mkm_"  # noqa: S105 - a prefix, not a secret
 
 
 def hash_token(token: str) -> bytes:

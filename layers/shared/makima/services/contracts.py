@@ -56,7 +56,10 @@ def _phase_deliverables(
 
 
 def _completed(conn: Any, contract_id: UUID) -> list[CompletedDeliverable]:
-    return [CompletedDeliverable.model_validate(r) for r in contracts_sql.completed_deliverables(conn, contract_id)]
+    return [
+        CompletedDeliverable.model_validate(r)
+        for r in contracts_sql.completed_deliverables(conn, contract_id)
+    ]
 
 
 def _check_version(contract: Contract, expected: int | None) -> None:
@@ -89,8 +92,14 @@ def create_contract(
             )
         )
         record(
-            conn, contract, principal, "contract_created",
-            name=name, contract_type=ctype.name, phase=contract.phase, status=contract.status.value,
+            conn,
+            contract,
+            principal,
+            "contract_created",
+            name=name,
+            contract_type=ctype.name,
+            phase=contract.phase,
+            status=contract.status.value,
         )
         return contract
 
@@ -100,7 +109,9 @@ def get_contract(db: Database, principal: Principal, contract_id: UUID) -> Contr
         contract = load_contract(conn, principal, contract_id)
         ctype = load_type(conn, contract.contract_type)
         completed = _completed(conn, contract_id)
-        return ContractDetail(contract, ctype, _phase_deliverables(ctype, contract.phase, completed), completed)
+        return ContractDetail(
+            contract, ctype, _phase_deliverables(ctype, contract.phase, completed), completed
+        )
 
 
 def encode_cursor(contract: Contract) -> str:
@@ -114,7 +125,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return datetime.fromisoformat(created), UUID(ident)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor}) from exc
+        raise BadRequest(
+            "invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor}
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -163,23 +176,26 @@ def update_contract(
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
         _check_version(contract, expected_version)
-        changes = {
-            k: v
-            for k, v in {"name": name, "description": description, "phase_guard": phase_guard}.items()
-            if v is not None and getattr(contract, k) != v
-        }
-        if not changes:
+        new_name = name if name is not None else contract.name
+        new_description = description if description is not None else contract.description
+        new_guard = phase_guard if phase_guard is not None else contract.phase_guard
+        changed = [
+            field
+            for field, old, new in (
+                ("name", contract.name, new_name),
+                ("description", contract.description, new_description),
+                ("phase_guard", contract.phase_guard, new_guard),
+            )
+            if old != new
+        ]
+        if not changed:
             return contract
         updated = Contract.model_validate(
             contracts_sql.update_details(
-                conn,
-                contract_id,
-                name=changes.get("name", contract.name),
-                description=changes.get("description", contract.description),
-                phase_guard=changes.get("phase_guard", contract.phase_guard),
+                conn, contract_id, name=new_name, description=new_description, phase_guard=new_guard
             )
         )
-        record(conn, updated, principal, "contract_updated", changed=sorted(changes))
+        record(conn, updated, principal, "contract_updated", changed=changed)
         return updated
 
 
@@ -227,8 +243,14 @@ def change_phase(
             )
         updated = Contract.model_validate(contracts_sql.set_phase(conn, contract_id, phase))
         record(
-            conn, updated, principal, "phase_changed",
-            old_phase=contract.phase, new_phase=phase, reason=reason, confirmed=confirmed,
+            conn,
+            updated,
+            principal,
+            "phase_changed",
+            old_phase=contract.phase,
+            new_phase=phase,
+            reason=reason,
+            confirmed=confirmed,
         )
         return updated
 
@@ -250,25 +272,35 @@ def change_status(
 
 
 def transition(
-    conn: Any, principal: Principal | None, contract: Contract, status: ContractStatus, reason: str | None,
-    *, waiting_for: str | None = None,
+    conn: Any,
+    principal: Principal | None,
+    contract: Contract,
+    status: ContractStatus,
+    reason: str | None,
+    *,
+    waiting_for: str | None = None,
 ) -> Contract:
     """Change the status of a contract the caller has locked; shared by every service that moves one."""
     check_transition(contract.status, status)
-    S = ContractStatus
+    s = ContractStatus
     updated = Contract.model_validate(
         contracts_sql.set_status(
             conn,
             contract.id,
             status=status.value,
-            waiting_for=(waiting_for or reason or "input") if status is S.WAITING_FOR_INPUT else None,
-            blocked_reason=reason if status is S.BLOCKED else None,
-            failure_reason=reason if status is S.FAILED else None,
+            waiting_for=(waiting_for or reason or "input") if status is s.WAITING_FOR_INPUT else None,
+            blocked_reason=reason if status is s.BLOCKED else None,
+            failure_reason=reason if status is s.FAILED else None,
         )
     )
     record(
-        conn, updated, principal, "status_changed",
-        old_status=contract.status.value, new_status=status.value, reason=reason,
+        conn,
+        updated,
+        principal,
+        "status_changed",
+        old_status=contract.status.value,
+        new_status=status.value,
+        reason=reason,
     )
     return updated
 
@@ -294,12 +326,20 @@ def complete_deliverable(
         row = contracts_sql.mark_deliverable(conn, contract_id, target_phase, deliverable_id, principal.actor)
         if row is None:
             existing = next(
-                d for d in _completed(conn, contract_id)
+                d
+                for d in _completed(conn, contract_id)
                 if d.phase == target_phase and d.deliverable_id == deliverable_id
             )
             return DeliverableResult(contract, existing, already_completed=True)
         contracts_sql.touch_activity(conn, contract_id)
-        record(conn, contract, principal, "deliverable_completed", phase=target_phase, deliverable_id=deliverable_id)
+        record(
+            conn,
+            contract,
+            principal,
+            "deliverable_completed",
+            phase=target_phase,
+            deliverable_id=deliverable_id,
+        )
         done = CompletedDeliverable.model_validate(row)
         return DeliverableResult(load_contract(conn, principal, contract_id), done, already_completed=False)
 

@@ -50,12 +50,19 @@ def ask_question(
         )
         contracts_sql.touch_activity(conn, contract_id)
         record(
-            conn, contract, principal, "question_asked",
-            question_id=str(q.id), question=question, question_type=question_type,
+            conn,
+            contract,
+            principal,
+            "question_asked",
+            question_id=str(q.id),
+            question=question,
+            question_type=question_type,
         )
         waiting_for = f"{QUESTION_PREFIX}{q.id}"
         if contract.status is ContractStatus.ACTIVE:
-            transition(conn, principal, contract, ContractStatus.WAITING_FOR_INPUT, None, waiting_for=waiting_for)
+            transition(
+                conn, principal, contract, ContractStatus.WAITING_FOR_INPUT, None, waiting_for=waiting_for
+            )
         elif contract.status is ContractStatus.WAITING_FOR_INPUT and not contract.waiting_for:
             contracts_sql.set_waiting_for(conn, contract_id, waiting_for)
         return q
@@ -75,7 +82,9 @@ def answer_question(
             raise NotFound(f"question {question_id} not found", {"question_id": str(question_id)})
         if row["status"] != "pending":
             raise Conflict("question was already answered", {"question_id": str(question_id)})
-        q = Question.model_validate(questions_sql.answer(conn, question_id, answer=answer, answered_by=principal.actor))
+        q = Question.model_validate(
+            questions_sql.answer(conn, question_id, answer=answer, answered_by=principal.actor)
+        )
         contracts_sql.touch_activity(conn, contract_id)
         record(conn, contract, principal, "question_answered", question_id=str(question_id))
         if contract.status is ContractStatus.WAITING_FOR_INPUT and (contract.waiting_for or "").startswith(
@@ -90,7 +99,12 @@ def answer_question(
 
 
 def list_questions(
-    db: Database, principal: Principal, contract_id: UUID, *, status: str | None = None, undelivered: bool = False
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    status: str | None = None,
+    undelivered: bool = False,
 ) -> list[Question]:
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)

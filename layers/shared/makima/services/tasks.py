@@ -50,8 +50,13 @@ def spawn_task(
         task = Task.model_validate(row)
         contracts_sql.touch_activity(conn, contract_id)
         record(
-            conn, contract, principal, "task_spawned",
-            task_id=str(task.id), task_name=task.name, is_supervisor=is_supervisor,
+            conn,
+            contract,
+            principal,
+            "task_spawned",
+            task_id=str(task.id),
+            task_name=task.name,
+            is_supervisor=is_supervisor,
         )
         if is_supervisor and contract.status is ContractStatus.CREATED:
             transition(conn, principal, contract, ContractStatus.ACTIVE, "supervisor started")
@@ -94,8 +99,14 @@ def update_task_status(
         if status in FINISHED:
             contracts_sql.touch_activity(conn, contract_id)
             record(
-                conn, contract, principal, "task_completed",
-                task_id=str(task_id), task_name=task.name, success=status is TaskStatus.COMPLETED, error=error,
+                conn,
+                contract,
+                principal,
+                "task_completed",
+                task_id=str(task_id),
+                task_name=task.name,
+                success=status is TaskStatus.COMPLETED,
+                error=error,
             )
         else:
             record(conn, contract, principal, "task_started", task_id=str(task_id), task_name=task.name)

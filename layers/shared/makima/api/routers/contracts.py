@@ -43,11 +43,16 @@ def _statuses(raw: str | None, waiting: bool) -> list[ContractStatus] | None:
             chosen.append(ContractStatus(part))
         except ValueError:
             raise BadRequest(
-                f"unknown status {part!r}", {"status": part, "valid_statuses": [s.value for s in ContractStatus]}
+                f"unknown status {part!r}",
+                {"status": part, "valid_statuses": [s.value for s in ContractStatus]},
             ) from None
     if waiting:
         # Filters combine: "waiting" AND the given statuses, which is empty unless they name it.
-        return [ContractStatus.WAITING_FOR_INPUT] if not chosen or ContractStatus.WAITING_FOR_INPUT in chosen else []
+        return (
+            [ContractStatus.WAITING_FOR_INPUT]
+            if not chosen or ContractStatus.WAITING_FOR_INPUT in chosen
+            else []
+        )
     return chosen or None
 
 

@@ -8,7 +8,13 @@ from pydantic import BaseModel
 
 from makima.api.deps import DB, Caller
 from makima.api.routers._common import make_router
-from makima.api.schemas import ContractOut, DeliverableComplete, DeliverableCompleted, DeliverableOut, PhaseOut
+from makima.api.schemas import (
+    ContractOut,
+    DeliverableComplete,
+    DeliverableCompleted,
+    DeliverableOut,
+    PhaseOut,
+)
 from makima.services import contracts as svc
 
 router = make_router("deliverables")
@@ -21,9 +27,13 @@ class DeliverablesByPhase(BaseModel):
 
 
 @router.post("/contracts/{contract_id}/deliverables", response_model=DeliverableCompleted)
-def complete_deliverable(contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller) -> DeliverableCompleted:
+def complete_deliverable(
+    contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller
+) -> DeliverableCompleted:
     """400 INVALID_DELIVERABLE, listing the valid ids, when the deliverable is not one of the phase's."""
-    result = svc.complete_deliverable(db, caller, contract_id, deliverable_id=body.deliverable_id, phase=body.phase)
+    result = svc.complete_deliverable(
+        db, caller, contract_id, deliverable_id=body.deliverable_id, phase=body.phase
+    )
     d = result.deliverable
     return DeliverableCompleted(
         contract=ContractOut.of(result.contract),
@@ -48,7 +58,10 @@ def list_deliverables(contract_id: UUID, db: DB, caller: Caller) -> Deliverables
                 name=p.name,
                 deliverables=[
                     DeliverableOut(
-                        id=d.id, name=d.name, completed=(p.id, d.id) in done, completed_at=done.get((p.id, d.id))
+                        id=d.id,
+                        name=d.name,
+                        completed=(p.id, d.id) in done,
+                        completed_at=done.get((p.id, d.id)),
                     )
                     for d in p.deliverables
                 ],

@@ -34,6 +34,11 @@ def change_status(contract_id: UUID, body: StatusChange, db: DB, caller: Caller)
     """400 INVALID_TRANSITION (with the allowed targets) for a move the status table does not allow."""
     return ContractOut.of(
         svc.change_status(
-            db, caller, contract_id, status=body.status, reason=body.reason, expected_version=body.expected_version
+            db,
+            caller,
+            contract_id,
+            status=body.status,
+            reason=body.reason,
+            expected_version=body.expected_version,
         )
     )

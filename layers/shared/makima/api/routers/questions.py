@@ -44,7 +44,9 @@ def list_questions(
     db: DB,
     caller: Caller,
     status_: Annotated[Literal["pending", "answered"] | None, Query(alias="status")] = None,
-    undelivered: Annotated[bool, Query(description="Only answers the supervisor has not acknowledged.")] = False,
+    undelivered: Annotated[
+        bool, Query(description="Only answers the supervisor has not acknowledged.")
+    ] = False,
 ) -> QuestionList:
     qs = svc.list_questions(db, caller, contract_id, status=status_, undelivered=undelivered)
     return QuestionList(questions=[_out(q) for q in qs])

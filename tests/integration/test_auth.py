@@ -1,0 +1,130 @@
+"""Every endpoint with no token, a bad token, a revoked token and another owner's token."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from tests.conftest import Caller
+
+pytestmark = pytest.mark.integration
+API = "/api/v1"
+PUBLIC = {("GET", f"{API}/health"), ("GET", f"{API}/openapi.json")}
+ADMIN_ONLY = {("POST", f"{API}/users"), ("GET", f"{API}/users"), ("POST", f"{API}/users/{{user_id}}/tokens")}
+
+# A valid body per route, so that only authorisation can make a request fail.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", f"{API}/contracts"): {"name": "x"},
+    ("PATCH", f"{API}/contracts/{{contract_id}}"): {"name": "y"},
+    ("POST", f"{API}/contracts/{{contract_id}}/phase"): {"phase": "execute", "expected_version": 1},
+    ("POST", f"{API}/contracts/{{contract_id}}/status"): {"status": "active"},
+    ("POST", f"{API}/contracts/{{contract_id}}/deliverables"): {"deliverable_id": "plan-document"},
+    ("POST", f"{API}/contracts/{{contract_id}}/tasks"): {"name": "t"},
+    ("POST", f"{API}/contracts/{{contract_id}}/tasks/{{task_id}}/status"): {"status": "running"},
+    ("POST", f"{API}/contracts/{{contract_id}}/questions"): {"question": "q?"},
+    ("POST", f"{API}/contracts/{{contract_id}}/questions/{{question_id}}/answer"): {"answer": "a"},
+    ("POST", f"{API}/contracts/{{contract_id}}/messages"): {"content": "m"},
+    ("POST", f"{API}/users"): {"name": "someone"},
+    ("POST", f"{API}/users/{{user_id}}/tokens"): {"name": "t"},
+}
+
+
+def routes(client: TestClient) -> list[tuple[str, str]]:
+    found = []
+    for r in client.app.routes:  # type: ignore[attr-defined]
+        if isinstance(r, APIRoute):
+            found.extend((m, r.path) for m in r.methods)
+    return sorted(found)
+
+
+@pytest.fixture
+def world(client: TestClient, make_caller: Callable[..., Caller]) -> dict[str, Any]:
+    """Owner A with a contract, a task, an answered question and a token; user B; a revoked token."""
+    a, b = make_caller(), make_caller()
+    h = a.headers
+    c = client.post(f"{API}/contracts", json={"name": "a's"}, headers=h).json()
+    t = client.post(f"{API}/contracts/{c['id']}/tasks", json={"name": "t"}, headers=h).json()
+    client.post(f"{API}/contracts/{c['id']}/status", json={"status": "active"}, headers=h)
+    q = client.post(f"{API}/contracts/{c['id']}/questions", json={"question": "?"}, headers=h).json()
+    revoked = make_caller()
+    client.delete(f"{API}/tokens/{revoked.principal.token_id}", headers=revoked.headers)
+    ids = {
+        "contract_id": c["id"],
+        "task_id": t["id"],
+        "question_id": q["id"],
+        "user_id": str(a.principal.user_id),
+        "token_id": str(a.principal.token_id),
+    }
+    return {"a": a, "b": b, "revoked": revoked, "ids": ids}
+
+
+def call(client: TestClient, method: str, path: str, ids: dict[str, str], headers: dict[str, str]) -> Any:
+    url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+    return client.request(method, url, json=BODIES.get((method, path)), headers=headers)
+
+
+def test_every_route_is_covered_by_a_body_or_takes_none(client: TestClient) -> None:
+    for method, path in routes(client):
+        if method in {"POST", "PATCH", "PUT"} and not path.endswith("/ack"):
+            assert (method, path) in BODIES, f"add a valid body for {method} {path}"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer mkm_not-a-real-token"}, {"Authorization": "Basic Zm9vOmJhcg=="}],
+    ids=["no-token", "bad-token", "wrong-scheme"],
+)
+def test_every_non_public_route_needs_a_valid_token(client: TestClient, world: dict[str, Any], headers: dict[str, str]) -> None:
+    for method, path in routes(client):
+        r = call(client, method, path, world["ids"], headers)
+        if (method, path) in PUBLIC:
+            assert r.status_code == 200, (method, path)
+        else:
+            assert r.status_code == 401, (method, path, r.status_code)
+            assert r.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_a_revoked_token_is_refused_everywhere(client: TestClient, world: dict[str, Any]) -> None:
+    for method, path in routes(client):
+        if (method, path) not in PUBLIC:
+            assert call(client, method, path, world["ids"], world["revoked"].headers).status_code == 401
+
+
+def test_another_owners_token_sees_nothing(client: TestClient, world: dict[str, Any]) -> None:
+    for method, path in routes(client):
+        if (method, path) in PUBLIC or path in {f"{API}/contracts", f"{API}/contract-types"}:
+            continue
+        r = call(client, method, path, world["ids"], world["b"].headers)
+        if (method, path) in ADMIN_ONLY:
+            assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN"), (method, path)
+        elif "{contract_id}" in path:
+            assert (r.status_code, r.json()["error"]["code"]) == (404, "CONTRACT_NOT_FOUND"), (method, path)
+        else:
+            assert r.status_code == 404, (method, path, r.status_code)
+    # and B's own listing does not contain A's contract
+    listed = client.get(f"{API}/contracts", headers=world["b"].headers).json()["contracts"]
+    assert world["ids"]["contract_id"] not in {c["id"] for c in listed}
+
+
+def test_admin_sees_and_manages_across_owners(client: TestClient, world: dict[str, Any], make_caller: Callable[..., Caller]) -> None:
+    from makima.domain.principals import Role
+
+    admin = make_caller(role=Role.ADMIN)
+    cid = world["ids"]["contract_id"]
+    assert client.get(f"{API}/contracts/{cid}", headers=admin.headers).status_code == 200
+    user = client.post(f"{API}/users", json={"name": f"carol-{cid[:8]}"}, headers=admin.headers).json()
+    assert client.post(f"{API}/users", json={"name": user["name"]}, headers=admin.headers).status_code == 409
+    issued = client.post(f"{API}/users/{user['id']}/tokens", json={"kind": "daemon"}, headers=admin.headers).json()
+    assert issued["token"].startswith("mkm_")
+    listed = client.get(f"{API}/users/{user['id']}/tokens", headers=admin.headers).json()["tokens"]
+    assert [t["id"] for t in listed] == [issued["id"]]
+    assert "token" not in listed[0]  # the secret is shown once only
+    daemon_headers = {"Authorization": f"Bearer {issued['token']}"}
+    assert client.get(f"{API}/contracts", headers=daemon_headers).status_code == 200
+    assert client.delete(f"{API}/tokens/{issued['id']}", headers=admin.headers).status_code == 204
+    assert client.get(f"{API}/contracts", headers=daemon_headers).status_code == 401

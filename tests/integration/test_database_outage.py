@@ -1,0 +1,102 @@
+"""While PostgreSQL is unreachable the API answers 503 DATABASE_UNAVAILABLE (never a 500 or a hang),
+and it recovers by itself when the database comes back."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from makima.api.app import create_app
+from makima.db.connection import PooledDatabase, SingleConnectionDatabase, transaction
+from makima.db.migrate import migrate
+from makima.errors import DatabaseUnavailable
+from makima.services import auth
+
+pytestmark = pytest.mark.integration
+
+
+def _set_reachable(server_url: str, dbname: str, reachable: bool) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {"true" if reachable else "false"}')
+        if not reachable:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            )
+
+
+@pytest.fixture
+def outage_url(fresh_database: Callable[[str], str]) -> Iterator[str]:
+    url = fresh_database("makima_outage")
+    migrate(url)
+    yield url
+
+
+def _dbname(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def _eventually(check: Callable[[], bool], seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_pooled_api_answers_503_then_recovers(outage_url: str, server_url: str) -> None:
+    dbname = _dbname(outage_url)
+    db = PooledDatabase(outage_url, min_size=1, max_size=4, timeout=1.0)
+    with transaction(db) as conn:
+        token = auth.ensure_admin(conn, token="mkm_outage_admin_token_0123456789")
+    assert token is not None
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with TestClient(create_app(db), raise_server_exceptions=False) as client:
+            assert client.get("/api/v1/health").status_code == 200
+            assert client.post("/api/v1/contracts", json={"name": "before"}, headers=headers).status_code == 201
+
+            # When the database goes away
+            _set_reachable(server_url, dbname, False)
+            try:
+                health = client.get("/api/v1/health")
+                assert health.status_code == 503
+                assert health.json()["database"] == "unavailable"
+                r = client.post("/api/v1/contracts", json={"name": "during"}, headers=headers)
+                assert r.status_code == 503
+                assert r.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+                assert client.get("/api/v1/contracts", headers=headers).status_code == 503
+            finally:
+                # When it comes back
+                _set_reachable(server_url, dbname, True)
+
+            # Then the same app serves again without a restart
+            assert _eventually(lambda: client.get("/api/v1/contracts", headers=headers).status_code == 200)
+            names = [c["name"] for c in client.get("/api/v1/contracts", headers=headers).json()["contracts"]]
+            assert names == ["before"]  # and nothing half-written during the outage
+    finally:
+        db.close()
+
+
+def test_single_connection_database_reconnects(outage_url: str, server_url: str) -> None:
+    dbname = _dbname(outage_url)
+    db = SingleConnectionDatabase(outage_url, connect_timeout=1)
+    with db.connection() as conn:
+        conn.execute("SELECT 1")
+    _set_reachable(server_url, dbname, False)
+    try:
+        with pytest.raises(DatabaseUnavailable), db.connection() as conn:
+            conn.execute("SELECT 1")
+        with pytest.raises(DatabaseUnavailable), db.connection() as conn:
+            conn.execute("SELECT 1")
+    finally:
+        _set_reachable(server_url, dbname, True)
+    with db.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == {"?column?": 1}
+    db.close()

@@ -41,7 +41,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def fresh_database(server_url: str) -> Callable[[str], str]:
+def fresh_database(server_url: str) -> Iterator[Callable[[str], str]]:
     """Create a new empty database on the test server; returns its URL. Dropped at session end."""
     created: list[str] = []
 
@@ -52,7 +52,7 @@ def fresh_database(server_url: str) -> Callable[[str], str]:
         created.append(name)
         return _with_dbname(server_url, name)
 
-    yield make  # type: ignore[misc]
+    yield make
     with psycopg.connect(server_url, autocommit=True) as conn:
         for name in created:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -35,10 +35,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def routes(client: TestClient) -> list[tuple[str, str]]:
-    found = []
+    found: list[tuple[str, str]] = []
     for r in client.app.routes:  # type: ignore[attr-defined]
         if isinstance(r, APIRoute):
-            found.extend((m, r.path) for m in r.methods)
+            found.extend((m, r.path) for m in r.methods or ())
     return sorted(found)
 
 
@@ -79,7 +79,9 @@ def test_every_route_is_covered_by_a_body_or_takes_none(client: TestClient) -> N
     [{}, {"Authorization": "Bearer mkm_not-a-real-token"}, {"Authorization": "Basic Zm9vOmJhcg=="}],
     ids=["no-token", "bad-token", "wrong-scheme"],
 )
-def test_every_non_public_route_needs_a_valid_token(client: TestClient, world: dict[str, Any], headers: dict[str, str]) -> None:
+def test_every_non_public_route_needs_a_valid_token(
+    client: TestClient, world: dict[str, Any], headers: dict[str, str]
+) -> None:
     for method, path in routes(client):
         r = call(client, method, path, world["ids"], headers)
         if (method, path) in PUBLIC:
@@ -111,7 +113,9 @@ def test_another_owners_token_sees_nothing(client: TestClient, world: dict[str, 
     assert world["ids"]["contract_id"] not in {c["id"] for c in listed}
 
 
-def test_admin_sees_and_manages_across_owners(client: TestClient, world: dict[str, Any], make_caller: Callable[..., Caller]) -> None:
+def test_admin_sees_and_manages_across_owners(
+    client: TestClient, world: dict[str, Any], make_caller: Callable[..., Caller]
+) -> None:
     from makima.domain.principals import Role
 
     admin = make_caller(role=Role.ADMIN)

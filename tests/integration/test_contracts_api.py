@@ -25,7 +25,12 @@ def events_of(client: TestClient, caller: Caller, cid: str) -> list[dict[str, An
 def test_create_answers_the_contract(client: TestClient, user: Caller) -> None:
     r = client.post(
         f"{API}/contracts",
-        json={"name": "Auth service", "description": "JWT", "contract_type": "specification", "phase_guard": True},
+        json={
+            "name": "Auth service",
+            "description": "JWT",
+            "contract_type": "specification",
+            "phase_guard": True,
+        },
         headers=user.headers,
     )
     assert r.status_code == 201
@@ -62,11 +67,15 @@ def test_invalid_deliverable_is_400_with_valid_ids_and_writes_nothing(
     assert err["details"]["valid_deliverables"] == ["plan-document"]
     # a deliverable of another phase is just as invalid
     r = client.post(
-        f"{API}/contracts/{c['id']}/deliverables", json={"deliverable_id": "implementation"}, headers=user.headers
+        f"{API}/contracts/{c['id']}/deliverables",
+        json={"deliverable_id": "implementation"},
+        headers=user.headers,
     )
     assert r.json()["error"]["code"] == "INVALID_DELIVERABLE"
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM completed_deliverables WHERE contract_id = %s", (c["id"],)).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM completed_deliverables WHERE contract_id = %s", (c["id"],)
+        ).fetchone() == (0,)
     assert [e["type"] for e in events_of(client, user, c["id"])] == ["contract_created"]
 
 
@@ -91,7 +100,12 @@ def test_valid_deliverable_is_recorded_once(client: TestClient, user: Caller, ne
     }
     detail = client.get(f"{API}/contracts/{c['id']}", headers=user.headers).json()
     assert detail["deliverables"] == [
-        {"id": "plan-document", "name": "Plan document", "completed": True, "completed_at": detail["deliverables"][0]["completed_at"]}
+        {
+            "id": "plan-document",
+            "name": "Plan document",
+            "completed": True,
+            "completed_at": detail["deliverables"][0]["completed_at"],
+        }
     ]
 
 
@@ -108,7 +122,12 @@ def test_phase_change_checks_the_expected_version(client: TestClient, user: Call
     assert stale.status_code == 409
     err = stale.json()["error"]
     assert err["code"] == "VERSION_CONFLICT"
-    assert err["details"] == {"expected": 1, "actual": 2, "current_phase": "execute", "current_status": "created"}
+    assert err["details"] == {
+        "expected": 1,
+        "actual": 2,
+        "current_phase": "execute",
+        "current_status": "created",
+    }
     evs = [e for e in events_of(client, user, c["id"]) if e["type"] == "phase_changed"]
     assert len(evs) == 1
     assert evs[0]["payload"]["old_phase"] == "plan"
@@ -136,7 +155,11 @@ def test_phase_guard_is_enforced_for_every_caller(
     owner = make_caller()
     caller = make_caller(daemon_for=owner) if as_daemon else owner
     c = new_contract(owner, phase_guard=True)
-    client.post(f"{API}/contracts/{c['id']}/deliverables", json={"deliverable_id": "plan-document"}, headers=caller.headers)
+    client.post(
+        f"{API}/contracts/{c['id']}/deliverables",
+        json={"deliverable_id": "plan-document"},
+        headers=caller.headers,
+    )
     url = f"{API}/contracts/{c['id']}/phase"
     blocked = client.post(url, json={"phase": "execute", "expected_version": 1}, headers=caller.headers)
     assert blocked.status_code == 409
@@ -223,7 +246,11 @@ def test_list_filters_and_pagination(
     me = make_caller()
     ids = [new_contract(me, name=f"c{i}")["id"] for i in range(5)]
     client.post(f"{API}/contracts/{ids[0]}/status", json={"status": "active"}, headers=me.headers)
-    client.post(f"{API}/contracts/{ids[1]}/phase", json={"phase": "execute", "expected_version": 1}, headers=me.headers)
+    client.post(
+        f"{API}/contracts/{ids[1]}/phase",
+        json={"phase": "execute", "expected_version": 1},
+        headers=me.headers,
+    )
 
     def listed(**params: Any) -> list[str]:
         r = client.get(f"{API}/contracts", params=params, headers=me.headers)

@@ -4,8 +4,8 @@ and it recovers by itself when the database comes back."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
-from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -31,10 +31,10 @@ def _set_reachable(server_url: str, dbname: str, reachable: bool) -> None:
 
 
 @pytest.fixture
-def outage_url(fresh_database: Callable[[str], str]) -> Iterator[str]:
+def outage_url(fresh_database: Callable[[str], str]) -> str:
     url = fresh_database("makima_outage")
     migrate(url)
-    yield url
+    return url
 
 
 def _dbname(url: str) -> str:

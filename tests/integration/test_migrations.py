@@ -15,9 +15,7 @@ pytestmark = pytest.mark.integration
 
 def _tables(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-        ).fetchall()
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()
     return {r[0] for r in rows} - {"_yoyo_log", "_yoyo_migration", "_yoyo_version", "yoyo_lock"}
 
 
@@ -26,7 +24,15 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     # Given an empty database, when migrated up, then every table exists and the types are seeded
     assert migrate(url) == ["0001_initial", "0002_enhanced_contract_status"]
     up_tables = _tables(url)
-    assert {"contracts", "tasks", "questions", "chat_messages", "contract_events", "users", "api_tokens"} <= up_tables
+    assert {
+        "contracts",
+        "tasks",
+        "questions",
+        "chat_messages",
+        "contract_events",
+        "users",
+        "api_tokens",
+    } <= up_tables
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM contract_types WHERE builtin").fetchone() == (2,)
     # When rolled all the way down, then nothing of ours is left
@@ -46,9 +52,7 @@ def test_enhanced_status_backfill_and_rollback(fresh_database: Callable[[str], s
     # Given the schema as it stood before Task 1.4, with contracts last touched long ago
     backend.apply_migrations(backend.to_apply(migrations.filter(lambda m: m.id == "0001_initial")))
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO contract_types (name, definition) VALUES ('simple', '{}'::jsonb)"
-        )
+        conn.execute("INSERT INTO contract_types (name, definition) VALUES ('simple', '{}'::jsonb)")
         uid = conn.execute("INSERT INTO users (name, role) VALUES ('old', 'user') RETURNING id").fetchone()
         assert uid is not None
         for status, age in (("active", "3 days"), ("completed", "10 days"), ("archived", "30 days")):
@@ -75,7 +79,7 @@ def test_enhanced_status_backfill_and_rollback(fresh_database: Callable[[str], s
     # When 0002 is rolled back, new statuses fold onto the legacy ones so the old check holds again
     rollback(url, steps=1)
     with psycopg.connect(url) as conn:
-        statuses = dict(conn.execute("SELECT name, status FROM contracts").fetchall())
+        statuses: dict[str, str] = dict(conn.execute("SELECT name, status FROM contracts").fetchall())
         assert statuses == {
             "legacy-active": "active",
             "legacy-completed": "completed",

@@ -34,7 +34,9 @@ def test_supervisor_task_starts_the_contract_and_only_one_may_live(
     daemon = make_caller(daemon_for=owner)
     c = new_contract(owner)
     url = f"{API}/contracts/{c['id']}/tasks"
-    sup = client.post(url, json={"name": "supervisor", "is_supervisor": True, "daemon": "host-1"}, headers=daemon.headers)
+    sup = client.post(
+        url, json={"name": "supervisor", "is_supervisor": True, "daemon": "host-1"}, headers=daemon.headers
+    )
     assert sup.status_code == 201
     assert sup.json()["status"] == "pending"
     assert _contract(client, owner, c["id"])["status"] == "active"
@@ -42,8 +44,16 @@ def test_supervisor_task_starts_the_contract_and_only_one_may_live(
     assert (second.status_code, second.json()["error"]["code"]) == (409, "CONFLICT")
     # once the first supervisor has finished, a new one may start
     tid = sup.json()["id"]
-    assert client.post(f"{url}/{tid}/status", json={"status": "failed", "error": "crashed"}, headers=daemon.headers).status_code == 200
-    assert client.post(url, json={"name": "supervisor-2", "is_supervisor": True}, headers=daemon.headers).status_code == 201
+    assert (
+        client.post(
+            f"{url}/{tid}/status", json={"status": "failed", "error": "crashed"}, headers=daemon.headers
+        ).status_code
+        == 200
+    )
+    assert (
+        client.post(url, json={"name": "supervisor-2", "is_supervisor": True}, headers=daemon.headers).status_code
+        == 201
+    )
 
 
 def test_task_lifecycle_records_events(client: TestClient, user: Caller, new_contract: NewContract) -> None:
@@ -64,18 +74,37 @@ def test_task_lifecycle_records_events(client: TestClient, user: Caller, new_con
     completed = next(e for e in events if e["type"] == "task_completed")
     assert completed["payload"]["task_name"] == "write-tests"
     assert completed["payload"]["success"] is True
-    assert _types(client, user, c["id"]) == ["contract_created", "task_spawned", "task_started", "task_completed"]
+    assert _types(client, user, c["id"]) == [
+        "contract_created",
+        "task_spawned",
+        "task_started",
+        "task_completed",
+    ]
 
 
-def test_no_new_work_on_a_paused_or_finished_contract(client: TestClient, user: Caller, new_contract: NewContract) -> None:
+def test_no_new_work_on_a_paused_or_finished_contract(
+    client: TestClient, user: Caller, new_contract: NewContract
+) -> None:
     c = new_contract(user)
-    client.post(f"{API}/contracts/{c['id']}/status", json={"status": "paused", "reason": "review"}, headers=user.headers)
+    client.post(
+        f"{API}/contracts/{c['id']}/status",
+        json={"status": "paused", "reason": "review"},
+        headers=user.headers,
+    )
     r = client.post(f"{API}/contracts/{c['id']}/tasks", json={"name": "x"}, headers=user.headers)
     assert (r.status_code, r.json()["error"]["code"]) == (400, "INVALID_TRANSITION")
-    r = client.post(f"{API}/contracts/{c['id']}/phase", json={"phase": "execute", "expected_version": 2}, headers=user.headers)
+    r = client.post(
+        f"{API}/contracts/{c['id']}/phase",
+        json={"phase": "execute", "expected_version": 2},
+        headers=user.headers,
+    )
     assert r.json()["error"]["code"] == "INVALID_TRANSITION"
     client.post(f"{API}/contracts/{c['id']}/status", json={"status": "archived"}, headers=user.headers)
-    r = client.post(f"{API}/contracts/{c['id']}/deliverables", json={"deliverable_id": "plan-document"}, headers=user.headers)
+    r = client.post(
+        f"{API}/contracts/{c['id']}/deliverables",
+        json={"deliverable_id": "plan-document"},
+        headers=user.headers,
+    )
     assert r.json()["error"]["code"] == "INVALID_TRANSITION"
 
 
@@ -83,20 +112,33 @@ def test_question_round_trip(client: TestClient, make_caller: Callable[..., Call
     owner = make_caller()
     daemon = make_caller(daemon_for=owner)
     c = new_contract(owner)
-    client.post(f"{API}/contracts/{c['id']}/tasks", json={"name": "supervisor", "is_supervisor": True}, headers=daemon.headers)
+    client.post(
+        f"{API}/contracts/{c['id']}/tasks",
+        json={"name": "supervisor", "is_supervisor": True},
+        headers=daemon.headers,
+    )
     qurl = f"{API}/contracts/{c['id']}/questions"
     # Given an active contract, when its supervisor asks two questions
-    q1 = client.post(qurl, json={"question": "Which database?", "question_type": "choice", "options": ["pg", "mysql"]}, headers=daemon.headers).json()
+    q1 = client.post(
+        qurl,
+        json={"question": "Which database?", "question_type": "choice", "options": ["pg", "mysql"]},
+        headers=daemon.headers,
+    ).json()
     q2 = client.post(qurl, json={"question": "Deadline?"}, headers=daemon.headers).json()
     # Then the contract waits for input naming the first question
     waiting = _contract(client, owner, c["id"])
     assert (waiting["status"], waiting["waiting_for"]) == ("waiting_for_input", f"question:{q1['id']}")
-    assert [x["id"] for x in client.get(f"{API}/contracts", params={"waiting": True}, headers=owner.headers).json()["contracts"]] == [c["id"]]
+    assert [
+        x["id"]
+        for x in client.get(f"{API}/contracts", params={"waiting": True}, headers=owner.headers).json()["contracts"]
+    ] == [c["id"]]
     # A daemon cannot answer for the owner
     r = client.post(f"{qurl}/{q1['id']}/answer", json={"answer": "pg"}, headers=daemon.headers)
     assert r.status_code == 403
     # When the owner answers the first, the contract waits on the second
-    assert client.post(f"{qurl}/{q1['id']}/answer", json={"answer": "pg"}, headers=owner.headers).json()["answer"] == "pg"
+    assert (
+        client.post(f"{qurl}/{q1['id']}/answer", json={"answer": "pg"}, headers=owner.headers).json()["answer"] == "pg"
+    )
     assert _contract(client, owner, c["id"])["waiting_for"] == f"question:{q2['id']}"
     assert client.post(f"{qurl}/{q1['id']}/answer", json={"answer": "again"}, headers=owner.headers).status_code == 409
     # When the second is answered, the contract is active again
@@ -123,7 +165,10 @@ def test_chat_messages(client: TestClient, make_caller: Callable[..., Caller], n
     assert client.post(url, json={"content": "hi, working"}, headers=daemon.headers).json()["role"] == "supervisor"
     msgs = client.get(url, headers=owner.headers).json()["messages"]
     assert [(m["role"], m["content"]) for m in msgs] == [("user", "hello"), ("supervisor", "hi, working")]
-    assert client.get(url, params={"after_id": msgs[0]["id"]}, headers=owner.headers).json()["messages"][0]["content"] == "hi, working"
+    assert (
+        client.get(url, params={"after_id": msgs[0]["id"]}, headers=owner.headers).json()["messages"][0]["content"]
+        == "hi, working"
+    )
     assert client.post(url, json={"content": ""}, headers=owner.headers).status_code == 422
 
 
@@ -133,7 +178,8 @@ def test_chat_messages(client: TestClient, make_caller: Callable[..., Caller], n
 def _age(database_url: str, cid: str, minutes: int) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute(
-            "UPDATE contracts SET last_activity_at = now() - make_interval(mins => %s) WHERE id = %s", (minutes, cid)
+            "UPDATE contracts SET last_activity_at = now() - make_interval(mins => %s) WHERE id = %s",
+            (minutes, cid),
         )
 
 
@@ -156,11 +202,27 @@ def test_activity_moves_on_each_kind_of_work(
         task.update(client.post(f"{base}/tasks", json={"name": "t"}, headers=user.headers).json())
 
     operations: list[tuple[str, Callable[[], Any]]] = [
-        ("deliverable", lambda: client.post(f"{base}/deliverables", json={"deliverable_id": "plan-document"}, headers=user.headers)),
+        (
+            "deliverable",
+            lambda: client.post(f"{base}/deliverables", json={"deliverable_id": "plan-document"}, headers=user.headers),
+        ),
         ("task spawned", spawn),
-        ("task completed", lambda: client.post(f"{base}/tasks/{task['id']}/status", json={"status": "completed"}, headers=user.headers)),
-        ("chat message", lambda: client.post(f"{base}/messages", json={"content": "hi"}, headers=user.headers)),
-        ("phase change", lambda: client.post(f"{base}/phase", json={"phase": "execute", "expected_version": 1}, headers=user.headers)),
+        (
+            "task completed",
+            lambda: client.post(
+                f"{base}/tasks/{task['id']}/status", json={"status": "completed"}, headers=user.headers
+            ),
+        ),
+        (
+            "chat message",
+            lambda: client.post(f"{base}/messages", json={"content": "hi"}, headers=user.headers),
+        ),
+        (
+            "phase change",
+            lambda: client.post(
+                f"{base}/phase", json={"phase": "execute", "expected_version": 1}, headers=user.headers
+            ),
+        ),
     ]
     for name, operation in operations:
         _age(database_url, cid, 120)

@@ -24,9 +24,7 @@ def test_builtin_types_ship_with_their_phases() -> None:
     ("type_name", "phase", "deliverable"),
     [(t.name, p.id, d.id) for t in builtin_types() for p in t.phases for d in p.deliverables],
 )
-def test_every_valid_deliverable_of_every_phase_is_accepted(
-    type_name: str, phase: str, deliverable: str
-) -> None:
+def test_every_valid_deliverable_of_every_phase_is_accepted(type_name: str, phase: str, deliverable: str) -> None:
     assert TYPES[type_name].validate_deliverable(phase, deliverable).id == deliverable
 
 
@@ -39,9 +37,7 @@ def test_every_valid_deliverable_of_every_phase_is_accepted(
         ("specification", "research", ""),
     ],
 )
-def test_invalid_deliverables_are_rejected_listing_the_valid_ids(
-    type_name: str, phase: str, deliverable: str
-) -> None:
+def test_invalid_deliverables_are_rejected_listing_the_valid_ids(type_name: str, phase: str, deliverable: str) -> None:
     t = TYPES[type_name]
     with pytest.raises(InvalidDeliverable) as err:
         t.validate_deliverable(phase, deliverable)

@@ -59,9 +59,7 @@ def test_valid_transitions_are_allowed(old: ContractStatus, new: ContractStatus)
         (S.ACTIVE, S.CREATED),
     ],
 )
-def test_invalid_transitions_are_rejected_with_the_allowed_targets(
-    old: ContractStatus, new: ContractStatus
-) -> None:
+def test_invalid_transitions_are_rejected_with_the_allowed_targets(old: ContractStatus, new: ContractStatus) -> None:
     with pytest.raises(InvalidTransition) as err:
         check_transition(old, new)
     assert err.value.code == "INVALID_TRANSITION"

@@ -29,9 +29,7 @@ _HTTP_CODES = {
 }
 
 
-def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
-) -> JSONResponse:
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"error": {"code": code, "message": message, "details": details or {}}}
     )

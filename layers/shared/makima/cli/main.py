@@ -116,9 +116,7 @@ def admin_list_users(api_url: ApiUrl = DEFAULT_API_URL, token: Token = None) -> 
 @admin_app.command("issue-token")
 def admin_issue_token(
     user_id: str,
-    kind: Annotated[
-        str, typer.Option(help="user, or daemon for a supervisor host acting for the user")
-    ] = "user",
+    kind: Annotated[str, typer.Option(help="user, or daemon for a supervisor host acting for the user")] = "user",
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
     api_url: ApiUrl = DEFAULT_API_URL,
     token: Token = None,
@@ -127,9 +125,7 @@ def admin_issue_token(
 
     Example: makima admin issue-token 3f6c...e1 --kind daemon --name build-host-1
     """
-    print_json(
-        Api(api_url, token).call("POST", f"/users/{user_id}/tokens", json={"name": name, "kind": kind})
-    )
+    print_json(Api(api_url, token).call("POST", f"/users/{user_id}/tokens", json={"name": name, "kind": kind}))
 
 
 @admin_app.command("revoke-token")

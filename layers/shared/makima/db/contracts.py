@@ -39,9 +39,7 @@ def insert(
     return row
 
 
-def get(
-    conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False
-) -> dict[str, Any] | None:
+def get(conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False) -> dict[str, Any] | None:
     """The contract, or None when it does not exist or belongs to someone else.
 
     ``for_update`` takes the row lock that serialises every change to one contract (Task 1.2).
@@ -93,9 +91,7 @@ def list_page(
     ).fetchall()
 
 
-def update_details(
-    conn: Conn, contract_id: UUID, *, name: str, description: str, phase_guard: bool
-) -> dict[str, Any]:
+def update_details(conn: Conn, contract_id: UUID, *, name: str, description: str, phase_guard: bool) -> dict[str, Any]:
     row = conn.execute(
         f"""
         UPDATE contracts
@@ -147,9 +143,7 @@ def set_status(
 
 
 def set_waiting_for(conn: Conn, contract_id: UUID, waiting_for: str | None) -> None:
-    conn.execute(
-        "UPDATE contracts SET waiting_for = %s, updated_at = now() WHERE id = %s", (waiting_for, contract_id)
-    )
+    conn.execute("UPDATE contracts SET waiting_for = %s, updated_at = now() WHERE id = %s", (waiting_for, contract_id))
 
 
 def touch_activity(conn: Conn, contract_id: UUID) -> None:
@@ -167,9 +161,7 @@ def completed_deliverables(conn: Conn, contract_id: UUID) -> list[dict[str, Any]
     ).fetchall()
 
 
-def mark_deliverable(
-    conn: Conn, contract_id: UUID, phase: str, deliverable_id: str, by: str
-) -> dict[str, Any] | None:
+def mark_deliverable(conn: Conn, contract_id: UUID, phase: str, deliverable_id: str, by: str) -> dict[str, Any] | None:
     """Insert the completion; None when it was already recorded (marking is idempotent)."""
     return conn.execute(
         """

@@ -35,9 +35,7 @@ def insert(
     return row
 
 
-def get(
-    conn: Conn, contract_id: UUID, question_id: UUID, *, for_update: bool = False
-) -> dict[str, Any] | None:
+def get(conn: Conn, contract_id: UUID, question_id: UUID, *, for_update: bool = False) -> dict[str, Any] | None:
     lock = "FOR UPDATE" if for_update else ""
     return conn.execute(
         f"SELECT {_COLUMNS} FROM questions WHERE id = %s AND contract_id = %s {lock}",
@@ -45,9 +43,7 @@ def get(
     ).fetchone()
 
 
-def list_for_contract(
-    conn: Conn, contract_id: UUID, *, status: str | None, undelivered: bool
-) -> list[dict[str, Any]]:
+def list_for_contract(conn: Conn, contract_id: UUID, *, status: str | None, undelivered: bool) -> list[dict[str, Any]]:
     return conn.execute(
         f"""
         SELECT {_COLUMNS} FROM questions

@@ -34,9 +34,7 @@ def list_users(conn: Conn) -> list[dict[str, Any]]:
     return conn.execute("SELECT id, name, role, created_at FROM users ORDER BY created_at, name").fetchall()
 
 
-def insert_token(
-    conn: Conn, *, user_id: UUID, name: str, kind: str, token_hash: bytes, prefix: str
-) -> dict[str, Any]:
+def insert_token(conn: Conn, *, user_id: UUID, name: str, kind: str, token_hash: bytes, prefix: str) -> dict[str, Any]:
     row = conn.execute(
         f"""
         INSERT INTO api_tokens (user_id, name, kind, token_hash, prefix) VALUES (%s, %s, %s, %s, %s)

@@ -92,8 +92,7 @@ class ContractTypeDefinition(BaseModel):
             if d.id == deliverable_id:
                 return d
         raise InvalidDeliverable(
-            f"deliverable {deliverable_id!r} is not valid for phase {phase_id!r} "
-            f"of contract type {self.name!r}",
+            f"deliverable {deliverable_id!r} is not valid for phase {phase_id!r} of contract type {self.name!r}",
             {
                 "deliverable_id": deliverable_id,
                 "phase": phase_id,

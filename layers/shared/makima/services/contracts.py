@@ -56,10 +56,7 @@ def _phase_deliverables(
 
 
 def _completed(conn: Any, contract_id: UUID) -> list[CompletedDeliverable]:
-    return [
-        CompletedDeliverable.model_validate(r)
-        for r in contracts_sql.completed_deliverables(conn, contract_id)
-    ]
+    return [CompletedDeliverable.model_validate(r) for r in contracts_sql.completed_deliverables(conn, contract_id)]
 
 
 def _check_version(contract: Contract, expected: int | None) -> None:
@@ -109,9 +106,7 @@ def get_contract(db: Database, principal: Principal, contract_id: UUID) -> Contr
         contract = load_contract(conn, principal, contract_id)
         ctype = load_type(conn, contract.contract_type)
         completed = _completed(conn, contract_id)
-        return ContractDetail(
-            contract, ctype, _phase_deliverables(ctype, contract.phase, completed), completed
-        )
+        return ContractDetail(contract, ctype, _phase_deliverables(ctype, contract.phase, completed), completed)
 
 
 def encode_cursor(contract: Contract) -> str:
@@ -125,9 +120,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return datetime.fromisoformat(created), UUID(ident)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest(
-            "invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor}
-        ) from exc
+        raise BadRequest("invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor}) from exc
 
 
 @dataclass(frozen=True)
@@ -229,14 +222,11 @@ def change_phase(
         if contract.phase_guard and not confirmed:
             deliverables = _phase_deliverables(ctype, contract.phase, _completed(conn, contract_id))
             raise PhaseGuardRequired(
-                f"phase guard is on: confirm the move from {contract.phase!r} to {phase!r} "
-                "by sending confirmed: true",
+                f"phase guard is on: confirm the move from {contract.phase!r} to {phase!r} by sending confirmed: true",
                 {
                     "current_phase": contract.phase,
                     "target_phase": phase,
-                    "deliverables": [
-                        {"id": d.id, "name": d.name, "completed": d.completed} for d in deliverables
-                    ],
+                    "deliverables": [{"id": d.id, "name": d.name, "completed": d.completed} for d in deliverables],
                     "completed_count": sum(d.completed for d in deliverables),
                     "total_count": len(deliverables),
                 },

@@ -60,9 +60,7 @@ def ask_question(
         )
         waiting_for = f"{QUESTION_PREFIX}{q.id}"
         if contract.status is ContractStatus.ACTIVE:
-            transition(
-                conn, principal, contract, ContractStatus.WAITING_FOR_INPUT, None, waiting_for=waiting_for
-            )
+            transition(conn, principal, contract, ContractStatus.WAITING_FOR_INPUT, None, waiting_for=waiting_for)
         elif contract.status is ContractStatus.WAITING_FOR_INPUT and not contract.waiting_for:
             contracts_sql.set_waiting_for(conn, contract_id, waiting_for)
         return q
@@ -82,9 +80,7 @@ def answer_question(
             raise NotFound(f"question {question_id} not found", {"question_id": str(question_id)})
         if row["status"] != "pending":
             raise Conflict("question was already answered", {"question_id": str(question_id)})
-        q = Question.model_validate(
-            questions_sql.answer(conn, question_id, answer=answer, answered_by=principal.actor)
-        )
+        q = Question.model_validate(questions_sql.answer(conn, question_id, answer=answer, answered_by=principal.actor))
         contracts_sql.touch_activity(conn, contract_id)
         record(conn, contract, principal, "question_answered", question_id=str(question_id))
         if contract.status is ContractStatus.WAITING_FOR_INPUT and (contract.waiting_for or "").startswith(

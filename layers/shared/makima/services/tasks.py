@@ -44,9 +44,7 @@ def spawn_task(
                     created_by=principal.actor,
                 )
         except psycopg.errors.UniqueViolation as exc:
-            raise Conflict(
-                "contract already has a live supervisor task", {"contract_id": str(contract_id)}
-            ) from exc
+            raise Conflict("contract already has a live supervisor task", {"contract_id": str(contract_id)}) from exc
         task = Task.model_validate(row)
         contracts_sql.touch_activity(conn, contract_id)
         record(

@@ -12,8 +12,7 @@ PREFIX = "/api/v1"
 
 _ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 503)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope, "description": "Error envelope with a code"}
-    for status in _ERROR_STATUSES
+    status: {"model": ErrorEnvelope, "description": "Error envelope with a code"} for status in _ERROR_STATUSES
 }
 
 

@@ -33,9 +33,7 @@ def issue_token(user_id: UUID, body: TokenCreate, db: DB, caller: Caller) -> Tok
 
 @router.get("/users/{user_id}/tokens", response_model=TokenList)
 def list_tokens(user_id: UUID, db: DB, caller: Caller) -> TokenList:
-    return TokenList(
-        tokens=[TokenOut.model_validate(t.model_dump()) for t in auth.list_tokens(db, caller, user_id)]
-    )
+    return TokenList(tokens=[TokenOut.model_validate(t.model_dump()) for t in auth.list_tokens(db, caller, user_id)])
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

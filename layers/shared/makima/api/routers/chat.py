@@ -15,13 +15,9 @@ from makima.services import chat as svc
 router = make_router("chat")
 
 
-@router.post(
-    "/contracts/{contract_id}/messages", response_model=MessageOut, status_code=status.HTTP_201_CREATED
-)
+@router.post("/contracts/{contract_id}/messages", response_model=MessageOut, status_code=status.HTTP_201_CREATED)
 def post_message(contract_id: UUID, body: MessageCreate, db: DB, caller: Caller) -> MessageOut:
-    return MessageOut.model_validate(
-        svc.post_message(db, caller, contract_id, content=body.content).model_dump()
-    )
+    return MessageOut.model_validate(svc.post_message(db, caller, contract_id, content=body.content).model_dump())
 
 
 @router.get("/contracts/{contract_id}/messages", response_model=MessageList)

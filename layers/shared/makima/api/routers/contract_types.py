@@ -21,6 +21,4 @@ class ContractTypeList(BaseModel):
 def list_contract_types(db: DB, _: Caller) -> ContractTypeList:
     with transaction(db) as conn:
         rows = types_sql.list_all(conn)
-    return ContractTypeList(
-        contract_types=[ContractTypeDefinition.model_validate(r["definition"]) for r in rows]
-    )
+    return ContractTypeList(contract_types=[ContractTypeDefinition.model_validate(r["definition"]) for r in rows])

@@ -48,11 +48,7 @@ def _statuses(raw: str | None, waiting: bool) -> list[ContractStatus] | None:
             ) from None
     if waiting:
         # Filters combine: "waiting" AND the given statuses, which is empty unless they name it.
-        return (
-            [ContractStatus.WAITING_FOR_INPUT]
-            if not chosen or ContractStatus.WAITING_FOR_INPUT in chosen
-            else []
-        )
+        return [ContractStatus.WAITING_FOR_INPUT] if not chosen or ContractStatus.WAITING_FOR_INPUT in chosen else []
     return chosen or None
 
 

@@ -27,13 +27,9 @@ class DeliverablesByPhase(BaseModel):
 
 
 @router.post("/contracts/{contract_id}/deliverables", response_model=DeliverableCompleted)
-def complete_deliverable(
-    contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller
-) -> DeliverableCompleted:
+def complete_deliverable(contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller) -> DeliverableCompleted:
     """400 INVALID_DELIVERABLE, listing the valid ids, when the deliverable is not one of the phase's."""
-    result = svc.complete_deliverable(
-        db, caller, contract_id, deliverable_id=body.deliverable_id, phase=body.phase
-    )
+    result = svc.complete_deliverable(db, caller, contract_id, deliverable_id=body.deliverable_id, phase=body.phase)
     d = result.deliverable
     return DeliverableCompleted(
         contract=ContractOut.of(result.contract),

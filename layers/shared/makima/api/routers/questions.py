@@ -21,9 +21,7 @@ def _out(q: Question) -> QuestionOut:
     return QuestionOut.model_validate(q.model_dump())
 
 
-@router.post(
-    "/contracts/{contract_id}/questions", response_model=QuestionOut, status_code=status.HTTP_201_CREATED
-)
+@router.post("/contracts/{contract_id}/questions", response_model=QuestionOut, status_code=status.HTTP_201_CREATED)
 def ask_question(contract_id: UUID, body: QuestionCreate, db: DB, caller: Caller) -> QuestionOut:
     return _out(
         svc.ask_question(
@@ -44,18 +42,14 @@ def list_questions(
     db: DB,
     caller: Caller,
     status_: Annotated[Literal["pending", "answered"] | None, Query(alias="status")] = None,
-    undelivered: Annotated[
-        bool, Query(description="Only answers the supervisor has not acknowledged.")
-    ] = False,
+    undelivered: Annotated[bool, Query(description="Only answers the supervisor has not acknowledged.")] = False,
 ) -> QuestionList:
     qs = svc.list_questions(db, caller, contract_id, status=status_, undelivered=undelivered)
     return QuestionList(questions=[_out(q) for q in qs])
 
 
 @router.post("/contracts/{contract_id}/questions/{question_id}/answer", response_model=QuestionOut)
-def answer_question(
-    contract_id: UUID, question_id: UUID, body: QuestionAnswer, db: DB, caller: Caller
-) -> QuestionOut:
+def answer_question(contract_id: UUID, question_id: UUID, body: QuestionAnswer, db: DB, caller: Caller) -> QuestionOut:
     return _out(svc.answer_question(db, caller, contract_id, question_id, answer=body.answer))
 
 

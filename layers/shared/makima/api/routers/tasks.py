@@ -16,17 +16,13 @@ router = make_router("tasks")
 
 @router.post("/contracts/{contract_id}/tasks", response_model=TaskOut, status_code=status.HTTP_201_CREATED)
 def spawn_task(contract_id: UUID, body: TaskCreate, db: DB, caller: Caller) -> TaskOut:
-    task = svc.spawn_task(
-        db, caller, contract_id, name=body.name, is_supervisor=body.is_supervisor, daemon=body.daemon
-    )
+    task = svc.spawn_task(db, caller, contract_id, name=body.name, is_supervisor=body.is_supervisor, daemon=body.daemon)
     return TaskOut.model_validate(task.model_dump())
 
 
 @router.get("/contracts/{contract_id}/tasks", response_model=TaskList)
 def list_tasks(contract_id: UUID, db: DB, caller: Caller) -> TaskList:
-    return TaskList(
-        tasks=[TaskOut.model_validate(t.model_dump()) for t in svc.list_tasks(db, caller, contract_id)]
-    )
+    return TaskList(tasks=[TaskOut.model_validate(t.model_dump()) for t in svc.list_tasks(db, caller, contract_id)])
 
 
 @router.get("/contracts/{contract_id}/tasks/{task_id}", response_model=TaskOut)
@@ -35,8 +31,6 @@ def get_task(contract_id: UUID, task_id: UUID, db: DB, caller: Caller) -> TaskOu
 
 
 @router.post("/contracts/{contract_id}/tasks/{task_id}/status", response_model=TaskOut)
-def change_task_status(
-    contract_id: UUID, task_id: UUID, body: TaskStatusChange, db: DB, caller: Caller
-) -> TaskOut:
+def change_task_status(contract_id: UUID, task_id: UUID, body: TaskStatusChange, db: DB, caller: Caller) -> TaskOut:
     task = svc.update_task_status(db, caller, contract_id, task_id, status=body.status, error=body.error)
     return TaskOut.model_validate(task.model_dump())

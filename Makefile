@@ -1,0 +1,77 @@
+# makima contracts — one target per gate; `make test` runs them all (it is what CI runs).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := .venv-sam
+BIN := $(VENV)/bin
+SAM := $(SAM_VENV)/bin/sam
+SAM_CLI_VERSION := 1.170.0
+# sam build needs an interpreter matching the Lambda runtime (python3.12) on PATH.
+PY312_BIN := $(shell for d in "$$(pyenv root 2>/dev/null)/versions/"3.12*/bin /usr/local/bin /usr/bin; do \
+	[ -x "$$d/python3.12" ] && { echo "$$d"; break; }; done)
+PORT ?= 8000
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(SAM_VENV)/.installed:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed $(SAM_VENV)/.installed ## Install the app (and the SAM CLI in its own venv)
+
+.PHONY: dev
+dev: $(VENV)/.installed ## Start the local stack (embedded PostgreSQL unless DATABASE_URL is set)
+	$(BIN)/makima dev --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: format
+format: $(VENV)/.installed ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: lint
+lint: $(VENV)/.installed ## ruff: formatting and lint
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+.PHONY: typecheck
+typecheck: $(VENV)/.installed ## mypy, strict
+	$(BIN)/mypy layers/shared/makima functions tests
+
+.PHONY: unit
+unit: $(VENV)/.installed ## Unit tests (no I/O)
+	$(BIN)/pytest tests/unit -q
+
+.PHONY: integration
+integration: $(VENV)/.installed ## Integration tests (real PostgreSQL, in-process)
+	$(BIN)/pytest tests/integration -q
+
+.PHONY: e2e
+e2e: $(VENV)/.installed ## End-to-end tests against the local stack (includes schemathesis)
+	$(BIN)/pytest tests/e2e -q
+
+.PHONY: infra
+infra: $(VENV)/.installed $(SAM_VENV)/.installed ## Template tests: routes, sam validate --lint, sam build
+	PATH="$(PY312_BIN):$$PATH" MAKIMA_REQUIRE_SAM=1 $(BIN)/pytest tests/infra -q
+
+.PHONY: test
+test: install lint typecheck ## The whole suite: lint, types, unit, integration, e2e, infra
+	PATH="$(PY312_BIN):$$PATH" MAKIMA_REQUIRE_SAM=1 $(BIN)/pytest tests -q
+
+.PHONY: pr
+pr: test ## Everything a change must pass
+
+.PHONY: clean
+clean: ## Remove build output (keeps the venvs and .makima data)
+	rm -rf .aws-sam build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,83 @@
+"""The local stack, started the way a user starts it (``makima dev``), in a fresh embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ADMIN_TOKEN = "mkm_e2e_admin_token_not_secret_0123456789"
+
+
+@dataclass
+class Stack:
+    base_url: str
+    admin_token: str
+    data_dir: Path
+    process: subprocess.Popen[str]
+    log: Path
+
+    @property
+    def api(self) -> str:
+        return f"{self.base_url}/api/v1"
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return httpx.Client(base_url=self.api, headers=headers, timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_stack(data_dir: Path, log: Path, admin_token: str | None = ADMIN_TOKEN) -> Stack:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the embedded database, as a new user
+    args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--data-dir", str(data_dir)]
+    if admin_token:
+        args += ["--admin-token", admin_token]
+    out = log.open("w")
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"makima dev exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                return Stack(base, admin_token or "", data_dir, proc, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"makima dev did not become healthy:\n{log.read_text()}")
+
+
+def stop_stack(stack: Stack) -> None:
+    stack.process.send_signal(signal.SIGINT)
+    try:
+        stack.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        stack.process.kill()
+        stack.process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    s = start_stack(root / "pgdata", root / "stack.log")
+    try:
+        yield s
+    finally:
+        stop_stack(s)

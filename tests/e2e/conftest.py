@@ -64,8 +64,8 @@ def start_stack(data_dir: Path, log: Path, admin_token: str | None = ADMIN_TOKEN
     raise RuntimeError(f"makima dev did not become healthy:\n{log.read_text()}")
 
 
-def stop_stack(stack: Stack) -> None:
-    stack.process.send_signal(signal.SIGINT)
+def stop_stack(stack: Stack, signum: int = signal.SIGINT) -> None:
+    stack.process.send_signal(signum)
     try:
         stack.process.wait(timeout=30)
     except subprocess.TimeoutExpired:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -108,11 +109,14 @@ def test_data_survives_a_restart_and_the_admin_token_is_printed_once(tmp_path: P
         with first.client(token) as api:
             cid = api.post("/contracts", json={"name": "keep me"}).json()["id"]
     finally:
-        stop_stack(first)
+        stop_stack(first, signal.SIGTERM)
+    # a stopped stack leaves no PostgreSQL running behind it, whether stopped by SIGTERM or Ctrl-C
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
     second = start_stack(tmp_path / "pgdata", tmp_path / "second.log", admin_token=None)
     try:
         assert "MAKIMA_TOKEN=" not in second.log.read_text()
         with second.client(token) as api:
             assert api.get(f"/contracts/{cid}").json()["name"] == "keep me"
     finally:
-        stop_stack(second)
+        stop_stack(second, signal.SIGINT)
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -53,8 +54,20 @@ def backing_services(settings: Settings, *, admin_token: str | None = None) -> I
             embedded.stop()
 
 
+def _exit_on_sigterm() -> None:
+    """Uvicorn shuts down gracefully on SIGTERM and then re-raises it; without a handler of ours the
+    process would die there, before the embedded PostgreSQL is stopped."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def serve(settings: Settings, *, host: str, port: int, admin_token: str | None, echo: bool = True) -> None:
     import uvicorn
+
+    _exit_on_sigterm()
 
     from makima.api.app import create_app
 

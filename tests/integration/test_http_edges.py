@@ -1,0 +1,61 @@
+"""The edges of the HTTP surface: oversized and malformed bodies, unknown routes and methods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import Caller
+
+pytestmark = pytest.mark.integration
+API = "/api/v1"
+
+
+def test_oversized_body_is_413_before_parsing(client: TestClient, user: Caller) -> None:
+    big = '{"name": "' + "x" * 300_000 + '"}'
+    r = client.post(f"{API}/contracts", content=big, headers={**user.headers, "content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_oversized_chunked_body_without_length_is_413(client: TestClient, user: Caller) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(40):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    r = client.post(f"{API}/contracts", content=chunks(), headers={**user.headers, "content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_malformed_json_is_400(client: TestClient, user: Caller) -> None:
+    r = client.post(
+        f"{API}/contracts", content=b"{not json", headers={**user.headers, "content-type": "application/json"}
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "BAD_REQUEST")
+
+
+def test_wrong_types_and_unknown_fields_are_422_naming_the_field(client: TestClient, user: Caller) -> None:
+    r = client.post(f"{API}/contracts", json={"name": 5}, headers=user.headers)
+    assert r.status_code == 422
+    assert r.json()["error"]["message"].startswith("name:")
+    r = client.post(f"{API}/contracts", json={"name": "x", "colour": "red"}, headers=user.headers)
+    assert r.status_code == 422
+    assert r.json()["error"]["details"]["errors"][0]["loc"] == ["body", "colour"]
+
+
+def test_bad_path_ids_unknown_routes_and_methods(client: TestClient, user: Caller) -> None:
+    r = client.get(f"{API}/contracts/not-a-uuid", headers=user.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "INVALID_REQUEST")
+    r = client.get(f"{API}/nothing-here", headers=user.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "NOT_FOUND")
+    r = client.put(f"{API}/contracts", headers=user.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (405, "METHOD_NOT_ALLOWED")
+
+
+def test_contract_types_are_listed(client: TestClient, user: Caller) -> None:
+    types = {t["name"]: t for t in client.get(f"{API}/contract-types", headers=user.headers).json()["contract_types"]}
+    assert [p["id"] for p in types["specification"]["phases"]] == ["research", "specify", "plan", "execute", "review"]

@@ -1,18 +1,78 @@
-"""Typed settings, read once from the environment (prefix ``MAKIMA_``) and ``DATABASE_URL``.
+"""Typed settings, read once: environment variables (prefix ``MAKIMA_``, sections with ``__``), then an
+optional TOML file (``MAKIMA_CONFIG``, default ``makima.toml`` in the working directory), then defaults.
+
+The TOML file has the seed's sections::
+
+    [contracts]
+    auto_complete_enabled = true
+    auto_advance_phases = true
+    heartbeat_interval_seconds = 30
+    heartbeat_timeout_seconds = 120
+    stale_detection_interval_seconds = 60
+    stale_threshold_minutes = 30
+
+    [feature_flags]
+    enhanced_contract_status = true
+    auto_complete = true
+    supervisor_heartbeat = true
+    monitoring_dashboard = true
 
 Logic code never reads ``os.environ``: it receives a ``Settings`` (or the values it needs).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ContractsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Global default of each contract's auto_complete_enabled, and the switch for completing contracts
+    # whose terminal phase gate is satisfied.
+    auto_complete_enabled: bool = True
+    # Whether a satisfied gate of a non-terminal phase advances the phase by itself.
+    auto_advance_phases: bool = True
+    heartbeat_interval_seconds: int = Field(default=30, ge=1, le=3600)
+    heartbeat_timeout_seconds: int = Field(default=120, ge=1, le=86400)
+    stale_detection_interval_seconds: int = Field(default=60, ge=1, le=86400)
+    stale_threshold_minutes: int = Field(default=30, ge=1, le=525600)
+
+    @model_validator(mode="after")
+    def _timeout_outlives_interval(self) -> ContractsConfig:
+        # A timeout shorter than two intervals would call a supervisor dead after one late heartbeat.
+        if self.heartbeat_timeout_seconds < 2 * self.heartbeat_interval_seconds:
+            raise ValueError("heartbeat_timeout_seconds must be at least twice heartbeat_interval_seconds")
+        return self
+
+
+class FeatureFlagsConfig(BaseModel):
+    """Defaults of the feature flags for the local store. On AWS the flags live in AppConfig."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enhanced_contract_status: bool = True
+    auto_complete: bool = True
+    supervisor_heartbeat: bool = True
+    monitoring_dashboard: bool = True
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("MAKIMA_CONFIG", "makima.toml"))
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MAKIMA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MAKIMA_", env_nested_delimiter="__", extra="ignore")
 
     # Where PostgreSQL is. Unset locally means "start the embedded server"; on AWS the functions
     # build it from the Secrets Manager secret instead (see makima.lambda_support).
@@ -28,8 +88,29 @@ class Settings(BaseSettings):
     # Seconds a request may wait for a database connection before answering 503.
     db_connect_timeout: float = 5.0
 
-    # Default staleness threshold for list filters when the caller gives none (seed: 30m).
-    stale_threshold_minutes: int = 30
+    # AppConfig holds the feature flags on AWS (the template sets these); unset means the local store.
+    appconfig_application: str | None = Field(default=None, validation_alias="APPCONFIG_APPLICATION")
+    appconfig_environment: str | None = Field(default=None, validation_alias="APPCONFIG_ENVIRONMENT")
+    appconfig_profile: str | None = Field(default=None, validation_alias="APPCONFIG_PROFILE")
+    appconfig_max_age: int = Field(default=60, validation_alias="APPCONFIG_MAX_AGE")
+
+    contracts: ContractsConfig = ContractsConfig()
+    feature_flags: FeatureFlagsConfig = FeatureFlagsConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
+        )
 
 
 @lru_cache(maxsize=1)

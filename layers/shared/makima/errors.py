@@ -103,3 +103,9 @@ class DatabaseUnavailable(MakimaError):
     """PostgreSQL cannot be reached. Transient: clients should retry with backoff."""
 
     code, status = "DATABASE_UNAVAILABLE", 503
+
+
+class FeatureDisabled(MakimaError):
+    """The feature behind this endpoint is switched off by its feature flag."""
+
+    code, status = "FEATURE_DISABLED", 404

@@ -14,7 +14,7 @@ from makima.db.connection import Conn
 
 _COLUMNS = """id, owner_id, name, description, contract_type, phase, status, version, phase_guard,
     status_changed_at, last_activity_at, waiting_for, blocked_reason, failure_reason,
-    created_at, updated_at"""
+    auto_complete_enabled, completion_detected_at, created_at, updated_at"""
 
 
 def insert(
@@ -26,14 +26,16 @@ def insert(
     contract_type: str,
     phase: str,
     phase_guard: bool,
+    auto_complete_enabled: bool = True,
 ) -> dict[str, Any]:
     row = conn.execute(
         f"""
-        INSERT INTO contracts (owner_id, name, description, contract_type, phase, phase_guard, status)
-        VALUES (%s, %s, %s, %s, %s, %s, 'created')
+        INSERT INTO contracts
+            (owner_id, name, description, contract_type, phase, phase_guard, auto_complete_enabled, status)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, 'created')
         RETURNING {_COLUMNS}
         """,
-        (owner_id, name, description, contract_type, phase, phase_guard),
+        (owner_id, name, description, contract_type, phase, phase_guard, auto_complete_enabled),
     ).fetchone()
     assert row is not None
     return row
@@ -172,3 +174,23 @@ def mark_deliverable(conn: Conn, contract_id: UUID, phase: str, deliverable_id: 
         """,
         (contract_id, phase, deliverable_id, by),
     ).fetchone()
+
+
+def set_auto_complete(conn: Conn, contract_id: UUID, enabled: bool) -> dict[str, Any]:
+    row = conn.execute(
+        f"""
+        UPDATE contracts SET auto_complete_enabled = %s, version = version + 1, updated_at = now()
+         WHERE id = %s
+        RETURNING {_COLUMNS}
+        """,
+        (enabled, contract_id),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def mark_completion_detected(conn: Conn, contract_id: UUID) -> None:
+    conn.execute(
+        "UPDATE contracts SET completion_detected_at = COALESCE(completion_detected_at, now()) WHERE id = %s",
+        (contract_id,),
+    )

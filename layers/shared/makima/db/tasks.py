@@ -7,20 +7,27 @@ from uuid import UUID
 
 from makima.db.connection import Conn
 
-_COLUMNS = """id, contract_id, name, status, is_supervisor, daemon, error, created_by,
+_COLUMNS = """id, contract_id, name, status, is_supervisor, phase, daemon, error, created_by,
     created_at, updated_at, started_at, finished_at"""
 
 
 def insert(
-    conn: Conn, *, contract_id: UUID, name: str, is_supervisor: bool, daemon: str | None, created_by: str
+    conn: Conn,
+    *,
+    contract_id: UUID,
+    name: str,
+    is_supervisor: bool,
+    phase: str,
+    daemon: str | None,
+    created_by: str,
 ) -> dict[str, Any]:
     row = conn.execute(
         f"""
-        INSERT INTO tasks (contract_id, name, is_supervisor, daemon, created_by)
-        VALUES (%s, %s, %s, %s, %s)
+        INSERT INTO tasks (contract_id, name, is_supervisor, phase, daemon, created_by)
+        VALUES (%s, %s, %s, %s, %s, %s)
         RETURNING {_COLUMNS}
         """,
-        (contract_id, name, is_supervisor, daemon, created_by),
+        (contract_id, name, is_supervisor, phase, daemon, created_by),
     ).fetchone()
     assert row is not None
     return row
@@ -55,3 +62,31 @@ def set_status(conn: Conn, task_id: UUID, *, status: str, error: str | None) -> 
     ).fetchone()
     assert row is not None
     return row
+
+
+def work_of_phase(conn: Conn, contract_id: UUID, phase: str) -> list[dict[str, Any]]:
+    """The non-supervisor tasks spawned in ``phase``: what a phase gate counts."""
+    return conn.execute(
+        """
+        SELECT name, status FROM tasks
+         WHERE contract_id = %s AND phase = %s AND NOT is_supervisor
+         ORDER BY created_at, id
+        """,
+        (contract_id, phase),
+    ).fetchall()
+
+
+def close_open(conn: Conn, contract_id: UUID, *, reason: str) -> list[dict[str, Any]]:
+    """Finish every task still open when the contract completes: supervisors as completed (their work
+    is done), other tasks as failed with ``reason`` (nobody will finish them)."""
+    return conn.execute(
+        f"""
+        UPDATE tasks
+           SET status = CASE WHEN is_supervisor THEN 'completed' ELSE 'failed' END,
+               error = CASE WHEN is_supervisor THEN error ELSE %s END,
+               finished_at = now(), updated_at = now()
+         WHERE contract_id = %s AND status IN ('pending', 'running')
+        RETURNING {_COLUMNS}
+        """,
+        (reason, contract_id),
+    ).fetchall()

@@ -12,6 +12,7 @@ from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from makima.domain.gates import PhaseGate, validator_names
 from makima.errors import InvalidDeliverable, ValidationFailed
 
 _SLUG = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -30,6 +31,23 @@ class PhaseDefinition(BaseModel):
     id: str = Field(pattern=_SLUG)
     name: str = Field(min_length=1, max_length=200)
     deliverables: tuple[DeliverableDefinition, ...] = ()
+    # No gate: the phase is advanced by hand only.
+    gate: PhaseGate | None = None
+
+    @model_validator(mode="after")
+    def _gate_names_known_things(self) -> PhaseDefinition:
+        if self.gate is None:
+            return self
+        unknown = [d for d in self.gate.required_deliverables or () if d not in self.deliverable_ids]
+        if unknown:
+            raise ValueError(
+                f"phase {self.id}: gate requires unknown deliverables {unknown}; the phase has {self.deliverable_ids}"
+            )
+        if self.gate.validator is not None and self.gate.validator not in validator_names():
+            raise ValueError(
+                f"phase {self.id}: unknown gate validator {self.gate.validator!r}; registered: {validator_names()}"
+            )
+        return self
 
     @property
     def deliverable_ids(self) -> list[str]:

@@ -31,6 +31,8 @@ class Contract(Record):
     waiting_for: str | None
     blocked_reason: str | None
     failure_reason: str | None
+    auto_complete_enabled: bool = True
+    completion_detected_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -48,6 +50,7 @@ class Task(Record):
     name: str
     status: TaskStatus
     is_supervisor: bool
+    phase: str | None = None
     daemon: str | None
     error: str | None
     created_by: str

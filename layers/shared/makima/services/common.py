@@ -12,7 +12,7 @@ from makima.db.connection import Conn
 from makima.domain.contract_types import ContractTypeDefinition
 from makima.domain.models import Contract
 from makima.domain.principals import Principal
-from makima.domain.statuses import ContractStatus, is_terminal
+from makima.domain.statuses import ContractStatus, check_transition, is_terminal
 from makima.errors import ContractNotFound, InvalidTransition, ValidationFailed
 
 
@@ -70,3 +70,37 @@ def record(conn: Conn, contract: Contract, principal: Principal | None, type: st
         payload={"contract_id": str(contract.id), **payload},
         actor=principal.actor if principal else "system",
     )
+
+
+def transition(
+    conn: Any,
+    principal: Principal | None,
+    contract: Contract,
+    status: ContractStatus,
+    reason: str | None,
+    *,
+    waiting_for: str | None = None,
+) -> Contract:
+    """Change the status of a contract the caller has locked; shared by every service that moves one."""
+    check_transition(contract.status, status)
+    s = ContractStatus
+    updated = Contract.model_validate(
+        contracts_sql.set_status(
+            conn,
+            contract.id,
+            status=status.value,
+            waiting_for=(waiting_for or reason or "input") if status is s.WAITING_FOR_INPUT else None,
+            blocked_reason=reason if status is s.BLOCKED else None,
+            failure_reason=reason if status is s.FAILED else None,
+        )
+    )
+    record(
+        conn,
+        updated,
+        principal,
+        "status_changed",
+        old_status=contract.status.value,
+        new_status=status.value,
+        reason=reason,
+    )
+    return updated

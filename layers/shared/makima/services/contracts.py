@@ -17,7 +17,7 @@ from makima.db.connection import Database, transaction
 from makima.domain.contract_types import ContractTypeDefinition
 from makima.domain.models import CompletedDeliverable, Contract, ContractEvent
 from makima.domain.principals import Principal
-from makima.domain.statuses import ContractStatus, check_transition
+from makima.domain.statuses import ContractStatus
 from makima.errors import BadRequest, InvalidTransition, PhaseGuardRequired, VersionConflict
 from makima.services.common import (
     load_contract,
@@ -26,7 +26,9 @@ from makima.services.common import (
     require_not_paused,
     require_workable,
     scope,
+    transition,
 )
+from makima.services.completion import PHASE_CONFIRMATION, CompletionPolicy, advance_if_ready
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ def change_phase(
     expected_version: int,
     confirmed: bool = False,
     reason: str | None = None,
+    policy: CompletionPolicy | None = None,
 ) -> Contract:
     """Move the contract to ``phase`` (Tasks 1.2 and 1.3).
 
@@ -242,7 +245,12 @@ def change_phase(
             reason=reason,
             confirmed=confirmed,
         )
-        return updated
+        if updated.status is ContractStatus.WAITING_FOR_INPUT and (updated.waiting_for or "").startswith(
+            PHASE_CONFIRMATION
+        ):
+            # The confirmation the auto-advance was waiting for: work resumes in the new phase.
+            updated = transition(conn, principal, updated, ContractStatus.ACTIVE, "phase change confirmed")
+        return advance_if_ready(conn, principal, updated, ctype, policy or CompletionPolicy.off())
 
 
 def change_status(
@@ -261,40 +269,6 @@ def change_status(
         return transition(conn, principal, contract, status, reason)
 
 
-def transition(
-    conn: Any,
-    principal: Principal | None,
-    contract: Contract,
-    status: ContractStatus,
-    reason: str | None,
-    *,
-    waiting_for: str | None = None,
-) -> Contract:
-    """Change the status of a contract the caller has locked; shared by every service that moves one."""
-    check_transition(contract.status, status)
-    s = ContractStatus
-    updated = Contract.model_validate(
-        contracts_sql.set_status(
-            conn,
-            contract.id,
-            status=status.value,
-            waiting_for=(waiting_for or reason or "input") if status is s.WAITING_FOR_INPUT else None,
-            blocked_reason=reason if status is s.BLOCKED else None,
-            failure_reason=reason if status is s.FAILED else None,
-        )
-    )
-    record(
-        conn,
-        updated,
-        principal,
-        "status_changed",
-        old_status=contract.status.value,
-        new_status=status.value,
-        reason=reason,
-    )
-    return updated
-
-
 @dataclass(frozen=True)
 class DeliverableResult:
     contract: Contract
@@ -303,7 +277,13 @@ class DeliverableResult:
 
 
 def complete_deliverable(
-    db: Database, principal: Principal, contract_id: UUID, *, deliverable_id: str, phase: str | None = None
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    deliverable_id: str,
+    phase: str | None = None,
+    policy: CompletionPolicy | None = None,
 ) -> DeliverableResult:
     """Mark a deliverable complete (Task 1.1). Validated against the contract's type before anything is
     written; marking twice is harmless and records one event."""
@@ -331,7 +311,10 @@ def complete_deliverable(
             deliverable_id=deliverable_id,
         )
         done = CompletedDeliverable.model_validate(row)
-        return DeliverableResult(load_contract(conn, principal, contract_id), done, already_completed=False)
+        # The row lock taken above is still held: the gate is evaluated on what this transaction sees.
+        current = load_contract(conn, principal, contract_id)
+        after = advance_if_ready(conn, principal, current, ctype, policy or CompletionPolicy.off())
+        return DeliverableResult(after, done, already_completed=False)
 
 
 def list_events(

@@ -14,8 +14,7 @@ from makima.domain.models import Question
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
 from makima.errors import Conflict, Forbidden, NotFound
-from makima.services.common import load_contract, record, require_workable
-from makima.services.contracts import transition
+from makima.services.common import load_contract, record, require_workable, transition
 
 QUESTION_PREFIX = "question:"
 

@@ -14,8 +14,8 @@ from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
 from makima.domain.tasks import FINISHED, TaskStatus, check_task_transition
 from makima.errors import Conflict, NotFound
-from makima.services.common import load_contract, record, require_not_paused, require_workable
-from makima.services.contracts import transition
+from makima.services.common import load_contract, load_type, record, require_not_paused, require_workable, transition
+from makima.services.completion import CompletionPolicy, advance_if_ready
 
 
 def spawn_task(
@@ -40,6 +40,7 @@ def spawn_task(
                     contract_id=contract_id,
                     name=name,
                     is_supervisor=is_supervisor,
+                    phase=contract.phase,
                     daemon=daemon,
                     created_by=principal.actor,
                 )
@@ -84,6 +85,7 @@ def update_task_status(
     *,
     status: TaskStatus,
     error: str | None = None,
+    policy: CompletionPolicy | None = None,
 ) -> Task:
     """Move a task along pending -> running -> completed | failed; finishing records ``task_completed``."""
     with transaction(db) as conn:
@@ -106,6 +108,9 @@ def update_task_status(
                 success=status is TaskStatus.COMPLETED,
                 error=error,
             )
+            if not task.is_supervisor:
+                ctype = load_type(conn, contract.contract_type)
+                advance_if_ready(conn, principal, contract, ctype, policy or CompletionPolicy.off())
         else:
             record(conn, contract, principal, "task_started", task_id=str(task_id), task_name=task.name)
         return updated

@@ -74,7 +74,7 @@ def list_contracts(
             stale_threshold = (
                 parse_duration(threshold)
                 if threshold is not None
-                else parse_duration(f"{get_settings().stale_threshold_minutes}m")
+                else parse_duration(f"{get_settings().contracts.stale_threshold_minutes}m")
             )
         except ValueError as exc:
             raise BadRequest(str(exc), {"threshold": threshold}) from None

@@ -1,0 +1,233 @@
+"""Completion detection and auto-advance (seed Phase 2).
+
+``advance_if_ready`` runs inside the transaction of the change that may have satisfied a gate (a task
+finished, a deliverable marked), with the contract row already locked by that change. Two changes
+racing to satisfy the same gate therefore serialise on the lock: the second sees the advanced phase
+and finds nothing to do, so a phase advances exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from makima.db import contracts as contracts_sql
+from makima.db import questions as questions_sql
+from makima.db import tasks as tasks_sql
+from makima.db.connection import Conn, Database, transaction
+from makima.domain.contract_types import ContractTypeDefinition
+from makima.domain.gates import PhaseSnapshot, Readiness, ReadinessResult, TaskView, evaluate
+from makima.domain.models import Contract
+from makima.domain.principals import Principal
+from makima.domain.statuses import ContractStatus
+from makima.services.common import load_contract, load_type, record, transition
+
+PHASE_CONFIRMATION = "phase_confirmation:"
+COMPLETION_CONFIRMATION = "completion_confirmation"
+
+
+@dataclass(frozen=True)
+class CompletionPolicy:
+    """What the deployment allows, from the settings and the ``auto_complete`` feature flag. Each
+    contract's own ``auto_complete_enabled`` is checked on top of it."""
+
+    auto_complete: bool = True  # complete a contract whose terminal gate is satisfied
+    auto_advance_phases: bool = True  # advance a phase whose gate is satisfied
+
+    @classmethod
+    def off(cls) -> CompletionPolicy:
+        return cls(auto_complete=False, auto_advance_phases=False)
+
+
+def snapshot(conn: Conn, contract: Contract, ctype: ContractTypeDefinition) -> PhaseSnapshot:
+    phase = ctype.phase(contract.phase)
+    done = {
+        r["deliverable_id"]
+        for r in contracts_sql.completed_deliverables(conn, contract.id)
+        if r["phase"] == contract.phase
+    }
+    return PhaseSnapshot(
+        contract_type=ctype.name,
+        phase=contract.phase,
+        phase_deliverables=tuple((d.id, d.name) for d in phase.deliverables),
+        completed_deliverables=frozenset(done),
+        tasks=tuple(
+            TaskView(r["name"], r["status"]) for r in tasks_sql.work_of_phase(conn, contract.id, contract.phase)
+        ),
+        pending_questions=questions_sql.count_pending(conn, contract.id),
+    )
+
+
+def readiness_of(conn: Conn, contract: Contract, ctype: ContractTypeDefinition) -> ReadinessResult:
+    return evaluate(ctype.phase(contract.phase).gate, snapshot(conn, contract, ctype))
+
+
+def auto_advance_enabled(contract: Contract, ctype: ContractTypeDefinition, policy: CompletionPolicy) -> bool:
+    gate = ctype.phase(contract.phase).gate
+    if gate is None or not gate.auto_advance or not contract.auto_complete_enabled:
+        return False
+    terminal = ctype.next_phase(contract.phase) is None
+    return policy.auto_complete if terminal else policy.auto_advance_phases
+
+
+def _status(
+    conn: Conn,
+    principal: Principal | None,
+    contract: Contract,
+    status: ContractStatus,
+    reason: str,
+    waiting_for: str | None = None,
+) -> Contract:
+    return transition(conn, principal, contract, status, reason, waiting_for=waiting_for)
+
+
+def complete(conn: Conn, principal: Principal | None, contract: Contract) -> Contract:
+    """The completion flow: completing → cleanup (open tasks closed) → completed, each step an event."""
+    contracts_sql.mark_completion_detected(conn, contract.id)
+    contract = _status(conn, principal, contract, ContractStatus.COMPLETING, "terminal phase gate satisfied")
+    closed = tasks_sql.close_open(conn, contract.id, reason="contract completed")
+    record(
+        conn,
+        contract,
+        principal,
+        "cleanup_completed",
+        closed_task_ids=[str(t["id"]) for t in closed],
+        worktrees=[],  # worktrees are tracked with daemons; none are recorded for this contract yet
+    )
+    return _status(conn, principal, contract, ContractStatus.COMPLETED, "completed")
+
+
+def advance_if_ready(
+    conn: Conn, principal: Principal | None, contract: Contract, ctype: ContractTypeDefinition, policy: CompletionPolicy
+) -> Contract:
+    """Evaluate the gate of the (locked) contract's current phase and act on it; repeat while the next
+    phase is already satisfied too. Only ``active`` contracts move: a created one has not started, a
+    paused one was stopped on purpose, one waiting for input waits."""
+    for _ in range(len(ctype.phases)):
+        if contract.status is not ContractStatus.ACTIVE or not auto_advance_enabled(contract, ctype, policy):
+            return contract
+        result = readiness_of(conn, contract, ctype)
+        if result.status is not Readiness.READY:
+            return contract
+        nxt = ctype.next_phase(contract.phase)
+        if nxt is None:
+            record(conn, contract, principal, "completion_detected", phase=contract.phase)
+            if contract.phase_guard:
+                contracts_sql.mark_completion_detected(conn, contract.id)
+                return _status(
+                    conn,
+                    principal,
+                    contract,
+                    ContractStatus.WAITING_FOR_INPUT,
+                    "confirm completion",
+                    waiting_for=COMPLETION_CONFIRMATION,
+                )
+            return complete(conn, principal, contract)
+        if contract.phase_guard:
+            record(conn, contract, principal, "phase_ready", phase=contract.phase, next_phase=nxt)
+            return _status(
+                conn,
+                principal,
+                contract,
+                ContractStatus.WAITING_FOR_INPUT,
+                f"confirm the move to {nxt}",
+                waiting_for=f"{PHASE_CONFIRMATION}{nxt}",
+            )
+        old = contract.phase
+        contract = Contract.model_validate(contracts_sql.set_phase(conn, contract.id, nxt))
+        record(
+            conn,
+            contract,
+            principal,
+            "phase_changed",
+            old_phase=old,
+            new_phase=nxt,
+            reason="phase gate satisfied",
+            confirmed=False,
+            auto=True,
+        )
+    return contract
+
+
+# --- the API's use cases ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseReadiness:
+    contract: Contract
+    result: ReadinessResult
+    auto_advance_enabled: bool
+    next_phase: str | None
+
+
+def phase_readiness(db: Database, principal: Principal, contract_id: UUID, policy: CompletionPolicy) -> PhaseReadiness:
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id)
+        ctype = load_type(conn, contract.contract_type)
+        return PhaseReadiness(
+            contract,
+            readiness_of(conn, contract, ctype),
+            auto_advance_enabled(contract, ctype, policy),
+            ctype.next_phase(contract.phase),
+        )
+
+
+@dataclass(frozen=True)
+class CompletionCheck:
+    contract: Contract
+    ready: bool
+    would_complete: bool
+    completed: bool
+    missing: list[str]
+
+
+def check_completion(
+    db: Database, principal: Principal, contract_id: UUID, policy: CompletionPolicy, *, confirmed: bool = False
+) -> CompletionCheck:
+    """Seed 2.4: is the contract ready to complete, and complete it when allowed.
+
+    Ready means: in the terminal phase with its gate satisfied. It completes now when the contract is
+    active (or waiting for the completion confirmation) and either ``confirmed`` is sent or neither
+    the phase guard nor a disabled auto-complete holds it back.
+    """
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        ctype = load_type(conn, contract.contract_type)
+        if contract.status is ContractStatus.COMPLETED:
+            return CompletionCheck(contract, True, False, True, [])
+        missing: list[str] = []
+        if contract.phase != ctype.terminal_phase:
+            missing.append(f"Phase: in {contract.phase}; the contract completes in {ctype.terminal_phase}")
+        result = readiness_of(conn, contract, ctype)
+        missing += result.missing
+        ready = not missing and result.status is not Readiness.NO_GATE
+        awaiting = (
+            contract.status is ContractStatus.WAITING_FOR_INPUT and contract.waiting_for == COMPLETION_CONFIRMATION
+        )
+        can_move = contract.status is ContractStatus.ACTIVE or awaiting
+        automatic = contract.auto_complete_enabled and policy.auto_complete and not contract.phase_guard
+        would = ready and can_move and (confirmed or automatic)
+        if not would:
+            return CompletionCheck(contract, ready, False, False, missing)
+        if awaiting:
+            contract = _status(conn, principal, contract, ContractStatus.ACTIVE, "completion confirmed")
+        record(conn, contract, principal, "completion_detected", phase=contract.phase, confirmed=confirmed)
+        contract = complete(conn, principal, contract)
+        return CompletionCheck(contract, True, True, True, [])
+
+
+def set_auto_complete(db: Database, principal: Principal, contract_id: UUID, *, enabled: bool) -> Contract:
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        if contract.auto_complete_enabled == enabled:
+            return contract
+        updated = Contract.model_validate(contracts_sql.set_auto_complete(conn, contract_id, enabled))
+        record(
+            conn,
+            updated,
+            principal,
+            "contract_updated",
+            changed=["auto_complete_enabled"],
+            auto_complete_enabled=enabled,
+        )
+        return updated

@@ -1,0 +1,73 @@
+"""The HTTP API's Lambda authorizer: a bearer token in, the principal (or a refusal) out.
+
+Payload format 2.0 with simple responses. The context carries only the principal's id, role and token
+id (API Gateway caps authorizer results at 8 KB; ``makima.api.deps`` reads exactly these keys). It
+fails closed: when the token cannot be checked (the database is down), the request is refused and the
+outage is logged and counted, never waved through.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerEventV2,
+    APIGatewayAuthorizerResponseV2,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from makima.domain.principals import Principal
+from makima.errors import DatabaseUnavailable, Unauthorized
+from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
+from makima.lambda_support.runtime import get_database
+from makima.services import auth
+
+
+def _authorization_header(event: APIGatewayAuthorizerEventV2) -> str | None:
+    # API Gateway lower-cases header names in v2 events; a hand-made event may not.
+    for name, value in (event.headers or {}).items():
+        if name.lower() == "authorization":
+            return value
+    return None
+
+
+def allow(principal: Principal) -> dict[str, Any]:
+    context = {
+        "user_id": str(principal.user_id),
+        "role": principal.role.value,
+        "token_id": str(principal.token_id) if principal.token_id else "",
+    }
+    return APIGatewayAuthorizerResponseV2(authorize=True, context=context).asdict()
+
+
+def deny() -> dict[str, Any]:
+    return APIGatewayAuthorizerResponseV2(authorize=False).asdict()
+
+
+def authorize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = APIGatewayAuthorizerEventV2(event)
+    token = auth.bearer(_authorization_header(request))
+    if token is None:
+        metrics.add_metric(name="AuthorizerDenied", unit=MetricUnit.Count, value=1)
+        return deny()
+    try:
+        principal = auth.resolve(get_database(), token)
+    except Unauthorized:
+        metrics.add_metric(name="AuthorizerDenied", unit=MetricUnit.Count, value=1)
+        return deny()
+    except DatabaseUnavailable as exc:
+        logger.error("token not checked: the database is unavailable", extra={"details": exc.details})
+        metrics.add_metric(name="AuthorizerDatabaseUnavailable", unit=MetricUnit.Count, value=1)
+        return deny()
+    except Exception:
+        logger.exception("token not checked: unexpected error")
+        metrics.add_metric(name="AuthorizerError", unit=MetricUnit.Count, value=1)
+        return deny()
+    logger.append_keys(user_id=str(principal.user_id), role=principal.role.value)
+    return allow(principal)
+
+
+def make_authorizer_handler() -> LambdaHandler:
+    """The authorizer function's handler, with the same observability as every HTTP handler."""
+    return observed(authorize)

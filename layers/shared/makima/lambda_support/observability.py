@@ -1,0 +1,54 @@
+"""Logger, Tracer and Metrics, created once per container and applied to every handler the same way.
+
+Tracing switches itself off outside Lambda (no ``LAMBDA_TASK_ROOT``) and when
+``POWERTOOLS_TRACE_DISABLED`` is set, so importing a handler locally or in tests never needs an
+X-Ray daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, cast
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+SERVICE = "makima-contracts"
+NAMESPACE = "Makima"
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+def route_package_logs() -> None:
+    """Send the shared package's stdlib loggers (``makima.*``) through the Powertools handler, so they
+    come out as the same structured JSON, correlation id included. It stops them propagating to the
+    root logger, which is right in a Lambda container and wrong in a test session; hence it runs on
+    import only inside Lambda."""
+    logging.getLogger("makima")  # register the parent: Powertools configures top-level loggers only
+    copy_config_to_registered_loggers(source_logger=logger, include={"makima"})
+
+
+if os.environ.get("LAMBDA_TASK_ROOT"):
+    route_package_logs()
+
+LambdaHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+# HTTP API (v2) and REST API (v1) events both carry their request id at requestContext.requestId.
+API_GATEWAY_REQUEST_ID = correlation_paths.API_GATEWAY_HTTP
+
+
+def observed(handler: LambdaHandler, *, correlation_id_path: str = API_GATEWAY_REQUEST_ID) -> LambdaHandler:
+    """``handler`` with the standard stack: Lambda context and correlation id in every log line, an
+    X-Ray subsegment (the response is not recorded: it may hold a freshly issued token), and the
+    metrics of the invocation flushed as EMF, a cold-start count included."""
+    with_metrics = metrics.log_metrics(handler, capture_cold_start_metric=True)
+    with_trace = tracer.capture_lambda_handler(with_metrics, capture_response=False)
+    # clear_state: keys appended during one invocation (e.g. the caller) must not leak into the next.
+    with_logs = logger.inject_lambda_context(with_trace, correlation_id_path=correlation_id_path, clear_state=True)
+    return cast(LambdaHandler, with_logs)

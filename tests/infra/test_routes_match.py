@@ -1,0 +1,224 @@
+"""The template's HTTP API routes are the FastAPI route table: the same set, split by router.
+
+Each function in ``functions/<name>/`` serves the router ``makima.api.routers.<name>``; its HttpApi
+events must name exactly that router's routes (the health function also serves the OpenAPI document).
+Every route but health and the OpenAPI document goes through the Lambda authorizer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import pytest
+from fastapi import APIRouter
+from fastapi.routing import iter_route_contexts
+from starlette.routing import BaseRoute
+
+from makima.api.app import OPENAPI_URL, create_app
+from makima.api.routers import ALL_ROUTERS
+from makima.lambda_support.runtime import CONTAINER_DATABASE
+from tests.infra.cfn import ROOT, load_template, resources_of_type
+
+pytestmark = pytest.mark.infra
+
+Routes = set[tuple[str, str]]
+
+PREFIX = "/api/v1"
+PUBLIC_ROUTES: Routes = {("GET", f"{PREFIX}/health"), ("GET", OPENAPI_URL)}
+FUNCTIONS_DIR = ROOT / "functions"
+
+
+def _routes(routes: list[BaseRoute]) -> Routes:
+    """(METHOD, path) of every route under /api/v1. ``iter_route_contexts`` expands included routers
+    (FastAPI keeps them as lazy ``_IncludedRouter`` entries in ``app.routes``, not as ``APIRoute``s)."""
+    found: Routes = set()
+    for route in iter_route_contexts(routes):
+        path = route.path
+        if path is None or not path.startswith(PREFIX):
+            continue
+        if path.startswith(f"{PREFIX}/docs"):
+            continue  # Swagger UI: a local convenience, not part of the deployed API
+        found |= {(method, path) for method in route.methods or () if method != "HEAD"}
+    return found
+
+
+def _router_of(folder: str) -> APIRouter:
+    router = importlib.import_module(f"makima.api.routers.{folder}").router
+    assert isinstance(router, APIRouter)
+    return router
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return resources_of_type(template, "AWS::Serverless::Function")
+
+
+@pytest.fixture(scope="module")
+def http_events(functions: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Function logical id -> its HttpApi events (name -> properties)."""
+    return {
+        name: {
+            ev_name: ev["Properties"]
+            for ev_name, ev in (fn["Properties"].get("Events") or {}).items()
+            if ev["Type"] == "HttpApi"
+        }
+        for name, fn in functions.items()
+    }
+
+
+def _folder(function: dict[str, Any]) -> str:
+    code_uri = str(function["Properties"]["CodeUri"])
+    assert code_uri.startswith("functions/"), code_uri
+    assert code_uri.endswith("/"), code_uri
+    return code_uri.removeprefix("functions/").rstrip("/")
+
+
+def _template_routes(events: dict[str, dict[str, Any]]) -> Routes:
+    return {(str(p["Method"]).upper(), str(p["Path"])) for p in events.values()}
+
+
+def test_template_routes_are_the_fastapi_routes(http_events: dict[str, dict[str, dict[str, Any]]]) -> None:
+    # Given every HttpApi event of the template, and the whole app's route table
+    template_routes: Routes = set()
+    for events in http_events.values():
+        routes = _template_routes(events)
+        assert not routes & template_routes, f"routes served by two functions: {routes & template_routes}"
+        template_routes |= routes
+    app_routes = _routes(create_app(CONTAINER_DATABASE, routers=ALL_ROUTERS).routes)
+
+    # Then they are the same set, the OpenAPI document included
+    assert len(app_routes) > len(ALL_ROUTERS), "the route table came out (nearly) empty"
+    assert ("GET", OPENAPI_URL) in app_routes
+    assert template_routes - app_routes == set(), "in the template but not in FastAPI"
+    assert app_routes - template_routes == set(), "in FastAPI but not in the template"
+
+
+def test_each_function_serves_exactly_its_router(
+    functions: dict[str, dict[str, Any]], http_events: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    # Given the HTTP functions of the template (all but the authorizer)
+    folders = {_folder(fn): name for name, fn in functions.items() if http_events[name]}
+
+    # Then there is one per router of ALL_ROUTERS, named after its module
+    assert {id(_router_of(folder)) for folder in folders} == {id(r) for r in ALL_ROUTERS}
+    assert len(folders) == len(ALL_ROUTERS)
+    # And each one's events are its router's routes (health adds the OpenAPI document)
+    for folder, name in folders.items():
+        expected = _routes(_router_of(folder).routes)
+        if folder == "health":
+            expected.add(("GET", OPENAPI_URL))
+        assert _template_routes(http_events[name]) == expected, name
+
+
+def test_function_folders_match_the_template(functions: dict[str, dict[str, Any]]) -> None:
+    # Given the folders under functions/ and the functions of the template
+    on_disk = {p.parent.name for p in FUNCTIONS_DIR.glob("*/app.py")}
+    in_template = {_folder(fn) for fn in functions.values()}
+
+    # Then each folder is deployed, and each function is a thin app.py whose handler is app.handler
+    assert on_disk == in_template
+    assert "authorizer" in on_disk
+    for name, fn in functions.items():
+        assert fn["Properties"]["Handler"] == "app.handler", name
+        source = (FUNCTIONS_DIR / _folder(fn) / "app.py").read_text(encoding="utf-8")
+        code = [line for line in source.splitlines() if line.strip() and not line.startswith(('"""', "#"))]
+        assert len(code) <= 4, f"{name}: a handler module stays thin ({len(code)} lines of code)"
+
+
+def test_every_route_but_the_public_ones_uses_the_authorizer(
+    template: dict[str, Any], http_events: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    # Given the HTTP API and its Lambda authorizer
+    apis = resources_of_type(template, "AWS::Serverless::HttpApi")
+    assert list(apis) == ["HttpApi"]
+    auth = apis["HttpApi"]["Properties"]["Auth"]
+    default = auth["DefaultAuthorizer"]
+    authorizer = auth["Authorizers"][default]
+
+    # Then the authorizer is the AuthorizerFunction: payload 2.0, simple responses, keyed on the token
+    assert authorizer["FunctionArn"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
+    assert str(authorizer["AuthorizerPayloadFormatVersion"]) == "2.0"
+    assert authorizer["EnableSimpleResponses"] is True
+    assert authorizer["EnableFunctionDefaultPermissions"] is True
+    assert authorizer["Identity"]["Headers"] == ["Authorization"]
+    # And every event is on this API, public exactly for health and the OpenAPI document
+    for name, events in http_events.items():
+        for ev_name, props in events.items():
+            assert props["ApiId"] == {"Ref": "HttpApi"}, f"{name}.{ev_name}"
+            route = (str(props["Method"]).upper(), str(props["Path"]))
+            chosen = (props.get("Auth") or {}).get("Authorizer", default)
+            if route in PUBLIC_ROUTES:
+                assert chosen == "NONE", f"{route} must be public"
+            else:
+                assert chosen == default, f"{route} must use the authorizer"
+
+
+def test_every_function_has_a_log_group_with_retention(
+    template: dict[str, Any], functions: dict[str, dict[str, Any]]
+) -> None:
+    # Given the log groups of the template
+    groups = resources_of_type(template, "AWS::Logs::LogGroup")
+    named = {json.dumps(g["Properties"].get("LogGroupName"), sort_keys=True): g for g in groups.values()}
+
+    # Then each function has /aws/lambda/<function> with the stack's retention, and so does every group
+    for name in functions:
+        group = named.get(json.dumps({"Fn::Sub": f"/aws/lambda/${{{name}}}"}))
+        assert group is not None, f"{name} has no log group"
+    for group in groups.values():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_globals_and_layer(template: dict[str, Any], functions: dict[str, dict[str, Any]]) -> None:
+    # Given the template's parameters, globals and layer
+    params = template["Parameters"]
+    glob = template["Globals"]["Function"]
+    layer = template["Resources"]["SharedLayer"]
+
+    # Then the runtime is a parameter (default 3.12) that the layer is built for as well
+    assert params["Runtime"]["Default"] == "python3.12"
+    assert set(params["Runtime"]["AllowedValues"]) == {"python3.11", "python3.12", "python3.13"}
+    assert glob["Runtime"] == {"Ref": "Runtime"}
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Properties"]["ContentUri"] == "layers/shared/"
+    assert layer["Metadata"]["BuildMethod"] == {"Ref": "Runtime"}
+    assert glob["Layers"] == [{"Ref": "SharedLayer"}]
+    assert glob["Tracing"] == "Active"
+    assert glob["Timeout"] <= 29, "API Gateway stops waiting after 29-30 s"
+    env = glob["Environment"]["Variables"]
+    assert env["POWERTOOLS_SERVICE_NAME"] == "makima-contracts"
+    assert env["DB_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
+    assert env["DB_HOST"] == {"Ref": "DatabaseProxyEndpoint"}
+    # And every function may read the database secret, and nothing else is granted by hand
+    for name, fn in functions.items():
+        assert {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DatabaseSecretArn"}}} in fn[
+            "Properties"
+        ]["Policies"], name
+    assert "ApiUrl" in template["Outputs"]
+
+
+def test_sample_events_cover_every_route_once(
+    functions: dict[str, dict[str, Any]], http_events: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    # Given the HTTP sample events, keyed by the route they are for
+    by_route: dict[tuple[str, str], list[str]] = {}
+    for path in sorted((ROOT / "events" / "http").glob("*.json")):
+        event = json.loads(path.read_text(encoding="utf-8"))
+        method, route = event["routeKey"].split(" ", 1)
+        assert event["requestContext"]["http"]["method"] == method, path.name
+        by_route.setdefault((method, route), []).append(path.name)
+    folder_of = {
+        route: _folder(functions[name]) for name, events in http_events.items() for route in _template_routes(events)
+    }
+
+    # Then every route has exactly one, named <function folder>_<operation>.json
+    assert set(by_route) == set(folder_of)
+    for route, files in by_route.items():
+        assert len(files) == 1, f"{route}: {files}"
+        assert files[0].startswith(f"{folder_of[route]}_"), f"{files[0]} is not named after {folder_of[route]}"

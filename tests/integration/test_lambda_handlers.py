@@ -1,0 +1,530 @@
+"""Every Lambda handler, imported from ``functions/<name>/app.py`` and invoked with its sample events.
+
+The events are the ones in ``events/`` (placeholders replaced by ids that exist in the test database);
+the handlers reach the database through ``DATABASE_URL`` as a deployed function would through its
+secret, which is exercised too (Secrets Manager on moto, pointing at the same database).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3  # type: ignore[import-untyped]
+import pytest
+from moto import mock_aws
+from psycopg.conninfo import conninfo_to_dict
+
+from makima.api.app import create_app
+from makima.api.routers import ALL_ROUTERS
+from makima.db.connection import PooledDatabase
+from makima.domain.principals import Principal, Role
+from makima.lambda_support import runtime
+from makima.services import auth, questions, tasks
+from makima.services import contracts as contracts_svc
+from tests.conftest import Caller
+
+pytestmark = [
+    pytest.mark.integration,
+    # log_metrics warns on invocations that recorded no metric; that is expected here.
+    pytest.mark.filterwarnings("ignore:No application metrics to publish"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+# The placeholders of events/README.md.
+CONTRACT_ID = "11111111-1111-4111-8111-111111111111"
+TASK_ID = "22222222-2222-4222-8222-222222222222"
+QUESTION_ID = "33333333-3333-4333-8333-333333333333"
+PATH_USER_ID = "44444444-4444-4444-8444-444444444444"
+PATH_TOKEN_ID = "55555555-5555-4555-8555-555555555555"
+CALLER_USER_ID = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+CALLER_TOKEN_ID = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+BEARER = "mkm_placeholder_token"
+
+# Every HTTP sample event and the status its handler answers with in the world built below.
+EXPECTED_STATUS = {
+    "health_get": 200,
+    "health_openapi": 200,
+    "contract_types_list": 200,
+    "contracts_create": 201,
+    "contracts_list": 200,
+    "contracts_get": 200,
+    "contracts_update": 200,
+    "lifecycle_change_phase": 200,
+    "lifecycle_change_status": 200,
+    "deliverables_complete": 200,
+    "deliverables_list": 200,
+    "tasks_spawn": 201,
+    "tasks_list": 200,
+    "tasks_get": 200,
+    "tasks_change_status": 200,
+    "questions_ask": 201,
+    "questions_list": 200,
+    "questions_answer": 200,
+    "questions_ack": 200,
+    "chat_post": 201,
+    "chat_list": 200,
+    "events_list": 200,
+    "admin_create_user": 201,
+    "admin_list_users": 200,
+    "admin_issue_token": 201,
+    "admin_list_tokens": 200,
+    "admin_revoke_token": 204,
+}
+FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
+
+
+def function_of(event_name: str) -> str:
+    """The function folder an ``events/http/<function>_<operation>`` event is for."""
+    return max((f for f in FUNCTIONS if event_name.startswith(f"{f}_")), key=len)
+
+
+@dataclass
+class FakeContext:
+    """What Powertools and Mangum read from the Lambda context object."""
+
+    function_name: str = "makima-test"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:makima-test"
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/makima-test"
+    log_stream_name: str = "2025/11/24/[$LATEST]0123456789abcdef"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+@cache
+def handler_of(function: str) -> Handler:
+    """``functions/<function>/app.py``'s handler, imported once, as Lambda would, by file path."""
+    path = ROOT / "functions" / function / "app.py"
+    spec = importlib.util.spec_from_file_location(f"makima_function_{function}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler: Handler = module.handler
+    return handler
+
+
+def load_event(name: str, ids: dict[str, str] | None = None) -> dict[str, Any]:
+    """A sample event with its placeholders replaced (``ids``: placeholder -> real value)."""
+    text = (EVENTS / f"{name}.json").read_text(encoding="utf-8")
+    for placeholder, value in (ids or {}).items():
+        text = text.replace(placeholder, value)
+    event: dict[str, Any] = json.loads(text)
+    return event
+
+
+def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
+    return handler_of(function)(event, FakeContext())
+
+
+def json_body(response: dict[str, Any]) -> Any:
+    assert response["headers"]["content-type"].startswith("application/json"), response
+    return json.loads(response["body"])
+
+
+@pytest.fixture(autouse=True)
+def lambda_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
+    """The environment of a deployed function, pointed at the test database; a fresh container."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+    monkeypatch.delenv("DB_HOST", raising=False)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "makima-contracts")
+    runtime.reset()
+    yield
+    runtime.reset()
+
+
+@dataclass
+class World:
+    """An owner with a contract, a task, a pending and an answered question; an admin."""
+
+    owner: Caller
+    admin: Caller
+    contract_id: str
+    task_id: str
+    pending_question_id: str
+    answered_question_id: str
+    spare_token_id: str
+
+    def ids(self, caller: Caller) -> dict[str, str]:
+        return {
+            CONTRACT_ID: self.contract_id,
+            TASK_ID: self.task_id,
+            QUESTION_ID: self.pending_question_id,
+            PATH_USER_ID: str(self.owner.principal.user_id),
+            PATH_TOKEN_ID: self.spare_token_id,
+            CALLER_USER_ID: str(caller.principal.user_id),
+            CALLER_TOKEN_ID: str(caller.principal.token_id),
+            BEARER: caller.token,
+        }
+
+
+@pytest.fixture
+def world(db: PooledDatabase, admin: Principal, make_caller: Callable[..., Caller]) -> World:
+    owner, boss = make_caller(), make_caller(role=Role.ADMIN)
+    p = owner.principal
+    contract = contracts_svc.create_contract(
+        db, p, name="lambda handlers", description="", contract_type="simple", phase_guard=False
+    )
+    task = tasks.spawn_task(db, p, contract.id, name="survey", is_supervisor=False, daemon=None)
+    pending = questions.ask_question(db, p, contract.id, question="which?")
+    answered = questions.ask_question(db, p, contract.id, question="ready?")
+    questions.answer_question(db, p, contract.id, answered.id, answer="yes")
+    spare = auth.issue_token(db, admin, p.user_id, name="spare", kind="daemon")
+    return World(owner, boss, str(contract.id), str(task.id), str(pending.id), str(answered.id), str(spare.token.id))
+
+
+def _http_event(name: str, world: World, db: PooledDatabase) -> dict[str, Any]:
+    """The sample event ``name`` made valid for ``world``: real ids, a current version, a fresh name."""
+    caller = world.admin if name.startswith("admin_") else world.owner
+    ids = world.ids(caller)
+    if name == "questions_ack":
+        ids[QUESTION_ID] = world.answered_question_id
+    event = load_event(f"http/{name}", ids)
+    if "body" in event:
+        body = json.loads(event["body"])
+        if "expected_version" in body:
+            current = contracts_svc.get_contract(db, world.owner.principal, uuid.UUID(world.contract_id))
+            body["expected_version"] = current.contract.version
+        if name == "admin_create_user":
+            body["name"] = f"lambda-{uuid.uuid4().hex[:10]}"
+        event["body"] = json.dumps(body)
+    return event
+
+
+def test_every_http_event_is_expected_here() -> None:
+    # Given the HTTP sample events on disk
+    on_disk = {p.stem for p in (EVENTS / "http").glob("*.json")}
+
+    # Then each has an expected status in this module, so none goes untested
+    assert on_disk == set(EXPECTED_STATUS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_STATUS))
+def test_handler_answers_its_sample_event(name: str, world: World, db: PooledDatabase) -> None:
+    # Given the function that serves the event's route, and the event made real
+    function = function_of(name)
+    event = _http_event(name, world, db)
+
+    # When the handler is invoked as Lambda would
+    response = invoke(function, event)
+
+    # Then it answers with the expected status, and a JSON body unless there is no content
+    expected = EXPECTED_STATUS[name]
+    assert response["statusCode"] == expected, response.get("body")
+    if expected == 204:
+        assert not response.get("body")
+        return
+    body = json_body(response)
+    assert isinstance(body, dict)
+    assert set(body) != {"error"}, body  # not the error envelope
+
+
+def test_handlers_act_as_the_authorizer_principal(world: World) -> None:
+    # Given a contract-creating event whose authorizer context names the owner
+    event = load_event("http/contracts_create", world.ids(world.owner))
+
+    # When the contracts function handles it
+    body = json_body(invoke("contracts", event))
+
+    # Then the contract belongs to the principal of the context
+    assert body["owner_id"] == str(world.owner.principal.user_id)
+    assert body["status"] == "created"
+
+
+def test_health_serves_the_complete_openapi_document(world: World) -> None:
+    # Given the OpenAPI document of the app with every router (what the local stack serves)
+    full = create_app(runtime.CONTAINER_DATABASE, routers=ALL_ROUTERS).openapi()
+
+    # When the health function (built with the health router only) serves /api/v1/openapi.json
+    served = json_body(invoke("health", load_event("http/health_openapi")))
+
+    # Then it is that whole document, not a health-only one
+    assert set(served["paths"]) == set(full["paths"])
+    assert "/api/v1/contracts/{contract_id}/questions/{question_id}/answer" in served["paths"]
+
+
+def test_without_authorizer_context_the_token_is_checked(world: World) -> None:
+    # Given events with no authorizer context: one with the owner's token, one with none
+    with_token = load_event("http/contracts_list", world.ids(world.owner))
+    del with_token["requestContext"]["authorizer"]
+    without = json.loads(json.dumps(with_token))
+    del without["headers"]["authorization"]
+
+    # When the contracts function handles them
+    ok, refused = invoke("contracts", with_token), invoke("contracts", without)
+
+    # Then the token alone authenticates, and no token is 401 in the error envelope
+    assert ok["statusCode"] == 200
+    assert refused["statusCode"] == 401
+    assert json_body(refused)["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_unreachable_database_is_503(monkeypatch: pytest.MonkeyPatch, world: World) -> None:
+    # Given a container whose database cannot be reached
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1")
+    monkeypatch.setenv("MAKIMA_DB_CONNECT_TIMEOUT", "1")
+    runtime.reset()
+
+    # When health and a contract read are invoked
+    health = invoke("health", load_event("http/health_get"))
+    read = invoke("contracts", load_event("http/contracts_get", world.ids(world.owner)))
+
+    # Then both answer 503 with JSON: health degraded, the read DATABASE_UNAVAILABLE
+    assert health["statusCode"] == 503
+    assert json_body(health)["database"] == "unavailable"
+    assert read["statusCode"] == 503
+    assert json_body(read)["error"]["code"] == "DATABASE_UNAVAILABLE"
+
+
+def test_container_without_database_configuration_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a function environment naming no database at all
+    monkeypatch.delenv("DATABASE_URL")
+    runtime.reset()
+
+    # When health is invoked
+    response = invoke("health", load_event("http/health_get"))
+
+    # Then it is a 503, not a crash
+    assert response["statusCode"] == 503
+
+
+def test_warm_container_follows_reset(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    # Given a warm container that answered once, then lost its database
+    assert invoke("health", load_event("http/health_get"))["statusCode"] == 200
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1")
+    runtime.reset()
+    assert invoke("health", load_event("http/health_get"))["statusCode"] == 503
+
+    # When its environment points at the database again and the container database is reset
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    runtime.reset()
+
+    # Then the same handler answers from it
+    assert invoke("health", load_event("http/health_get"))["statusCode"] == 200
+
+
+# --- the database from a Secrets Manager secret ---------------------------------------------------------
+
+
+def _rds_secret(database_url: str, **override: Any) -> dict[str, Any]:
+    """The RDS secret format (host, port, username, password, dbname) for ``database_url``."""
+    parts = conninfo_to_dict(database_url)
+    secret = {
+        "engine": "postgres",
+        "host": parts.get("host") or "localhost",
+        "port": int(parts.get("port") or 5432),
+        "username": parts.get("user") or "postgres",
+        "password": parts.get("password") or "",
+        "dbname": parts.get("dbname"),
+    }
+    return {**secret, **override}
+
+
+@pytest.fixture
+def secret_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, Any]], str]]:
+    """Stores an RDS secret in Secrets Manager (moto) and points the function environment at it."""
+    from aws_lambda_powertools.utilities import parameters
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("DB_SSLMODE", "prefer")  # the test server may not offer TLS
+    with mock_aws():
+        parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools keeps client and values per module
+        client = boto3.client("secretsmanager", region_name="eu-west-1")
+
+        def store(secret: dict[str, Any]) -> str:
+            arn = client.create_secret(Name=f"makima/db/{uuid.uuid4().hex}", SecretString=json.dumps(secret))["ARN"]
+            monkeypatch.setenv("DB_SECRET_ARN", arn)
+            runtime.reset()
+            return str(arn)
+
+        yield store
+        parameters.clear_caches()  # type: ignore[no-untyped-call]
+
+
+def test_database_from_the_rds_secret(secret_env: Callable[[dict[str, Any]], str], database_url: str) -> None:
+    # Given a function configured with only the RDS secret of the test database
+    secret_env(_rds_secret(database_url))
+
+    # When health is invoked
+    response = invoke("health", load_event("http/health_get"))
+
+    # Then the handler connected with the secret's credentials
+    assert response["statusCode"] == 200, response.get("body")
+    assert json_body(response)["database"] == "ok"
+
+
+def test_db_host_overrides_the_secret_host(
+    secret_env: Callable[[dict[str, Any]], str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a secret whose host is not reachable, and DB_HOST naming the real one (as the RDS Proxy)
+    real = _rds_secret(database_url)
+    secret_env({**real, "host": "unreachable.invalid"})
+    monkeypatch.setenv("DB_HOST", str(real["host"]))
+    runtime.reset()
+
+    # When health is invoked
+    response = invoke("health", load_event("http/health_get"))
+
+    # Then it connected through DB_HOST
+    assert response["statusCode"] == 200, response.get("body")
+
+
+def test_unreadable_secret_is_503(secret_env: Callable[[dict[str, Any]], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a function whose secret does not exist
+    secret_env(_rds_secret("postgresql://u:p@localhost/db"))
+    monkeypatch.setenv("DB_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:missing-AbCdEf")
+    runtime.reset()
+
+    # When health is invoked
+    response = invoke("health", load_event("http/health_get"))
+
+    # Then it is a 503, and the next request tries again
+    assert response["statusCode"] == 503
+
+
+def test_conninfo_from_secret_quotes_and_overrides() -> None:
+    # Given an RDS secret whose password needs quoting
+    secret = {"host": "db.internal", "port": 5432, "username": "app", "password": "p' w\\d", "dbname": "makima"}
+
+    # When it becomes a connection string, with the proxy endpoint as host
+    info = conninfo_to_dict(runtime.conninfo_from_secret(secret, host="proxy.internal", sslmode="require"))
+
+    # Then every field survives, and the host is the proxy's
+    assert info["host"] == "proxy.internal"
+    assert info["password"] == "p' w\\d"
+    assert (info["user"], info["dbname"], info["port"], info["sslmode"]) == ("app", "makima", "5432", "require")
+    with pytest.raises(ValueError, match="username"):
+        runtime.conninfo_from_secret({"host": "h"})
+
+
+# --- the authorizer -------------------------------------------------------------------------------------
+
+
+def _authorizer_event(header: str | None) -> dict[str, Any]:
+    event = load_event("authorizer/request")
+    if header is None:
+        del event["headers"]["authorization"]
+        event["identitySource"] = []
+    else:
+        event["headers"]["authorization"] = header
+        event["identitySource"] = [header]
+    return event
+
+
+def test_authorizer_allows_a_valid_token(make_caller: Callable[..., Caller]) -> None:
+    # Given a user with a live token
+    user = make_caller()
+
+    # When the authorizer checks it
+    result = invoke("authorizer", _authorizer_event(f"Bearer {user.token}"))
+
+    # Then it is authorized, with only the principal in the context (far below the 8 KB limit)
+    assert result == {
+        "isAuthorized": True,
+        "context": {
+            "user_id": str(user.principal.user_id),
+            "role": "user",
+            "token_id": str(user.principal.token_id),
+        },
+    }
+    assert len(json.dumps(result)) < 1024
+
+
+def test_authorizer_names_daemons_and_admins(make_caller: Callable[..., Caller]) -> None:
+    # Given a daemon token acting for a user, and an admin
+    owner = make_caller()
+    daemon, boss = make_caller(daemon_for=owner), make_caller(role=Role.ADMIN)
+
+    # When the authorizer checks both
+    for_daemon = invoke("authorizer", _authorizer_event(f"Bearer {daemon.token}"))
+    for_admin = invoke("authorizer", _authorizer_event(f"bearer {boss.token}"))
+
+    # Then the daemon acts for its owner with role daemon, and the admin is an admin
+    assert for_daemon["context"]["role"] == "daemon"
+    assert for_daemon["context"]["user_id"] == str(owner.principal.user_id)
+    assert for_admin["context"]["role"] == "admin"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "Bearer ", "Bearer mkm_not-a-real-token", "Basic dXNlcjpwYXNz", "mkm_no_scheme"],
+    ids=["missing", "empty", "blank-bearer", "unknown-token", "basic", "no-scheme"],
+)
+def test_authorizer_refuses_missing_and_bad_tokens(header: str | None) -> None:
+    # When the authorizer is asked about a missing or bad token
+    result = invoke("authorizer", _authorizer_event(header))
+
+    # Then it refuses, and says nothing else
+    assert result == {"isAuthorized": False}
+
+
+def test_authorizer_refuses_a_revoked_token(
+    db: PooledDatabase, admin: Principal, make_caller: Callable[..., Caller]
+) -> None:
+    # Given a token that was revoked
+    user = make_caller()
+    assert user.principal.token_id is not None
+    auth.revoke_token(db, admin, user.principal.token_id)
+
+    # When the authorizer checks it
+    result = invoke("authorizer", _authorizer_event(f"Bearer {user.token}"))
+
+    # Then it is refused
+    assert result == {"isAuthorized": False}
+
+
+def test_authorizer_fails_closed_when_the_database_is_down(
+    monkeypatch: pytest.MonkeyPatch, make_caller: Callable[..., Caller]
+) -> None:
+    # Given a valid token, and a container whose database cannot be reached
+    user = make_caller()
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1")
+    monkeypatch.setenv("MAKIMA_DB_CONNECT_TIMEOUT", "1")
+    runtime.reset()
+
+    # When the authorizer checks the token
+    result = invoke("authorizer", _authorizer_event(f"Bearer {user.token}"))
+
+    # Then it refuses rather than let an unchecked token through
+    assert result == {"isAuthorized": False}
+
+
+def test_authorizer_context_is_what_the_http_handlers_read(world: World) -> None:
+    # Given the authorizer's answer for the owner's token
+    answer = invoke("authorizer", _authorizer_event(f"Bearer {world.owner.token}"))
+
+    # When an HTTP event carries that context (as API Gateway attaches it) and no token
+    event = load_event("http/contracts_get", world.ids(world.owner))
+    event["requestContext"]["authorizer"] = {"lambda": answer["context"]}
+    del event["headers"]["authorization"]
+    response = invoke("contracts", event)
+
+    # Then the handler acts as that principal
+    assert response["statusCode"] == 200, response.get("body")
+    assert json_body(response)["id"] == world.contract_id
+
+
+def test_every_http_function_has_sample_events() -> None:
+    # Every HTTP function folder has its events here; the authorizer has its own
+    with_events = {function_of(name) for name in EXPECTED_STATUS}
+    assert with_events | {"authorizer"} == set(FUNCTIONS)

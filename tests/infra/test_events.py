@@ -1,0 +1,68 @@
+"""The sample events parse with the Powertools parser models the functions use for their sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.parser.models import (
+    ApiGatewayAuthorizerRequestV2,
+    APIGatewayProxyEventV2Model,
+    APIGatewayWebSocketConnectEventModel,
+    APIGatewayWebSocketDisconnectEventModel,
+    APIGatewayWebSocketMessageEventModel,
+    EventBridgeModel,
+)
+from pydantic import BaseModel
+
+from tests.infra.cfn import ROOT
+
+pytestmark = pytest.mark.infra
+
+EVENTS = ROOT / "events"
+
+MODELS: dict[str, type[BaseModel]] = {
+    "authorizer/request.json": ApiGatewayAuthorizerRequestV2,
+    "schedule/scheduled.json": EventBridgeModel,
+    "websocket/connect.json": APIGatewayWebSocketConnectEventModel,
+    "websocket/message_filter.json": APIGatewayWebSocketMessageEventModel,
+    "websocket/message_ping.json": APIGatewayWebSocketMessageEventModel,
+    "websocket/disconnect.json": APIGatewayWebSocketDisconnectEventModel,
+}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def test_every_sample_event_has_a_model() -> None:
+    # Every event file is checked: HTTP ones below, the others by their model here
+    others = {str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json") if p.parent.name != "http"}
+    assert others == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_sample_event_parses(name: str) -> None:
+    MODELS[name].model_validate(_load(EVENTS / name))
+
+
+@pytest.mark.parametrize("path", sorted((EVENTS / "http").glob("*.json")), ids=lambda p: p.stem)
+def test_http_sample_event_parses(path: Path) -> None:
+    # Given an HTTP API (payload 2.0) sample event
+    raw = _load(path)
+    event = APIGatewayProxyEventV2Model.model_validate(raw)
+
+    # Then its path is the route's with the path parameters filled in, and its body (if any) is JSON
+    method, route = event.routeKey.split(" ", 1)
+    assert event.requestContext.http.method == method
+    expected = route.format(**(event.pathParameters or {}))
+    assert event.rawPath == expected == event.requestContext.http.path
+    if "body" in raw:
+        json.loads(raw["body"])
+    public = route in {"/api/v1/health", "/api/v1/openapi.json"}
+    assert (event.requestContext.authorizer is None) == public, "authorizer context exactly on private routes"
+    assert ("authorization" in event.headers) == (not public)

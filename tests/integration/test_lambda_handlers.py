@@ -389,6 +389,25 @@ def test_db_host_overrides_the_secret_host(
     assert response["statusCode"] == 200, response.get("body")
 
 
+def test_rotated_secret_is_picked_up_on_the_next_connect(
+    secret_env: Callable[[dict[str, Any]], str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a warm container whose secret names a host that no longer answers (secrets not cached)
+    monkeypatch.setattr(runtime, "SECRET_MAX_AGE", 0)
+    real = _rds_secret(database_url)
+    arn = secret_env({**real, "host": "unreachable.invalid"})
+    assert invoke("health", load_event("http/health_get"))["statusCode"] == 503
+
+    # When the secret is rotated to the right host
+    boto3.client("secretsmanager", region_name="eu-west-1").put_secret_value(
+        SecretId=arn, SecretString=json.dumps(real)
+    )
+
+    # Then the next request's failed connect re-reads it and reconnects: the container recovers by itself
+    response = invoke("health", load_event("http/health_get"))
+    assert response["statusCode"] == 200, response.get("body")
+
+
 def test_unreadable_secret_is_503(secret_env: Callable[[dict[str, Any]], str], monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a function whose secret does not exist
     secret_env(_rds_secret("postgresql://u:p@localhost/db"))

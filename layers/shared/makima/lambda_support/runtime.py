@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
@@ -88,8 +88,10 @@ def _read_secret(arn: str) -> Mapping[str, Any]:
 class SecretDatabase(SingleConnectionDatabase):
     """A ``SingleConnectionDatabase`` whose credentials come from Secrets Manager.
 
-    When connecting fails, the (cached) secret is read again for the next attempt, so a container
-    picks up rotated credentials within ``SECRET_MAX_AGE`` instead of failing until it is recycled.
+    When connecting fails, the secret is read again (through the Powertools cache, so Secrets Manager
+    is asked at most once per ``SECRET_MAX_AGE``); if it changed, the connect is retried at once with
+    the new credentials. A warm container thus follows a rotation or a moved host by itself, while an
+    outage with unchanged credentials costs no second connect timeout.
     """
 
     def __init__(self, env: DatabaseEnvironment) -> None:
@@ -98,24 +100,34 @@ class SecretDatabase(SingleConnectionDatabase):
         super().__init__(self._conninfo(), connect_timeout=env.db_connect_timeout)
 
     def _conninfo(self) -> str:
-        assert self._env.db_secret_arn is not None
-        secret = _read_secret(self._env.db_secret_arn)
         env = self._env
+        assert env.db_secret_arn is not None
+        secret = _read_secret(env.db_secret_arn)
         return conninfo_from_secret(
             secret, host=env.db_host, sslmode=env.db_sslmode, application_name=env.function_name
         )
 
+    def _credentials_changed(self) -> bool:
+        try:
+            fresh = self._conninfo()
+        except Exception:
+            log.warning("could not re-read the database secret", exc_info=True)
+            return False
+        changed = fresh != self.url
+        self.url = fresh
+        return changed
+
     @contextmanager
     def connection(self) -> Iterator[Conn]:
-        try:
-            with super().connection() as conn:
-                yield conn
-        except DatabaseUnavailable:
+        with ExitStack() as stack:
             try:
-                self.url = self._conninfo()
-            except Exception:
-                log.warning("could not re-read the database secret", exc_info=True)
-            raise
+                conn = stack.enter_context(super().connection())
+            except DatabaseUnavailable:
+                if not self._credentials_changed():
+                    raise
+                log.info("database secret changed; reconnecting with it")
+                conn = stack.enter_context(super().connection())
+            yield conn
 
 
 def build_database(env: DatabaseEnvironment | None = None) -> SingleConnectionDatabase:

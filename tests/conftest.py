@@ -7,8 +7,11 @@ new database named makima_test_<random> is created on that server and dropped af
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -26,18 +29,26 @@ def _with_dbname(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
+def server_dir() -> Path:
+    """A directory for an embedded server, outside pytest's own temporary root: the server runs as
+    another user, and pytest resets its root to mode 0700 whenever another run starts."""
+    return Path(tempfile.mkdtemp(prefix="makima-test-"))
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A maintenance URL of a PostgreSQL server that tests may create databases on."""
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external
         return
-    pg = start_embedded(tmp_path_factory.mktemp("pg") / "data", keep_data=False)
+    root = server_dir()
+    pg = start_embedded(root / "data", keep_data=False)
     try:
         yield pg.url
     finally:
         pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

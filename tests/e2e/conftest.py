@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import server_dir
 
 ADMIN_TOKEN = "mkm_e2e_admin_token_not_secret_0123456789"
 
@@ -74,10 +77,18 @@ def stop_stack(stack: Stack, signum: int = signal.SIGINT) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("stack")
+def stack() -> Iterator[Stack]:
+    root = server_dir()
     s = start_stack(root / "pgdata", root / "stack.log")
     try:
         yield s
     finally:
         stop_stack(s)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stack_dir() -> Iterator[Path]:
+    root = server_dir()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)

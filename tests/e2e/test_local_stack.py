@@ -101,7 +101,8 @@ def test_admin_cli_against_the_stack(stack: Stack) -> None:
     assert dup.stderr.strip() == "error: CONFLICT: user name 'dana' is taken"
 
 
-def test_data_survives_a_restart_and_the_admin_token_is_printed_once(tmp_path: Path) -> None:
+def test_data_survives_a_restart_and_the_admin_token_is_printed_once(stack_dir: Path) -> None:
+    tmp_path = stack_dir
     first = start_stack(tmp_path / "pgdata", tmp_path / "first.log", admin_token=None)
     try:
         log = first.log.read_text()

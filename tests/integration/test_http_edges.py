@@ -59,3 +59,31 @@ def test_bad_path_ids_unknown_routes_and_methods(client: TestClient, user: Calle
 def test_contract_types_are_listed(client: TestClient, user: Caller) -> None:
     types = {t["name"]: t for t in client.get(f"{API}/contract-types", headers=user.headers).json()["contract_types"]}
     assert [p["id"] for p in types["specification"]["phases"]] == ["research", "specify", "plan", "execute", "review"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/contracts", {"name": "a\x00b"}),
+        ("/contracts", {"name": "ok", "description": "\x00"}),
+    ],
+)
+def test_nul_characters_are_refused_at_the_edge(
+    client: TestClient, user: Caller, path: str, body: dict[str, str]
+) -> None:
+    # PostgreSQL text cannot hold NUL: found by schemathesis as a 500 before validation refused it.
+    r = client.post(f"{API}{path}", json=body, headers=user.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "INVALID_REQUEST")
+
+
+def test_nul_in_chat_and_questions_is_refused(client: TestClient, user: Caller) -> None:
+    cid = client.post(f"{API}/contracts", json={"name": "n"}, headers=user.headers).json()["id"]
+    assert (
+        client.post(f"{API}/contracts/{cid}/messages", json={"content": "\x00"}, headers=user.headers).status_code
+        == 422
+    )
+    r = client.post(
+        f"{API}/contracts/{cid}/questions", json={"question": "q", "options": ["\x00"]}, headers=user.headers
+    )
+    assert r.status_code == 422
+    assert client.get(f"{API}/contracts", params={"phase": "pl\x00an"}, headers=user.headers).status_code == 422

@@ -18,6 +18,7 @@ from makima.api.limits import BodySizeLimit
 from makima.api.routers import ALL_ROUTERS
 from makima.config import Settings, get_settings
 from makima.db.connection import Database
+from makima.flags import Flags, build_flags
 
 OPENAPI_URL = "/api/v1/openapi.json"
 
@@ -42,6 +43,18 @@ class LazyDatabase:
             self._db.close()
 
 
+def _lazy_flags(settings: Settings) -> Callable[[], Flags]:
+    """Build the feature-flag client on first use: it imports Powertools and botocore."""
+    built: list[Flags] = []
+
+    def get() -> Flags:
+        if not built:
+            built.append(build_flags(settings))
+        return built[0]
+
+    return get
+
+
 def create_app(
     database: Database | Callable[[], Database],
     *,
@@ -62,6 +75,8 @@ def create_app(
         app.state.database = lambda: ready
     else:
         app.state.database = LazyDatabase(database)
+    app.state.settings = settings
+    app.state.flags = _lazy_flags(settings)
     errors.install(app)
     for router in routers if routers is not None else ALL_ROUTERS:
         app.include_router(router)

@@ -7,14 +7,48 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 
+from makima.config import Settings
 from makima.db.connection import Database
 from makima.domain.principals import Principal, Role
+from makima.flags import Flag, Flags, require
 from makima.services import auth
+from makima.services.completion import CompletionPolicy
 
 
 def get_db(request: Request) -> Database:
     db: Database = request.app.state.database()
     return db
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_flags(request: Request) -> Flags:
+    flags: Flags = request.app.state.flags()
+    return flags
+
+
+def get_policy(
+    settings: Annotated[Settings, Depends(get_app_settings)], flags: Annotated[Flags, Depends(get_flags)]
+) -> CompletionPolicy:
+    """What auto-completion may do on this request: the settings, gated by the auto_complete flag."""
+    if not flags.enabled(Flag.AUTO_COMPLETE):
+        return CompletionPolicy.off()
+    return CompletionPolicy(
+        auto_complete=settings.contracts.auto_complete_enabled,
+        auto_advance_phases=settings.contracts.auto_advance_phases,
+    )
+
+
+def feature(flag: Flag) -> Any:
+    """A dependency that answers 404 FEATURE_DISABLED while ``flag`` is off."""
+
+    def check(flags: Annotated[Flags, Depends(get_flags)]) -> None:
+        require(flags, flag)
+
+    return Depends(check)
 
 
 def _authorizer_context(request: Request) -> dict[str, Any] | None:
@@ -44,3 +78,6 @@ def get_principal(request: Request, db: Annotated[Database, Depends(get_db)]) ->
 
 DB = Annotated[Database, Depends(get_db)]
 Caller = Annotated[Principal, Depends(get_principal)]
+Config = Annotated[Settings, Depends(get_app_settings)]
+FeatureFlags = Annotated[Flags, Depends(get_flags)]
+Policy = Annotated[CompletionPolicy, Depends(get_policy)]

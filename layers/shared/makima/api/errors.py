@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -69,6 +70,11 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message)
 
 
+async def _bad_data(_: Request, exc: Exception) -> JSONResponse:
+    # A value PostgreSQL cannot store (out of range, bad encoding) that validation let through.
+    return error_response(400, "BAD_REQUEST", "a value in the request cannot be stored", {"reason": type(exc).__name__})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "INTERNAL_ERROR", "internal error; it has been logged")
@@ -78,4 +84,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(MakimaError, _makima_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(psycopg.DataError, _bad_data)
     app.add_exception_handler(Exception, _unexpected)

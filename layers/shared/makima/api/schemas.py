@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,8 @@ from makima.domain.tasks import TaskStatus
 from makima.services.contracts import ContractDetail
 
 _SLUG = r"^[a-z][a-z0-9_-]{0,63}$"
+# PostgreSQL text cannot hold NUL; refuse it at the edge with a 422 rather than fail in the database.
+TEXT = r"^[^\x00]*$"
 
 
 class Body(BaseModel):
@@ -40,15 +42,18 @@ class ErrorEnvelope(BaseModel):
 
 
 class ContractCreate(Body):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=10_000)
+    name: str = Field(pattern=TEXT, min_length=1, max_length=200)
+    description: str = Field(pattern=TEXT, default="", max_length=10_000)
     contract_type: str = Field(default="simple", pattern=_SLUG)
     phase_guard: bool = False
+    auto_complete_enabled: bool | None = Field(
+        default=None, description="Advance and complete by itself when gates are met; defaults to the setting."
+    )
 
 
 class ContractUpdate(Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=10_000)
+    name: str | None = Field(pattern=TEXT, default=None, min_length=1, max_length=200)
+    description: str | None = Field(pattern=TEXT, default=None, max_length=10_000)
     phase_guard: bool | None = None
     expected_version: int | None = Field(default=None, ge=1, le=2_147_483_647)
 
@@ -68,6 +73,8 @@ class ContractOut(BaseModel):
     waiting_for: str | None
     blocked_reason: str | None
     failure_reason: str | None
+    auto_complete_enabled: bool
+    completion_detected_at: datetime | None
     created_at: datetime
     updated_at: datetime
     # Deprecated names kept for clients of the original API (seed: backwards compatibility).
@@ -123,12 +130,12 @@ class PhaseChange(Body):
     phase: str = Field(pattern=_SLUG)
     expected_version: int = Field(ge=1, le=2_147_483_647)
     confirmed: bool = False
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(pattern=TEXT, default=None, max_length=2000)
 
 
 class StatusChange(Body):
     status: ContractStatus
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(pattern=TEXT, default=None, max_length=2000)
     expected_version: int | None = Field(default=None, ge=1, le=2_147_483_647)
 
 
@@ -168,14 +175,14 @@ class EventList(BaseModel):
 
 
 class TaskCreate(Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(pattern=TEXT, min_length=1, max_length=200)
     is_supervisor: bool = False
-    daemon: str | None = Field(default=None, max_length=200)
+    daemon: str | None = Field(pattern=TEXT, default=None, max_length=200)
 
 
 class TaskStatusChange(Body):
     status: TaskStatus
-    error: str | None = Field(default=None, max_length=10_000)
+    error: str | None = Field(pattern=TEXT, default=None, max_length=10_000)
 
 
 class TaskOut(Task):
@@ -190,14 +197,14 @@ class TaskList(BaseModel):
 
 
 class QuestionCreate(Body):
-    question: str = Field(min_length=1, max_length=10_000)
+    question: str = Field(pattern=TEXT, min_length=1, max_length=10_000)
     question_type: str = Field(default="text", pattern=_SLUG)
-    options: list[str] = Field(default_factory=list, max_length=50)
+    options: list[Annotated[str, Field(max_length=1000, pattern=TEXT)]] = Field(default_factory=list, max_length=50)
     task_id: UUID | None = None
 
 
 class QuestionAnswer(Body):
-    answer: str = Field(min_length=1, max_length=100_000)
+    answer: str = Field(pattern=TEXT, min_length=1, max_length=100_000)
 
 
 class QuestionOut(Question):
@@ -212,7 +219,7 @@ class QuestionList(BaseModel):
 
 
 class MessageCreate(Body):
-    content: str = Field(min_length=1, max_length=100_000)
+    content: str = Field(pattern=TEXT, min_length=1, max_length=100_000)
 
 
 class MessageOut(ChatMessage):
@@ -240,7 +247,7 @@ class UserList(BaseModel):
 
 
 class TokenCreate(Body):
-    name: str = Field(default="", max_length=100)
+    name: str = Field(pattern=TEXT, default="", max_length=100)
     kind: Literal["user", "daemon"] = "user"
 
 

@@ -75,7 +75,14 @@ def _check_version(contract: Contract, expected: int | None) -> None:
 
 
 def create_contract(
-    db: Database, principal: Principal, *, name: str, description: str, contract_type: str, phase_guard: bool
+    db: Database,
+    principal: Principal,
+    *,
+    name: str,
+    description: str,
+    contract_type: str,
+    phase_guard: bool,
+    auto_complete_enabled: bool = True,
 ) -> Contract:
     with transaction(db) as conn:
         ctype = load_type(conn, contract_type)
@@ -88,6 +95,7 @@ def create_contract(
                 contract_type=ctype.name,
                 phase=ctype.first_phase,
                 phase_guard=phase_guard,
+                auto_complete_enabled=auto_complete_enabled,
             )
         )
         record(

@@ -7,10 +7,9 @@ from uuid import UUID
 
 from fastapi import Query, status
 
-from makima.api.deps import DB, Caller
+from makima.api.deps import DB, Caller, Config
 from makima.api.routers._common import make_router
 from makima.api.schemas import ContractCreate, ContractDetailOut, ContractList, ContractOut, ContractUpdate
-from makima.config import get_settings
 from makima.domain.durations import parse_duration
 from makima.domain.statuses import ContractStatus
 from makima.errors import BadRequest
@@ -20,7 +19,7 @@ router = make_router("contracts")
 
 
 @router.post("/contracts", response_model=ContractOut, status_code=status.HTTP_201_CREATED)
-def create_contract(body: ContractCreate, db: DB, caller: Caller) -> ContractOut:
+def create_contract(body: ContractCreate, db: DB, caller: Caller, config: Config) -> ContractOut:
     return ContractOut.of(
         svc.create_contract(
             db,
@@ -29,6 +28,11 @@ def create_contract(body: ContractCreate, db: DB, caller: Caller) -> ContractOut
             description=body.description,
             contract_type=body.contract_type,
             phase_guard=body.phase_guard,
+            auto_complete_enabled=(
+                body.auto_complete_enabled
+                if body.auto_complete_enabled is not None
+                else config.contracts.auto_complete_enabled
+            ),
         )
     )
 
@@ -56,10 +60,12 @@ def _statuses(raw: str | None, waiting: bool) -> list[ContractStatus] | None:
 def list_contracts(
     db: DB,
     caller: Caller,
+    config: Config,
     status_: Annotated[
-        str | None, Query(alias="status", max_length=500, description="Comma-separated statuses.")
+        str | None,
+        Query(alias="status", max_length=500, pattern=r"^[a-z_, ]*$", description="Comma-separated statuses."),
     ] = None,
-    phase: Annotated[str | None, Query(max_length=64)] = None,
+    phase: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_-]{0,63}$")] = None,
     stale: bool = False,
     threshold: Annotated[
         str | None, Query(max_length=20, description="Staleness threshold: 30m, 2h, 7d (default 30m).")
@@ -74,7 +80,7 @@ def list_contracts(
             stale_threshold = (
                 parse_duration(threshold)
                 if threshold is not None
-                else parse_duration(f"{get_settings().contracts.stale_threshold_minutes}m")
+                else parse_duration(f"{config.contracts.stale_threshold_minutes}m")
             )
         except ValueError as exc:
             raise BadRequest(str(exc), {"threshold": threshold}) from None

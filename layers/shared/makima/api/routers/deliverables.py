@@ -6,7 +6,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from makima.api.deps import DB, Caller
+from makima.api.deps import DB, Caller, Policy
 from makima.api.routers._common import make_router
 from makima.api.schemas import (
     ContractOut,
@@ -27,9 +27,13 @@ class DeliverablesByPhase(BaseModel):
 
 
 @router.post("/contracts/{contract_id}/deliverables", response_model=DeliverableCompleted)
-def complete_deliverable(contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller) -> DeliverableCompleted:
+def complete_deliverable(
+    contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller, policy: Policy
+) -> DeliverableCompleted:
     """400 INVALID_DELIVERABLE, listing the valid ids, when the deliverable is not one of the phase's."""
-    result = svc.complete_deliverable(db, caller, contract_id, deliverable_id=body.deliverable_id, phase=body.phase)
+    result = svc.complete_deliverable(
+        db, caller, contract_id, deliverable_id=body.deliverable_id, phase=body.phase, policy=policy
+    )
     d = result.deliverable
     return DeliverableCompleted(
         contract=ContractOut.of(result.contract),

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from makima.api.deps import DB, Caller
+from makima.api.deps import DB, Caller, FeatureFlags, Policy
 from makima.api.routers._common import make_router
 from makima.api.schemas import ContractOut, PhaseChange, StatusChange
+from makima.domain.statuses import ContractStatus
+from makima.flags import Flag, require
 from makima.services import contracts as svc
 
 router = make_router("lifecycle")
+LEGACY_STATUSES = frozenset({ContractStatus.ACTIVE, ContractStatus.COMPLETED, ContractStatus.ARCHIVED})
 
 
 @router.post("/contracts/{contract_id}/phase", response_model=ContractOut)
-def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller) -> ContractOut:
+def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller, policy: Policy) -> ContractOut:
     """409 VERSION_CONFLICT when ``expected_version`` is not current; 409 PHASE_GUARD_REQUIRED when the
     contract has a phase guard and ``confirmed`` is not true."""
     return ContractOut.of(
@@ -25,13 +28,17 @@ def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller) -
             expected_version=body.expected_version,
             confirmed=body.confirmed,
             reason=body.reason,
+            policy=policy,
         )
     )
 
 
 @router.post("/contracts/{contract_id}/status", response_model=ContractOut)
-def change_status(contract_id: UUID, body: StatusChange, db: DB, caller: Caller) -> ContractOut:
-    """400 INVALID_TRANSITION (with the allowed targets) for a move the status table does not allow."""
+def change_status(contract_id: UUID, body: StatusChange, db: DB, caller: Caller, flags: FeatureFlags) -> ContractOut:
+    """400 INVALID_TRANSITION (with the allowed targets) for a move the status table does not allow.
+    While the enhanced_contract_status flag is off only the original three statuses can be set."""
+    if body.status not in LEGACY_STATUSES:
+        require(flags, Flag.ENHANCED_CONTRACT_STATUS)
     return ContractOut.of(
         svc.change_status(
             db,

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from fastapi import status
 
-from makima.api.deps import DB, Caller
+from makima.api.deps import DB, Caller, Policy
 from makima.api.routers._common import make_router
 from makima.api.schemas import TaskCreate, TaskList, TaskOut, TaskStatusChange
 from makima.services import tasks as svc
@@ -31,6 +31,8 @@ def get_task(contract_id: UUID, task_id: UUID, db: DB, caller: Caller) -> TaskOu
 
 
 @router.post("/contracts/{contract_id}/tasks/{task_id}/status", response_model=TaskOut)
-def change_task_status(contract_id: UUID, task_id: UUID, body: TaskStatusChange, db: DB, caller: Caller) -> TaskOut:
-    task = svc.update_task_status(db, caller, contract_id, task_id, status=body.status, error=body.error)
+def change_task_status(
+    contract_id: UUID, task_id: UUID, body: TaskStatusChange, db: DB, caller: Caller, policy: Policy
+) -> TaskOut:
+    task = svc.update_task_status(db, caller, contract_id, task_id, status=body.status, error=body.error, policy=policy)
     return TaskOut.model_validate(task.model_dump())

@@ -18,6 +18,8 @@ from starlette.routing import BaseRoute
 
 from makima.api.app import OPENAPI_URL, create_app
 from makima.api.routers import ALL_ROUTERS
+from makima.config import FeatureFlagsConfig
+from makima.flags import flag_document
 from makima.lambda_support.runtime import CONTAINER_DATABASE
 from tests.infra.cfn import ROOT, load_template, resources_of_type
 
@@ -195,12 +197,31 @@ def test_globals_and_layer(template: dict[str, Any], functions: dict[str, dict[s
     assert env["POWERTOOLS_SERVICE_NAME"] == "makima-contracts"
     assert env["DB_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
     assert env["DB_HOST"] == {"Ref": "DatabaseProxyEndpoint"}
-    # And every function may read the database secret, and nothing else is granted by hand
+    # And every function gets the one shared policy: the database secret and the feature flags
     for name, fn in functions.items():
-        assert {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DatabaseSecretArn"}}} in fn[
-            "Properties"
-        ]["Policies"], name
+        assert fn["Properties"]["Policies"] == [{"Ref": "FunctionAccessPolicy"}], name
+    statements = template["Resources"]["FunctionAccessPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert {
+        "Sid": "ReadDatabaseSecret",
+        "Effect": "Allow",
+        "Action": "secretsmanager:GetSecretValue",
+        "Resource": {"Ref": "DatabaseSecretArn"},
+    } in statements
     assert "ApiUrl" in template["Outputs"]
+
+
+def test_feature_flags_deploy_the_local_defaults(template: dict[str, Any]) -> None:
+    # Given the AppConfig document the stack deploys, and the flags' local defaults
+    version = template["Resources"]["FeatureFlagsVersion"]["Properties"]
+    deployed = json.loads(version["Content"])
+
+    # Then they agree, and the functions are told where the flags are
+    assert version["ContentType"] == "application/json"
+    assert deployed == flag_document(FeatureFlagsConfig())
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["APPCONFIG_APPLICATION"] == {"Fn::GetAtt": ["FeatureFlagsApplication", "ApplicationId"]}
+    assert env["APPCONFIG_ENVIRONMENT"] == {"Fn::GetAtt": ["FeatureFlagsEnvironment", "EnvironmentId"]}
+    assert env["APPCONFIG_PROFILE"] == {"Fn::GetAtt": ["FeatureFlagsProfile", "ConfigurationProfileId"]}
 
 
 def test_sample_events_cover_every_route_once(

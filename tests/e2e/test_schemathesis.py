@@ -44,8 +44,10 @@ def test_no_server_error_and_no_schema_violation(stack: Stack, tmp_path: Path) -
             "--seed",
             "20261124",
             "--no-color",
+            # One worker: with several threads, hypothesis's lambda-source parsing trips a CPython 3.11
+            # ast bug ("AST constructor recursion depth mismatch") inside schemathesis itself.
             "--workers",
-            "2",
+            "1",
             "--report",
             "junit",
             "--report-dir",

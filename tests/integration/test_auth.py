@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from tests.conftest import Caller
+from tests.routes import api_routes
 
 pytestmark = pytest.mark.integration
 API = "/api/v1"
@@ -24,6 +24,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", f"{API}/contracts/{{contract_id}}/phase"): {"phase": "execute", "expected_version": 1},
     ("POST", f"{API}/contracts/{{contract_id}}/status"): {"status": "active"},
     ("POST", f"{API}/contracts/{{contract_id}}/deliverables"): {"deliverable_id": "plan-document"},
+    ("POST", f"{API}/contracts/{{contract_id}}/check-completion"): {},
+    ("PUT", f"{API}/contracts/{{contract_id}}/auto-complete"): {"enabled": False},
     ("POST", f"{API}/contracts/{{contract_id}}/tasks"): {"name": "t"},
     ("POST", f"{API}/contracts/{{contract_id}}/tasks/{{task_id}}/status"): {"status": "running"},
     ("POST", f"{API}/contracts/{{contract_id}}/questions"): {"question": "q?"},
@@ -35,11 +37,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def routes(client: TestClient) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    for r in client.app.routes:  # type: ignore[attr-defined]
-        if isinstance(r, APIRoute):
-            found.extend((m, r.path) for m in r.methods or ())
-    return sorted(found)
+    return api_routes(client.app.routes)  # type: ignore[attr-defined]
 
 
 @pytest.fixture

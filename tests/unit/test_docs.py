@@ -6,10 +6,10 @@ import inspect
 from pathlib import Path
 
 import pytest
-from fastapi.routing import APIRoute
 
 from makima import errors
 from makima.api.app import create_app
+from tests.routes import api_routes
 
 pytestmark = pytest.mark.unit
 API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -26,10 +26,8 @@ class _NoDatabase:
 def test_every_route_is_documented() -> None:
     text = API_DOC.read_text()
     app = create_app(_NoDatabase())
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            for method in route.methods or ():
-                assert f"`{method} {route.path}`" in text, f"docs/api.md does not document {method} {route.path}"
+    for method, path in api_routes(app.routes):
+        assert f"`{method} {path}`" in text, f"docs/api.md does not document {method} {path}"
 
 
 def test_every_error_code_is_documented() -> None:

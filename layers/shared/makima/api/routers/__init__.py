@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from makima.api.routers import (
     admin,
     chat,
+    completion,
     contract_types,
     contracts,
     deliverables,
@@ -22,6 +23,7 @@ ALL_ROUTERS: list[APIRouter] = [
     contract_types.router,
     contracts.router,
     lifecycle.router,
+    completion.router,
     deliverables.router,
     tasks.router,
     questions.router,

@@ -15,7 +15,17 @@ from tests.routes import api_routes
 pytestmark = pytest.mark.integration
 API = "/api/v1"
 PUBLIC = {("GET", f"{API}/health"), ("GET", f"{API}/openapi.json")}
-ADMIN_ONLY = {("POST", f"{API}/users"), ("GET", f"{API}/users"), ("POST", f"{API}/users/{{user_id}}/tokens")}
+ADMIN_ONLY = {
+    ("POST", f"{API}/users"),
+    ("GET", f"{API}/users"),
+    ("POST", f"{API}/users/{{user_id}}/tokens"),
+    ("PUT", f"{API}/contract-types/{{name}}"),
+}
+CUSTOM_TYPE = {
+    "name": "auth-probe",
+    "version": 1,
+    "phases": [{"id": "only", "name": "Only", "deliverables": [{"id": "x", "name": "X"}]}],
+}
 
 # A valid body per route, so that only authorisation can make a request fail.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -33,6 +43,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", f"{API}/contracts/{{contract_id}}/messages"): {"content": "m"},
     ("POST", f"{API}/users"): {"name": "someone"},
     ("POST", f"{API}/users/{{user_id}}/tokens"): {"name": "t"},
+    ("PUT", f"{API}/contract-types/{{name}}"): CUSTOM_TYPE,
 }
 
 
@@ -57,6 +68,7 @@ def world(client: TestClient, make_caller: Callable[..., Caller]) -> dict[str, A
         "question_id": q["id"],
         "user_id": str(a.principal.user_id),
         "token_id": str(a.principal.token_id),
+        "name": "auth-probe",
     }
     return {"a": a, "b": b, "revoked": revoked, "ids": ids}
 
@@ -97,7 +109,12 @@ def test_a_revoked_token_is_refused_everywhere(client: TestClient, world: dict[s
 
 def test_another_owners_token_sees_nothing(client: TestClient, world: dict[str, Any]) -> None:
     for method, path in routes(client):
-        if (method, path) in PUBLIC or path in {f"{API}/contracts", f"{API}/contract-types"}:
+        if (method, path) in PUBLIC or (method, path) in {
+            ("GET", f"{API}/contracts"),
+            ("POST", f"{API}/contracts"),
+            ("GET", f"{API}/contract-types"),
+            ("GET", f"{API}/contract-types/{{name}}"),
+        }:
             continue
         r = call(client, method, path, world["ids"], world["b"].headers)
         if (method, path) in ADMIN_ONLY:

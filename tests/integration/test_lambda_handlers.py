@@ -56,6 +56,8 @@ EXPECTED_STATUS = {
     "health_get": 200,
     "health_openapi": 200,
     "contract_types_list": 200,
+    "contract_types_get": 200,
+    "contract_types_put": 200,
     "contracts_create": 201,
     "contracts_list": 200,
     "contracts_get": 200,
@@ -84,6 +86,7 @@ EXPECTED_STATUS = {
     "admin_list_tokens": 200,
     "admin_revoke_token": 204,
 }
+ADMIN_EVENTS = {"contract_types_put"}
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 
 
@@ -194,10 +197,12 @@ def world(db: PooledDatabase, admin: Principal, make_caller: Callable[..., Calle
 
 def _http_event(name: str, world: World, db: PooledDatabase) -> dict[str, Any]:
     """The sample event ``name`` made valid for ``world``: real ids, a current version, a fresh name."""
-    caller = world.admin if name.startswith("admin_") else world.owner
+    caller = world.admin if name.startswith("admin_") or name in ADMIN_EVENTS else world.owner
     ids = world.ids(caller)
     if name == "questions_ack":
         ids[QUESTION_ID] = world.answered_question_id
+    if name == "contract_types_put":
+        ids["lambda-sample-type"] = f"lambda-type-{uuid.uuid4().hex[:8]}"  # types are shared by the session
     event = load_event(f"http/{name}", ids)
     if "body" in event:
         body = json.loads(event["body"])

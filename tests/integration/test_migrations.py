@@ -22,7 +22,12 @@ def _tables(url: str) -> set[str]:
 def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     url = fresh_database("makima_migrations")
     # Given an empty database, when migrated up, then every table exists and the types are seeded
-    assert migrate(url) == ["0001_initial", "0002_enhanced_contract_status", "0003_auto_complete_settings"]
+    assert migrate(url) == [
+        "0001_initial",
+        "0002_enhanced_contract_status",
+        "0003_auto_complete_settings",
+        "0004_live_contract_indexes",
+    ]
     up_tables = _tables(url)
     assert {
         "contracts",
@@ -36,7 +41,12 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM contract_types WHERE builtin").fetchone() == (2,)
     # When rolled all the way down, then nothing of ours is left
-    assert rollback(url, steps=3) == ["0003_auto_complete_settings", "0002_enhanced_contract_status", "0001_initial"]
+    assert rollback(url, steps=4) == [
+        "0004_live_contract_indexes",
+        "0003_auto_complete_settings",
+        "0002_enhanced_contract_status",
+        "0001_initial",
+    ]
     assert _tables(url) == set()
     assert applied_migrations(url) == []
     # When migrated up again, then the schema is back, identical
@@ -77,7 +87,7 @@ def test_enhanced_status_backfill_and_rollback(fresh_database: Callable[[str], s
         conn.execute("UPDATE contracts SET status = 'paused' WHERE name = 'legacy-active'")
         assert conn.execute("SELECT status FROM contracts WHERE name = 'new'").fetchone() == ("created",)
     # When 0002 is rolled back, new statuses fold onto the legacy ones so the old check holds again
-    rollback(url, steps=2)
+    rollback(url, steps=3)
     with psycopg.connect(url) as conn:
         statuses: dict[str, str] = dict(conn.execute("SELECT name, status FROM contracts").fetchall())
         assert statuses == {

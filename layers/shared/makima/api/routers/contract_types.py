@@ -1,16 +1,21 @@
-"""GET /contract-types: the types a contract can be created with, their phases and deliverables."""
+"""Contract types: the phases, deliverables and gates a contract can be created with. Admins add
+their team's own types here, without a code change."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Path
 from pydantic import BaseModel
 
 from makima.api.deps import DB, Caller
 from makima.api.routers._common import make_router
-from makima.db import contract_types as types_sql
-from makima.db.connection import transaction
 from makima.domain.contract_types import ContractTypeDefinition
+from makima.errors import BadRequest
+from makima.services import contract_types as svc
 
 router = make_router("contract-types")
+TypeName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 
 
 class ContractTypeList(BaseModel):
@@ -19,6 +24,18 @@ class ContractTypeList(BaseModel):
 
 @router.get("/contract-types", response_model=ContractTypeList)
 def list_contract_types(db: DB, _: Caller) -> ContractTypeList:
-    with transaction(db) as conn:
-        rows = types_sql.list_all(conn)
-    return ContractTypeList(contract_types=[ContractTypeDefinition.model_validate(r["definition"]) for r in rows])
+    return ContractTypeList(contract_types=svc.list_types(db))
+
+
+@router.get("/contract-types/{name}", response_model=ContractTypeDefinition)
+def get_contract_type(name: TypeName, db: DB, _: Caller) -> ContractTypeDefinition:
+    return svc.get_type(db, name)
+
+
+@router.put("/contract-types/{name}", response_model=ContractTypeDefinition)
+def put_contract_type(name: TypeName, body: ContractTypeDefinition, db: DB, caller: Caller) -> ContractTypeDefinition:
+    """Create or revise a custom type (admin). Gates may only name the phase's deliverables and
+    registered validators; a revision raises ``version`` and keeps the phases contracts are in."""
+    if body.name != name:
+        raise BadRequest("the body's name must match the path", {"path": name, "body": body.name})
+    return svc.put_type(db, caller, body)

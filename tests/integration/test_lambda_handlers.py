@@ -520,7 +520,7 @@ def test_authorizer_refuses_a_revoked_token(
     assert result == {"isAuthorized": False}
 
 
-def test_authorizer_fails_closed_when_the_database_is_down(
+def test_authorizer_defers_to_the_function_when_the_database_is_down(
     monkeypatch: pytest.MonkeyPatch, make_caller: Callable[..., Caller]
 ) -> None:
     # Given a valid token, and a container whose database cannot be reached
@@ -532,8 +532,28 @@ def test_authorizer_fails_closed_when_the_database_is_down(
     # When the authorizer checks the token
     result = invoke("authorizer", _authorizer_event(f"Bearer {user.token}"))
 
-    # Then it refuses rather than let an unchecked token through
-    assert result == {"isAuthorized": False}
+    # Then it lets the request reach the function with no principal in the context
+    assert result == {"isAuthorized": True, "context": {"verify": "deferred"}}
+
+    # And the function, checking the token itself against the same unreachable database, answers 503
+    event = load_event("http/contracts_list", {BEARER: user.token})
+    event["requestContext"]["authorizer"] = {"lambda": result["context"]}
+    response = invoke("contracts", event)
+    assert response["statusCode"] == 503
+    assert json_body(response)["error"]["code"] == "DATABASE_UNAVAILABLE"
+
+
+def test_a_deferred_context_never_stands_for_a_principal(world: World) -> None:
+    # Given a deferred context (the database was down when the authorizer ran) and a bad token
+    event = load_event("http/contracts_get", world.ids(world.owner))
+    event["requestContext"]["authorizer"] = {"lambda": {"verify": "deferred"}}
+    event["headers"]["authorization"] = "Bearer mkm_not_a_real_token"
+
+    # When the database is back and the function checks the token itself
+    response = invoke("contracts", event)
+
+    # Then the bad token is refused
+    assert response["statusCode"] == 401
 
 
 def test_authorizer_context_is_what_the_http_handlers_read(world: World) -> None:

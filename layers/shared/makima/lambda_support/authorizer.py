@@ -1,9 +1,13 @@
 """The HTTP API's Lambda authorizer: a bearer token in, the principal (or a refusal) out.
 
 Payload format 2.0 with simple responses. The context carries only the principal's id, role and token
-id (API Gateway caps authorizer results at 8 KB; ``makima.api.deps`` reads exactly these keys). It
-fails closed: when the token cannot be checked (the database is down), the request is refused and the
-outage is logged and counted, never waved through.
+id (API Gateway caps authorizer results at 8 KB; ``makima.api.deps`` reads exactly these keys).
+
+When the token cannot be checked because the database is down, the authorizer defers instead of
+refusing: it lets the request through with a context that names no principal (``verify: deferred``).
+Every function resolves the bearer token itself whenever the context has no ``user_id``, so nothing
+unchecked is acted on, and the caller gets the API's own 503 ``DATABASE_UNAVAILABLE`` (retry) rather
+than API Gateway's 403 (which clients read as "your token is bad"). Any other failure refuses.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def allow(principal: Principal) -> dict[str, Any]:
     return APIGatewayAuthorizerResponseV2(authorize=True, context=context).asdict()
 
 
+def defer() -> dict[str, Any]:
+    """Let the function check the token itself (see the module docstring)."""
+    return APIGatewayAuthorizerResponseV2(authorize=True, context={"verify": "deferred"}).asdict()
+
+
 def deny() -> dict[str, Any]:
     return APIGatewayAuthorizerResponseV2(authorize=False).asdict()
 
@@ -57,9 +66,9 @@ def authorize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="AuthorizerDenied", unit=MetricUnit.Count, value=1)
         return deny()
     except DatabaseUnavailable as exc:
-        logger.error("token not checked: the database is unavailable", extra={"details": exc.details})
+        logger.error("token check deferred: the database is unavailable", extra={"details": exc.details})
         metrics.add_metric(name="AuthorizerDatabaseUnavailable", unit=MetricUnit.Count, value=1)
-        return deny()
+        return defer()
     except Exception:
         logger.exception("token not checked: unexpected error")
         metrics.add_metric(name="AuthorizerError", unit=MetricUnit.Count, value=1)

@@ -26,6 +26,8 @@ EVENTS = ROOT / "events"
 MODELS: dict[str, type[BaseModel]] = {
     "authorizer/request.json": ApiGatewayAuthorizerRequestV2,
     "schedule/scheduled.json": EventBridgeModel,
+    "schedule/supervisor_timeouts.json": EventBridgeModel,
+    "schedule/heartbeat_retention.json": EventBridgeModel,
     "websocket/connect.json": APIGatewayWebSocketConnectEventModel,
     "websocket/message_filter.json": APIGatewayWebSocketMessageEventModel,
     "websocket/message_ping.json": APIGatewayWebSocketMessageEventModel,

@@ -152,6 +152,7 @@ SMOKE = textwrap.dedent(
     import importlib.util, json, sys
 
     layer, functions, events, names = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    scheduled = json.loads(sys.argv[5])  # function -> its events/schedule sample
     sys.path.insert(0, layer)
 
     class Context:
@@ -184,6 +185,13 @@ SMOKE = textwrap.dedent(
     no_token = event("authorizer/request")
     no_token["headers"].pop("authorization")
     out["authorizer"] = load("AuthorizerFunction")(no_token, Context())
+    out["scheduled"] = {}
+    for name, sample in scheduled.items():
+        try:
+            load(name)(event(sample), Context())
+            out["scheduled"][name] = "no error"
+        except Exception as exc:  # a failed run must raise: Lambda retries it, then the queue gets it
+            out["scheduled"][name] = type(exc).__name__
     out["boto3_from_layer"] = __import__("boto3").__file__.startswith(layer)
     print("SMOKE=" + json.dumps(out))
     """
@@ -196,11 +204,20 @@ def test_built_functions_run_on_the_layer_alone(build: Build, sam_env: dict[str,
     script.write_text(SMOKE, encoding="utf-8")
     env = {"PATH": sam_env["PATH"], "HOME": str(tmp_path), "POWERTOOLS_TRACE_DISABLED": "1", "LANG": "C.UTF-8"}
     layer = build.dir / "SharedLayer" / "python"
-    names = sorted(resources_of_type(load_template(), "AWS::Serverless::Function"))
+    functions = resources_of_type(load_template(), "AWS::Serverless::Function")
+    names = sorted(functions)
+    scheduled = {
+        name: f"schedule/{str(fn['Properties']['CodeUri']).removeprefix('functions/').rstrip('/')}"
+        for name, fn in functions.items()
+        if any(ev["Type"] == "Schedule" for ev in (fn["Properties"].get("Events") or {}).values())
+    }
+    assert scheduled, "the template has scheduled functions"
 
-    # When every built function is imported and health, the OpenAPI document and the authorizer run
+    # When every built function is imported; health, the OpenAPI document, the authorizer and the
+    # scheduled jobs run
+    args = [str(layer), str(build.dir), str(ROOT / "events"), json.dumps(names), json.dumps(scheduled)]
     result = subprocess.run(
-        [_runtime(), "-S", "-I", str(script), str(layer), str(build.dir), str(ROOT / "events"), json.dumps(names)],
+        [_runtime(), "-S", "-I", str(script), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -218,4 +235,54 @@ def test_built_functions_run_on_the_layer_alone(build: Build, sam_env: dict[str,
     paths = json.loads(out["openapi"]["body"])["paths"]
     assert "/api/v1/contracts/{contract_id}/tasks/{task_id}/status" in paths, "the whole API, not just health"
     assert out["authorizer"] == {"isAuthorized": False}
+    # And a scheduled job without its database fails the invocation (no silent success)
+    assert out["scheduled"] == dict.fromkeys(scheduled, "DatabaseUnavailable")
     assert out["boto3_from_layer"] is True
+
+
+# What SAM makes of the template (aws-sam-translator, offline): the IAM roles of the functions.
+TRANSFORM = textwrap.dedent(
+    """
+    import json, sys
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    class NoManagedPolicies:
+        def load(self):
+            return {}
+
+    with open(sys.argv[1], encoding="utf-8") as f:
+        template = yaml_parse(f.read())
+    for resource in template["Resources"].values():  # local code paths become what sam package makes them
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = "s3://bucket/key.zip"
+    out = transform(template, {}, NoManagedPolicies())
+    print(json.dumps({k: v for k, v in out["Resources"].items() if v["Type"] == "AWS::IAM::Role"}, default=str))
+    """
+)
+
+
+def test_scheduled_functions_may_send_only_to_their_own_queue(sam_env: dict[str, str], tmp_path: Path) -> None:
+    # Given the roles SAM generates for the functions
+    script = tmp_path / "transform.py"
+    script.write_text(TRANSFORM, encoding="utf-8")
+    env = {**sam_env, "AWS_DEFAULT_REGION": "eu-west-1"}
+    result = _run([str(SAM.parent / "python"), str(script), str(TEMPLATE)], env, 120)
+    assert result.returncode == 0, result.stderr[-5000:]
+    roles = json.loads(result.stdout)
+    functions = resources_of_type(load_template(), "AWS::Serverless::Function")
+
+    for name, fn in functions.items():
+        role = roles[f"{name}Role"]["Properties"]
+        inline = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        props = fn["Properties"]
+        on_failure = ((props.get("EventInvokeConfig") or {}).get("DestinationConfig") or {}).get("OnFailure")
+        queue = on_failure["Destination"] if on_failure else (props.get("DeadLetterQueue") or {}).get("TargetArn")
+        # Then every function has the shared policy, and one with a dead-letter queue may also send to
+        # it: sqs:SendMessage on that queue, nothing else
+        assert {"Ref": "FunctionAccessPolicy"} in role["ManagedPolicyArns"], name
+        if queue is None:
+            assert inline == [], name
+        else:
+            assert inline == [{"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": queue}], name

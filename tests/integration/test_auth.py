@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -27,6 +28,8 @@ CUSTOM_TYPE = {
     "phases": [{"id": "only", "name": "Only", "deliverables": [{"id": "x", "name": "X"}]}],
 }
 
+NOW = datetime.now(UTC).isoformat()  # heartbeats must be recent to be considered at all
+
 # A valid body per route, so that only authorisation can make a request fail.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", f"{API}/contracts"): {"name": "x"},
@@ -43,6 +46,38 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", f"{API}/contracts/{{contract_id}}/messages"): {"content": "m"},
     ("POST", f"{API}/users"): {"name": "someone"},
     ("POST", f"{API}/users/{{user_id}}/tokens"): {"name": "t"},
+    ("POST", f"{API}/daemons"): {"name": "probe"},
+    ("POST", f"{API}/daemons/{{daemon_id}}/heartbeat"): {},
+    ("POST", f"{API}/contracts/{{contract_id}}/supervisor/sync"): {},
+    ("POST", f"{API}/contracts/{{contract_id}}/supervisor/restore"): {},
+    ("POST", f"{API}/contracts/{{contract_id}}/supervisor/restart"): {"reason": "probe"},
+    ("POST", f"{API}/daemons/{{daemon_id}}/worktrees/removed"): {"paths": ["/w"]},
+    ("POST", f"{API}/tasks/{{task_id}}/claim"): {"daemon_id": "00000000-0000-4000-8000-000000000000"},
+    ("POST", f"{API}/contracts/{{contract_id}}/supervisor"): {},
+    ("POST", f"{API}/contracts/{{contract_id}}/supervisor/heartbeat"): {
+        "task_id": "00000000-0000-4000-8000-000000000000",
+        "state": "working",
+        "phase": "plan",
+        "timestamp": NOW,
+    },
+    ("POST", f"{API}/supervisors/heartbeats"): {
+        "heartbeats": [
+            {
+                "task_id": "00000000-0000-4000-8000-000000000000",
+                "contract_id": "00000000-0000-4000-8000-000000000000",
+                "state": "working",
+                "phase": "plan",
+                "timestamp": NOW,
+            }
+        ]
+    },
+    ("PUT", f"{API}/contracts/{{contract_id}}/supervisor/state"): {
+        "generation": 1,
+        "seq": 1,
+        "save_point": "llm_response",
+        "state": "working",
+        "phase": "plan",
+    },
     ("PUT", f"{API}/contract-types/{{name}}"): CUSTOM_TYPE,
 }
 
@@ -60,6 +95,9 @@ def world(client: TestClient, make_caller: Callable[..., Caller]) -> dict[str, A
     t = client.post(f"{API}/contracts/{c['id']}/tasks", json={"name": "t"}, headers=h).json()
     client.post(f"{API}/contracts/{c['id']}/status", json={"status": "active"}, headers=h)
     q = client.post(f"{API}/contracts/{c['id']}/questions", json={"question": "?"}, headers=h).json()
+    d = client.post(f"{API}/daemons", json={"name": "a-host"}, headers=h).json()
+    started = client.post(f"{API}/contracts/{c['id']}/supervisor", json={"daemon_id": d["id"]}, headers=h)
+    assert started.status_code == 201, started.text
     revoked = make_caller()
     client.delete(f"{API}/tokens/{revoked.principal.token_id}", headers=revoked.headers)
     ids = {
@@ -69,6 +107,7 @@ def world(client: TestClient, make_caller: Callable[..., Caller]) -> dict[str, A
         "user_id": str(a.principal.user_id),
         "token_id": str(a.principal.token_id),
         "name": "auth-probe",
+        "daemon_id": d["id"],
     }
     return {"a": a, "b": b, "revoked": revoked, "ids": ids}
 
@@ -114,7 +153,13 @@ def test_another_owners_token_sees_nothing(client: TestClient, world: dict[str, 
             ("POST", f"{API}/contracts"),
             ("GET", f"{API}/contract-types"),
             ("GET", f"{API}/contract-types/{{name}}"),
+            ("POST", f"{API}/daemons"),  # B registers a daemon of B's own
+            ("GET", f"{API}/tasks/reassignable"),  # B's own (empty) list
         }:
+            continue
+        if (method, path) == ("POST", f"{API}/supervisors/heartbeats"):
+            r = call(client, method, path, world["ids"], world["b"].headers)
+            assert r.json()["accepted"] == 0  # nothing of A's is touched
             continue
         r = call(client, method, path, world["ids"], world["b"].headers)
         if (method, path) in ADMIN_ONLY:

@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from makima.api.app import create_app
 from makima.api.routers import ALL_ROUTERS
-from makima.db.connection import PooledDatabase
+from makima.db.connection import PooledDatabase, transaction
 from makima.domain.principals import Principal, Role
+from makima.domain.supervisors import SavePoint, SupervisorState
 from makima.lambda_support import runtime
 from makima.services import auth, questions, tasks
 from makima.services import contracts as contracts_svc
+from makima.services import daemons as daemons_svc
+from makima.services import supervisors as supervisors_svc
 from tests.conftest import Caller
 
 pytestmark = [
@@ -47,6 +51,8 @@ TASK_ID = "22222222-2222-4222-8222-222222222222"
 QUESTION_ID = "33333333-3333-4333-8333-333333333333"
 PATH_USER_ID = "44444444-4444-4444-8444-444444444444"
 PATH_TOKEN_ID = "55555555-5555-4555-8555-555555555555"
+DAEMON_ID = "66666666-6666-4666-8666-666666666666"
+SUPERVISOR_TASK_ID = "77777777-7777-4777-8777-777777777777"
 CALLER_USER_ID = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 CALLER_TOKEN_ID = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
 BEARER = "mkm_placeholder_token"
@@ -80,6 +86,22 @@ EXPECTED_STATUS = {
     "chat_post": 201,
     "chat_list": 200,
     "events_list": 200,
+    "supervisors_start": 201,
+    "supervisors_status": 200,
+    "supervisors_heartbeat_history": 200,
+    "supervisors_sync": 200,
+    "supervisors_get_state": 200,
+    "supervisors_save_state": 200,
+    "supervisors_restore": 200,
+    "supervisors_restart": 200,
+    "heartbeats_send": 200,
+    "heartbeats_batch": 200,
+    "daemons_register": 201,
+    "daemons_heartbeat": 200,
+    "daemons_list_worktrees": 200,
+    "daemons_worktrees_removed": 200,
+    "daemons_list_reassignable": 200,
+    "daemons_claim_task": 200,
     "admin_create_user": 201,
     "admin_list_users": 200,
     "admin_issue_token": 201,
@@ -87,7 +109,13 @@ EXPECTED_STATUS = {
     "admin_revoke_token": 204,
 }
 ADMIN_EVENTS = {"contract_types_put"}
+# Events about the world's running supervisor (the others' {contract_id} is a contract without one).
+SUPERVISED_EVENTS = {n for n in EXPECTED_STATUS if n.startswith(("supervisors_", "heartbeats_"))} - {
+    "supervisors_start"
+}
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
+# Invoked by EventBridge schedules, with events/schedule/<function>.json: tests/integration/test_scheduled_handlers.py
+SCHEDULED_FUNCTIONS = {"supervisor_timeouts", "heartbeat_retention"}
 
 
 def function_of(event_name: str) -> str:
@@ -157,7 +185,9 @@ def lambda_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> It
 
 @dataclass
 class World:
-    """An owner with a contract, a task, a pending and an answered question; an admin."""
+    """An owner with a contract, a task, a pending and an answered question; an admin. The owner's
+    daemon runs the supervisor of a second contract (with a saved state); a third contract's
+    supervisor was on a daemon that died, so its task can be claimed."""
 
     owner: Caller
     admin: Caller
@@ -166,6 +196,10 @@ class World:
     pending_question_id: str
     answered_question_id: str
     spare_token_id: str
+    daemon_id: str
+    supervised_contract_id: str
+    supervisor_task_id: str
+    orphaned_task_id: str
 
     def ids(self, caller: Caller) -> dict[str, str]:
         return {
@@ -174,10 +208,21 @@ class World:
             QUESTION_ID: self.pending_question_id,
             PATH_USER_ID: str(self.owner.principal.user_id),
             PATH_TOKEN_ID: self.spare_token_id,
+            DAEMON_ID: self.daemon_id,
+            SUPERVISOR_TASK_ID: self.supervisor_task_id,
             CALLER_USER_ID: str(caller.principal.user_id),
             CALLER_TOKEN_ID: str(caller.principal.token_id),
             BEARER: caller.token,
         }
+
+
+def _supervised(db: PooledDatabase, owner: Principal, name: str, daemon_id: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
+    """A new contract whose supervisor was started on ``daemon_id``: (contract id, supervisor task id)."""
+    contract = contracts_svc.create_contract(
+        db, owner, name=name, description="", contract_type="simple", phase_guard=False
+    )
+    started = supervisors_svc.start_supervisor(db, owner, contract.id, daemon_id=daemon_id)
+    return contract.id, started.supervisor["task_id"]
 
 
 @pytest.fixture
@@ -192,15 +237,58 @@ def world(db: PooledDatabase, admin: Principal, make_caller: Callable[..., Calle
     answered = questions.ask_question(db, p, contract.id, question="ready?")
     questions.answer_question(db, p, contract.id, answered.id, answer="yes")
     spare = auth.issue_token(db, admin, p.user_id, name="spare", kind="daemon")
-    return World(owner, boss, str(contract.id), str(task.id), str(pending.id), str(answered.id), str(spare.token.id))
+    daemon = daemons_svc.register(db, p, name="lambda-host", hostname="lambda-host", capacity=4)
+    supervised_id, supervisor_id = _supervised(db, p, "supervised", daemon["id"])
+    supervisors_svc.save_state(
+        db,
+        p,
+        supervised_id,
+        supervisors_svc.StateSave(
+            generation=1,
+            seq=1,
+            save_point=SavePoint.LLM_RESPONSE,
+            state=SupervisorState.WORKING,
+            phase="plan",
+            current_activity="planning",
+            conversation_offset=0,
+            conversation_append=[{"role": "user", "content": "Plan the import."}],
+            pending_questions=[],
+            spawned_task_ids=[],
+            waiting_on_task_ids=[],
+            error=None,
+            checkpoint=False,
+        ),
+    )
+    gone = daemons_svc.register(db, p, name="lambda-gone", hostname="lambda-gone", capacity=1)
+    _, orphaned_id = _supervised(db, p, "orphaned", gone["id"])
+    with transaction(db) as conn:  # what the timeout sweep does to a silent daemon, for this one only
+        conn.execute("UPDATE daemons SET status = 'dead' WHERE id = %s", (gone["id"],))
+    return World(
+        owner,
+        boss,
+        str(contract.id),
+        str(task.id),
+        str(pending.id),
+        str(answered.id),
+        str(spare.token.id),
+        str(daemon["id"]),
+        str(supervised_id),
+        str(supervisor_id),
+        str(orphaned_id),
+    )
 
 
 def _http_event(name: str, world: World, db: PooledDatabase) -> dict[str, Any]:
-    """The sample event ``name`` made valid for ``world``: real ids, a current version, a fresh name."""
+    """The sample event ``name`` made valid for ``world``: real ids, a current version (and supervisor
+    generation and save sequence), heartbeats sent now, a fresh name."""
     caller = world.admin if name.startswith("admin_") or name in ADMIN_EVENTS else world.owner
     ids = world.ids(caller)
     if name == "questions_ack":
         ids[QUESTION_ID] = world.answered_question_id
+    if name in SUPERVISED_EVENTS:
+        ids[CONTRACT_ID] = world.supervised_contract_id
+    if name == "daemons_claim_task":
+        ids[TASK_ID] = world.orphaned_task_id
     if name == "contract_types_put":
         ids["lambda-sample-type"] = f"lambda-type-{uuid.uuid4().hex[:8]}"  # types are shared by the session
     event = load_event(f"http/{name}", ids)
@@ -209,6 +297,13 @@ def _http_event(name: str, world: World, db: PooledDatabase) -> dict[str, Any]:
         if "expected_version" in body:
             current = contracts_svc.get_contract(db, world.owner.principal, uuid.UUID(world.contract_id))
             body["expected_version"] = current.contract.version
+        if "seq" in body:  # a state save: the supervisor's generation, above its last accepted sequence
+            sup = supervisors_svc.status(db, world.owner.principal, uuid.UUID(world.supervised_contract_id))
+            body["generation"], body["seq"] = sup["generation"], sup["save_seq"] + 1
+        # The API refuses heartbeats sent more than 2 minutes ahead or more than an hour ago.
+        for heartbeat in [body, *body.get("heartbeats", [])]:
+            if "timestamp" in heartbeat:
+                heartbeat["timestamp"] = datetime.now(UTC).isoformat()
         if name == "admin_create_user":
             body["name"] = f"lambda-{uuid.uuid4().hex[:10]}"
         event["body"] = json.dumps(body)
@@ -253,6 +348,33 @@ def test_handlers_act_as_the_authorizer_principal(world: World) -> None:
     # Then the contract belongs to the principal of the context
     assert body["owner_id"] == str(world.owner.principal.user_id)
     assert body["status"] == "created"
+
+
+def test_heartbeat_events_are_accepted_as_sent_now(world: World, db: PooledDatabase) -> None:
+    # Given the heartbeat sample events made real (their timestamps are the time of the test)
+    single = _http_event("heartbeats_send", world, db)
+    batch = _http_event("heartbeats_batch", world, db)
+
+    # When the heartbeats function handles one supervisor's heartbeat, then a daemon's batch
+    one, many = json_body(invoke("heartbeats", single)), json_body(invoke("heartbeats", batch))
+
+    # Then both are accepted, and the supervisor's status shows them
+    assert one["accepted"] is True, one
+    assert (many["accepted"], many["rejected"]) == (1, 0), many
+    status = json_body(invoke("supervisors", _http_event("supervisors_status", world, db)))
+    assert (status["state"], status["progress"], status["heartbeat_count"], status["alive"]) == ("working", 40, 2, True)
+
+
+def test_claim_event_moves_the_orphaned_task_to_the_live_daemon(world: World, db: PooledDatabase) -> None:
+    # Given the supervisor task whose daemon died, listed as reassignable
+    listed = json_body(invoke("daemons", _http_event("daemons_list_reassignable", world, db)))
+    assert world.orphaned_task_id in [t["id"] for t in listed["tasks"]]
+
+    # When the live daemon claims it
+    claimed = json_body(invoke("daemons", _http_event("daemons_claim_task", world, db)))
+
+    # Then the task is the live daemon's
+    assert (claimed["id"], claimed["daemon_id"]) == (world.orphaned_task_id, world.daemon_id)
 
 
 def test_health_serves_the_complete_openapi_document(world: World) -> None:
@@ -572,6 +694,7 @@ def test_authorizer_context_is_what_the_http_handlers_read(world: World) -> None
 
 
 def test_every_http_function_has_sample_events() -> None:
-    # Every HTTP function folder has its events here; the authorizer has its own
+    # Every HTTP function folder has its events here; the authorizer and the scheduled jobs have their own
     with_events = {function_of(name) for name in EXPECTED_STATUS}
-    assert with_events | {"authorizer"} == set(FUNCTIONS)
+    assert not with_events & SCHEDULED_FUNCTIONS
+    assert with_events | {"authorizer"} | SCHEDULED_FUNCTIONS == set(FUNCTIONS)

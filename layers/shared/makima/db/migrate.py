@@ -39,6 +39,7 @@ def migrate(url: str) -> list[str]:
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
     sync_builtin_types(url)
+    ensure_heartbeat_partitions(url)
     return [m.id for m in pending]
 
 
@@ -76,3 +77,18 @@ def sync_builtin_types(url: str) -> None:
                 """,
                 (t.name, t.description, t.version, Jsonb(t.model_dump(mode="json"))),
             )
+
+
+def ensure_heartbeat_partitions(url: str) -> None:
+    """Create the heartbeat history's current and next hourly partitions, so a fresh deployment ingests
+    into real partitions before the retention schedule first runs."""
+    from datetime import UTC, datetime
+
+    from psycopg.rows import dict_row
+
+    from makima.db.heartbeats import ensure_partitions
+
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        present = conn.execute("SELECT to_regclass('supervisor_heartbeats') IS NOT NULL AS present").fetchone()
+        if present and present["present"]:
+            ensure_partitions(conn, now=datetime.now(UTC))

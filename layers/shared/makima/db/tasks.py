@@ -7,7 +7,7 @@ from uuid import UUID
 
 from makima.db.connection import Conn
 
-_COLUMNS = """id, contract_id, name, status, is_supervisor, phase, daemon, error, created_by,
+_COLUMNS = """id, contract_id, name, status, is_supervisor, phase, daemon, daemon_id, error, created_by,
     created_at, updated_at, started_at, finished_at"""
 
 
@@ -20,14 +20,15 @@ def insert(
     phase: str,
     daemon: str | None,
     created_by: str,
+    daemon_id: UUID | None = None,
 ) -> dict[str, Any]:
     row = conn.execute(
         f"""
-        INSERT INTO tasks (contract_id, name, is_supervisor, phase, daemon, created_by)
-        VALUES (%s, %s, %s, %s, %s, %s)
+        INSERT INTO tasks (contract_id, name, is_supervisor, phase, daemon, daemon_id, created_by)
+        VALUES (%s, %s, %s, %s, %s, %s, %s)
         RETURNING {_COLUMNS}
         """,
-        (contract_id, name, is_supervisor, phase, daemon, created_by),
+        (contract_id, name, is_supervisor, phase, daemon, daemon_id, created_by),
     ).fetchone()
     assert row is not None
     return row
@@ -90,3 +91,10 @@ def close_open(conn: Conn, contract_id: UUID, *, reason: str) -> list[dict[str, 
         """,
         (reason, contract_id),
     ).fetchall()
+
+
+def assign_daemon(conn: Conn, task_id: UUID, daemon_id: UUID, daemon_name: str) -> None:
+    conn.execute(
+        "UPDATE tasks SET daemon_id = %s, daemon = %s, updated_at = now() WHERE id = %s",
+        (daemon_id, daemon_name, task_id),
+    )

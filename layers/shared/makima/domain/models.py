@@ -52,6 +52,7 @@ class Task(Record):
     is_supervisor: bool
     phase: str | None = None
     daemon: str | None
+    daemon_id: UUID | None = None
     error: str | None
     created_by: str
     created_at: datetime

@@ -13,6 +13,7 @@ from makima.config import Settings
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.embedded import EmbeddedPostgres, start_embedded
 from makima.db.migrate import migrate
+from makima.local.scheduler import Scheduler, jobs_for
 from makima.services.auth import ensure_admin
 
 log = logging.getLogger("makima.local")
@@ -80,4 +81,8 @@ def serve(settings: Settings, *, host: str, port: int, admin_token: str | None, 
                 print(f"  export MAKIMA_TOKEN={backing.new_admin_token}", flush=True)
             print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
         app = create_app(backing.database, settings=settings)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        scheduler = Scheduler(jobs_for(backing.database, settings)).start()
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        finally:
+            scheduler.stop()

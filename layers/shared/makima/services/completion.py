@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from makima.db import contracts as contracts_sql
+from makima.db import daemons as daemons_sql
 from makima.db import questions as questions_sql
+from makima.db import supervisors as supervisors_sql
 from makima.db import tasks as tasks_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain.contract_types import ContractTypeDefinition
@@ -86,13 +88,17 @@ def complete(conn: Conn, principal: Principal | None, contract: Contract) -> Con
     contracts_sql.mark_completion_detected(conn, contract.id)
     contract = _status(conn, principal, contract, ContractStatus.COMPLETING, "terminal phase gate satisfied")
     closed = tasks_sql.close_open(conn, contract.id, reason="contract completed")
+    supervisors_sql.finish_for_contract(conn, contract.id)
+    # Worktrees are recorded for cleanup: each holding daemon is asked to remove them in its next
+    # heartbeat answer, and confirms.
+    worktrees = daemons_sql.request_removal_for_contract(conn, contract.id)
     record(
         conn,
         contract,
         principal,
         "cleanup_completed",
         closed_task_ids=[str(t["id"]) for t in closed],
-        worktrees=[],  # worktrees are tracked with daemons; none are recorded for this contract yet
+        worktrees=[{"daemon_id": str(w["daemon_id"]), "path": w["path"]} for w in worktrees],
     )
     return _status(conn, principal, contract, ContractStatus.COMPLETED, "completed")
 

@@ -7,9 +7,10 @@ from uuid import UUID
 import psycopg
 
 from makima.db import contracts as contracts_sql
+from makima.db import supervisors as supervisors_sql
 from makima.db import tasks as tasks_sql
-from makima.db.connection import Database, transaction
-from makima.domain.models import Task
+from makima.db.connection import Conn, Database, transaction
+from makima.domain.models import Contract, Task
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
 from makima.domain.tasks import FINISHED, TaskStatus, check_task_transition
@@ -33,33 +34,53 @@ def spawn_task(
         contract = load_contract(conn, principal, contract_id, lock=True)
         require_workable(contract, "spawn a task")
         require_not_paused(contract, "spawn a task")
-        try:
-            with conn.transaction():
-                row = tasks_sql.insert(
-                    conn,
-                    contract_id=contract_id,
-                    name=name,
-                    is_supervisor=is_supervisor,
-                    phase=contract.phase,
-                    daemon=daemon,
-                    created_by=principal.actor,
-                )
-        except psycopg.errors.UniqueViolation as exc:
-            raise Conflict("contract already has a live supervisor task", {"contract_id": str(contract_id)}) from exc
-        task = Task.model_validate(row)
-        contracts_sql.touch_activity(conn, contract_id)
-        record(
-            conn,
-            contract,
-            principal,
-            "task_spawned",
-            task_id=str(task.id),
-            task_name=task.name,
-            is_supervisor=is_supervisor,
+        return spawn_task_locked(conn, principal, contract, name=name, is_supervisor=is_supervisor, daemon=daemon)
+
+
+def spawn_task_locked(
+    conn: Conn,
+    principal: Principal,
+    contract: Contract,
+    *,
+    name: str,
+    is_supervisor: bool,
+    daemon: str | None,
+    daemon_id: UUID | None = None,
+) -> Task:
+    """The spawn itself, on a contract the caller has locked and checked. A supervisor task gets its
+    supervisor state row in the same transaction."""
+    try:
+        with conn.transaction():
+            row = tasks_sql.insert(
+                conn,
+                contract_id=contract.id,
+                name=name,
+                is_supervisor=is_supervisor,
+                phase=contract.phase,
+                daemon=daemon,
+                daemon_id=daemon_id,
+                created_by=principal.actor,
+            )
+    except psycopg.errors.UniqueViolation as exc:
+        raise Conflict("contract already has a live supervisor task", {"contract_id": str(contract.id)}) from exc
+    task = Task.model_validate(row)
+    if is_supervisor:
+        supervisors_sql.insert(
+            conn, task_id=task.id, contract_id=contract.id, daemon_id=daemon_id, phase=contract.phase
         )
-        if is_supervisor and contract.status is ContractStatus.CREATED:
-            transition(conn, principal, contract, ContractStatus.ACTIVE, "supervisor started")
-        return task
+    contracts_sql.touch_activity(conn, contract.id)
+    record(
+        conn,
+        contract,
+        principal,
+        "task_spawned",
+        task_id=str(task.id),
+        task_name=task.name,
+        is_supervisor=is_supervisor,
+    )
+    if is_supervisor and contract.status is ContractStatus.CREATED:
+        transition(conn, principal, contract, ContractStatus.ACTIVE, "supervisor started")
+    return task
 
 
 def list_tasks(db: Database, principal: Principal, contract_id: UUID) -> list[Task]:

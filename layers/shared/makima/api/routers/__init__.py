@@ -10,11 +10,14 @@ from makima.api.routers import (
     completion,
     contract_types,
     contracts,
+    daemons,
     deliverables,
     events,
     health,
+    heartbeats,
     lifecycle,
     questions,
+    supervisors,
     tasks,
 )
 
@@ -29,5 +32,8 @@ ALL_ROUTERS: list[APIRouter] = [
     questions.router,
     chat.router,
     events.router,
+    supervisors.router,
+    heartbeats.router,
+    daemons.router,
     admin.router,
 ]

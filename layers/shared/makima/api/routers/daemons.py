@@ -1,0 +1,133 @@
+"""Daemons: register, heartbeat with the worktrees they hold, confirm removals, claim tasks of dead
+daemons."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Query, status
+from pydantic import BaseModel, Field
+
+from makima.api.deps import DB, Caller
+from makima.api.routers._common import make_router
+from makima.api.schemas import TEXT, Body
+from makima.services import daemons as svc
+
+router = make_router("daemons")
+
+
+class DaemonRegister(Body):
+    name: str = Field(
+        min_length=1, max_length=200, pattern=TEXT, description="Stable per host: re-registering revives it."
+    )
+    hostname: str = Field(default="", max_length=255, pattern=TEXT)
+    capacity: int = Field(default=1, ge=0, le=10_000)
+
+
+class DaemonOut(BaseModel):
+    id: UUID
+    owner_id: UUID
+    name: str
+    hostname: str
+    capacity: int
+    status: str
+    registered_at: datetime
+    last_heartbeat_at: datetime
+
+
+class WorktreeIn(Body):
+    path: str = Field(min_length=1, max_length=4096, pattern=TEXT)
+    branch: str = Field(default="", max_length=255, pattern=TEXT)
+    task_id: UUID | None = None
+
+
+class DaemonHeartbeat(Body):
+    worktrees: list[WorktreeIn] | None = Field(
+        default=None, max_length=10_000, description="Everything the daemon holds now (replaces the last report)."
+    )
+
+
+class WorktreeOut(BaseModel):
+    path: str
+    branch: str
+    task_id: UUID | None
+    contract_id: UUID | None
+
+
+class DaemonHeartbeatAnswer(BaseModel):
+    daemon: DaemonOut
+    remove_worktrees: list[WorktreeOut] = Field(description="Remove these, then confirm with …/worktrees/removed.")
+
+
+class WorktreesRemoved(Body):
+    paths: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class RemovedAnswer(BaseModel):
+    confirmed: int
+
+
+class WorktreeRecord(WorktreeOut):
+    state: str
+    reported_at: datetime
+    requested_at: datetime | None
+    removed_at: datetime | None
+
+
+class WorktreeList(BaseModel):
+    worktrees: list[WorktreeRecord]
+
+
+class ReassignableTask(BaseModel):
+    id: UUID
+    contract_id: UUID
+    name: str
+    status: str
+    is_supervisor: bool
+    daemon_id: UUID | None
+
+
+class ReassignableList(BaseModel):
+    tasks: list[ReassignableTask]
+
+
+class ClaimIn(Body):
+    daemon_id: UUID
+
+
+@router.post("/daemons", response_model=DaemonOut, status_code=status.HTTP_201_CREATED)
+def register(body: DaemonRegister, db: DB, caller: Caller) -> DaemonOut:
+    return DaemonOut(**svc.register(db, caller, name=body.name, hostname=body.hostname, capacity=body.capacity))
+
+
+@router.post("/daemons/{daemon_id}/heartbeat", response_model=DaemonHeartbeatAnswer)
+def daemon_heartbeat(
+    daemon_id: UUID, db: DB, caller: Caller, body: DaemonHeartbeat | None = None
+) -> DaemonHeartbeatAnswer:
+    reported: list[dict[str, Any]] | None = (
+        [w.model_dump() for w in body.worktrees] if body and body.worktrees is not None else None
+    )
+    daemon, remove = svc.daemon_heartbeat(db, caller, daemon_id, worktrees=reported)
+    return DaemonHeartbeatAnswer(daemon=DaemonOut(**daemon), remove_worktrees=[WorktreeOut(**w) for w in remove])
+
+
+@router.get("/daemons/{daemon_id}/worktrees", response_model=WorktreeList)
+def list_worktrees(daemon_id: UUID, db: DB, caller: Caller) -> WorktreeList:
+    return WorktreeList(worktrees=[WorktreeRecord(**w) for w in svc.worktrees(db, caller, daemon_id)])
+
+
+@router.post("/daemons/{daemon_id}/worktrees/removed", response_model=RemovedAnswer)
+def worktrees_removed(daemon_id: UUID, body: WorktreesRemoved, db: DB, caller: Caller) -> RemovedAnswer:
+    return RemovedAnswer(confirmed=svc.confirm_removed(db, caller, daemon_id, body.paths))
+
+
+@router.get("/tasks/reassignable", response_model=ReassignableList)
+def reassignable(db: DB, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ReassignableList:
+    return ReassignableList(tasks=[ReassignableTask(**t) for t in svc.reassignable(db, caller, limit)])
+
+
+@router.post("/tasks/{task_id}/claim", response_model=ReassignableTask)
+def claim(task_id: UUID, body: ClaimIn, db: DB, caller: Caller) -> ReassignableTask:
+    return ReassignableTask(**svc.claim(db, caller, task_id, body.daemon_id))

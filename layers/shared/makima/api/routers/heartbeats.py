@@ -1,0 +1,53 @@
+"""Heartbeat ingest (seed 3.2): one supervisor's, or a daemon's batch. Its own Lambda: the hottest path,
+with the smallest app. Behind the ``supervisor_heartbeat`` flag."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from makima.api.deps import DB, Caller, feature
+from makima.api.routers._common import make_router
+from makima.api.schemas import Body
+from makima.domain.supervisors import Heartbeat
+from makima.flags import Flag
+from makima.services import supervisors as svc
+
+router = make_router("heartbeats")
+router.dependencies.append(feature(Flag.SUPERVISOR_HEARTBEAT))
+MAX_BATCH = 500
+
+
+class HeartbeatAnswerOut(BaseModel):
+    task_id: UUID
+    accepted: bool
+    error: str | None = None
+    sync_requested: bool = Field(default=False, description="Send your full state (PUT …/supervisor/state) now.")
+    restart_requested: bool = Field(default=False, description="Restart yourself (save, stop, restore).")
+    superseded: bool = Field(default=False, description="You were restored elsewhere: stop.")
+
+
+class HeartbeatBatch(Body):
+    daemon_id: UUID | None = Field(default=None, description="The daemon sending the batch (marks it live).")
+    heartbeats: list[Heartbeat] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class HeartbeatBatchAnswer(BaseModel):
+    results: list[HeartbeatAnswerOut]
+    accepted: int
+    rejected: int
+
+
+@router.post("/contracts/{contract_id}/supervisor/heartbeat", response_model=HeartbeatAnswerOut)
+def heartbeat(contract_id: UUID, body: Heartbeat, db: DB, caller: Caller) -> HeartbeatAnswerOut:
+    return HeartbeatAnswerOut(**vars(svc.heartbeat(db, caller, contract_id, body)))
+
+
+@router.post("/supervisors/heartbeats", response_model=HeartbeatBatchAnswer)
+def heartbeat_batch(body: HeartbeatBatch, db: DB, caller: Caller) -> HeartbeatBatchAnswer:
+    answers = svc.ingest_heartbeats(db, caller, body.heartbeats, daemon_id=body.daemon_id)
+    accepted = sum(a.accepted for a in answers)
+    return HeartbeatBatchAnswer(
+        results=[HeartbeatAnswerOut(**vars(a)) for a in answers], accepted=accepted, rejected=len(answers) - accepted
+    )

@@ -1,0 +1,256 @@
+"""Supervisors (seed 3.3-3.5): start, status, heartbeat history, sync, persisted state, restoration,
+restart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Query, status
+from pydantic import BaseModel, Field
+
+from makima.api.deps import DB, Caller, feature
+from makima.api.routers._common import make_router
+from makima.api.schemas import TEXT, Body, ContractOut
+from makima.domain.supervisors import SavePoint, SupervisorState
+from makima.flags import Flag
+from makima.services import restoration
+from makima.services import supervisors as svc
+
+router = make_router("supervisors")
+HEARTBEATS = [feature(Flag.SUPERVISOR_HEARTBEAT)]
+
+
+class SupervisorStatus(BaseModel):
+    task_id: UUID
+    state: SupervisorState
+    phase: str
+    current_activity: str
+    progress: int
+    last_heartbeat: datetime | None
+    pending_task_ids: list[UUID]
+    alive: bool = Field(description="False once the heartbeat timed out (state interrupted) until it beats again.")
+    dead_since: datetime | None
+    daemon_id: UUID | None
+    generation: int
+    heartbeat_count: int
+    sync_requested: bool
+    restart_requested: bool
+
+    @classmethod
+    def of(cls, s: dict[str, Any]) -> SupervisorStatus:
+        return cls(
+            task_id=s["task_id"],
+            state=s["state"],
+            phase=s["phase"],
+            current_activity=s["current_activity"],
+            progress=s["progress"],
+            last_heartbeat=s["last_heartbeat_at"],
+            pending_task_ids=s["pending_task_ids"],
+            alive=s["dead_at"] is None,
+            dead_since=s["dead_at"],
+            daemon_id=s["daemon_id"],
+            generation=s["generation"],
+            heartbeat_count=s["heartbeat_count"],
+            sync_requested=s["sync_requested_at"] is not None,
+            restart_requested=s["restart_requested_at"] is not None,
+        )
+
+
+class SupervisorStart(Body):
+    daemon_id: UUID | None = Field(default=None, description="The registered daemon that runs it.")
+    name: str = Field(default="supervisor", min_length=1, max_length=200, pattern=TEXT)
+
+
+class SupervisorStarted(BaseModel):
+    contract: ContractOut
+    supervisor: SupervisorStatus
+
+
+@router.post(
+    "/contracts/{contract_id}/supervisor", response_model=SupervisorStarted, status_code=status.HTTP_201_CREATED
+)
+def start_supervisor(contract_id: UUID, body: SupervisorStart, db: DB, caller: Caller) -> SupervisorStarted:
+    started = svc.start_supervisor(db, caller, contract_id, daemon_id=body.daemon_id, name=body.name)
+    return SupervisorStarted(
+        contract=ContractOut.of(started.contract), supervisor=SupervisorStatus.of(started.supervisor)
+    )
+
+
+@router.get("/contracts/{contract_id}/supervisor/status", response_model=SupervisorStatus)
+def supervisor_status(contract_id: UUID, db: DB, caller: Caller) -> SupervisorStatus:
+    return SupervisorStatus.of(svc.status(db, caller, contract_id))
+
+
+class HeartbeatRecord(BaseModel):
+    timestamp: datetime = Field(description="When the supervisor sent it.")
+    received_at: datetime
+    state: str
+    phase: str
+    activity: str
+    progress: int
+    pending_task_ids: list[UUID]
+
+
+class HeartbeatHistory(BaseModel):
+    heartbeats: list[HeartbeatRecord]
+
+
+@router.get("/contracts/{contract_id}/supervisor/heartbeats", response_model=HeartbeatHistory, dependencies=HEARTBEATS)
+def heartbeat_history(
+    contract_id: UUID, db: DB, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 10
+) -> HeartbeatHistory:
+    rows = svc.heartbeat_history(db, caller, contract_id, limit)
+    return HeartbeatHistory(
+        heartbeats=[
+            HeartbeatRecord(
+                timestamp=r["sent_at"],
+                received_at=r["received_at"],
+                state=r["state"],
+                phase=r["phase"],
+                activity=r["current_activity"],
+                progress=r["progress"],
+                pending_task_ids=r["pending_task_ids"],
+            )
+            for r in rows
+        ]
+    )
+
+
+class SyncRequest(Body):
+    wait_seconds: float = Field(default=0, ge=0, le=25, description="Wait up to this long for the supervisor to sync.")
+
+
+class SyncAnswer(BaseModel):
+    synced: bool = Field(description="True once a heartbeat collected the request and reported its state.")
+    sync_requested: bool
+    state: SupervisorState
+
+
+@router.post("/contracts/{contract_id}/supervisor/sync", response_model=SyncAnswer, dependencies=HEARTBEATS)
+def sync(contract_id: UUID, db: DB, caller: Caller, body: SyncRequest | None = None) -> SyncAnswer:
+    synced, s = svc.request_sync(db, caller, contract_id, wait_seconds=body.wait_seconds if body else 0)
+    return SyncAnswer(synced=synced, sync_requested=True, state=s["state"])
+
+
+class PersistedState(BaseModel):
+    task_id: UUID
+    generation: int
+    save_seq: int
+    state: SupervisorState
+    phase: str
+    conversation_history: list[Any]
+    pending_questions: list[Any]
+    spawned_task_ids: list[UUID]
+    waiting_on_task_ids: list[UUID]
+    last_checkpoint: dict[str, Any] | None
+    current_activity: str
+    error: str | None
+    last_save_point: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _persisted(s: dict[str, Any], history: list[Any]) -> PersistedState:
+    return PersistedState(
+        task_id=s["task_id"],
+        generation=s["generation"],
+        save_seq=s["save_seq"],
+        state=s["state"],
+        phase=s["phase"],
+        conversation_history=history,
+        pending_questions=s["pending_questions"],
+        spawned_task_ids=s["spawned_task_ids"],
+        waiting_on_task_ids=s["waiting_on_task_ids"],
+        last_checkpoint=s["last_checkpoint"],
+        current_activity=s["current_activity"],
+        error=s["error"],
+        last_save_point=s["last_save_point"],
+        created_at=s["created_at"],
+        updated_at=s["updated_at"],
+    )
+
+
+class StateSaveIn(Body):
+    generation: int = Field(ge=1, description="The generation the supervisor runs as (from start or restore).")
+    seq: int = Field(ge=1, description="Above the last accepted save's; a lower one is refused (409).")
+    save_point: SavePoint
+    state: SupervisorState
+    phase: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    current_activity: str = Field(default="", max_length=2000, pattern=TEXT)
+    conversation_offset: int = Field(default=0, ge=0, description="How many messages the server already has.")
+    conversation_append: list[dict[str, Any]] = Field(default_factory=list, max_length=500)
+    pending_questions: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
+    spawned_task_ids: list[UUID] = Field(default_factory=list, max_length=1000)
+    waiting_on_task_ids: list[UUID] = Field(default_factory=list, max_length=1000)
+    error: str | None = Field(default=None, max_length=10_000, pattern=TEXT)
+    checkpoint: bool = Field(default=False, description="Also keep this state as the last checkpoint.")
+
+
+@router.get("/contracts/{contract_id}/supervisor/state", response_model=PersistedState)
+def get_state(contract_id: UUID, db: DB, caller: Caller) -> PersistedState:
+    s, history = svc.get_state(db, caller, contract_id)
+    return _persisted(s, history)
+
+
+@router.put("/contracts/{contract_id}/supervisor/state", response_model=PersistedState)
+def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller) -> PersistedState:
+    svc.save_state(
+        db,
+        caller,
+        contract_id,
+        svc.StateSave(
+            generation=body.generation,
+            seq=body.seq,
+            save_point=body.save_point,
+            state=body.state,
+            phase=body.phase,
+            current_activity=body.current_activity,
+            conversation_offset=body.conversation_offset,
+            conversation_append=body.conversation_append,
+            pending_questions=body.pending_questions,
+            spawned_task_ids=body.spawned_task_ids,
+            waiting_on_task_ids=body.waiting_on_task_ids,
+            error=body.error,
+            checkpoint=body.checkpoint,
+        ),
+    )
+    s, history = svc.get_state(db, caller, contract_id)
+    return _persisted(s, history)
+
+
+class RestoreIn(Body):
+    daemon_id: UUID | None = Field(default=None, description="The daemon taking the supervisor over.")
+
+
+class RestorationOut(BaseModel):
+    mode: str = Field(description="clean, crash, checkpoint (saved state was inconsistent) or fresh (none saved)")
+    task_id: UUID
+    generation: int = Field(description="Run as this generation: saves and heartbeats of older ones are refused.")
+    next_seq: int
+    state: SupervisorState
+    phase: str
+    conversation_history: list[Any]
+    pending_questions: list[dict[str, Any]] = Field(description="Re-delivered: still waiting for the owner.")
+    answered_questions: list[dict[str, Any]] = Field(description="Answers not yet acknowledged.")
+    waiting_on_task_ids: list[UUID]
+    finished_task_ids: list[UUID]
+    spawned_task_ids: list[UUID]
+    restoration_context: str = Field(description="What to tell the LLM.")
+    warnings: list[str]
+
+
+@router.post("/contracts/{contract_id}/supervisor/restore", response_model=RestorationOut)
+def restore(contract_id: UUID, db: DB, caller: Caller, body: RestoreIn | None = None) -> RestorationOut:
+    r = restoration.restore(db, caller, contract_id, daemon_id=body.daemon_id if body else None)
+    return RestorationOut(**vars(r))
+
+
+class RestartIn(Body):
+    reason: str | None = Field(default=None, max_length=2000, pattern=TEXT)
+
+
+@router.post("/contracts/{contract_id}/supervisor/restart", response_model=SupervisorStatus)
+def restart(contract_id: UUID, db: DB, caller: Caller, body: RestartIn | None = None) -> SupervisorStatus:
+    return SupervisorStatus.of(svc.restart_supervisor(db, caller, contract_id, reason=body.reason if body else None))

@@ -1,0 +1,163 @@
+"""SQL for daemons (supervisor hosts), task claims and the worktrees daemons hold."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from makima.db.connection import Conn
+
+_COLUMNS = "id, owner_id, name, hostname, capacity, status, registered_at, last_heartbeat_at"
+
+
+def register(conn: Conn, *, owner_id: UUID, name: str, hostname: str, capacity: int) -> dict[str, Any]:
+    """Register a daemon, or bring a known one (same owner and name) back to life."""
+    row = conn.execute(
+        f"""
+        INSERT INTO daemons (owner_id, name, hostname, capacity) VALUES (%s, %s, %s, %s)
+        ON CONFLICT (owner_id, name) DO UPDATE
+           SET hostname = EXCLUDED.hostname, capacity = EXCLUDED.capacity, status = 'live',
+               last_heartbeat_at = now()
+        RETURNING {_COLUMNS}
+        """,
+        (owner_id, name, hostname, capacity),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def get(conn: Conn, daemon_id: UUID, owner_id: UUID | None) -> dict[str, Any] | None:
+    return conn.execute(
+        f"SELECT {_COLUMNS} FROM daemons WHERE id = %(id)s AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)",
+        {"id": daemon_id, "owner": owner_id},
+    ).fetchone()
+
+
+def touch(conn: Conn, daemon_id: UUID) -> None:
+    conn.execute("UPDATE daemons SET last_heartbeat_at = now(), status = 'live' WHERE id = %s", (daemon_id,))
+
+
+def mark_dead(conn: Conn, timeout: timedelta) -> list[dict[str, Any]]:
+    return conn.execute(
+        f"""
+        UPDATE daemons SET status = 'dead'
+         WHERE status = 'live' AND last_heartbeat_at < now() - %s
+        RETURNING {_COLUMNS}
+        """,
+        (timeout,),
+    ).fetchall()
+
+
+def reassignable_tasks(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[str, Any]]:
+    """Live tasks whose daemon is dead (or gone): another daemon may claim them."""
+    return conn.execute(
+        """
+        SELECT t.id, t.contract_id, t.name, t.status, t.is_supervisor, t.daemon_id
+          FROM tasks t
+          JOIN contracts c ON c.id = t.contract_id
+          LEFT JOIN daemons d ON d.id = t.daemon_id
+         WHERE t.status IN ('pending', 'running')
+           AND (t.daemon_id IS NULL AND t.is_supervisor OR d.status = 'dead')
+           AND c.status NOT IN ('completed', 'failed', 'archived')
+           AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
+         ORDER BY t.created_at
+         LIMIT %(limit)s
+        """,
+        {"owner": owner_id, "limit": limit},
+    ).fetchall()
+
+
+def claim_task(conn: Conn, task_id: UUID, daemon_id: UUID, owner_id: UUID | None) -> dict[str, Any] | None:
+    """Move a task to ``daemon_id`` if it is still reassignable. The row lock and the re-checked
+    condition make this safe under concurrency: of two claimants, the second finds it taken."""
+    return conn.execute(
+        """
+        UPDATE tasks t SET daemon_id = %(daemon)s, updated_at = now()
+          FROM contracts c
+         WHERE t.id = %(task)s AND c.id = t.contract_id
+           AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
+           AND t.status IN ('pending', 'running')
+           AND (t.daemon_id IS NULL
+                OR t.daemon_id = %(daemon)s
+                OR EXISTS (SELECT 1 FROM daemons d WHERE d.id = t.daemon_id AND d.status = 'dead'))
+        RETURNING t.id, t.contract_id, t.name, t.status, t.is_supervisor, t.daemon_id
+        """,
+        {"task": task_id, "daemon": daemon_id, "owner": owner_id},
+    ).fetchone()
+
+
+def report_worktrees(conn: Conn, daemon_id: UUID, worktrees: list[dict[str, Any]]) -> None:
+    """Replace what the daemon holds with its report: new paths are added, missing ones are gone."""
+    paths = [w["path"] for w in worktrees]
+    conn.execute(
+        "UPDATE worktrees SET state = 'removed', removed_at = now() "
+        "WHERE daemon_id = %s AND state <> 'removed' AND NOT (path = ANY(%s))",
+        (daemon_id, paths),
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            INSERT INTO worktrees (daemon_id, path, branch, task_id, contract_id)
+            SELECT %s, %s, %s, t.id, t.contract_id FROM (SELECT %s::uuid AS id) x LEFT JOIN tasks t ON t.id = x.id
+            ON CONFLICT (daemon_id, path) DO UPDATE
+               SET branch = EXCLUDED.branch, task_id = EXCLUDED.task_id, contract_id = EXCLUDED.contract_id,
+                   reported_at = now(),
+                   state = CASE WHEN worktrees.state = 'removed' THEN 'active' ELSE worktrees.state END,
+                   removed_at = NULL
+            """,
+            [(daemon_id, w["path"], w.get("branch", ""), w.get("task_id")) for w in worktrees],
+        )
+
+
+def orphaned_worktrees(conn: Conn, daemon_id: UUID) -> list[dict[str, Any]]:
+    """Worktrees whose task finished or whose contract is finished: mark them for removal and return
+    them, so the daemon's next heartbeat answer asks it to remove them."""
+    return conn.execute(
+        """
+        UPDATE worktrees w SET state = 'removal_requested', requested_at = COALESCE(requested_at, now())
+         WHERE w.daemon_id = %s AND w.state IN ('active', 'removal_requested')
+           AND (EXISTS (SELECT 1 FROM tasks t WHERE t.id = w.task_id AND t.status IN ('completed', 'failed'))
+                OR EXISTS (SELECT 1 FROM contracts c WHERE c.id = w.contract_id
+                                AND c.status IN ('completed', 'failed', 'archived'))
+                OR (w.task_id IS NULL AND w.contract_id IS NULL))
+        RETURNING w.path, w.branch, w.task_id, w.contract_id
+        """,
+        (daemon_id,),
+    ).fetchall()
+
+
+def confirm_removed(conn: Conn, daemon_id: UUID, paths: list[str]) -> int:
+    cur = conn.execute(
+        "UPDATE worktrees SET state = 'removed', removed_at = now() "
+        "WHERE daemon_id = %s AND path = ANY(%s) AND state <> 'removed'",
+        (daemon_id, paths),
+    )
+    return cur.rowcount
+
+
+def worktrees_of_contract(conn: Conn, contract_id: UUID) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT daemon_id, path, branch, task_id, state FROM worktrees WHERE contract_id = %s AND state <> 'removed'",
+        (contract_id,),
+    ).fetchall()
+
+
+def list_worktrees(conn: Conn, daemon_id: UUID) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT path, branch, task_id, contract_id, state, reported_at, requested_at, removed_at "
+        "FROM worktrees WHERE daemon_id = %s ORDER BY path",
+        (daemon_id,),
+    ).fetchall()
+
+
+def request_removal_for_contract(conn: Conn, contract_id: UUID) -> list[dict[str, Any]]:
+    """The contract is finished: every worktree held for it is to be removed by its daemon."""
+    return conn.execute(
+        """
+        UPDATE worktrees SET state = 'removal_requested', requested_at = COALESCE(requested_at, now())
+         WHERE contract_id = %s AND state = 'active'
+        RETURNING daemon_id, path, branch, task_id
+        """,
+        (contract_id,),
+    ).fetchall()

@@ -1,0 +1,180 @@
+"""SQL for heartbeat ingest (the hottest path) and the hourly partitions of its history.
+
+One heartbeat is one statement: data-modifying CTEs lock the supervisor row, update its latest state,
+touch the contract's activity (at most every few seconds, to spare the contracts table), append the
+history row, and hand back what the answer needs. A batch is the same statement over ``unnest``ed
+arrays: one round trip for the whole batch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from makima.db.connection import Conn
+
+# last_activity_at is minute-grained for staleness; refreshing it on every 30 s heartbeat of every
+# supervisor would rewrite the contracts row (and all its indexes) ~2 times a minute for nothing.
+ACTIVITY_RESOLUTION = "10 seconds"
+
+_INGEST = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        %(task_ids)s::uuid[], %(contract_ids)s::uuid[], %(states)s::text[], %(phases)s::text[],
+        %(activities)s::text[], %(progresses)s::int[], %(pending)s::text[], %(sent)s::timestamptz[],
+        %(generations)s::int[]
+    ) WITH ORDINALITY AS i(task_id, contract_id, state, phase, activity, progress, pending, sent_at, generation, ord)
+),
+prev AS (
+    SELECT i.ord, s.task_id, s.contract_id, s.state AS old_state, s.dead_at, s.generation,
+           s.sync_requested_at, s.restart_requested_at, c.owner_id,
+           i.state, i.phase, i.activity, i.progress, i.pending::uuid[] AS pending, i.sent_at,
+           (i.generation IS NOT NULL AND i.generation < s.generation) AS superseded
+      FROM input i
+      JOIN supervisor_states s ON s.task_id = i.task_id AND s.contract_id = i.contract_id
+      JOIN contracts c ON c.id = s.contract_id
+     WHERE (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
+     ORDER BY s.task_id, i.ord
+       FOR UPDATE OF s
+),
+live AS (SELECT * FROM prev WHERE NOT superseded),
+-- A batch may carry several heartbeats of one supervisor: all go to the history, the newest is its state.
+latest AS (
+    SELECT DISTINCT ON (task_id) *, count(*) OVER (PARTITION BY task_id) AS n
+      FROM live
+     ORDER BY task_id, sent_at DESC, ord DESC
+),
+upd AS (
+    UPDATE supervisor_states s
+       SET state = l.state, phase = l.phase, current_activity = l.activity, progress = l.progress,
+           pending_task_ids = l.pending, last_heartbeat_at = now(), heartbeat_count = s.heartbeat_count + l.n,
+           dead_at = NULL,
+           sync_delivered_at = CASE WHEN s.sync_requested_at IS NOT NULL THEN now() ELSE s.sync_delivered_at END,
+           sync_requested_at = NULL, restart_requested_at = NULL, updated_at = now()
+      FROM latest l
+     WHERE s.task_id = l.task_id
+    RETURNING s.task_id
+),
+act AS (
+    UPDATE contracts c SET last_activity_at = now()
+     WHERE c.id IN (SELECT contract_id FROM live)
+       AND c.last_activity_at < now() - interval '{ACTIVITY_RESOLUTION}'
+    RETURNING c.id
+),
+hist AS (
+    INSERT INTO supervisor_heartbeats
+        (task_id, contract_id, state, phase, current_activity, progress, pending_task_ids, sent_at)
+    SELECT task_id, contract_id, state, phase, activity, progress, pending, sent_at FROM live
+    RETURNING task_id
+)
+SELECT p.ord, p.sent_at, p.task_id, p.contract_id, p.owner_id, p.old_state, p.state AS new_state,
+       p.dead_at IS NOT NULL AS was_dead,
+       p.superseded, p.generation, p.sync_requested_at IS NOT NULL AS sync_requested,
+       p.restart_requested_at IS NOT NULL AS restart_requested,
+       (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM hist) AS appended
+  FROM prev p
+"""
+
+
+def ingest(conn: Conn, rows: list[dict[str, Any]], owner_id: UUID | None) -> list[dict[str, Any]]:
+    """Apply heartbeats (dicts with the Heartbeat fields plus contract_id). Returns one row per
+    heartbeat that matched a supervisor of ``owner_id``'s (None: any owner), with ``ord``, its 1-based
+    position in ``rows``; unmatched ones are absent."""
+    if not rows:
+        return []
+    params = {
+        "task_ids": [r["task_id"] for r in rows],
+        "contract_ids": [r["contract_id"] for r in rows],
+        "states": [r["state"] for r in rows],
+        "phases": [r["phase"] for r in rows],
+        "activities": [r["current_activity"] for r in rows],
+        "progresses": [r["progress"] for r in rows],
+        # uuid[][] cannot be ragged, so each list travels as its array literal text
+        "pending": ["{" + ",".join(str(t) for t in r["pending_task_ids"]) + "}" for r in rows],
+        "sent": [r["timestamp"] for r in rows],
+        "generations": [r.get("generation") for r in rows],
+        "owner": owner_id,
+    }
+    return conn.execute(_INGEST, params).fetchall()
+
+
+def history(conn: Conn, task_id: UUID, limit: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        """
+        SELECT sent_at, received_at, state, phase, current_activity, progress, pending_task_ids
+          FROM supervisor_heartbeats WHERE task_id = %s
+         ORDER BY received_at DESC LIMIT %s
+        """,
+        (task_id, limit),
+    ).fetchall()
+
+
+# --- partitions ---------------------------------------------------------------------------------------
+
+PARTITION_PREFIX = "supervisor_heartbeats_p"
+
+
+def _hour(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def partition_name(start: datetime) -> str:
+    return f"{PARTITION_PREFIX}{_hour(start):%Y%m%d%H}"
+
+
+def ensure_partitions(conn: Conn, *, now: datetime, hours_ahead: int = 6, hours_behind: int = 1) -> list[str]:
+    """Create the hourly partitions from ``hours_behind`` before ``now`` to ``hours_ahead`` after it.
+    Idempotent; returns the ones it created."""
+    created = []
+    start = _hour(now) - timedelta(hours=hours_behind)
+    for i in range(hours_behind + hours_ahead + 1):
+        lo = start + timedelta(hours=i)
+        name = partition_name(lo)
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (name,)).fetchone()
+        if exists and exists["present"]:
+            continue
+        # Names and bounds are generated here from datetimes, never from input.
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF supervisor_heartbeats "
+            f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{(lo + timedelta(hours=1)).isoformat()}')"
+        )
+        created.append(name)
+    return created
+
+
+def drop_expired(conn: Conn, *, now: datetime, retention: timedelta) -> list[str]:
+    """Drop every hourly partition whose whole range is older than ``retention``: the cost is a catalog
+    change per partition, whatever it holds. Rows that fell into the default partition are deleted
+    by age (it is empty unless partition maintenance fell behind)."""
+    cutoff = now - retention
+    rows = conn.execute(
+        """
+        SELECT c.relname FROM pg_inherits i
+          JOIN pg_class c ON c.oid = i.inhrelid
+          JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relname = 'supervisor_heartbeats' AND c.relname LIKE %s
+         ORDER BY c.relname
+        """,
+        (f"{PARTITION_PREFIX}%",),
+    ).fetchall()
+    dropped = []
+    for row in rows:
+        name = row["relname"]
+        start = datetime.strptime(name.removeprefix(PARTITION_PREFIX), "%Y%m%d%H").replace(tzinfo=UTC)
+        if start + timedelta(hours=1) <= cutoff:
+            conn.execute(f"DROP TABLE IF EXISTS {name}")
+            dropped.append(name)
+    conn.execute("DELETE FROM supervisor_heartbeats_default WHERE received_at < %s", (cutoff,))
+    return dropped
+
+
+def partitions(conn: Conn) -> list[str]:
+    rows = conn.execute(
+        """
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relname = 'supervisor_heartbeats' ORDER BY c.relname
+        """
+    ).fetchall()
+    return [r["relname"] for r in rows]

@@ -1,0 +1,158 @@
+"""SQL for supervisors: their state rows, conversation history, and the timeout sweep."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from makima.db.connection import Conn
+
+_COLUMNS = """s.task_id, s.contract_id, s.daemon_id, s.state, s.phase, s.current_activity, s.progress,
+    s.pending_task_ids, s.last_heartbeat_at, s.heartbeat_count, s.pending_questions, s.spawned_task_ids,
+    s.waiting_on_task_ids, s.conversation_length, s.last_checkpoint, s.error, s.last_save_point,
+    s.generation, s.save_seq, s.sync_requested_at, s.sync_delivered_at, s.restart_requested_at, s.dead_at,
+    s.created_at, s.updated_at"""
+
+
+def insert(conn: Conn, *, task_id: UUID, contract_id: UUID, daemon_id: UUID | None, phase: str) -> dict[str, Any]:
+    row = conn.execute(
+        f"""
+        INSERT INTO supervisor_states AS s (task_id, contract_id, daemon_id, phase) VALUES (%s, %s, %s, %s)
+        RETURNING {_COLUMNS}
+        """,
+        (task_id, contract_id, daemon_id, phase),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def current(conn: Conn, contract_id: UUID, *, for_update: bool = False) -> dict[str, Any] | None:
+    """The contract's supervisor: the one whose task is live, else the most recent one."""
+    lock = "FOR UPDATE OF s" if for_update else ""
+    return conn.execute(
+        f"""
+        SELECT {_COLUMNS}, t.status AS task_status
+          FROM supervisor_states s JOIN tasks t ON t.id = s.task_id
+         WHERE s.contract_id = %s
+         ORDER BY (t.status IN ('pending', 'running')) DESC, s.created_at DESC
+         LIMIT 1
+        {lock}
+        """,
+        (contract_id,),
+    ).fetchone()
+
+
+def conversation(conn: Conn, task_id: UUID, limit: int | None = None) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT seq, message FROM supervisor_conversation WHERE task_id = %s AND (%s::int IS NULL OR seq < %s)"
+        " ORDER BY seq",
+        (task_id, limit, limit),
+    ).fetchall()
+
+
+def conversation_seqs(conn: Conn, task_id: UUID) -> list[int]:
+    rows = conn.execute("SELECT seq FROM supervisor_conversation WHERE task_id = %s ORDER BY seq", (task_id,))
+    return [r["seq"] for r in rows.fetchall()]
+
+
+def append_conversation(conn: Conn, task_id: UUID, offset: int, messages: list[Any]) -> None:
+    """Store messages at positions offset, offset+1, ...; a position already stored is kept (a retried
+    save appends nothing twice)."""
+    if not messages:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO supervisor_conversation (task_id, seq, message) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            [(task_id, offset + i, Jsonb(m)) for i, m in enumerate(messages)],
+        )
+
+
+def truncate_conversation(conn: Conn, task_id: UUID, length: int) -> None:
+    conn.execute("DELETE FROM supervisor_conversation WHERE task_id = %s AND seq >= %s", (task_id, length))
+
+
+def save(conn: Conn, task_id: UUID, fields: dict[str, Any]) -> dict[str, Any]:
+    """Write the persisted-state fields given (names are this module's own, never input)."""
+    allowed = {
+        "state", "phase", "current_activity", "pending_questions", "spawned_task_ids", "waiting_on_task_ids",
+        "conversation_length", "last_checkpoint", "error", "last_save_point", "save_seq", "generation",
+        "daemon_id", "dead_at", "progress",
+    }  # fmt: skip
+    assert set(fields) <= allowed, set(fields) - allowed
+    sets = ", ".join(f"{k} = %({k})s" for k in fields)
+    values = {
+        k: Jsonb(v) if k in {"pending_questions", "last_checkpoint"} and v is not None else v for k, v in fields.items()
+    }
+    sql = (
+        f"UPDATE supervisor_states AS s SET {sets}, updated_at = now() WHERE task_id = %(task_id)s RETURNING {_COLUMNS}"
+    )
+    row = conn.execute(sql, {**values, "task_id": task_id}).fetchone()
+    assert row is not None
+    return row
+
+
+def request_sync(conn: Conn, task_id: UUID) -> dict[str, Any]:
+    row = conn.execute(
+        f"""
+        UPDATE supervisor_states AS s SET sync_requested_at = COALESCE(sync_requested_at, now()), updated_at = now()
+         WHERE task_id = %s RETURNING {_COLUMNS}
+        """,
+        (task_id,),
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def request_restart(conn: Conn, task_id: UUID) -> None:
+    conn.execute(
+        "UPDATE supervisor_states SET restart_requested_at = COALESCE(restart_requested_at, now()) WHERE task_id = %s",
+        (task_id,),
+    )
+
+
+def sync_delivered_since(conn: Conn, task_id: UUID, requested_at: Any) -> dict[str, Any] | None:
+    return conn.execute(
+        f"SELECT {_COLUMNS} FROM supervisor_states s WHERE task_id = %s AND sync_delivered_at >= %s",
+        (task_id, requested_at),
+    ).fetchone()
+
+
+def mark_dead(conn: Conn, timeout: timedelta) -> list[dict[str, Any]]:
+    """Supervisors of live tasks on workable contracts whose last heartbeat (or start, if none came) is
+    older than ``timeout``: state ``interrupted``, ``dead_at`` set. Found through the partial index on
+    supervisors believed alive; finished contracts and tasks are never touched."""
+    return conn.execute(
+        """
+        WITH prev AS (
+            SELECT s.task_id, s.contract_id, c.owner_id, s.state AS old_state
+              FROM supervisor_states s
+              JOIN tasks t ON t.id = s.task_id
+              JOIN contracts c ON c.id = s.contract_id
+             WHERE s.dead_at IS NULL
+               AND COALESCE(s.last_heartbeat_at, s.created_at) < now() - %s
+               AND s.state NOT IN ('completed', 'failed')
+               AND t.status IN ('pending', 'running')
+               AND c.status NOT IN ('completed', 'failed', 'archived')
+             ORDER BY s.task_id
+               FOR UPDATE OF s SKIP LOCKED
+        )
+        UPDATE supervisor_states s
+           SET dead_at = now(), state = 'interrupted', updated_at = now()
+          FROM prev
+         WHERE s.task_id = prev.task_id
+        RETURNING prev.task_id, prev.contract_id, prev.owner_id, prev.old_state
+        """,
+        (timeout,),
+    ).fetchall()
+
+
+def finish_for_contract(conn: Conn, contract_id: UUID) -> None:
+    """The contract completed: its supervisors are done too."""
+    conn.execute(
+        "UPDATE supervisor_states SET state = 'completed', updated_at = now() "
+        "WHERE contract_id = %s AND state NOT IN ('completed', 'failed')",
+        (contract_id,),
+    )

@@ -1,0 +1,164 @@
+"""Supervisors (seed Phase 3): their states, the heartbeat message, the persisted state, and the pure
+parts of restoration (is a stored state consistent, and what to tell the LLM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Clock skew tolerated between a daemon and the service, and how old a heartbeat may be when it
+# arrives (a daemon that buffered through a network blip sends late ones; older is not news).
+MAX_FUTURE_SKEW = timedelta(minutes=2)
+MAX_HEARTBEAT_AGE = timedelta(hours=1)
+MAX_ACTIVITY_CHARS = 2000
+MAX_PENDING_TASKS = 1000
+
+
+class SupervisorState(StrEnum):
+    INITIALIZING = "initializing"
+    IDLE = "idle"
+    WORKING = "working"
+    WAITING_FOR_USER = "waiting_for_user"
+    WAITING_FOR_TASKS = "waiting_for_tasks"
+    BLOCKED = "blocked"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+FINISHED_STATES = frozenset({SupervisorState.COMPLETED, SupervisorState.FAILED})
+TEXT = r"^[^\x00]*$"
+
+
+class Heartbeat(BaseModel):
+    """The seed's heartbeat message. Unknown states, progress outside 0-100, oversized activity and
+    timestamps from the future or far past are refused before anything is written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: UUID
+    contract_id: UUID | None = None  # implied by the URL for the single-heartbeat endpoint
+    state: SupervisorState
+    phase: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    current_activity: str = Field(default="", max_length=MAX_ACTIVITY_CHARS, pattern=TEXT)
+    progress: int = Field(default=0, ge=0, le=100)
+    pending_task_ids: list[UUID] = Field(default_factory=list, max_length=MAX_PENDING_TASKS)
+    timestamp: datetime
+    generation: int | None = Field(default=None, ge=1, description="The generation the sender was restored as.")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamp must carry a timezone (e.g. 2026-11-24T10:30:00Z)")
+        return value
+
+
+def check_timestamp(sent: datetime, now: datetime) -> str | None:
+    """Why a heartbeat's timestamp is unacceptable at ``now``, or None."""
+    if sent > now + MAX_FUTURE_SKEW:
+        return f"timestamp {sent.isoformat()} is in the future (more than {MAX_FUTURE_SKEW} ahead of the server)"
+    if sent < now - MAX_HEARTBEAT_AGE:
+        return f"timestamp {sent.isoformat()} is too old (more than {MAX_HEARTBEAT_AGE} behind the server)"
+    return None
+
+
+class SavePoint(StrEnum):
+    """When a supervisor saves (seed 3.3). ``shutdown`` marks a clean stop, which restoration tells
+    apart from a crash."""
+
+    LLM_RESPONSE = "llm_response"
+    TASK_SPAWN = "task_spawn"
+    QUESTION_ASKED = "question_asked"
+    PHASE_CHANGE = "phase_change"
+    HEARTBEAT = "heartbeat"
+    SHUTDOWN = "shutdown"
+
+
+# Save points after which the state is a good place to restart from.
+CHECKPOINT_SAVE_POINTS = frozenset({SavePoint.TASK_SPAWN, SavePoint.PHASE_CHANGE, SavePoint.SHUTDOWN})
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What the database holds for a supervisor, as restoration sees it."""
+
+    state: str
+    phase: str
+    conversation_length: int
+    conversation_seqs: tuple[int, ...]  # the seqs actually stored (0..n-1 when intact)
+    pending_questions: list[Any]
+    spawned_task_ids: tuple[UUID, ...]
+    waiting_on_task_ids: tuple[UUID, ...]
+    last_checkpoint: dict[str, Any] | None
+    last_save_point: str | None
+    save_seq: int
+    dead: bool
+
+
+@dataclass(frozen=True)
+class Consistency:
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def check_consistency(s: StoredState, *, contract_phases: list[str], known_task_ids: set[UUID]) -> Consistency:
+    """Seed 3.4 step 3: can this stored state be resumed as is?"""
+    problems: list[str] = []
+    if s.state not in {x.value for x in SupervisorState}:
+        problems.append(f"unknown state {s.state!r}")
+    if s.phase not in contract_phases:
+        problems.append(f"phase {s.phase!r} is not a phase of the contract's type")
+    if s.conversation_seqs != tuple(range(s.conversation_length)):
+        problems.append(
+            f"conversation has {len(s.conversation_seqs)} stored messages, expected seq 0..{s.conversation_length - 1}"
+        )
+    unknown = [t for t in (*s.spawned_task_ids, *s.waiting_on_task_ids) if t not in known_task_ids]
+    if unknown:
+        problems.append(f"{len(unknown)} task id(s) do not exist on the contract")
+    stray = [t for t in s.waiting_on_task_ids if t not in s.spawned_task_ids]
+    if stray:
+        problems.append(f"{len(stray)} task id(s) waited on were never spawned")
+    if not isinstance(s.pending_questions, list):
+        problems.append("pending_questions is not a list")
+    return Consistency(not problems, problems)
+
+
+def restoration_context(
+    *,
+    mode: str,
+    phase: str,
+    state: str,
+    conversation_length: int,
+    redelivered_questions: list[str],
+    answers: list[tuple[str, str]],
+    waiting_on: list[str],
+    finished_while_away: list[str],
+    warnings: list[str],
+) -> str:
+    """Seed 3.4 step 7: what to tell the LLM when it resumes, in plain words."""
+    how = {
+        "clean": "You were shut down cleanly",
+        "crash": "You stopped unexpectedly (your host crashed or lost contact)",
+        "checkpoint": "Your last saved state was inconsistent; you are resuming from your last checkpoint",
+        "fresh": "No saved state was found; you are starting this contract fresh",
+    }[mode]
+    lines = [f"{how}. The contract is in phase '{phase}'; your state was '{state}'."]
+    if conversation_length:
+        lines.append(f"Your conversation history ({conversation_length} messages) has been restored.")
+    for q in redelivered_questions:
+        lines.append(f"Still waiting for the owner's answer to: {q}")
+    for q, a in answers:
+        lines.append(f"The owner answered '{q}': {a}")
+    if waiting_on:
+        lines.append(f"You are waiting on {len(waiting_on)} task(s): {', '.join(waiting_on)}.")
+    if finished_while_away:
+        lines.append(f"Finished while you were away: {', '.join(finished_while_away)}.")
+    lines.extend(f"Note: {w}" for w in warnings)
+    lines.append("Continue from here.")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""``make_scheduled_handler``: the Lambda handler of a periodic job that an EventBridge schedule runs.
+
+EventBridge invokes a scheduled function asynchronously. The handler parses the event with the
+Powertools EventBridge parser model (anything else is refused loudly), runs the job on the container's
+database, logs and counts what it did (EMF metrics), and lets a failure propagate: Lambda then retries
+the invocation and finally hands the event to the function's dead-letter queue (``template.yaml``),
+so a job that keeps failing shows up as messages in a queue rather than as silence.
+
+A job is a plain function of the database; each calls the same service function that the local stack's
+scheduler runs on the same interval (``makima.local.scheduler``, whose intervals ``tests/infra`` holds
+the template's schedules to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from makima.config import get_settings
+from makima.db.connection import Database
+from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
+from makima.lambda_support.runtime import get_database
+from makima.services import supervisors
+
+Job = Callable[[Database], dict[str, Any]]
+
+# Ids listed in one log line at most; the count is always complete.
+LOGGED_IDS = 100
+
+
+def supervisor_timeouts(db: Database) -> dict[str, Any]:
+    """Supervisors silent for longer than the heartbeat timeout become ``interrupted`` (one event each);
+    silent daemons become dead, so their tasks can be claimed."""
+    timeout = timedelta(seconds=get_settings().contracts.heartbeat_timeout_seconds)
+    dead = supervisors.detect_dead_supervisors(db, timeout)
+    metrics.add_metric(name="SupervisorsMarkedDead", unit=MetricUnit.Count, value=len(dead))
+    marked = [
+        {"task_id": str(r["task_id"]), "contract_id": str(r["contract_id"]), "old_state": r["old_state"]} for r in dead
+    ]
+    logger.info(
+        "supervisor timeouts swept",
+        extra={
+            "timeout_seconds": int(timeout.total_seconds()),
+            "marked_dead": len(dead),
+            "supervisors": marked[:LOGGED_IDS],
+        },
+    )
+    return {"timeout_seconds": int(timeout.total_seconds()), "marked_dead": len(dead), "supervisors": marked}
+
+
+def heartbeat_retention(db: Database) -> dict[str, Any]:
+    """Hourly heartbeat partitions created ahead of time; those wholly past retention dropped."""
+    result = supervisors.maintain_heartbeat_partitions(db)
+    created, dropped = list(result["created"]), list(result["dropped"])
+    metrics.add_metric(name="HeartbeatPartitionsCreated", unit=MetricUnit.Count, value=len(created))
+    metrics.add_metric(name="HeartbeatPartitionsDropped", unit=MetricUnit.Count, value=len(dropped))
+    # ("created" is a LogRecord attribute: the keys say what was created)
+    logger.info("heartbeat partitions maintained", extra={"partitions_created": created, "partitions_dropped": dropped})
+    return {"created": created, "dropped": dropped}
+
+
+def make_scheduled_handler(job: Job) -> LambdaHandler:
+    """A Lambda handler running ``job`` for each scheduled EventBridge event, with the observability of
+    every handler (the correlation id is the event's id)."""
+    name = job.__name__
+
+    def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        logger.append_keys(job=name)
+        try:
+            scheduled = parse(event=event, model=EventBridgeModel)
+            # How late this run started: EventBridge and Lambda retries delay it.
+            lag = round((datetime.now(UTC) - scheduled.time).total_seconds(), 3)
+            logger.append_keys(
+                scheduled_at=scheduled.time.isoformat(), lag_seconds=lag, rule=",".join(scheduled.resources)
+            )
+            result = job(get_database())
+        except Exception:
+            # Raised on: Lambda retries, then the event goes to the function's dead-letter queue.
+            logger.exception("scheduled job failed")
+            metrics.add_metric(name="ScheduledJobFailed", unit=MetricUnit.Count, value=1)
+            raise
+        return {"job": name, "scheduled_at": scheduled.time.isoformat(), **result}
+
+    return observed(handle, correlation_id_path=correlation_paths.EVENT_BRIDGE)

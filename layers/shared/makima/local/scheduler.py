@@ -1,0 +1,66 @@
+"""The local stack's stand-in for the EventBridge schedules: the same jobs, on the same intervals, in
+a background thread. Each job runs the same service function its Lambda runs on AWS."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from makima.config import Settings
+from makima.db.connection import Database
+from makima.services import supervisors
+
+log = logging.getLogger("makima.scheduler")
+
+
+@dataclass
+class Job:
+    name: str
+    every: float  # seconds
+    run: Callable[[], object]
+    next_at: float = 0.0
+
+
+def jobs_for(db: Database, settings: Settings) -> list[Job]:
+    """The template's schedules (tests/infra checks the template against the same intervals)."""
+    timeout = timedelta(seconds=settings.contracts.heartbeat_timeout_seconds)
+    return [
+        Job("supervisor_timeouts", 60.0, lambda: supervisors.detect_dead_supervisors(db, timeout)),
+        Job("heartbeat_retention", 3600.0, lambda: supervisors.maintain_heartbeat_partitions(db)),
+    ]
+
+
+class Scheduler:
+    def __init__(self, jobs: list[Job], tick: float = 1.0) -> None:
+        self.jobs = jobs
+        self.tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="makima-scheduler", daemon=True)
+
+    def start(self) -> Scheduler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def run_due(self, now: float) -> None:
+        for job in self.jobs:
+            if now >= job.next_at:
+                job.next_at = now + job.every
+                try:
+                    result = job.run()
+                    if result:
+                        log.info("%s: %s", job.name, result)
+                except Exception:  # a failing job must not stop the others; it retries next interval
+                    log.exception("scheduled job %s failed", job.name)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_due(time.monotonic())
+            self._stop.wait(self.tick)

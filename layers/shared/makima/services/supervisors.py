@@ -1,0 +1,384 @@
+"""Supervisor use cases (seed Phase 3): start, heartbeats, status, sync, persisted state, timeouts.
+
+Restoration lives in ``services/restoration.py``; daemons and worktrees in ``services/daemons.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from makima.db import contracts as contracts_sql
+from makima.db import daemons as daemons_sql
+from makima.db import heartbeats as heartbeats_sql
+from makima.db import supervisors as supervisors_sql
+from makima.db.connection import Conn, Database, transaction
+from makima.domain.models import Contract
+from makima.domain.principals import Principal
+from makima.domain.supervisors import CHECKPOINT_SAVE_POINTS, Heartbeat, SavePoint, SupervisorState, check_timestamp
+from makima.errors import BadRequest, Conflict, InvalidRequest, NotFound, SupervisorDead, SupervisorNotFound
+from makima.services.common import load_contract, record, require_not_paused, require_workable, scope
+
+
+def _not_found(contract_id: UUID) -> SupervisorNotFound:
+    return SupervisorNotFound(f"contract {contract_id} has no supervisor", {"contract_id": str(contract_id)})
+
+
+def load_supervisor(conn: Conn, contract_id: UUID, *, lock: bool = False) -> dict[str, Any]:
+    row = supervisors_sql.current(conn, contract_id, for_update=lock)
+    if row is None:
+        raise _not_found(contract_id)
+    return row
+
+
+def _daemon_of(conn: Conn, principal: Principal, daemon_id: UUID | None) -> dict[str, Any] | None:
+    if daemon_id is None:
+        return None
+    daemon = daemons_sql.get(conn, daemon_id, scope(principal))
+    if daemon is None:
+        raise NotFound(f"daemon {daemon_id} not found", {"daemon_id": str(daemon_id)})
+    return daemon
+
+
+# --- start ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    contract: Contract
+    supervisor: dict[str, Any]
+
+
+def start_supervisor(
+    db: Database, principal: Principal, contract_id: UUID, *, daemon_id: UUID | None, name: str = "supervisor"
+) -> Started:
+    """Create the supervisor task and its state row on ``daemon_id``; the contract becomes active. One
+    live supervisor per contract (the unique index on tasks answers a second with 409)."""
+    from makima.services.tasks import spawn_task_locked
+
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        require_workable(contract, "start a supervisor")
+        require_not_paused(contract, "start a supervisor")
+        daemon = _daemon_of(conn, principal, daemon_id)
+        task = spawn_task_locked(
+            conn,
+            principal,
+            contract,
+            name=name,
+            is_supervisor=True,
+            daemon=daemon["name"] if daemon else None,
+            daemon_id=daemon_id,
+        )
+        sup = load_supervisor(conn, contract_id)
+        contract = load_contract(conn, principal, contract_id)
+        record(
+            conn,
+            contract,
+            principal,
+            "supervisor_started",
+            supervisor_task_id=str(task.id),
+            daemon_id=str(daemon_id) if daemon_id else None,
+        )
+        return Started(contract, sup)
+
+
+# --- heartbeats -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    task_id: UUID
+    accepted: bool
+    error: str | None = None
+    sync_requested: bool = False
+    restart_requested: bool = False
+    superseded: bool = False
+
+
+def _validate(hb: Heartbeat, now: datetime) -> str | None:
+    return check_timestamp(hb.timestamp, now)
+
+
+def _after_ingest(conn: Conn, principal: Principal, rows: list[dict[str, Any]]) -> None:
+    """Events for what changed: a new supervisor state, or a supervisor presumed dead that is back."""
+    for r in rows:
+        if r["superseded"]:
+            continue
+        if r["was_dead"] or r["old_state"] != r["new_state"]:
+            from makima.db import events as events_sql
+
+            events_sql.append(
+                conn,
+                contract_id=r["contract_id"],
+                owner_id=r["owner_id"],
+                type="supervisor_state_changed",
+                payload={
+                    "contract_id": str(r["contract_id"]),
+                    "supervisor_task_id": str(r["task_id"]),
+                    "old_state": r["old_state"],
+                    "new_state": r["new_state"],
+                    "recovered": bool(r["was_dead"]),
+                },
+                actor=principal.actor,
+            )
+
+
+def _state_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per supervisor, its newest heartbeat of the batch (the one its state now shows)."""
+    newest: dict[Any, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (r["sent_at"], r["ord"])):
+        newest[r["task_id"]] = r
+    return list(newest.values())
+
+
+def ingest_heartbeats(
+    db: Database, principal: Principal, heartbeats: list[Heartbeat], *, daemon_id: UUID | None = None
+) -> list[HeartbeatAnswer]:
+    """Apply a batch in one statement. Each heartbeat is accepted or refused on its own (bad timestamp,
+    unknown supervisor); the answer tells each supervisor what the server wants from it."""
+    now = datetime.now(UTC)
+    answers: dict[int, HeartbeatAnswer] = {}
+    valid: list[tuple[int, Heartbeat]] = []
+    for i, hb in enumerate(heartbeats):
+        problem = _validate(hb, now)
+        if problem:
+            answers[i] = HeartbeatAnswer(hb.task_id, False, problem)
+        elif hb.contract_id is None:
+            answers[i] = HeartbeatAnswer(hb.task_id, False, "contract_id is required in a batch")
+        else:
+            valid.append((i, hb))
+    with transaction(db) as conn:
+        rows = heartbeats_sql.ingest(conn, [hb.model_dump() for _, hb in valid], scope(principal))
+        by_position = {r["ord"]: r for r in rows}
+        _after_ingest(conn, principal, _state_changes(rows))
+        if daemon_id is not None:
+            daemons_sql.touch(conn, daemon_id)
+    for position, (i, hb) in enumerate(valid, start=1):
+        r = by_position.get(position)
+        if r is None:
+            answers[i] = HeartbeatAnswer(hb.task_id, False, "no such supervisor on that contract")
+        elif r["superseded"]:
+            answers[i] = HeartbeatAnswer(
+                hb.task_id,
+                False,
+                f"superseded: the supervisor was restored as generation {r['generation']}",
+                superseded=True,
+            )
+        else:
+            answers[i] = HeartbeatAnswer(
+                hb.task_id, True, None, bool(r["sync_requested"]), bool(r["restart_requested"])
+            )
+    return [answers[i] for i in range(len(heartbeats))]
+
+
+def heartbeat(db: Database, principal: Principal, contract_id: UUID, hb: Heartbeat) -> HeartbeatAnswer:
+    """One supervisor's heartbeat. Refusals are errors here (the batch endpoint reports them per item)."""
+    if hb.contract_id is not None and hb.contract_id != contract_id:
+        raise BadRequest("contract_id in the body differs from the path", {"contract_id": str(hb.contract_id)})
+    problem = _validate(hb, datetime.now(UTC))
+    if problem:
+        raise InvalidRequest(problem, {"field": "timestamp"})
+    answer = ingest_heartbeats(db, principal, [hb.model_copy(update={"contract_id": contract_id})])[0]
+    if not answer.accepted and not answer.superseded:
+        with transaction(db) as conn:
+            load_contract(conn, principal, contract_id)  # ContractNotFound for other owners
+        raise _not_found(contract_id)
+    return answer
+
+
+def heartbeat_history(db: Database, principal: Principal, contract_id: UUID, limit: int) -> list[dict[str, Any]]:
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        sup = load_supervisor(conn, contract_id)
+        return heartbeats_sql.history(conn, sup["task_id"], limit)
+
+
+# --- status and sync ------------------------------------------------------------------------------------
+
+
+def status(db: Database, principal: Principal, contract_id: UUID) -> dict[str, Any]:
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        return load_supervisor(conn, contract_id)
+
+
+def request_sync(
+    db: Database, principal: Principal, contract_id: UUID, *, wait_seconds: float = 0.0
+) -> tuple[bool, dict[str, Any]]:
+    """Ask the supervisor to send its full state with its next heartbeat. With ``wait_seconds`` the call
+    waits (polling) for a heartbeat to collect the request, and answers ``synced: true`` with the state
+    it reported. A dead supervisor cannot sync: ``SupervisorDead``."""
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        sup = load_supervisor(conn, contract_id, lock=True)
+        if sup["dead_at"] is not None:
+            raise SupervisorDead(
+                "the supervisor stopped heartbeating; restore or restart it",
+                {"contract_id": str(contract_id), "dead_since": sup["dead_at"].isoformat()},
+            )
+        sup = supervisors_sql.request_sync(conn, sup["task_id"])
+    requested_at = sup["sync_requested_at"]
+    deadline = time.monotonic() + max(0.0, wait_seconds)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        with db.connection() as conn:
+            done = supervisors_sql.sync_delivered_since(conn, sup["task_id"], requested_at)
+        if done is not None:
+            return True, done
+    return False, sup
+
+
+# --- persisted state ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateSave:
+    generation: int
+    seq: int
+    save_point: SavePoint
+    state: SupervisorState
+    phase: str
+    current_activity: str
+    conversation_offset: int
+    conversation_append: list[Any]
+    pending_questions: list[Any]
+    spawned_task_ids: list[UUID]
+    waiting_on_task_ids: list[UUID]
+    error: str | None
+    checkpoint: bool
+
+
+def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSave) -> dict[str, Any]:
+    """Persist the supervisor's state at a save point (seed 3.3). Refused with 409 when the save is
+    stale: an older generation (a zombie of a restored supervisor) or a sequence number not above the
+    last accepted one. The conversation grows by appending at ``conversation_offset``."""
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id)
+        sup = load_supervisor(conn, contract_id, lock=True)
+        if s.generation != sup["generation"]:
+            raise Conflict(
+                f"stale save: generation {s.generation}, the supervisor is now generation {sup['generation']}",
+                {"generation": sup["generation"], "save_seq": sup["save_seq"], "reason": "superseded"},
+            )
+        if s.seq <= sup["save_seq"]:
+            raise Conflict(
+                f"stale save: sequence {s.seq} is not above the last accepted {sup['save_seq']}",
+                {"generation": sup["generation"], "save_seq": sup["save_seq"], "reason": "stale_sequence"},
+            )
+        if s.conversation_offset > sup["conversation_length"]:
+            raise BadRequest(
+                f"conversation_offset {s.conversation_offset} leaves a gap after {sup['conversation_length']} messages",
+                {"conversation_length": sup["conversation_length"]},
+            )
+        supervisors_sql.append_conversation(conn, sup["task_id"], s.conversation_offset, s.conversation_append)
+        length = max(sup["conversation_length"], s.conversation_offset + len(s.conversation_append))
+        fields: dict[str, Any] = {
+            "state": s.state.value,
+            "phase": s.phase,
+            "current_activity": s.current_activity,
+            "pending_questions": s.pending_questions,
+            "spawned_task_ids": s.spawned_task_ids,
+            "waiting_on_task_ids": s.waiting_on_task_ids,
+            "conversation_length": length,
+            "error": s.error,
+            "last_save_point": s.save_point.value,
+            "save_seq": s.seq,
+        }
+        if s.checkpoint or s.save_point in CHECKPOINT_SAVE_POINTS:
+            fields["last_checkpoint"] = {
+                "seq": s.seq,
+                "state": s.state.value,
+                "phase": s.phase,
+                "conversation_length": length,
+                "pending_questions": s.pending_questions,
+                "spawned_task_ids": [str(t) for t in s.spawned_task_ids],
+                "waiting_on_task_ids": [str(t) for t in s.waiting_on_task_ids],
+                "current_activity": s.current_activity,
+                "at": datetime.now(UTC).isoformat(),
+            }
+        row = supervisors_sql.save(conn, sup["task_id"], fields)
+        if sup["state"] != s.state.value:
+            record(
+                conn,
+                contract,
+                principal,
+                "supervisor_state_changed",
+                supervisor_task_id=str(sup["task_id"]),
+                old_state=sup["state"],
+                new_state=s.state.value,
+                recovered=False,
+            )
+        if s.save_point is not SavePoint.HEARTBEAT:
+            contracts_sql.touch_activity(conn, contract_id)
+        return row
+
+
+def get_state(db: Database, principal: Principal, contract_id: UUID) -> tuple[dict[str, Any], list[Any]]:
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)
+        sup = load_supervisor(conn, contract_id)
+        history = [r["message"] for r in supervisors_sql.conversation(conn, sup["task_id"])]
+        return sup, history
+
+
+# --- restart and timeouts -------------------------------------------------------------------------------
+
+
+def restart_supervisor(db: Database, principal: Principal, contract_id: UUID, *, reason: str | None) -> dict[str, Any]:
+    """Ask the running supervisor to restart (its next heartbeat answer says so); a dead one is marked
+    for restoration by any daemon. Recorded as an event either way."""
+    with transaction(db) as conn:
+        contract = load_contract(conn, principal, contract_id, lock=True)
+        require_workable(contract, "restart the supervisor")
+        sup = load_supervisor(conn, contract_id, lock=True)
+        supervisors_sql.request_restart(conn, sup["task_id"])
+        record(
+            conn,
+            contract,
+            principal,
+            "supervisor_restart_requested",
+            supervisor_task_id=str(sup["task_id"]),
+            reason=reason,
+            dead=sup["dead_at"] is not None,
+        )
+        return load_supervisor(conn, contract_id)
+
+
+def detect_dead_supervisors(db: Database, timeout: timedelta) -> list[dict[str, Any]]:
+    """The scheduled sweep: supervisors silent for longer than ``timeout`` become ``interrupted`` (dead),
+    with an event each. A late heartbeat brings one back (recorded as a recovery)."""
+    with transaction(db) as conn:
+        dead = supervisors_sql.mark_dead(conn, timeout)
+        daemons_sql.mark_dead(conn, timeout)
+        from makima.db import events as events_sql
+
+        for r in dead:
+            events_sql.append(
+                conn,
+                contract_id=r["contract_id"],
+                owner_id=r["owner_id"],
+                type="supervisor_state_changed",
+                payload={
+                    "contract_id": str(r["contract_id"]),
+                    "supervisor_task_id": str(r["task_id"]),
+                    "old_state": r["old_state"],
+                    "new_state": SupervisorState.INTERRUPTED.value,
+                    "reason": f"no heartbeat for {int(timeout.total_seconds())} s",
+                    "recovered": False,
+                },
+                actor="system",
+            )
+        return dead
+
+
+def maintain_heartbeat_partitions(db: Database, *, retention: timedelta = timedelta(hours=24)) -> dict[str, list[str]]:
+    """The scheduled retention job: partitions created ahead, expired ones dropped."""
+    now = datetime.now(UTC)
+    with transaction(db) as conn:
+        created = heartbeats_sql.ensure_partitions(conn, now=now)
+        dropped = heartbeats_sql.drop_expired(conn, now=now, retention=retention)
+    return {"created": created, "dropped": dropped}

@@ -1,0 +1,287 @@
+"""The scheduled functions' handlers, imported from ``functions/<job>/app.py`` and invoked with their
+EventBridge sample events (``events/schedule/<job>.json``) against the test database, as the schedules
+of ``template.yaml`` invoke them on AWS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from pydantic import ValidationError
+
+from makima.config import get_settings
+from makima.db import heartbeats as heartbeats_sql
+from makima.db.connection import PooledDatabase, transaction
+from makima.domain.principals import Principal
+from makima.domain.supervisors import Heartbeat, SupervisorState
+from makima.errors import DatabaseUnavailable
+
+# Imported now, not by the first handler a test invokes: the Powertools logger keeps the stdout of the
+# moment it is created, and a test's captured stdout is closed after that test.
+from makima.lambda_support import observability, runtime
+from makima.services import contracts as contracts_svc
+from makima.services import daemons as daemons_svc
+from makima.services import supervisors as supervisors_svc
+from tests.conftest import Caller
+from tests.integration.test_lambda_handlers import (
+    EVENTS,
+    FUNCTIONS,
+    SCHEDULED_FUNCTIONS,
+    FakeContext,
+    handler_of,
+    load_event,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def run(job: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Invoke the scheduled function ``job`` with its sample event (or ``event``), as EventBridge would."""
+    return handler_of(job)(event if event is not None else load_event(f"schedule/{job}"), FakeContext())
+
+
+Output = Callable[[], tuple[list[dict[str, Any]], dict[str, float]]]
+
+
+@pytest.fixture
+def output(capsys: pytest.CaptureFixture[str]) -> Iterator[Output]:
+    """``output()``: what the handlers wrote since the last call, as CloudWatch would read it: the JSON
+    log lines (the Powertools logger's stream, redirected here), and the EMF metrics printed to stdout
+    (name -> value, summed)."""
+    handler = observability.logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    logged = io.StringIO()
+    previous = handler.setStream(logged)
+
+    def read() -> tuple[list[dict[str, Any]], dict[str, float]]:
+        logs = [json.loads(line) for line in logged.getvalue().splitlines() if line.startswith("{")]
+        logged.seek(0)
+        logged.truncate()
+        values: dict[str, float] = {}
+        for line in capsys.readouterr().out.splitlines():
+            record = json.loads(line) if line.startswith("{") else {}
+            for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
+                for metric in directive["Metrics"]:
+                    values[metric["Name"]] = values.get(metric["Name"], 0.0) + sum(record[metric["Name"]])
+        return logs, values
+
+    try:
+        yield read
+    finally:
+        handler.setStream(previous)
+
+
+@pytest.fixture(autouse=True)
+def lambda_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
+    """The environment of a deployed function, pointed at the test database; a fresh container with
+    the default settings."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+    monkeypatch.delenv("DB_HOST", raising=False)
+    monkeypatch.delenv("MAKIMA_CONTRACTS__HEARTBEAT_TIMEOUT_SECONDS", raising=False)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "makima-contracts")
+    runtime.reset()
+    get_settings.cache_clear()
+    yield
+    runtime.reset()
+    get_settings.cache_clear()
+
+
+def test_every_scheduled_function_is_tested_here() -> None:
+    # The scheduled function folders, each with its sample event
+    assert set(FUNCTIONS) >= SCHEDULED_FUNCTIONS
+    for job in SCHEDULED_FUNCTIONS:
+        assert (EVENTS / "schedule" / f"{job}.json").is_file(), job
+
+
+# --- supervisor timeouts --------------------------------------------------------------------------------
+
+
+def _start(db: PooledDatabase, owner: Principal, daemon_id: uuid.UUID, name: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """A contract with a supervisor running on ``daemon_id`` that has sent one heartbeat just now."""
+    contract = contracts_svc.create_contract(
+        db, owner, name=name, description="", contract_type="simple", phase_guard=False
+    )
+    task_id = supervisors_svc.start_supervisor(db, owner, contract.id, daemon_id=daemon_id).supervisor["task_id"]
+    beat = Heartbeat(task_id=task_id, state=SupervisorState.WORKING, phase="plan", timestamp=datetime.now(UTC))
+    assert supervisors_svc.heartbeat(db, owner, contract.id, beat).accepted
+    return contract.id, task_id
+
+
+def _silence(database_url: str, task_id: uuid.UUID, minutes: int) -> None:
+    """As if the supervisor's last heartbeat came ``minutes`` ago."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE supervisor_states SET last_heartbeat_at = now() - make_interval(mins => %s) WHERE task_id = %s",
+            (minutes, task_id),
+        )
+
+
+def _state_changes(db: PooledDatabase, contract_id: uuid.UUID) -> list[dict[str, Any]]:
+    with transaction(db) as conn:
+        return conn.execute(
+            "SELECT payload, actor FROM contract_events WHERE contract_id = %s AND type = 'supervisor_state_changed' "
+            "ORDER BY id",
+            (contract_id,),
+        ).fetchall()
+
+
+@pytest.fixture
+def owner(make_caller: Callable[..., Caller]) -> Caller:
+    return make_caller()
+
+
+@pytest.fixture
+def daemon_id(db: PooledDatabase, owner: Caller) -> uuid.UUID:
+    daemon = daemons_svc.register(db, owner.principal, name="scheduled-host", hostname="scheduled-host", capacity=4)
+    return uuid.UUID(str(daemon["id"]))
+
+
+def test_supervisor_timeouts_mark_the_silent_supervisor_dead_and_spare_the_fresh_one(
+    db: PooledDatabase, database_url: str, owner: Caller, daemon_id: uuid.UUID, output: Output
+) -> None:
+    # Given two running supervisors: one silent for 10 minutes, one that has just sent a heartbeat
+    p = owner.principal
+    silent_contract, silent = _start(db, p, daemon_id, "silent")
+    fresh_contract, fresh = _start(db, p, daemon_id, "fresh")
+    _silence(database_url, silent, 10)
+    output()
+
+    # When the supervisor-timeouts function runs on its schedule
+    result = run("supervisor_timeouts")
+    logs, metrics = output()
+
+    # Then the silent one is dead (interrupted), with the event that says so; the fresh one is untouched
+    assert (result["job"], result["timeout_seconds"]) == ("supervisor_timeouts", 120)
+    marked = {s["task_id"] for s in result["supervisors"]}
+    assert result["marked_dead"] == len(marked)
+    assert str(silent) in marked
+    assert str(fresh) not in marked
+    dead = supervisors_svc.status(db, p, silent_contract)
+    assert (dead["state"], dead["dead_at"] is not None) == (SupervisorState.INTERRUPTED.value, True)
+    change = _state_changes(db, silent_contract)[-1]
+    assert change["actor"] == "system"
+    assert (change["payload"]["old_state"], change["payload"]["new_state"]) == ("working", "interrupted")
+    alive = supervisors_svc.status(db, p, fresh_contract)
+    assert (alive["state"], alive["dead_at"]) == ("working", None)
+    assert all(c["payload"]["new_state"] != "interrupted" for c in _state_changes(db, fresh_contract))
+    # And the run is logged (correlated by the event id) and counted
+    (swept,) = [r for r in logs if r["message"] == "supervisor timeouts swept"]
+    event_id = load_event("schedule/supervisor_timeouts")["id"]
+    assert (swept["correlation_id"], swept["job"], swept["marked_dead"]) == (
+        event_id,
+        "supervisor_timeouts",
+        len(marked),
+    )
+    assert str(silent) in {s["task_id"] for s in swept["supervisors"]}
+    assert metrics["SupervisorsMarkedDead"] == len(marked)
+
+    # And the next run does not mark the dead one again
+    assert str(silent) not in {s["task_id"] for s in run("supervisor_timeouts")["supervisors"]}
+
+
+def test_supervisor_timeouts_follow_the_configured_timeout(
+    db: PooledDatabase, database_url: str, owner: Caller, daemon_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a heartbeat timeout of 15 minutes, and a supervisor silent for 10
+    monkeypatch.setenv("MAKIMA_CONTRACTS__HEARTBEAT_TIMEOUT_SECONDS", "900")
+    get_settings.cache_clear()
+    contract_id, task_id = _start(db, owner.principal, daemon_id, "patient")
+    _silence(database_url, task_id, 10)
+
+    # When the supervisor-timeouts function runs
+    result = run("supervisor_timeouts")
+
+    # Then the supervisor is still alive: it is not late yet
+    assert result["timeout_seconds"] == 900
+    assert str(task_id) not in {s["task_id"] for s in result["supervisors"]}
+    assert supervisors_svc.status(db, owner.principal, contract_id)["dead_at"] is None
+
+
+# --- heartbeat retention --------------------------------------------------------------------------------
+
+
+def test_heartbeat_retention_creates_partitions_ahead_and_drops_expired_ones(
+    db: PooledDatabase, output: Output
+) -> None:
+    # Given hourly partitions from three days ago (past the 24-hour retention) ...
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
+    with transaction(db) as conn:
+        heartbeats_sql.ensure_partitions(conn, now=three_days_ago)
+        expired = {heartbeats_sql.partition_name(three_days_ago + timedelta(hours=h)) for h in range(-1, 7)}
+        assert expired <= set(heartbeats_sql.partitions(conn))
+        # ... and the furthest partition ahead missing (future hours hold no heartbeats yet)
+        ahead = heartbeats_sql.partition_name(datetime.now(UTC) + timedelta(hours=6))
+        conn.execute(f"DROP TABLE IF EXISTS {ahead}")
+    output()
+
+    # When the heartbeat-retention function runs on its schedule
+    result = run("heartbeat_retention")
+    logs, metrics = output()
+
+    # Then it created the missing partition and dropped the expired ones, and the current hour has its own
+    assert result["job"] == "heartbeat_retention"
+    assert ahead in result["created"]
+    assert expired <= set(result["dropped"])
+    with transaction(db) as conn:
+        now_present = set(heartbeats_sql.partitions(conn))
+    assert ahead in now_present
+    assert heartbeats_sql.partition_name(datetime.now(UTC)) in now_present
+    assert not expired & now_present
+    # And what it did is logged and counted
+    (maintained,) = [r for r in logs if r["message"] == "heartbeat partitions maintained"]
+    assert (maintained["partitions_created"], maintained["partitions_dropped"]) == (
+        result["created"],
+        result["dropped"],
+    )
+    assert metrics["HeartbeatPartitionsCreated"] == len(result["created"])
+    assert metrics["HeartbeatPartitionsDropped"] == len(result["dropped"])
+
+    # And a second run does it all again for nothing: it is idempotent
+    again = run("heartbeat_retention")
+    assert ahead not in again["created"]
+    assert not expired & set(again["dropped"])
+
+
+# --- failures -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("job", sorted(SCHEDULED_FUNCTIONS))
+def test_a_run_without_its_database_fails_the_invocation(
+    job: str, monkeypatch: pytest.MonkeyPatch, output: Output
+) -> None:
+    # Given a container whose database cannot be reached
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1")
+    monkeypatch.setenv("MAKIMA_DB_CONNECT_TIMEOUT", "1")
+    runtime.reset()
+
+    # When the scheduled function runs, then the invocation fails: Lambda retries it, then the event
+    # goes to the function's dead-letter queue (nothing is reported as done that was not)
+    with pytest.raises(DatabaseUnavailable):
+        run(job)
+
+    # And the failure is logged with its error, and counted
+    logs, metrics = output()
+    (failed,) = [r for r in logs if r["message"] == "scheduled job failed"]
+    assert (failed["level"], failed["job"]) == ("ERROR", job)
+    assert "DatabaseUnavailable" in failed["exception_name"]
+    assert metrics["ScheduledJobFailed"] == 1
+
+
+@pytest.mark.parametrize("job", sorted(SCHEDULED_FUNCTIONS))
+def test_an_event_that_is_not_scheduled_is_refused(job: str) -> None:
+    # Given an event that is not from EventBridge (an HTTP API one)
+    event = load_event("http/health_get")
+
+    # When a scheduled function is invoked with it, then it refuses before doing anything
+    with pytest.raises(ValidationError):
+        run(job, event)

@@ -32,8 +32,8 @@ $(SAM_VENV)/.installed:
 install: $(VENV)/.installed $(SAM_VENV)/.installed ## Install the app (and the SAM CLI in its own venv)
 
 .PHONY: dev
-dev: $(VENV)/.installed ## Start the local stack (embedded PostgreSQL unless DATABASE_URL is set)
-	$(BIN)/makima dev --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+dev: $(VENV)/.installed ## Start the local stack (embedded PostgreSQL unless DATABASE_URL is set); DEMO=N adds a demo fleet
+	$(BIN)/makima dev --port $(PORT) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DEMO),--demo $(DEMO))
 
 .PHONY: format
 format: $(VENV)/.installed ## Format the code

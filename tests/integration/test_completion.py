@@ -294,3 +294,19 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAKIMA_CONTRACTS__HEARTBEAT_TIMEOUT_SECONDS", "40")
     with pytest.raises(ValidationError, match="at least twice"):
         Settings()
+
+
+def test_answering_the_last_pending_question_can_satisfy_a_gate(client: TestClient, user: Caller) -> None:
+    d = Driver(client, user.headers, "specification")
+    d.start()
+    d.deliver("research-notes")
+    assert d.get()["phase"] == "specify"
+    q = d.post("/questions", {"question": "Which auth provider?"}, expect=201)
+    d.deliver("requirements-document")
+    d.deliver("acceptance-criteria")
+    held = d.get()
+    assert (held["phase"], held["status"]) == ("specify", "waiting_for_input")
+    assert d.readiness()["missing"] == ["1 question unanswered"]
+    d.post(f"/questions/{q['id']}/answer", {"answer": "OIDC"})
+    moved = d.get()
+    assert (moved["phase"], moved["status"]) == ("plan", "active")

@@ -48,15 +48,20 @@ def dev(
         typer.Option("--admin-token", help="Register this admin token (for scripts) instead of minting one."),
     ] = None,
     data_dir: DataDir = None,
+    demo: Annotated[
+        int, typer.Option("--demo", min=0, help="Also run a demo fleet of this many reference supervisors.")
+    ] = 0,
 ) -> None:
-    """Start the local stack: embedded PostgreSQL (unless DATABASE_URL is set), migrations, the API.
+    """Start the local stack: embedded PostgreSQL (unless DATABASE_URL is set), migrations, the API, the
+    scheduled jobs; with --demo N, a fleet of N scripted reference supervisors working contracts.
 
-    Example: makima dev --port 8000
+    Example: makima dev --port 8000 --demo 5
     """
     from makima.local.stack import serve
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serve(_settings(data_dir), host=host, port=port, admin_token=admin_token)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo fleet's requests, one line each
+    serve(_settings(data_dir), host=host, port=port, admin_token=admin_token, demo=demo)
 
 
 def _with_url(data_dir: str | None, action: str, steps: int = 1) -> list[str]:
@@ -133,6 +138,42 @@ def admin_revoke_token(token_id: str, api_url: ApiUrl = DEFAULT_API_URL, token: 
     """Revoke a token at once. Example: makima admin revoke-token 9b1d...07"""
     Api(api_url, token).call("DELETE", f"/tokens/{token_id}")
     typer.echo(f"revoked {token_id}")
+
+
+@app.command()
+def demo(
+    supervisors: Annotated[int, typer.Option("--supervisors", "-n", min=1, help="Contracts, one supervisor each.")] = 5,
+    crash: Annotated[int, typer.Option(min=0, help="How many supervisors crash mid-phase and are restored.")] = 2,
+    contract_type: Annotated[str, typer.Option("--contract-type", help="The contracts' type.")] = "specification",
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Seconds: the deadline with --until-done (default 600), else how long to keep going."),
+    ] = None,
+    until_done: Annotated[
+        bool, typer.Option("--until-done/--no-until-done", help="End when all completed, or keep N in flight.")
+    ] = True,
+    step_delay: Annotated[float, typer.Option(min=0, help="Seconds between a supervisor's actions.")] = 0.2,
+    heartbeat_interval: Annotated[float, typer.Option(min=0.05, help="Seconds between heartbeats.")] = 2.0,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    token: Token = None,
+) -> None:
+    """Run a demo fleet of scripted reference supervisors against a running stack: N contracts, some
+    supervisors crash mid-phase and are restored on a second daemon. Exit 0 when all completed.
+
+    Example: makima demo --supervisors 5 --crash 2 --token $MAKIMA_TOKEN
+    """
+    from makima.client.fleet import FleetConfig, demo_main
+
+    config = FleetConfig(
+        supervisors=supervisors,
+        crash=crash,
+        contract_type=contract_type,
+        until_done=until_done,
+        duration=duration,
+        step_delay=step_delay,
+        heartbeat_interval=heartbeat_interval,
+    )
+    raise typer.Exit(demo_main(api_url, token, config, out=typer.echo))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from makima.config import Settings
 from makima.db.connection import PooledDatabase, transaction
@@ -15,6 +17,9 @@ from makima.db.embedded import EmbeddedPostgres, start_embedded
 from makima.db.migrate import migrate
 from makima.local.scheduler import Scheduler, jobs_for
 from makima.services.auth import ensure_admin
+
+if TYPE_CHECKING:
+    from makima.client.fleet import FleetHandle
 
 log = logging.getLogger("makima.local")
 
@@ -55,6 +60,25 @@ def backing_services(settings: Settings, *, admin_token: str | None = None) -> I
             embedded.stop()
 
 
+def _start_demo(
+    backing: Backing, settings: Settings, host: str, port: int, admin_token: str | None, n: int
+) -> FleetHandle:
+    """The demo fleet needs an admin's plaintext token: the one given, the one just minted, or a
+    session token registered now (tokens are stored hashed, so an old one cannot be recovered)."""
+    from makima.client.fleet import run_fleet_in_background
+
+    token = admin_token or backing.new_admin_token
+    if token is None:
+        token = f"mkm_demo_{secrets.token_urlsafe(24)}"
+        with transaction(backing.database) as conn:
+            ensure_admin(conn, token=token)
+    target = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - comparing, not binding
+    print(f"makima: demo fleet of {n} reference supervisors starting", flush=True)
+    return run_fleet_in_background(
+        f"http://{target}:{port}", token, n, crash=min(2, n), out=lambda line: print(f"demo: {line}", flush=True)
+    )
+
+
 def _exit_on_sigterm() -> None:
     """Uvicorn shuts down gracefully on SIGTERM and then re-raises it; without a handler of ours the
     process would die there, before the embedded PostgreSQL is stopped."""
@@ -65,7 +89,11 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def serve(settings: Settings, *, host: str, port: int, admin_token: str | None, echo: bool = True) -> None:
+def serve(
+    settings: Settings, *, host: str, port: int, admin_token: str | None, echo: bool = True, demo: int = 0
+) -> None:
+    """Run the stack until interrupted; with ``demo`` > 0, a fleet of that many reference supervisors
+    works contracts against it (two of them crash and are restored), restarting as contracts finish."""
     import uvicorn
 
     _exit_on_sigterm()
@@ -82,7 +110,10 @@ def serve(settings: Settings, *, host: str, port: int, admin_token: str | None, 
             print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
         app = create_app(backing.database, settings=settings)
         scheduler = Scheduler(jobs_for(backing.database, settings)).start()
+        fleet = _start_demo(backing, settings, host, port, admin_token, demo) if demo > 0 else None
         try:
             uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
         finally:
+            if fleet is not None:
+                fleet.stop()
             scheduler.stop()

@@ -14,7 +14,8 @@ from makima.domain.models import Question
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
 from makima.errors import Conflict, Forbidden, NotFound
-from makima.services.common import load_contract, record, require_workable, transition
+from makima.services.common import load_contract, load_type, record, require_workable, transition
+from makima.services.completion import CompletionPolicy, advance_if_ready
 
 QUESTION_PREFIX = "question:"
 
@@ -66,10 +67,17 @@ def ask_question(
 
 
 def answer_question(
-    db: Database, principal: Principal, contract_id: UUID, question_id: UUID, *, answer: str
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    question_id: UUID,
+    *,
+    answer: str,
+    policy: CompletionPolicy | None = None,
 ) -> Question:
     """Only a person answers (not a daemon). When no question is left pending, a contract that was
-    waiting for one goes back to ``active``; otherwise ``waiting_for`` names the next one."""
+    waiting for one goes back to ``active``; otherwise ``waiting_for`` names the next one. An answer can
+    be the last thing a phase gate waited for (``no_pending_questions``), so the gate is evaluated."""
     if principal.role is Role.DAEMON:
         raise Forbidden("questions are answered by the contract's owner, not by a daemon")
     with transaction(db) as conn:
@@ -87,9 +95,12 @@ def answer_question(
         ):
             nxt = questions_sql.oldest_pending(conn, contract_id)
             if nxt is None:
-                transition(conn, principal, contract, ContractStatus.ACTIVE, "question answered")
+                contract = transition(conn, principal, contract, ContractStatus.ACTIVE, "question answered")
             else:
                 contracts_sql.set_waiting_for(conn, contract_id, f"{QUESTION_PREFIX}{nxt['id']}")
+        advance_if_ready(
+            conn, principal, contract, load_type(conn, contract.contract_type), policy or CompletionPolicy.off()
+        )
         return q
 
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import Query, status
 
-from makima.api.deps import DB, Caller
+from makima.api.deps import DB, Caller, Policy
 from makima.api.routers._common import make_router
 from makima.api.schemas import QuestionAnswer, QuestionCreate, QuestionList, QuestionOut
 from makima.domain.models import Question
@@ -49,8 +49,10 @@ def list_questions(
 
 
 @router.post("/contracts/{contract_id}/questions/{question_id}/answer", response_model=QuestionOut)
-def answer_question(contract_id: UUID, question_id: UUID, body: QuestionAnswer, db: DB, caller: Caller) -> QuestionOut:
-    return _out(svc.answer_question(db, caller, contract_id, question_id, answer=body.answer))
+def answer_question(
+    contract_id: UUID, question_id: UUID, body: QuestionAnswer, db: DB, caller: Caller, policy: Policy
+) -> QuestionOut:
+    return _out(svc.answer_question(db, caller, contract_id, question_id, answer=body.answer, policy=policy))
 
 
 @router.post("/contracts/{contract_id}/questions/{question_id}/ack", response_model=QuestionOut)

@@ -1,0 +1,178 @@
+"""A daemon: a worker host that registers with the service, runs supervisors on threads, and sends one
+batched heartbeat for all of them (``POST /supervisors/heartbeats``) plus its own daemon heartbeat with
+the worktrees it holds (``POST /daemons/{id}/heartbeat``), removing those the service asks back."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from makima.client.api import JSON, ApiError, MakimaApi
+from makima.client.heartbeat import DEFAULT_INTERVAL, DEFAULT_JITTER, HeartbeatAnswer, HeartbeatLoop
+from makima.client.session import SupervisorSession
+
+log = logging.getLogger("makima.client.daemon")
+
+MAX_BATCH = 500  # the service's limit per batch
+
+
+class Hosted(Protocol):
+    """What a daemon runs: a supervisor with a session (None until it started or restored)."""
+
+    contract_id: str
+
+    @property
+    def session(self) -> SupervisorSession | None: ...
+
+    def run(self) -> str: ...
+
+    def crash(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Daemon:
+    """``start()`` registers (the same name revives a daemon) and starts the heartbeat loop;
+    ``host(supervisor)`` runs one on its own thread; ``stop()`` stops them cleanly, ``crash()`` as a
+    crash would (no goodbye saves, heartbeats stop)."""
+
+    def __init__(
+        self,
+        api: MakimaApi,
+        name: str,
+        *,
+        hostname: str | None = None,
+        capacity: int = 100,
+        heartbeat_interval: float = DEFAULT_INTERVAL,
+        heartbeat_jitter: float = DEFAULT_JITTER,
+        worktree_root: str = "makima-worktrees",
+        on_outcome: Callable[[Hosted, str], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.name = name
+        self.hostname = hostname or socket.gethostname()
+        self.capacity = capacity
+        self.worktree_root = worktree_root.rstrip("/")
+        self.on_outcome = on_outcome
+        self.id: str | None = None
+        self.outcomes: dict[str, str] = {}  # contract id -> completed | crashed | superseded | stopped | failed
+        self.removed_worktrees: list[str] = []
+        self._worktrees: dict[str, JSON] = {}  # path -> report entry
+        self._hosted: dict[str, tuple[Hosted, threading.Thread]] = {}
+        self._lock = threading.Lock()
+        self._loop = HeartbeatLoop(
+            self.beat, interval=heartbeat_interval, jitter=heartbeat_jitter, name=f"daemon-{name}"
+        )
+
+    def register(self) -> str:
+        daemon = self.api.register_daemon(self.name, hostname=self.hostname, capacity=self.capacity)
+        self.id = str(daemon["id"])
+        return self.id
+
+    def start(self) -> Daemon:
+        if self.id is None:
+            self.register()
+        self._loop.start()
+        return self
+
+    @property
+    def heartbeats(self) -> HeartbeatLoop:
+        return self._loop
+
+    # --- supervisors -----------------------------------------------------------------------------------
+
+    def host(self, supervisor: Hosted) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._run, args=(supervisor,), name=f"supervisor-{supervisor.contract_id[:8]}", daemon=True
+        )
+        with self._lock:
+            self._hosted[supervisor.contract_id] = (supervisor, thread)
+        thread.start()
+        return thread
+
+    def _run(self, supervisor: Hosted) -> None:
+        try:
+            outcome = supervisor.run()
+        except Exception:
+            log.exception("supervisor of %s died", supervisor.contract_id)
+            outcome = "failed"
+        with self._lock:
+            self.outcomes[supervisor.contract_id] = outcome
+            self._hosted.pop(supervisor.contract_id, None)
+        if self.on_outcome:
+            self.on_outcome(supervisor, outcome)
+
+    def hosted(self) -> list[Hosted]:
+        with self._lock:
+            return [s for s, _ in self._hosted.values()]
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for every hosted supervisor to end; True when none is left."""
+        with self._lock:
+            threads = [t for _, t in self._hosted.values()]
+        for t in threads:
+            t.join(timeout)
+        with self._lock:
+            return not self._hosted
+
+    # --- heartbeats ------------------------------------------------------------------------------------
+
+    def beat(self) -> None:
+        """One round: the supervisors' batch, then the daemon's own heartbeat."""
+        sessions = [
+            s
+            for s in (h.session for h in self.hosted())
+            if s is not None and not s.superseded and s.heartbeats is None  # one beating on its own is skipped
+        ]
+        for start in range(0, len(sessions), MAX_BATCH):
+            chunk = sessions[start : start + MAX_BATCH]
+            answer = self.api.heartbeat_batch([s.heartbeat_message() for s in chunk], daemon_id=self.id)
+            for session, result in zip(chunk, answer["results"], strict=True):
+                try:
+                    session.handle_answer(HeartbeatAnswer.of(result))
+                except ApiError as exc:
+                    log.warning("acting on the heartbeat answer of %s failed: %s", session.contract_id, exc)
+        self._daemon_heartbeat()
+
+    def worktrees(self) -> list[JSON]:
+        """What this host holds: a (notional) worktree per supervisor it ran, kept after the supervisor
+        ends, until the service asks for it back (its contract or task finished)."""
+        with self._lock:
+            for s in (h.session for h, _ in self._hosted.values()):
+                if s is not None and not s.superseded:
+                    path = f"{self.worktree_root}/{s.contract_id}"
+                    branch = f"makima/{s.contract_id[:8]}"
+                    self._worktrees[path] = {"path": path, "branch": branch, "task_id": s.task_id}
+            return list(self._worktrees.values())
+
+    def _daemon_heartbeat(self) -> None:
+        if self.id is None:
+            return
+        answer = self.api.daemon_heartbeat(self.id, self.worktrees())
+        paths = [str(w["path"]) for w in answer.get("remove_worktrees", [])]
+        if paths:
+            # A real daemon deletes the directories here; these are notional.
+            self.api.worktrees_removed(self.id, paths)
+            with self._lock:
+                for path in paths:
+                    self._worktrees.pop(path, None)
+                self.removed_worktrees.extend(paths)
+
+    # --- ending ----------------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop every supervisor cleanly (each saves a ``shutdown`` state), then the heartbeats."""
+        for s in self.hosted():
+            s.stop()
+        self.join(timeout)
+        self._loop.stop()
+
+    def crash(self, timeout: float = 30.0) -> None:
+        """As if the host died: the supervisors stop where they are, nothing more is sent."""
+        self._loop.stop()
+        for s in self.hosted():
+            s.crash()
+        self.join(timeout)

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from makima.db import contracts as contracts_sql
 from makima.db import daemons as daemons_sql
+from makima.db import events as events_sql
 from makima.db import heartbeats as heartbeats_sql
 from makima.db import supervisors as supervisors_sql
 from makima.db.connection import Conn, Database, transaction
@@ -103,28 +104,41 @@ def _validate(hb: Heartbeat, now: datetime) -> str | None:
     return check_timestamp(hb.timestamp, now)
 
 
+def _state_changed(
+    conn: Conn,
+    row: dict[str, Any],
+    *,
+    new_state: str,
+    recovered: bool,
+    actor: str,
+    reason: str | None = None,
+) -> None:
+    """The ``supervisor_state_changed`` event for a row carrying contract_id, owner_id, task_id and
+    old_state (heartbeat ingest and the timeout sweep have no loaded contract to pass to ``record``)."""
+    payload: dict[str, Any] = {
+        "contract_id": str(row["contract_id"]),
+        "supervisor_task_id": str(row["task_id"]),
+        "old_state": row["old_state"],
+        "new_state": new_state,
+        "recovered": recovered,
+    }
+    if reason is not None:
+        payload["reason"] = reason
+    events_sql.append(
+        conn,
+        contract_id=row["contract_id"],
+        owner_id=row["owner_id"],
+        type="supervisor_state_changed",
+        payload=payload,
+        actor=actor,
+    )
+
+
 def _after_ingest(conn: Conn, principal: Principal, rows: list[dict[str, Any]]) -> None:
     """Events for what changed: a new supervisor state, or a supervisor presumed dead that is back."""
     for r in rows:
-        if r["superseded"]:
-            continue
-        if r["was_dead"] or r["old_state"] != r["new_state"]:
-            from makima.db import events as events_sql
-
-            events_sql.append(
-                conn,
-                contract_id=r["contract_id"],
-                owner_id=r["owner_id"],
-                type="supervisor_state_changed",
-                payload={
-                    "contract_id": str(r["contract_id"]),
-                    "supervisor_task_id": str(r["task_id"]),
-                    "old_state": r["old_state"],
-                    "new_state": r["new_state"],
-                    "recovered": bool(r["was_dead"]),
-                },
-                actor=principal.actor,
-            )
+        if not r["superseded"] and (r["was_dead"] or r["old_state"] != r["new_state"]):
+            _state_changed(conn, r, new_state=r["new_state"], recovered=bool(r["was_dead"]), actor=principal.actor)
 
 
 def _state_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -354,23 +368,14 @@ def detect_dead_supervisors(db: Database, timeout: timedelta) -> list[dict[str, 
     with transaction(db) as conn:
         dead = supervisors_sql.mark_dead(conn, timeout)
         daemons_sql.mark_dead(conn, timeout)
-        from makima.db import events as events_sql
-
         for r in dead:
-            events_sql.append(
+            _state_changed(
                 conn,
-                contract_id=r["contract_id"],
-                owner_id=r["owner_id"],
-                type="supervisor_state_changed",
-                payload={
-                    "contract_id": str(r["contract_id"]),
-                    "supervisor_task_id": str(r["task_id"]),
-                    "old_state": r["old_state"],
-                    "new_state": SupervisorState.INTERRUPTED.value,
-                    "reason": f"no heartbeat for {int(timeout.total_seconds())} s",
-                    "recovered": False,
-                },
+                r,
+                new_state=SupervisorState.INTERRUPTED.value,
+                recovered=False,
                 actor="system",
+                reason=f"no heartbeat for {int(timeout.total_seconds())} s",
             )
         return dead
 

@@ -194,30 +194,35 @@ def get_state(contract_id: UUID, db: DB, caller: Caller) -> PersistedState:
     return _persisted(s, history)
 
 
-@router.put("/contracts/{contract_id}/supervisor/state", response_model=PersistedState)
-def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller) -> PersistedState:
-    svc.save_state(
-        db,
-        caller,
-        contract_id,
-        svc.StateSave(
-            generation=body.generation,
-            seq=body.seq,
-            save_point=body.save_point,
-            state=body.state,
-            phase=body.phase,
-            current_activity=body.current_activity,
-            conversation_offset=body.conversation_offset,
-            conversation_append=body.conversation_append,
-            pending_questions=body.pending_questions,
-            spawned_task_ids=body.spawned_task_ids,
-            waiting_on_task_ids=body.waiting_on_task_ids,
-            error=body.error,
-            checkpoint=body.checkpoint,
-        ),
+class StateSaved(BaseModel):
+    """What a save answers: enough to continue (the whole state, conversation included, is the GET)."""
+
+    task_id: UUID
+    generation: int
+    save_seq: int
+    state: SupervisorState
+    phase: str
+    conversation_length: int
+    last_save_point: str | None
+    last_checkpoint_seq: int | None
+    updated_at: datetime
+
+
+@router.put("/contracts/{contract_id}/supervisor/state", response_model=StateSaved)
+def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller) -> StateSaved:
+    s = svc.save_state(db, caller, contract_id, svc.StateSave(**dict(body)))
+    checkpoint = s["last_checkpoint"]
+    return StateSaved(
+        task_id=s["task_id"],
+        generation=s["generation"],
+        save_seq=s["save_seq"],
+        state=s["state"],
+        phase=s["phase"],
+        conversation_length=s["conversation_length"],
+        last_save_point=s["last_save_point"],
+        last_checkpoint_seq=checkpoint.get("seq") if checkpoint else None,
+        updated_at=s["updated_at"],
     )
-    s, history = svc.get_state(db, caller, contract_id)
-    return _persisted(s, history)
 
 
 class RestoreIn(Body):

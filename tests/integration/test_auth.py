@@ -155,6 +155,7 @@ def test_another_owners_token_sees_nothing(client: TestClient, world: dict[str, 
             ("GET", f"{API}/contract-types/{{name}}"),
             ("POST", f"{API}/daemons"),  # B registers a daemon of B's own
             ("GET", f"{API}/tasks/reassignable"),  # B's own (empty) list
+            ("GET", f"{API}/contracts/dashboard"),  # B's own dashboard (scoping: tests/integration/test_dashboard.py)
         }:
             continue
         if (method, path) == ("POST", f"{API}/supervisors/heartbeats"):

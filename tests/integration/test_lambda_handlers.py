@@ -70,6 +70,7 @@ EXPECTED_STATUS = {
     "contracts_update": 200,
     "lifecycle_change_phase": 200,
     "completion_phase_readiness": 200,
+    "dashboard_get": 200,
     "completion_check": 200,
     "completion_set_auto_complete": 200,
     "lifecycle_change_status": 200,

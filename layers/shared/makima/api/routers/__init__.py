@@ -11,6 +11,7 @@ from makima.api.routers import (
     contract_types,
     contracts,
     daemons,
+    dashboard,
     deliverables,
     events,
     health,
@@ -24,6 +25,8 @@ from makima.api.routers import (
 ALL_ROUTERS: list[APIRouter] = [
     health.router,
     contract_types.router,
+    # Before contracts: /contracts/dashboard must not be taken for /contracts/{contract_id}.
+    dashboard.router,
     contracts.router,
     lifecycle.router,
     completion.router,

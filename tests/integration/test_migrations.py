@@ -28,6 +28,7 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
         "0003_auto_complete_settings",
         "0004_live_contract_indexes",
         "0005_supervisors",
+        "0006_heartbeat_hot_updates",
     ]
     up_tables = _tables(url)
     assert {
@@ -42,7 +43,8 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM contract_types WHERE builtin").fetchone() == (2,)
     # When rolled all the way down, then nothing of ours is left
-    assert rollback(url, steps=5) == [
+    assert rollback(url, steps=6) == [
+        "0006_heartbeat_hot_updates",
         "0005_supervisors",
         "0004_live_contract_indexes",
         "0003_auto_complete_settings",
@@ -89,7 +91,7 @@ def test_enhanced_status_backfill_and_rollback(fresh_database: Callable[[str], s
         conn.execute("UPDATE contracts SET status = 'paused' WHERE name = 'legacy-active'")
         assert conn.execute("SELECT status FROM contracts WHERE name = 'new'").fetchone() == ("created",)
     # When 0002 is rolled back, new statuses fold onto the legacy ones so the old check holds again
-    rollback(url, steps=4)
+    rollback(url, steps=5)
     with psycopg.connect(url) as conn:
         statuses: dict[str, str] = dict(conn.execute("SELECT name, status FROM contracts").fetchall())
         assert statuses == {

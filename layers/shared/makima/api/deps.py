@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from makima.config import Settings
 from makima.db.connection import Database
@@ -14,23 +15,28 @@ from makima.flags import Flag, Flags, require
 from makima.services import auth
 from makima.services.completion import CompletionPolicy
 
+# The dependencies are ``async def`` because none of them blocks (the token lookup, the one that reads
+# the database, goes to the threadpool itself): FastAPI runs every plain ``def`` dependency in the
+# threadpool, a thread hand-off per dependency per request, and under Mangum (a Lambda) a new thread
+# per invocation. Measured by tests/bench/bench_heartbeats.py (docs/performance.md).
 
-def get_db(request: Request) -> Database:
+
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.database()
     return db
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_flags(request: Request) -> Flags:
+async def get_flags(request: Request) -> Flags:
     flags: Flags = request.app.state.flags()
     return flags
 
 
-def get_policy(
+async def get_policy(
     settings: Annotated[Settings, Depends(get_app_settings)], flags: Annotated[Flags, Depends(get_flags)]
 ) -> CompletionPolicy:
     """What auto-completion may do on this request: the settings, gated by the auto_complete flag."""
@@ -45,7 +51,7 @@ def get_policy(
 def feature(flag: Flag) -> Any:
     """A dependency that answers 404 FEATURE_DISABLED while ``flag`` is off."""
 
-    def check(flags: Annotated[Flags, Depends(get_flags)]) -> None:
+    async def check(flags: Annotated[Flags, Depends(get_flags)]) -> None:
         require(flags, flag)
 
     return Depends(check)
@@ -64,7 +70,7 @@ def _authorizer_context(request: Request) -> dict[str, Any] | None:
     return ctx if isinstance(ctx, dict) and "user_id" in ctx else None
 
 
-def get_principal(request: Request, db: Annotated[Database, Depends(get_db)]) -> Principal:
+async def get_principal(request: Request, db: Annotated[Database, Depends(get_db)]) -> Principal:
     ctx = _authorizer_context(request)
     if ctx is not None:
         token_id = ctx.get("token_id")
@@ -73,7 +79,7 @@ def get_principal(request: Request, db: Annotated[Database, Depends(get_db)]) ->
             role=Role(str(ctx["role"])),
             token_id=UUID(str(token_id)) if token_id else None,
         )
-    return auth.resolve(db, auth.bearer(request.headers.get("authorization")))
+    return await run_in_threadpool(auth.resolve, db, auth.bearer(request.headers.get("authorization")))
 
 
 DB = Annotated[Database, Depends(get_db)]

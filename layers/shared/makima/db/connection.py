@@ -8,6 +8,8 @@ connection: the next request reconnects, so service recovers by itself when Post
 from __future__ import annotations
 
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -19,6 +21,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from makima.errors import DatabaseUnavailable
 
 Conn = psycopg.Connection[DictRow]
+
+# Seconds a pooled connection may sit idle before its next checkout runs the liveness check.
+CHECK_IDLE_AFTER = 1.0
 
 
 class Database(Protocol):
@@ -49,6 +54,9 @@ class PooledDatabase:
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> None:
         self.url = url
+        # When each connection was last handed back: one used moments ago is not checked again (the
+        # check is a round trip on every checkout; a request takes two or three checkouts).
+        self._returned: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
         self.pool: ConnectionPool[Conn] = ConnectionPool(
             url,
             min_size=min_size,
@@ -56,11 +64,16 @@ class PooledDatabase:
             timeout=timeout,
             kwargs={"row_factory": dict_row, "autocommit": True},
             # A connection that died while idle (server restart) is replaced before it is handed out.
-            check=ConnectionPool.check_connection,
+            check=self._check_if_idle,
             reconnect_timeout=0,
             open=False,
         )
         self.pool.open(wait=False)
+
+    def _check_if_idle(self, conn: Conn) -> None:
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > CHECK_IDLE_AFTER:
+            ConnectionPool.check_connection(conn)
 
     @contextmanager
     def connection(self) -> Iterator[Conn]:
@@ -72,6 +85,8 @@ class PooledDatabase:
                     if _is_connection_failure(exc, conn):
                         raise _unavailable(exc) from exc
                     raise
+                finally:
+                    self._returned[conn] = time.monotonic()
         except PoolTimeout as exc:
             raise _unavailable(exc) from exc
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 from mangum import Mangum
 
 from makima.api.app import create_app
+from makima.api.concurrency import call_inline
 from makima.api.routers import ALL_ROUTERS
 from makima.lambda_support.observability import LambdaHandler, observed
 from makima.lambda_support.runtime import CONTAINER_DATABASE
@@ -43,6 +44,7 @@ def make_http_app(*routers: APIRouter) -> FastAPI:
 
 def make_http_handler(*routers: APIRouter) -> LambdaHandler:
     """A Lambda handler answering API Gateway HTTP API events with the routes of ``routers``."""
+    call_inline()  # one event at a time per container: no threadpool hand-off for blocking calls
     # lifespan off: the app has no startup work, and the database opens on first use.
     # Base path "/": the API is served from its $default stage, so paths arrive as FastAPI knows them.
     asgi = Mangum(make_http_app(*routers), lifespan="off", api_gateway_base_path="/")

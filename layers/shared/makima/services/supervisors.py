@@ -134,21 +134,6 @@ def _state_changed(
     )
 
 
-def _after_ingest(conn: Conn, principal: Principal, rows: list[dict[str, Any]]) -> None:
-    """Events for what changed: a new supervisor state, or a supervisor presumed dead that is back."""
-    for r in rows:
-        if not r["superseded"] and (r["was_dead"] or r["old_state"] != r["new_state"]):
-            _state_changed(conn, r, new_state=r["new_state"], recovered=bool(r["was_dead"]), actor=principal.actor)
-
-
-def _state_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per supervisor, its newest heartbeat of the batch (the one its state now shows)."""
-    newest: dict[Any, dict[str, Any]] = {}
-    for r in sorted(rows, key=lambda r: (r["sent_at"], r["ord"])):
-        newest[r["task_id"]] = r
-    return list(newest.values())
-
-
 def ingest_heartbeats(
     db: Database, principal: Principal, heartbeats: list[Heartbeat], *, daemon_id: UUID | None = None
 ) -> list[HeartbeatAnswer]:
@@ -165,12 +150,16 @@ def ingest_heartbeats(
             answers[i] = HeartbeatAnswer(hb.task_id, False, "contract_id is required in a batch")
         else:
             valid.append((i, hb))
-    with transaction(db) as conn:
-        rows = heartbeats_sql.ingest(conn, [hb.model_dump() for _, hb in valid], scope(principal))
-        by_position = {r["ord"]: r for r in rows}
-        _after_ingest(conn, principal, _state_changes(rows))
-        if daemon_id is not None:
-            daemons_sql.touch(conn, daemon_id)
+    # One statement (state, history, contract activity, daemon, events), so no BEGIN/COMMIT around it.
+    with db.connection() as conn:
+        rows = heartbeats_sql.ingest(
+            conn,
+            [hb.model_dump() for _, hb in valid],
+            scope(principal),
+            daemon_id=daemon_id,
+            actor=principal.actor,
+        )
+    by_position = {r["ord"]: r for r in rows}
     for position, (i, hb) in enumerate(valid, start=1):
         r = by_position.get(position)
         if r is None:

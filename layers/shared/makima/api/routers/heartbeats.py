@@ -7,6 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import Body
@@ -40,13 +41,13 @@ class HeartbeatBatchAnswer(BaseModel):
 
 
 @router.post("/contracts/{contract_id}/supervisor/heartbeat", response_model=HeartbeatAnswerOut)
-def heartbeat(contract_id: UUID, body: Heartbeat, db: DB, caller: Caller) -> HeartbeatAnswerOut:
-    return HeartbeatAnswerOut(**vars(svc.heartbeat(db, caller, contract_id, body)))
+async def heartbeat(contract_id: UUID, body: Heartbeat, db: DB, caller: Caller) -> HeartbeatAnswerOut:
+    return HeartbeatAnswerOut(**vars(await blocking(svc.heartbeat, db, caller, contract_id, body)))
 
 
 @router.post("/supervisors/heartbeats", response_model=HeartbeatBatchAnswer)
-def heartbeat_batch(body: HeartbeatBatch, db: DB, caller: Caller) -> HeartbeatBatchAnswer:
-    answers = svc.ingest_heartbeats(db, caller, body.heartbeats, daemon_id=body.daemon_id)
+async def heartbeat_batch(body: HeartbeatBatch, db: DB, caller: Caller) -> HeartbeatBatchAnswer:
+    answers = await blocking(svc.ingest_heartbeats, db, caller, body.heartbeats, daemon_id=body.daemon_id)
     accepted = sum(a.accepted for a in answers)
     return HeartbeatBatchAnswer(
         results=[HeartbeatAnswerOut(**vars(a)) for a in answers], accepted=accepted, rejected=len(answers) - accepted

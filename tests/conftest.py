@@ -51,6 +51,18 @@ def server_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def set_database_reachable(server_url: str, dbname: str, reachable: bool) -> None:
+    """Simulate a database outage on a real server: refuse new connections to ``dbname`` and end the
+    open ones (or allow them again)."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {"true" if reachable else "false"}')
+        if not reachable:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            )
+
+
 @pytest.fixture(scope="session")
 def fresh_database(server_url: str) -> Iterator[Callable[[str], str]]:
     """Create a new empty database on the test server; returns its URL. Dropped at session end."""

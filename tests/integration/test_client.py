@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -32,7 +31,7 @@ from makima.db.connection import PooledDatabase, transaction
 from makima.db.migrate import migrate
 from makima.domain.supervisors import SavePoint, SupervisorState
 from makima.services import auth
-from tests.conftest import Caller
+from tests.conftest import Caller, set_database_reachable
 
 pytestmark = pytest.mark.integration
 FAST = RetryPolicy(attempts=8, base_delay=0.05, max_delay=0.5)
@@ -163,16 +162,6 @@ def test_an_unreachable_server_is_given_up_after_the_attempts() -> None:
     assert [0.5 <= delays[0] <= 1, 1 <= delays[1] <= 2, 1.5 <= delays[2] <= 3, 1.5 <= delays[3] <= 3] == [True] * 4
 
 
-def _set_reachable(server_url: str, dbname: str, reachable: bool) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {"true" if reachable else "false"}')
-        if not reachable:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (dbname,),
-            )
-
-
 def test_503_while_the_database_is_down_is_retried_and_applied_once(
     fresh_database: Callable[[str], str], server_url: str
 ) -> None:
@@ -186,17 +175,17 @@ def test_503_while_the_database_is_down_is_retried_and_applied_once(
     try:
         with MakimaApi(server.url, token, retry=RetryPolicy(attempts=40, base_delay=0.1, max_delay=0.4)) as c:
             assert c.create_contract("before")["name"] == "before"
-            _set_reachable(server_url, dbname, False)
+            set_database_reachable(server_url, dbname, False)
             try:
                 # Given a client that does not retry: the API's code comes through
                 with pytest.raises(ApiError) as caught:
                     c.request("POST", "/contracts", json={"name": "refused"}, retry=RetryPolicy(attempts=2))
                 assert (caught.value.status, caught.value.code) == (503, "DATABASE_UNAVAILABLE")
                 # When the database comes back a moment later
-                threading.Timer(1.5, _set_reachable, (server_url, dbname, True)).start()
+                threading.Timer(1.5, set_database_reachable, (server_url, dbname, True)).start()
                 made = c.create_contract("during")
             finally:
-                _set_reachable(server_url, dbname, True)
+                set_database_reachable(server_url, dbname, True)
             # Then the retried POST succeeded, and applied once: a refused request changes nothing
             assert made["name"] == "during"
             assert c.stats.by_reason.get("DATABASE_UNAVAILABLE", 0) >= 2

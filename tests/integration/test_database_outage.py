@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,18 +15,9 @@ from makima.db.connection import PooledDatabase, SingleConnectionDatabase, trans
 from makima.db.migrate import migrate
 from makima.errors import DatabaseUnavailable
 from makima.services import auth
+from tests.conftest import set_database_reachable
 
 pytestmark = pytest.mark.integration
-
-
-def _set_reachable(server_url: str, dbname: str, reachable: bool) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {"true" if reachable else "false"}')
-        if not reachable:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (dbname,),
-            )
 
 
 @pytest.fixture
@@ -63,7 +53,7 @@ def test_pooled_api_answers_503_then_recovers(outage_url: str, server_url: str) 
             assert client.post("/api/v1/contracts", json={"name": "before"}, headers=headers).status_code == 201
 
             # When the database goes away
-            _set_reachable(server_url, dbname, False)
+            set_database_reachable(server_url, dbname, False)
             try:
                 health = client.get("/api/v1/health")
                 assert health.status_code == 503
@@ -74,7 +64,7 @@ def test_pooled_api_answers_503_then_recovers(outage_url: str, server_url: str) 
                 assert client.get("/api/v1/contracts", headers=headers).status_code == 503
             finally:
                 # When it comes back
-                _set_reachable(server_url, dbname, True)
+                set_database_reachable(server_url, dbname, True)
 
             # Then the same app serves again without a restart
             assert _eventually(lambda: client.get("/api/v1/contracts", headers=headers).status_code == 200)
@@ -89,14 +79,14 @@ def test_single_connection_database_reconnects(outage_url: str, server_url: str)
     db = SingleConnectionDatabase(outage_url, connect_timeout=1)
     with db.connection() as conn:
         conn.execute("SELECT 1")
-    _set_reachable(server_url, dbname, False)
+    set_database_reachable(server_url, dbname, False)
     try:
         with pytest.raises(DatabaseUnavailable), db.connection() as conn:
             conn.execute("SELECT 1")
         with pytest.raises(DatabaseUnavailable), db.connection() as conn:
             conn.execute("SELECT 1")
     finally:
-        _set_reachable(server_url, dbname, True)
+        set_database_reachable(server_url, dbname, True)
     with db.connection() as conn:
         assert conn.execute("SELECT 1").fetchone() == {"?column?": 1}
     db.close()

@@ -22,7 +22,7 @@ from makima.services.completion import CompletionPolicy
 
 
 async def get_db(request: Request) -> Database:
-    db: Database = request.app.state.database()
+    db: Database = request.app.state.database
     return db
 
 

@@ -12,6 +12,9 @@ SAM_CLI_VERSION := 1.170.0
 PY312_BIN := $(shell for d in "$$(pyenv root 2>/dev/null)/versions/"3.12*/bin /usr/local/bin /usr/bin; do \
 	[ -x "$$d/python3.12" ] && { echo "$$d"; break; }; done)
 PORT ?= 8000
+# The web dashboard tests drive Debian's chromium through Playwright, which never downloads a browser.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help
 help: ## List the targets
@@ -22,6 +25,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+$(CHROMIUM):
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 $(SAM_VENV)/.installed:
 	$(PYTHON) -m venv $(SAM_VENV)
@@ -58,16 +65,16 @@ integration: $(VENV)/.installed ## Integration tests (real PostgreSQL, in-proces
 	$(BIN)/pytest tests/integration -q
 
 .PHONY: e2e
-e2e: $(VENV)/.installed ## End-to-end tests against the local stack (includes schemathesis)
-	$(BIN)/pytest tests/e2e -q
+e2e: $(VENV)/.installed $(CHROMIUM) ## End-to-end tests against the local stack (includes schemathesis, the web page)
+	MAKIMA_REQUIRE_BROWSER=1 $(BIN)/pytest tests/e2e -q
 
 .PHONY: infra
 infra: $(VENV)/.installed $(SAM_VENV)/.installed ## Template tests: routes, sam validate --lint, sam build
 	PATH="$(PY312_BIN):$$PATH" MAKIMA_REQUIRE_SAM=1 $(BIN)/pytest tests/infra -q
 
 .PHONY: test
-test: install lint typecheck ## The whole suite: lint, types, unit, integration, e2e, infra
-	PATH="$(PY312_BIN):$$PATH" MAKIMA_REQUIRE_SAM=1 $(BIN)/pytest tests -q
+test: install lint typecheck $(CHROMIUM) ## The whole suite: lint, types, unit, integration, e2e, infra
+	PATH="$(PY312_BIN):$$PATH" MAKIMA_REQUIRE_SAM=1 MAKIMA_REQUIRE_BROWSER=1 $(BIN)/pytest tests -q
 
 .PHONY: pr
 pr: test ## Everything a change must pass

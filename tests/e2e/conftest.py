@@ -37,6 +37,15 @@ class Stack:
         headers = {"Authorization": f"Bearer {token or self.admin_token}"}
         return httpx.Client(base_url=self.api, headers=headers, timeout=30)
 
+    def database_url(self) -> str:
+        """The running stack's embedded PostgreSQL (from its postmaster.pid), for tests that must
+        reach under the API: ageing rows in time, say."""
+        from pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        assert info is not None, "the stack's database is not running"
+        return str(info.get_uri())
+
 
 def free_port() -> int:
     with socket.socket() as s:

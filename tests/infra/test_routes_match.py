@@ -33,12 +33,12 @@ FUNCTIONS_DIR = ROOT / "functions"
 
 
 def _routes(routes: list[BaseRoute]) -> Routes:
-    """(METHOD, path) of every route under /api/v1. ``iter_route_contexts`` expands included routers
+    """(METHOD, path) of every API route: under /api/v1, and /metrics. ``iter_route_contexts`` expands included routers
     (FastAPI keeps them as lazy ``_IncludedRouter`` entries in ``app.routes``, not as ``APIRoute``s)."""
     found: Routes = set()
     for route in iter_route_contexts(routes):
         path = route.path
-        if path is None or not path.startswith(PREFIX):
+        if path is None or not (path.startswith(PREFIX) or path == "/metrics"):
             continue
         if path.startswith(f"{PREFIX}/docs"):
             continue  # Swagger UI: a local convenience, not part of the deployed API
@@ -197,9 +197,16 @@ def test_globals_and_layer(template: dict[str, Any], functions: dict[str, dict[s
     assert env["POWERTOOLS_SERVICE_NAME"] == "makima-contracts"
     assert env["DB_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
     assert env["DB_HOST"] == {"Ref": "DatabaseProxyEndpoint"}
-    # And every function gets the one shared policy: the database secret and the feature flags
+    assert env["EVENT_BUS_NAME"] == {"Ref": "EventBus"}
+    # And every function gets the one shared policy: the database secret, the feature flags, the bus;
+    # the two that post to monitor connections also get that, on this stack's monitor API only
+    posting = {"MonitorFunction", "BroadcasterFunction"}
     for name, fn in functions.items():
-        assert fn["Properties"]["Policies"] == [{"Ref": "FunctionAccessPolicy"}], name
+        extra = [{"Ref": "MonitorConnectionsPolicy"}] if name in posting else []
+        assert fn["Properties"]["Policies"] == [{"Ref": "FunctionAccessPolicy"}, *extra], name
+    (manage,) = template["Resources"]["MonitorConnectionsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert manage["Action"] == "execute-api:ManageConnections"
+    assert "${MonitorApi}/live/POST/@connections/*" in manage["Resource"]["Fn::Sub"]
     statements = template["Resources"]["FunctionAccessPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert {
         "Sid": "ReadDatabaseSecret",

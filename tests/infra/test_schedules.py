@@ -17,13 +17,20 @@ import pytest
 
 from makima.config import ContractsConfig, Settings
 from makima.lambda_support.runtime import CONTAINER_DATABASE
+from makima.local.monitor import DirectPublisher, LocalHub
 from makima.local.scheduler import jobs_for
 from tests.infra.cfn import ROOT, load_template, resources_of_type
 
 pytestmark = pytest.mark.infra
 
-# The design: supervisor timeouts every minute, heartbeat retention every hour.
-EXPECTED_SCHEDULES = {"supervisor_timeouts": "rate(1 minute)", "heartbeat_retention": "rate(1 hour)"}
+# The design: supervisor timeouts, stale detection (seed 5.2's 60 s) and the outbox sweep every minute,
+# heartbeat retention every hour.
+EXPECTED_SCHEDULES = {
+    "supervisor_timeouts": "rate(1 minute)",
+    "heartbeat_retention": "rate(1 hour)",
+    "stale_detector": "rate(1 minute)",
+    "outbox_sweeper": "rate(1 minute)",
+}
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
@@ -86,7 +93,8 @@ def test_schedules_are_the_designed_intervals(scheduled: dict[str, dict[str, Any
 
 def test_schedules_match_the_local_scheduler(scheduled: dict[str, dict[str, Any]]) -> None:
     # Given the jobs the local stack runs (makima.local.scheduler)
-    jobs = {job.name: job.every for job in jobs_for(CONTAINER_DATABASE, Settings())}
+    publisher = DirectPublisher(CONTAINER_DATABASE, LocalHub("local:test"))
+    jobs = {job.name: job.every for job in jobs_for(CONTAINER_DATABASE, Settings(), publisher)}
 
     # Then AWS runs the same jobs, each on the same interval
     assert set(scheduled) == set(jobs)

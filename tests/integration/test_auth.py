@@ -21,7 +21,11 @@ ADMIN_ONLY = {
     ("GET", f"{API}/users"),
     ("POST", f"{API}/users/{{user_id}}/tokens"),
     ("PUT", f"{API}/contract-types/{{name}}"),
+    ("POST", f"{API}/contracts/batch"),
+    ("GET", "/metrics"),
 }
+# Routes outside /api/v1, which tests.routes.api_routes does not list: the Prometheus endpoint.
+ROOT_ROUTES = [("GET", "/metrics")]
 CUSTOM_TYPE = {
     "name": "auth-probe",
     "version": 1,
@@ -79,11 +83,12 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "phase": "plan",
     },
     ("PUT", f"{API}/contract-types/{{name}}"): CUSTOM_TYPE,
+    ("POST", f"{API}/contracts/batch"): {"operation": "pause_all", "dry_run": True},
 }
 
 
 def routes(client: TestClient) -> list[tuple[str, str]]:
-    return api_routes(client.app.routes)  # type: ignore[attr-defined]
+    return api_routes(client.app.routes) + ROOT_ROUTES  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import pytest
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict
@@ -71,6 +71,7 @@ EXPECTED_STATUS = {
     "lifecycle_change_phase": 200,
     "completion_phase_readiness": 200,
     "dashboard_get": 200,
+    "batch_archive_old": 200,
     "completion_check": 200,
     "completion_set_auto_complete": 200,
     "lifecycle_change_status": 200,
@@ -108,15 +109,20 @@ EXPECTED_STATUS = {
     "admin_issue_token": 201,
     "admin_list_tokens": 200,
     "admin_revoke_token": 204,
+    "metrics_get": 200,
 }
-ADMIN_EVENTS = {"contract_types_put"}
+ADMIN_EVENTS = {"contract_types_put", "batch_archive_old", "metrics_get"}
+# Events answered in the Prometheus text format rather than JSON.
+TEXT_EVENTS = {"metrics_get"}
 # Events about the world's running supervisor (the others' {contract_id} is a contract without one).
 SUPERVISED_EVENTS = {n for n in EXPECTED_STATUS if n.startswith(("supervisors_", "heartbeats_"))} - {
     "supervisors_start"
 }
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 # Invoked by EventBridge schedules, with events/schedule/<function>.json: tests/integration/test_scheduled_handlers.py
-SCHEDULED_FUNCTIONS = {"supervisor_timeouts", "heartbeat_retention"}
+SCHEDULED_FUNCTIONS = {"supervisor_timeouts", "heartbeat_retention", "stale_detector", "outbox_sweeper"}
+# The monitor's WebSocket routes and the broadcaster: tests/integration/test_monitor_aws.py
+EVENT_FUNCTIONS = {"monitor", "broadcaster"}
 
 
 def function_of(event_name: str) -> str:
@@ -333,6 +339,10 @@ def test_handler_answers_its_sample_event(name: str, world: World, db: PooledDat
     assert response["statusCode"] == expected, response.get("body")
     if expected == 204:
         assert not response.get("body")
+        return
+    if name in TEXT_EVENTS:
+        assert response["headers"]["content-type"].startswith("text/plain"), response
+        assert "# TYPE contracts_by_status gauge" in response["body"]
         return
     body = json_body(response)
     assert isinstance(body, dict)
@@ -697,5 +707,5 @@ def test_authorizer_context_is_what_the_http_handlers_read(world: World) -> None
 def test_every_http_function_has_sample_events() -> None:
     # Every HTTP function folder has its events here; the authorizer and the scheduled jobs have their own
     with_events = {function_of(name) for name in EXPECTED_STATUS}
-    assert not with_events & SCHEDULED_FUNCTIONS
-    assert with_events | {"authorizer"} | SCHEDULED_FUNCTIONS == set(FUNCTIONS)
+    assert not with_events & (SCHEDULED_FUNCTIONS | EVENT_FUNCTIONS)
+    assert with_events | {"authorizer"} | SCHEDULED_FUNCTIONS | EVENT_FUNCTIONS == set(FUNCTIONS)

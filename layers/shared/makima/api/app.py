@@ -15,11 +15,13 @@ from fastapi import APIRouter, FastAPI
 
 from makima import __version__
 from makima.api import errors
+from makima.api.after_write import PublishAfterWrite
 from makima.api.limits import BodySizeLimit
 from makima.api.routers import ALL_ROUTERS
 from makima.config import Settings, get_settings
 from makima.db.connection import Database
 from makima.flags import build_flags
+from makima.services.monitor import EventSink
 
 OPENAPI_URL = "/api/v1/openapi.json"
 
@@ -29,6 +31,7 @@ def create_app(
     *,
     routers: Sequence[APIRouter] | None = None,
     settings: Settings | None = None,
+    events: EventSink | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -42,8 +45,11 @@ def create_app(
     app.state.database = database
     app.state.settings = settings
     app.state.flags = functools.cache(lambda: build_flags(settings))
+    app.state.events = events
     errors.install(app)
     for router in routers if routers is not None else ALL_ROUTERS:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if events is not None:
+        app.add_middleware(PublishAfterWrite, events=events)
     return app

@@ -14,6 +14,7 @@ from makima.domain.principals import Principal, Role
 from makima.flags import Flag, Flags, require
 from makima.services import auth
 from makima.services.completion import CompletionPolicy
+from makima.services.monitor import EventSink
 
 # The dependencies are ``async def`` because none of them blocks (the token lookup, the one that reads
 # the database, goes to the threadpool itself): FastAPI runs every plain ``def`` dependency in the
@@ -29,6 +30,12 @@ async def get_db(request: Request) -> Database:
 async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def get_events(request: Request) -> EventSink | None:
+    """Where this deployment sends events (None in apps built without a pipeline, e.g. some tests)."""
+    events: EventSink | None = request.app.state.events
+    return events
 
 
 async def get_flags(request: Request) -> Flags:
@@ -87,3 +94,4 @@ Caller = Annotated[Principal, Depends(get_principal)]
 Config = Annotated[Settings, Depends(get_app_settings)]
 FeatureFlags = Annotated[Flags, Depends(get_flags)]
 Policy = Annotated[CompletionPolicy, Depends(get_policy)]
+Events = Annotated[EventSink | None, Depends(get_events)]

@@ -15,6 +15,7 @@ from mangum import Mangum
 from makima.api.app import create_app
 from makima.api.concurrency import call_inline
 from makima.api.routers import ALL_ROUTERS
+from makima.lambda_support.eventbridge import lambda_events
 from makima.lambda_support.observability import LambdaHandler, observed
 from makima.lambda_support.runtime import CONTAINER_DATABASE
 
@@ -37,7 +38,7 @@ def make_http_app(*routers: APIRouter) -> FastAPI:
     """The FastAPI app of a function serving ``routers`` (its database is the container's)."""
     if not routers:
         raise ValueError("an HTTP function serves at least one router")
-    app = create_app(CONTAINER_DATABASE, routers=list(routers))
+    app = create_app(CONTAINER_DATABASE, routers=list(routers), events=lambda_events(CONTAINER_DATABASE))
     _publish_complete_openapi(app)
     return app
 

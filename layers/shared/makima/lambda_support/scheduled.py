@@ -13,6 +13,7 @@ the template's schedules to).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,12 +28,14 @@ from makima.config import get_settings
 from makima.db.connection import Database
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
-from makima.services import supervisors
+from makima.services import stale, supervisors
+from makima.services.monitor import drain_outbox
 
 Job = Callable[[Database], dict[str, Any]]
 
 # Ids listed in one log line at most; the count is always complete.
 LOGGED_IDS = 100
+SWEEP_MIN_AGE = timedelta(seconds=10)
 
 
 def supervisor_timeouts(db: Database) -> dict[str, Any]:
@@ -64,6 +67,41 @@ def heartbeat_retention(db: Database) -> dict[str, Any]:
     # ("created" is a LogRecord attribute: the keys say what was created)
     logger.info("heartbeat partitions maintained", extra={"partitions_created": created, "partitions_dropped": dropped})
     return {"created": created, "dropped": dropped}
+
+
+def _publisher() -> Any:
+    from makima.lambda_support.eventbridge import EventBridgePublisher
+
+    return EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", ""))
+
+
+def stale_detector(db: Database) -> dict[str, Any]:
+    """Contracts idle past the stale threshold get their ``stale_detected`` event, once per episode;
+    the events are published right away rather than waiting for the sweeper."""
+    settings = get_settings().contracts
+    run = stale.detect_stale_contracts(db, stale.threshold_of(settings))
+    published = drain_outbox(db, _publisher()) if run.reported else []
+    metrics.add_metric(name="StaleDetected", unit=MetricUnit.Count, value=run.reported)
+    logger.info(
+        "stale contracts detected",
+        extra={"reported": run.reported, "threshold_minutes": run.threshold_minutes, "published": len(published)},
+    )
+    return {"reported": run.reported, "threshold_minutes": run.threshold_minutes, "published": len(published)}
+
+
+def outbox_sweeper(db: Database) -> dict[str, Any]:
+    """Publish the events a request committed but did not publish (its publish failed, or the
+    function died first). Only events older than a few seconds: younger ones are still in the hands
+    of the request that wrote them."""
+    published = drain_outbox(db, _publisher(), older_than=SWEEP_MIN_AGE)
+    if published:
+        from makima.lambda_support.metrics import emit_event_metrics
+
+        emit_event_metrics(published)
+    metrics.add_metric(name="OutboxSwept", unit=MetricUnit.Count, value=len(published))
+    if published:
+        logger.warning("outbox: published events left behind", extra={"published": len(published)})
+    return {"published": len(published)}
 
 
 def make_scheduled_handler(job: Job) -> LambdaHandler:

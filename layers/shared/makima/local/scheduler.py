@@ -12,7 +12,8 @@ from datetime import timedelta
 
 from makima.config import Settings
 from makima.db.connection import Database
-from makima.services import supervisors
+from makima.services import stale, supervisors
+from makima.services.monitor import Publisher, drain_outbox
 
 log = logging.getLogger("makima.scheduler")
 
@@ -25,12 +26,22 @@ class Job:
     next_at: float = 0.0
 
 
-def jobs_for(db: Database, settings: Settings) -> list[Job]:
-    """The template's schedules (tests/infra checks the template against the same intervals)."""
+def jobs_for(db: Database, settings: Settings, publisher: Publisher) -> list[Job]:
+    """The template's schedules (tests/infra checks the template against the same intervals).
+
+    The local outbox pump already publishes every second; the sweeper job is here for parity with
+    AWS, and catches what the pump could not publish (the pump's own retries do the same)."""
     timeout = timedelta(seconds=settings.contracts.heartbeat_timeout_seconds)
+    threshold = stale.threshold_of(settings.contracts)
     return [
         Job("supervisor_timeouts", 60.0, lambda: supervisors.detect_dead_supervisors(db, timeout)),
         Job("heartbeat_retention", 3600.0, lambda: supervisors.maintain_heartbeat_partitions(db)),
+        Job(
+            "stale_detector",
+            float(settings.contracts.stale_detection_interval_seconds),
+            lambda: stale.detect_stale_contracts(db, threshold),
+        ),
+        Job("outbox_sweeper", 60.0, lambda: drain_outbox(db, publisher, older_than=timedelta(seconds=10))),
     ]
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from makima.config import Settings
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.embedded import EmbeddedPostgres, start_embedded
 from makima.db.migrate import migrate
+from makima.local.monitor import LocalHub, OutboxPump, forget_previous_connections, mount_monitor
 from makima.local.scheduler import Scheduler, jobs_for
 from makima.services.auth import ensure_admin
 
@@ -108,8 +110,17 @@ def serve(
                 print("makima: admin token (shown once, store it now):", flush=True)
                 print(f"  export MAKIMA_TOKEN={backing.new_admin_token}", flush=True)
             print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
-        app = create_app(backing.database, settings=settings)
-        scheduler = Scheduler(jobs_for(backing.database, settings)).start()
+            print(f"makima: monitor on ws://{host}:{port}/api/v1/contracts/monitor?token=…", flush=True)
+            print(f"makima: dashboard on http://{host}:{port}/dashboard?token=…", flush=True)
+        hub = LocalHub(endpoint=f"local:{socket.gethostname()}:{port}")
+        forget_previous_connections(backing.database, hub.endpoint)
+        pump = OutboxPump(backing.database, hub).start()
+        app = create_app(backing.database, settings=settings, events=pump)
+        from makima.local.web import mount_dashboard
+
+        mount_dashboard(app)
+        mount_monitor(app, backing.database, hub)
+        scheduler = Scheduler(jobs_for(backing.database, settings, pump.publisher)).start()
         fleet = _start_demo(backing, settings, host, port, admin_token, demo) if demo > 0 else None
         try:
             uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
@@ -117,3 +128,4 @@ def serve(
             if fleet is not None:
                 fleet.stop()
             scheduler.stop()
+            pump.stop()

@@ -6,6 +6,7 @@ Restoration lives in ``services/restoration.py``; daemons and worktrees in ``ser
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from makima.db import events as events_sql
 from makima.db import heartbeats as heartbeats_sql
 from makima.db import supervisors as supervisors_sql
 from makima.db.connection import Conn, Database, transaction
+from makima.domain import monitor as monitor_event
 from makima.domain.models import Contract
 from makima.domain.principals import Principal
 from makima.domain.supervisors import CHECKPOINT_SAVE_POINTS, Heartbeat, SavePoint, SupervisorState, check_timestamp
@@ -100,6 +102,10 @@ class HeartbeatAnswer:
     superseded: bool = False
 
 
+# Told of accepted heartbeats (their monitor envelopes) and whether state-change events were logged.
+HeartbeatMonitor = Callable[[list[dict[str, Any]], bool], None]
+
+
 def _validate(hb: Heartbeat, now: datetime) -> str | None:
     return check_timestamp(hb.timestamp, now)
 
@@ -135,10 +141,17 @@ def _state_changed(
 
 
 def ingest_heartbeats(
-    db: Database, principal: Principal, heartbeats: list[Heartbeat], *, daemon_id: UUID | None = None
+    db: Database,
+    principal: Principal,
+    heartbeats: list[Heartbeat],
+    *,
+    daemon_id: UUID | None = None,
+    monitor: HeartbeatMonitor | None = None,
 ) -> list[HeartbeatAnswer]:
     """Apply a batch in one statement. Each heartbeat is accepted or refused on its own (bad timestamp,
-    unknown supervisor); the answer tells each supervisor what the server wants from it."""
+    unknown supervisor); the answer tells each supervisor what the server wants from it. ``monitor``
+    gets the monitor envelopes of the accepted ones (heartbeats are not in the event log), and whether
+    the statement logged events (state changes), which then wait in the outbox."""
     now = datetime.now(UTC)
     answers: dict[int, HeartbeatAnswer] = {}
     valid: list[tuple[int, Heartbeat]] = []
@@ -160,6 +173,7 @@ def ingest_heartbeats(
             actor=principal.actor,
         )
     by_position = {r["ord"]: r for r in rows}
+    accepted: list[dict[str, Any]] = []
     for position, (i, hb) in enumerate(valid, start=1):
         r = by_position.get(position)
         if r is None:
@@ -175,17 +189,40 @@ def ingest_heartbeats(
             answers[i] = HeartbeatAnswer(
                 hb.task_id, True, None, bool(r["sync_requested"]), bool(r["restart_requested"])
             )
+            if monitor is not None:
+                accepted.append(
+                    monitor_event.heartbeat(
+                        contract_id=r["contract_id"],
+                        owner_id=r["owner_id"],
+                        supervisor_task_id=hb.task_id,
+                        state=hb.state.value,
+                        activity=hb.current_activity,
+                        progress=hb.progress,
+                        at=hb.timestamp,
+                        actor=principal.actor,
+                    )
+                )
+    logged = any(r["was_dead"] or r["old_state"] != r["new_state"] for r in rows if not r["superseded"])
+    if monitor is not None and (accepted or logged):
+        monitor(accepted, logged)
     return [answers[i] for i in range(len(heartbeats))]
 
 
-def heartbeat(db: Database, principal: Principal, contract_id: UUID, hb: Heartbeat) -> HeartbeatAnswer:
+def heartbeat(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    hb: Heartbeat,
+    *,
+    monitor: HeartbeatMonitor | None = None,
+) -> HeartbeatAnswer:
     """One supervisor's heartbeat. Refusals are errors here (the batch endpoint reports them per item)."""
     if hb.contract_id is not None and hb.contract_id != contract_id:
         raise BadRequest("contract_id in the body differs from the path", {"contract_id": str(hb.contract_id)})
     problem = _validate(hb, datetime.now(UTC))
     if problem:
         raise InvalidRequest(problem, {"field": "timestamp"})
-    answer = ingest_heartbeats(db, principal, [hb.model_copy(update={"contract_id": contract_id})])[0]
+    answer = ingest_heartbeats(db, principal, [hb.model_copy(update={"contract_id": contract_id})], monitor=monitor)[0]
     if not answer.accepted and not answer.superseded:
         with transaction(db) as conn:
             load_contract(conn, principal, contract_id)  # ContractNotFound for other owners

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from makima.api.routers import (
     admin,
+    batch,
     chat,
     completion,
     contract_types,
@@ -17,6 +18,7 @@ from makima.api.routers import (
     health,
     heartbeats,
     lifecycle,
+    metrics,
     questions,
     supervisors,
     tasks,
@@ -27,6 +29,8 @@ ALL_ROUTERS: list[APIRouter] = [
     contract_types.router,
     # Before contracts: /contracts/dashboard must not be taken for /contracts/{contract_id}.
     dashboard.router,
+    # Before contracts too, for /contracts/batch.
+    batch.router,
     contracts.router,
     lifecycle.router,
     completion.router,
@@ -39,4 +43,5 @@ ALL_ROUTERS: list[APIRouter] = [
     heartbeats.router,
     daemons.router,
     admin.router,
+    metrics.router,
 ]

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from fastapi import Request
 from pydantic import BaseModel, Field
 
+from makima.api.after_write import HANDLED
 from makima.api.concurrency import blocking
-from makima.api.deps import DB, Caller, feature
+from makima.api.deps import DB, Caller, Events, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import Body
 from makima.domain.supervisors import Heartbeat
 from makima.flags import Flag
 from makima.services import supervisors as svc
+from makima.services.monitor import EventSink
+from makima.services.supervisors import HeartbeatMonitor
 
 router = make_router("heartbeats")
 router.dependencies.append(feature(Flag.SUPERVISOR_HEARTBEAT))
@@ -40,14 +44,28 @@ class HeartbeatBatchAnswer(BaseModel):
     rejected: int
 
 
+def _handled_by(request: Request, events: EventSink | None) -> HeartbeatMonitor | None:
+    """The sink's heartbeat hook; the after-write middleware then leaves the request alone."""
+    if events is None:
+        return None
+    setattr(request.state, HANDLED, True)
+    return events.heartbeats
+
+
 @router.post("/contracts/{contract_id}/supervisor/heartbeat", response_model=HeartbeatAnswerOut)
-async def heartbeat(contract_id: UUID, body: Heartbeat, db: DB, caller: Caller) -> HeartbeatAnswerOut:
-    return HeartbeatAnswerOut(**vars(await blocking(svc.heartbeat, db, caller, contract_id, body)))
+async def heartbeat(contract_id: UUID, body: Heartbeat, db: DB, caller: Caller, events: Events) -> HeartbeatAnswerOut:
+    monitor = events.heartbeats if events is not None else None
+    return HeartbeatAnswerOut(**vars(await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)))
 
 
 @router.post("/supervisors/heartbeats", response_model=HeartbeatBatchAnswer)
-async def heartbeat_batch(body: HeartbeatBatch, db: DB, caller: Caller) -> HeartbeatBatchAnswer:
-    answers = await blocking(svc.ingest_heartbeats, db, caller, body.heartbeats, daemon_id=body.daemon_id)
+async def heartbeat_batch(
+    request: Request, body: HeartbeatBatch, db: DB, caller: Caller, events: Events
+) -> HeartbeatBatchAnswer:
+    monitor = _handled_by(request, events)
+    answers = await blocking(
+        svc.ingest_heartbeats, db, caller, body.heartbeats, daemon_id=body.daemon_id, monitor=monitor
+    )
     accepted = sum(a.accepted for a in answers)
     return HeartbeatBatchAnswer(
         results=[HeartbeatAnswerOut(**vars(a)) for a in answers], accepted=accepted, rejected=len(answers) - accepted

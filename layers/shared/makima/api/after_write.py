@@ -1,0 +1,38 @@
+"""ASGI middleware that hands the outbox to the event pipeline once a request that may have written
+events is done (its transaction committed before the response was sent).
+
+Reads never write events, so GET/HEAD/OPTIONS are skipped, and so are requests whose endpoint handed
+its events to the sink itself (``HANDLED`` in ``request.state``: the heartbeat endpoints). A failing
+pipeline is logged and never turns a successful write into an error: the sweeper publishes what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from makima.api.concurrency import blocking
+from makima.services.monitor import EventSink
+
+log = logging.getLogger("makima.events")
+
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+HANDLED = "events_handled"
+
+
+class PublishAfterWrite:
+    def __init__(self, app: ASGIApp, events: EventSink) -> None:
+        self.app = app
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope.get("method") in _READS:
+            return
+        if (scope.get("state") or {}).get(HANDLED):
+            return
+        try:
+            await blocking(self.events.committed)
+        except Exception:
+            log.exception("publishing events after a write failed; the sweeper will retry")

@@ -1,0 +1,29 @@
+"""GET /metrics: the seed's Prometheus metrics, fleet-wide, for admins.
+
+At the root, not under /api/v1: ``/metrics`` is where Prometheus looks by default. It is not public
+like health: the counts span every owner, so it takes a bearer token like every other endpoint and
+answers 403 ``FORBIDDEN`` to non-admins (Prometheus scrapes with an admin token, ``bearer_token`` in its
+scrape config).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Response
+
+from makima.api.deps import DB, Caller, Config
+from makima.api.routers._common import ERROR_RESPONSES
+from makima.services import metrics as svc
+
+router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}},
+)
+def metrics(db: DB, caller: Caller, config: Config) -> Response:
+    snap = svc.snapshot(db, caller, stale_threshold=timedelta(minutes=config.contracts.stale_threshold_minutes))
+    return Response(content=svc.exposition(snap), media_type=svc.CONTENT_TYPE)

@@ -1,0 +1,202 @@
+"""SQL for the monitor: connections and their filters, the outbox, replay, stale episodes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from makima.db.connection import Conn
+
+_EVENT_COLUMNS = "id, contract_id, owner_id, type, payload, actor, created_at"
+_CONNECTION_COLUMNS = (
+    "connection_id, owner_id, is_admin, endpoint, contract_ids, statuses, include_stale, include_heartbeats, resuming"
+)
+
+# --- connections ---------------------------------------------------------------------------------
+
+
+def add_connection(conn: Conn, connection_id: str, owner_id: UUID, *, is_admin: bool, endpoint: str) -> None:
+    """A new connection gets every event of its owner's contracts but heartbeats until it sends a
+    filter (the defaults of the filter message)."""
+    conn.execute(
+        """
+        INSERT INTO monitor_connections (connection_id, owner_id, is_admin, endpoint)
+        VALUES (%s, %s, %s, %s)
+        ON CONFLICT (connection_id) DO UPDATE
+           SET owner_id = EXCLUDED.owner_id, is_admin = EXCLUDED.is_admin, endpoint = EXCLUDED.endpoint
+        """,
+        (connection_id, owner_id, is_admin, endpoint),
+    )
+
+
+def get_connection(conn: Conn, connection_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return conn.execute(
+        f"SELECT {_CONNECTION_COLUMNS} FROM monitor_connections WHERE connection_id = %s{lock}", (connection_id,)
+    ).fetchone()
+
+
+def set_filter(
+    conn: Conn,
+    connection_id: str,
+    *,
+    contract_ids: list[UUID] | None,
+    statuses: list[str] | None,
+    include_stale: bool,
+    include_heartbeats: bool,
+    resuming: bool,
+) -> bool:
+    cur = conn.execute(
+        """
+        UPDATE monitor_connections
+           SET contract_ids = %s, statuses = %s, include_stale = %s, include_heartbeats = %s,
+               resuming = %s, filter_set_at = now()
+         WHERE connection_id = %s
+        """,
+        (contract_ids, statuses, include_stale, include_heartbeats, resuming, connection_id),
+    )
+    return cur.rowcount == 1
+
+
+def set_resuming(conn: Conn, connection_id: str, resuming: bool) -> None:
+    conn.execute("UPDATE monitor_connections SET resuming = %s WHERE connection_id = %s", (resuming, connection_id))
+
+
+def remove_connections(conn: Conn, connection_ids: Sequence[str]) -> int:
+    if not connection_ids:
+        return 0
+    cur = conn.execute("DELETE FROM monitor_connections WHERE connection_id = ANY(%s)", (list(connection_ids),))
+    return cur.rowcount
+
+
+def remove_endpoint(conn: Conn, endpoint: str) -> int:
+    """Forget the connections of a local stack that is gone (they cannot be open any more)."""
+    cur = conn.execute("DELETE FROM monitor_connections WHERE endpoint = %s", (endpoint,))
+    return cur.rowcount
+
+
+def live_subscribers(conn: Conn, endpoint: str, *, heartbeats_only: bool = False) -> list[dict[str, Any]]:
+    """The connections of ``endpoint`` that take live events now (not those still replaying)."""
+    extra = " AND include_heartbeats" if heartbeats_only else ""
+    return conn.execute(
+        f"""
+        SELECT {_CONNECTION_COLUMNS} FROM monitor_connections
+         WHERE endpoint = %s AND NOT resuming{extra}
+         ORDER BY connection_id
+        """,
+        (endpoint,),
+    ).fetchall()
+
+
+def any_heartbeat_subscriber(conn: Conn) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM monitor_connections WHERE include_heartbeats) AS yes").fetchone()
+    return bool(row and row["yes"])
+
+
+def contract_statuses(conn: Conn, contract_ids: Sequence[str]) -> dict[str, str]:
+    if not contract_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT id::text AS id, status FROM contracts WHERE id = ANY(%s::uuid[])", (list(contract_ids),)
+    ).fetchall()
+    return {r["id"]: r["status"] for r in rows}
+
+
+# --- outbox --------------------------------------------------------------------------------------
+
+
+def claim_unpublished(conn: Conn, limit: int, *, older_than: timedelta | None = None) -> list[dict[str, Any]]:
+    """Unpublished events, oldest first, locked for this transaction: concurrent publishers skip
+    them instead of publishing them twice, and if this one dies before marking them, its locks go
+    with its transaction and the sweeper takes them later."""
+    age = "AND created_at < now() - %(age)s" if older_than is not None else ""
+    return conn.execute(
+        f"""
+        SELECT {_EVENT_COLUMNS} FROM contract_events
+         WHERE published_at IS NULL {age}
+         ORDER BY id
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED
+        """,
+        {"limit": limit, "age": older_than},
+    ).fetchall()
+
+
+def mark_published(conn: Conn, ids: Sequence[int]) -> None:
+    conn.execute("UPDATE contract_events SET published_at = now() WHERE id = ANY(%s)", (list(ids),))
+
+
+def unpublished_count(conn: Conn) -> int:
+    row = conn.execute("SELECT count(*) AS n FROM contract_events WHERE published_at IS NULL").fetchone()
+    return int(row["n"]) if row else 0
+
+
+# --- replay --------------------------------------------------------------------------------------
+
+
+def events_after(
+    conn: Conn, owner_id: UUID | None, after_id: int, limit: int, contract_ids: list[UUID] | None
+) -> list[dict[str, Any]]:
+    """The log after ``after_id`` that a monitor may see, oldest first. Index-backed either way: by
+    owner (idx_contract_events_owner), by contract, or by id for admins."""
+    return conn.execute(
+        f"""
+        SELECT {_EVENT_COLUMNS} FROM contract_events
+         WHERE id > %(after)s
+           AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
+           AND (%(ids)s::uuid[] IS NULL OR contract_id = ANY(%(ids)s::uuid[]))
+         ORDER BY id
+         LIMIT %(limit)s
+        """,
+        {"after": after_id, "owner": owner_id, "ids": contract_ids, "limit": limit},
+    ).fetchall()
+
+
+# --- stale episodes ------------------------------------------------------------------------------
+
+
+def report_stale(conn: Conn, threshold: timedelta, limit: int, actor: str) -> list[dict[str, Any]]:
+    """Open a stale episode for each contract idle past ``threshold`` that has none open, and log its
+    ``stale_detected`` event, in one statement.
+
+    An episode is open while the contract's activity is the one it was reported for; activity since
+    (``last_activity_at`` moved) ends it, and the next idle spell is a new episode. Candidates come
+    from idx_contracts_stale (live contracts by last activity), not a scan of every contract.
+    """
+    return conn.execute(
+        """
+        WITH found AS (
+            SELECT c.id, c.owner_id, c.last_activity_at
+              FROM contracts c
+              LEFT JOIN stale_reports r ON r.contract_id = c.id
+             WHERE c.status NOT IN ('completed', 'failed', 'archived')
+               AND c.last_activity_at < now() - %(threshold)s
+               AND (r.contract_id IS NULL OR r.last_activity_at < c.last_activity_at)
+             ORDER BY c.last_activity_at
+             LIMIT %(limit)s
+               FOR UPDATE OF c SKIP LOCKED
+        ),
+        ev AS (
+            INSERT INTO contract_events (contract_id, owner_id, type, payload, actor)
+            SELECT f.id, f.owner_id, 'stale_detected',
+                   jsonb_build_object(
+                       'contract_id', f.id::text,
+                       'last_activity', to_jsonb(f.last_activity_at),
+                       'stale_duration_secs', floor(extract(epoch FROM now() - f.last_activity_at))::bigint
+                   ),
+                   %(actor)s
+              FROM found f
+             ORDER BY f.last_activity_at
+            RETURNING id, contract_id
+        )
+        INSERT INTO stale_reports AS r (contract_id, last_activity_at, event_id, reported_at)
+        SELECT f.id, f.last_activity_at, ev.id, now() FROM found f JOIN ev ON ev.contract_id = f.id
+        ON CONFLICT (contract_id) DO UPDATE
+           SET last_activity_at = EXCLUDED.last_activity_at, event_id = EXCLUDED.event_id,
+               reported_at = EXCLUDED.reported_at
+        RETURNING r.contract_id, r.last_activity_at, r.event_id
+        """,
+        {"threshold": threshold, "limit": limit, "actor": actor},
+    ).fetchall()

@@ -1,0 +1,131 @@
+"""The monitor on AWS: the API Gateway WebSocket API's routes and the broadcaster.
+
+- ``monitor_handler``: ``$connect`` (token from ``?token=`` or an Authorization header; refused with
+  401, or 503 while the database is down), ``$default`` (the filter message / ping of
+  ``services.monitor.handle_message``) and ``$disconnect``.
+- ``broadcaster_handler``: the EventBridge rule's target; sends each event to the matching
+  connections through the management API.
+- ``ManagementApiSender``: the ``Sender``: one thread per connection (bounded), short timeouts and no
+  retries, so one slow or dead client costs the others nothing; 410 Gone means forget the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from makima.errors import DatabaseUnavailable, Unauthorized
+from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
+from makima.lambda_support.runtime import get_database
+from makima.services import auth
+from makima.services import monitor as svc
+
+log = logging.getLogger("makima.monitor")
+
+MAX_WORKERS = 32
+# A client that cannot take a message within this is skipped for this event (not forgotten).
+_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"})
+
+
+def endpoint_of(event: Mapping[str, Any]) -> str:
+    """The management API endpoint of the WebSocket API the event came through. The template also
+    gives it to the broadcaster as MONITOR_ENDPOINT; connections are stored under it."""
+    configured = os.environ.get("MONITOR_ENDPOINT")
+    if configured:
+        return configured
+    ctx = event.get("requestContext") or {}
+    return f"https://{ctx.get('domainName')}/{ctx.get('stage')}"
+
+
+class ManagementApiSender:
+    def __init__(self, endpoint: str, client: Any | None = None) -> None:
+        self.endpoint = endpoint
+        self.client = client or boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_CLIENT_CONFIG)
+
+    def _post_all(self, connection_id: str, messages: Sequence[Mapping[str, Any]]) -> bool:
+        """Post in order; False when the connection is gone."""
+        for message in messages:
+            try:
+                self.client.post_to_connection(
+                    ConnectionId=connection_id, Data=json.dumps(message, default=str).encode()
+                )
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code == "GoneException" or status == 410:
+                    return False
+                log.warning("monitor %s: post failed (%s); skipped", connection_id, code)
+                return True
+            except BotoCoreError as exc:  # timeouts, connection errors: a slow client, not a gone one
+                log.warning("monitor %s: post failed (%s); skipped", connection_id, type(exc).__name__)
+                return True
+        return True
+
+    def send(self, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
+        if not deliveries:
+            return set()
+        if len(deliveries) == 1:
+            ((cid, messages),) = deliveries.items()
+            return set() if self._post_all(cid, messages) else {cid}
+        with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(deliveries))) as pool:
+            alive = dict(zip(deliveries, pool.map(lambda item: self._post_all(*item), deliveries.items()), strict=True))
+        return {cid for cid, ok in alive.items() if not ok}
+
+
+def _token(event: Mapping[str, Any]) -> str | None:
+    query = event.get("queryStringParameters") or {}
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    return query.get("token") or auth.bearer(headers.get("authorization"))
+
+
+def _monitor(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    ctx = event.get("requestContext") or {}
+    route, connection_id = ctx.get("routeKey"), str(ctx.get("connectionId"))
+    database = get_database()
+    logger.append_keys(route=route, connection_id=connection_id)
+    try:
+        if route == "$connect":
+            try:
+                principal = auth.resolve(database, _token(event))
+            except Unauthorized as exc:
+                logger.info("monitor connection refused", extra={"reason": str(exc)})
+                return {"statusCode": 401, "body": json.dumps({"error": exc.to_dict()})}
+            svc.connect(database, connection_id, principal, endpoint_of(event))
+            metrics.add_metric(name="MonitorConnected", unit=MetricUnit.Count, value=1)
+            return {"statusCode": 200}
+        if route == "$disconnect":
+            svc.disconnect(database, connection_id)
+            return {"statusCode": 200}
+        sender = ManagementApiSender(endpoint_of(event))
+        svc.handle_message(database, connection_id, event.get("body"), sender)
+        return {"statusCode": 200}
+    except DatabaseUnavailable as exc:
+        logger.warning("monitor: database unavailable")
+        return {"statusCode": 503, "body": json.dumps({"error": exc.to_dict()})}
+
+
+def _broadcast(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """One EventBridge event (``detail`` is the envelope plus its owner) to the matching connections."""
+    envelope = event.get("detail") or {}
+    if not isinstance(envelope, dict) or "type" not in envelope:
+        raise ValueError("not a makima monitor event")
+    endpoint = os.environ["MONITOR_ENDPOINT"]
+    result = svc.broadcast(get_database(), [envelope], ManagementApiSender(endpoint), endpoint)
+    metrics.add_metric(name="MonitorMessagesSent", unit=MetricUnit.Count, value=result.messages)
+    metrics.add_metric(name="MonitorConnectionsGone", unit=MetricUnit.Count, value=result.gone)
+    return {"connections": result.connections, "messages": result.messages, "gone": result.gone}
+
+
+monitor_handler: LambdaHandler = observed(_monitor)
+broadcaster_handler: LambdaHandler = observed(_broadcast, correlation_id_path=correlation_paths.EVENT_BRIDGE)

@@ -1,0 +1,210 @@
+"""The local stack's event pipeline and WebSocket monitor: what EventBridge, the broadcaster function and
+the API Gateway WebSocket API do on AWS, in-process, running the same services.
+
+- ``OutboxPump``: a thread that publishes the outbox after each write (``committed`` pokes it) and
+  sweeps it every second, and broadcasts heartbeats; it calls ``services.monitor.broadcast`` like
+  the broadcaster function does.
+- ``LocalHub``: the ``Sender`` of the local stack: one bounded queue per open WebSocket. Sending only
+  enqueues, so a slow client never delays the others; a client whose queue overflows is closed.
+- ``mount_monitor``: ``WS /api/v1/contracts/monitor`` (token as ``?token=`` or a bearer header),
+  speaking the protocol of ``services.monitor.handle_message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
+
+from makima.db import monitor as monitor_sql
+from makima.db.connection import Database, transaction
+from makima.errors import DatabaseUnavailable, Unauthorized
+from makima.services import auth
+from makima.services import monitor as svc
+
+log = logging.getLogger("makima.monitor")
+
+MONITOR_PATH = "/api/v1/contracts/monitor"
+# Messages waiting for one client before it is deemed too slow and closed (it reconnects and resumes).
+QUEUE_LIMIT = 5_000
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4408
+
+
+class _Client:
+    __slots__ = ("overflowed", "queue")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.overflowed = False
+
+
+class LocalHub:
+    """Open monitor connections of this process, by connection id."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._clients: dict[str, _Client] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self, connection_id: str) -> _Client:
+        self._loop = asyncio.get_running_loop()
+        client = _Client()
+        with self._lock:
+            self._clients[connection_id] = client
+        return client
+
+    def close(self, connection_id: str) -> None:
+        with self._lock:
+            self._clients.pop(connection_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def send(self, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
+        """Enqueue (from any thread); the connections not open here are reported gone."""
+        gone: set[str] = set()
+        loop = self._loop
+        for connection_id, messages in deliveries.items():
+            with self._lock:
+                client = self._clients.get(connection_id)
+            if client is None or loop is None or loop.is_closed():
+                gone.add(connection_id)
+                continue
+            frames = [json.dumps(m, default=str) for m in messages]
+            loop.call_soon_threadsafe(self._enqueue, client, frames)
+        return gone
+
+    @staticmethod
+    def _enqueue(client: _Client, frames: list[str]) -> None:
+        if client.overflowed:
+            return
+        if client.queue.qsize() + len(frames) > QUEUE_LIMIT:
+            client.overflowed = True
+            client.queue.put_nowait(None)  # the writer closes the socket
+            return
+        for frame in frames:
+            client.queue.put_nowait(frame)
+
+
+class DirectPublisher:
+    """Locally, publishing is broadcasting: no bus between the outbox and the connections."""
+
+    def __init__(self, database: Database, hub: LocalHub) -> None:
+        self.database = database
+        self.hub = hub
+
+    def publish(self, events: Sequence[Mapping[str, Any]]) -> None:
+        svc.broadcast(self.database, events, self.hub, self.hub.endpoint)
+
+
+class OutboxPump:
+    """The local ``EventSink``: publishes the outbox after writes and every ``sweep`` seconds."""
+
+    def __init__(self, database: Database, hub: LocalHub, *, sweep: float = 1.0) -> None:
+        self.database = database
+        self.publisher = DirectPublisher(database, hub)
+        self.sweep = sweep
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._heartbeats: queue.SimpleQueue[list[Mapping[str, Any]]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="makima-outbox", daemon=True)
+
+    def start(self) -> OutboxPump:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def committed(self) -> None:
+        self._wake.set()
+
+    def heartbeats(self, events: Sequence[Mapping[str, Any]], logged: bool) -> None:
+        if events:
+            self._heartbeats.put(list(events))
+        self._wake.set()
+
+    def run_once(self) -> int:
+        """Publish what is pending now; the number of logged events published."""
+        beats: list[Mapping[str, Any]] = []
+        while not self._heartbeats.empty():
+            beats.extend(self._heartbeats.get_nowait())
+        published = svc.drain_outbox(self.database, self.publisher)
+        if beats:
+            self.publisher.publish(beats)
+        return len(published)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.sweep)
+            self._wake.clear()
+            try:
+                self.run_once()
+            except DatabaseUnavailable:
+                log.warning("outbox: database unavailable; retrying")
+            except Exception:  # the pump must outlive any one failure; the next sweep retries
+                log.exception("outbox: publishing failed")
+
+
+def _token(websocket: WebSocket) -> str | None:
+    return websocket.query_params.get("token") or auth.bearer(websocket.headers.get("authorization"))
+
+
+def mount_monitor(app: FastAPI, database: Database, hub: LocalHub) -> None:
+    """Serve the monitor protocol on ``app`` (the local stack's; Lambda apps never get it)."""
+
+    @app.websocket(MONITOR_PATH)
+    async def monitor(websocket: WebSocket) -> None:
+        try:
+            principal = await run_in_threadpool(auth.resolve, database, _token(websocket))
+        except (Unauthorized, DatabaseUnavailable) as exc:
+            # Refused during the handshake: the client sees HTTP 403 (the WebSocket spec has no 401).
+            log.info("monitor connection refused: %s", exc)
+            await websocket.close(code=CLOSE_UNAUTHORIZED, reason=str(exc)[:120])
+            return
+        await websocket.accept()
+        connection_id = f"local-{uuid.uuid4()}"
+        client = hub.open(connection_id)
+        await run_in_threadpool(svc.connect, database, connection_id, principal, hub.endpoint)
+        writer = asyncio.create_task(_write(websocket, client))
+        try:
+            while True:
+                raw = await websocket.receive_text()
+                await run_in_threadpool(svc.handle_message, database, connection_id, raw, hub)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            hub.close(connection_id)
+            writer.cancel()
+            with contextlib.suppress(Exception):
+                await run_in_threadpool(svc.disconnect, database, connection_id)
+
+
+async def _write(websocket: WebSocket, client: _Client) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            frame = await client.queue.get()
+            if frame is None:
+                await websocket.close(code=CLOSE_TOO_SLOW, reason="too slow: reconnect and resume")
+                return
+            await websocket.send_text(frame)
+
+
+def forget_previous_connections(database: Database, endpoint: str) -> int:
+    """Rows of this stack's connections that a crash left behind (none of them can be open now)."""
+    with transaction(database) as conn:
+        return monitor_sql.remove_endpoint(conn, endpoint)

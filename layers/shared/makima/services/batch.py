@@ -1,0 +1,324 @@
+"""Batch operations over contracts (seed 5.3), for admins: archive old finished contracts, pause every
+active one, resume every paused one, delete old archived ones, ask stale contracts' supervisors to
+restart.
+
+How a batch runs, and why:
+
+- **Chunks.** Candidates are walked in id order, ``CHUNK_SIZE`` per transaction (keyset pagination), so
+  a batch over 10,000 contracts never holds 10,000 row locks, nor one transaction open for its whole
+  run. A chunk that committed stays committed whatever happens to the next one.
+- **One savepoint per item.** Each contract is changed inside a savepoint of its chunk's transaction:
+  an item that fails rolls back alone (its change and its event), the others in the chunk commit.
+- **Re-checked under the lock.** Each candidate is locked ``FOR UPDATE`` under the batch's predicate
+  (``db/batch.py``); one that stopped matching since it was listed (someone completed, resumed or
+  deleted it meanwhile) is *skipped*: neither affected nor an error. A batch acts on the contracts that
+  match when it reaches them, exactly as if the change had happened before the batch started, and a
+  re-run has nothing to retry for them. What did not work is an error: a lock held longer than
+  ``LOCK_TIMEOUT`` (``CONFLICT``), a stale contract without a supervisor (``SUPERVISOR_NOT_FOUND``).
+- **The services, as they are.** Status moves go through ``contracts.change_status`` and restarts
+  through ``supervisors.restart_supervisor``, run on the chunk's connection (``_Within``): the same
+  transition table, checks and events as a single request, one savepoint deeper.
+- **A summary event.** After a real run, one ``batch_operation`` event (no contract, no owner) records
+  the operation and its counts; the ``batch_operations_total`` metric counts these by operation.
+
+``dry_run`` lists what would be affected (and the errors that can be told without writing: contracts
+without a supervisor) and writes nothing, no events included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+import psycopg
+
+from makima.db import batch as batch_sql
+from makima.db import events as events_sql
+from makima.db.connection import Conn, Database, transaction
+from makima.domain.principals import Principal
+from makima.domain.statuses import TERMINAL, ContractStatus
+from makima.errors import Conflict, Forbidden, MakimaError, SupervisorNotFound, ValidationFailed
+from makima.services import contracts as contracts_svc
+from makima.services import supervisors as supervisors_svc
+from makima.services.common import load_contract, record
+
+
+class BatchOperation(StrEnum):
+    ARCHIVE_OLD = "archive_old"
+    PAUSE_ALL = "pause_all"
+    RESUME_ALL = "resume_all"
+    CLEANUP_ARCHIVED = "cleanup_archived"
+    RESTART_STALE = "restart_stale"
+
+
+S = ContractStatus
+# The finished statuses a contract can be archived from (archived itself is not: it has no way out).
+ARCHIVABLE: tuple[ContractStatus, ...] = (S.COMPLETED, S.FAILED)
+NOT_TERMINAL: tuple[ContractStatus, ...] = tuple(s for s in ContractStatus if s not in TERMINAL)
+# Operations that select by age; the first two need the age given, restart_stale defaults to the
+# configured stale threshold.
+_AGED = frozenset({BatchOperation.ARCHIVE_OLD, BatchOperation.CLEANUP_ARCHIVED, BatchOperation.RESTART_STALE})
+_AGE_REQUIRED = frozenset({BatchOperation.ARCHIVE_OLD, BatchOperation.CLEANUP_ARCHIVED})
+
+CHUNK_SIZE = 100  # contracts per transaction: bounds the locks held and the work lost to a failure
+LOCK_TIMEOUT = "2s"  # the longest an item waits for a contract another change holds
+DEFAULT_LIMIT = 1000  # a batch is one HTTP request: on AWS it must end within API Gateway's 29 s
+MAX_LIMIT = 10_000
+MAX_AGE_HOURS = 876_000  # 100 years: any real threshold, and far from datetime's range
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    operation: str
+    older_than_hours: int | None = None
+    status_filter: list[str] | None = None
+    contract_ids: list[UUID] | None = None
+    reason: str | None = None
+    dry_run: bool = False
+    limit: int = DEFAULT_LIMIT
+
+
+@dataclass(frozen=True)
+class ItemError:
+    contract_id: UUID
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    operation: BatchOperation
+    dry_run: bool
+    affected_ids: list[UUID] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
+
+    @property
+    def affected_count(self) -> int:
+        return len(self.affected_ids)
+
+
+Outcome = ItemError | Literal["affected", "skipped"]
+
+
+class _Within:
+    """A ``Database`` that is one already open transaction. A service run through it opens its
+    "transaction" as a savepoint of that one (psycopg nests ``conn.transaction()`` as SAVEPOINT), so
+    the batch reuses the services unchanged, on its own connection, under the locks it already holds,
+    without a commit of their own."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        yield self._conn
+
+    def close(self) -> None:
+        return None
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+def _invalid(message: str, request: BatchRequest, **details: Any) -> ValidationFailed:
+    return ValidationFailed(message, {"operation": request.operation, **details})
+
+
+def _operation(request: BatchRequest) -> BatchOperation:
+    try:
+        return BatchOperation(request.operation)
+    except ValueError:
+        raise _invalid(
+            f"unknown batch operation {request.operation!r}",
+            request,
+            valid_operations=[o.value for o in BatchOperation],
+        ) from None
+
+
+def _archivable(request: BatchRequest) -> list[str]:
+    wanted = request.status_filter if request.status_filter is not None else [s.value for s in ARCHIVABLE]
+    valid = [s.value for s in ARCHIVABLE]
+    if not wanted:
+        raise _invalid("status_filter is empty: name the statuses to archive", request, valid_statuses=valid)
+    refused = [s for s in wanted if s not in valid]
+    if refused:
+        raise _invalid(
+            f"status_filter: {', '.join(map(repr, refused))} cannot be archived; only finished contracts can",
+            request,
+            status_filter=list(wanted),
+            valid_statuses=valid,
+        )
+    return sorted(set(wanted))
+
+
+def plan(
+    request: BatchRequest, *, now: datetime, stale_threshold: timedelta
+) -> tuple[BatchOperation, batch_sql.Selection]:
+    """Check the request and turn it into the predicate the batch selects by. Fields that do not apply
+    to the operation are refused rather than ignored: ``pause_all`` with ``older_than_hours`` would
+    otherwise pause every active contract, not only the old ones the caller meant."""
+    operation = _operation(request)
+    age = request.older_than_hours
+    if age is not None and operation not in _AGED:
+        raise _invalid(f"older_than_hours does not apply to {operation.value}", request, field="older_than_hours")
+    if age is None and operation in _AGE_REQUIRED:
+        raise _invalid(f"{operation.value} needs older_than_hours", request, field="older_than_hours")
+    if age is not None and not 0 <= age <= MAX_AGE_HOURS:
+        raise _invalid(f"older_than_hours must be between 0 and {MAX_AGE_HOURS}", request, field="older_than_hours")
+    if request.status_filter is not None and operation is not BatchOperation.ARCHIVE_OLD:
+        raise _invalid(f"status_filter does not apply to {operation.value}", request, field="status_filter")
+    if not 1 <= request.limit <= MAX_LIMIT:
+        raise _invalid(f"limit must be between 1 and {MAX_LIMIT}", request, field="limit")
+    cutoff = now - timedelta(hours=age) if age is not None else None
+    ids = list(request.contract_ids) if request.contract_ids is not None else None
+    match operation:
+        case BatchOperation.ARCHIVE_OLD:
+            return operation, batch_sql.Selection(_archivable(request), changed_before=cutoff, ids=ids)
+        case BatchOperation.PAUSE_ALL:
+            return operation, batch_sql.Selection([S.ACTIVE.value], ids=ids)
+        case BatchOperation.RESUME_ALL:
+            return operation, batch_sql.Selection([S.PAUSED.value], ids=ids)
+        case BatchOperation.CLEANUP_ARCHIVED:
+            return operation, batch_sql.Selection([S.ARCHIVED.value], changed_before=cutoff, ids=ids)
+        case BatchOperation.RESTART_STALE:
+            idle_before = cutoff if cutoff is not None else now - stale_threshold
+            return operation, batch_sql.Selection([s.value for s in NOT_TERMINAL], idle_before=idle_before, ids=ids)
+
+
+# --- the operations on one contract ---------------------------------------------------------------------
+
+# Each runs on the chunk's connection, inside the item's savepoint, with the contract locked and matching.
+Action = Callable[[Conn, Principal, UUID, str], None]
+
+
+def _move(status: ContractStatus) -> Action:
+    def act(conn: Conn, principal: Principal, contract_id: UUID, reason: str) -> None:
+        contracts_svc.change_status(_Within(conn), principal, contract_id, status=status, reason=reason)
+
+    return act
+
+
+def _restart(conn: Conn, principal: Principal, contract_id: UUID, reason: str) -> None:
+    supervisors_svc.restart_supervisor(_Within(conn), principal, contract_id, reason=reason)
+
+
+def _delete(conn: Conn, principal: Principal, contract_id: UUID, reason: str) -> None:
+    contract = load_contract(conn, principal, contract_id, lock=True)
+    record(
+        conn,
+        contract,
+        principal,
+        "contract_deleted",
+        name=contract.name,
+        contract_type=contract.contract_type,
+        status=contract.status.value,
+        reason=reason,
+    )
+    batch_sql.delete_contract(conn, contract_id)
+
+
+ACTIONS: dict[BatchOperation, Action] = {
+    BatchOperation.ARCHIVE_OLD: _move(S.ARCHIVED),
+    BatchOperation.PAUSE_ALL: _move(S.PAUSED),
+    BatchOperation.RESUME_ALL: _move(S.ACTIVE),
+    BatchOperation.CLEANUP_ARCHIVED: _delete,
+    BatchOperation.RESTART_STALE: _restart,
+}
+
+
+def _no_supervisor(contract_id: UUID) -> ItemError:
+    return ItemError(contract_id, SupervisorNotFound.code, f"contract {contract_id} has no supervisor")
+
+
+def _apply(
+    conn: Conn,
+    principal: Principal,
+    operation: BatchOperation,
+    selection: batch_sql.Selection,
+    contract_id: UUID,
+    reason: str,
+) -> Outcome:
+    """One contract, all or nothing: a savepoint around the lock, the re-check and the change."""
+    try:
+        with conn.transaction():
+            if not batch_sql.lock_candidate(conn, selection, contract_id):
+                return "skipped"
+            ACTIONS[operation](conn, principal, contract_id, reason)
+    except MakimaError as exc:
+        return ItemError(contract_id, exc.code, exc.message)
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.TransactionRollback):
+        # Another change held the contract past LOCK_TIMEOUT, or a deadlock chose this item: only this
+        # savepoint is rolled back, and a later run will find the contract again if it still matches.
+        return ItemError(contract_id, Conflict.code, "the contract is locked by another change; try again")
+    return "affected"
+
+
+def _preview(operation: BatchOperation, row: dict[str, Any]) -> Outcome:
+    """What ``_apply`` would answer, as far as can be told without writing."""
+    if operation is BatchOperation.RESTART_STALE and not row["has_supervisor"]:
+        return _no_supervisor(row["id"])
+    return "affected"
+
+
+# --- the batch ------------------------------------------------------------------------------------------
+
+
+def run_batch(
+    db: Database,
+    principal: Principal,
+    request: BatchRequest,
+    *,
+    stale_threshold: timedelta,
+    now: datetime | None = None,
+) -> BatchResult:
+    """Run one batch operation (admins only; they act on every owner's contracts). At most
+    ``request.limit`` contracts are acted on (affected or failed): a re-run continues with the rest,
+    since what was done no longer matches."""
+    if not principal.is_admin:
+        raise Forbidden("admin role required")
+    operation, selection = plan(request, now=now or datetime.now(UTC), stale_threshold=stale_threshold)
+    reason = request.reason or f"batch {operation.value}"
+    result = BatchResult(operation, request.dry_run)
+    remaining = request.limit
+    after: UUID | None = None
+    while remaining > 0:
+        wanted = min(CHUNK_SIZE, remaining)
+        with transaction(db) as conn:
+            if not request.dry_run:
+                batch_sql.set_lock_timeout(conn, LOCK_TIMEOUT)
+            chunk = batch_sql.candidates(conn, selection, after=after, limit=wanted)
+            for row in chunk:
+                if request.dry_run:
+                    outcome = _preview(operation, row)
+                else:
+                    outcome = _apply(conn, principal, operation, selection, row["id"], reason)
+                if outcome == "affected":
+                    result.affected_ids.append(row["id"])
+                elif isinstance(outcome, ItemError):
+                    result.errors.append(outcome)
+                if outcome != "skipped":
+                    remaining -= 1
+        if len(chunk) < wanted:
+            break
+        after = chunk[-1]["id"]
+    if not request.dry_run:
+        with transaction(db) as conn:
+            events_sql.append(
+                conn,
+                contract_id=None,
+                owner_id=None,
+                type="batch_operation",
+                payload={
+                    "operation": operation.value,
+                    "affected_count": result.affected_count,
+                    "error_count": len(result.errors),
+                    "dry_run": False,
+                },
+                actor=principal.actor,
+            )
+    return result

@@ -1,0 +1,252 @@
+"""The event pipeline behind the monitor (seed 5.1), free of transport: the outbox publisher, the
+broadcaster, and the connection protocol. AWS (EventBridge, API Gateway WebSocket) and the local
+stack (in-process, uvicorn WebSocket) plug in a ``Publisher`` and a ``Sender``; nothing else differs.
+
+Delivery is at least once: every event carries its id, a client drops the ids it has seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from makima.db import monitor as monitor_sql
+from makima.db.connection import Database, transaction
+from makima.domain.monitor import MonitorFilter, Subscriber, from_log, public, route
+from makima.domain.principals import Principal
+
+log = logging.getLogger("makima.monitor")
+
+# A reconnecting monitor gets at most this many missed events; past that it is told the replay was
+# cut short and should reload (the dashboard API) rather than wait for a flood.
+MAX_REPLAY = 5_000
+_REPLAY_PAGE = 500
+
+
+class Publisher(Protocol):
+    """Takes committed events to the broadcaster: EventBridge on AWS, a direct call locally."""
+
+    def publish(self, events: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+class Sender(Protocol):
+    """Delivers messages to connections; returns the connections that are gone (to forget them).
+
+    It must not let one slow or dead client hold up the others: it sends concurrently, with short
+    timeouts, and a client that cannot keep up is treated as gone.
+    """
+
+    def send(self, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]: ...
+
+
+class EventSink(Protocol):
+    """What the API does with events once a request is done: ``committed`` after a request that may
+    have written events (publish the outbox); ``heartbeats`` from the heartbeat endpoints instead,
+    with the envelopes of accepted heartbeats (never logged: they go to the broadcaster directly) and
+    whether the ingest logged events — most heartbeats change nothing, and then the outbox is not
+    even looked at, which keeps the hottest path at one round trip."""
+
+    def committed(self) -> None: ...
+
+    def heartbeats(self, events: Sequence[Mapping[str, Any]], logged: bool) -> None: ...
+
+
+# --- outbox --------------------------------------------------------------------------------------
+
+
+def drain_outbox(
+    database: Database,
+    publisher: Publisher,
+    *,
+    batch: int = 500,
+    older_than: timedelta | None = None,
+    max_batches: int = 20,
+) -> list[dict[str, Any]]:
+    """Publish committed, unpublished events, oldest first, and mark them published.
+
+    Publishing happens while the rows are locked, and they are marked in the same transaction: if
+    the publish fails, nothing is marked and the sweeper retries; if it succeeded but the commit
+    fails, they are published again (at least once). Returns the events published.
+    """
+    published: list[dict[str, Any]] = []
+    for _ in range(max_batches):
+        with transaction(database) as conn:
+            rows = monitor_sql.claim_unpublished(conn, batch, older_than=older_than)
+            if not rows:
+                break
+            events = [from_log(r) for r in rows]
+            publisher.publish(events)
+            monitor_sql.mark_published(conn, [r["id"] for r in rows])
+        published.extend(events)
+        if len(rows) < batch:
+            break
+    return published
+
+
+# --- broadcaster ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastResult:
+    connections: int
+    messages: int
+    gone: int
+
+
+def broadcast(
+    database: Database, events: Sequence[Mapping[str, Any]], sender: Sender, endpoint: str
+) -> BroadcastResult:
+    """Send each event to the connections of ``endpoint`` whose filter takes it, and forget the
+    connections that are gone. The status a filter matches is the contract's status now, read once
+    for the whole batch. (One endpoint per broadcaster: a WebSocket API on AWS, a process locally.)"""
+    if not events:
+        return BroadcastResult(0, 0, 0)
+    heartbeats_only = all(e["type"] == "heartbeat" for e in events)
+    with transaction(database) as conn:
+        subscribers = [
+            Subscriber.from_row(r)
+            for r in monitor_sql.live_subscribers(conn, endpoint, heartbeats_only=heartbeats_only)
+        ]
+        if not subscribers:
+            return BroadcastResult(0, 0, 0)
+        ids = sorted({str(e["contract_id"]) for e in events if e.get("contract_id")})
+        statuses = monitor_sql.contract_statuses(conn, ids)
+    routed = route(events, subscribers, statuses)
+    deliveries = {cid: [public(e) for e in evs] for cid, evs in routed.items()}
+    gone = sender.send(deliveries) if deliveries else set()
+    if gone:
+        with transaction(database) as conn:
+            monitor_sql.remove_connections(conn, sorted(gone))
+        log.info("forgot %d gone monitor connection(s)", len(gone))
+    return BroadcastResult(len(deliveries), sum(len(v) for v in deliveries.values()), len(gone))
+
+
+# --- connection protocol -------------------------------------------------------------------------
+
+
+def connect(database: Database, connection_id: str, principal: Principal, endpoint: str) -> None:
+    with transaction(database) as conn:
+        monitor_sql.add_connection(
+            conn, connection_id, principal.user_id, is_admin=principal.is_admin, endpoint=endpoint
+        )
+
+
+def disconnect(database: Database, connection_id: str) -> None:
+    with transaction(database) as conn:
+        monitor_sql.remove_connections(conn, [connection_id])
+
+
+def error_message(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, "details": details or {}}
+
+
+def handle_message(database: Database, connection_id: str, raw: str | bytes | None, sender: Sender) -> None:
+    """Answer one message from a monitor: a ping, or a filter (which may ask to resume).
+
+    The answer goes first (``subscribed``, with the filter as applied), then, when resuming, the
+    missed events in order and a ``replayed`` marker; live events follow. While the replay runs the
+    connection is marked ``resuming`` and the broadcaster skips it; the replay ends with a last read
+    of the log after the mark is cleared, so an event broadcast in between is not lost (it may
+    arrive twice: ids de-duplicate).
+    """
+
+    def reply(message: Mapping[str, Any]) -> None:
+        sender.send({connection_id: [message]})
+
+    try:
+        body = json.loads(raw or "{}")
+    except (ValueError, UnicodeDecodeError):
+        reply(error_message("VALIDATION_FAILED", "the message is not JSON"))
+        return
+    if not isinstance(body, dict):
+        reply(error_message("VALIDATION_FAILED", "the message must be a JSON object"))
+        return
+    if body.get("action") == "ping":
+        reply({"type": "pong"})
+        return
+    try:
+        wanted = MonitorFilter.model_validate(body)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        reply(error_message("VALIDATION_FAILED", "invalid filter", {"errors": errors}))
+        return
+    resume_from = int(wanted.last_event_id) if wanted.last_event_id is not None else None
+    with transaction(database) as conn:
+        row = monitor_sql.get_connection(conn, connection_id, for_update=True)
+        if row is None:
+            return  # closed meanwhile
+        monitor_sql.set_filter(
+            conn,
+            connection_id,
+            contract_ids=wanted.contract_ids,
+            statuses=[s.value for s in wanted.statuses] if wanted.statuses is not None else None,
+            include_stale=wanted.include_stale,
+            include_heartbeats=wanted.include_heartbeats,
+            resuming=resume_from is not None,
+        )
+    reply({"type": "subscribed", "filter": wanted.applied(), "resuming": resume_from is not None})
+    if resume_from is None:
+        return
+    subscriber = Subscriber.from_row(
+        {**row, **_stored(wanted), "connection_id": connection_id, "owner_id": row["owner_id"]}
+    )
+    owner = None if row["is_admin"] else row["owner_id"]
+    cursor, sent, complete = _replay(database, subscriber, owner, wanted.contract_ids, resume_from, sender)
+    with transaction(database) as conn:
+        monitor_sql.set_resuming(conn, connection_id, False)
+    if complete:
+        cursor, more, complete = _replay(
+            database, subscriber, owner, wanted.contract_ids, cursor, sender, budget=MAX_REPLAY - sent
+        )
+        sent += more
+    reply({"type": "replayed", "count": sent, "last_event_id": str(cursor), "complete": complete})
+
+
+def _stored(wanted: MonitorFilter) -> dict[str, Any]:
+    return {
+        "contract_ids": wanted.contract_ids,
+        "statuses": [s.value for s in wanted.statuses] if wanted.statuses is not None else None,
+        "include_stale": wanted.include_stale,
+        "include_heartbeats": wanted.include_heartbeats,
+    }
+
+
+def _replay(
+    database: Database,
+    subscriber: Subscriber,
+    owner: UUID | None,
+    contract_ids: list[UUID] | None,
+    after: int,
+    sender: Sender,
+    *,
+    budget: int = MAX_REPLAY,
+) -> tuple[int, int, bool]:
+    """Send the subscriber's events after ``after``, page by page; (new cursor, sent, complete)."""
+    cursor, sent = after, 0
+    while sent < budget:
+        with transaction(database) as conn:
+            rows = monitor_sql.events_after(conn, owner, cursor, min(_REPLAY_PAGE, budget - sent), contract_ids)
+            if not rows:
+                return cursor, sent, True
+            events = [from_log(r) for r in rows]
+            statuses = monitor_sql.contract_statuses(
+                conn, sorted({e["contract_id"] for e in events if e["contract_id"]})
+            )
+        cursor = int(rows[-1]["id"])
+        mine = route(events, [subscriber], statuses).get(subscriber.connection_id, [])
+        if mine:
+            gone = sender.send({subscriber.connection_id: [public(e) for e in mine]})
+            if subscriber.connection_id in gone:
+                return cursor, sent, False
+            sent += len(mine)
+    return cursor, sent, False

@@ -1,0 +1,699 @@
+/* makima contracts: the web dashboard.
+ *
+ * Shows GET /api/v1/contracts/dashboard and follows the WebSocket monitor
+ * (/api/v1/contracts/monitor): each event is prepended to "Recent events" and the dashboard is fetched
+ * again (debounced), so counts and lists follow the fleet without a reload.
+ *
+ * Deployable as static files: the API defaults to the page's origin, ?api=https://host overrides it and
+ * ?ws=wss://host/path the monitor's URL. The token comes from ?token= once (then kept in sessionStorage
+ * and removed from the address bar) or from the sign-in form.
+ *
+ * Every piece of data reaches the page through textContent or an attribute: no HTML is ever built
+ * from strings.
+ */
+(function () {
+  "use strict";
+
+  var STATUSES = [
+    "created", "active", "waiting_for_input", "paused", "blocked",
+    "completing", "completed", "failed", "archived",
+  ];
+  var STATUS_COLORS = {
+    created: "#94a3b8", active: "#2563eb", waiting_for_input: "#f59e0b", paused: "#64748b",
+    blocked: "#ea580c", completing: "#0d9488", completed: "#16a34a", failed: "#dc2626", archived: "#cbd5e1",
+  };
+  var PHASE_ORDER = ["research", "specify", "plan", "execute", "review"];
+  var WAITING_LABELS = {
+    question: "Question", phase_confirmation: "Phase confirmation",
+    completion_confirmation: "Completion confirmation",
+  };
+  var MAX_EVENTS = 60;
+  var REFRESH_DEBOUNCE_MS = 300;
+  var REFRESH_MAX_WAIT_MS = 1500;
+  var PING_MS = 30000;
+  var POLL_WHEN_NOT_LIVE_MS = 15000;
+  var TOKEN_KEY = "makima.token";
+  var API_KEY = "makima.api";
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  // --- configuration: API base, WebSocket URL, token ------------------------------------------------
+
+  var params = new URLSearchParams(window.location.search);
+
+  function store(key, value) {
+    try {
+      if (value === null) window.sessionStorage.removeItem(key);
+      else window.sessionStorage.setItem(key, value);
+    } catch (e) { /* storage disabled: the token lives for this page only */ }
+  }
+
+  function stored(key) {
+    try { return window.sessionStorage.getItem(key); } catch (e) { return null; }
+  }
+
+  function normaliseApi(raw) {
+    if (!raw) return "";
+    var url;
+    try { url = new URL(raw, window.location.href); } catch (e) { return ""; }
+    if (url.protocol !== "http:" && url.protocol !== "https:") return "";
+    var path = url.pathname.replace(/\/+$/, "").replace(/\/api\/v1$/, "");
+    return url.origin + path;
+  }
+
+  var pageOrigin = /^https?:$/.test(window.location.protocol) ? window.location.origin : "";
+  var apiBase = normaliseApi(params.get("api") || stored(API_KEY) || pageOrigin);
+  var wsOverride = params.get("ws") || "";
+  var token = params.get("token");
+  if (token) {
+    store(TOKEN_KEY, token);
+    params.delete("token");
+    var rest = params.toString();
+    window.history.replaceState(null, "", window.location.pathname + (rest ? "?" + rest : "") + window.location.hash);
+  } else {
+    token = stored(TOKEN_KEY);
+  }
+
+  // --- state ----------------------------------------------------------------------------------------
+
+  var session = 0; // bumped on sign-out: late answers of an old session are dropped
+  var events = new Map(); // id -> normalised event
+  var names = new Map(); // contract id -> name
+  var lookups = new Set(); // contract ids being (or already) looked up
+  var lastData = null;
+  var lastEventId = 0; // the newest logged event id seen: what a reconnect resumes from
+  var connState = "offline";
+
+  // --- DOM helpers ----------------------------------------------------------------------------------
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function svg(tag, attrs, text) {
+    var node = document.createElementNS(SVG_NS, tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, String(attrs[k])); });
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function testid(node, value) { node.setAttribute("data-testid", value); return node; }
+
+  function humanise(word) {
+    if (!word) return "";
+    var s = String(word).replace(/_/g, " ");
+    return s.charAt(0).toUpperCase() + s.slice(1);
+  }
+
+  function plain(word) { return word ? String(word).replace(/_/g, " ") : ""; }
+
+  function shortId(id) { return id ? String(id).slice(0, 8) : ""; }
+
+  function contractLabel(id) {
+    if (!id) return "—";
+    return names.get(String(id)) || "contract " + shortId(id);
+  }
+
+  function ago(date) {
+    var secs = Math.max(0, Math.round((Date.now() - date.getTime()) / 1000));
+    if (secs < 10) return "just now";
+    if (secs < 60) return secs + " s ago";
+    var mins = Math.floor(secs / 60);
+    if (mins < 60) return mins + " min ago";
+    var hours = Math.floor(mins / 60);
+    if (hours < 24) return hours + " h ago";
+    return date.toLocaleDateString();
+  }
+
+  function idle(secs) {
+    var mins = Math.floor(secs / 60);
+    if (mins < 120) return "idle " + mins + " min";
+    var hours = Math.floor(mins / 60);
+    if (hours < 48) return "idle " + hours + " h " + (mins % 60) + " min";
+    return "idle " + Math.floor(hours / 24) + " days";
+  }
+
+  function when(date) {
+    var today = new Date().toDateString() === date.toDateString();
+    var time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return today ? "today " + time : date.toLocaleDateString() + " " + time;
+  }
+
+  function clock(date) {
+    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  // --- API ------------------------------------------------------------------------------------------
+
+  function ApiError(status, code, message) {
+    this.status = status;
+    this.code = code || "HTTP_" + status;
+    this.message = message || "HTTP " + status;
+  }
+
+  function api(path) {
+    return fetch(apiBase + "/api/v1" + path, {
+      headers: { Authorization: "Bearer " + token, Accept: "application/json" },
+      cache: "no-store",
+      credentials: "omit",
+    }).then(function (res) {
+      return res.json().catch(function () { return null; }).then(function (body) {
+        if (!res.ok) {
+          var err = body && body.error ? body.error : {};
+          throw new ApiError(res.status, err.code, err.message);
+        }
+        return body;
+      });
+    });
+  }
+
+  // --- the dashboard: fetch, debounced re-fetch -------------------------------------------------------
+
+  var refreshTimer = null;
+  var refreshFirstAsked = 0;
+  var refreshing = false;
+  var refreshAgain = false;
+
+  function scheduleRefresh() {
+    var now = Date.now();
+    if (refreshTimer === null) refreshFirstAsked = now;
+    else clearTimeout(refreshTimer);
+    // Debounced, but never postponed past REFRESH_MAX_WAIT_MS: a busy fleet still sees its counts move.
+    var wait = Math.max(0, Math.min(REFRESH_DEBOUNCE_MS, refreshFirstAsked + REFRESH_MAX_WAIT_MS - now));
+    refreshTimer = setTimeout(function () { refreshTimer = null; refresh(); }, wait);
+  }
+
+  function refresh() {
+    if (refreshing) { refreshAgain = true; return Promise.resolve(false); }
+    refreshing = true;
+    var mine = session;
+    return api("/contracts/dashboard").then(function (data) {
+      if (mine !== session) return false;
+      lastData = data;
+      render(data);
+      $("updated").textContent = "Updated " + clock(new Date());
+      hideBanner();
+      return true;
+    }, function (err) {
+      if (mine !== session) return false;
+      failed(err);
+      return false;
+    }).then(function (ok) {
+      refreshing = false;
+      if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
+      return ok;
+    });
+  }
+
+  function failed(err) {
+    if (err instanceof ApiError && err.status === 401) {
+      signOut("The API refused this token (" + err.message + ").");
+    } else if (err instanceof ApiError && err.code === "FEATURE_DISABLED") {
+      showBanner("The monitoring dashboard is switched off (feature flag monitoring_dashboard).");
+    } else if (err instanceof ApiError) {
+      showBanner("The dashboard API answered " + err.status + " " + err.code + ": " + err.message);
+    } else {
+      showBanner("Cannot reach the API at " + apiBase + ". Retrying…");
+    }
+  }
+
+  function showBanner(text) { var b = $("banner"); b.textContent = text; b.hidden = false; }
+  function hideBanner() { $("banner").hidden = true; }
+
+  // --- rendering ------------------------------------------------------------------------------------
+
+  function render(data) {
+    (data.staleContracts || []).forEach(function (c) { names.set(String(c.id), c.name); });
+    (data.waitingForInput || []).forEach(function (c) { names.set(String(c.id), c.name); });
+    (data.recentEvents || []).forEach(function (e) { addEvent(fromApi(e), false); });
+    renderKpis(data);
+    renderStatusChart(data.statusCounts || {});
+    renderPhaseChart(data.phaseCounts || {});
+    renderWaiting(data.waitingForInput || []);
+    renderStale(data.staleContracts || []);
+    renderEvents();
+  }
+
+  function renderKpis(data) {
+    var usage = data.resourceUsage || {};
+    document.querySelectorAll("[data-testid^='kpi-']").forEach(function (node) {
+      var key = node.getAttribute("data-testid").slice(4);
+      if (key in usage) node.textContent = String(usage[key]);
+    });
+    var counts = data.statusCounts || {};
+    var total = 0;
+    Object.keys(counts).forEach(function (k) { total += counts[k]; });
+    $("kpi-contracts").textContent = String(total);
+    var working = 0;
+    ["active", "waiting_for_input", "completing"].forEach(function (k) { working += counts[k] || 0; });
+    $("kpi-contracts-note").textContent = working + " in progress · " + (counts.completed || 0) + " completed";
+    $("status-total").textContent = total + " total";
+  }
+
+  // The top of the scale: four gridline steps of 1, 2, 3 or 5 × 10^k, so every tick is a whole number.
+  function niceMax(max) {
+    var raw = Math.max(1, max) / 4;
+    var p = Math.pow(10, Math.floor(Math.log10(raw)));
+    var steps = [1, 2, 3, 5, 10];
+    for (var i = 0; i < steps.length; i++) if (steps[i] * p >= raw) return Math.max(4, Math.ceil(steps[i] * p) * 4);
+    return 40 * p;
+  }
+
+  function chartWidth(node, fallback) {
+    return Math.max(260, Math.floor(node.clientWidth || fallback));
+  }
+
+  function renderStatusChart(counts) {
+    var host = $("status-chart");
+    var keys = STATUSES.concat(Object.keys(counts).filter(function (k) { return STATUSES.indexOf(k) < 0; }));
+    var width = chartWidth(host, 420);
+    var rowH = 26;
+    var labelW = 132;
+    var countW = 44;
+    var trackW = width - labelW - countW;
+    var height = keys.length * rowH;
+    var max = 0;
+    keys.forEach(function (k) { max = Math.max(max, counts[k] || 0); });
+    var chart = svg("svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height, role: "img" });
+    chart.appendChild(svg("title", {}, "Contracts by status"));
+    keys.forEach(function (k, i) {
+      var n = counts[k] || 0;
+      var y = i * rowH;
+      var g = svg("g", { "data-status": k, "data-count": n, class: n ? "row" : "row zero" });
+      g.appendChild(svg("title", {}, humanise(k) + ": " + n));
+      g.appendChild(svg("text", { x: 0, y: y + rowH / 2, class: "axis-label", "dominant-baseline": "central" }, plain(k)));
+      g.appendChild(svg("rect", { x: labelW, y: y + 6, width: trackW, height: rowH - 12, rx: 4, class: "track" }));
+      var w = n && max ? Math.max(4, Math.round((n / max) * trackW)) : 0;
+      if (w) {
+        g.appendChild(svg("rect", {
+          x: labelW, y: y + 6, width: w, height: rowH - 12, rx: 4, fill: STATUS_COLORS[k] || "#6366f1", class: "bar",
+        }));
+      }
+      g.appendChild(svg("text", {
+        x: width, y: y + rowH / 2, "text-anchor": "end", "dominant-baseline": "central", class: "value",
+      }, n));
+      chart.appendChild(g);
+    });
+    host.replaceChildren(chart);
+  }
+
+  function renderPhaseChart(counts) {
+    var host = $("phase-chart");
+    var extra = Object.keys(counts).filter(function (k) { return PHASE_ORDER.indexOf(k) < 0; }).sort();
+    var keys = PHASE_ORDER.concat(extra);
+    var width = chartWidth(host, 420);
+    var height = STATUSES.length * 26;
+    var top = 22;
+    var bottom = 28;
+    var left = 28;
+    var plotH = height - top - bottom;
+    var max = 0;
+    keys.forEach(function (k) { max = Math.max(max, counts[k] || 0); });
+    var scale = niceMax(max);
+    var chart = svg("svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height, role: "img" });
+    chart.appendChild(svg("title", {}, "Contracts by phase"));
+    for (var t = 0; t <= 4; t++) {
+      var gy = top + plotH - (plotH * t) / 4;
+      chart.appendChild(svg("line", { x1: left, x2: width, y1: gy, y2: gy, class: t ? "grid" : "baseline" }));
+      chart.appendChild(svg("text", {
+        x: left - 8, y: gy, "text-anchor": "end", "dominant-baseline": "central", class: "tick",
+      }, (scale * t) / 4));
+    }
+    var slot = (width - left) / keys.length;
+    var barW = Math.min(56, slot * 0.56);
+    keys.forEach(function (k, i) {
+      var n = counts[k] || 0;
+      var x = left + slot * i + (slot - barW) / 2;
+      var h = n ? Math.max(3, (n / scale) * plotH) : 0;
+      var g = svg("g", { "data-phase": k, "data-count": n, class: n ? "col" : "col zero" });
+      g.appendChild(svg("title", {}, humanise(k) + ": " + n));
+      if (h) g.appendChild(svg("rect", { x: x, y: top + plotH - h, width: barW, height: h, rx: 4, class: "column" }));
+      g.appendChild(svg("text", {
+        x: x + barW / 2, y: top + plotH - h - 7, "text-anchor": "middle", class: "value",
+      }, n));
+      g.appendChild(svg("text", {
+        x: x + barW / 2, y: height - 8, "text-anchor": "middle", class: "axis-label",
+      }, plain(k)));
+      chart.appendChild(g);
+    });
+    host.replaceChildren(chart);
+  }
+
+  function emptyItem(text) { return el("li", "empty", text); }
+
+  function renderWaiting(rows) {
+    $("waiting-count").textContent = String(rows.length);
+    var list = $("waiting-list");
+    if (!rows.length) { list.replaceChildren(emptyItem("Nobody is waiting for an answer.")); return; }
+    list.replaceChildren.apply(list, rows.map(function (c) {
+      var li = el("li", "item");
+      li.setAttribute("data-contract-id", c.id);
+      var body = el("div", "item-body");
+      body.appendChild(el("div", "item-title", c.name));
+      var what = c.question || (c.waitingFor && !WAITING_LABELS[c.waitingFor] ? c.waitingFor : "");
+      if (what) body.appendChild(el("div", "item-sub", what));
+      li.appendChild(body);
+      li.appendChild(el("span", "tag tag-amber", WAITING_LABELS[c.waitingFor] || "Input"));
+      return li;
+    }));
+  }
+
+  function renderStale(rows) {
+    $("stale-count").textContent = String(rows.length);
+    var list = $("stale-list");
+    if (!rows.length) { list.replaceChildren(emptyItem("No stale contracts: everything is moving.")); return; }
+    list.replaceChildren.apply(list, rows.map(function (c) {
+      var li = el("li", "item");
+      li.setAttribute("data-contract-id", c.id);
+      var body = el("div", "item-body");
+      body.appendChild(el("div", "item-title", c.name));
+      var last = new Date(c.lastActivity);
+      var sub = el("div", "item-sub", "last activity " + when(last));
+      body.appendChild(sub);
+      li.appendChild(body);
+      li.appendChild(el("span", "tag tag-red", idle(c.staleDurationSecs || 0)));
+      return li;
+    }));
+  }
+
+  // --- events ---------------------------------------------------------------------------------------
+
+  function fromApi(e) {
+    var data = Object.assign({}, e.payload || {});
+    delete data.contract_id;
+    return { id: String(e.id), type: e.type, contract_id: e.contract_id, actor: e.actor, time: e.created_at, data: data };
+  }
+
+  function fromMonitor(m) {
+    return {
+      id: String(m.id), type: m.type, contract_id: m.contract_id, actor: m.actor, time: m.timestamp,
+      data: m.data || {},
+    };
+  }
+
+  function addEvent(e, live) {
+    if (!e.id || events.has(e.id)) return false;
+    e.at = new Date(e.time);
+    if (isNaN(e.at.getTime())) e.at = new Date();
+    e.fresh = live;
+    events.set(e.id, e);
+    if (/^\d+$/.test(e.id)) lastEventId = Math.max(lastEventId, Number(e.id));
+    if (e.type === "contract_created" && e.contract_id && e.data.name) names.set(String(e.contract_id), e.data.name);
+    if (events.size > MAX_EVENTS) {
+      sortedEvents().slice(MAX_EVENTS).forEach(function (old) { events.delete(old.id); });
+    }
+    return true;
+  }
+
+  function sortedEvents() {
+    return Array.from(events.values()).sort(function (a, b) {
+      var d = b.at.getTime() - a.at.getTime();
+      if (d) return d;
+      var na = Number(a.id), nb = Number(b.id);
+      return isNaN(na) || isNaN(nb) ? 0 : nb - na;
+    });
+  }
+
+  function arrow(a, b) { return plain(a || "?") + " → " + plain(b || "?"); }
+
+  function describe(e) {
+    var d = e.data || {};
+    switch (e.type) {
+      case "status_changed": return arrow(d.old_status, d.new_status) + (d.reason ? " · " + d.reason : "");
+      case "phase_changed": return arrow(d.old_phase, d.new_phase) + (d.auto ? " (auto)" : "");
+      case "supervisor_state_changed":
+        return arrow(d.old_state, d.new_state) + (d.recovered ? " · recovered" : "") + (d.reason ? " · " + d.reason : "");
+      case "contract_created": return (d.contract_type || "") + (d.phase ? " · " + d.phase : "");
+      case "task_spawned": case "task_started": return d.task_name || "";
+      case "task_completed": return (d.task_name || "") + (d.success === false ? " · failed" : "");
+      case "deliverable_completed": return (d.deliverable_id || "") + (d.phase ? " · " + d.phase : "");
+      case "question_asked": return d.question || "";
+      case "stale_detected": return d.stale_duration_secs ? idle(d.stale_duration_secs) : "";
+      case "supervisor_restored": return (d.mode || "") + (d.generation ? " · generation " + d.generation : "");
+      case "phase_ready": return arrow(d.phase, d.next_phase);
+      case "completion_detected": return d.phase || "";
+      case "heartbeat": return plain(d.state) + (d.progress !== undefined ? " · " + d.progress + "%" : "");
+      case "chat_message": return d.role || "";
+      default: return "";
+    }
+  }
+
+  function category(type) {
+    if (type === "status_changed") return "status";
+    if (type === "phase_changed" || type === "phase_ready") return "phase";
+    if (type.indexOf("supervisor") === 0 || type === "heartbeat") return "supervisor";
+    if (type.indexOf("task_") === 0) return "task";
+    if (type.indexOf("question") === 0) return "question";
+    if (type === "stale_detected") return "stale";
+    if (type === "deliverable_completed" || type.indexOf("completion") === 0 || type === "cleanup_completed") return "done";
+    if (type === "contract_created") return "created";
+    return "other";
+  }
+
+  function actorKind(actor) { return actor ? String(actor).split(":", 1)[0] : ""; }
+
+  var eventsFrame = 0;
+  function renderEventsSoon() {
+    if (eventsFrame) return;
+    eventsFrame = window.requestAnimationFrame(function () { eventsFrame = 0; renderEvents(); });
+  }
+
+  function renderEvents() {
+    var list = $("events");
+    var rows = sortedEvents();
+    if (!rows.length) { list.replaceChildren(emptyItem("No events yet.")); return; }
+    var unknown = [];
+    list.replaceChildren.apply(list, rows.map(function (e) {
+      var li = el("li", "event cat-" + category(e.type) + (e.fresh ? " fresh" : ""));
+      e.fresh = false;
+      li.setAttribute("data-event-id", e.id);
+      li.setAttribute("data-type", e.type);
+      if (e.contract_id) li.setAttribute("data-contract-id", e.contract_id);
+      li.appendChild(el("span", "event-dot"));
+      var body = el("div", "event-body");
+      var head = el("div", "event-head");
+      head.appendChild(el("span", "event-type", humanise(e.type)));
+      var detail = describe(e);
+      if (detail) head.appendChild(el("span", "event-detail", detail));
+      body.appendChild(head);
+      var meta = el("div", "event-meta");
+      meta.appendChild(el("span", "event-contract", contractLabel(e.contract_id)));
+      var who = actorKind(e.actor);
+      if (who) { meta.appendChild(el("span", "sep", "·")); meta.appendChild(el("span", "event-actor", who)); }
+      body.appendChild(meta);
+      li.appendChild(body);
+      var time = el("time", "event-time", ago(e.at));
+      time.setAttribute("datetime", e.at.toISOString());
+      time.title = e.at.toLocaleString();
+      li.appendChild(time);
+      if (e.contract_id && !names.has(String(e.contract_id))) unknown.push(String(e.contract_id));
+      return li;
+    }));
+    lookUpNames(unknown);
+  }
+
+  function lookUpNames(ids) {
+    var mine = session;
+    ids.forEach(function (id) {
+      if (lookups.has(id) || lookups.size > 500) return;
+      lookups.add(id);
+      api("/contracts/" + encodeURIComponent(id)).then(function (c) {
+        if (mine !== session || !c || !c.name) return;
+        names.set(id, c.name);
+        renderEventsSoon();
+      }, function () { /* gone or not ours: the short id stays */ });
+    });
+  }
+
+  function loadNames() {
+    var mine = session;
+    return api("/contracts?limit=200").then(function (body) {
+      if (mine !== session) return;
+      (body.contracts || []).forEach(function (c) { names.set(String(c.id), c.name); lookups.add(String(c.id)); });
+      renderEventsSoon();
+    }, function () { /* names are a nicety */ });
+  }
+
+  // --- the WebSocket monitor --------------------------------------------------------------------------
+
+  var ws = null;
+  var attempts = 0;
+  var reconnectTimer = null;
+  var pingTimer = null;
+
+  function setConn(state, detail) {
+    connState = state;
+    var node = $("conn");
+    node.setAttribute("data-state", state);
+    var labels = { connecting: "Connecting", live: "Live", reconnecting: "Reconnecting", offline: "Offline" };
+    $("conn-label").textContent = labels[state] || state;
+    node.title = detail || "";
+  }
+
+  function monitorUrl() {
+    var base = wsOverride || apiBase.replace(/^http/, "ws") + "/api/v1/contracts/monitor";
+    var url = new URL(base, window.location.href);
+    url.searchParams.set("token", token);
+    return url.toString();
+  }
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    setConn(attempts ? "reconnecting" : "connecting");
+    var sock;
+    try {
+      sock = new WebSocket(monitorUrl());
+    } catch (e) {
+      scheduleReconnect();
+      return;
+    }
+    ws = sock;
+    sock.onopen = function () {
+      var filter = { include_stale: true, include_heartbeats: false };
+      if (lastEventId) filter.last_event_id = String(lastEventId);
+      sock.send(JSON.stringify(filter));
+    };
+    sock.onmessage = function (msg) {
+      if (ws !== sock) return;
+      var m;
+      try { m = JSON.parse(msg.data); } catch (e) { return; }
+      onMessage(m);
+    };
+    sock.onclose = function () {
+      if (ws !== sock) return;
+      ws = null;
+      clearInterval(pingTimer);
+      scheduleReconnect();
+    };
+  }
+
+  function onMessage(m) {
+    if (!m || typeof m !== "object") return;
+    if (m.type === "subscribed") {
+      attempts = 0;
+      setConn("live", "Subscribed to the monitor");
+      clearInterval(pingTimer);
+      pingTimer = setInterval(function () {
+        if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ action: "ping" }));
+      }, PING_MS);
+      scheduleRefresh();
+      return;
+    }
+    if (m.type === "pong") return;
+    if (m.type === "replayed") {
+      if (m.count) $("conn").title = "Resumed: " + m.count + " missed events replayed";
+      return;
+    }
+    if (m.type === "error") {
+      showBanner("Monitor: " + (m.code || "error") + (m.message ? ": " + m.message : ""));
+      return;
+    }
+    if (m.id === undefined || !m.type) return;
+    if (addEvent(fromMonitor(m), true)) {
+      renderEventsSoon();
+      scheduleRefresh();
+    }
+  }
+
+  function scheduleReconnect() {
+    if (!token) { setConn("offline"); return; }
+    attempts += 1;
+    var delay = Math.min(30000, 1000 * Math.pow(2, attempts - 1)) * (0.75 + Math.random() * 0.5);
+    setConn("reconnecting", "Next attempt in " + Math.round(delay / 1000) + " s");
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function disconnect() {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    clearInterval(pingTimer);
+    var sock = ws;
+    ws = null;
+    if (sock) sock.close(1000, "signed out");
+    attempts = 0;
+    setConn("offline");
+  }
+
+  // --- sign-in, start, sign-out ------------------------------------------------------------------------
+
+  function showLogin(message) {
+    $("app").hidden = true;
+    $("foot").hidden = true;
+    $("signout").hidden = true;
+    hideBanner();
+    var needApi = !pageOrigin && !params.get("api");
+    $("login-api").hidden = !needApi;
+    $("login-api-label").hidden = !needApi;
+    $("login-api").required = needApi;
+    if (needApi && apiBase) $("login-api").value = apiBase;
+    var error = $("login-error");
+    error.textContent = message || "";
+    error.hidden = !message;
+    $("login").hidden = false;
+    $("login-token").focus();
+  }
+
+  function signOut(message) {
+    session += 1;
+    token = null;
+    store(TOKEN_KEY, null);
+    disconnect();
+    events.clear();
+    lookups.clear();
+    lastEventId = 0;
+    lastData = null;
+    showLogin(message);
+  }
+
+  function start() {
+    if (!apiBase || !token) { showLogin(""); return; }
+    $("login").hidden = true;
+    $("app").hidden = false;
+    $("foot").hidden = false;
+    $("signout").hidden = false;
+    $("api-host").textContent = apiBase.replace(/^https?:\/\//, "");
+    $("foot-api").textContent = apiBase + "/api/v1";
+    var mine = session;
+    refresh().then(function (ok) {
+      if (mine !== session || !token) return;
+      if (ok) loadNames();
+      connect();
+    });
+  }
+
+  $("login-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    if (!$("login-api").hidden) {
+      var chosen = normaliseApi($("login-api").value.trim());
+      if (!chosen) { showLogin("Enter the API's http(s) URL."); return; }
+      apiBase = chosen;
+      store(API_KEY, apiBase);
+    }
+    var value = $("login-token").value.trim();
+    if (!value) return;
+    token = value;
+    store(TOKEN_KEY, token);
+    $("login-token").value = "";
+    start();
+  });
+
+  $("signout").addEventListener("click", function () { signOut(""); });
+
+  // While the monitor is down the page still follows, more slowly.
+  setInterval(function () { if (token && connState !== "live") refresh(); }, POLL_WHEN_NOT_LIVE_MS);
+  // Relative times ("2 min ago") move on by themselves.
+  setInterval(function () { if (token && events.size) renderEvents(); }, 15000);
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () { if (lastData) render(lastData); }, 150);
+  });
+
+  start();
+})();

@@ -1,0 +1,434 @@
+"""The event pipeline and the monitor on AWS, with moto: HTTP function → EventBridge bus → broadcaster
+→ API Gateway management API; the WebSocket routes; the outbox sweeper and the stale detector.
+
+moto delivers bus → rule → SQS, so a test reads what was published from a queue and hands it to the
+broadcaster as the rule would. moto's management API records what is posted to a connection (it
+concatenates the payloads) but never answers 410 Gone: botocore's Stubber plays that part.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+import psycopg
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
+
+from makima.api.routers import contracts as contracts_router
+from makima.api.routers import heartbeats as heartbeats_router
+from makima.db import monitor as monitor_sql
+from makima.db.connection import PooledDatabase, transaction
+from makima.domain.monitor import from_log
+from makima.domain.statuses import ContractStatus
+from makima.lambda_support import runtime
+from makima.lambda_support.eventbridge import EventBridgePublisher, PublishFailed
+from makima.lambda_support.http import make_http_handler
+from makima.lambda_support.websocket import ManagementApiSender
+from makima.services import contracts as contracts_svc
+from makima.services import monitor as monitor_svc
+from makima.services import supervisors as supervisors_svc
+from tests.conftest import Caller
+from tests.integration.test_lambda_handlers import FakeContext, Handler, handler_of, load_event
+
+pytestmark = pytest.mark.integration
+
+REGION = "eu-west-1"
+ENDPOINT = "https://ws456hijk.execute-api.eu-west-1.amazonaws.com/live"
+BUS = "makima-test-events"
+
+
+class Aws:
+    def __init__(self) -> None:
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.events = boto3.client("events", region_name=REGION)
+        self.queue = self.sqs.create_queue(QueueName="published")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.events.create_event_bus(Name=BUS)
+        self.events.put_rule(
+            Name="to-broadcaster", EventBusName=BUS, EventPattern=json.dumps({"source": ["makima.contracts"]})
+        )
+        self.events.put_targets(Rule="to-broadcaster", EventBusName=BUS, Targets=[{"Id": "q", "Arn": arn}])
+
+    def published(self) -> list[dict[str, Any]]:
+        """The EventBridge events the rule delivered since the last call, in publish order."""
+        out: list[dict[str, Any]] = []
+        while True:
+            batch = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10).get("Messages", [])
+            if not batch:
+                return out
+            for m in batch:
+                out.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=m["ReceiptHandle"])
+
+
+def posted(connection_id: str) -> list[dict[str, Any]]:
+    """What the management API was asked to post to ``connection_id`` (moto concatenates payloads)."""
+    data = b""
+    for account in apigatewaymanagementapi_backends.values():
+        for backend in account.values():
+            for key in {connection_id, quote(connection_id, safe="")}:  # ids may need escaping in the URL
+                if key in backend.connections:
+                    data += backend.connections[key].data
+    text, decoder, out = data.decode(), json.JSONDecoder(), []
+    pos = 0
+    while pos < len(text):
+        obj, pos = decoder.raw_decode(text, pos)
+        out.append(obj)
+    return out
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[Aws]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("EVENT_BUS_NAME", BUS)
+    monkeypatch.setenv("MONITOR_ENDPOINT", ENDPOINT)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    runtime.reset()
+    with mock_aws():
+        yield Aws()
+    runtime.reset()
+
+
+def ws_event(kind: str, connection_id: str, **fields: Any) -> dict[str, Any]:
+    event = load_event(f"websocket/{kind}")
+    event["requestContext"]["connectionId"] = connection_id
+    event.update(fields)
+    return event
+
+
+def connect(caller: Caller | None, connection_id: str, token: str | None = None) -> dict[str, Any]:
+    event = ws_event("connect", connection_id)
+    event["headers"].pop("Authorization", None)
+    event["multiValueHeaders"].pop("Authorization", None)
+    if caller is not None:
+        event["queryStringParameters"] = {"token": token or caller.token}
+    return handler_of("monitor")(event, FakeContext())
+
+
+def send(connection_id: str, message: dict[str, Any]) -> dict[str, Any]:
+    return handler_of("monitor")(ws_event("message_filter", connection_id, body=json.dumps(message)), FakeContext())
+
+
+def broadcast(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [handler_of("broadcaster")(e, FakeContext()) for e in events]
+
+
+def new_contract(db: PooledDatabase, caller: Caller, name: str) -> str:
+    c = contracts_svc.create_contract(
+        db, caller.principal, name=name, description="", contract_type="simple", phase_guard=False
+    )
+    return str(c.id)
+
+
+def drain_to_bus(db: PooledDatabase) -> int:
+    return len(monitor_svc.drain_outbox(db, EventBridgePublisher(BUS)))
+
+
+# --- $connect / $default / $disconnect --------------------------------------------------------------
+
+
+def test_connect_authenticates_the_token_and_stores_the_connection(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    owner = make_caller()
+    # Given a token in the query string (browsers cannot send headers on a WebSocket)
+    assert connect(owner, "conn-ok")["statusCode"] == 200
+    # Or in the Authorization header
+    event = ws_event("connect", "conn-header")
+    event["headers"]["Authorization"] = f"Bearer {owner.token}"
+    assert handler_of("monitor")(event, FakeContext())["statusCode"] == 200
+    # A bad token, or none, is refused during the handshake, and nothing is stored
+    refused = connect(owner, "conn-bad", token="mkm_nope")
+    assert refused["statusCode"] == 401
+    assert json.loads(refused["body"])["error"]["code"] == "UNAUTHORIZED"
+    assert connect(None, "conn-none")["statusCode"] == 401
+    with transaction(db) as conn:
+        rows = {r["connection_id"]: r for r in conn.execute("SELECT * FROM monitor_connections").fetchall()}
+    assert set(rows) == {"conn-ok", "conn-header"}
+    assert rows["conn-ok"]["owner_id"] == owner.principal.user_id
+    assert rows["conn-ok"]["endpoint"] == ENDPOINT
+    # And $disconnect forgets it
+    handler_of("monitor")(ws_event("disconnect", "conn-ok"), FakeContext())
+    with transaction(db) as conn:
+        assert monitor_sql.get_connection(conn, "conn-ok") is None
+
+
+def test_filter_message_is_answered_and_a_resume_replays_the_missed_events(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    owner, other = make_caller(), make_caller()
+    mine, also_mine = new_contract(db, owner, "mine"), new_contract(db, owner, "also mine")
+    new_contract(db, other, "theirs")
+    contracts_svc.change_status(db, owner.principal, uuid.UUID(mine), status=ContractStatus.ACTIVE, reason="go")
+    assert connect(owner, "conn-a")["statusCode"] == 200
+
+    # When the monitor subscribes to one contract, resuming from the beginning
+    assert send("conn-a", {"contract_ids": [mine], "last_event_id": "0"})["statusCode"] == 200
+
+    # Then it is answered with the filter applied, then that contract's events in order, then the marker
+    got = posted("conn-a")
+    assert got[0] == {
+        "type": "subscribed",
+        "filter": {"contract_ids": [mine], "statuses": None, "include_stale": True, "include_heartbeats": False},
+        "resuming": True,
+    }
+    replayed = got[1:-1]
+    assert [(e["type"], e["contract_id"]) for e in replayed] == [
+        ("contract_created", mine),
+        ("status_changed", mine),
+    ]
+    assert got[-1] == {"type": "replayed", "count": 2, "last_event_id": replayed[-1]["id"], "complete": True}
+    assert also_mine not in {e.get("contract_id") for e in got}
+
+    # And a ping is answered, a bad filter gets a clear error, and the connection stays
+    send("conn-a", {"action": "ping"})
+    send("conn-a", {"statuses": ["bogus"]})
+    tail = posted("conn-a")[len(got) :]
+    assert tail[0] == {"type": "pong"}
+    assert tail[1]["type"] == "error"
+    assert tail[1]["code"] == "VALIDATION_FAILED"
+
+
+def test_the_sample_filter_and_ping_events_are_answered(aws: Aws, make_caller: Callable[..., Caller]) -> None:
+    owner = make_caller()
+    connect(owner, "Vx1yZcQ2oAMCJzw=")
+    for name in ("message_filter", "message_ping"):
+        assert handler_of("monitor")(load_event(f"websocket/{name}"), FakeContext())["statusCode"] == 200
+    kinds = [m["type"] for m in posted("Vx1yZcQ2oAMCJzw=")]
+    assert kinds == ["subscribed", "replayed", "pong"]
+
+
+# --- write → bus → broadcaster → connections --------------------------------------------------------
+
+
+def test_an_http_write_is_published_and_broadcast_to_the_matching_connections(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    owner, stranger = make_caller(), make_caller()
+    drain_to_bus(db)  # what earlier tests left in the outbox
+    aws.published()
+    connect(owner, "conn-all")
+    connect(owner, "conn-paused")
+    send("conn-paused", {"statuses": ["paused"]})
+    connect(stranger, "conn-stranger")
+    before = {c: len(posted(c)) for c in ("conn-all", "conn-paused", "conn-stranger")}
+
+    # When the owner creates a contract through the contracts function (as behind the authorizer)
+    handler: Handler = make_http_handler(contracts_router.router)
+    event = load_event("http/contracts_create")
+    event["requestContext"]["authorizer"] = {
+        "lambda": {"user_id": str(owner.principal.user_id), "role": "user", "token_id": str(owner.principal.token_id)}
+    }
+    event["body"] = json.dumps({"name": "published", "contract_type": "simple"})
+    response = handler(event, FakeContext())
+    assert response["statusCode"] == 201, response["body"]
+    created = json.loads(response["body"])["id"]
+
+    # Then its event is on the bus before the response returned, and marked published
+    published = aws.published()
+    assert [(p["source"], p["detail-type"], p["detail"]["contract_id"]) for p in published] == [
+        ("makima.contracts", "contract_created", created)
+    ]
+    with transaction(db) as conn:
+        assert monitor_sql.unpublished_count(conn) == 0
+
+    # And the broadcaster delivers it to the owner's unfiltered monitor only
+    (result,) = broadcast(published)
+    assert result == {"connections": 1, "messages": 1, "gone": 0}
+    new = {c: posted(c)[n:] for c, n in before.items()}
+    assert [(m["type"], m["contract_id"]) for m in new["conn-all"]] == [("contract_created", created)]
+    assert set(new["conn-all"][0]) == {"id", "type", "contract_id", "timestamp", "actor", "data"}
+    assert new["conn-paused"] == []
+    assert new["conn-stranger"] == []
+
+
+def test_heartbeats_go_to_the_bus_only_while_a_monitor_wants_them(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    owner = make_caller()
+    contract = new_contract(db, owner, "beating")
+    started = supervisors_svc.start_supervisor(db, owner.principal, uuid.UUID(contract), daemon_id=None)
+    task_id = str(started.supervisor["task_id"])
+    drain_to_bus(db)
+    aws.published()
+    handler = make_http_handler(heartbeats_router.router)
+
+    def beat(progress: int, handler: Handler) -> None:
+        event = load_event("http/heartbeats_send")
+        event["rawPath"] = event["requestContext"]["http"]["path"] = (
+            f"/api/v1/contracts/{contract}/supervisor/heartbeat"
+        )
+        event["pathParameters"] = {"contract_id": contract}
+        event["requestContext"]["authorizer"] = {
+            "lambda": {"user_id": str(owner.principal.user_id), "role": "user", "token_id": None}
+        }
+        event["body"] = json.dumps(
+            {
+                "task_id": task_id,
+                "state": "working",
+                "phase": "plan",
+                "progress": progress,
+                "timestamp": datetime.now(UTC).isoformat(),
+            }
+        )
+        response = handler(event, FakeContext())
+        assert response["statusCode"] == 200, response["body"]
+
+    # While nobody watches heartbeats, only the state change is published
+    beat(10, handler)
+    assert [p["detail-type"] for p in aws.published()] == ["supervisor_state_changed"]
+    # Once a monitor asks for them (noticed within the container's few-second cache), they are published
+    connect(owner, "conn-beats")
+    send("conn-beats", {"include_heartbeats": True})
+    handler = make_http_handler(heartbeats_router.router)  # a fresh container: no cached answer
+    beat(20, handler)
+    (hb,) = aws.published()
+    assert hb["detail-type"] == "heartbeat"
+    assert hb["detail"]["data"]["progress"] == 20
+    broadcast([hb])
+    assert posted("conn-beats")[-1]["data"] == {
+        "supervisor_task_id": task_id,
+        "state": "working",
+        "activity": "",
+        "progress": 20,
+    }
+
+
+# --- gone, slow and failing -----------------------------------------------------------------------------
+
+
+def test_a_gone_connection_is_forgotten_and_the_others_still_get_the_event(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    owner = make_caller()
+    connect(owner, "conn-gone")
+    contract = new_contract(db, owner, "gone")
+    sender = ManagementApiSender(ENDPOINT)
+    # The management API answers 410 Gone for this connection (moto never does: the Stubber does)
+    with Stubber(sender.client) as stub:
+        stub.add_client_error("post_to_connection", service_error_code="GoneException", http_status_code=410)
+        with transaction(db) as conn:
+            rows = monitor_sql.events_after(conn, None, 0, 10, [uuid.UUID(contract)])
+        result = monitor_svc.broadcast(db, [from_log(rows[0])], sender, ENDPOINT)
+    assert result.gone == 1
+    with transaction(db) as conn:
+        assert monitor_sql.get_connection(conn, "conn-gone") is None
+
+
+def test_a_slow_client_does_not_delay_the_others(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    owner = make_caller()
+    ids = [f"conn-{i}" for i in range(12)]
+    for cid in ids:
+        connect(owner, cid)
+    contract = new_contract(db, owner, "slow")
+    sender = ManagementApiSender(ENDPOINT)
+    delivered: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def slow_down(request: Any, **_: Any) -> None:
+        if request.url.endswith("/conn-0"):
+            time.sleep(2.0)  # a client whose posts take seconds
+
+    def done(http_response: Any, **_: Any) -> None:
+        with lock:
+            delivered[http_response.url.rsplit("/", 1)[-1]] = time.monotonic()
+
+    sender.client.meta.events.register("before-send.apigatewaymanagementapi.PostToConnection", slow_down)
+    sender.client.meta.events.register("after-call.apigatewaymanagementapi.PostToConnection", done)
+    with transaction(db) as conn:
+        rows = monitor_sql.events_after(conn, None, 0, 10, [uuid.UUID(contract)])
+    start = time.monotonic()
+    monitor_svc.broadcast(db, [from_log(rows[0])], sender, ENDPOINT)
+    total = time.monotonic() - start
+    # Every client got the event; the others did not wait for the slow one
+    assert all(posted(cid) for cid in ids)
+    fast = [posted(cid) for cid in ids[1:]]
+    assert all(len(f) == 1 for f in fast)
+    assert total >= 2.0
+    assert max(delivered[cid] for cid in ids[1:]) - start < 1.5, "the fast clients waited for the slow one"
+
+
+def test_a_failed_publish_leaves_the_events_for_the_sweeper(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller], database_url: str
+) -> None:
+    owner = make_caller()
+    drain_to_bus(db)
+    aws.published()
+    new_contract(db, owner, "left behind")
+    publisher = EventBridgePublisher(BUS, client=boto3.client("events", region_name=REGION))
+    # When EventBridge refuses the entry, nothing is marked published
+    with Stubber(publisher.client) as stub:
+        stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure"}]})
+        with pytest.raises(PublishFailed):
+            monitor_svc.drain_outbox(db, publisher)
+    with transaction(db) as conn:
+        assert monitor_sql.unpublished_count(conn) == 1
+
+    # Then the scheduled sweeper (for events older than a few seconds) publishes it, once
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE contract_events SET created_at = created_at - interval '1 minute'")
+    result = handler_of("outbox_sweeper")(load_event("schedule/outbox_sweeper"), FakeContext())
+    assert result["published"] == 1
+    assert [p["detail-type"] for p in aws.published()] == ["contract_created"]
+    assert handler_of("outbox_sweeper")(load_event("schedule/outbox_sweeper"), FakeContext())["published"] == 0
+
+
+def test_the_stale_detector_reports_each_stale_episode_once(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller], database_url: str
+) -> None:
+    owner = make_caller()
+    idle, busy = new_contract(db, owner, "idle"), new_contract(db, owner, "busy")
+
+    def run() -> dict[str, Any]:
+        return handler_of("stale_detector")(load_event("schedule/stale_detector"), FakeContext())
+
+    run()  # contracts other tests left idle
+    drain_to_bus(db)
+    aws.published()
+
+    def age(contract_id: str) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE contracts SET last_activity_at = now() - interval '2 hours' WHERE id = %s", (contract_id,)
+            )
+
+    # Given one contract idle for two hours (threshold 30 minutes)
+    age(idle)
+    # When the detector runs twice
+    first, second = run(), run()
+    # Then it reported the idle contract once, and its event went straight to the bus
+    assert (first["reported"], second["reported"]) == (1, 0)
+    (stale,) = aws.published()
+    assert stale["detail-type"] == "stale_detected"
+    assert stale["detail"]["contract_id"] == idle
+    assert stale["detail"]["data"]["stale_duration_secs"] >= 7200 - 5
+    # And after activity and a new idle spell, a new episode is reported
+    contracts_svc.update_contract(
+        db,
+        owner.principal,
+        uuid.UUID(idle),
+        name=None,
+        description="worked on",
+        phase_guard=None,
+        expected_version=None,
+    )
+    assert run()["reported"] == 0
+    age(idle)
+    assert run()["reported"] == 1
+    assert busy not in {p["detail"]["contract_id"] for p in aws.published()}

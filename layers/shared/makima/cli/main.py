@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from makima.cli.client import DEFAULT_API_URL, Api, print_json
+from makima.cli.contracts_app import app as contracts_app
 from makima.config import Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode=None)
@@ -23,6 +24,7 @@ db_app = typer.Typer(help="Schema migrations (each has a rollback).", no_args_is
 admin_app = typer.Typer(help="Users and API tokens (needs an admin token).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+app.add_typer(contracts_app, name="contracts")
 
 DataDir = Annotated[
     str | None,

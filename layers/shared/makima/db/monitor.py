@@ -156,6 +156,41 @@ def events_after(
 
 # --- stale episodes ------------------------------------------------------------------------------
 
+# One statement: the candidates (from idx_contracts_stale), their events, their episodes. A constant so
+# that tests/integration/test_stale_detection.py checks the plan of this very text.
+REPORT_STALE_SQL = """
+WITH found AS (
+    SELECT c.id, c.owner_id, c.last_activity_at
+      FROM contracts c
+      LEFT JOIN stale_reports r ON r.contract_id = c.id
+     WHERE c.status NOT IN ('completed', 'failed', 'archived')
+       AND c.last_activity_at < now() - %(threshold)s
+       AND (r.contract_id IS NULL OR r.last_activity_at < c.last_activity_at)
+     ORDER BY c.last_activity_at
+     LIMIT %(limit)s
+       FOR UPDATE OF c SKIP LOCKED
+),
+ev AS (
+    INSERT INTO contract_events (contract_id, owner_id, type, payload, actor)
+    SELECT f.id, f.owner_id, 'stale_detected',
+           jsonb_build_object(
+               'contract_id', f.id::text,
+               'last_activity', to_jsonb(f.last_activity_at),
+               'stale_duration_secs', floor(extract(epoch FROM now() - f.last_activity_at))::bigint
+           ),
+           %(actor)s
+      FROM found f
+     ORDER BY f.last_activity_at
+    RETURNING id, contract_id
+)
+INSERT INTO stale_reports AS r (contract_id, last_activity_at, event_id, reported_at)
+SELECT f.id, f.last_activity_at, ev.id, now() FROM found f JOIN ev ON ev.contract_id = f.id
+ON CONFLICT (contract_id) DO UPDATE
+   SET last_activity_at = EXCLUDED.last_activity_at, event_id = EXCLUDED.event_id,
+       reported_at = EXCLUDED.reported_at
+RETURNING r.contract_id, r.last_activity_at, r.event_id
+"""
+
 
 def report_stale(conn: Conn, threshold: timedelta, limit: int, actor: str) -> list[dict[str, Any]]:
     """Open a stale episode for each contract idle past ``threshold`` that has none open, and log its
@@ -165,38 +200,4 @@ def report_stale(conn: Conn, threshold: timedelta, limit: int, actor: str) -> li
     (``last_activity_at`` moved) ends it, and the next idle spell is a new episode. Candidates come
     from idx_contracts_stale (live contracts by last activity), not a scan of every contract.
     """
-    return conn.execute(
-        """
-        WITH found AS (
-            SELECT c.id, c.owner_id, c.last_activity_at
-              FROM contracts c
-              LEFT JOIN stale_reports r ON r.contract_id = c.id
-             WHERE c.status NOT IN ('completed', 'failed', 'archived')
-               AND c.last_activity_at < now() - %(threshold)s
-               AND (r.contract_id IS NULL OR r.last_activity_at < c.last_activity_at)
-             ORDER BY c.last_activity_at
-             LIMIT %(limit)s
-               FOR UPDATE OF c SKIP LOCKED
-        ),
-        ev AS (
-            INSERT INTO contract_events (contract_id, owner_id, type, payload, actor)
-            SELECT f.id, f.owner_id, 'stale_detected',
-                   jsonb_build_object(
-                       'contract_id', f.id::text,
-                       'last_activity', to_jsonb(f.last_activity_at),
-                       'stale_duration_secs', floor(extract(epoch FROM now() - f.last_activity_at))::bigint
-                   ),
-                   %(actor)s
-              FROM found f
-             ORDER BY f.last_activity_at
-            RETURNING id, contract_id
-        )
-        INSERT INTO stale_reports AS r (contract_id, last_activity_at, event_id, reported_at)
-        SELECT f.id, f.last_activity_at, ev.id, now() FROM found f JOIN ev ON ev.contract_id = f.id
-        ON CONFLICT (contract_id) DO UPDATE
-           SET last_activity_at = EXCLUDED.last_activity_at, event_id = EXCLUDED.event_id,
-               reported_at = EXCLUDED.reported_at
-        RETURNING r.contract_id, r.last_activity_at, r.event_id
-        """,
-        {"threshold": threshold, "limit": limit, "actor": actor},
-    ).fetchall()
+    return conn.execute(REPORT_STALE_SQL, {"threshold": threshold, "limit": limit, "actor": actor}).fetchall()

@@ -31,6 +31,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "schedule/stale_detector.json": EventBridgeModel,
     "schedule/outbox_sweeper.json": EventBridgeModel,
     "eventbridge/published_status_changed.json": EventBridgeModel,
+    "eventbridge/monitor_replay.json": EventBridgeModel,
     "websocket/connect.json": APIGatewayWebSocketConnectEventModel,
     "websocket/message_filter.json": APIGatewayWebSocketMessageEventModel,
     "websocket/message_ping.json": APIGatewayWebSocketMessageEventModel,

@@ -55,7 +55,9 @@ class Aws:
         arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.events.create_event_bus(Name=BUS)
         self.events.put_rule(
-            Name="to-broadcaster", EventBusName=BUS, EventPattern=json.dumps({"source": ["makima.contracts"]})
+            Name="to-broadcaster",
+            EventBusName=BUS,
+            EventPattern=json.dumps({"source": ["makima.contracts", "makima.monitor"]}),
         )
         self.events.put_targets(Rule="to-broadcaster", EventBusName=BUS, Targets=[{"Id": "q", "Arn": arn}])
 
@@ -171,45 +173,60 @@ def test_filter_message_is_answered_and_a_resume_replays_the_missed_events(
     aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller]
 ) -> None:
     owner, other = make_caller(), make_caller()
+    drain_to_bus(db)  # what earlier tests left in the outbox
+    aws.published()
     mine, also_mine = new_contract(db, owner, "mine"), new_contract(db, owner, "also mine")
     new_contract(db, other, "theirs")
     contracts_svc.change_status(db, owner.principal, uuid.UUID(mine), status=ContractStatus.ACTIVE, reason="go")
     assert connect(owner, "conn-a")["statusCode"] == 200
 
     # When the monitor subscribes to one contract, resuming from the beginning
-    assert send("conn-a", {"contract_ids": [mine], "last_event_id": "0"})["statusCode"] == 200
+    response = send("conn-a", {"contract_ids": [mine], "last_event_id": "0"})
 
-    # Then it is answered with the filter applied, then that contract's events in order, then the marker
-    got = posted("conn-a")
-    assert got[0] == {
+    # Then the route's response answers with the filter applied (the monitor function posts nothing)
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"]) == {
         "type": "subscribed",
         "filter": {"contract_ids": [mine], "statuses": None, "include_stale": True, "include_heartbeats": False},
         "resuming": True,
     }
-    replayed = got[1:-1]
+    assert posted("conn-a") == []
+    # And the replay is a request to the broadcaster on the bus
+    (request,) = aws.published()
+    assert (request["source"], request["detail-type"]) == ("makima.monitor", "monitor.replay")
+    assert request["detail"] == {"connection_id": "conn-a", "last_event_id": "0"}
+    with transaction(db) as conn:
+        assert monitor_sql.get_connection(conn, "conn-a")["resuming"] is True  # type: ignore[index]
+
+    # When the broadcaster runs it, the connection gets that contract's events in order, then the marker
+    assert broadcast([request]) == [{"replayed": 2}]
+    got = posted("conn-a")
+    replayed = got[:-1]
     assert [(e["type"], e["contract_id"]) for e in replayed] == [
         ("contract_created", mine),
         ("status_changed", mine),
     ]
     assert got[-1] == {"type": "replayed", "count": 2, "last_event_id": replayed[-1]["id"], "complete": True}
     assert also_mine not in {e.get("contract_id") for e in got}
+    with transaction(db) as conn:
+        assert monitor_sql.get_connection(conn, "conn-a")["resuming"] is False  # type: ignore[index]
 
     # And a ping is answered, a bad filter gets a clear error, and the connection stays
-    send("conn-a", {"action": "ping"})
-    send("conn-a", {"statuses": ["bogus"]})
-    tail = posted("conn-a")[len(got) :]
-    assert tail[0] == {"type": "pong"}
-    assert tail[1]["type"] == "error"
-    assert tail[1]["code"] == "VALIDATION_FAILED"
+    assert json.loads(send("conn-a", {"action": "ping"})["body"]) == {"type": "pong"}
+    bad = json.loads(send("conn-a", {"statuses": ["bogus"]})["body"])
+    assert bad["type"] == "error"
+    assert bad["code"] == "VALIDATION_FAILED"
+    assert bad["details"]["errors"][0]["field"].startswith("statuses")
 
 
 def test_the_sample_filter_and_ping_events_are_answered(aws: Aws, make_caller: Callable[..., Caller]) -> None:
     owner = make_caller()
     connect(owner, "Vx1yZcQ2oAMCJzw=")
-    for name in ("message_filter", "message_ping"):
-        assert handler_of("monitor")(load_event(f"websocket/{name}"), FakeContext())["statusCode"] == 200
-    kinds = [m["type"] for m in posted("Vx1yZcQ2oAMCJzw=")]
-    assert kinds == ["subscribed", "replayed", "pong"]
+    answers = [
+        json.loads(handler_of("monitor")(load_event(f"websocket/{name}"), FakeContext())["body"])["type"]
+        for name in ("message_filter", "message_ping")
+    ]
+    assert answers == ["subscribed", "pong"]
 
 
 # --- write → bus → broadcaster → connections --------------------------------------------------------

@@ -22,6 +22,10 @@ from makima.services.monitor import drain_outbox
 log = logging.getLogger("makima.events")
 
 SOURCE = "makima.contracts"
+# Requests from the monitor's WebSocket routes to the broadcaster (the one function that may post to
+# connections): "replay what this connection missed".
+MONITOR_SOURCE = "makima.monitor"
+REPLAY = "monitor.replay"
 # PutEvents takes at most 10 entries per call.
 _ENTRIES_PER_CALL = 10
 # How long a container trusts its last look at whether any monitor wants heartbeats.
@@ -71,6 +75,23 @@ class EventBridgePublisher:
             if response.get("FailedEntryCount", 0):
                 failed = [r for r in response.get("Entries", []) if r.get("ErrorCode")]
                 raise PublishFailed(f"EventBridge refused {len(failed)} of {len(chunk)} events: {failed[:3]}")
+
+    def request_replay(self, connection_id: str, after: int) -> None:
+        """Ask the broadcaster to replay the log after ``after`` to ``connection_id``."""
+        if not self.bus_name:
+            raise PublishFailed("EVENT_BUS_NAME is not set: there is no bus to publish to")
+        response = self.client.put_events(
+            Entries=[
+                {
+                    "Source": MONITOR_SOURCE,
+                    "DetailType": REPLAY,
+                    "Detail": json.dumps({"connection_id": connection_id, "last_event_id": str(after)}),
+                    "EventBusName": self.bus_name,
+                }
+            ]
+        )
+        if response.get("FailedEntryCount", 0):
+            raise PublishFailed(f"EventBridge refused the replay request: {response.get('Entries')}")
 
 
 class LambdaEvents:

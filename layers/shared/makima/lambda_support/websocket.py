@@ -2,9 +2,11 @@
 
 - ``monitor_handler``: ``$connect`` (token from ``?token=`` or an Authorization header; refused with
   401, or 503 while the database is down), ``$default`` (the filter message / ping of
-  ``services.monitor.handle_message``) and ``$disconnect``.
-- ``broadcaster_handler``: the EventBridge rule's target; sends each event to the matching
-  connections through the management API.
+  ``services.monitor.answer_message``, answered through the route's response) and ``$disconnect``.
+  It never posts to connections: a resume is a ``monitor.replay`` request on the bus.
+- ``broadcaster_handler``: the EventBridge rule's target, and the only function allowed to post to
+  connections: sends each event to the matching connections through the management API, and runs
+  the replays the monitor routes ask for.
 - ``ManagementApiSender``: the ``Sender``: one thread per connection (bounded), short timeouts and no
   retries, so one slow or dead client costs the others nothing; 410 Gone means forget the connection.
 """
@@ -26,6 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from makima.errors import DatabaseUnavailable, Unauthorized
+from makima.lambda_support.eventbridge import MONITOR_SOURCE, REPLAY, EventBridgePublisher
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
 from makima.services import auth
@@ -107,20 +110,32 @@ def _monitor(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if route == "$disconnect":
             svc.disconnect(database, connection_id)
             return {"statusCode": 200}
-        sender = ManagementApiSender(endpoint_of(event))
-        svc.handle_message(database, connection_id, event.get("body"), sender)
-        return {"statusCode": 200}
+        answer = svc.answer_message(database, connection_id, event.get("body"))
+        if answer.resume_from is not None:
+            EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", "")).request_replay(connection_id, answer.resume_from)
+        # The $default route has a route response: this body is sent back on the connection.
+        return {"statusCode": 200, "body": json.dumps(answer.reply)}
     except DatabaseUnavailable as exc:
         logger.warning("monitor: database unavailable")
         return {"statusCode": 503, "body": json.dumps({"error": exc.to_dict()})}
 
 
 def _broadcast(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """One EventBridge event (``detail`` is the envelope plus its owner) to the matching connections."""
+    """One EventBridge event (``detail`` is the envelope plus its owner) to the matching connections;
+    or a monitor's replay request."""
+    endpoint = os.environ["MONITOR_ENDPOINT"]
     envelope = event.get("detail") or {}
+    if event.get("source") == MONITOR_SOURCE and event.get("detail-type") == REPLAY:
+        sent = svc.replay(
+            get_database(),
+            str(envelope["connection_id"]),
+            int(envelope["last_event_id"]),
+            ManagementApiSender(endpoint),
+        )
+        metrics.add_metric(name="MonitorEventsReplayed", unit=MetricUnit.Count, value=sent)
+        return {"replayed": sent}
     if not isinstance(envelope, dict) or "type" not in envelope:
         raise ValueError("not a makima monitor event")
-    endpoint = os.environ["MONITOR_ENDPOINT"]
     result = svc.broadcast(get_database(), [envelope], ManagementApiSender(endpoint), endpoint)
     metrics.add_metric(name="MonitorMessagesSent", unit=MetricUnit.Count, value=result.messages)
     metrics.add_metric(name="MonitorConnectionsGone", unit=MetricUnit.Count, value=result.gone)

@@ -147,30 +147,26 @@ def error_message(code: str, message: str, details: dict[str, Any] | None = None
     return {"type": "error", "code": code, "message": message, "details": details or {}}
 
 
-def handle_message(database: Database, connection_id: str, raw: str | bytes | None, sender: Sender) -> None:
-    """Answer one message from a monitor: a ping, or a filter (which may ask to resume).
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a monitor's message gets: the reply to send now, and where to resume from (if asked)."""
 
-    The answer goes first (``subscribed``, with the filter as applied), then, when resuming, the
-    missed events in order and a ``replayed`` marker; live events follow. While the replay runs the
-    connection is marked ``resuming`` and the broadcaster skips it; the replay ends with a last read
-    of the log after the mark is cleared, so an event broadcast in between is not lost (it may
-    arrive twice: ids de-duplicate).
-    """
+    reply: dict[str, Any]
+    resume_from: int | None = None
 
-    def reply(message: Mapping[str, Any]) -> None:
-        sender.send({connection_id: [message]})
 
+def answer_message(database: Database, connection_id: str, raw: str | bytes | None) -> Answer:
+    """Validate one message from a monitor — a ping, or a filter (which may ask to resume) — store the
+    filter, and say what to answer. A filter that asks to resume marks the connection ``resuming``:
+    the broadcaster skips it until ``replay`` has sent what it missed."""
     try:
         body = json.loads(raw or "{}")
     except (ValueError, UnicodeDecodeError):
-        reply(error_message("VALIDATION_FAILED", "the message is not JSON"))
-        return
+        return Answer(error_message("VALIDATION_FAILED", "the message is not JSON"))
     if not isinstance(body, dict):
-        reply(error_message("VALIDATION_FAILED", "the message must be a JSON object"))
-        return
+        return Answer(error_message("VALIDATION_FAILED", "the message must be a JSON object"))
     if body.get("action") == "ping":
-        reply({"type": "pong"})
-        return
+        return Answer({"type": "pong"})
     try:
         wanted = MonitorFilter.model_validate(body)
     except ValidationError as exc:
@@ -178,14 +174,10 @@ def handle_message(database: Database, connection_id: str, raw: str | bytes | No
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
             for e in exc.errors(include_url=False, include_input=False)
         ]
-        reply(error_message("VALIDATION_FAILED", "invalid filter", {"errors": errors}))
-        return
+        return Answer(error_message("VALIDATION_FAILED", "invalid filter", {"errors": errors}))
     resume_from = int(wanted.last_event_id) if wanted.last_event_id is not None else None
     with transaction(database) as conn:
-        row = monitor_sql.get_connection(conn, connection_id, for_update=True)
-        if row is None:
-            return  # closed meanwhile
-        monitor_sql.set_filter(
+        stored = monitor_sql.set_filter(
             conn,
             connection_id,
             contract_ids=wanted.contract_ids,
@@ -194,31 +186,45 @@ def handle_message(database: Database, connection_id: str, raw: str | bytes | No
             include_heartbeats=wanted.include_heartbeats,
             resuming=resume_from is not None,
         )
-    reply({"type": "subscribed", "filter": wanted.applied(), "resuming": resume_from is not None})
-    if resume_from is None:
-        return
-    subscriber = Subscriber.from_row(
-        {**row, **_stored(wanted), "connection_id": connection_id, "owner_id": row["owner_id"]}
-    )
+    if not stored:
+        return Answer(error_message("NOT_FOUND", "this connection is not registered; reconnect"))
+    return Answer({"type": "subscribed", "filter": wanted.applied(), "resuming": resume_from is not None}, resume_from)
+
+
+def replay(database: Database, connection_id: str, after: int, sender: Sender) -> int:
+    """Send a resuming connection the events it may see that were logged after ``after``, in order,
+    then a ``replayed`` marker; returns how many were sent.
+
+    The connection stays marked ``resuming`` (skipped by the broadcaster) while the log is read; the
+    mark is then cleared and the log read once more, so an event broadcast in between is not lost (it
+    may arrive twice: ids de-duplicate).
+    """
+    with transaction(database) as conn:
+        row = monitor_sql.get_connection(conn, connection_id)
+    if row is None:
+        return 0  # closed meanwhile
+    subscriber = Subscriber.from_row(row)
     owner = None if row["is_admin"] else row["owner_id"]
-    cursor, sent, complete = _replay(database, subscriber, owner, wanted.contract_ids, resume_from, sender)
+    ids = row["contract_ids"]
+    cursor, sent, complete = _replay(database, subscriber, owner, ids, after, sender)
     with transaction(database) as conn:
         monitor_sql.set_resuming(conn, connection_id, False)
     if complete:
-        cursor, more, complete = _replay(
-            database, subscriber, owner, wanted.contract_ids, cursor, sender, budget=MAX_REPLAY - sent
-        )
+        cursor, more, complete = _replay(database, subscriber, owner, ids, cursor, sender, budget=MAX_REPLAY - sent)
         sent += more
-    reply({"type": "replayed", "count": sent, "last_event_id": str(cursor), "complete": complete})
+    sender.send(
+        {connection_id: [{"type": "replayed", "count": sent, "last_event_id": str(cursor), "complete": complete}]}
+    )
+    return sent
 
 
-def _stored(wanted: MonitorFilter) -> dict[str, Any]:
-    return {
-        "contract_ids": wanted.contract_ids,
-        "statuses": [s.value for s in wanted.statuses] if wanted.statuses is not None else None,
-        "include_stale": wanted.include_stale,
-        "include_heartbeats": wanted.include_heartbeats,
-    }
+def handle_message(database: Database, connection_id: str, raw: str | bytes | None, sender: Sender) -> None:
+    """Answer a message and, when it asks to resume, replay: all through ``sender`` (the local stack;
+    on AWS the answer is the route's response and the broadcaster replays)."""
+    answer = answer_message(database, connection_id, raw)
+    sender.send({connection_id: [answer.reply]})
+    if answer.resume_from is not None:
+        replay(database, connection_id, answer.resume_from, sender)
 
 
 def _replay(

@@ -53,8 +53,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_stack(data_dir: Path, log: Path, admin_token: str | None = ADMIN_TOKEN) -> Stack:
-    port = free_port()
+def start_stack(data_dir: Path, log: Path, admin_token: str | None = ADMIN_TOKEN, port: int | None = None) -> Stack:
+    """``makima dev`` on ``port`` (a free one by default; pass the old one to restart a stack in place)."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the embedded database, as a new user
     args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--data-dir", str(data_dir)]
     if admin_token:

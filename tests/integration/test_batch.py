@@ -1,5 +1,6 @@
-"""Seed 5.3: POST /contracts/batch against the real database: the five operations, dry runs, partial
-failure, contracts that change while the batch runs, chunking, admin-only access and bad input.
+"""Seed 5.3: POST /contracts/batch against the real database: the five contract operations, dry runs,
+partial failure, contracts that change while the batch runs, chunking, admin-only access and bad input;
+and ``cleanup_worktrees``, the sixth, over the orphaned worktrees daemons hold.
 
 The test database is shared by the whole session, so every batch here names its contracts
 (``contract_ids``); the one unrestricted batch runs on a database of its own.
@@ -158,6 +159,15 @@ def test_archive_old_archives_finished_contracts_of_every_owner(
     assert affected(failed_only) == {old_failed}
     assert affected(both) == {old_done}  # the failed one is archived already: no longer a candidate
     assert (both["operation"], both["dry_run"], both["errors"]) == ("archive_old", False, [])
+    # And the answer names what it archived, as it found it (before the change)
+    (shown,) = both["affected_contracts"]
+    assert (shown["id"], shown["name"], shown["owner_id"], shown["status"]) == (
+        old_done,
+        "c",
+        str(a.principal.user_id),
+        "completed",
+    )
+    assert both["affected_worktrees"] == []
     assert [setup.status(c) for c in ids] == ["archived", "archived", "completed", "active"]
     # And each archived contract has its status_changed event, by the admin, as POST …/status writes it
     last = setup.events(old_done)[-1]
@@ -583,6 +593,24 @@ def test_only_admins_may_run_batches(
         ({"operation": "pause_all", "reason": "a\u0000b"}, 422, "INVALID_REQUEST"),
         ({"operation": "pause_all", "everything": True}, 422, "INVALID_REQUEST"),
         ({"older_than_hours": 1}, 422, "INVALID_REQUEST"),
+        (
+            {"operation": "pause_all", "worktrees": [{"daemon_id": str(uuid.uuid4()), "path": "/w"}]},
+            400,
+            "VALIDATION_FAILED",
+        ),
+        ({"operation": "cleanup_worktrees", "status_filter": ["completed"]}, 400, "VALIDATION_FAILED"),
+        (
+            {"operation": "cleanup_worktrees", "worktrees": [{"daemon_id": "nope", "path": "/w"}]},
+            422,
+            "INVALID_REQUEST",
+        ),
+        (
+            {"operation": "cleanup_worktrees", "worktrees": [{"daemon_id": str(uuid.uuid4()), "path": ""}]},
+            422,
+            "INVALID_REQUEST",
+        ),
+        ({"operation": "cleanup_worktrees", "worktrees": [{"path": "/w"}]}, 422, "INVALID_REQUEST"),
+        ({"operation": "archive_old", "older_than_hours": "soon"}, 422, "INVALID_REQUEST"),
     ],
 )
 def test_bad_input_is_refused_and_nothing_runs(
@@ -602,6 +630,7 @@ def test_validation_names_what_is_valid(client: TestClient, boss: Caller) -> Non
         "resume_all",
         "cleanup_archived",
         "restart_stale",
+        "cleanup_worktrees",
     ]
     body = {"operation": "archive_old", "older_than_hours": 1, "status_filter": ["completed", "active"]}
     refused = client.post(BATCH, json=body, headers=boss.headers).json()["error"]
@@ -628,3 +657,287 @@ def test_pause_all_follows_the_enhanced_status_flag(
     assert (paused.status_code, paused.json()["error"]["code"]) == (404, "FEATURE_DISABLED")
     assert archived.status_code == 200, archived.text
     assert setup.status(cid) == "active"
+
+
+def test_older_than_hours_takes_fractions(client: TestClient, setup: Setup, boss: Caller, user: Caller) -> None:
+    # Given a contract finished an hour ago and one finished ten minutes ago
+    hour, minutes = setup.contract(user, "active", "completed"), setup.contract(user, "active", "completed")
+    setup.age(hour, hours=1)
+    setup.age(minutes, hours=1 / 6)
+
+    # When an admin archives those finished more than half an hour ago
+    answer = run(client, boss, operation="archive_old", older_than_hours=0.5, contract_ids=[hour, minutes])
+
+    # Then only the one finished an hour ago is archived
+    assert affected(answer) == {hour}
+    assert [setup.status(c) for c in (hour, minutes)] == ["archived", "completed"]
+
+
+# --- cleanup_worktrees ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Fleet:
+    """A daemon of ``owner`` holding worktrees, reported through its heartbeat as a daemon does."""
+
+    client: TestClient
+    setup: Setup
+    owner: Caller
+    daemon_id: str = ""
+
+    def __post_init__(self) -> None:
+        r = self.client.post(f"{API}/daemons", json={"name": f"h-{uuid.uuid4().hex[:8]}"}, headers=self.owner.headers)
+        assert r.status_code == 201, r.text
+        self.daemon_id = str(r.json()["id"])
+
+    def task(self, cid: str, name: str = "t") -> str:
+        r = self.client.post(f"{API}/contracts/{cid}/tasks", json={"name": name}, headers=self.owner.headers)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    def finish(self, cid: str, task_id: str) -> None:
+        r = self.client.post(
+            f"{API}/contracts/{cid}/tasks/{task_id}/status", json={"status": "completed"}, headers=self.owner.headers
+        )
+        assert r.status_code == 200, r.text
+
+    def heartbeat(self, worktrees: list[dict[str, Any]] | None = None) -> list[str]:
+        """Heartbeat (reporting ``worktrees`` if given); the paths the answer asks the daemon to remove."""
+        body = {} if worktrees is None else {"worktrees": worktrees}
+        r = self.client.post(f"{API}/daemons/{self.daemon_id}/heartbeat", json=body, headers=self.owner.headers)
+        assert r.status_code == 200, r.text
+        return sorted(w["path"] for w in r.json()["remove_worktrees"])
+
+    def states(self) -> dict[str, str]:
+        r = self.client.get(f"{API}/daemons/{self.daemon_id}/worktrees", headers=self.owner.headers)
+        assert r.status_code == 200, r.text
+        return {w["path"]: w["state"] for w in r.json()["worktrees"]}
+
+    def key(self, path: str) -> dict[str, str]:
+        return {"daemon_id": self.daemon_id, "path": path}
+
+    def age_task(self, task_id: str, hours: float) -> None:
+        with psycopg.connect(self.setup.database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE tasks SET finished_at = now() - make_interval(secs => %s) WHERE id = %s",
+                (hours * 3600, task_id),
+            )
+
+
+@pytest.fixture
+def fleet(client: TestClient, setup: Setup, user: Caller) -> Fleet:
+    return Fleet(client, setup, user)
+
+
+def _orphans(client: TestClient, setup: Setup, fleet: Fleet, boss: Caller) -> dict[str, str]:
+    """Worktrees in every situation: path -> its contract (or "" once deleted). The task-finished one,
+    the failed contract's and the deleted contract's finished two days ago; the rest is recent or live."""
+    c_task, c_failed, c_recent, c_live, c_deleted = (setup.contract(fleet.owner, "active") for _ in range(5))
+    tasks = {c: fleet.task(c) for c in (c_task, c_failed, c_recent, c_live, c_deleted)}
+    paths = {"/w/task-done": c_task, "/w/failed": c_failed, "/w/recent": c_recent, "/w/live": c_live}
+    paths["/w/deleted"] = c_deleted
+    assert fleet.heartbeat([{"path": p, "branch": f"b{p}", "task_id": tasks[c]} for p, c in paths.items()]) == []
+    fleet.finish(c_task, tasks[c_task])
+    fleet.finish(c_recent, tasks[c_recent])
+    fleet.age_task(tasks[c_task], hours=48)
+    client.post(f"{API}/contracts/{c_failed}/status", json={"status": "failed"}, headers=fleet.owner.headers)
+    for status in ("completed", "archived"):
+        client.post(f"{API}/contracts/{c_deleted}/status", json={"status": status}, headers=fleet.owner.headers)
+    setup.age(c_failed, c_deleted, hours=48)
+    deleted = run(client, boss, operation="cleanup_archived", older_than_hours=24, contract_ids=[c_deleted])
+    assert affected(deleted) == {c_deleted}
+    paths["/w/deleted"] = ""
+    return paths
+
+
+def test_cleanup_worktrees_marks_orphaned_worktrees_and_their_daemon_is_told(
+    client: TestClient, setup: Setup, boss: Caller, fleet: Fleet
+) -> None:
+    # Given a daemon's worktrees: three orphaned for two days (task finished, contract failed, contract
+    # deleted), one whose task finished just now, one still at work
+    paths = _orphans(client, setup, fleet, boss)
+    keys = [fleet.key(p) for p in paths]
+    old = {"/w/task-done", "/w/failed", "/w/deleted"}
+    since = setup.last_event_id()
+
+    # When an admin looks first (a dry run), then cleans up worktrees orphaned for more than a day
+    preview = run(client, boss, operation="cleanup_worktrees", older_than_hours=24, worktrees=keys, dry_run=True)
+    states_after_preview = fleet.states()
+    answer = run(client, boss, operation="cleanup_worktrees", older_than_hours=24, worktrees=keys)
+
+    # Then the dry run listed the three and changed nothing
+    assert {w["path"] for w in preview["affected_worktrees"]} == old
+    assert (preview["affected_count"], preview["affected_ids"], preview["errors"]) == (3, [], [])
+    assert set(states_after_preview.values()) == {"active"}
+    # And the real run marked exactly those three for removal, the recent and the live ones left alone
+    assert (answer["affected_count"], answer["affected_ids"], answer["errors"]) == (3, [], [])
+    assert fleet.states() == {
+        "/w/task-done": "removal_requested",
+        "/w/failed": "removal_requested",
+        "/w/deleted": "removal_requested",
+        "/w/recent": "active",
+        "/w/live": "active",
+    }
+    # And the answer says what each was, and why it is orphaned
+    shown = {w["path"]: w for w in answer["affected_worktrees"]}
+    assert (shown["/w/task-done"]["task_status"], shown["/w/task-done"]["contract_status"]) == ("completed", "active")
+    assert shown["/w/failed"]["contract_status"] == "failed"
+    assert (shown["/w/deleted"]["contract_id"], shown["/w/deleted"]["task_id"]) == (None, None)
+    assert shown["/w/deleted"]["finished_at"] is None
+    assert all(w["daemon_id"] == fleet.daemon_id and w["daemon_status"] == "live" for w in shown.values())
+    assert shown["/w/failed"]["branch"] == "b/w/failed"
+    # And each existing contract got a worktree_removal_requested event by the admin; the summary counts three
+    for path in ("/w/task-done", "/w/failed"):
+        event = setup.events(paths[path])[-1]
+        assert (event["type"], event["actor"]) == ("worktree_removal_requested", f"admin:{boss.principal.user_id}")
+        assert event["payload"] == {
+            "contract_id": paths[path],
+            "daemon_id": fleet.daemon_id,
+            "path": path,
+            "branch": f"b{path}",
+            "task_id": shown[path]["task_id"],
+            "reason": "batch cleanup_worktrees",
+        }
+    assert [s["payload"] for s in setup.summaries_since(since)] == [
+        {"operation": "cleanup_worktrees", "affected_count": 3, "error_count": 0, "dry_run": False}
+    ]
+
+    # When the daemon heartbeats next
+    removals = fleet.heartbeat()
+
+    # Then its answer asks it to remove them (and, by the heartbeat's own rule, any age, the recent one)
+    assert set(removals) == {*old, "/w/recent"}
+
+    # And a second run finds nothing left to ask
+    again = run(client, boss, operation="cleanup_worktrees", worktrees=keys)
+    assert (again["affected_count"], again["errors"]) == (0, [])
+
+
+def test_cleanup_worktrees_without_a_threshold_takes_any_age_and_contract_ids_restrict_it(
+    client: TestClient, setup: Setup, boss: Caller, fleet: Fleet
+) -> None:
+    # Given a contract whose two worktrees' tasks finished just now, and another contract's finished one
+    one, other = setup.contract(fleet.owner, "active"), setup.contract(fleet.owner, "active")
+    tasks = [fleet.task(one), fleet.task(one), fleet.task(other)]
+    reported = [("/x/a", tasks[0]), ("/x/b", tasks[1]), ("/x/c", tasks[2])]
+    fleet.heartbeat([{"path": p, "task_id": t} for p, t in reported])
+    fleet.finish(one, tasks[0])
+    fleet.finish(one, tasks[1])
+    fleet.finish(other, tasks[2])
+
+    # When an admin cleans up the worktrees of the first contract, of any age
+    answer = run(client, boss, operation="cleanup_worktrees", contract_ids=[one])
+
+    # Then both of its worktrees are marked, in (daemon, path) order, and the other contract's is not
+    assert [w["path"] for w in answer["affected_worktrees"]] == ["/x/a", "/x/b"]
+    assert fleet.states() == {"/x/a": "removal_requested", "/x/b": "removal_requested", "/x/c": "active"}
+    assert [e["type"] for e in setup.events(one)][-2:] == ["worktree_removal_requested"] * 2
+
+
+def test_cleanup_worktrees_walks_chunks_and_honours_the_limit(
+    client: TestClient, setup: Setup, boss: Caller, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given five orphaned worktrees (their contract failed) and chunks of two
+    monkeypatch.setattr(batch_svc, "CHUNK_SIZE", 2)
+    cid = setup.contract(fleet.owner, "active")
+    task = fleet.task(cid)
+    paths = [f"/y/{i}" for i in range(5)]
+    fleet.heartbeat([{"path": p, "task_id": task} for p in paths])
+    client.post(f"{API}/contracts/{cid}/status", json={"status": "failed"}, headers=fleet.owner.headers)
+    keys = [fleet.key(p) for p in paths]
+
+    # When an admin cleans them up with a limit of three, twice
+    first = run(client, boss, operation="cleanup_worktrees", worktrees=keys, limit=3)
+    second = run(client, boss, operation="cleanup_worktrees", worktrees=keys, limit=3)
+
+    # Then the first run did three (over two chunks), the second the two left
+    assert [w["path"] for w in first["affected_worktrees"]] == paths[:3]
+    assert [w["path"] for w in second["affected_worktrees"]] == paths[3:]
+    assert set(fleet.states().values()) == {"removal_requested"}
+
+
+def test_a_worktree_removed_since_it_was_listed_is_skipped(
+    client: TestClient,
+    setup: Setup,
+    boss: Caller,
+    fleet: Fleet,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given two orphaned worktrees, one of which its daemon removes right after the batch lists it
+    cid = setup.contract(fleet.owner, "active")
+    task = fleet.task(cid)
+    fleet.heartbeat([{"path": p, "task_id": task} for p in ("/z/1", "/z/2")])
+    fleet.finish(cid, task)
+    listed = batch_sql.worktree_candidates
+
+    def list_then_remove(conn: Conn, selection: batch_sql.WorktreeSelection, **kw: Any) -> list[dict[str, Any]]:
+        rows = listed(conn, selection, **kw)
+        with psycopg.connect(database_url, autocommit=True) as other:
+            other.execute(
+                "UPDATE worktrees SET state = 'removed' WHERE daemon_id = %s AND path = '/z/1'", (fleet.daemon_id,)
+            )
+        return rows
+
+    monkeypatch.setattr(batch_sql, "worktree_candidates", list_then_remove)
+
+    # When an admin cleans them up
+    answer = run(client, boss, operation="cleanup_worktrees", worktrees=[fleet.key("/z/1"), fleet.key("/z/2")])
+
+    # Then the removed one is re-checked under its lock and skipped; the other is marked
+    assert ([w["path"] for w in answer["affected_worktrees"]], answer["errors"]) == (["/z/2"], [])
+    assert fleet.states() == {"/z/1": "removed", "/z/2": "removal_requested"}
+
+
+def test_a_worktree_held_by_another_change_is_an_error_and_the_rest_is_done(
+    client: TestClient,
+    setup: Setup,
+    boss: Caller,
+    fleet: Fleet,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given two orphaned worktrees, the first locked by a long transaction (a daemon's report, say)
+    monkeypatch.setattr(batch_svc, "LOCK_TIMEOUT", "200ms")
+    cid = setup.contract(fleet.owner, "active")
+    task = fleet.task(cid)
+    fleet.heartbeat([{"path": p, "task_id": task} for p in ("/l/1", "/l/2")])
+    fleet.finish(cid, task)
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT 1 FROM worktrees WHERE daemon_id = %s AND path = '/l/1' FOR UPDATE", (fleet.daemon_id,))
+
+        # When an admin cleans them up
+        answer = run(client, boss, operation="cleanup_worktrees", worktrees=[fleet.key("/l/1"), fleet.key("/l/2")])
+        other.rollback()
+
+    # Then the held one is a CONFLICT error naming the worktree (and its contract); the other is marked
+    assert [w["path"] for w in answer["affected_worktrees"]] == ["/l/2"]
+    (error,) = answer["errors"]
+    assert (error["contract_id"], error["daemon_id"], error["path"], error["code"]) == (
+        cid,
+        fleet.daemon_id,
+        "/l/1",
+        "CONFLICT",
+    )
+    assert fleet.states() == {"/l/1": "active", "/l/2": "removal_requested"}
+    # And only the marked one has its event
+    assert [e["payload"].get("path") for e in setup.events(cid) if e["type"] == "worktree_removal_requested"] == [
+        "/l/2"
+    ]
+
+
+def test_only_admins_may_clean_up_worktrees(client: TestClient, setup: Setup, fleet: Fleet) -> None:
+    # Given an orphaned worktree
+    cid = setup.contract(fleet.owner, "active")
+    task = fleet.task(cid)
+    fleet.heartbeat([{"path": "/f/1", "task_id": task}])
+    fleet.finish(cid, task)
+
+    # When its owner tries to clean it up in a batch
+    r = client.post(
+        BATCH, json={"operation": "cleanup_worktrees", "worktrees": [fleet.key("/f/1")]}, headers=fleet.owner.headers
+    )
+
+    # Then it is refused, and the worktree is untouched
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "FORBIDDEN")
+    assert fleet.states() == {"/f/1": "active"}

@@ -90,3 +90,46 @@ def test_single_connection_database_reconnects(outage_url: str, server_url: str)
     with db.connection() as conn:
         assert conn.execute("SELECT 1").fetchone() == {"?column?": 1}
     db.close()
+
+
+def test_the_local_monitor_says_try_again_later_while_the_database_is_down(outage_url: str, server_url: str) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    from makima.local.monitor import CLOSE_TRY_AGAIN_LATER, CLOSE_UNAUTHORIZED, MONITOR_PATH, LocalHub, mount_monitor
+
+    dbname = _dbname(outage_url)
+    db = PooledDatabase(outage_url, min_size=1, max_size=4, timeout=1.0)
+    with transaction(db) as conn:
+        token = auth.ensure_admin(conn, token="mkm_outage_monitor_token_0123456789")
+    app = create_app(db)
+    mount_monitor(app, db, LocalHub("local:outage"))
+    try:
+        with TestClient(app) as client:
+            # A bad token is refused (the handshake fails) ...
+            with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(f"{MONITOR_PATH}?token=mkm_x"):
+                pass
+            assert refused.value.code == CLOSE_UNAUTHORIZED
+            # ... while an unreachable database is "try again later", which a client retries
+            set_database_reachable(server_url, dbname, False)
+            try:
+                with client.websocket_connect(f"{MONITOR_PATH}?token={token}") as ws:
+                    with pytest.raises(WebSocketDisconnect) as later:
+                        ws.receive_text()
+                    assert later.value.code == CLOSE_TRY_AGAIN_LATER
+            finally:
+                set_database_reachable(server_url, dbname, True)
+            # And once it is back, the monitor works
+            assert _eventually(lambda: _subscribes(client, f"{MONITOR_PATH}?token={token}"))
+    finally:
+        db.close()
+
+
+def _subscribes(client: TestClient, url: str) -> bool:
+    from starlette.websockets import WebSocketDisconnect
+
+    try:
+        with client.websocket_connect(url) as ws:
+            ws.send_text("{}")
+            return bool(ws.receive_json()["type"] == "subscribed")
+    except WebSocketDisconnect:
+        return False

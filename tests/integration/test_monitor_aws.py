@@ -125,6 +125,12 @@ def send(connection_id: str, message: dict[str, Any]) -> dict[str, Any]:
     return handler_of("monitor")(ws_event("message_filter", connection_id, body=json.dumps(message)), FakeContext())
 
 
+def subscribe(caller: Caller, connection_id: str, **fltr: Any) -> None:
+    """Connect and send a filter: a connection takes no live events before its first filter."""
+    assert connect(caller, connection_id)["statusCode"] == 200
+    assert json.loads(send(connection_id, fltr)["body"])["type"] == "subscribed"
+
+
 def broadcast(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [handler_of("broadcaster")(e, FakeContext()) for e in events]
 
@@ -238,11 +244,11 @@ def test_an_http_write_is_published_and_broadcast_to_the_matching_connections(
     owner, stranger = make_caller(), make_caller()
     drain_to_bus(db)  # what earlier tests left in the outbox
     aws.published()
-    connect(owner, "conn-all")
-    connect(owner, "conn-paused")
-    send("conn-paused", {"statuses": ["paused"]})
-    connect(stranger, "conn-stranger")
-    before = {c: len(posted(c)) for c in ("conn-all", "conn-paused", "conn-stranger")}
+    connect(owner, "conn-silent")  # connected, no filter sent yet: nothing
+    subscribe(owner, "conn-all")
+    subscribe(owner, "conn-paused", statuses=["paused"])
+    subscribe(stranger, "conn-stranger")
+    before = {c: len(posted(c)) for c in ("conn-all", "conn-paused", "conn-stranger", "conn-silent")}
 
     # When the owner creates a contract through the contracts function (as behind the authorizer)
     handler: Handler = make_http_handler(contracts_router.router)
@@ -271,6 +277,7 @@ def test_an_http_write_is_published_and_broadcast_to_the_matching_connections(
     assert set(new["conn-all"][0]) == {"id", "type", "contract_id", "timestamp", "actor", "data"}
     assert new["conn-paused"] == []
     assert new["conn-stranger"] == []
+    assert new["conn-silent"] == []
 
 
 def test_heartbeats_go_to_the_bus_only_while_a_monitor_wants_them(
@@ -309,8 +316,7 @@ def test_heartbeats_go_to_the_bus_only_while_a_monitor_wants_them(
     beat(10, handler)
     assert [p["detail-type"] for p in aws.published()] == ["supervisor_state_changed"]
     # Once a monitor asks for them (noticed within the container's few-second cache), they are published
-    connect(owner, "conn-beats")
-    send("conn-beats", {"include_heartbeats": True})
+    subscribe(owner, "conn-beats", include_heartbeats=True)
     handler = make_http_handler(heartbeats_router.router)  # a fresh container: no cached answer
     beat(20, handler)
     (hb,) = aws.published()
@@ -332,7 +338,7 @@ def test_a_gone_connection_is_forgotten_and_the_others_still_get_the_event(
     aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller]
 ) -> None:
     owner = make_caller()
-    connect(owner, "conn-gone")
+    subscribe(owner, "conn-gone")
     contract = new_contract(db, owner, "gone")
     sender = ManagementApiSender(ENDPOINT)
     # The management API answers 410 Gone for this connection (moto never does: the Stubber does)
@@ -352,7 +358,7 @@ def test_a_slow_client_does_not_delay_the_others(
     owner = make_caller()
     ids = [f"conn-{i}" for i in range(12)]
     for cid in ids:
-        connect(owner, cid)
+        subscribe(owner, cid)
     contract = new_contract(db, owner, "slow")
     sender = ManagementApiSender(ENDPOINT)
     delivered: dict[str, float] = {}

@@ -15,6 +15,10 @@ from typing import Annotated
 
 import typer
 
+import makima.cli.cleanup  # noqa: F401, RUF100  (registers contracts cleanup)
+import makima.cli.contracts  # noqa: F401, RUF100  (registers the contracts commands)
+import makima.cli.monitor  # noqa: F401, RUF100  (registers contracts monitor)
+from makima.cli import login
 from makima.cli.client import DEFAULT_API_URL, Api, print_json
 from makima.cli.contracts_app import app as contracts_app
 from makima.config import Settings
@@ -25,6 +29,7 @@ admin_app = typer.Typer(help="Users and API tokens (needs an admin token).", no_
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(contracts_app, name="contracts")
+app.command("login")(login.login)
 
 DataDir = Annotated[
     str | None,

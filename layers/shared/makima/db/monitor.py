@@ -18,14 +18,16 @@ _CONNECTION_COLUMNS = (
 
 
 def add_connection(conn: Conn, connection_id: str, owner_id: UUID, *, is_admin: bool, endpoint: str) -> None:
-    """A new connection gets every event of its owner's contracts but heartbeats until it sends a
-    filter (the defaults of the filter message)."""
+    """A new connection takes no live events until its first filter message (``resuming`` until then):
+    otherwise events broadcast between the handshake and a resuming filter would reach it before the
+    events it missed, out of order."""
     conn.execute(
         """
-        INSERT INTO monitor_connections (connection_id, owner_id, is_admin, endpoint)
-        VALUES (%s, %s, %s, %s)
+        INSERT INTO monitor_connections (connection_id, owner_id, is_admin, endpoint, resuming)
+        VALUES (%s, %s, %s, %s, true)
         ON CONFLICT (connection_id) DO UPDATE
-           SET owner_id = EXCLUDED.owner_id, is_admin = EXCLUDED.is_admin, endpoint = EXCLUDED.endpoint
+           SET owner_id = EXCLUDED.owner_id, is_admin = EXCLUDED.is_admin, endpoint = EXCLUDED.endpoint,
+               resuming = true
         """,
         (connection_id, owner_id, is_admin, endpoint),
     )
@@ -139,17 +141,20 @@ def unpublished_count(conn: Conn) -> int:
 def events_after(
     conn: Conn, owner_id: UUID | None, after_id: int, limit: int, contract_ids: list[UUID] | None
 ) -> list[dict[str, Any]]:
-    """The log after ``after_id`` that a monitor may see, oldest first. Index-backed either way: by
-    owner (idx_contract_events_owner), by contract, or by id for admins."""
+    """The log after ``after_id`` that a monitor may see, oldest first: by contract
+    (idx_contract_events_contract), by owner (idx_contract_events_owner), or by id for an admin.
+
+    The filters are added to the text only when given, not written as ``(%s IS NULL OR …)``: once
+    psycopg prepares the statement, PostgreSQL may switch to a generic plan, which cannot drop the
+    ``IS NULL`` branch and scans the whole log (what tests/bench/bench_dashboard.py found for the
+    dashboard's statements)."""
+    where = ["id > %(after)s"]
+    if owner_id is not None:
+        where.append("owner_id = %(owner)s")
+    if contract_ids is not None:
+        where.append("contract_id = ANY(%(ids)s)")
     return conn.execute(
-        f"""
-        SELECT {_EVENT_COLUMNS} FROM contract_events
-         WHERE id > %(after)s
-           AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
-           AND (%(ids)s::uuid[] IS NULL OR contract_id = ANY(%(ids)s::uuid[]))
-         ORDER BY id
-         LIMIT %(limit)s
-        """,
+        f"SELECT {_EVENT_COLUMNS} FROM contract_events WHERE {' AND '.join(where)} ORDER BY id LIMIT %(limit)s",
         {"after": after_id, "owner": owner_id, "ids": contract_ids, "limit": limit},
     ).fetchall()
 

@@ -38,6 +38,7 @@ MONITOR_PATH = "/api/v1/contracts/monitor"
 QUEUE_LIMIT = 5_000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class _Client:
@@ -171,10 +172,16 @@ def mount_monitor(app: FastAPI, database: Database, hub: LocalHub) -> None:
     async def monitor(websocket: WebSocket) -> None:
         try:
             principal = await run_in_threadpool(auth.resolve, database, _token(websocket))
-        except (Unauthorized, DatabaseUnavailable) as exc:
+        except Unauthorized as exc:
             # Refused during the handshake: the client sees HTTP 403 (the WebSocket spec has no 401).
             log.info("monitor connection refused: %s", exc)
             await websocket.close(code=CLOSE_UNAUTHORIZED, reason=str(exc)[:120])
+            return
+        except DatabaseUnavailable:
+            # Not the client's fault: accept, then close with "try again later", so a client can tell
+            # this from a refused token and retry.
+            await websocket.accept()
+            await websocket.close(code=CLOSE_TRY_AGAIN_LATER, reason="database unavailable; retry")
             return
         await websocket.accept()
         connection_id = f"local-{uuid.uuid4()}"

@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS monitor_connections (
     statuses            text[],
     include_stale       boolean NOT NULL DEFAULT true,
     include_heartbeats  boolean NOT NULL DEFAULT false,
-    -- while a reconnecting monitor is replaying what it missed, live events wait for the replay
+    -- no live events while true: from connect until the first filter message, and while a
+    -- reconnecting monitor is replaying what it missed (db/monitor.py sets it on insert)
     resuming            boolean NOT NULL DEFAULT false,
     connected_at        timestamptz NOT NULL DEFAULT now(),
     filter_set_at       timestamptz

@@ -1,6 +1,6 @@
 """Batch operations over contracts (seed 5.3), for admins: archive old finished contracts, pause every
 active one, resume every paused one, delete old archived ones, ask stale contracts' supervisors to
-restart.
+restart; and, over worktrees, ask daemons to remove the orphaned ones (``cleanup_worktrees``).
 
 How a batch runs, and why:
 
@@ -23,6 +23,12 @@ How a batch runs, and why:
 
 ``dry_run`` lists what would be affected (and the errors that can be told without writing: contracts
 without a supervisor) and writes nothing, no events included.
+
+``cleanup_worktrees`` runs the same way over worktrees instead of contracts (keyset on ``(daemon_id,
+path)``, a savepoint each, re-checked under the worktree's row lock): each orphaned worktree still
+``active`` is marked ``removal_requested``, with a ``worktree_removal_requested`` event on its contract
+when the contract still exists. Its items are worktrees, so it answers them in ``affected_worktrees``
+and leaves ``affected_ids`` (contract ids) empty.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class BatchOperation(StrEnum):
     RESUME_ALL = "resume_all"
     CLEANUP_ARCHIVED = "cleanup_archived"
     RESTART_STALE = "restart_stale"
+    CLEANUP_WORKTREES = "cleanup_worktrees"
 
 
 S = ContractStatus
@@ -61,33 +68,46 @@ S = ContractStatus
 ARCHIVABLE: tuple[ContractStatus, ...] = (S.COMPLETED, S.FAILED)
 NOT_TERMINAL: tuple[ContractStatus, ...] = tuple(s for s in ContractStatus if s not in TERMINAL)
 # Operations that select by age; the first two need the age given, restart_stale defaults to the
-# configured stale threshold.
-_AGED = frozenset({BatchOperation.ARCHIVE_OLD, BatchOperation.CLEANUP_ARCHIVED, BatchOperation.RESTART_STALE})
+# configured stale threshold, cleanup_worktrees to any age.
+_AGED = frozenset(
+    {
+        BatchOperation.ARCHIVE_OLD,
+        BatchOperation.CLEANUP_ARCHIVED,
+        BatchOperation.RESTART_STALE,
+        BatchOperation.CLEANUP_WORKTREES,
+    }
+)
 _AGE_REQUIRED = frozenset({BatchOperation.ARCHIVE_OLD, BatchOperation.CLEANUP_ARCHIVED})
 
-CHUNK_SIZE = 100  # contracts per transaction: bounds the locks held and the work lost to a failure
+CHUNK_SIZE = 100  # contracts (or worktrees) per transaction: bounds the locks held and the work lost to a failure
 LOCK_TIMEOUT = "2s"  # the longest an item waits for a contract another change holds
 DEFAULT_LIMIT = 1000  # a batch is one HTTP request: on AWS it must end within API Gateway's 29 s
 MAX_LIMIT = 10_000
 MAX_AGE_HOURS = 876_000  # 100 years: any real threshold, and far from datetime's range
 
 
+WorktreeKey = tuple[UUID, str]  # (daemon_id, path): a worktree's identity (the table's primary key)
+
+
 @dataclass(frozen=True)
 class BatchRequest:
     operation: str
-    older_than_hours: int | None = None
+    older_than_hours: float | None = None  # hours, fractions allowed (0.5: 30 minutes)
     status_filter: list[str] | None = None
     contract_ids: list[UUID] | None = None
     reason: str | None = None
     dry_run: bool = False
     limit: int = DEFAULT_LIMIT
+    worktrees: list[WorktreeKey] | None = None  # cleanup_worktrees only
 
 
 @dataclass(frozen=True)
 class ItemError:
-    contract_id: UUID
+    contract_id: UUID | None  # None only for a worktree whose contract is gone
     code: str
     message: str
+    daemon_id: UUID | None = None  # a worktree's error: which one
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,9 +116,15 @@ class BatchResult:
     dry_run: bool
     affected_ids: list[UUID] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
+    # What the answer shows of each affected item, in order: the contract rows as listed (name, owner,
+    # status before the change...), or, for cleanup_worktrees, the worktrees.
+    affected_contracts: list[dict[str, Any]] = field(default_factory=list)
+    affected_worktrees: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def affected_count(self) -> int:
+        if self.operation is BatchOperation.CLEANUP_WORKTREES:
+            return len(self.affected_worktrees)
         return len(self.affected_ids)
 
 
@@ -158,7 +184,7 @@ def _archivable(request: BatchRequest) -> list[str]:
 
 def plan(
     request: BatchRequest, *, now: datetime, stale_threshold: timedelta
-) -> tuple[BatchOperation, batch_sql.Selection]:
+) -> tuple[BatchOperation, batch_sql.Selection | batch_sql.WorktreeSelection]:
     """Check the request and turn it into the predicate the batch selects by. Fields that do not apply
     to the operation are refused rather than ignored: ``pause_all`` with ``older_than_hours`` would
     otherwise pause every active contract, not only the old ones the caller meant."""
@@ -172,6 +198,8 @@ def plan(
         raise _invalid(f"older_than_hours must be between 0 and {MAX_AGE_HOURS}", request, field="older_than_hours")
     if request.status_filter is not None and operation is not BatchOperation.ARCHIVE_OLD:
         raise _invalid(f"status_filter does not apply to {operation.value}", request, field="status_filter")
+    if request.worktrees is not None and operation is not BatchOperation.CLEANUP_WORKTREES:
+        raise _invalid(f"worktrees does not apply to {operation.value}", request, field="worktrees")
     if not 1 <= request.limit <= MAX_LIMIT:
         raise _invalid(f"limit must be between 1 and {MAX_LIMIT}", request, field="limit")
     cutoff = now - timedelta(hours=age) if age is not None else None
@@ -188,6 +216,9 @@ def plan(
         case BatchOperation.RESTART_STALE:
             idle_before = cutoff if cutoff is not None else now - stale_threshold
             return operation, batch_sql.Selection([s.value for s in NOT_TERMINAL], idle_before=idle_before, ids=ids)
+        case BatchOperation.CLEANUP_WORKTREES:
+            keys = list(request.worktrees) if request.worktrees is not None else None
+            return operation, batch_sql.WorktreeSelection(finished_before=cutoff, keys=keys, contract_ids=ids)
 
 
 # --- the operations on one contract ---------------------------------------------------------------------
@@ -265,6 +296,95 @@ def _preview(operation: BatchOperation, row: dict[str, Any]) -> Outcome:
     return "affected"
 
 
+_CONTRACT_FIELDS = ("id", "name", "owner_id", "status", "status_changed_at", "last_activity_at")
+_WORKTREE_FIELDS = (
+    "daemon_id",
+    "daemon_name",
+    "daemon_status",
+    "path",
+    "branch",
+    "task_id",
+    "task_status",
+    "contract_id",
+    "contract_name",
+    "contract_status",
+    "finished_at",
+)
+
+
+# --- orphaned worktrees ---------------------------------------------------------------------------------
+
+
+def _request_removal(
+    conn: Conn, principal: Principal, selection: batch_sql.WorktreeSelection, row: dict[str, Any], reason: str
+) -> Outcome:
+    """One worktree, all or nothing: a savepoint around the lock, the re-check, the mark and its event."""
+    daemon_id, path = row["daemon_id"], row["path"]
+    try:
+        with conn.transaction():
+            now = batch_sql.lock_worktree(conn, selection, daemon_id, path)
+            if now is None:
+                return "skipped"
+            batch_sql.request_worktree_removal(conn, daemon_id, path)
+            if now["contract_id"] is not None and now["owner_id"] is not None:
+                events_sql.append(
+                    conn,
+                    contract_id=now["contract_id"],
+                    owner_id=now["owner_id"],
+                    type="worktree_removal_requested",
+                    payload={
+                        "contract_id": str(now["contract_id"]),
+                        "daemon_id": str(daemon_id),
+                        "path": path,
+                        "branch": row["branch"],
+                        "task_id": None if row["task_id"] is None else str(row["task_id"]),
+                        "reason": reason,
+                    },
+                    actor=principal.actor,
+                )
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.TransactionRollback):
+        return ItemError(
+            row["contract_id"],
+            Conflict.code,
+            "the worktree is locked by another change (its daemon reporting?); try again",
+            daemon_id=daemon_id,
+            path=path,
+        )
+    return "affected"
+
+
+def _run_worktrees(
+    db: Database,
+    principal: Principal,
+    request: BatchRequest,
+    selection: batch_sql.WorktreeSelection,
+    reason: str,
+    result: BatchResult,
+) -> None:
+    """``cleanup_worktrees``: the contracts' loop, over worktrees (keyset on ``(daemon_id, path)``)."""
+    remaining = request.limit
+    after: WorktreeKey | None = None
+    while remaining > 0:
+        wanted = min(CHUNK_SIZE, remaining)
+        with transaction(db) as conn:
+            if not request.dry_run:
+                batch_sql.set_lock_timeout(conn, LOCK_TIMEOUT)
+            chunk = batch_sql.worktree_candidates(conn, selection, after=after, limit=wanted)
+            for row in chunk:
+                outcome: Outcome = (
+                    "affected" if request.dry_run else _request_removal(conn, principal, selection, row, reason)
+                )
+                if outcome == "affected":
+                    result.affected_worktrees.append({k: row[k] for k in _WORKTREE_FIELDS})
+                elif isinstance(outcome, ItemError):
+                    result.errors.append(outcome)
+                if outcome != "skipped":
+                    remaining -= 1
+        if len(chunk) < wanted:
+            break
+        after = (chunk[-1]["daemon_id"], chunk[-1]["path"])
+
+
 # --- the batch ------------------------------------------------------------------------------------------
 
 
@@ -277,35 +397,17 @@ def run_batch(
     now: datetime | None = None,
 ) -> BatchResult:
     """Run one batch operation (admins only; they act on every owner's contracts). At most
-    ``request.limit`` contracts are acted on (affected or failed): a re-run continues with the rest,
-    since what was done no longer matches."""
+    ``request.limit`` contracts (or worktrees) are acted on (affected or failed): a re-run continues with
+    the rest, since what was done no longer matches."""
     if not principal.is_admin:
         raise Forbidden("admin role required")
     operation, selection = plan(request, now=now or datetime.now(UTC), stale_threshold=stale_threshold)
     reason = request.reason or f"batch {operation.value}"
     result = BatchResult(operation, request.dry_run)
-    remaining = request.limit
-    after: UUID | None = None
-    while remaining > 0:
-        wanted = min(CHUNK_SIZE, remaining)
-        with transaction(db) as conn:
-            if not request.dry_run:
-                batch_sql.set_lock_timeout(conn, LOCK_TIMEOUT)
-            chunk = batch_sql.candidates(conn, selection, after=after, limit=wanted)
-            for row in chunk:
-                if request.dry_run:
-                    outcome = _preview(operation, row)
-                else:
-                    outcome = _apply(conn, principal, operation, selection, row["id"], reason)
-                if outcome == "affected":
-                    result.affected_ids.append(row["id"])
-                elif isinstance(outcome, ItemError):
-                    result.errors.append(outcome)
-                if outcome != "skipped":
-                    remaining -= 1
-        if len(chunk) < wanted:
-            break
-        after = chunk[-1]["id"]
+    if isinstance(selection, batch_sql.WorktreeSelection):
+        _run_worktrees(db, principal, request, selection, reason, result)
+    else:
+        _run_contracts(db, principal, request, operation, selection, reason, result)
     if not request.dry_run:
         with transaction(db) as conn:
             events_sql.append(
@@ -322,3 +424,37 @@ def run_batch(
                 actor=principal.actor,
             )
     return result
+
+
+def _run_contracts(
+    db: Database,
+    principal: Principal,
+    request: BatchRequest,
+    operation: BatchOperation,
+    selection: batch_sql.Selection,
+    reason: str,
+    result: BatchResult,
+) -> None:
+    remaining = request.limit
+    after: UUID | None = None
+    while remaining > 0:
+        wanted = min(CHUNK_SIZE, remaining)
+        with transaction(db) as conn:
+            if not request.dry_run:
+                batch_sql.set_lock_timeout(conn, LOCK_TIMEOUT)
+            chunk = batch_sql.candidates(conn, selection, after=after, limit=wanted)
+            for row in chunk:
+                if request.dry_run:
+                    outcome = _preview(operation, row)
+                else:
+                    outcome = _apply(conn, principal, operation, selection, row["id"], reason)
+                if outcome == "affected":
+                    result.affected_ids.append(row["id"])
+                    result.affected_contracts.append({k: row[k] for k in _CONTRACT_FIELDS})
+                elif isinstance(outcome, ItemError):
+                    result.errors.append(outcome)
+                if outcome != "skipped":
+                    remaining -= 1
+        if len(chunk) < wanted:
+            break
+        after = chunk[-1]["id"]

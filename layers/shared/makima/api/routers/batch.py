@@ -1,15 +1,16 @@
-"""POST /contracts/batch (seed 5.3): one operation over many contracts, admins only.
+"""POST /contracts/batch (seed 5.3): one operation over many contracts (or, for ``cleanup_worktrees``,
+over the orphaned worktrees daemons hold), admins only.
 
 Registered before the contracts router, so ``/contracts/batch`` is never taken for a contract id.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from makima.api.deps import DB, Caller, Config, FeatureFlags
 from makima.api.routers._common import make_router
@@ -20,18 +21,26 @@ from makima.services import batch as svc
 router = make_router("batch")
 
 
+class WorktreeKeyIn(Body):
+    daemon_id: UUID
+    path: str = Field(min_length=1, max_length=4096, pattern=TEXT)
+
+
 class BatchIn(Body):
     operation: str = Field(
         max_length=64,
-        description="archive_old, pause_all, resume_all, cleanup_archived or restart_stale.",
+        description="archive_old, pause_all, resume_all, cleanup_archived, restart_stale or cleanup_worktrees.",
         examples=["archive_old"],
     )
-    older_than_hours: int | None = Field(
+    older_than_hours: float | None = Field(
         default=None,
         ge=0,
         le=svc.MAX_AGE_HOURS,
-        description="archive_old and cleanup_archived (required): finished / archived before now minus this. "
-        "restart_stale: idle for longer than this (default: the configured stale threshold).",
+        allow_inf_nan=False,
+        description="Hours, fractions allowed (0.5 is 30 minutes). archive_old and cleanup_archived (required): "
+        "finished / archived before now minus this. restart_stale: idle for longer than this (default: the "
+        "configured stale threshold). cleanup_worktrees: task or contract finished before now minus this "
+        "(default: any age).",
     )
     status_filter: list[Annotated[str, Field(max_length=64)]] | None = Field(
         default=None,
@@ -41,7 +50,13 @@ class BatchIn(Body):
     contract_ids: list[UUID] | None = Field(
         default=None,
         max_length=svc.MAX_LIMIT,
-        description="Restrict the batch to these contracts (those that match the operation).",
+        description="Restrict the batch to these contracts (those that match the operation); for "
+        "cleanup_worktrees, to the worktrees held for these contracts.",
+    )
+    worktrees: list[WorktreeKeyIn] | None = Field(
+        default=None,
+        max_length=svc.MAX_LIMIT,
+        description="cleanup_worktrees only: restrict the batch to these worktrees (those that are orphaned).",
     )
     reason: str | None = Field(
         default=None, pattern=TEXT, max_length=2000, description="Recorded in each contract's event."
@@ -53,17 +68,55 @@ class BatchIn(Body):
 
 
 class BatchItemError(BaseModel):
-    contract_id: UUID
+    contract_id: UUID | None = Field(description="Null only for a worktree whose contract is gone.")
     code: str
     message: str
+    daemon_id: UUID | None = Field(default=None, description="cleanup_worktrees: the worktree's daemon.")
+    path: str | None = Field(default=None, description="cleanup_worktrees: the worktree's path.")
+
+    @model_serializer(mode="wrap")
+    def _contract_errors_stay_as_they_were(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A contract's error is ``{contract_id, code, message}``, as before worktrees had errors."""
+        data: dict[str, Any] = handler(self)
+        if self.daemon_id is None and self.path is None:
+            data.pop("daemon_id", None)
+            data.pop("path", None)
+        return data
+
+
+class BatchContract(BaseModel):
+    id: UUID
+    name: str
+    owner_id: UUID
+    status: str = Field(description="As the batch found it, before its change.")
+    status_changed_at: datetime
+    last_activity_at: datetime
+
+
+class BatchWorktree(BaseModel):
+    daemon_id: UUID
+    daemon_name: str
+    daemon_status: str = Field(description="live or dead: a dead daemon is told when it heartbeats again.")
+    path: str
+    branch: str
+    task_id: UUID | None
+    task_status: str | None
+    contract_id: UUID | None = Field(description="Null when the contract was deleted.")
+    contract_name: str | None
+    contract_status: str | None
+    finished_at: datetime | None = Field(description="When its task or contract finished; null when unknown.")
 
 
 class BatchOut(BaseModel):
     operation: str
     dry_run: bool
     affected_count: int
-    affected_ids: list[UUID]
-    errors: list[BatchItemError] = Field(description="Contracts the operation failed on; the others are done.")
+    affected_ids: list[UUID] = Field(description="The contracts affected (empty for cleanup_worktrees).")
+    affected_contracts: list[BatchContract] = Field(
+        description="The contracts affected, in the order of affected_ids: names and statuses as found."
+    )
+    affected_worktrees: list[BatchWorktree] = Field(description="cleanup_worktrees: the worktrees affected.")
+    errors: list[BatchItemError] = Field(description="Items the operation failed on; the others are done.")
 
 
 @router.post("/contracts/batch", response_model=BatchOut)
@@ -84,6 +137,7 @@ def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureF
             reason=body.reason,
             dry_run=body.dry_run,
             limit=body.limit,
+            worktrees=None if body.worktrees is None else [(w.daemon_id, w.path) for w in body.worktrees],
         ),
         stale_threshold=timedelta(minutes=config.contracts.stale_threshold_minutes),
     )
@@ -92,5 +146,12 @@ def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureF
         dry_run=result.dry_run,
         affected_count=result.affected_count,
         affected_ids=result.affected_ids,
-        errors=[BatchItemError(contract_id=e.contract_id, code=e.code, message=e.message) for e in result.errors],
+        affected_contracts=[BatchContract.model_validate(c) for c in result.affected_contracts],
+        affected_worktrees=[BatchWorktree.model_validate(w) for w in result.affected_worktrees],
+        errors=[
+            BatchItemError(
+                contract_id=e.contract_id, code=e.code, message=e.message, daemon_id=e.daemon_id, path=e.path
+            )
+            for e in result.errors
+        ],
     )

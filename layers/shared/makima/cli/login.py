@@ -1,0 +1,55 @@
+"""``makima login``: check a token against the API and store it, with the API's URL, in the CLI's config
+file (``cli/config.py``: ``$MAKIMA_CLI_CONFIG`` or ``~/.config/makima/cli.toml``, mode 0600), where every
+later command finds it when neither a flag nor ``MAKIMA_TOKEN`` gives one."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from makima.cli.client import DEFAULT_API_URL, Api
+from makima.cli.config import read_file, write_file
+
+EXIT_USAGE = 2
+
+
+def _interactive() -> bool:
+    """Whether there is a terminal to ask for the token on (a seam for the tests)."""
+    return sys.stdin.isatty()
+
+
+def login(
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            envvar="MAKIMA_API_URL",
+            help="Base URL of the API (default: the stored one, else http://127.0.0.1:8000).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="The token; without it you are asked for it (hidden) on the terminal."),
+    ] = None,
+) -> None:
+    """Store an API token for the CLI after checking it against the API (the file is readable by you only).
+
+    \b
+    Example:
+      makima login --api-url https://api.example.com
+    """
+    url = (api_url or read_file().get("api_url") or DEFAULT_API_URL).rstrip("/")
+    if not token:
+        if not _interactive():
+            typer.echo("error: no --token given and no terminal to ask for one on: pass --token", err=True)
+            raise typer.Exit(EXIT_USAGE)
+        token = typer.prompt(f"Token for {url}", hide_input=True)
+    token = token.strip()
+    if not token:
+        typer.echo("error: the token is empty", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    Api(url, token).call("GET", "/contracts", params={"limit": 1})  # an unknown token: error: UNAUTHORIZED
+    path = write_file(url, token)
+    typer.echo(f"logged in to {url}: token saved to {path} (mode 0600)")

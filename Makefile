@@ -8,6 +8,9 @@ SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 SAM := $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
+# cfn-lint comes with the SAM CLI (sam validate --lint); pinned as well, because tests/infra also runs it
+# on the CloudFormation that aws-sam-translator makes of the template.
+CFN_LINT_VERSION := 1.58.0
 # sam build needs an interpreter matching the Lambda runtime (python3.12) on PATH.
 PY312_BIN := $(shell for d in "$$(pyenv root 2>/dev/null)/versions/"3.12*/bin /usr/local/bin /usr/bin; do \
 	[ -x "$$d/python3.12" ] && { echo "$$d"; break; }; done)
@@ -32,7 +35,7 @@ $(CHROMIUM):
 
 $(SAM_VENV)/.installed:
 	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION) cfn-lint==$(CFN_LINT_VERSION)
 	touch $@
 
 .PHONY: install
@@ -69,7 +72,7 @@ e2e: $(VENV)/.installed $(CHROMIUM) ## End-to-end tests against the local stack 
 	MAKIMA_REQUIRE_BROWSER=1 $(BIN)/pytest tests/e2e -q
 
 .PHONY: infra
-infra: $(VENV)/.installed $(SAM_VENV)/.installed ## Template tests: routes, sam validate --lint, sam build
+infra: $(VENV)/.installed $(SAM_VENV)/.installed ## Template tests: routes, the translated stack (IAM, alarms...), cfn-lint, sam build
 	PATH="$(PY312_BIN):$$PATH" MAKIMA_REQUIRE_SAM=1 $(BIN)/pytest tests/infra -q
 
 .PHONY: test

@@ -13,6 +13,9 @@ from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayWebSocketConnectEventModel,
     APIGatewayWebSocketDisconnectEventModel,
     APIGatewayWebSocketMessageEventModel,
+    CloudFormationCustomResourceCreateModel,
+    CloudFormationCustomResourceDeleteModel,
+    CloudFormationCustomResourceUpdateModel,
     EventBridgeModel,
 )
 from pydantic import BaseModel
@@ -36,6 +39,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "websocket/message_filter.json": APIGatewayWebSocketMessageEventModel,
     "websocket/message_ping.json": APIGatewayWebSocketMessageEventModel,
     "websocket/disconnect.json": APIGatewayWebSocketDisconnectEventModel,
+    "web/dashboard_page.json": APIGatewayProxyEventV2Model,
+    "web/dashboard_file.json": APIGatewayProxyEventV2Model,
+    "cloudformation/create.json": CloudFormationCustomResourceCreateModel,
+    "cloudformation/update.json": CloudFormationCustomResourceUpdateModel,
+    "cloudformation/delete.json": CloudFormationCustomResourceDeleteModel,
 }
 
 
@@ -46,7 +54,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def test_every_sample_event_has_a_model() -> None:
-    # Every event file is checked: HTTP ones below, the others by their model here
+    # Every event file is checked: by their model here, and the HTTP ones (http/, web/) below as well
     others = {str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json") if p.parent.name != "http"}
     assert others == set(MODELS)
 
@@ -56,7 +64,11 @@ def test_sample_event_parses(name: str) -> None:
     MODELS[name].model_validate(_load(EVENTS / name))
 
 
-@pytest.mark.parametrize("path", sorted((EVENTS / "http").glob("*.json")), ids=lambda p: p.stem)
+HTTP_SAMPLES = sorted((EVENTS / "http").glob("*.json")) + sorted((EVENTS / "web").glob("*.json"))
+PUBLIC_ROUTES = {"/api/v1/health", "/api/v1/openapi.json", "/dashboard", "/dashboard/{name}"}
+
+
+@pytest.mark.parametrize("path", HTTP_SAMPLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_http_sample_event_parses(path: Path) -> None:
     # Given an HTTP API (payload 2.0) sample event
     raw = _load(path)
@@ -69,6 +81,6 @@ def test_http_sample_event_parses(path: Path) -> None:
     assert event.rawPath == expected == event.requestContext.http.path
     if "body" in raw:
         json.loads(raw["body"])
-    public = route in {"/api/v1/health", "/api/v1/openapi.json"}
+    public = route in PUBLIC_ROUTES
     assert (event.requestContext.authorizer is None) == public, "authorizer context exactly on private routes"
     assert ("authorization" in event.headers) == (not public)

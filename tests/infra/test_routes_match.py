@@ -2,7 +2,8 @@
 
 Each function in ``functions/<name>/`` serves the router ``makima.api.routers.<name>``; its HttpApi
 events must name exactly that router's routes (the health function also serves the OpenAPI document).
-Every route but health and the OpenAPI document goes through the Lambda authorizer.
+``functions/web`` serves the web dashboard page (``makima.local.web``) at ``/dashboard``. Every route but
+health, the OpenAPI document and the dashboard page goes through the Lambda authorizer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi import APIRouter
-from fastapi.routing import iter_route_contexts
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
 from makima.api.app import OPENAPI_URL, create_app
@@ -21,6 +22,7 @@ from makima.api.routers import ALL_ROUTERS
 from makima.config import FeatureFlagsConfig
 from makima.flags import flag_document
 from makima.lambda_support.runtime import CONTAINER_DATABASE
+from makima.lambda_support.web import make_dashboard_app
 from tests.infra.cfn import ROOT, load_template, resources_of_type
 
 pytestmark = pytest.mark.infra
@@ -28,7 +30,11 @@ pytestmark = pytest.mark.infra
 Routes = set[tuple[str, str]]
 
 PREFIX = "/api/v1"
-PUBLIC_ROUTES: Routes = {("GET", f"{PREFIX}/health"), ("GET", OPENAPI_URL)}
+# The web dashboard page's function and routes: the page's own routes but its trailing-slash alias,
+# which an HTTP API route cannot express (the page is linked without it).
+WEB_FOLDER = "web"
+DASHBOARD_ROUTES: Routes = {("GET", "/dashboard"), ("GET", "/dashboard/{name}")}
+PUBLIC_ROUTES: Routes = {("GET", f"{PREFIX}/health"), ("GET", OPENAPI_URL), *DASHBOARD_ROUTES}
 FUNCTIONS_DIR = ROOT / "functions"
 
 
@@ -86,10 +92,14 @@ def _template_routes(events: dict[str, dict[str, Any]]) -> Routes:
     return {(str(p["Method"]).upper(), str(p["Path"])) for p in events.values()}
 
 
-def test_template_routes_are_the_fastapi_routes(http_events: dict[str, dict[str, dict[str, Any]]]) -> None:
-    # Given every HttpApi event of the template, and the whole app's route table
+def test_template_routes_are_the_fastapi_routes(
+    functions: dict[str, dict[str, Any]], http_events: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    # Given every HttpApi event of the template's API functions, and the whole app's route table
     template_routes: Routes = set()
-    for events in http_events.values():
+    for name, events in http_events.items():
+        if _folder(functions[name]) == WEB_FOLDER:
+            continue
         routes = _template_routes(events)
         assert not routes & template_routes, f"routes served by two functions: {routes & template_routes}"
         template_routes |= routes
@@ -105,8 +115,9 @@ def test_template_routes_are_the_fastapi_routes(http_events: dict[str, dict[str,
 def test_each_function_serves_exactly_its_router(
     functions: dict[str, dict[str, Any]], http_events: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    # Given the HTTP functions of the template (all but the authorizer)
+    # Given the HTTP API functions of the template (all with HttpApi events but the dashboard page's)
     folders = {_folder(fn): name for name, fn in functions.items() if http_events[name]}
+    folders.pop(WEB_FOLDER)
 
     # Then there is one per router of ALL_ROUTERS, named after its module
     assert {id(_router_of(folder)) for folder in folders} == {id(r) for r in ALL_ROUTERS}
@@ -117,6 +128,26 @@ def test_each_function_serves_exactly_its_router(
         if folder == "health":
             expected.add(("GET", OPENAPI_URL))
         assert _template_routes(http_events[name]) == expected, name
+
+
+def test_the_web_function_serves_the_dashboard_page(
+    functions: dict[str, dict[str, Any]], http_events: dict[str, dict[str, dict[str, Any]]]
+) -> None:
+    # Given the dashboard page's function and the routes of the page's app (local stack and Lambda)
+    (name,) = (n for n, fn in functions.items() if _folder(fn) == WEB_FOLDER)
+    page_routes = {
+        (method, route.path)
+        for route in make_dashboard_app().routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+
+    # Then its events are the page's routes (but the trailing-slash alias), and no other function's
+    assert _template_routes(http_events[name]) == DASHBOARD_ROUTES
+    assert page_routes - {("GET", "/dashboard/")} == DASHBOARD_ROUTES
+    others = {r for n, events in http_events.items() if n != name for r in _template_routes(events)}
+    assert not others & DASHBOARD_ROUTES
 
 
 def test_function_folders_match_the_template(functions: dict[str, dict[str, Any]]) -> None:
@@ -195,25 +226,17 @@ def test_globals_and_layer(template: dict[str, Any], functions: dict[str, dict[s
     assert glob["Timeout"] <= 29, "API Gateway stops waiting after 29-30 s"
     env = glob["Environment"]["Variables"]
     assert env["POWERTOOLS_SERVICE_NAME"] == "makima-contracts"
-    assert env["DB_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
-    assert env["DB_HOST"] == {"Ref": "DatabaseProxyEndpoint"}
+    # And every function finds the stack's database: its secret, the host replaced by the RDS Proxy
+    # endpoint, from the private subnets (tests/infra/test_stack.py checks what each may do with them)
+    assert env["DB_SECRET_ARN"] == {"Ref": "DatabaseSecret"}
+    assert env["DB_HOST"] == {"Fn::GetAtt": ["DatabaseProxy", "Endpoint"]}
     assert env["EVENT_BUS_NAME"] == {"Ref": "EventBus"}
-    # And every function gets the one shared policy: the database secret, the feature flags, the bus;
-    # the two that post to monitor connections also get that, on this stack's monitor API only
-    posting = {"MonitorFunction", "BroadcasterFunction"}
+    assert glob["VpcConfig"] == {
+        "SecurityGroupIds": [{"Ref": "FunctionSecurityGroup"}],
+        "SubnetIds": [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}],
+    }
     for name, fn in functions.items():
-        extra = [{"Ref": "MonitorConnectionsPolicy"}] if name in posting else []
-        assert fn["Properties"]["Policies"] == [{"Ref": "FunctionAccessPolicy"}, *extra], name
-    (manage,) = template["Resources"]["MonitorConnectionsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert manage["Action"] == "execute-api:ManageConnections"
-    assert "${MonitorApi}/live/POST/@connections/*" in manage["Resource"]["Fn::Sub"]
-    statements = template["Resources"]["FunctionAccessPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert {
-        "Sid": "ReadDatabaseSecret",
-        "Effect": "Allow",
-        "Action": "secretsmanager:GetSecretValue",
-        "Resource": {"Ref": "DatabaseSecretArn"},
-    } in statements
+        assert "VpcConfig" not in fn["Properties"], f"{name} must keep the global VpcConfig"
     assert "ApiUrl" in template["Outputs"]
 
 
@@ -234,9 +257,11 @@ def test_feature_flags_deploy_the_local_defaults(template: dict[str, Any]) -> No
 def test_sample_events_cover_every_route_once(
     functions: dict[str, dict[str, Any]], http_events: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
-    # Given the HTTP sample events, keyed by the route they are for
+    # Given the HTTP sample events (the API's under http/, the dashboard page's under web/), keyed by the
+    # route they are for
     by_route: dict[tuple[str, str], list[str]] = {}
-    for path in sorted((ROOT / "events" / "http").glob("*.json")):
+    samples = sorted((ROOT / "events" / "http").glob("*.json")) + sorted((ROOT / "events" / "web").glob("*.json"))
+    for path in samples:
         event = json.loads(path.read_text(encoding="utf-8"))
         method, route = event["routeKey"].split(" ", 1)
         assert event["requestContext"]["http"]["method"] == method, path.name
@@ -245,8 +270,10 @@ def test_sample_events_cover_every_route_once(
         route: _folder(functions[name]) for name, events in http_events.items() for route in _template_routes(events)
     }
 
-    # Then every route has exactly one, named <function folder>_<operation>.json
+    # Then every route has exactly one, named <function folder>_<operation>.json (web/dashboard_*.json
+    # for the page)
     assert set(by_route) == set(folder_of)
     for route, files in by_route.items():
         assert len(files) == 1, f"{route}: {files}"
-        assert files[0].startswith(f"{folder_of[route]}_"), f"{files[0]} is not named after {folder_of[route]}"
+        prefix = "dashboard_" if folder_of[route] == WEB_FOLDER else f"{folder_of[route]}_"
+        assert files[0].startswith(prefix), f"{files[0]} is not named after {folder_of[route]}"

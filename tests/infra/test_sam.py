@@ -1,15 +1,19 @@
-"""The SAM CLI accepts the template, and ``sam build`` produces a layer the functions can run on.
+"""The SAM tools accept the template, and ``sam build`` produces a layer the functions can run on.
 
-Needs the SAM CLI in ``.venv-sam`` (``make install``) and the runtime's interpreter (python3.12 by
+- ``sam validate --lint``: the SAM template, with cfn-lint's SAM-aware rules.
+- cfn-lint on the CloudFormation JSON that aws-sam-translator makes of it (what CloudFormation
+  receives): no error and no warning; a rule ignored here is listed in ``IGNORED_CHECKS`` with why.
+- ``sam build``: the layer holds the package and its pinned dependencies for the runtime, and every
+  built function imports and answers from the layer alone.
+
+Needs ``.venv-sam`` (``make install``) and, for the build, the runtime's interpreter (python3.12 by
 default) on PATH or under pyenv; ``sam build`` also needs the package registry. Without them these
-tests are skipped, unless ``MAKIMA_REQUIRE_SAM`` is set (CI, ``make infra``), which makes that a failure.
+tests are skipped, unless ``MAKIMA_REQUIRE_SAM`` is set (``tests/infra/sam.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import textwrap
 import time
@@ -19,52 +23,14 @@ from pathlib import Path
 import pytest
 
 from tests.infra.cfn import ROOT, TEMPLATE, load_template, resources_of_type
+from tests.infra.sam import CFN_LINT, SAM, run, runtime
 
 pytestmark = pytest.mark.infra
 
-SAM = ROOT / ".venv-sam" / "bin" / "sam"
 BUILD_TIMEOUT = 900
-
-
-def _unavailable(reason: str) -> None:
-    # Deliberate: a developer running pytest without the SAM CLI installed gets a skip with the reason;
-    # `make test` and CI set MAKIMA_REQUIRE_SAM=1 (and install .venv-sam), where it is a failure instead.
-    if os.environ.get("MAKIMA_REQUIRE_SAM"):
-        pytest.fail(f"{reason} (MAKIMA_REQUIRE_SAM is set)")
-    pytest.skip(f"{reason}; run `make install`, or set MAKIMA_REQUIRE_SAM=1 to make this a failure")
-
-
-def _runtime() -> str:
-    runtime = load_template()["Parameters"]["Runtime"]["Default"]
-    assert isinstance(runtime, str)
-    return runtime  # e.g. "python3.12"
-
-
-def _runs_as(executable: Path, runtime: str) -> bool:
-    """True when ``executable`` really is ``runtime`` (a pyenv shim may exist and fail to run)."""
-    try:
-        result = subprocess.run(
-            [str(executable), "-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except OSError:
-        return False
-    return result.returncode == 0 and result.stdout.strip() == runtime
-
-
-def _interpreter_dir(runtime: str) -> Path | None:
-    """A directory holding a working ``python3.X`` for ``runtime``: sam build looks it up on PATH."""
-    candidates: list[Path] = []
-    found = shutil.which(runtime)
-    if found:
-        candidates.append(Path(found))
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    version = runtime.removeprefix("python")
-    candidates += sorted(pyenv_root.glob(f"versions/{version}.*/bin/{runtime}"), reverse=True)
-    return next((c.parent for c in candidates if _runs_as(c, runtime)), None)
+# cfn-lint rules not applied to the translated template, each with its reason. (None today; the
+# informational I-rules are not run at all.)
+IGNORED_CHECKS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -75,29 +41,10 @@ class Build:
 
 
 @pytest.fixture(scope="module")
-def sam_env() -> dict[str, str]:
-    if not SAM.exists():
-        _unavailable(f"the SAM CLI is not installed at {SAM.relative_to(ROOT)}")
-    runtime = _runtime()
-    interpreter = _interpreter_dir(runtime)
-    if interpreter is None:
-        _unavailable(f"{runtime} is not on PATH nor under pyenv (sam build needs the runtime's interpreter)")
-    assert interpreter is not None
-    env = dict(os.environ)
-    env["PATH"] = f"{interpreter}{os.pathsep}{env.get('PATH', '')}"
-    env["SAM_CLI_TELEMETRY"] = "0"
-    return env
-
-
-def _run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture(scope="module")
 def build(sam_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Build:
     work = tmp_path_factory.mktemp("sam")
     started = time.monotonic()
-    result = _run(
+    result = run(
         [
             str(SAM),
             "build",
@@ -116,14 +63,25 @@ def build(sam_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     return Build(work / "build", seconds, output)
 
 
-def test_sam_validate_lint(sam_env: dict[str, str]) -> None:
+def test_sam_validate_lint(sam_tools: dict[str, str]) -> None:
     # When the SAM CLI validates the template with cfn-lint (offline: no --region needed with --lint)
-    result = _run([str(SAM), "validate", "--lint", "--template-file", str(TEMPLATE)], sam_env, 300)
+    result = run([str(SAM), "validate", "--lint", "--template-file", str(TEMPLATE)], sam_tools, 300)
 
     # Then it is valid
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "is a valid SAM Template" in output
+
+
+def test_cfn_lint_passes_the_translated_template(sam_tools: dict[str, str], translated_path: Path) -> None:
+    # When cfn-lint checks what CloudFormation would receive (errors and warnings; exit code 2 = an
+    # error, 4 = a warning)
+    ignore = [arg for rule in IGNORED_CHECKS for arg in ("--ignore-checks", rule)]
+    result = run([str(CFN_LINT), "--format", "parseable", *ignore, "--", str(translated_path)], sam_tools, 300)
+
+    # Then it finds nothing
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+    assert result.stdout.strip() == ""
 
 
 def test_sam_build_makes_the_layer_and_every_function(build: Build) -> None:
@@ -140,7 +98,7 @@ def test_sam_build_makes_the_layer_and_every_function(build: Build) -> None:
     # ... with its dependencies, built for the runtime, and without the local-only ones
     for package in ("fastapi", "mangum", "pydantic_core", "psycopg", "psycopg_binary", "aws_lambda_powertools"):
         assert (layer / package).is_dir(), f"{package} missing from the layer"
-    assert list((layer / "pydantic_core").glob(f"*cpython-{_runtime().removeprefix('python').replace('.', '')}*.so"))
+    assert list((layer / "pydantic_core").glob(f"*cpython-{runtime().removeprefix('python').replace('.', '')}*.so"))
     for package in ("uvicorn", "typer", "pgserver", "rich"):
         assert not (layer / package).exists(), f"{package} is local-only and must not ship in the layer"
     # And every function is its thin app.py
@@ -187,6 +145,9 @@ SMOKE = textwrap.dedent(
     no_token = event("authorizer/request")
     no_token["headers"].pop("authorization")
     out["authorizer"] = load("AuthorizerFunction")(no_token, Context())
+    page = load("WebFunction")(event("web/dashboard_page"), Context())
+    out["dashboard"] = {"status": page["statusCode"], "type": page["headers"].get("content-type"),
+                        "html": page["body"].lstrip().lower().startswith("<!doctype html")}
     out["scheduled"] = {}
     for name, sample in scheduled.items():
         try:
@@ -215,11 +176,12 @@ def test_built_functions_run_on_the_layer_alone(build: Build, sam_env: dict[str,
     }
     assert scheduled, "the template has scheduled functions"
 
-    # When every built function is imported; health, the OpenAPI document, the authorizer and the
-    # scheduled jobs run
+    # When every built function is imported (the migration function included: importing it touches
+    # nothing); health, the OpenAPI document, the authorizer, the dashboard page and the scheduled
+    # jobs run
     args = [str(layer), str(build.dir), str(ROOT / "events"), json.dumps(names), json.dumps(scheduled)]
     result = subprocess.run(
-        [_runtime(), "-S", "-I", str(script), *args],
+        [runtime(), "-S", "-I", str(script), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -237,54 +199,8 @@ def test_built_functions_run_on_the_layer_alone(build: Build, sam_env: dict[str,
     paths = json.loads(out["openapi"]["body"])["paths"]
     assert "/api/v1/contracts/{contract_id}/tasks/{task_id}/status" in paths, "the whole API, not just health"
     assert out["authorizer"] == {"isAuthorized": False}
+    # And the dashboard page comes from the layer too
+    assert out["dashboard"] == {"status": 200, "type": "text/html; charset=utf-8", "html": True}
     # And a scheduled job without its database fails the invocation (no silent success)
     assert out["scheduled"] == dict.fromkeys(scheduled, "DatabaseUnavailable")
     assert out["boto3_from_layer"] is True
-
-
-# What SAM makes of the template (aws-sam-translator, offline): the IAM roles of the functions.
-TRANSFORM = textwrap.dedent(
-    """
-    import json, sys
-    from samtranslator.translator.transform import transform
-    from samtranslator.yaml_helper import yaml_parse
-
-    class NoManagedPolicies:
-        def load(self):
-            return {}
-
-    with open(sys.argv[1], encoding="utf-8") as f:
-        template = yaml_parse(f.read())
-    for resource in template["Resources"].values():  # local code paths become what sam package makes them
-        for key in ("CodeUri", "ContentUri"):
-            if key in resource.get("Properties", {}):
-                resource["Properties"][key] = "s3://bucket/key.zip"
-    out = transform(template, {}, NoManagedPolicies())
-    print(json.dumps({k: v for k, v in out["Resources"].items() if v["Type"] == "AWS::IAM::Role"}, default=str))
-    """
-)
-
-
-def test_scheduled_functions_may_send_only_to_their_own_queue(sam_env: dict[str, str], tmp_path: Path) -> None:
-    # Given the roles SAM generates for the functions
-    script = tmp_path / "transform.py"
-    script.write_text(TRANSFORM, encoding="utf-8")
-    env = {**sam_env, "AWS_DEFAULT_REGION": "eu-west-1"}
-    result = _run([str(SAM.parent / "python"), str(script), str(TEMPLATE)], env, 120)
-    assert result.returncode == 0, result.stderr[-5000:]
-    roles = json.loads(result.stdout)
-    functions = resources_of_type(load_template(), "AWS::Serverless::Function")
-
-    for name, fn in functions.items():
-        role = roles[f"{name}Role"]["Properties"]
-        inline = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
-        props = fn["Properties"]
-        on_failure = ((props.get("EventInvokeConfig") or {}).get("DestinationConfig") or {}).get("OnFailure")
-        queue = on_failure["Destination"] if on_failure else (props.get("DeadLetterQueue") or {}).get("TargetArn")
-        # Then every function has the shared policy, and one with a dead-letter queue may also send to
-        # it: sqs:SendMessage on that queue, nothing else
-        assert {"Ref": "FunctionAccessPolicy"} in role["ManagedPolicyArns"], name
-        if queue is None:
-            assert inline == [], name
-        else:
-            assert inline == [{"Action": "sqs:SendMessage", "Effect": "Allow", "Resource": queue}], name

@@ -4,7 +4,8 @@ dead-letter queue for the runs that fail.
 A scheduled function is ``functions/<job>/``, where ``<job>`` is the name of a job of
 ``makima.local.scheduler.jobs_for``; its one event is an EventBridge ``Schedule`` whose rate is that job's
 interval. EventBridge invokes it asynchronously, so the runs that still fail after Lambda's retries
-must land somewhere visible: an SQS queue of its own (an on-failure destination, or a dead-letter queue).
+must land somewhere visible: an SQS queue of its own (an on-failure destination, or a dead-letter queue),
+which also takes the events the schedule could not deliver.
 """
 
 from __future__ import annotations
@@ -157,11 +158,17 @@ def test_failed_runs_are_retried_briefly_and_never_outlive_their_successor(
         assert 60 <= config["MaximumEventAgeInSeconds"] <= every, folder
 
 
-def test_scheduled_functions_keep_the_shared_policy_only(scheduled: dict[str, dict[str, Any]]) -> None:
-    # SAM adds sqs:SendMessage on the function's own queue (tests/infra/test_sam.py checks the
-    # transformed role); nothing else is granted beyond what every function has
+def test_events_the_schedule_cannot_deliver_go_to_the_same_queue(scheduled: dict[str, dict[str, Any]]) -> None:
+    # Given each schedule's own delivery settings (EventBridge -> Lambda, before any invocation)
     for folder, fn in scheduled.items():
-        assert fn["Properties"]["Policies"] == [{"Ref": "FunctionAccessPolicy"}], folder
+        schedule = _schedule(fn)
+        every = rate_seconds(str(schedule["Schedule"]))
+
+        # Then what EventBridge cannot hand to Lambda lands in the function's failure queue as well (one
+        # place to look; tests/infra/test_stack.py checks the queue lets that rule in), and is not
+        # retried past the next run either
+        assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [_failure_queue(fn), "Arn"]}}, folder
+        assert 60 <= schedule["RetryPolicy"]["MaximumEventAgeInSeconds"] <= every, folder
 
 
 def test_every_scheduled_function_has_its_sample_event(

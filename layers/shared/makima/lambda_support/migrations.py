@@ -1,0 +1,274 @@
+"""The deploy-time migration function: a CloudFormation custom resource that applies the schema migrations.
+
+``template.yaml`` declares ``DatabaseMigrations`` (``AWS::CloudFormation::CustomResource``) whose service
+token is ``functions/migrate``; every function that serves the schema ``DependsOn`` it, so new code runs
+only once its migrations are in. CloudFormation invokes the function asynchronously and waits for an
+answer PUT to the request's pre-signed ``ResponseURL``:
+
+- ``Create`` / ``Update``: waits for the database (a new RDS Proxy target takes a few minutes to accept
+  connections), runs ``makima.db.migrate.migrate`` (pending migrations, then the built-in contract
+  types and the heartbeat partitions), registers the stack's bootstrap admin token if it is new
+  (``ensure_bootstrap_admin``), answers ``SUCCESS`` with what ran. Any failure answers
+  ``FAILED`` with the reason, which fails (and rolls back) the deployment. yoyo applies each migration
+  file in its own transaction, and the non-transactional ones are idempotent (``IF NOT EXISTS``,
+  ``CONCURRENTLY``), so a failed migration leaves the database as the last good one left it.
+- ``Delete``: answers ``SUCCESS`` without touching the database. Migrations are never undone by a
+  stack operation (they are additive: the previous code runs on the new schema); rolling one back is
+  ``makima db rollback``, on purpose (docs/operations.md).
+
+The resource's properties carry the migrations' hash (``migrations_hash``, held equal to the files by
+``tests/infra``) and the layer version, so a deployment that changes either runs the function again;
+one that changes nothing does not invoke it at all.
+
+Importing this module touches neither the network nor the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import psycopg
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import CloudFormationCustomResourceEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from makima.errors import DatabaseUnavailable
+from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
+from makima.lambda_support.runtime import SECRET_MAX_AGE, DatabaseEnvironment
+
+SUCCESS = "SUCCESS"
+FAILED = "FAILED"
+# The one physical resource this function manages: the schema of the stack's database. Kept across
+# updates, so CloudFormation never sends a Delete for a replaced "old" resource.
+PHYSICAL_RESOURCE_ID = "makima-database-schema"
+# How long Create/Update wait for the database to accept connections (``MAKIMA_MIGRATE_WAIT_SECONDS``),
+# always leaving RESPONSE_MARGIN of the invocation's time to answer CloudFormation.
+DEFAULT_WAIT_SECONDS = 600.0
+WAIT_PAUSE_SECONDS = 5.0
+RESPONSE_MARGIN_SECONDS = 30.0
+RESPONSE_TIMEOUT_SECONDS = 20.0
+RESPONSE_ATTEMPTS = 3
+# CloudFormation refuses a response body over 4,096 bytes: the reason and the data stay well below.
+REASON_LIMIT = 1_000
+DATA_LIMIT = 1_500
+
+Migrate = Callable[[str], list[str]]
+
+
+def migrations_hash() -> str:
+    """``sha256:<hex>`` over the migration files (names and contents, in name order): the property of
+    the custom resource that changes exactly when the migrations do."""
+    root = resources.files("makima") / "migrations"
+    digest = hashlib.sha256()
+    for entry in sorted((e for e in root.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name):
+        digest.update(entry.name.encode())
+        digest.update(b"\0")
+        digest.update(entry.read_bytes())
+        digest.update(b"\0")
+    return f"sha256:{digest.hexdigest()}"
+
+
+def url_from_secret(
+    secret: Mapping[str, Any],
+    *,
+    host: str | None = None,
+    sslmode: str = "require",
+    application_name: str = "makima-migrate",
+    connect_timeout: float = 5.0,
+) -> str:
+    """A ``postgresql://`` URL from an RDS-format secret (what yoyo wants; ``runtime.conninfo_from_secret``
+    is the same for libpq); ``host`` (the RDS Proxy endpoint) overrides the secret's host."""
+    if not secret.get("username") or not (host or secret.get("host")):
+        raise ValueError("the database secret needs at least username and host")
+    user = quote(str(secret["username"]), safe="")
+    password = quote(str(secret.get("password") or ""), safe="")
+    server = host or str(secret["host"])
+    port = int(secret.get("port") or 5432)
+    dbname = quote(str(secret.get("dbname") or "postgres"), safe="")
+    params: dict[str, str | int] = {
+        "sslmode": sslmode,
+        "application_name": application_name[:63],
+        "connect_timeout": max(1, int(connect_timeout)),
+    }
+    if server.startswith("/"):  # a Unix socket directory (a local server): libpq takes it as a parameter
+        params.update(host=server, port=port)
+        return f"postgresql://{user}:{password}@/{dbname}?{urlencode(params)}"
+    return f"postgresql://{user}:{password}@{server}:{port}/{dbname}?{urlencode(params)}"
+
+
+def database_url(env: DatabaseEnvironment | None = None) -> str:
+    """The URL of the container's database, as ``runtime.build_database`` finds it: ``DATABASE_URL``, or
+    the secret of ``DB_SECRET_ARN`` (through Powertools parameters) with ``DB_HOST`` as the host."""
+    env = env or DatabaseEnvironment()
+    if env.database_url:
+        return env.database_url
+    if env.db_secret_arn:
+        from aws_lambda_powertools.utilities import parameters
+
+        secret: Mapping[str, Any] = parameters.get_secret(env.db_secret_arn, transform="json", max_age=SECRET_MAX_AGE)
+        return url_from_secret(
+            secret,
+            host=env.db_host,
+            sslmode=env.db_sslmode,
+            application_name=env.function_name,
+            connect_timeout=env.db_connect_timeout,
+        )
+    raise DatabaseUnavailable("the database is not configured", {"reason": "NotConfigured"})
+
+
+def wait_for_database(url: str, wait_seconds: float) -> None:
+    """Return once ``url`` accepts a connection (one attempt every ``WAIT_PAUSE_SECONDS``); re-raise the
+    last connection error after ``wait_seconds`` (0: one attempt)."""
+    deadline = time.monotonic() + max(0.0, wait_seconds)
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+            return
+        except psycopg.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            logger.info("database not reachable yet; retrying", extra={"error": str(exc)[:300], "seconds_left": left})
+            time.sleep(min(WAIT_PAUSE_SECONDS, left))
+
+
+def ensure_bootstrap_admin(url: str) -> bool:
+    """Register the stack's bootstrap admin token (the JSON secret ``{"name", "token"}`` named by
+    ``ADMIN_TOKEN_SECRET_ARN``, generated by the template) if it is not known yet: how a new deployment
+    gets its first admin without a shell in the VPC. True when it was registered now."""
+    arn = os.environ.get("ADMIN_TOKEN_SECRET_ARN", "").strip()
+    if not arn:
+        return False
+    from aws_lambda_powertools.utilities import parameters
+    from psycopg.rows import dict_row
+
+    from makima.services.auth import ensure_admin
+
+    secret: Mapping[str, Any] = parameters.get_secret(arn, transform="json", max_age=SECRET_MAX_AGE)
+    token = str(secret.get("token") or "")
+    if len(token) < 32:
+        raise ValueError("the admin token secret needs a token of at least 32 characters")
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        created = ensure_admin(conn, name=str(secret.get("name") or "admin"), token=token)
+    return created is not None
+
+
+def _default_migrate(url: str) -> list[str]:
+    from makima.db.migrate import migrate
+
+    return migrate(url)
+
+
+def _redacted(text: str, url: str | None) -> str:
+    """``text`` without the database password (an error message may quote the URL)."""
+    if url:
+        password = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+        if password:
+            text = text.replace(password, "***")
+    return text
+
+
+def send_response(url: str, body: Mapping[str, Any]) -> None:
+    """PUT ``body`` to CloudFormation's pre-signed ``url`` (an S3 URL: no content type is signed, so
+    none is sent), retrying a few times on a network error."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - the https URL CloudFormation handed us
+        url, data=data, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(data))}
+    )
+    for attempt in range(1, RESPONSE_ATTEMPTS + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT_SECONDS) as response:  # noqa: S310
+                response.read()
+            return
+        except (urllib.error.URLError, TimeoutError, ConnectionError):
+            if attempt == RESPONSE_ATTEMPTS:
+                raise
+            logger.warning("could not send the CloudFormation response; retrying", extra={"attempt": attempt})
+            time.sleep(attempt)
+
+
+def _wait_seconds(context: LambdaContext) -> float:
+    configured = float(os.environ.get("MAKIMA_MIGRATE_WAIT_SECONDS", DEFAULT_WAIT_SECONDS))
+    try:
+        remaining = context.get_remaining_time_in_millis() / 1000.0
+    except Exception:  # a context without the method (hand-made): no bound from it
+        return configured
+    return max(0.0, min(configured, remaining - RESPONSE_MARGIN_SECONDS))
+
+
+def _summary(applied: list[str]) -> dict[str, Any]:
+    listed = ",".join(applied)
+    if len(listed) > DATA_LIMIT:
+        listed = listed[: DATA_LIMIT - 3] + "..."
+    return {"Applied": len(applied), "Migrations": listed}
+
+
+def handle_request(
+    event: dict[str, Any], context: LambdaContext, migrate: Migrate = _default_migrate
+) -> dict[str, Any]:
+    """Answer one custom-resource request: run what it asks, PUT the outcome to its ``ResponseURL``, and
+    return the response body (for the logs and the tests)."""
+    request = CloudFormationCustomResourceEvent(event)
+    request_type = str(request.request_type)
+    logger.append_keys(request_type=request_type, logical_resource_id=request.logical_resource_id)
+    status, reason = FAILED, ""
+    data: dict[str, Any] = {}
+    url: str | None = None
+    try:
+        if request_type == "Delete":
+            status, reason = SUCCESS, "migrations stay applied: a stack operation never undoes them"
+        elif request_type in {"Create", "Update"}:
+            url = database_url()
+            wait_for_database(url, _wait_seconds(context))
+            started = time.monotonic()
+            applied = migrate(url)
+            admin_registered = ensure_bootstrap_admin(url)
+            seconds = round(time.monotonic() - started, 3)
+            status, data = SUCCESS, {**_summary(applied), "AdminTokenRegistered": admin_registered}
+            reason = f"{len(applied)} migration(s) applied in {seconds} s" if applied else "the schema is up to date"
+            metrics.add_metric(name="MigrationsApplied", unit=MetricUnit.Count, value=len(applied))
+            logger.info("migrations applied", extra={"applied": applied, "seconds": seconds})
+        else:
+            reason = f"unknown RequestType {request_type!r}"
+    except Exception as exc:
+        status = FAILED
+        reason = _redacted(f"{type(exc).__name__}: {exc}", url)
+        logger.exception("migrations failed")
+        metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=1)
+    if status == FAILED:
+        # Where the whole story is: the Reason shows in the stack's events, the traceback is in the log.
+        reason = f"{reason[:REASON_LIMIT]} (log stream {getattr(context, 'log_stream_name', '?')})"
+    body = {
+        "Status": status,
+        "Reason": reason[: REASON_LIMIT + 200],
+        "PhysicalResourceId": request.physical_resource_id or PHYSICAL_RESOURCE_ID,
+        "StackId": request.stack_id,
+        "RequestId": request.request_id,
+        "LogicalResourceId": request.logical_resource_id,
+        "NoEcho": False,
+        "Data": data,
+    }
+    # Raised if it cannot be sent: the invocation fails visibly (its Errors alarm), and CloudFormation
+    # gives up at the resource's ServiceTimeout.
+    send_response(request.response_url, body)
+    return body
+
+
+def make_migration_handler(migrate: Migrate = _default_migrate) -> LambdaHandler:
+    """The migration function's handler, with the observability of every handler (the correlation id
+    is CloudFormation's request id)."""
+
+    def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return handle_request(event, context, migrate)
+
+    return observed(handle, correlation_id_path="RequestId")

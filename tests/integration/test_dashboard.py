@@ -94,3 +94,36 @@ def test_dashboard_flag_off_disables_it(db: PooledDatabase, user: Caller) -> Non
         assert r.json()["error"]["details"] == {"feature": "monitoring_dashboard"}
         # and the path is not mistaken for a contract id either way
         assert off.get(f"{API}/contracts", headers=user.headers).status_code == 200
+
+
+def test_contracts_waiting_for_a_reason_or_a_confirmation_are_listed_too(
+    client: TestClient, make_caller: Callable[..., Caller]
+) -> None:
+    """``waiting_for`` is a question (``question:<id>``), a confirmation or a free reason: only the first
+    is a question's id. The join once cast every one of them to uuid, and the dashboard answered 500."""
+    me = make_caller()
+    h = me.headers
+
+    def waiting(name: str, reason: str | None) -> str:
+        cid = str(client.post(f"{API}/contracts", json={"name": name}, headers=h).json()["id"])
+        assert client.post(f"{API}/contracts/{cid}/status", json={"status": "active"}, headers=h).status_code == 200
+        if reason is None:
+            r = client.post(f"{API}/contracts/{cid}/questions", json={"question": "Which region?"}, headers=h)
+            assert r.status_code == 201, r.text
+        else:
+            r = client.post(
+                f"{API}/contracts/{cid}/status", json={"status": "waiting_for_input", "reason": reason}, headers=h
+            )
+            assert r.status_code == 200, r.text
+        return cid
+
+    asked = waiting("asked", None)
+    reason = waiting("reason", "a human must sign the release")
+    confirm = waiting("confirm", "phase_confirmation:execute")
+    r = client.get(f"{API}/contracts/dashboard", headers=h)
+    assert r.status_code == 200, r.text
+    listed = {w["id"]: w for w in r.json()["waitingForInput"]}
+    assert set(listed) == {asked, reason, confirm}
+    assert listed[asked]["question"] == "Which region?"
+    assert listed[reason]["question"] is None
+    assert listed[confirm]["question"] is None

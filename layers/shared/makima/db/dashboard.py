@@ -2,6 +2,12 @@
 
 Every query is scoped like the rest (``owner_id`` None only for admins) and index-backed: counts read
 the status indexes, lists walk the partial index over contracts that can still do work.
+
+Each statement comes in two texts, an admin's (no owner filter) and an owner's (``owner_id = %(owner)s``),
+rather than one text with ``(%(owner)s IS NULL OR owner_id = %(owner)s)``: psycopg prepares a statement
+after five runs, and PostgreSQL then switched the admin's statements to generic plans, in which the
+``IS NULL`` branch cannot be folded away (seq scans of contracts, nested loops over every supervisor:
+an admin's dashboard took 600 ms p50 at 100,000 contracts; tests/bench/bench_dashboard.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -12,12 +18,30 @@ from uuid import UUID
 
 from makima.db.connection import Conn
 
-_SCOPE = "(%(owner)s::uuid IS NULL OR owner_id = %(owner)s)"
+_LIVE = "status NOT IN ('completed', 'failed', 'archived')"
+# The question a contract waits for: the uuid cast sits inside a CASE, because a join or index condition
+# is evaluated in no guaranteed order, and a bare ``substring(...)::uuid`` failed the whole dashboard
+# whenever a contract waited for a reason or a confirmation.
+_QUESTION_ID = (
+    "CASE WHEN w.waiting_for ~ '^question:[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$' "
+    "THEN substring(w.waiting_for FROM 10)::uuid END"
+)
+
+
+def _owner(column: str, owner_id: UUID | None) -> str:
+    """The owner filter as an extra condition: nothing for an admin (``owner_id`` None)."""
+    return "" if owner_id is None else f"AND {column} = %(owner)s"
+
+
+def _owner_tasks(owner_id: UUID | None) -> str:
+    """Tasks have no owner: theirs are the tasks of their contracts."""
+    return "" if owner_id is None else "AND t.contract_id IN (SELECT id FROM contracts WHERE owner_id = %(owner)s)"
 
 
 def status_counts(conn: Conn, owner_id: UUID | None) -> dict[str, int]:
     rows = conn.execute(
-        f"SELECT status, count(*) AS n FROM contracts WHERE {_SCOPE} GROUP BY status", {"owner": owner_id}
+        f"SELECT status, count(*) AS n FROM contracts WHERE true {_owner('owner_id', owner_id)} GROUP BY status",
+        {"owner": owner_id},
     ).fetchall()
     return {r["status"]: int(r["n"]) for r in rows}
 
@@ -27,7 +51,7 @@ def phase_counts(conn: Conn, owner_id: UUID | None) -> dict[str, int]:
     rows = conn.execute(
         f"""
         SELECT phase, count(*) AS n FROM contracts
-         WHERE {_SCOPE} AND status NOT IN ('completed', 'failed', 'archived')
+         WHERE {_LIVE} {_owner("owner_id", owner_id)}
          GROUP BY phase
         """,
         {"owner": owner_id},
@@ -40,8 +64,7 @@ def stale(conn: Conn, owner_id: UUID | None, threshold: timedelta, limit: int) -
         f"""
         SELECT id, name, last_activity_at, extract(epoch FROM now() - last_activity_at)::bigint AS stale_secs
           FROM contracts
-         WHERE {_SCOPE} AND status NOT IN ('completed', 'failed', 'archived')
-           AND last_activity_at < now() - %(threshold)s
+         WHERE {_LIVE} AND last_activity_at < now() - %(threshold)s {_owner("owner_id", owner_id)}
          ORDER BY last_activity_at
          LIMIT %(limit)s
         """,
@@ -50,17 +73,19 @@ def stale(conn: Conn, owner_id: UUID | None, threshold: timedelta, limit: int) -
 
 
 def waiting(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[str, Any]]:
-    """Contracts waiting for input, with the question's text when a question is what they wait for."""
+    """Contracts waiting for input, with the question's text when a question is what they wait for.
+
+    The page is cut first, then each of its rows looks its question up by primary key: joining first let
+    the planner hash-join every question ever asked (a seq scan of ``questions``)."""
     return conn.execute(
-        """
-        SELECT c.id, c.name, c.waiting_for, q.question
-          FROM contracts c
-          LEFT JOIN questions q
-                 ON c.waiting_for ~ '^question:[0-9a-f-]{36}$'
-                AND q.id = substring(c.waiting_for FROM 10)::uuid
-         WHERE (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s) AND c.status = 'waiting_for_input'
-         ORDER BY c.status_changed_at
-         LIMIT %(limit)s
+        f"""
+        SELECT w.id, w.name, w.waiting_for,
+               (SELECT q.question FROM questions q WHERE q.id = {_QUESTION_ID}) AS question
+          FROM (SELECT id, name, waiting_for, status_changed_at FROM contracts
+                 WHERE status = 'waiting_for_input' {_owner("owner_id", owner_id)}
+                 ORDER BY status_changed_at
+                 LIMIT %(limit)s) w
+         ORDER BY w.status_changed_at
         """,
         {"owner": owner_id, "limit": limit},
     ).fetchall()
@@ -70,7 +95,7 @@ def recent_events(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[st
     return conn.execute(
         f"""
         SELECT id, contract_id, type, payload, actor, created_at FROM contract_events
-         WHERE {_SCOPE}
+         WHERE true {_owner("owner_id", owner_id)}
          ORDER BY id DESC
          LIMIT %(limit)s
         """,
@@ -79,21 +104,24 @@ def recent_events(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[st
 
 
 def resource_usage(conn: Conn, owner_id: UUID | None) -> dict[str, int]:
+    """One pass over the open tasks (``idx_tasks_status``) counts the running, the pending and the live
+    supervisors; a live supervisor's state row is looked up by primary key, only for supervisor tasks.
+    A join would let the planner hash every state row ever kept (one per supervisor that ever ran,
+    finished ones included) to match the few live ones."""
+    daemon_scope = _owner("d.owner_id", owner_id)
     row = conn.execute(
-        """
-        SELECT
-          (SELECT count(*) FROM supervisor_states s JOIN tasks t ON t.id = s.task_id
-             JOIN contracts c ON c.id = s.contract_id
-            WHERE s.dead_at IS NULL AND t.status IN ('pending', 'running')
-              AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)) AS active_supervisors,
-          (SELECT count(*) FROM tasks t JOIN contracts c ON c.id = t.contract_id
-            WHERE t.status = 'running' AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)) AS running_tasks,
-          (SELECT count(*) FROM tasks t JOIN contracts c ON c.id = t.contract_id
-            WHERE t.status = 'pending' AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)) AS pending_tasks,
-          (SELECT count(*) FROM daemons d
-            WHERE d.status = 'live' AND (%(owner)s::uuid IS NULL OR d.owner_id = %(owner)s)) AS active_daemons,
-          (SELECT count(*) FROM worktrees w JOIN daemons d ON d.id = w.daemon_id
-            WHERE w.state <> 'removed' AND (%(owner)s::uuid IS NULL OR d.owner_id = %(owner)s)) AS total_worktrees
+        f"""
+        SELECT open.active_supervisors, open.running AS running_tasks, open.pending AS pending_tasks,
+               dmn.n AS active_daemons, wt.n AS total_worktrees
+          FROM (SELECT count(*) FILTER (WHERE t.is_supervisor AND EXISTS (
+                           SELECT 1 FROM supervisor_states s WHERE s.task_id = t.id AND s.dead_at IS NULL
+                       )) AS active_supervisors,
+                       count(*) FILTER (WHERE t.status = 'running') AS running,
+                       count(*) FILTER (WHERE t.status = 'pending') AS pending
+                  FROM tasks t WHERE t.status IN ('pending', 'running') {_owner_tasks(owner_id)}) open,
+               (SELECT count(*) AS n FROM daemons d WHERE d.status = 'live' {daemon_scope}) dmn,
+               (SELECT count(*) AS n FROM worktrees w JOIN daemons d ON d.id = w.daemon_id
+                 WHERE w.state <> 'removed' {daemon_scope}) wt
         """,
         {"owner": owner_id},
     ).fetchone()

@@ -1,0 +1,580 @@
+"""WebSocket fan-out on the local stack: N monitor connections, K events, the delivery latency of each.
+
+Run it (it is a script, not a pytest test):
+
+    .venv/bin/python -m tests.bench.bench_monitor [--connections 100,1000] [--events 50] [--interval 0.1]
+
+It starts its own fresh database (a new ``makima_bench_<random>`` database on the DATABASE_URL server,
+dropped at the end; without DATABASE_URL an embedded PostgreSQL in a temporary directory), migrates it,
+creates an admin, an owner with a token and one active contract of the owner's, and raises this process's
+RLIMIT_NOFILE to its hard limit (the stack inherits it). Then, for each N, on a fresh ``makima dev``
+subprocess on that database:
+
+1. N monitors connect to ``ws://127.0.0.1:PORT/api/v1/contracts/monitor?token=…`` (the ``websockets``
+   asyncio client, all in this one process, ``--connect-concurrency`` handshakes at a time) with the
+   owner's token, and each sends a filter and waits for ``{"type": "subscribed"}``. The filters take
+   turns: ``{}`` (everything), ``{"contract_ids": [the contract]}``, ``{"statuses": ["active",
+   "paused"]}``; every one of them matches every event of the run.
+2. ``--warmup-events`` (not measured), then K events, one every ``--interval`` seconds: the contract is
+   paused and resumed in turn through ``POST /api/v1/contracts/{id}/status`` (httpx, in the same event
+   loop), each with a distinct ``reason`` that identifies the event in what the monitors receive.
+3. The delivery latency of each (event, connection) is the time the message was read from the socket
+   minus the time the triggering HTTP request was sent, both on this process's monotonic clock. The
+   delivered fraction counts distinct events per connection (ids de-duplicate) and must be 100%.
+
+The client (all N connections and the trigger) shares the machine's cores with the stack and PostgreSQL,
+so every figure includes the client's own queueing: the time a message waited in this process before
+its reader ran. CPU seconds of the three during the events window are printed, with what anything
+else on the machine used meanwhile, and the load average (``uptime``) before and after.
+
+``--variants current,prototype`` also measures the fan-out changes proposed in docs/performance.md,
+patched into the stack at start (``--serve-prototype``; nothing in ``makima`` changes): each event made
+public and serialised once instead of once per connection, one hand-off to the event loop per batch
+instead of one per connection, no permessage-deflate (API Gateway WebSocket APIs offer none either),
+and the garbage collector's thresholds raised (full collections of the stack's heap stopped the event
+loop for 120-140 ms about every second at 1,000 connections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.version import version as websockets_version
+
+from makima.db.connection import PooledDatabase, transaction
+from makima.db.migrate import migrate
+from makima.domain.principals import Role
+from makima.domain.statuses import ContractStatus
+from makima.local.monitor import MONITOR_PATH
+from makima.services import auth
+from makima.services import contracts as contracts_svc
+from tests.bench.bench_contracts import bench_database, percentile
+from tests.bench.bench_dashboard import CpuWindow, machine_facts, uptime
+from tests.bench.bench_heartbeats import ROOT, LocalStack, _free_port, start_stack
+
+API = "/api/v1"
+BAR_CONNECTIONS = 1_000
+BAR_P99_MS = 500.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Setup
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit (children, the stack among them, inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def open_files_limit(pid: int) -> str:
+    try:
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                parts = line.split()
+                return f"{parts[3]} soft / {parts[4]} hard"
+    except OSError:
+        pass
+    return "?"
+
+
+@dataclass
+class World:
+    owner_token: str
+    contract_id: str
+
+
+def build_world(url: str) -> World:
+    db = PooledDatabase(url, min_size=1, max_size=1)
+    try:
+        with transaction(db) as conn:
+            secret = auth.ensure_admin(conn, name="bench-admin", token=f"mkm_bench_{uuid.uuid4().hex}")
+            assert secret is not None
+            admin = auth.resolve_with(conn, secret)
+        owner = auth.create_user(db, admin, name="bench-owner", role=Role.USER)
+        issued = auth.issue_token(db, admin, owner.id, name="bench-monitor", kind="user")
+        principal = auth.resolve(db, issued.secret)
+        contract = contracts_svc.create_contract(
+            db, principal, name="bench fan-out", description="", contract_type="simple", phase_guard=False
+        )
+        contracts_svc.change_status(db, principal, contract.id, status=ContractStatus.ACTIVE)
+    finally:
+        db.close()
+    return World(issued.secret, str(contract.id))
+
+
+# --------------------------------------------------------------------------------------------------
+# The prototype: the proposed fan-out changes, patched into `makima dev` (a measurement, not the product)
+
+
+def _prototype_patches() -> None:
+    import gc
+
+    import uvicorn
+
+    from makima.db import monitor as monitor_sql
+    from makima.domain import monitor as domain
+    from makima.local import monitor as local
+    from makima.services import monitor as services
+
+    def broadcast(
+        database: Any, events: Sequence[Mapping[str, Any]], sender: Any, endpoint: str
+    ) -> services.BroadcastResult:
+        """``services.monitor.broadcast``, with each event made public once: ``route`` hands back the
+        very event objects it was given, so every delivery of an event shares one public copy."""
+        if not events:
+            return services.BroadcastResult(0, 0, 0)
+        heartbeats_only = all(e["type"] == "heartbeat" for e in events)
+        with transaction(database) as conn:
+            rows = monitor_sql.live_subscribers(conn, endpoint, heartbeats_only=heartbeats_only)
+            subscribers = [domain.Subscriber.from_row(r) for r in rows]
+            if not subscribers:
+                return services.BroadcastResult(0, 0, 0)
+            ids = sorted({str(e["contract_id"]) for e in events if e.get("contract_id")})
+            statuses = monitor_sql.contract_statuses(conn, ids)
+        routed = domain.route(events, subscribers, statuses)
+        shared = {id(e): domain.public(e) for e in events}
+        deliveries = {cid: [shared[id(e)] for e in evs] for cid, evs in routed.items()}
+        gone: set[str] = sender.send(deliveries) if deliveries else set()
+        if gone:
+            with transaction(database) as conn:
+                monitor_sql.remove_connections(conn, sorted(gone))
+        return services.BroadcastResult(len(deliveries), sum(len(v) for v in deliveries.values()), len(gone))
+
+    def send(self: local.LocalHub, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
+        """Each distinct message serialised once, and one hand-off to the event loop for the batch."""
+        gone: set[str] = set()
+        loop = self._loop
+        frames: dict[int, str] = {}
+        batch: list[tuple[Any, list[str]]] = []
+        for connection_id, messages in deliveries.items():
+            with self._lock:
+                client = self._clients.get(connection_id)
+            if client is None or loop is None or loop.is_closed():
+                gone.add(connection_id)
+                continue
+            out = []
+            for m in messages:
+                frame = frames.get(id(m))
+                if frame is None:
+                    frame = frames[id(m)] = json.dumps(m, default=str)
+                out.append(frame)
+            batch.append((client, out))
+        if batch and loop is not None:
+            loop.call_soon_threadsafe(lambda: [local.LocalHub._enqueue(c, f) for c, f in batch])
+        return gone
+
+    run = uvicorn.run
+
+    def run_without_deflate(*args: Any, **kwargs: Any) -> None:
+        run(*args, **{**kwargs, "ws_per_message_deflate": False})
+
+    services.broadcast = broadcast
+    local.LocalHub.send = send  # type: ignore[method-assign]
+    uvicorn.run = run_without_deflate
+    # The collector's thresholds: with 1,000 connections the heap is large and fan-out allocates fast, so
+    # the default (700, 10, 10) ran a full collection about every second, 120-140 ms each, with the event
+    # loop stopped. Collect young objects 70 times less often and the old ones far less often.
+    gc.set_threshold(50_000, 20, 100)
+
+
+def serve_prototype(argv: Sequence[str]) -> int:
+    """``makima dev`` (arguments as for it) with the prototype's patches applied."""
+    _prototype_patches()
+    from makima.cli.main import app
+
+    app(list(argv), prog_name="makima")
+    return 0
+
+
+def start_prototype_stack(database_url: str, workdir: Path) -> LocalStack:
+    """As ``bench_heartbeats.start_stack``, with the prototype's patches in the server process."""
+    port = _free_port()
+    log = workdir / f"stack-prototype-{port}.log"
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
+    args = [
+        sys.executable,
+        "-m",
+        "tests.bench.bench_monitor",
+        "--serve-prototype",
+        "dev",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(workdir / "unused"),
+    ]
+    out = log.open("w")
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the prototype stack exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}{API}/health", timeout=1).status_code == 200:
+                return LocalStack(proc, base, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"the prototype stack did not become healthy:\n{log.read_text()}")
+
+
+# --------------------------------------------------------------------------------------------------
+# One round: N connections, K events
+
+
+@dataclass
+class Round:
+    connections: int
+    events: int
+    variant: str = "current"
+    connect_s: float = 0.0
+    extensions: str = ""
+    latencies_ms: list[float] = field(default_factory=list)
+    per_event_last_ms: list[float] = field(default_factory=list)  # when the last connection got it, in order
+    slowest: list[tuple[float, int]] = field(default_factory=list)  # (last ms, event number) of the slowest
+    warmup_ms: list[float] = field(default_factory=list)
+    delivered: int = 0  # distinct (event, connection) pairs received
+    expected: int = 0
+    duplicates: int = 0
+    unexpected: int = 0  # messages that were not one of the run's events
+    unexpected_types: dict[str, int] = field(default_factory=dict)
+    post_ms: list[float] = field(default_factory=list)
+    window_s: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    stack_limits: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.delivered / self.expected if self.expected else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+
+MARK = "bench-"  # the reasons of the run's status changes start with it
+
+FILTERS: tuple[dict[str, Any], ...] = ({}, {"contract_ids": ["@CONTRACT@"]}, {"statuses": ["active", "paused"]})
+
+
+def _filter(i: int, contract_id: str) -> str:
+    f = FILTERS[i % len(FILTERS)]
+    if "contract_ids" in f:
+        f = {"contract_ids": [contract_id]}
+    return json.dumps(f)
+
+
+async def _open(url: str, message: str, sem: asyncio.Semaphore, timeout: float) -> ClientConnection:
+    async with sem:
+        # No client pings (browsers send none); the server's keepalive pings are answered by the library.
+        ws = await connect(url, open_timeout=timeout, ping_interval=None, max_size=2**20)
+        await ws.send(message)
+        while True:
+            answer = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            if answer.get("type") == "subscribed":
+                return ws
+            if answer.get("type") == "error":
+                raise RuntimeError(f"filter refused: {answer}")
+
+
+async def _read(ws: ClientConnection, arrivals: list[tuple[float, str | bytes]], counter: list[int]) -> None:
+    try:
+        async for raw in ws:
+            arrivals.append((time.monotonic(), raw))  # the clock first: parsing happens after the run
+            if MARK in (raw if isinstance(raw, str) else raw.decode()):
+                counter[0] += 1
+    except websockets.ConnectionClosed:
+        pass
+
+
+async def run_round(
+    stack: LocalStack,
+    world: World,
+    url: str,
+    *,
+    n: int,
+    k: int,
+    warmup: int,
+    interval: float,
+    concurrency: int,
+    settle: float,
+) -> Round:
+    result = Round(connections=n, events=k, expected=n * k)
+    ws_url = stack.base_url.replace("http://", "ws://") + f"{MONITOR_PATH}?token={world.owner_token}"
+    sem = asyncio.Semaphore(concurrency)
+    t0 = time.perf_counter()
+    conns = await asyncio.gather(*(_open(ws_url, _filter(i, world.contract_id), sem, 120.0) for i in range(n)))
+    result.connect_s = time.perf_counter() - t0
+    result.extensions = ", ".join(sorted({type(e).__name__ for c in conns for e in c.protocol.extensions})) or "none"
+    arrivals: list[list[tuple[float, str | bytes]]] = [[] for _ in conns]
+    counter = [0]
+    readers = [asyncio.create_task(_read(ws, arrivals[i], counter)) for i, ws in enumerate(conns)]
+    sent: dict[str, float] = {}
+    headers = {"Authorization": f"Bearer {world.owner_token}"}
+    async with httpx.AsyncClient(base_url=stack.base_url + API, headers=headers, timeout=30) as http:
+        (await http.get("/health")).raise_for_status()  # the HTTP connection, before the clock
+        window = CpuWindow(url, stack.process.pid)
+        window.begin()
+        start = time.monotonic()
+        for j in range(warmup + k):
+            target = "paused" if j % 2 == 0 else "active"
+            reason = f"{MARK}{j}"
+            due = start + j * interval
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            t_send = time.monotonic()
+            sent[reason] = t_send
+            r = await http.post(f"/contracts/{world.contract_id}/status", json={"status": target, "reason": reason})
+            if r.status_code != 200:
+                raise RuntimeError(f"status change {j}: HTTP {r.status_code} {r.text[:300]}")
+            if j >= warmup:
+                result.post_ms.append((time.monotonic() - t_send) * 1000)
+        deadline = time.monotonic() + settle
+        while counter[0] < n * (warmup + k) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        result.cpu = window.end()
+        result.window_s = result.cpu["wall"]
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+
+    async def close(ws: ClientConnection) -> None:
+        async with sem:
+            await ws.close()
+
+    await asyncio.gather(*(close(ws) for ws in conns), return_exceptions=True)
+
+    # Parse what arrived: one latency per distinct (event, connection).
+    measured = {f"{MARK}{j}" for j in range(warmup, warmup + k)}
+    last: dict[str, float] = {}
+    for per_conn in arrivals:
+        seen: set[str] = set()
+        for t, raw in per_conn:
+            msg = json.loads(raw)
+            data = msg.get("data") or {}
+            reason = str(data.get("reason")) if msg.get("type") == "status_changed" else ""
+            if reason not in sent or msg.get("contract_id") != world.contract_id:
+                result.unexpected += 1
+                result.unexpected_types[str(msg.get("type"))] = result.unexpected_types.get(str(msg.get("type")), 0) + 1
+                continue
+            if reason in seen:
+                result.duplicates += 1
+                continue
+            seen.add(reason)
+            ms = (t - sent[reason]) * 1000
+            if reason in measured:
+                result.latencies_ms.append(ms)
+                result.delivered += 1
+                last[reason] = max(last.get(reason, 0.0), ms)
+            else:
+                result.warmup_ms.append(ms)
+    order = sorted(last, key=lambda r: int(r.removeprefix(MARK)))
+    result.per_event_last_ms = [last[r] for r in order]
+    result.slowest = sorted(((last[r], int(r.removeprefix(MARK)) - warmup) for r in order), reverse=True)[:3]
+    return result
+
+
+def wait_for_outbox(url: str, timeout: float = 30.0) -> None:
+    """Until the stack's pump has published what setup logged (it sweeps a second after start): the
+    monitors must see only the run's events."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM contract_events WHERE published_at IS NULL").fetchone()
+            if row is not None and row[0] == 0:
+                return
+            time.sleep(0.1)
+    raise RuntimeError("the stack did not publish the outbox")
+
+
+def run(stack: LocalStack, world: World, url: str, args: argparse.Namespace, n: int) -> Round:
+    wait_for_outbox(url)
+    result = asyncio.run(
+        run_round(
+            stack,
+            world,
+            url,
+            n=n,
+            k=args.events,
+            warmup=args.warmup_events,
+            interval=args.interval,
+            concurrency=args.connect_concurrency,
+            settle=args.settle,
+        )
+    )
+    result.stack_limits = open_files_limit(stack.process.pid)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def print_rounds(rounds: Sequence[Round], args: argparse.Namespace) -> None:
+    print(
+        f"Delivery latency in ms = receive time - time the triggering POST was sent, per (event, connection); "
+        f"{args.events} events, one every {args.interval * 1000:.0f} ms, after {args.warmup_events} warm-up events. "
+        "last = when the last connection had the event (p50 / max over the events). CPU seconds over the events "
+        "window: client = this process (every connection and the trigger), stack = makima dev, postgres = this "
+        "database's backends; other = cores anything else kept busy meanwhile."
+    )
+    head = " | ".join(
+        (
+            f"{'variant':<9} {'N':>5}",
+            f"{'delivered':>9}",
+            f"{'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}",
+            f"{'last p50':>8} {'max':>7}",
+            f"{'POST p50':>8}",
+            f"{'connect':>7}",
+            f"CPU s: {'client':>6} {'stack':>6} {'postgres':>8}",
+            f"{'other':>5}",
+        )
+    )
+    print(head)
+    print("-" * len(head))
+    nan = float("nan")
+    for r in rounds:
+        c = r.cpu
+        cells = (
+            f"{r.variant:<9} {r.connections:5,}",
+            f"{r.fraction * 100:8.2f}%",
+            f"{r.p(0.5):7.1f} {r.p(0.95):7.1f} {r.p(0.99):7.1f} {max(r.latencies_ms, default=nan):7.1f}",
+            f"{percentile(r.per_event_last_ms, 0.5):8.1f} {max(r.per_event_last_ms, default=nan):7.1f}",
+            f"{percentile(r.post_ms, 0.5):8.1f}",
+            f"{r.connect_s:6.1f}s",
+            f"CPU s: {c.get('client', 0):6.2f} {c.get('stack', 0):6.2f} {c.get('postgres', 0):8.2f}",
+            f"{c.get('other_cores', 0):5.2f}",
+        )
+        print(" | ".join(cells))
+    for r in rounds:
+        events = max(1, r.events)
+        extra = f", {r.duplicates} duplicates" if r.duplicates else ""
+        extra += f", {r.unexpected} other messages {r.unexpected_types}" if r.unexpected else ""
+        print(
+            f"  {r.variant}, N={r.connections:,}: {r.delivered:,} of {r.expected:,} deliveries{extra}; "
+            f"warm-up events p50 {percentile(r.warmup_ms, 0.5):.1f} ms; CPU per event: stack "
+            f"{c_ms(r, 'stack', events)} ms, client {c_ms(r, 'client', events)} ms, postgres "
+            f"{c_ms(r, 'postgres', events)} ms; slowest events (number: last ms) "
+            f"{', '.join(f'{i}: {ms:.0f}' for ms, i in r.slowest)}; connections opened in {r.connect_s:.1f} s "
+            f"({r.connections / r.connect_s:,.0f}/s); extensions: {r.extensions}; the stack's open files limit: "
+            f"{r.stack_limits}"
+        )
+
+
+def c_ms(r: Round, key: str, events: int) -> str:
+    return f"{r.cpu.get(key, 0.0) * 1000 / events:.1f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_monitor", description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", default="100,1000", help="comma-separated N to run (default 100,1000)")
+    parser.add_argument("--events", type=int, default=50, help="measured events per round (default 50)")
+    parser.add_argument("--warmup-events", type=int, default=2, help="events before the measured ones (default 2)")
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between events (default 0.1)")
+    parser.add_argument("--connect-concurrency", type=int, default=20, help="handshakes at a time (default 20)")
+    parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait for the last deliveries")
+    parser.add_argument(
+        "--variants",
+        default="current",
+        help="comma-separated: current (makima dev as it is), prototype (the proposed fan-out changes patched in)",
+    )
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants or not set(variants) <= {"current", "prototype"}:
+        parser.error("--variants takes current and prototype")
+    try:
+        ns = [int(x) for x in args.connections.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--connections takes comma-separated integers")
+    if not ns or min(ns) < 1 or args.events < 1 or args.interval < 0 or args.connect_concurrency < 1:
+        parser.error("--connections, --events and --connect-concurrency must be positive")
+
+    started = time.perf_counter()
+    soft, hard = raise_nofile()
+    up_before = uptime()
+    print(f"uptime at start: {up_before}", flush=True)
+    print(f"RLIMIT_NOFILE raised to {soft} (hard {hard})", flush=True)
+    rounds: list[Round] = []
+    with bench_database() as (url, where), tempfile.TemporaryDirectory(prefix="makima-bench-mon-") as tmp:
+        t0 = time.perf_counter()
+        applied = migrate(url)
+        print(f"database ready ({where}), {len(applied)} migrations in {time.perf_counter() - t0:.1f} s", flush=True)
+        world = build_world(url)
+        facts = machine_facts(url, where)
+        for variant in variants:
+            for n in ns:
+                print(f"N={n:,}, {variant}: starting makima dev ...", flush=True)
+                starter = start_prototype_stack if variant == "prototype" else start_stack
+                stack = starter(url, Path(tmp))
+                try:
+                    print(f"  connecting, then {args.warmup_events} + {args.events} events ...", flush=True)
+                    r = run(stack, world, url, args, n)
+                finally:
+                    stack.stop()
+                r.variant = variant
+                rounds.append(r)
+                print(
+                    f"  delivered {r.fraction * 100:.2f}%, p50 {r.p(0.5):.1f} ms, p99 {r.p(0.99):.1f} ms "
+                    f"(uptime: {uptime()})",
+                    flush=True,
+                )
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM monitor_connections").fetchone()
+            leftover = int(row[0]) if row else 0
+    up_after = uptime()
+    print()
+    print("Machine")
+    for key, value in facts.items():
+        if key != "settings":
+            print(f"  {key:<28} {value}")
+    print(f"  {'client':<28} websockets {websockets_version} asyncio client, httpx {httpx.__version__}")
+    print(f"  {'RLIMIT_NOFILE':<28} {soft} soft / {hard} hard (this process; the stack inherits it)")
+    print(f"  {'uptime at start':<28} {up_before}")
+    print(f"  {'uptime at end':<28} {up_after}")
+    print(f"  {'monitor rows left':<28} {leftover} (connections the stacks did not forget on close)")
+    print()
+    print_rounds(rounds, args)
+    print()
+    contended = [r for r in rounds if r.cpu.get("other_cores", 0.0) > 0.3]
+    if contended:
+        worst = max(r.cpu["other_cores"] for r in contended)
+        print(
+            f"WARNING: something else kept up to {worst:.2f} cores busy during {len(contended)} of the rounds: their "
+            "latencies include that contention; rerun when the machine is quiet."
+        )
+    print(f"The bar: {BAR_CONNECTIONS:,} connections, p99 < {BAR_P99_MS:.0f} ms, 100% delivered:")
+    for r in rounds:
+        met = r.p(0.99) < BAR_P99_MS and r.delivered == r.expected
+        print(
+            f"  {r.variant}, N={r.connections:,}: p99 {r.p(0.99):.1f} ms, delivered {r.fraction * 100:.2f}%: "
+            f"{'met' if met else 'MISSED'}{'' if r.connections == BAR_CONNECTIONS else ' (not the bar size)'}"
+        )
+    print(f"total runtime {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve-prototype"]:
+        sys.exit(serve_prototype(sys.argv[2:]))
+    sys.exit(main())

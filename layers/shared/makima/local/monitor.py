@@ -126,7 +126,8 @@ class DirectPublisher:
         self.hub = hub
 
     def publish(self, events: Sequence[Mapping[str, Any]]) -> None:
-        svc.broadcast(self.database, events, self.hub, self.hub.endpoint)
+        if len(self.hub):  # no monitor open in this process: nobody to route to, no query needed
+            svc.broadcast(self.database, events, self.hub, self.hub.endpoint)
 
 
 class OutboxPump:
@@ -154,9 +155,13 @@ class OutboxPump:
         self._wake.set()
 
     def heartbeats(self, events: Sequence[Mapping[str, Any]], logged: bool) -> None:
-        if events:
+        """Wake the pump only when there is something to do: a monitor open (for the heartbeats) or
+        logged events (state changes). Most heartbeats need neither, and cost nothing more here."""
+        if events and len(self.publisher.hub):
             self._heartbeats.put(list(events))
-        self._wake.set()
+            self._wake.set()
+        elif logged:
+            self._wake.set()
 
     def run_once(self) -> int:
         """Publish what is pending now; the number of logged events published."""

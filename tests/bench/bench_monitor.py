@@ -27,12 +27,8 @@ so every figure includes the client's own queueing: the time a message waited in
 its reader ran. CPU seconds of the three during the events window are printed, with what anything
 else on the machine used meanwhile, and the load average (``uptime``) before and after.
 
-``--variants current,prototype`` also measures the fan-out changes proposed in docs/performance.md,
-patched into the stack at start (``--serve-prototype``; nothing in ``makima`` changes): each event made
-public and serialised once instead of once per connection, one hand-off to the event loop per batch
-instead of one per connection, no permessage-deflate (API Gateway WebSocket APIs offer none either),
-and the garbage collector's thresholds raised (full collections of the stack's heap stopped the event
-loop for 120-140 ms about every second at 1,000 connections).
+The four fan-out changes this benchmark led to (docs/performance.md, "The changes") were first measured
+here as a patched-in prototype; they are the product's code now, so the prototype variant is gone.
 """
 
 from __future__ import annotations
@@ -40,14 +36,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +61,7 @@ from makima.services import auth
 from makima.services import contracts as contracts_svc
 from tests.bench.bench_contracts import bench_database, percentile
 from tests.bench.bench_dashboard import CpuWindow, machine_facts, uptime
-from tests.bench.bench_heartbeats import ROOT, LocalStack, _free_port, start_stack
+from tests.bench.bench_heartbeats import LocalStack, start_stack
 
 API = "/api/v1"
 BAR_CONNECTIONS = 1_000
@@ -121,124 +115,6 @@ def build_world(url: str) -> World:
     finally:
         db.close()
     return World(issued.secret, str(contract.id))
-
-
-# --------------------------------------------------------------------------------------------------
-# The prototype: the proposed fan-out changes, patched into `makima dev` (a measurement, not the product)
-
-
-def _prototype_patches() -> None:
-    import gc
-
-    import uvicorn
-
-    from makima.db import monitor as monitor_sql
-    from makima.domain import monitor as domain
-    from makima.local import monitor as local
-    from makima.services import monitor as services
-
-    def broadcast(
-        database: Any, events: Sequence[Mapping[str, Any]], sender: Any, endpoint: str
-    ) -> services.BroadcastResult:
-        """``services.monitor.broadcast``, with each event made public once: ``route`` hands back the
-        very event objects it was given, so every delivery of an event shares one public copy."""
-        if not events:
-            return services.BroadcastResult(0, 0, 0)
-        heartbeats_only = all(e["type"] == "heartbeat" for e in events)
-        with transaction(database) as conn:
-            rows = monitor_sql.live_subscribers(conn, endpoint, heartbeats_only=heartbeats_only)
-            subscribers = [domain.Subscriber.from_row(r) for r in rows]
-            if not subscribers:
-                return services.BroadcastResult(0, 0, 0)
-            ids = sorted({str(e["contract_id"]) for e in events if e.get("contract_id")})
-            statuses = monitor_sql.contract_statuses(conn, ids)
-        routed = domain.route(events, subscribers, statuses)
-        shared = {id(e): domain.public(e) for e in events}
-        deliveries = {cid: [shared[id(e)] for e in evs] for cid, evs in routed.items()}
-        gone: set[str] = sender.send(deliveries) if deliveries else set()
-        if gone:
-            with transaction(database) as conn:
-                monitor_sql.remove_connections(conn, sorted(gone))
-        return services.BroadcastResult(len(deliveries), sum(len(v) for v in deliveries.values()), len(gone))
-
-    def send(self: local.LocalHub, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
-        """Each distinct message serialised once, and one hand-off to the event loop for the batch."""
-        gone: set[str] = set()
-        loop = self._loop
-        frames: dict[int, str] = {}
-        batch: list[tuple[Any, list[str]]] = []
-        for connection_id, messages in deliveries.items():
-            with self._lock:
-                client = self._clients.get(connection_id)
-            if client is None or loop is None or loop.is_closed():
-                gone.add(connection_id)
-                continue
-            out = []
-            for m in messages:
-                frame = frames.get(id(m))
-                if frame is None:
-                    frame = frames[id(m)] = json.dumps(m, default=str)
-                out.append(frame)
-            batch.append((client, out))
-        if batch and loop is not None:
-            loop.call_soon_threadsafe(lambda: [local.LocalHub._enqueue(c, f) for c, f in batch])
-        return gone
-
-    run = uvicorn.run
-
-    def run_without_deflate(*args: Any, **kwargs: Any) -> None:
-        run(*args, **{**kwargs, "ws_per_message_deflate": False})
-
-    services.broadcast = broadcast
-    local.LocalHub.send = send  # type: ignore[method-assign]
-    uvicorn.run = run_without_deflate
-    # The collector's thresholds: with 1,000 connections the heap is large and fan-out allocates fast, so
-    # the default (700, 10, 10) ran a full collection about every second, 120-140 ms each, with the event
-    # loop stopped. Collect young objects 70 times less often and the old ones far less often.
-    gc.set_threshold(50_000, 20, 100)
-
-
-def serve_prototype(argv: Sequence[str]) -> int:
-    """``makima dev`` (arguments as for it) with the prototype's patches applied."""
-    _prototype_patches()
-    from makima.cli.main import app
-
-    app(list(argv), prog_name="makima")
-    return 0
-
-
-def start_prototype_stack(database_url: str, workdir: Path) -> LocalStack:
-    """As ``bench_heartbeats.start_stack``, with the prototype's patches in the server process."""
-    port = _free_port()
-    log = workdir / f"stack-prototype-{port}.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
-    args = [
-        sys.executable,
-        "-m",
-        "tests.bench.bench_monitor",
-        "--serve-prototype",
-        "dev",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(workdir / "unused"),
-    ]
-    out = log.open("w")
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the prototype stack exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}{API}/health", timeout=1).status_code == 200:
-                return LocalStack(proc, base, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"the prototype stack did not become healthy:\n{log.read_text()}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,15 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between events (default 0.1)")
     parser.add_argument("--connect-concurrency", type=int, default=20, help="handshakes at a time (default 20)")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait for the last deliveries")
-    parser.add_argument(
-        "--variants",
-        default="current",
-        help="comma-separated: current (makima dev as it is), prototype (the proposed fan-out changes patched in)",
-    )
     args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or not set(variants) <= {"current", "prototype"}:
-        parser.error("--variants takes current and prototype")
     try:
         ns = [int(x) for x in args.connections.split(",") if x.strip()]
     except ValueError:
@@ -522,23 +390,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"database ready ({where}), {len(applied)} migrations in {time.perf_counter() - t0:.1f} s", flush=True)
         world = build_world(url)
         facts = machine_facts(url, where)
-        for variant in variants:
-            for n in ns:
-                print(f"N={n:,}, {variant}: starting makima dev ...", flush=True)
-                starter = start_prototype_stack if variant == "prototype" else start_stack
-                stack = starter(url, Path(tmp))
-                try:
-                    print(f"  connecting, then {args.warmup_events} + {args.events} events ...", flush=True)
-                    r = run(stack, world, url, args, n)
-                finally:
-                    stack.stop()
-                r.variant = variant
-                rounds.append(r)
-                print(
-                    f"  delivered {r.fraction * 100:.2f}%, p50 {r.p(0.5):.1f} ms, p99 {r.p(0.99):.1f} ms "
-                    f"(uptime: {uptime()})",
-                    flush=True,
-                )
+        for n in ns:
+            print(f"N={n:,}: starting makima dev ...", flush=True)
+            stack = start_stack(url, Path(tmp))
+            try:
+                print(f"  connecting, then {args.warmup_events} + {args.events} events ...", flush=True)
+                r = run(stack, world, url, args, n)
+            finally:
+                stack.stop()
+            rounds.append(r)
+            print(
+                f"  delivered {r.fraction * 100:.2f}%, p50 {r.p(0.5):.1f} ms, p99 {r.p(0.99):.1f} ms "
+                f"(uptime: {uptime()})",
+                flush=True,
+            )
         with psycopg.connect(url) as conn:
             row = conn.execute("SELECT count(*) FROM monitor_connections").fetchone()
             leftover = int(row[0]) if row else 0
@@ -575,6 +440,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve-prototype"]:
-        sys.exit(serve_prototype(sys.argv[2:]))
     sys.exit(main())

@@ -49,7 +49,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
-import httpx
 import typer
 from rich import box
 from rich.console import Console
@@ -57,7 +56,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from makima.cli.client import EXIT_API_ERROR, EXIT_UNREACHABLE, Api
+from makima.cli.client import EXIT_API_ERROR, Api, ApiFailure
 from makima.cli.contracts_app import app, config_of
 from makima.cli.output import ago, console, one_line, parse_time, short_id, status_text
 from makima.domain.durations import parse_duration
@@ -175,23 +174,15 @@ def interactive() -> bool:
 def post_batch(api: Api, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /contracts/batch``; an error answer ends the command with the CLI's one line, a 403 saying
     that cleanup needs an admin token."""
-    try:
-        response = api.http.post("/contracts/batch", json=body)
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: cannot reach {api.base}: {exc}", err=True)
-        raise typer.Exit(EXIT_UNREACHABLE) from exc
-    if response.status_code >= 400:
-        try:
-            err = response.json()["error"]
-            code, message = str(err["code"]), str(err["message"])
-        except (ValueError, KeyError, TypeError):
-            code, message = f"HTTP {response.status_code}", response.reason_phrase
-        if response.status_code == 403:
+    answer = api.attempt("POST", "/contracts/batch", json=body)
+    if isinstance(answer, ApiFailure):
+        message = answer.message
+        if answer.status == 403:
             message += " (contracts cleanup runs admin-only batch operations: use an admin token)"
-        typer.echo(f"error: {code}: {message}", err=True)
+        typer.echo(f"error: {answer.code}: {message}", err=True)
         raise typer.Exit(EXIT_API_ERROR)
-    answer: dict[str, Any] = response.json()
-    return answer
+    result: dict[str, Any] = answer
+    return result
 
 
 def _items(step: Step, answer: dict[str, Any]) -> list[dict[str, Any]]:

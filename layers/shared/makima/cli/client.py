@@ -4,6 +4,7 @@ errors turned into one clear line and a non-zero exit status."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,13 +17,28 @@ EXIT_API_ERROR = 1
 EXIT_UNREACHABLE = 3
 
 
+@dataclass(frozen=True, slots=True)
+class ApiFailure:
+    """An error answer of the API, for the calls whose errors a command handles itself."""
+
+    status: int
+    code: str
+    message: str
+    details: dict[str, Any]
+
+    def line(self) -> str:
+        return f"error: {self.code}: {self.message}"
+
+
 class Api:
     def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
         self.base = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=f"{self.base}/api/v1", headers=headers, timeout=timeout)
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def attempt(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The answer, or an ``ApiFailure`` for an error answer (the command decides what to say); an
+        unreachable API ends the command (exit 3)."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -31,14 +47,20 @@ class Api:
         if response.status_code >= 400:
             try:
                 err = response.json()["error"]
-                line = f"error: {err['code']}: {err['message']}"
+                return ApiFailure(response.status_code, str(err["code"]), str(err["message"]), err.get("details") or {})
             except (ValueError, KeyError, TypeError):
-                line = f"error: HTTP {response.status_code}"
-            typer.echo(line, err=True)
-            raise typer.Exit(EXIT_API_ERROR)
+                return ApiFailure(response.status_code, f"HTTP {response.status_code}", response.reason_phrase, {})
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The answer; an error answer ends the command with its one line (exit 1)."""
+        answer = self.attempt(method, path, **kwargs)
+        if isinstance(answer, ApiFailure):
+            typer.echo(answer.line(), err=True)
+            raise typer.Exit(EXIT_API_ERROR)
+        return answer
 
 
 def print_json(data: Any) -> None:

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from uuid import UUID
 
-import httpx
 import typer
 from rich.text import Text
 
-from makima.cli.client import EXIT_API_ERROR, EXIT_UNREACHABLE, Api
+from makima.cli.client import EXIT_API_ERROR, Api, ApiFailure
 from makima.cli.contracts_app import app, config_of
 from makima.cli.output import (
     ago,
@@ -136,16 +134,6 @@ Threshold = Annotated[
 # --- talking to the API -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ApiFailure:
-    """An error answer of the API, for the calls whose errors a command handles itself."""
-
-    status: int
-    code: str
-    message: str
-    details: dict[str, Any]
-
-
 def fail(code: str, message: str, exit_code: int = EXIT_API_ERROR) -> NoReturn:
     """The CLI's one-line error (as ``cli/client.py`` prints it) and a non-zero exit."""
     typer.echo(f"error: {code}: {message}", err=True)
@@ -153,22 +141,8 @@ def fail(code: str, message: str, exit_code: int = EXIT_API_ERROR) -> NoReturn:
 
 
 def attempt(api: Api, method: str, path: str, **kwargs: Any) -> Any:
-    """Like ``Api.call``, but an error answer is returned as an ``ApiFailure`` instead of ending the
-    command (an unreachable API still ends it, exit 3)."""
-    try:
-        response = api.http.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: cannot reach {api.base}: {exc}", err=True)
-        raise typer.Exit(EXIT_UNREACHABLE) from exc
-    if response.status_code >= 400:
-        try:
-            err = response.json()["error"]
-            return ApiFailure(response.status_code, str(err["code"]), str(err["message"]), err.get("details") or {})
-        except (ValueError, KeyError, TypeError):
-            return ApiFailure(response.status_code, f"HTTP {response.status_code}", response.reason_phrase, {})
-    if response.status_code == 204 or not response.content:
-        return None
-    return response.json()
+    """``Api.attempt``: an error answer comes back as an ``ApiFailure`` for the command to handle."""
+    return api.attempt(method, path, **kwargs)
 
 
 def optional(api: Api, path: str, absent: frozenset[str], **kwargs: Any) -> Any:

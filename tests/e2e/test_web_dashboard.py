@@ -52,6 +52,9 @@ def launch_chromium(playwright: Playwright) -> Browser:
 
 
 def require_browser() -> None:
+    # Deliberate: a developer running pytest on a machine without Debian's chromium gets a skip with the
+    # reason; `make test` and CI install chromium and set MAKIMA_REQUIRE_BROWSER=1, where a missing
+    # browser is a failure instead (as MAKIMA_REQUIRE_SAM does for the SAM CLI in tests/infra/sam.py).
     if os.access(CHROMIUM, os.X_OK):
         return
     reason = f"{CHROMIUM} is not installed (apt-get install chromium; `make test` does it)"

@@ -26,6 +26,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from makima.config import get_settings
 from makima.db.connection import Database
+from makima.lambda_support.eventbridge import EventBridgePublisher
+from makima.lambda_support.metrics import emit_event_metrics
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
 from makima.services import stale, supervisors
@@ -69,9 +71,7 @@ def heartbeat_retention(db: Database) -> dict[str, Any]:
     return {"created": created, "dropped": dropped}
 
 
-def _publisher() -> Any:
-    from makima.lambda_support.eventbridge import EventBridgePublisher
-
+def _publisher() -> EventBridgePublisher:
     return EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", ""))
 
 
@@ -95,8 +95,6 @@ def outbox_sweeper(db: Database) -> dict[str, Any]:
     of the request that wrote them."""
     published = drain_outbox(db, _publisher(), older_than=SWEEP_MIN_AGE)
     if published:
-        from makima.lambda_support.metrics import emit_event_metrics
-
         emit_event_metrics(published)
     metrics.add_metric(name="OutboxSwept", unit=MetricUnit.Count, value=len(published))
     if published:

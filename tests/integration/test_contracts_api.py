@@ -282,3 +282,6 @@ def test_list_filters_and_pagination(
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "BAD_REQUEST")
     bad = client.get(f"{API}/contracts", params={"stale": True, "threshold": "soon"}, headers=me.headers)
     assert bad.status_code == 400
+    # a duration too long for a timedelta is a bad request too, not a 500
+    bad = client.get(f"{API}/contracts", params={"stale": True, "threshold": "999999999w"}, headers=me.headers)
+    assert bad.status_code == 400

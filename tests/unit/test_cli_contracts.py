@@ -295,6 +295,13 @@ def test_connection_precedence(server: FakeServer, config_file: Path) -> None:
     assert _seen(server) == ("http://flag.test:3", "Bearer from-flag")
 
 
+def test_the_api_url_may_be_given_with_or_without_api_v1(server: FakeServer, config_file: Path) -> None:
+    server.routes[("GET", "/contracts")] = (200, {"contracts": [], "next_cursor": None})
+    for url in ("http://api.test", "http://api.test/", "http://api.test/api/v1", "http://api.test/api/v1/"):
+        assert run("contracts", "--api-url", url, "--token", "t", "list").exit_code == 0
+        assert server.requests[-1].url.path == "/api/v1/contracts", url
+
+
 def test_unreachable_api_exits_3(server: FakeServer, config_file: Path) -> None:
     server.unreachable = True
     result = contracts_cmd("list")

@@ -25,14 +25,12 @@ from makima.cli.monitor_stream import (
     Selection,
     Session,
     backoff,
-    is_full_id,
     is_important,
     monitor_url,
-    parse_contract_ids,
-    parse_statuses,
     shown_url,
     with_token,
 )
+from makima.cli.params import is_full_id, parse_contract_ids, parse_statuses
 from makima.cli.tui import Board
 
 pytestmark = pytest.mark.unit

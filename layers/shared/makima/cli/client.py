@@ -32,7 +32,8 @@ class ApiFailure:
 
 class Api:
     def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
-        self.base = base_url.rstrip("/")
+        # Users paste either the stack's URL or its API root: both mean the same API (as in the SDK).
+        self.base = base_url.rstrip("/").removesuffix("/api/v1")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=f"{self.base}/api/v1", headers=headers, timeout=timeout)
 

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
-from uuid import UUID
 
 import typer
 from rich.text import Text
@@ -44,8 +43,9 @@ from makima.cli.output import (
     short_id,
     status_text,
 )
+from makima.cli.params import STATUSES, is_full_id, parse_contract_ids, parse_statuses
 from makima.domain.durations import parse_duration
-from makima.domain.statuses import TERMINAL, ContractStatus
+from makima.domain.statuses import TERMINAL
 
 EXIT_UNHEALTHY = 2
 EXPORT_FORMAT_VERSION = 1
@@ -53,10 +53,7 @@ PAGE_SIZE = 200  # the API's largest page of contracts
 EVENTS_PAGE = 1000  # the API's largest page of events
 RECENT_EVENTS = 10
 DEFAULT_THRESHOLD = "30m"
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
-_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,35}$")
 _PHASE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-VALID_STATUSES = [s.value for s in ContractStatus]
 
 
 class ListFormat(StrEnum):
@@ -80,13 +77,10 @@ class ExportFormat(StrEnum):
 def _check_statuses(value: str | None) -> str | None:
     if value is None:
         return None
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    if not parts:
-        raise typer.BadParameter("give one or more statuses, comma-separated")
-    for part in parts:
-        if part not in VALID_STATUSES:
-            raise typer.BadParameter(f"unknown status {part!r}; valid: {', '.join(VALID_STATUSES)}")
-    return ",".join(parts)
+    try:
+        return ",".join(parse_statuses([value]))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (comma-separated)") from None
 
 
 def _check_threshold(value: str | None) -> str | None:
@@ -106,10 +100,11 @@ def _check_phase(value: str | None) -> str | None:
 
 
 def _check_id(value: str) -> str:
-    value = value.strip()
-    if not (_UUID.match(value) or _PREFIX.match(value)):
-        raise typer.BadParameter(f"{value!r} is not a contract id (a UUID, or a prefix of 4+ hex characters)")
-    return value.lower()
+    try:
+        (contract_id,) = parse_contract_ids([value])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return contract_id
 
 
 ContractId = Annotated[
@@ -157,8 +152,8 @@ def optional(api: Api, path: str, absent: frozenset[str], **kwargs: Any) -> Any:
 
 def resolve_id(api: Api, given: str) -> str:
     """A full UUID as is; a prefix resolved among the caller's 200 newest contracts."""
-    if _UUID.match(given):
-        return str(UUID(given))
+    if is_full_id(given):
+        return given
     page = api.call("GET", "/contracts", params={"limit": PAGE_SIZE})
     matches = [c for c in page["contracts"] if str(c["id"]).startswith(given)]
     if not matches:
@@ -204,7 +199,7 @@ def list_contracts(
             "--status",
             callback=_check_statuses,
             metavar="STATUS[,STATUS…]",
-            help="Only these statuses: " + ", ".join(VALID_STATUSES) + ".",
+            help="Only these statuses: " + ", ".join(STATUSES) + ".",
         ),
     ] = None,
     stale: Annotated[

@@ -29,13 +29,11 @@ from makima.cli.monitor_stream import (
     Notice,
     Selection,
     events,
-    is_full_id,
     monitor_url,
-    parse_contract_ids,
-    parse_statuses,
     shown_url,
 )
 from makima.cli.output import human_duration, one_line
+from makima.cli.params import is_full_id, parse_contract_ids, parse_statuses
 
 # Contracts the dashboard loads at start (pages of 200 from GET /contracts).
 MAX_LOADED = 1000
@@ -169,14 +167,16 @@ def load_contracts(
     api: Api, contract_ids: tuple[str, ...] | None, statuses: tuple[str, ...] | None, stale_only: bool
 ) -> tuple[list[dict[str, Any]], set[str]]:
     """The contracts to show at start, and which of them are stale now (GET /contracts?stale=true)."""
-    stale = {str(c["id"]) for c in _list(api, statuses, stale=True)}
+    stale_rows = _list(api, statuses, stale=True)
+    stale = {str(c["id"]) for c in stale_rows}
     if contract_ids is not None:
         found = [dict(api.call("GET", f"/contracts/{cid}")) for cid in contract_ids]
         wanted = [c for c in found if statuses is None or c.get("status") in statuses]
+        if stale_only:
+            wanted = [c for c in wanted if str(c["id"]) in stale]
     else:
-        wanted = _list(api, statuses, stale=stale_only)
-    if stale_only:
-        wanted = [c for c in wanted if str(c["id"]) in stale]
+        # The stale list is what --stale shows: no second request for the same pages.
+        wanted = stale_rows if stale_only else _list(api, statuses, stale=False)
     return wanted, stale
 
 

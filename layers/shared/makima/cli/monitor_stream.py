@@ -23,24 +23,19 @@ import asyncio
 import json
 import os
 import random
-import re
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-from uuid import UUID
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.frames import CLOSE_CODE_EXPLANATIONS
 
-from makima.domain.statuses import ContractStatus
+from makima.domain.monitor import STALE_DETECTED, log_id
 
 MONITOR_PATH = "/api/v1/contracts/monitor"
-STATUSES: tuple[str, ...] = tuple(s.value for s in ContractStatus)
-MAX_CONTRACT_IDS = 1000  # the server's limit on a filter's contract_ids
-_ID_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,35}$")
 
 # Reconnect delays: exponential from BACKOFF_BASE seconds, capped, with jitter (see ``backoff``).
 BACKOFF_BASE = 1.0
@@ -74,7 +69,6 @@ IMPORTANT_TYPES = frozenset(
     }
 )
 ALARMING_SUPERVISOR_STATES = frozenset({"failed", "interrupted", "blocked"})
-STALE_TYPE = "stale_detected"
 
 
 def is_important(event: Mapping[str, Any]) -> bool:
@@ -101,7 +95,7 @@ class Selection:
 
     def shows(self, event: Mapping[str, Any]) -> bool:
         if self.stale:
-            return event.get("type") == STALE_TYPE
+            return event.get("type") == STALE_DETECTED
         if self.quiet:
             return is_important(event)
         return True
@@ -143,49 +137,6 @@ def shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def parse_statuses(values: Iterable[str]) -> tuple[str, ...]:
-    """Statuses from ``--status`` values (each a comma list); ValueError names an unknown one."""
-    out: list[str] = []
-    for value in values:
-        for raw in value.split(","):
-            status = raw.strip().lower()
-            if not status:
-                continue
-            if status not in STATUSES:
-                raise ValueError(f"unknown status {raw.strip()!r}; one of: {', '.join(STATUSES)}")
-            if status not in out:
-                out.append(status)
-    if not out:
-        raise ValueError("no status given")
-    return tuple(out)
-
-
-def parse_contract_ids(values: Iterable[str]) -> tuple[str, ...]:
-    """Contract ids as given: full UUIDs in canonical form, prefixes (4+ hex characters, as the other
-    ``contracts`` commands take) lower-cased, for the command to resolve; ValueError names a malformed one."""
-    out: list[str] = []
-    for value in values:
-        given = value.strip()
-        try:
-            canonical = str(UUID(given))
-        except ValueError:
-            if not _ID_PREFIX.match(given):
-                raise ValueError(f"not a contract id (a UUID, or a prefix of 4+ hex characters): {value!r}") from None
-            canonical = given.lower()
-        if canonical not in out:
-            out.append(canonical)
-    if len(out) > MAX_CONTRACT_IDS:
-        raise ValueError(f"at most {MAX_CONTRACT_IDS} contract ids")
-    return tuple(out)
-
-
-def is_full_id(contract_id: str) -> bool:
-    try:
-        return str(UUID(contract_id)) == contract_id
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class Filter:
     """What the monitor asks the server for (the protocol's filter message)."""
@@ -208,12 +159,6 @@ class Filter:
 
 
 # --- Resume and de-duplication ---------------------------------------------------------------------------
-
-
-def log_position(event: Mapping[str, Any]) -> int | None:
-    """The event log id of an event; None for heartbeats (``hb:…``), which are not positions."""
-    raw = event.get("id")
-    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
 
 
 class Cursor:
@@ -240,7 +185,7 @@ class Cursor:
         self._order.append(raw)
         if len(self._order) > self._window:
             self._seen.discard(self._order.popleft())
-        position = log_position(event)
+        position = log_id(event)
         if position is not None and (self.newest is None or position > self.newest):
             self.newest = position
         return True

@@ -15,4 +15,7 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise ValueError(f"invalid duration {text!r}: use a number with s, m, h, d or w (e.g. 30m, 2h, 7d)")
     amount, unit = int(match.group(1)), match.group(2) or "m"
-    return timedelta(**{_UNITS[unit]: amount})
+    try:
+        return timedelta(**{_UNITS[unit]: amount})
+    except OverflowError:  # e.g. 999999999w: more days than a timedelta holds
+        raise ValueError(f"invalid duration {text!r}: too long") from None

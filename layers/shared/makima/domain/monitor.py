@@ -54,6 +54,8 @@ SEED_FIELDS: dict[str, tuple[str, ...]] = {
 # An event bigger than this is cut down to its seed fields: an API Gateway WebSocket frame is at most
 # 32 KB, and a monitor needs the event, not the whole payload (it can fetch the contract).
 MAX_EVENT_BYTES = 8_000
+# The most contract ids one filter may name.
+MAX_CONTRACT_IDS = 1000
 
 
 def _iso(value: datetime | str) -> str:
@@ -112,7 +114,7 @@ class MonitorFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    contract_ids: list[UUID] | None = Field(default=None, max_length=1000)
+    contract_ids: list[UUID] | None = Field(default=None, max_length=MAX_CONTRACT_IDS)
     statuses: list[ContractStatus] | None = Field(default=None, max_length=20)
     include_stale: bool = True
     include_heartbeats: bool = False

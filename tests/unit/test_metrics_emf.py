@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.metrics import MetricUnit
 from prometheus_client.parser import text_string_to_metric_families
 
+from makima.domain import metrics as counting
+from makima.domain.monitor import from_log
 from makima.domain.statuses import ContractStatus
 from makima.lambda_support import metrics as emf
 from makima.lambda_support.observability import metrics as shared_metrics
@@ -43,21 +46,23 @@ def definition(blob: dict[str, Any]) -> dict[str, Any]:
 
 
 def event(type_: str, **payload: Any) -> dict[str, Any]:
-    return {"id": 1, "type": type_, "contract_id": None, "payload": payload}
+    """An event as the outbox publisher hands it on: the monitor envelope of a log row."""
+    row = {"id": 1, "type": type_, "contract_id": None, "owner_id": None, "payload": payload, "actor": "system"}
+    return from_log({**row, "created_at": datetime(2026, 11, 24, tzinfo=UTC)})
 
 
 # --- counting -------------------------------------------------------------------------------------------
 
 
 def test_counter_events_name_the_cloudwatch_metrics() -> None:
-    assert dict(svc.COUNTER_EVENTS) == {
+    assert dict(counting.COUNTER_EVENTS) == {
         "phase_changed": "PhaseTransitions",
         "completion_detected": "CompletionDetections",
         "supervisor_restored": "SupervisorRestarts",
         "batch_operation": "BatchOperations",
     }
     # a restart request is not a restart
-    assert "supervisor_restart_requested" not in svc.COUNTER_EVENTS
+    assert "supervisor_restart_requested" not in counting.COUNTER_EVENTS
 
 
 def test_events_are_counted_by_metric_and_others_ignored() -> None:
@@ -74,14 +79,14 @@ def test_events_are_counted_by_metric_and_others_ignored() -> None:
     ]
 
     # Then each counter grows by its events, and only the counters that moved are listed
-    assert svc.count_event_metrics(events) == {
+    assert counting.count_event_metrics(events) == {
         "PhaseTransitions": 2,
         "CompletionDetections": 1,
         "SupervisorRestarts": 1,
         "BatchOperations": 1,
     }
-    assert svc.count_event_metrics([]) == {}
-    assert svc.count_event_metrics([event("chat_message")]) == {}
+    assert counting.count_event_metrics([]) == {}
+    assert counting.count_event_metrics([event("chat_message")]) == {}
 
 
 def test_batch_operations_are_counted_per_operation() -> None:
@@ -92,7 +97,7 @@ def test_batch_operations_are_counted_per_operation() -> None:
         event("batch_operation"),
         event("phase_changed"),
     ]
-    assert svc.count_batch_operations(events) == {"pause": 2, "archive": 1, "unknown": 1}
+    assert counting.count_batch_operations(events) == {"pause": 2, "archive": 1, "unknown": 1}
 
 
 # --- EMF ------------------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from makima.domain.metrics import BATCH_OPERATION_EVENT, COUNTER_EVENTS, count_batch_operations, count_event_metrics
 from makima.lambda_support.observability import NAMESPACE, SERVICE
-from makima.services.metrics import BATCH_OPERATION_EVENT, COUNTER_EVENTS, count_batch_operations, count_event_metrics
 
 HEARTBEATS_METRIC = "SupervisorHeartbeats"
 BATCH_OPERATIONS_METRIC = COUNTER_EVENTS[BATCH_OPERATION_EVENT]
@@ -47,9 +47,9 @@ def _emit(counts: Mapping[str, int], **dimensions: str) -> None:
 
 
 def emit_event_metrics(events: Sequence[Mapping[str, Any]]) -> None:
-    """Count the events (``{"type", "payload", ...}`` rows of the event log) into PhaseTransitions,
-    CompletionDetections, SupervisorRestarts (one blob) and BatchOperations (one blob per operation, with
-    the ``operation`` dimension), and print them as EMF."""
+    """Count the events (monitor envelopes ``{"type", "data", ...}``, as the publisher hands them on)
+    into PhaseTransitions, CompletionDetections, SupervisorRestarts (one blob) and BatchOperations (one
+    blob per operation, with the ``operation`` dimension), and print them as EMF."""
     counts = count_event_metrics(events)
     counts.pop(BATCH_OPERATIONS_METRIC, None)
     _emit(counts)

@@ -15,7 +15,8 @@ from makima.db import users as users_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain.models import ApiToken, User
 from makima.domain.principals import Principal, Role
-from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from makima.errors import BadRequest, Conflict, NotFound, Unauthorized
+from makima.services.common import require_admin
 
 TOKEN_PREFIX = "mkm_"  # noqa: S105 - a prefix, not a secret
 
@@ -60,13 +61,8 @@ def bearer(header: str | None) -> str | None:
     return value.strip()
 
 
-def _require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise Forbidden("admin role required")
-
-
 def create_user(db: Database, principal: Principal, *, name: str, role: Role) -> User:
-    _require_admin(principal)
+    require_admin(principal)
     if role is Role.DAEMON:
         raise BadRequest("a user's role is user or admin; daemons are tokens of kind daemon")
     with transaction(db) as conn:
@@ -77,7 +73,7 @@ def create_user(db: Database, principal: Principal, *, name: str, role: Role) ->
 
 
 def list_users(db: Database, principal: Principal) -> list[User]:
-    _require_admin(principal)
+    require_admin(principal)
     with transaction(db) as conn:
         return [User.model_validate(r) for r in users_sql.list_users(conn)]
 
@@ -97,7 +93,7 @@ def _issue(conn: Conn, user_id: UUID, name: str, kind: str, secret: str | None =
 
 
 def issue_token(db: Database, principal: Principal, user_id: UUID, *, name: str, kind: str) -> IssuedToken:
-    _require_admin(principal)
+    require_admin(principal)
     with transaction(db) as conn:
         if users_sql.get_user(conn, user_id) is None:
             raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})

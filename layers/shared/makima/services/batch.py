@@ -46,12 +46,13 @@ import psycopg
 from makima.db import batch as batch_sql
 from makima.db import events as events_sql
 from makima.db.connection import Conn, Database, transaction
+from makima.domain.metrics import BATCH_OPERATION_EVENT
 from makima.domain.principals import Principal
 from makima.domain.statuses import TERMINAL, ContractStatus
-from makima.errors import Conflict, Forbidden, MakimaError, SupervisorNotFound, ValidationFailed
+from makima.errors import Conflict, MakimaError, SupervisorNotFound, ValidationFailed
 from makima.services import contracts as contracts_svc
 from makima.services import supervisors as supervisors_svc
-from makima.services.common import load_contract, record
+from makima.services.common import load_contract, record, require_admin
 
 
 class BatchOperation(StrEnum):
@@ -399,8 +400,7 @@ def run_batch(
     """Run one batch operation (admins only; they act on every owner's contracts). At most
     ``request.limit`` contracts (or worktrees) are acted on (affected or failed): a re-run continues with
     the rest, since what was done no longer matches."""
-    if not principal.is_admin:
-        raise Forbidden("admin role required")
+    require_admin(principal)
     operation, selection = plan(request, now=now or datetime.now(UTC), stale_threshold=stale_threshold)
     reason = request.reason or f"batch {operation.value}"
     result = BatchResult(operation, request.dry_run)
@@ -414,7 +414,7 @@ def run_batch(
                 conn,
                 contract_id=None,
                 owner_id=None,
-                type="batch_operation",
+                type=BATCH_OPERATION_EVENT,
                 payload={
                     "operation": operation.value,
                     "affected_count": result.affected_count,

@@ -13,12 +13,18 @@ from makima.domain.contract_types import ContractTypeDefinition
 from makima.domain.models import Contract
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus, check_transition, is_terminal
-from makima.errors import ContractNotFound, InvalidTransition, ValidationFailed
+from makima.errors import ContractNotFound, Forbidden, InvalidTransition, ValidationFailed
 
 
 def scope(principal: Principal) -> UUID | None:
     """The owner a query is restricted to; None (everyone) for admins only."""
     return None if principal.is_admin else principal.user_id
+
+
+def require_admin(principal: Principal) -> None:
+    """Fleet-wide operations (users and tokens, contract types, batches, metrics) are for admins."""
+    if not principal.is_admin:
+        raise Forbidden("admin role required")
 
 
 def not_found(contract_id: UUID) -> ContractNotFound:

@@ -6,7 +6,8 @@ from makima.db import contract_types as types_sql
 from makima.db.connection import Database, transaction
 from makima.domain.contract_types import ContractTypeDefinition
 from makima.domain.principals import Principal
-from makima.errors import Conflict, Forbidden, NotFound
+from makima.errors import Conflict, NotFound
+from makima.services.common import require_admin
 
 
 def list_types(db: Database) -> list[ContractTypeDefinition]:
@@ -26,8 +27,7 @@ def put_type(db: Database, principal: Principal, definition: ContractTypeDefinit
     """Create or revise a custom type (admin only). Built-in types come from the package's files and are
     not edited here. A revision must raise the version and keep every phase a contract is in now, so
     no contract is left in a phase its type no longer has."""
-    if not principal.is_admin:
-        raise Forbidden("admin role required")
+    require_admin(principal)
     with transaction(db) as conn:
         existing = types_sql.lock(conn, definition.name)
         if existing is not None:

@@ -6,20 +6,17 @@ Two views of the same counters, kept apart on purpose:
 - ``GET /metrics`` (Prometheus) reads totals from the database on every scrape (``db/metrics.py``), so
   the numbers are right whichever Lambda container answers and survive cold starts;
 - CloudWatch gets increments: the outbox publisher counts the events it hands on
-  (``count_event_metrics``), and ``lambda_support/metrics.py`` prints them as EMF.
+  (``domain/metrics.count_event_metrics``), and ``lambda_support/metrics.py`` prints them as EMF.
 
-Both name their counters after the same event types (``COUNTER_EVENTS``), so they cannot drift apart.
+Both count the same event types (``domain/metrics.COUNTER_EVENTS``; the snapshot's SQL names them too).
 Nothing here does I/O except ``snapshot``; rendering and counting are pure.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import MappingProxyType
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -30,43 +27,10 @@ from makima.db import metrics as metrics_sql
 from makima.db.connection import Database
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
-from makima.errors import Forbidden
+from makima.services.common import require_admin
 
 # The content type of the exposition (Prometheus text format), for the HTTP answer.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-BATCH_OPERATION_EVENT = "batch_operation"
-
-# Event type -> the CloudWatch metric counting it. ``supervisor_restored`` marks a completed restart (a
-# daemon restored the supervisor under a new generation); ``supervisor_restart_requested`` is only the
-# request, which may never be acted on, so it is not counted. Heartbeats are not events (they would
-# flood the log): they are counted where they are ingested (``lambda_support.metrics.emit_heartbeats``).
-COUNTER_EVENTS: Mapping[str, str] = MappingProxyType(
-    {
-        "phase_changed": "PhaseTransitions",
-        "completion_detected": "CompletionDetections",
-        "supervisor_restored": "SupervisorRestarts",
-        BATCH_OPERATION_EVENT: "BatchOperations",
-    }
-)
-
-
-def count_event_metrics(events: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """How much each CloudWatch counter grows for these events (``{"type": ...}`` dicts, as the outbox
-    holds them): metric name -> count, only the counters that moved. Other event types are ignored."""
-    counts = Counter(COUNTER_EVENTS[e["type"]] for e in events if e.get("type") in COUNTER_EVENTS)
-    return dict(counts)
-
-
-def count_batch_operations(events: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """``batch_operation`` events per ``payload.operation`` (``"unknown"`` when missing), for the
-    BatchOperations counter's ``operation`` dimension — the same label ``GET /metrics`` uses."""
-    counts: Counter[str] = Counter()
-    for e in events:
-        if e.get("type") == BATCH_OPERATION_EVENT:
-            payload = e.get("payload") or {}
-            counts[str(payload.get("operation") or "unknown")] += 1
-    return dict(counts)
 
 
 @dataclass(frozen=True)
@@ -85,8 +49,7 @@ class MetricsSnapshot:
 
 def snapshot(db: Database, principal: Principal, *, stale_threshold: timedelta) -> MetricsSnapshot:
     """The fleet-wide metrics; admins only (they count every owner's contracts)."""
-    if not principal.is_admin:
-        raise Forbidden("admin role required")
+    require_admin(principal)
     with db.connection() as conn:
         raw = metrics_sql.snapshot(conn, stale_threshold)
     by_status = {s.value: 0 for s in ContractStatus} | raw["contracts_by_status"]

@@ -6,7 +6,7 @@ Registered before the contracts router, so ``/contracts/batch`` is never taken f
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body
 from makima.flags import Flag, require
 from makima.services import batch as svc
+from makima.services.stale import threshold_of
 
 router = make_router("batch")
 
@@ -139,7 +140,7 @@ def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureF
             limit=body.limit,
             worktrees=None if body.worktrees is None else [(w.daemon_id, w.path) for w in body.worktrees],
         ),
-        stale_threshold=timedelta(minutes=config.contracts.stale_threshold_minutes),
+        stale_threshold=threshold_of(config.contracts),
     )
     return BatchOut(
         operation=result.operation.value,

@@ -3,7 +3,7 @@ Behind the ``monitoring_dashboard`` feature flag."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +15,7 @@ from makima.api.schemas import EventOut
 from makima.domain.models import ContractEvent
 from makima.flags import Flag
 from makima.services import dashboard as svc
+from makima.services.stale import threshold_of
 
 router = make_router("dashboard")
 router.dependencies.append(feature(Flag.MONITORING_DASHBOARD))
@@ -59,7 +60,7 @@ def _waiting_for(raw: str | None) -> str | None:
 
 @router.get("/contracts/dashboard", response_model=DashboardOut)
 def dashboard(db: DB, caller: Caller, config: Config) -> DashboardOut:
-    d = svc.dashboard(db, caller, stale_threshold=timedelta(minutes=config.contracts.stale_threshold_minutes))
+    d = svc.dashboard(db, caller, stale_threshold=threshold_of(config.contracts))
     usage: dict[str, Any] = d.resource_usage
     return DashboardOut(
         statusCounts=d.status_counts,

@@ -8,13 +8,12 @@ scrape config).
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter, Response
 
 from makima.api.deps import DB, Caller, Config
 from makima.api.routers._common import ERROR_RESPONSES
 from makima.services import metrics as svc
+from makima.services.stale import threshold_of
 
 router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
 
@@ -25,5 +24,5 @@ router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}},
 )
 def metrics(db: DB, caller: Caller, config: Config) -> Response:
-    snap = svc.snapshot(db, caller, stale_threshold=timedelta(minutes=config.contracts.stale_threshold_minutes))
+    snap = svc.snapshot(db, caller, stale_threshold=threshold_of(config.contracts))
     return Response(content=svc.exposition(snap), media_type=svc.CONTENT_TYPE)

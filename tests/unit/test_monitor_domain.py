@@ -74,28 +74,22 @@ def test_a_logged_event_serializes_to_the_documented_envelope() -> None:
     assert log_id(client) == 42
 
 
+def _beat(task: uuid.UUID) -> dict[str, Any]:
+    return heartbeat(
+        contract_id=C1,
+        owner_id=OWNER,
+        supervisor_task_id=task,
+        state="working",
+        activity="reading",
+        progress=40,
+        at=AT,
+        actor="daemon:x",
+    )
+
+
 def test_a_heartbeat_has_a_stable_unique_id_and_the_seed_fields() -> None:
     task = uuid.uuid4()
-    one = heartbeat(
-        contract_id=C1,
-        owner_id=OWNER,
-        supervisor_task_id=task,
-        state="working",
-        activity="reading",
-        progress=40,
-        at=AT,
-        actor="daemon:x",
-    )
-    again = heartbeat(
-        contract_id=C1,
-        owner_id=OWNER,
-        supervisor_task_id=task,
-        state="working",
-        activity="reading",
-        progress=40,
-        at=AT,
-        actor="daemon:x",
-    )
+    one, again = _beat(task), _beat(task)
     assert one == again
     assert one["id"] == f"hb:{task}:{round(AT.timestamp() * 1_000_000)}"
     assert set(one["data"]) == set(SEED_FIELDS["heartbeat"])

@@ -362,28 +362,57 @@ def _run_worktrees(
     reason: str,
     result: BatchResult,
 ) -> None:
-    """``cleanup_worktrees``: the contracts' loop, over worktrees (keyset on ``(daemon_id, path)``)."""
+    """``cleanup_worktrees``: the contracts' walk, over worktrees (keyset on ``(daemon_id, path)``)."""
+
+    def act(conn: Conn, row: dict[str, Any]) -> Outcome:
+        return "affected" if request.dry_run else _request_removal(conn, principal, selection, row, reason)
+
+    def keep(row: dict[str, Any]) -> None:
+        result.affected_worktrees.append({k: row[k] for k in _WORKTREE_FIELDS})
+
+    _walk(
+        db,
+        request,
+        result,
+        lambda conn, after, limit: batch_sql.worktree_candidates(conn, selection, after=after, limit=limit),
+        act,
+        keep,
+        key=lambda row: (row["daemon_id"], row["path"]),
+    )
+
+
+def _walk(
+    db: Database,
+    request: BatchRequest,
+    result: BatchResult,
+    fetch: Callable[[Conn, Any, int], list[dict[str, Any]]],
+    act: Callable[[Conn, dict[str, Any]], Outcome],
+    keep: Callable[[dict[str, Any]], None],
+    *,
+    key: Callable[[dict[str, Any]], Any],
+) -> None:
+    """The batch's loop: candidates in keyset order, ``CHUNK_SIZE`` per transaction (bounded size), each
+    item acted on in its own savepoint (``act``); an affected one is kept, an error recorded, a skipped
+    one (changed meanwhile) not counted. At most ``request.limit`` items are acted on."""
     remaining = request.limit
-    after: WorktreeKey | None = None
+    after: Any = None
     while remaining > 0:
         wanted = min(CHUNK_SIZE, remaining)
         with transaction(db) as conn:
             if not request.dry_run:
                 batch_sql.set_lock_timeout(conn, LOCK_TIMEOUT)
-            chunk = batch_sql.worktree_candidates(conn, selection, after=after, limit=wanted)
+            chunk = fetch(conn, after, wanted)
             for row in chunk:
-                outcome: Outcome = (
-                    "affected" if request.dry_run else _request_removal(conn, principal, selection, row, reason)
-                )
+                outcome = act(conn, row)
                 if outcome == "affected":
-                    result.affected_worktrees.append({k: row[k] for k in _WORKTREE_FIELDS})
+                    keep(row)
                 elif isinstance(outcome, ItemError):
                     result.errors.append(outcome)
                 if outcome != "skipped":
                     remaining -= 1
         if len(chunk) < wanted:
             break
-        after = (chunk[-1]["daemon_id"], chunk[-1]["path"])
+        after = key(chunk[-1])
 
 
 # --- the batch ------------------------------------------------------------------------------------------
@@ -435,26 +464,21 @@ def _run_contracts(
     reason: str,
     result: BatchResult,
 ) -> None:
-    remaining = request.limit
-    after: UUID | None = None
-    while remaining > 0:
-        wanted = min(CHUNK_SIZE, remaining)
-        with transaction(db) as conn:
-            if not request.dry_run:
-                batch_sql.set_lock_timeout(conn, LOCK_TIMEOUT)
-            chunk = batch_sql.candidates(conn, selection, after=after, limit=wanted)
-            for row in chunk:
-                if request.dry_run:
-                    outcome = _preview(operation, row)
-                else:
-                    outcome = _apply(conn, principal, operation, selection, row["id"], reason)
-                if outcome == "affected":
-                    result.affected_ids.append(row["id"])
-                    result.affected_contracts.append({k: row[k] for k in _CONTRACT_FIELDS})
-                elif isinstance(outcome, ItemError):
-                    result.errors.append(outcome)
-                if outcome != "skipped":
-                    remaining -= 1
-        if len(chunk) < wanted:
-            break
-        after = chunk[-1]["id"]
+    def act(conn: Conn, row: dict[str, Any]) -> Outcome:
+        if request.dry_run:
+            return _preview(operation, row)
+        return _apply(conn, principal, operation, selection, row["id"], reason)
+
+    def keep(row: dict[str, Any]) -> None:
+        result.affected_ids.append(row["id"])
+        result.affected_contracts.append({k: row[k] for k in _CONTRACT_FIELDS})
+
+    _walk(
+        db,
+        request,
+        result,
+        lambda conn, after, limit: batch_sql.candidates(conn, selection, after=after, limit=limit),
+        act,
+        keep,
+        key=lambda row: row["id"],
+    )

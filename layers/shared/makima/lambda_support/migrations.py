@@ -43,7 +43,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from makima.errors import DatabaseUnavailable
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
-from makima.lambda_support.runtime import SECRET_MAX_AGE, DatabaseEnvironment
+from makima.lambda_support.runtime import DatabaseEnvironment, read_secret
 
 SUCCESS = "SUCCESS"
 FAILED = "FAILED"
@@ -112,11 +112,8 @@ def database_url(env: DatabaseEnvironment | None = None) -> str:
     if env.database_url:
         return env.database_url
     if env.db_secret_arn:
-        from aws_lambda_powertools.utilities import parameters
-
-        secret: Mapping[str, Any] = parameters.get_secret(env.db_secret_arn, transform="json", max_age=SECRET_MAX_AGE)
         return url_from_secret(
-            secret,
+            read_secret(env.db_secret_arn),
             host=env.db_host,
             sslmode=env.db_sslmode,
             application_name=env.function_name,
@@ -149,12 +146,11 @@ def ensure_bootstrap_admin(url: str) -> bool:
     arn = os.environ.get("ADMIN_TOKEN_SECRET_ARN", "").strip()
     if not arn:
         return False
-    from aws_lambda_powertools.utilities import parameters
     from psycopg.rows import dict_row
 
     from makima.services.auth import ensure_admin
 
-    secret: Mapping[str, Any] = parameters.get_secret(arn, transform="json", max_age=SECRET_MAX_AGE)
+    secret = read_secret(arn)
     token = str(secret.get("token") or "")
     if len(token) < 32:
         raise ValueError("the admin token secret needs a token of at least 32 characters")

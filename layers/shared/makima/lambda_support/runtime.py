@@ -77,7 +77,8 @@ def conninfo_from_secret(
     )
 
 
-def _read_secret(arn: str) -> Mapping[str, Any]:
+def read_secret(arn: str) -> Mapping[str, Any]:
+    """A JSON secret through Powertools parameters, cached ``SECRET_MAX_AGE`` seconds."""
     # Imported here: only functions configured with a secret pay for boto3 at cold start.
     from aws_lambda_powertools.utilities import parameters
 
@@ -102,7 +103,7 @@ class SecretDatabase(SingleConnectionDatabase):
     def _conninfo(self) -> str:
         env = self._env
         assert env.db_secret_arn is not None
-        secret = _read_secret(env.db_secret_arn)
+        secret = read_secret(env.db_secret_arn)
         return conninfo_from_secret(
             secret, host=env.db_host, sslmode=env.db_sslmode, application_name=env.function_name
         )

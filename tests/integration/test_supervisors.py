@@ -121,6 +121,7 @@ def test_a_heartbeat_updates_status_history_and_activity(sup: Sup, database_url:
         "sync_requested": False,
         "restart_requested": False,
         "superseded": False,
+        "heartbeat_interval_seconds": 30,
     }
     s = sup.status()
     assert (s["state"], s["current_activity"], s["progress"], s["alive"]) == ("working", "Implementing auth", 45, True)

@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query, status
+from fastapi import Query, Response, status
 from pydantic import BaseModel, Field
 
-from makima.api.deps import DB, Caller, feature
+from makima.api.deps import DB, Caller, Config, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
 from makima.domain.supervisors import SavePoint, SupervisorState
@@ -32,6 +32,17 @@ class SupervisorStatus(BaseModel):
     pending_task_ids: list[UUID]
     alive: bool = Field(description="False once the heartbeat timed out (state interrupted) until it beats again.")
     dead_since: datetime | None
+    stopped: bool = Field(
+        default=False,
+        description="It saved at shutdown and has not beaten since: stopped on purpose, never swept as dead, "
+        "and its task is adoptable by another daemon.",
+    )
+    stopped_since: datetime | None = None
+    adoptable: bool = Field(
+        default=False,
+        description="Another live daemon may claim its task (GET /tasks/reassignable) and restore it: it stopped "
+        "cleanly, or it is dead and a restart was asked for.",
+    )
     daemon_id: UUID | None
     generation: int
     heartbeat_count: int
@@ -50,6 +61,10 @@ class SupervisorStatus(BaseModel):
             pending_task_ids=s["pending_task_ids"],
             alive=s["dead_at"] is None,
             dead_since=s["dead_at"],
+            stopped=s["stopped_at"] is not None,
+            stopped_since=s["stopped_at"],
+            adoptable=s["stopped_at"] is not None
+            or (s["dead_at"] is not None and s["restart_requested_at"] is not None),
             daemon_id=s["daemon_id"],
             generation=s["generation"],
             heartbeat_count=s["heartbeat_count"],
@@ -63,18 +78,26 @@ class SupervisorStart(Body):
     name: str = Field(default="supervisor", min_length=1, max_length=200, pattern=TEXT)
 
 
+INTERVAL_DOC = "Beat at this interval (the service's heartbeat_interval_seconds); it may change, so follow each answer."
+
+
 class SupervisorStarted(BaseModel):
     contract: ContractOut
     supervisor: SupervisorStatus
+    heartbeat_interval_seconds: int = Field(description=INTERVAL_DOC)
 
 
 @router.post(
     "/contracts/{contract_id}/supervisor", response_model=SupervisorStarted, status_code=status.HTTP_201_CREATED
 )
-def start_supervisor(contract_id: UUID, body: SupervisorStart, db: DB, caller: Caller) -> SupervisorStarted:
+def start_supervisor(
+    contract_id: UUID, body: SupervisorStart, db: DB, caller: Caller, settings: Config
+) -> SupervisorStarted:
     started = svc.start_supervisor(db, caller, contract_id, daemon_id=body.daemon_id, name=body.name)
     return SupervisorStarted(
-        contract=ContractOut.of(started.contract), supervisor=SupervisorStatus.of(started.supervisor)
+        contract=ContractOut.of(started.contract),
+        supervisor=SupervisorStatus.of(started.supervisor),
+        heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds,
     )
 
 
@@ -119,19 +142,48 @@ def heartbeat_history(
 
 
 class SyncRequest(Body):
-    wait_seconds: float = Field(default=0, ge=0, le=25, description="Wait up to this long for the supervisor to sync.")
+    wait_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=svc.MAX_SYNC_WAIT,
+        description="How long to wait for the supervisor's next heartbeat to collect the request. By default "
+        "about one heartbeat interval (at most 25 s); 0 asks without waiting.",
+    )
 
 
 class SyncAnswer(BaseModel):
-    synced: bool = Field(description="True once a heartbeat collected the request and reported its state.")
+    synced: bool = Field(
+        description="True (200) once a heartbeat collected the request and reported its state; false (202) "
+        "when none came within the wait: the request stands and the next heartbeat delivers it."
+    )
     sync_requested: bool
-    state: SupervisorState
+    state: SupervisorState = Field(description="As the collecting heartbeat reported it (synced), else the last known.")
+    last_heartbeat: datetime | None
+    waited_seconds: float
 
 
-@router.post("/contracts/{contract_id}/supervisor/sync", response_model=SyncAnswer, dependencies=HEARTBEATS)
-def sync(contract_id: UUID, db: DB, caller: Caller, body: SyncRequest | None = None) -> SyncAnswer:
-    synced, s = svc.request_sync(db, caller, contract_id, wait_seconds=body.wait_seconds if body else 0)
-    return SyncAnswer(synced=synced, sync_requested=True, state=s["state"])
+@router.post(
+    "/contracts/{contract_id}/supervisor/sync",
+    response_model=SyncAnswer,
+    dependencies=HEARTBEATS,
+    responses={202: {"model": SyncAnswer, "description": "Not synced within the wait; the request stands."}},
+)
+def sync(
+    contract_id: UUID, db: DB, caller: Caller, settings: Config, response: Response, body: SyncRequest | None = None
+) -> SyncAnswer:
+    wait = body.wait_seconds if body and body.wait_seconds is not None else None
+    if wait is None:
+        wait = svc.default_sync_wait(settings.contracts.heartbeat_interval_seconds)
+    r = svc.request_sync(db, caller, contract_id, wait_seconds=wait)
+    if not r.synced:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return SyncAnswer(
+        synced=r.synced,
+        sync_requested=True,
+        state=r.supervisor["state"],
+        last_heartbeat=r.supervisor["last_heartbeat_at"],
+        waited_seconds=r.waited_seconds,
+    )
 
 
 class PersistedState(BaseModel):
@@ -244,12 +296,15 @@ class RestorationOut(BaseModel):
     spawned_task_ids: list[UUID]
     restoration_context: str = Field(description="What to tell the LLM.")
     warnings: list[str]
+    heartbeat_interval_seconds: int = Field(description=INTERVAL_DOC)
 
 
 @router.post("/contracts/{contract_id}/supervisor/restore", response_model=RestorationOut)
-def restore(contract_id: UUID, db: DB, caller: Caller, body: RestoreIn | None = None) -> RestorationOut:
+def restore(
+    contract_id: UUID, db: DB, caller: Caller, settings: Config, body: RestoreIn | None = None
+) -> RestorationOut:
     r = restoration.restore(db, caller, contract_id, daemon_id=body.daemon_id if body else None)
-    return RestorationOut(**vars(r))
+    return RestorationOut(**vars(r), heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds)
 
 
 class RestartIn(Body):

@@ -486,8 +486,9 @@ def test_orphaned_worktrees_are_asked_back_and_confirmed(client: TestClient, use
 
 
 def test_sync_is_delivered_by_the_next_heartbeat(sup: Sup) -> None:
-    r = sup.client.post(sup.url("/supervisor/sync"), json={}, headers=sup.caller.headers).json()
-    assert (r["synced"], r["sync_requested"]) == (False, True)
+    answer = sup.client.post(sup.url("/supervisor/sync"), json={"wait_seconds": 0}, headers=sup.caller.headers)
+    r = answer.json()
+    assert (answer.status_code, r["synced"], r["sync_requested"]) == (202, False, True)
     assert sup.status()["sync_requested"] is True
     assert sup.beat().json()["sync_requested"] is True
     assert sup.status()["sync_requested"] is False

@@ -301,9 +301,7 @@ def test_sync_of_a_stopped_supervisor_is_refused_at_once(client: TestClient, use
 # --- item 10: the service tells the interval --------------------------------------------------------------
 
 
-def test_every_answer_a_client_paces_itself_by_carries_the_heartbeat_interval(
-    db: PooledDatabase, user: Caller
-) -> None:
+def test_every_answer_a_client_paces_itself_by_carries_the_heartbeat_interval(db: PooledDatabase, user: Caller) -> None:
     settings = Settings(contracts=ContractsConfig(heartbeat_interval_seconds=7, heartbeat_timeout_seconds=60))
     with TestClient(create_app(db, settings=settings), raise_server_exceptions=False) as c:
         h = user.headers
@@ -314,9 +312,12 @@ def test_every_answer_a_client_paces_itself_by_carries_the_heartbeat_interval(
         assert started.json()["heartbeat_interval_seconds"] == 7
         task_id = started.json()["supervisor"]["task_id"]
         hb = {"task_id": task_id, "state": "working", "phase": "plan", "timestamp": datetime.now(UTC).isoformat()}
-        assert c.post(f"{API}/contracts/{cid}/supervisor/heartbeat", json=hb, headers=h).json()[
-            "heartbeat_interval_seconds"
-        ] == 7
+        assert (
+            c.post(f"{API}/contracts/{cid}/supervisor/heartbeat", json=hb, headers=h).json()[
+                "heartbeat_interval_seconds"
+            ]
+            == 7
+        )
         batch = c.post(
             f"{API}/supervisors/heartbeats", json={"heartbeats": [{**hb, "contract_id": cid}]}, headers=h
         ).json()
@@ -400,7 +401,7 @@ def test_a_late_heartbeat_after_the_contract_completed_is_history_only(client: T
     assert (s["state"], s["progress"], s["current_activity"]) == ("working", 60, "")
     assert state_changes(sup) == before
     history = client.get(sup.url("/supervisor/heartbeats"), params={"limit": 10}, headers=user.headers).json()
-    assert [h["activity"] for h in history["heartbeats"]][0] == "still at it"
+    assert next(h["activity"] for h in history["heartbeats"]) == "still at it"
 
 
 def test_a_supervisor_that_reported_itself_finished_stays_finished(client: TestClient, user: Caller) -> None:
@@ -425,15 +426,14 @@ def test_a_fresh_restore_logs_its_warning(sup: Sup, caplog: pytest.LogCaptureFix
         assert sup.restore()["mode"] == "fresh"
     (record,) = [r for r in caplog.records if r.name == "makima.restoration"]
     assert record.levelno == logging.WARNING
-    assert sup.contract_id in record.getMessage() and sup.task_id in record.getMessage()
+    assert sup.contract_id in record.getMessage()
+    assert sup.task_id in record.getMessage()
     assert "no saved state" in record.getMessage()
 
 
 def test_restoring_with_pending_questions_tells_the_owner_they_are_pending_again(sup: Sup) -> None:
     h = sup.caller.headers
-    asked = [
-        sup.client.post(sup.url("/questions"), json={"question": q}, headers=h).json()["id"] for q in ("A?", "B?")
-    ]
+    asked = [sup.client.post(sup.url("/questions"), json={"question": q}, headers=h).json()["id"] for q in ("A?", "B?")]
     sup.save(seq=1, state="waiting_for_user")
     r = sup.restore()
     assert [q["id"] for q in r["pending_questions"]] == asked

@@ -12,6 +12,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from makima.domain.models import Record
+
 # Clock skew tolerated between a daemon and the service, and how old a heartbeat may be when it
 # arrives (a daemon that buffered through a network blip sends late ones; older is not news).
 MAX_FUTURE_SKEW = timedelta(minutes=2)
@@ -67,6 +69,108 @@ def check_timestamp(sent: datetime, now: datetime) -> str | None:
     if sent < now - MAX_HEARTBEAT_AGE:
         return f"timestamp {sent.isoformat()} is too old (more than {MAX_HEARTBEAT_AGE} behind the server)"
     return None
+
+
+# --- the records the supervisor and daemon services hand out (built from rows; no column names leak) ---
+
+
+class SupervisorRecord(Record):
+    """A supervisor as the service knows it: its latest heartbeat, its persisted state, the requests
+    waiting for its next heartbeat, and whether it is dead or stopped."""
+
+    task_id: UUID
+    contract_id: UUID
+    daemon_id: UUID | None
+    state: SupervisorState
+    phase: str
+    current_activity: str
+    progress: int
+    pending_task_ids: list[UUID]
+    last_heartbeat_at: datetime | None
+    heartbeat_count: int
+    pending_questions: list[Any]
+    spawned_task_ids: list[UUID]
+    waiting_on_task_ids: list[UUID]
+    conversation_length: int
+    last_checkpoint: dict[str, Any] | None
+    error: str | None
+    last_save_point: str | None
+    generation: int
+    save_seq: int
+    sync_requested_at: datetime | None
+    sync_delivered_at: datetime | None
+    restart_requested_at: datetime | None
+    dead_at: datetime | None
+    stopped_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def alive(self) -> bool:
+        """False once the heartbeat timed out, until it beats again (a clean stop is not a death)."""
+        return self.dead_at is None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_at is not None
+
+    @property
+    def adoptable(self) -> bool:
+        """Another live daemon may claim its task and restore it: stopped cleanly, or dead with a
+        restart asked for (``db/daemons.py`` holds the same rule, plus "not claimed yet")."""
+        return self.stopped_at is not None or (self.dead_at is not None and self.restart_requested_at is not None)
+
+    @property
+    def last_checkpoint_seq(self) -> int | None:
+        seq = self.last_checkpoint.get("seq") if self.last_checkpoint else None
+        return int(seq) if isinstance(seq, int) else None
+
+
+class HeartbeatRecord(Record):
+    """One row of a supervisor's heartbeat history."""
+
+    sent_at: datetime
+    received_at: datetime
+    state: str
+    phase: str
+    current_activity: str
+    progress: int
+    pending_task_ids: list[UUID]
+
+
+class DaemonRecord(Record):
+    id: UUID
+    owner_id: UUID
+    name: str
+    hostname: str
+    capacity: int
+    status: str
+    registered_at: datetime
+    last_heartbeat_at: datetime
+
+
+class WorktreeRecord(Record):
+    """A worktree a daemon holds; the state and times are known when listing, not when asked back."""
+
+    path: str
+    branch: str
+    task_id: UUID | None
+    contract_id: UUID | None
+    state: str | None = None
+    reported_at: datetime | None = None
+    requested_at: datetime | None = None
+    removed_at: datetime | None = None
+
+
+class TaskClaim(Record):
+    """A task another daemon may take over (or just took over)."""
+
+    id: UUID
+    contract_id: UUID
+    name: str
+    status: str
+    is_supervisor: bool
+    daemon_id: UUID | None
 
 
 class SavePoint(StrEnum):

@@ -21,7 +21,15 @@ from makima.db.connection import Conn, Database, transaction
 from makima.domain import monitor as monitor_event
 from makima.domain.models import Contract
 from makima.domain.principals import Principal
-from makima.domain.supervisors import CHECKPOINT_SAVE_POINTS, Heartbeat, SavePoint, SupervisorState, check_timestamp
+from makima.domain.supervisors import (
+    CHECKPOINT_SAVE_POINTS,
+    Heartbeat,
+    HeartbeatRecord,
+    SavePoint,
+    SupervisorRecord,
+    SupervisorState,
+    check_timestamp,
+)
 from makima.errors import BadRequest, Conflict, InvalidRequest, NotFound, SupervisorDead, SupervisorNotFound
 from makima.services.common import load_contract, record, require_not_paused, require_workable, scope
 
@@ -52,7 +60,7 @@ def _daemon_of(conn: Conn, principal: Principal, daemon_id: UUID | None) -> dict
 @dataclass(frozen=True)
 class Started:
     contract: Contract
-    supervisor: dict[str, Any]
+    supervisor: SupervisorRecord
 
 
 def start_supervisor(
@@ -86,7 +94,7 @@ def start_supervisor(
             supervisor_task_id=str(task.id),
             daemon_id=str(daemon_id) if daemon_id else None,
         )
-        return Started(contract, sup)
+        return Started(contract, SupervisorRecord.model_validate(sup))
 
 
 # --- heartbeats -----------------------------------------------------------------------------------------
@@ -240,22 +248,23 @@ HEARTBEAT_RETENTION = timedelta(hours=24)
 
 def heartbeat_history(
     db: Database, principal: Principal, contract_id: UUID, limit: int, *, now: datetime | None = None
-) -> list[dict[str, Any]]:
+) -> list[HeartbeatRecord]:
     """The newest heartbeats of the contract's supervisor received in the last 24 hours at ``now``."""
     since = (now or datetime.now(UTC)) - HEARTBEAT_RETENTION
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id)
-        return heartbeats_sql.history(conn, sup["task_id"], limit, since=since)
+        rows = heartbeats_sql.history(conn, sup["task_id"], limit, since=since)
+    return [HeartbeatRecord.model_validate(r) for r in rows]
 
 
 # --- status and sync ------------------------------------------------------------------------------------
 
 
-def status(db: Database, principal: Principal, contract_id: UUID) -> dict[str, Any]:
+def status(db: Database, principal: Principal, contract_id: UUID) -> SupervisorRecord:
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
-        return load_supervisor(conn, contract_id)
+        return SupervisorRecord.model_validate(load_supervisor(conn, contract_id))
 
 
 # The longest a sync call waits for the supervisor's next heartbeat: API Gateway ends an HTTP API
@@ -271,7 +280,7 @@ def default_sync_wait(heartbeat_interval: float) -> float:
 @dataclass(frozen=True)
 class SyncResult:
     synced: bool
-    supervisor: dict[str, Any]
+    supervisor: SupervisorRecord  # as the collecting heartbeat left it (synced), else as last known
     waited_seconds: float
 
 
@@ -311,8 +320,8 @@ def request_sync(
         with db.connection() as conn:
             done = supervisors_sql.sync_delivered_since(conn, sup["task_id"], requested_at)
         if done is not None:
-            return SyncResult(True, done, round(time.monotonic() - started, 3))
-    return SyncResult(False, sup, round(time.monotonic() - started, 3))
+            return SyncResult(True, SupervisorRecord.model_validate(done), round(time.monotonic() - started, 3))
+    return SyncResult(False, SupervisorRecord.model_validate(sup), round(time.monotonic() - started, 3))
 
 
 # --- persisted state ------------------------------------------------------------------------------------
@@ -335,7 +344,7 @@ class StateSave:
     checkpoint: bool
 
 
-def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSave) -> dict[str, Any]:
+def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSave) -> SupervisorRecord:
     """Persist the supervisor's state at a save point (seed 3.3). Refused with 409 when the save is
     stale: an older generation (a zombie of a restored supervisor) or a sequence number not above the
     last accepted one. The conversation grows by appending at ``conversation_offset``."""
@@ -399,23 +408,27 @@ def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSa
             )
         if s.save_point is not SavePoint.HEARTBEAT:
             contracts_sql.touch_activity(conn, contract_id)
-        return row
+        return SupervisorRecord.model_validate(row)
 
 
-def get_state(db: Database, principal: Principal, contract_id: UUID) -> tuple[dict[str, Any], list[Any]]:
+def get_state(db: Database, principal: Principal, contract_id: UUID) -> tuple[SupervisorRecord, list[Any]]:
+    """The persisted state, with the whole conversation."""
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id)
         history = [r["message"] for r in supervisors_sql.conversation(conn, sup["task_id"])]
-        return sup, history
+        return SupervisorRecord.model_validate(sup), history
 
 
 # --- restart and timeouts -------------------------------------------------------------------------------
 
 
-def restart_supervisor(db: Database, principal: Principal, contract_id: UUID, *, reason: str | None) -> dict[str, Any]:
-    """Ask the running supervisor to restart (its next heartbeat answer says so); a dead one is marked
-    for restoration by any daemon. Recorded as an event either way."""
+def restart_supervisor(
+    db: Database, principal: Principal, contract_id: UUID, *, reason: str | None
+) -> SupervisorRecord:
+    """Ask the running supervisor to restart (its next heartbeat answer says so). A dead one reads no
+    answer: the request makes its task adoptable instead, so a live daemon claims and restores it
+    (``db/daemons.py``). Recorded as an event either way."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
         require_workable(contract, "restart the supervisor")
@@ -430,7 +443,7 @@ def restart_supervisor(db: Database, principal: Principal, contract_id: UUID, *,
             reason=reason,
             dead=sup["dead_at"] is not None,
         )
-        return load_supervisor(conn, contract_id)
+        return SupervisorRecord.model_validate(load_supervisor(conn, contract_id))
 
 
 TIMEOUT_SWEEP = "supervisor_timeouts"

@@ -108,7 +108,9 @@ class ClaimIn(Body):
 @router.post("/daemons", response_model=DaemonRegistered, status_code=status.HTTP_201_CREATED)
 def register(body: DaemonRegister, db: DB, caller: Caller, settings: Config) -> DaemonRegistered:
     daemon = svc.register(db, caller, name=body.name, hostname=body.hostname, capacity=body.capacity)
-    return DaemonRegistered(**daemon, heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds)
+    return DaemonRegistered(
+        **daemon.model_dump(), heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds
+    )
 
 
 @router.post("/daemons/{daemon_id}/heartbeat", response_model=DaemonHeartbeatAnswer)
@@ -120,15 +122,17 @@ def daemon_heartbeat(
     )
     daemon, remove = svc.daemon_heartbeat(db, caller, daemon_id, worktrees=reported)
     return DaemonHeartbeatAnswer(
-        daemon=DaemonOut(**daemon),
-        remove_worktrees=[WorktreeOut(**w) for w in remove],
+        daemon=DaemonOut(**daemon.model_dump()),
+        remove_worktrees=[
+            WorktreeOut(path=w.path, branch=w.branch, task_id=w.task_id, contract_id=w.contract_id) for w in remove
+        ],
         heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds,
     )
 
 
 @router.get("/daemons/{daemon_id}/worktrees", response_model=WorktreeList)
 def list_worktrees(daemon_id: UUID, db: DB, caller: Caller) -> WorktreeList:
-    return WorktreeList(worktrees=[WorktreeRecord(**w) for w in svc.worktrees(db, caller, daemon_id)])
+    return WorktreeList(worktrees=[WorktreeRecord(**w.model_dump()) for w in svc.worktrees(db, caller, daemon_id)])
 
 
 @router.post("/daemons/{daemon_id}/worktrees/removed", response_model=RemovedAnswer)
@@ -138,9 +142,9 @@ def worktrees_removed(daemon_id: UUID, body: WorktreesRemoved, db: DB, caller: C
 
 @router.get("/tasks/reassignable", response_model=ReassignableList)
 def reassignable(db: DB, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ReassignableList:
-    return ReassignableList(tasks=[ReassignableTask(**t) for t in svc.reassignable(db, caller, limit)])
+    return ReassignableList(tasks=[ReassignableTask(**t.model_dump()) for t in svc.reassignable(db, caller, limit)])
 
 
 @router.post("/tasks/{task_id}/claim", response_model=ReassignableTask)
 def claim(task_id: UUID, body: ClaimIn, db: DB, caller: Caller) -> ReassignableTask:
-    return ReassignableTask(**svc.claim(db, caller, task_id, body.daemon_id))
+    return ReassignableTask(**svc.claim(db, caller, task_id, body.daemon_id).model_dump())

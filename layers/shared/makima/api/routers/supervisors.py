@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from makima.api.deps import DB, Caller, Config, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
-from makima.domain.supervisors import SavePoint, SupervisorState
+from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
 from makima.flags import Flag
 from makima.services import restoration
 from makima.services import supervisors as svc
@@ -50,26 +50,25 @@ class SupervisorStatus(BaseModel):
     restart_requested: bool
 
     @classmethod
-    def of(cls, s: dict[str, Any]) -> SupervisorStatus:
+    def of(cls, s: SupervisorRecord) -> SupervisorStatus:
         return cls(
-            task_id=s["task_id"],
-            state=s["state"],
-            phase=s["phase"],
-            current_activity=s["current_activity"],
-            progress=s["progress"],
-            last_heartbeat=s["last_heartbeat_at"],
-            pending_task_ids=s["pending_task_ids"],
-            alive=s["dead_at"] is None,
-            dead_since=s["dead_at"],
-            stopped=s["stopped_at"] is not None,
-            stopped_since=s["stopped_at"],
-            adoptable=s["stopped_at"] is not None
-            or (s["dead_at"] is not None and s["restart_requested_at"] is not None),
-            daemon_id=s["daemon_id"],
-            generation=s["generation"],
-            heartbeat_count=s["heartbeat_count"],
-            sync_requested=s["sync_requested_at"] is not None,
-            restart_requested=s["restart_requested_at"] is not None,
+            task_id=s.task_id,
+            state=s.state,
+            phase=s.phase,
+            current_activity=s.current_activity,
+            progress=s.progress,
+            last_heartbeat=s.last_heartbeat_at,
+            pending_task_ids=s.pending_task_ids,
+            alive=s.alive,
+            dead_since=s.dead_at,
+            stopped=s.stopped,
+            stopped_since=s.stopped_at,
+            adoptable=s.adoptable,
+            daemon_id=s.daemon_id,
+            generation=s.generation,
+            heartbeat_count=s.heartbeat_count,
+            sync_requested=s.sync_requested_at is not None,
+            restart_requested=s.restart_requested_at is not None,
         )
 
 
@@ -128,13 +127,13 @@ def heartbeat_history(
     return HeartbeatHistory(
         heartbeats=[
             HeartbeatRecord(
-                timestamp=r["sent_at"],
-                received_at=r["received_at"],
-                state=r["state"],
-                phase=r["phase"],
-                activity=r["current_activity"],
-                progress=r["progress"],
-                pending_task_ids=r["pending_task_ids"],
+                timestamp=r.sent_at,
+                received_at=r.received_at,
+                state=r.state,
+                phase=r.phase,
+                activity=r.current_activity,
+                progress=r.progress,
+                pending_task_ids=r.pending_task_ids,
             )
             for r in rows
         ]
@@ -180,8 +179,8 @@ def sync(
     return SyncAnswer(
         synced=r.synced,
         sync_requested=True,
-        state=r.supervisor["state"],
-        last_heartbeat=r.supervisor["last_heartbeat_at"],
+        state=r.supervisor.state,
+        last_heartbeat=r.supervisor.last_heartbeat_at,
         waited_seconds=r.waited_seconds,
     )
 
@@ -204,23 +203,23 @@ class PersistedState(BaseModel):
     updated_at: datetime
 
 
-def _persisted(s: dict[str, Any], history: list[Any]) -> PersistedState:
+def _persisted(s: SupervisorRecord, history: list[Any]) -> PersistedState:
     return PersistedState(
-        task_id=s["task_id"],
-        generation=s["generation"],
-        save_seq=s["save_seq"],
-        state=s["state"],
-        phase=s["phase"],
+        task_id=s.task_id,
+        generation=s.generation,
+        save_seq=s.save_seq,
+        state=s.state,
+        phase=s.phase,
         conversation_history=history,
-        pending_questions=s["pending_questions"],
-        spawned_task_ids=s["spawned_task_ids"],
-        waiting_on_task_ids=s["waiting_on_task_ids"],
-        last_checkpoint=s["last_checkpoint"],
-        current_activity=s["current_activity"],
-        error=s["error"],
-        last_save_point=s["last_save_point"],
-        created_at=s["created_at"],
-        updated_at=s["updated_at"],
+        pending_questions=s.pending_questions,
+        spawned_task_ids=s.spawned_task_ids,
+        waiting_on_task_ids=s.waiting_on_task_ids,
+        last_checkpoint=s.last_checkpoint,
+        current_activity=s.current_activity,
+        error=s.error,
+        last_save_point=s.last_save_point,
+        created_at=s.created_at,
+        updated_at=s.updated_at,
     )
 
 
@@ -263,17 +262,16 @@ class StateSaved(BaseModel):
 @router.put("/contracts/{contract_id}/supervisor/state", response_model=StateSaved)
 def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller) -> StateSaved:
     s = svc.save_state(db, caller, contract_id, svc.StateSave(**dict(body)))
-    checkpoint = s["last_checkpoint"]
     return StateSaved(
-        task_id=s["task_id"],
-        generation=s["generation"],
-        save_seq=s["save_seq"],
-        state=s["state"],
-        phase=s["phase"],
-        conversation_length=s["conversation_length"],
-        last_save_point=s["last_save_point"],
-        last_checkpoint_seq=checkpoint.get("seq") if checkpoint else None,
-        updated_at=s["updated_at"],
+        task_id=s.task_id,
+        generation=s.generation,
+        save_seq=s.save_seq,
+        state=s.state,
+        phase=s.phase,
+        conversation_length=s.conversation_length,
+        last_save_point=s.last_save_point,
+        last_checkpoint_seq=s.last_checkpoint_seq,
+        updated_at=s.updated_at,
     )
 
 

@@ -268,7 +268,7 @@ def status(db: Database, principal: Principal, contract_id: UUID) -> SupervisorR
 
 
 # The longest a sync call waits for the supervisor's next heartbeat: API Gateway ends an HTTP API
-# integration at 30 s, so a longer wait would turn into its 503 with nobody the wiser.
+# integration at 30 s, so a longer wait would turn into API Gateway's own error, not our answer.
 MAX_SYNC_WAIT = 25.0
 
 

@@ -177,6 +177,8 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
                 caps.add(f"publish:{eventbridge.SOURCE}")
         if folder in SCHEDULE_JOBS and "_publisher" in SCHEDULE_JOBS[folder].__code__.co_names:
             caps.add(f"publish:{eventbridge.SOURCE}")
+        if folder in SCHEDULE_JOBS and "build_flags" in SCHEDULE_JOBS[folder].__code__.co_names:
+            caps.add("read-feature-flags")
         expected[name] = caps
     # The monitor's routes ask for replays on the bus and never post to connections; the broadcaster
     # posts (events and replays) and publishes nothing.

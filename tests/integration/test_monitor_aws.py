@@ -286,7 +286,7 @@ def test_heartbeats_go_to_the_bus_only_while_a_monitor_wants_them(
     owner = make_caller()
     contract = new_contract(db, owner, "beating")
     started = supervisors_svc.start_supervisor(db, owner.principal, uuid.UUID(contract), daemon_id=None)
-    task_id = str(started.supervisor["task_id"])
+    task_id = str(started.supervisor.task_id)
     drain_to_bus(db)
     aws.published()
     handler = make_http_handler(heartbeats_router.router)

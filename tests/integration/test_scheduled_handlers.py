@@ -111,7 +111,7 @@ def _start(db: PooledDatabase, owner: Principal, daemon_id: uuid.UUID, name: str
     contract = contracts_svc.create_contract(
         db, owner, name=name, description="", contract_type="simple", phase_guard=False
     )
-    task_id = supervisors_svc.start_supervisor(db, owner, contract.id, daemon_id=daemon_id).supervisor["task_id"]
+    task_id = supervisors_svc.start_supervisor(db, owner, contract.id, daemon_id=daemon_id).supervisor.task_id
     beat = Heartbeat(task_id=task_id, state=SupervisorState.WORKING, phase="plan", timestamp=datetime.now(UTC))
     assert supervisors_svc.heartbeat(db, owner, contract.id, beat).accepted
     return contract.id, task_id
@@ -143,7 +143,7 @@ def owner(make_caller: Callable[..., Caller]) -> Caller:
 @pytest.fixture
 def daemon_id(db: PooledDatabase, owner: Caller) -> uuid.UUID:
     daemon = daemons_svc.register(db, owner.principal, name="scheduled-host", hostname="scheduled-host", capacity=4)
-    return uuid.UUID(str(daemon["id"]))
+    return daemon.id
 
 
 def test_supervisor_timeouts_mark_the_silent_supervisor_dead_and_spare_the_fresh_one(
@@ -168,12 +168,12 @@ def test_supervisor_timeouts_mark_the_silent_supervisor_dead_and_spare_the_fresh
     assert str(silent) in marked
     assert str(fresh) not in marked
     dead = supervisors_svc.status(db, p, silent_contract)
-    assert (dead["state"], dead["dead_at"] is not None) == (SupervisorState.INTERRUPTED.value, True)
+    assert (dead.state, dead.dead_at is not None) == (SupervisorState.INTERRUPTED, True)
     change = _state_changes(db, silent_contract)[-1]
     assert change["actor"] == "system"
     assert (change["payload"]["old_state"], change["payload"]["new_state"]) == ("working", "interrupted")
     alive = supervisors_svc.status(db, p, fresh_contract)
-    assert (alive["state"], alive["dead_at"]) == ("working", None)
+    assert (alive.state, alive.dead_at) == ("working", None)
     assert all(c["payload"]["new_state"] != "interrupted" for c in _state_changes(db, fresh_contract))
     # And the run is logged (correlated by the event id) and counted
     (swept,) = [r for r in logs if r["message"] == "supervisor timeouts swept"]
@@ -205,7 +205,7 @@ def test_supervisor_timeouts_follow_the_configured_timeout(
     # Then the supervisor is still alive: it is not late yet
     assert result["timeout_seconds"] == 900
     assert str(task_id) not in {s["task_id"] for s in result["supervisors"]}
-    assert supervisors_svc.status(db, owner.principal, contract_id)["dead_at"] is None
+    assert supervisors_svc.status(db, owner.principal, contract_id).dead_at is None
 
 
 # --- heartbeat retention --------------------------------------------------------------------------------

@@ -121,6 +121,7 @@ def test_a_heartbeat_updates_status_history_and_activity(sup: Sup, database_url:
         "sync_requested": False,
         "restart_requested": False,
         "superseded": False,
+        "heartbeat_interval_seconds": 30,
     }
     s = sup.status()
     assert (s["state"], s["current_activity"], s["progress"], s["alive"]) == ("working", "Implementing auth", 45, True)
@@ -485,8 +486,9 @@ def test_orphaned_worktrees_are_asked_back_and_confirmed(client: TestClient, use
 
 
 def test_sync_is_delivered_by_the_next_heartbeat(sup: Sup) -> None:
-    r = sup.client.post(sup.url("/supervisor/sync"), json={}, headers=sup.caller.headers).json()
-    assert (r["synced"], r["sync_requested"]) == (False, True)
+    answer = sup.client.post(sup.url("/supervisor/sync"), json={"wait_seconds": 0}, headers=sup.caller.headers)
+    r = answer.json()
+    assert (answer.status_code, r["synced"], r["sync_requested"]) == (202, False, True)
     assert sup.status()["sync_requested"] is True
     assert sup.beat().json()["sync_requested"] is True
     assert sup.status()["sync_requested"] is False

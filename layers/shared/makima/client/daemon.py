@@ -1,6 +1,12 @@
 """A daemon: a worker host that registers with the service, runs supervisors on threads, and sends one
 batched heartbeat for all of them (``POST /supervisors/heartbeats``) plus its own daemon heartbeat with
-the worktrees it holds (``POST /daemons/{id}/heartbeat``), removing those the service asks back."""
+the worktrees it holds (``POST /daemons/{id}/heartbeat``), removing those the service asks back.
+
+With an ``adopt`` factory it also takes over supervisors another daemon may not run any more: after
+each heartbeat round it lists the adoptable tasks (``GET /tasks/reassignable``: their daemon is dead,
+their supervisor stopped cleanly, or it is dead and its owner asked for a restart), claims the
+supervisors' (``POST /tasks/{id}/claim``: exactly one claimant wins) and hosts what the factory makes
+of each (a supervisor that restores itself on this daemon)."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from makima.client.api import JSON, ApiError, MakimaApi
-from makima.client.heartbeat import DEFAULT_INTERVAL, DEFAULT_JITTER, HeartbeatAnswer, HeartbeatLoop
+from makima.client.heartbeat import DEFAULT_JITTER, HeartbeatAnswer, HeartbeatLoop, interval_of
 from makima.client.session import SupervisorSession
 
 log = logging.getLogger("makima.client.daemon")
@@ -34,6 +40,11 @@ class Hosted(Protocol):
     def stop(self) -> None: ...
 
 
+# Makes the supervisor to host for an adoptable contract (it restores itself on this daemon), or None
+# to leave that contract alone.
+Adopt = Callable[[str], Hosted | None]
+
+
 class Daemon:
     """``start()`` registers (the same name revives a daemon) and starts the heartbeat loop;
     ``host(supervisor)`` runs one on its own thread; ``stop()`` stops them cleanly, ``crash()`` as a
@@ -46,10 +57,11 @@ class Daemon:
         *,
         hostname: str | None = None,
         capacity: int = 100,
-        heartbeat_interval: float = DEFAULT_INTERVAL,
+        heartbeat_interval: float | None = None,
         heartbeat_jitter: float = DEFAULT_JITTER,
         worktree_root: str = "makima-worktrees",
         on_outcome: Callable[[Hosted, str], None] | None = None,
+        adopt: Adopt | None = None,
     ) -> None:
         self.api = api
         self.name = name
@@ -57,6 +69,9 @@ class Daemon:
         self.capacity = capacity
         self.worktree_root = worktree_root.rstrip("/")
         self.on_outcome = on_outcome
+        self.adopt = adopt
+        self.adopted: list[str] = []  # contract ids taken over, in order
+        self._ending = False  # stopping or crashing: adopt nothing more (its own would come back)
         self.id: str | None = None
         self.outcomes: dict[str, str] = {}  # contract id -> completed | crashed | superseded | stopped | failed
         self.removed_worktrees: list[str] = []
@@ -70,6 +85,7 @@ class Daemon:
     def register(self) -> str:
         daemon = self.api.register_daemon(self.name, hostname=self.hostname, capacity=self.capacity)
         self.id = str(daemon["id"])
+        self._loop.follow(interval_of(daemon))
         return self.id
 
     def start(self) -> Daemon:
@@ -125,17 +141,53 @@ class Daemon:
         sessions = [
             s
             for s in (h.session for h in self.hosted())
-            if s is not None and not s.superseded and s.heartbeats is None  # one beating on its own is skipped
+            # one beating on its own is skipped; one stopped cleanly sends nothing more
+            if s is not None and not s.superseded and not s.stopped and s.heartbeats is None
         ]
         for start in range(0, len(sessions), MAX_BATCH):
             chunk = sessions[start : start + MAX_BATCH]
             answer = self.api.heartbeat_batch([s.heartbeat_message() for s in chunk], daemon_id=self.id)
+            self._loop.follow(interval_of(answer))
             for session, result in zip(chunk, answer["results"], strict=True):
                 try:
                     session.handle_answer(HeartbeatAnswer.of(result))
                 except ApiError as exc:
                     log.warning("acting on the heartbeat answer of %s failed: %s", session.contract_id, exc)
         self._daemon_heartbeat()
+        self.adopt_tasks()
+
+    def adopt_tasks(self) -> list[str]:
+        """Take over the adoptable supervisors this daemon has room for; returns their contract ids.
+        A task another daemon claimed first is skipped (409)."""
+        if self.adopt is None or self.id is None or self._ending:
+            return []
+        with self._lock:
+            room = self.capacity - len(self._hosted)
+            hosted = set(self._hosted)
+        if room <= 0:
+            return []
+        taken: list[str] = []
+        for task in self.api.reassignable_tasks(limit=min(100, room * 4)):
+            contract_id = str(task["contract_id"])
+            if not task.get("is_supervisor") or contract_id in hosted:
+                continue
+            supervisor = self.adopt(contract_id)
+            if supervisor is None:
+                continue
+            try:
+                self.api.claim_task(str(task["id"]), self.id)
+            except ApiError as exc:
+                if exc.code == "CONFLICT":  # claimed by another daemon meanwhile
+                    continue
+                raise
+            log.info("daemon %s adopts the supervisor of %s", self.name, contract_id)
+            self.host(supervisor)
+            hosted.add(contract_id)
+            taken.append(contract_id)
+            if len(taken) >= room or self._ending:
+                break
+        self.adopted.extend(taken)
+        return taken
 
     def worktrees(self) -> list[JSON]:
         """What this host holds: a (notional) worktree per supervisor it ran, kept after the supervisor
@@ -152,6 +204,7 @@ class Daemon:
         if self.id is None:
             return
         answer = self.api.daemon_heartbeat(self.id, self.worktrees())
+        self._loop.follow(interval_of(answer))
         paths = [str(w["path"]) for w in answer.get("remove_worktrees", [])]
         if paths:
             # A real daemon deletes the directories here; these are notional.
@@ -164,7 +217,10 @@ class Daemon:
     # --- ending ----------------------------------------------------------------------------------------
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop every supervisor cleanly (each saves a ``shutdown`` state), then the heartbeats."""
+        """Stop every supervisor cleanly (each saves a ``shutdown`` state), then the heartbeats. The
+        service then holds them stopped on purpose: never swept as dead, restored ``clean``, and
+        adoptable by another daemon."""
+        self._ending = True
         for s in self.hosted():
             s.stop()
         self.join(timeout)
@@ -172,6 +228,7 @@ class Daemon:
 
     def crash(self, timeout: float = 30.0) -> None:
         """As if the host died: the supervisors stop where they are, nothing more is sent."""
+        self._ending = True
         self._loop.stop()
         for s in self.hosted():
             s.crash()

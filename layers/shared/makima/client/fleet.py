@@ -1,5 +1,8 @@
 """A demo fleet: N contracts, each driven by a reference supervisor on a daemon; some crash mid-phase
-and are restored from a second daemon; the owner answers the supervisors' questions. ``makima demo``
+and are restored from a second daemon; the owner answers the supervisors' questions. With
+``restart_dead`` (the fleet beside ``makima dev --demo``) a crashed supervisor is left to the service as
+in production: the timeout sweep declares it dead, the owner asks for a restart, and a daemon adopts
+it (claims its task and restores it) on its own. ``makima demo``
 runs one in the foreground; ``run_fleet_in_background`` runs one beside the local stack.
 
 With an admin token the fleet works as a fresh demo user (a user token to own the contracts and answer
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from makima.client.api import ApiError, ApiUnreachable, MakimaApi
-from makima.client.daemon import Daemon, Hosted
+from makima.client.daemon import Adopt, Daemon, Hosted
 from makima.client.reference import ReferenceConfig, ReferenceSupervisor
 
 Out = Callable[[str], None]
@@ -46,6 +49,10 @@ class FleetConfig:
     questions: bool = True
     answer_after: float = 1.0  # the owner answers a question this long after seeing it
     restore_after: float = 1.0  # a crashed supervisor is restored this long after its crash
+    # Instead: wait for the service to declare a crashed supervisor dead, ask for a restart, let a
+    # daemon adopt it (``restore_after`` then does nothing).
+    restart_dead: bool = False
+    status_every: float = 5.0  # how often a crashed supervisor's status is looked at (restart_dead)
     progress_every: float = 2.0
     startup_wait: float = 10.0  # wait this long for the API to answer /health (a stack starting up)
     seed: int | None = None
@@ -65,6 +72,8 @@ class Member:
     restores: int = 0
     outcome: str | None = None
     crashed_at: float | None = None
+    restart_asked: bool = False
+    looked_at: float = 0.0
 
 
 @dataclass
@@ -108,6 +117,7 @@ class Fleet:
         self._seen_questions: dict[str, float] = {}
         self._answered = 0
         self._daemon_b: Daemon | None = None
+        self._adopting: dict[str, ReferenceSupervisor] = {}  # contract id -> made for adoption, not yet restored
 
     def stop(self) -> None:
         self._stop.set()
@@ -128,6 +138,13 @@ class Fleet:
             if m is not None and kind == "phase":
                 m.phase = str(fields["phase"])
         if kind == "restored":
+            with self._lock:
+                adopted = self._adopting.pop(cid, None)
+                if adopted is not None and m is not None and m.outcome == "crashed":
+                    m.supervisor, m.outcome, m.crashed_at, m.restart_asked = adopted, None, None, False
+                    m.restores += 1
+            if adopted is not None:
+                self._say(f"{self._label(cid)} adopted: its daemon claimed the dead supervisor's task")
             self._say(
                 f"{self._label(cid)} restored on {self._daemon_b.name if self._daemon_b else '?'}: mode "
                 f"{fields['mode']}, generation {fields['generation']}, {fields['conversation']} messages, "
@@ -171,6 +188,7 @@ class Fleet:
             f"demo-{self.run_id}-a",
             heartbeat_interval=cfg.heartbeat_interval,
             on_outcome=self._on_outcome,
+            adopt=self._adopter(lambda: self._daemon_a) if cfg.restart_dead else None,
         ).start()
         self._daemon_a = daemon_a
         self._say(
@@ -188,6 +206,8 @@ class Fleet:
             while not self._stop.is_set():
                 now = time.monotonic()
                 self._restore_crashed(now)
+                if cfg.restart_dead:
+                    self._restart_dead(owner, now)
                 if can_answer:
                     self._answer_questions(owner, now)
                 if now - last_progress >= cfg.progress_every:
@@ -279,7 +299,55 @@ class Fleet:
             self.members[cid] = Member(number, cid, sup, crash)
         self._daemon_a.host(sup)
 
+    def _adopter(self, daemon: Callable[[], Daemon | None]) -> Adopt:
+        """What a daemon of this fleet hosts for an adoptable contract: a restoring reference supervisor
+        for a member of this fleet whose supervisor crashed; nothing for anything else."""
+
+        def adopt(contract_id: str) -> Hosted | None:
+            host = daemon()
+            with self._lock:
+                m = self.members.get(contract_id)
+                if host is None or m is None or m.outcome != "crashed" or self._stop.is_set():
+                    return None
+            sup = ReferenceSupervisor(
+                self._daemons_api,
+                contract_id,
+                daemon_id=host.id,
+                restore=True,
+                config=self._reference_config(),
+                on_event=self._on_event,
+            )
+            with self._lock:
+                self._adopting[contract_id] = sup  # the member takes it once it restored
+            return sup
+
+        return adopt
+
+    def _restart_dead(self, owner: MakimaApi, now: float) -> None:
+        """As an owner would: a crashed supervisor the service declared dead gets a restart request;
+        a daemon then adopts it by itself."""
+        with self._lock:
+            due = [
+                m
+                for m in self.members.values()
+                if m.outcome == "crashed" and not m.restart_asked and now - m.looked_at >= self.config.status_every
+            ]
+        for m in due:
+            m.looked_at = now
+            try:
+                status = owner.supervisor_status(m.contract_id)
+                if status["alive"]:
+                    continue
+                owner.request_restart(m.contract_id, reason="demo: the supervisor died")
+            except ApiError as exc:
+                self._say(f"{self._label(m.contract_id)} restart not asked: {exc.code}")
+                continue
+            m.restart_asked = True
+            self._say(f"{self._label(m.contract_id)} declared dead by the service: restart requested")
+
     def _restore_crashed(self, now: float) -> None:
+        if self.config.restart_dead:
+            return
         with self._lock:
             due = [
                 m
@@ -436,7 +504,9 @@ def run_fleet_in_background(
         finally:
             handle.stop()
     """
-    settings: dict[str, Any] = {"startup_wait": 120.0, **overrides}
+    # Beside a running stack, crashed supervisors come back the way they do in production: declared
+    # dead by the timeout sweep, a restart asked for, adopted by a daemon.
+    settings: dict[str, Any] = {"startup_wait": 120.0, "restart_dead": continuous, **overrides}
     config = FleetConfig(
         supervisors=supervisors, crash=crash, contract_type=contract_type, until_done=not continuous, **settings
     )

@@ -1,5 +1,10 @@
 """Heartbeats from the supervisor's side: the answer the service gives to each, and a background loop
-that beats at an interval with jitter (so a fleet started at once does not beat in lockstep)."""
+that beats at an interval with jitter (so a fleet started at once does not beat in lockstep).
+
+The interval is the service's: every answer a client paces itself by (supervisor start, restore,
+daemon registration, heartbeat answers) carries ``heartbeat_interval_seconds``, and the loop follows
+it (``HeartbeatLoop.follow``). A client may ask to beat faster (tests, demos), never slower: the service
+declares a supervisor dead after its timeout, which it sets from its own interval."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Any
 
 log = logging.getLogger("makima.client.heartbeat")
 
-DEFAULT_INTERVAL = 30.0  # seconds; [contracts] heartbeat_interval_seconds on the service
+DEFAULT_INTERVAL = 30.0  # seconds; until the service says otherwise ([contracts] heartbeat_interval_seconds)
 DEFAULT_JITTER = 0.1  # each wait is interval * uniform(1 - jitter, 1 + jitter)
 
 
@@ -26,6 +31,7 @@ class HeartbeatAnswer:
     sync_requested: bool = False  # save the full state now (PUT …/supervisor/state)
     restart_requested: bool = False  # restart: save, stop, restore
     superseded: bool = False  # restored elsewhere under a newer generation: stop
+    heartbeat_interval: float | None = None  # the service's interval (None from an older service)
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> HeartbeatAnswer:
@@ -36,28 +42,41 @@ class HeartbeatAnswer:
             sync_requested=bool(body.get("sync_requested", False)),
             restart_requested=bool(body.get("restart_requested", False)),
             superseded=bool(body.get("superseded", False)),
+            heartbeat_interval=interval_of(body),
         )
+
+
+def interval_of(body: Mapping[str, Any]) -> float | None:
+    """The ``heartbeat_interval_seconds`` an answer carries, if it carries a sane one."""
+    value = body.get("heartbeat_interval_seconds")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 class HeartbeatLoop:
     """Calls ``beat`` now and then every ``interval`` seconds (± ``jitter``) on a daemon thread until
     stopped. A failing beat is logged and counted, never fatal: the service tolerates a missed heartbeat
-    or two, and the next one recovers. ``beat_now()`` beats early (e.g. after a state change)."""
+    or two, and the next one recovers. ``beat_now()`` beats early (e.g. after a state change).
+
+    ``interval=None`` follows the service: ``DEFAULT_INTERVAL`` until ``follow`` is told the service's.
+    An explicit ``interval`` is the most the caller wants to wait; the service's shorter one wins."""
 
     def __init__(
         self,
         beat: Callable[[], object],
         *,
-        interval: float = DEFAULT_INTERVAL,
+        interval: float | None = None,
         jitter: float = DEFAULT_JITTER,
         name: str = "makima-heartbeat",
         rng: random.Random | None = None,
     ) -> None:
-        if interval <= 0:
+        if interval is not None and interval <= 0:
             raise ValueError("interval must be positive")
         if not 0 <= jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
-        self.interval = interval
+        self.requested = interval
+        self.interval = interval if interval is not None else DEFAULT_INTERVAL
         self.jitter = jitter
         self.beats = 0
         self.failures = 0
@@ -67,6 +86,16 @@ class HeartbeatLoop:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def follow(self, service_interval: float | None) -> None:
+        """Beat at the service's interval (or faster, if the caller asked for faster). A change takes
+        effect from the next wait."""
+        if service_interval is None or service_interval <= 0:
+            return
+        wanted = service_interval if self.requested is None else min(self.requested, service_interval)
+        if wanted != self.interval:
+            log.info("heartbeat interval %.3g s (the service's is %.3g s)", wanted, service_interval)
+            self.interval = wanted
 
     def next_wait(self) -> float:
         return self.interval * self._rng.uniform(1 - self.jitter, 1 + self.jitter)

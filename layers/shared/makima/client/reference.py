@@ -37,7 +37,7 @@ from typing import Any
 
 from makima.client.api import JSON, ApiError, ApiUnreachable, MakimaApi, StaleSave, Superseded
 from makima.client.daemon import Daemon
-from makima.client.heartbeat import DEFAULT_INTERVAL, DEFAULT_JITTER
+from makima.client.heartbeat import DEFAULT_JITTER
 from makima.client.session import SupervisorSession
 from makima.domain.supervisors import SavePoint, SupervisorState
 
@@ -65,7 +65,7 @@ class ReferenceConfig:
     tasks_per_phase: int = 2
     step_delay: float = 0.2  # between actions, so that a human (or a test) can watch and interrupt
     poll_interval: float = 0.2
-    heartbeat_interval: float = DEFAULT_INTERVAL
+    heartbeat_interval: float | None = None  # None: the service's; else at most this long between beats
     heartbeat_jitter: float = DEFAULT_JITTER
     own_heartbeats: bool = True  # False when a daemon batches the heartbeats
     ask_in_phase: str | None = None  # ask the owner a question in this phase and wait for the answer
@@ -509,7 +509,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--contract-id", required=True)
     p.add_argument("--restore", action="store_true", help="Take the supervisor over (restore) instead of starting it.")
     p.add_argument("--daemon-name", default=f"{socket.gethostname()}-{os.getpid()}")
-    p.add_argument("--heartbeat-interval", type=float, default=DEFAULT_INTERVAL)
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=None,
+        help="At most this long between beats (default: the service's).",
+    )
     p.add_argument("--step-delay", type=float, default=0.2)
     p.add_argument("--tasks-per-phase", type=int, default=2)
     p.add_argument("--ask-in-phase", default=None)

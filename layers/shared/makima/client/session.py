@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from makima.client.api import JSON, MakimaApi, StaleSave, Superseded
-from makima.client.heartbeat import DEFAULT_INTERVAL, DEFAULT_JITTER, HeartbeatAnswer, HeartbeatLoop
+from makima.client.heartbeat import DEFAULT_JITTER, HeartbeatAnswer, HeartbeatLoop, interval_of
 from makima.domain.supervisors import SavePoint, SupervisorState
 
 log = logging.getLogger("makima.client.session")
@@ -43,6 +43,7 @@ class Restored:
     spawned_task_ids: list[str]
     restoration_context: str
     warnings: list[str] = field(default_factory=list)
+    heartbeat_interval: float | None = None  # the service's heartbeat interval
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Restored:
@@ -61,6 +62,7 @@ class Restored:
             spawned_task_ids=[str(t) for t in body["spawned_task_ids"]],
             restoration_context=str(body["restoration_context"]),
             warnings=list(body.get("warnings") or []),
+            heartbeat_interval=interval_of(body),
         )
 
 
@@ -92,6 +94,8 @@ class SupervisorSession:
         self.waiting_on_task_ids: list[str] = []
         self.error: str | None = None
         self.superseded = False
+        self.stopped = False  # saved at shutdown: it sends no more heartbeats (one would revive it)
+        self.heartbeat_interval: float | None = None  # the service's, from its last answer
         self.restart_requested = False
         self.restored: Restored | None = None
         self.saves = 0
@@ -113,6 +117,7 @@ class SupervisorSession:
         session = cls(api, contract_id, str(sup["task_id"]), generation=int(sup["generation"]), next_seq=1)
         session.phase = str(sup["phase"] or started["contract"]["phase"])
         session.state = str(sup["state"])
+        session.heartbeat_interval = interval_of(started)
         return session
 
     @classmethod
@@ -130,6 +135,7 @@ class SupervisorSession:
         session.pending_questions = list(r.pending_questions)
         session.spawned_task_ids = list(r.spawned_task_ids)
         session.waiting_on_task_ids = list(r.waiting_on_task_ids)
+        session.heartbeat_interval = r.heartbeat_interval
         session.restored = r
         return session
 
@@ -219,6 +225,8 @@ class SupervisorSession:
                     raise
             self.saved_length = len(self.conversation)
             self.saves += 1
+            # The service now holds it stopped on purpose (not swept, adoptable), until it saves again.
+            self.stopped = point is SavePoint.SHUTDOWN
             return saved
 
     # --- heartbeats ------------------------------------------------------------------------------------
@@ -249,6 +257,10 @@ class SupervisorSession:
         return answer
 
     def handle_answer(self, answer: HeartbeatAnswer) -> None:
+        if answer.heartbeat_interval is not None:
+            self.heartbeat_interval = answer.heartbeat_interval
+            if self.heartbeats is not None:
+                self.heartbeats.follow(answer.heartbeat_interval)
         if answer.superseded:
             self._mark_superseded()
             return
@@ -265,11 +277,13 @@ class SupervisorSession:
             if self.on_restart:
                 self.on_restart(self)
 
-    def start_heartbeats(self, *, interval: float = DEFAULT_INTERVAL, jitter: float = DEFAULT_JITTER) -> HeartbeatLoop:
-        """Beat on this session's own thread (a daemon hosting many batches them instead)."""
+    def start_heartbeats(self, *, interval: float | None = None, jitter: float = DEFAULT_JITTER) -> HeartbeatLoop:
+        """Beat on this session's own thread (a daemon hosting many batches them instead), at the
+        service's interval (``interval``: at most this long between beats)."""
         loop = HeartbeatLoop(
             self.send_heartbeat, interval=interval, jitter=jitter, name=f"heartbeat-{self.contract_id[:8]}"
         )
+        loop.follow(self.heartbeat_interval)
         self.heartbeats = loop
         return loop.start()
 

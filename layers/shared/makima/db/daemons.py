@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -38,27 +38,46 @@ def touch(conn: Conn, daemon_id: UUID) -> None:
     conn.execute("UPDATE daemons SET last_heartbeat_at = now(), status = 'live' WHERE id = %s", (daemon_id,))
 
 
-def mark_dead(conn: Conn, timeout: timedelta) -> list[dict[str, Any]]:
+def mark_dead(
+    conn: Conn, timeout: timedelta, *, now: datetime, grace_from: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Live daemons silent since ``now - timeout`` (``grace_from`` counting as a heartbeat)."""
     return conn.execute(
         f"""
         UPDATE daemons SET status = 'dead'
-         WHERE status = 'live' AND last_heartbeat_at < now() - %s
+         WHERE status = 'live'
+           AND GREATEST(last_heartbeat_at, %(grace)s::timestamptz) < %(now)s::timestamptz - %(timeout)s::interval
         RETURNING {_COLUMNS}
         """,
-        (timeout,),
+        {"timeout": timeout, "now": now, "grace": grace_from},
     ).fetchall()
 
 
+# A task another daemon may take over: its daemon is dead (or it has none and is a supervisor), or
+# it is a supervisor that stopped on purpose (a shutdown save) or that is dead with a restart asked
+# for, and no daemon has claimed it since (the task still names the daemon the supervisor ran on:
+# a claim moves the task, the restore then moves the supervisor). ``t``: tasks, ``%(daemon)s``: the
+# claimant (None when listing).
+_ADOPTABLE = """
+    (t.daemon_id IS NULL AND t.is_supervisor
+     OR EXISTS (SELECT 1 FROM daemons d WHERE d.id = t.daemon_id AND d.status = 'dead')
+     OR t.is_supervisor AND EXISTS (
+            SELECT 1 FROM supervisor_states s
+             WHERE s.task_id = t.id
+               AND (s.stopped_at IS NOT NULL OR s.dead_at IS NOT NULL AND s.restart_requested_at IS NOT NULL)
+               AND t.daemon_id IS NOT DISTINCT FROM s.daemon_id))
+"""
+
+
 def reassignable_tasks(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[str, Any]]:
-    """Live tasks whose daemon is dead (or gone): another daemon may claim them."""
+    """Live tasks another daemon may claim (``_ADOPTABLE``), oldest first."""
     return conn.execute(
-        """
+        f"""
         SELECT t.id, t.contract_id, t.name, t.status, t.is_supervisor, t.daemon_id
           FROM tasks t
           JOIN contracts c ON c.id = t.contract_id
-          LEFT JOIN daemons d ON d.id = t.daemon_id
          WHERE t.status IN ('pending', 'running')
-           AND (t.daemon_id IS NULL AND t.is_supervisor OR d.status = 'dead')
+           AND {_ADOPTABLE}
            AND c.status NOT IN ('completed', 'failed', 'archived')
            AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
          ORDER BY t.created_at
@@ -69,18 +88,18 @@ def reassignable_tasks(conn: Conn, owner_id: UUID | None, limit: int) -> list[di
 
 
 def claim_task(conn: Conn, task_id: UUID, daemon_id: UUID, owner_id: UUID | None) -> dict[str, Any] | None:
-    """Move a task to ``daemon_id`` if it is still reassignable. The row lock and the re-checked
-    condition make this safe under concurrency: of two claimants, the second finds it taken."""
+    """Move a task to ``daemon_id`` if it is still reassignable (or already that daemon's). The row
+    lock and the re-checked condition make this safe under concurrency: of two claimants, the second
+    finds it taken."""
     return conn.execute(
-        """
+        f"""
         UPDATE tasks t SET daemon_id = %(daemon)s, updated_at = now()
           FROM contracts c
          WHERE t.id = %(task)s AND c.id = t.contract_id
            AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
            AND t.status IN ('pending', 'running')
-           AND (t.daemon_id IS NULL
-                OR t.daemon_id = %(daemon)s
-                OR EXISTS (SELECT 1 FROM daemons d WHERE d.id = t.daemon_id AND d.status = 'dead'))
+           AND c.status NOT IN ('completed', 'failed', 'archived')
+           AND (t.daemon_id = %(daemon)s OR {_ADOPTABLE})
         RETURNING t.id, t.contract_id, t.name, t.status, t.is_supervisor, t.daemon_id
         """,
         {"task": task_id, "daemon": daemon_id, "owner": owner_id},

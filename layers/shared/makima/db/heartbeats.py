@@ -3,7 +3,9 @@
 One heartbeat is one statement: data-modifying CTEs lock the supervisor row, update its latest state,
 touch the contract's activity (at most every few seconds, to spare the contracts table), append the
 history row, mark the sending daemon live, write the event of a supervisor whose state changed (or
-that came back from the dead), and hand back what the answer needs. A batch is the same statement over
+that came back from the dead), and hand back what the answer needs. A late heartbeat (its supervisor
+or contract finished, or it was sent before the supervisor's shutdown save) only goes to the history:
+it changes no state, touches no activity and writes no event. A batch is the same statement over
 ``unnest``ed arrays. Being one statement, it is its own transaction: the service runs it in
 autocommit, one round trip for a heartbeat or a whole batch (BEGIN and COMMIT would be two more), and
 the event still commits with the change it records (transactional outbox).
@@ -36,7 +38,11 @@ prev AS (
     SELECT i.ord, s.task_id, s.contract_id, s.state AS old_state, s.dead_at, s.generation,
            s.sync_requested_at, s.restart_requested_at, c.owner_id,
            i.state, i.phase, i.activity, i.progress, i.pending::uuid[] AS pending, i.sent_at,
-           (i.generation IS NOT NULL AND i.generation < s.generation) AS superseded
+           (i.generation IS NOT NULL AND i.generation < s.generation) AS superseded,
+           -- History only: a finished supervisor or contract is final, and a heartbeat sent before
+           -- the supervisor's shutdown save is older news than that save.
+           (s.state IN ('completed', 'failed') OR c.status IN ('completed', 'failed', 'archived')
+            OR s.stopped_at IS NOT NULL AND i.sent_at <= s.stopped_at) AS late
       FROM input i
       JOIN supervisor_states s ON s.task_id = i.task_id AND s.contract_id = i.contract_id
       JOIN contracts c ON c.id = s.contract_id
@@ -45,17 +51,19 @@ prev AS (
        FOR UPDATE OF s
 ),
 live AS (SELECT * FROM prev WHERE NOT superseded),
--- A batch may carry several heartbeats of one supervisor: all go to the history, the newest is its state.
+-- A batch may carry several heartbeats of one supervisor: all go to the history, the newest that is
+-- not late is its state.
 latest AS (
     SELECT DISTINCT ON (task_id) *, count(*) OVER (PARTITION BY task_id) AS n
       FROM live
+     WHERE NOT late
      ORDER BY task_id, sent_at DESC, ord DESC
 ),
 upd AS (
     UPDATE supervisor_states s
        SET state = l.state, phase = l.phase, current_activity = l.activity, progress = l.progress,
            pending_task_ids = l.pending, last_heartbeat_at = now(), heartbeat_count = s.heartbeat_count + l.n,
-           dead_at = NULL,
+           dead_at = NULL, stopped_at = NULL,
            sync_delivered_at = CASE WHEN s.sync_requested_at IS NOT NULL THEN now() ELSE s.sync_delivered_at END,
            sync_requested_at = NULL, restart_requested_at = NULL, updated_at = now()
       FROM latest l
@@ -64,7 +72,7 @@ upd AS (
 ),
 act AS (
     UPDATE contracts c SET last_activity_at = now()
-     WHERE c.id IN (SELECT contract_id FROM live)
+     WHERE c.id IN (SELECT contract_id FROM latest)
        AND c.last_activity_at < now() - interval '{ACTIVITY_RESOLUTION}'
     RETURNING c.id
 ),
@@ -96,8 +104,9 @@ ev AS (
 )
 SELECT p.ord, p.sent_at, p.task_id, p.contract_id, p.owner_id, p.old_state, p.state AS new_state,
        p.dead_at IS NOT NULL AS was_dead,
-       p.superseded, p.generation, p.sync_requested_at IS NOT NULL AS sync_requested,
-       p.restart_requested_at IS NOT NULL AS restart_requested,
+       p.superseded, p.late, p.generation,
+       p.sync_requested_at IS NOT NULL AND NOT p.late AS sync_requested,
+       p.restart_requested_at IS NOT NULL AND NOT p.late AS restart_requested,
        (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM hist) AS appended
   FROM prev p
 """
@@ -135,14 +144,16 @@ def ingest(
     return conn.execute(_INGEST, params).fetchall()
 
 
-def history(conn: Conn, task_id: UUID, limit: int) -> list[dict[str, Any]]:
+def history(conn: Conn, task_id: UUID, limit: int, *, since: datetime) -> list[dict[str, Any]]:
+    """The newest heartbeats of ``task_id`` received at or after ``since`` (partitions keep rows a
+    little longer than the retention, so the age is filtered here, not left to the dropping)."""
     return conn.execute(
         """
         SELECT sent_at, received_at, state, phase, current_activity, progress, pending_task_ids
-          FROM supervisor_heartbeats WHERE task_id = %s
+          FROM supervisor_heartbeats WHERE task_id = %s AND received_at >= %s
          ORDER BY received_at DESC LIMIT %s
         """,
-        (task_id, limit),
+        (task_id, since, limit),
     ).fetchall()
 
 
@@ -180,9 +191,13 @@ def ensure_partitions(conn: Conn, *, now: datetime, hours_ahead: int = 6, hours_
 
 
 def drop_expired(conn: Conn, *, now: datetime, retention: timedelta) -> list[str]:
-    """Drop every hourly partition whose whole range is older than ``retention``: the cost is a catalog
-    change per partition, whatever it holds. Rows that fell into the default partition are deleted
-    by age (it is empty unless partition maintenance fell behind)."""
+    """Drop every hourly partition that may hold a row older than ``retention`` at ``now`` (its start
+    is that old): the cost is a catalog change per partition, whatever it holds. Run hourly, this
+    keeps no row past ``retention`` + 1 h (the run that drops a partition comes at most an hour after
+    its first row expired) and every row for at least ``retention`` - 1 h (the partition's last rows
+    go with its first); readers filter by age, so they never see a row past ``retention``. Rows that
+    fell into the default partition are deleted by age (it is empty unless partition maintenance fell
+    behind)."""
     cutoff = now - retention
     rows = conn.execute(
         """
@@ -198,7 +213,7 @@ def drop_expired(conn: Conn, *, now: datetime, retention: timedelta) -> list[str
     for row in rows:
         name = row["relname"]
         start = datetime.strptime(name.removeprefix(PARTITION_PREFIX), "%Y%m%d%H").replace(tzinfo=UTC)
-        if start + timedelta(hours=1) <= cutoff:
+        if start <= cutoff:
             conn.execute(f"DROP TABLE IF EXISTS {name}")
             dropped.append(name)
     conn.execute("DELETE FROM supervisor_heartbeats_default WHERE received_at < %s", (cutoff,))

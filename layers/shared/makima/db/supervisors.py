@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +14,7 @@ _COLUMNS = """s.task_id, s.contract_id, s.daemon_id, s.state, s.phase, s.current
     s.pending_task_ids, s.last_heartbeat_at, s.heartbeat_count, s.pending_questions, s.spawned_task_ids,
     s.waiting_on_task_ids, s.conversation_length, s.last_checkpoint, s.error, s.last_save_point,
     s.generation, s.save_seq, s.sync_requested_at, s.sync_delivered_at, s.restart_requested_at, s.dead_at,
-    s.created_at, s.updated_at"""
+    s.stopped_at, s.created_at, s.updated_at"""
 
 
 def insert(conn: Conn, *, task_id: UUID, contract_id: UUID, daemon_id: UUID | None, phase: str) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def save(conn: Conn, task_id: UUID, fields: dict[str, Any]) -> dict[str, Any]:
     allowed = {
         "state", "phase", "current_activity", "pending_questions", "spawned_task_ids", "waiting_on_task_ids",
         "conversation_length", "last_checkpoint", "error", "last_save_point", "save_seq", "generation",
-        "daemon_id", "dead_at", "progress",
+        "daemon_id", "dead_at", "progress", "stopped_at", "restart_requested_at",
     }  # fmt: skip
     assert set(fields) <= allowed, set(fields) - allowed
     sets = ", ".join(f"{k} = %({k})s" for k in fields)
@@ -120,10 +120,14 @@ def sync_delivered_since(conn: Conn, task_id: UUID, requested_at: Any) -> dict[s
     ).fetchone()
 
 
-def mark_dead(conn: Conn, timeout: timedelta) -> list[dict[str, Any]]:
-    """Supervisors of live tasks on workable contracts whose last heartbeat (or start, if none came) is
-    older than ``timeout``: state ``interrupted``, ``dead_at`` set. Found through the partial index on
-    supervisors believed alive; finished contracts and tasks are never touched."""
+def mark_dead(
+    conn: Conn, timeout: timedelta, *, now: datetime, grace_from: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Supervisors of live tasks on workable contracts silent for longer than ``timeout`` at ``now``:
+    state ``interrupted``, ``dead_at`` set. Silent means no heartbeat (or start, if none came) since
+    ``now - timeout``; ``grace_from`` counts as a heartbeat of everyone (the sweep saw the heartbeat
+    flag off then, so no supervisor could beat). Supervisors stopped on purpose (a ``shutdown``
+    save) are not dead; finished contracts and tasks are never touched."""
     return conn.execute(
         """
         WITH prev AS (
@@ -132,7 +136,9 @@ def mark_dead(conn: Conn, timeout: timedelta) -> list[dict[str, Any]]:
               JOIN tasks t ON t.id = s.task_id
               JOIN contracts c ON c.id = s.contract_id
              WHERE s.dead_at IS NULL
-               AND COALESCE(s.last_heartbeat_at, s.created_at) < now() - %s
+               AND s.stopped_at IS NULL
+               AND GREATEST(COALESCE(s.last_heartbeat_at, s.created_at), %(grace)s::timestamptz)
+                   < %(now)s::timestamptz - %(timeout)s::interval
                AND s.state NOT IN ('completed', 'failed')
                AND t.status IN ('pending', 'running')
                AND c.status NOT IN ('completed', 'failed', 'archived')
@@ -140,19 +146,36 @@ def mark_dead(conn: Conn, timeout: timedelta) -> list[dict[str, Any]]:
                FOR UPDATE OF s SKIP LOCKED
         )
         UPDATE supervisor_states s
-           SET dead_at = now(), state = 'interrupted', updated_at = now()
+           SET dead_at = %(now)s, state = 'interrupted', updated_at = now()
           FROM prev
          WHERE s.task_id = prev.task_id
         RETURNING prev.task_id, prev.contract_id, prev.owner_id, prev.old_state
         """,
-        (timeout,),
+        {"timeout": timeout, "now": now, "grace": grace_from},
     ).fetchall()
+
+
+def job_paused_at(conn: Conn, job: str) -> datetime | None:
+    """When ``job`` last found its feature flag off (None: never, or not since it was recorded)."""
+    row = conn.execute("SELECT paused_at FROM scheduled_job_state WHERE job = %s", (job,)).fetchone()
+    return row["paused_at"] if row else None
+
+
+def record_job_paused(conn: Conn, job: str, at: datetime) -> None:
+    conn.execute(
+        """
+        INSERT INTO scheduled_job_state (job, paused_at) VALUES (%(job)s, %(at)s)
+        ON CONFLICT (job) DO UPDATE
+           SET paused_at = GREATEST(scheduled_job_state.paused_at, EXCLUDED.paused_at), updated_at = now()
+        """,
+        {"job": job, "at": at},
+    )
 
 
 def finish_for_contract(conn: Conn, contract_id: UUID) -> None:
     """The contract completed: its supervisors are done too."""
     conn.execute(
-        "UPDATE supervisor_states SET state = 'completed', updated_at = now() "
+        "UPDATE supervisor_states SET state = 'completed', progress = 100, updated_at = now() "
         "WHERE contract_id = %s AND state NOT IN ('completed', 'failed')",
         (contract_id,),
     )

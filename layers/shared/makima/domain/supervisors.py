@@ -3,13 +3,16 @@ parts of restoration (is a stored state consistent, and what to tell the LLM).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from makima.domain.models import Record
 
 # Clock skew tolerated between a daemon and the service, and how old a heartbeat may be when it
 # arrives (a daemon that buffered through a network blip sends late ones; older is not news).
@@ -66,6 +69,108 @@ def check_timestamp(sent: datetime, now: datetime) -> str | None:
     if sent < now - MAX_HEARTBEAT_AGE:
         return f"timestamp {sent.isoformat()} is too old (more than {MAX_HEARTBEAT_AGE} behind the server)"
     return None
+
+
+# --- the records the supervisor and daemon services hand out (built from rows; no column names leak) ---
+
+
+class SupervisorRecord(Record):
+    """A supervisor as the service knows it: its latest heartbeat, its persisted state, the requests
+    waiting for its next heartbeat, and whether it is dead or stopped."""
+
+    task_id: UUID
+    contract_id: UUID
+    daemon_id: UUID | None
+    state: SupervisorState
+    phase: str
+    current_activity: str
+    progress: int
+    pending_task_ids: list[UUID]
+    last_heartbeat_at: datetime | None
+    heartbeat_count: int
+    pending_questions: list[Any]
+    spawned_task_ids: list[UUID]
+    waiting_on_task_ids: list[UUID]
+    conversation_length: int
+    last_checkpoint: dict[str, Any] | None
+    error: str | None
+    last_save_point: str | None
+    generation: int
+    save_seq: int
+    sync_requested_at: datetime | None
+    sync_delivered_at: datetime | None
+    restart_requested_at: datetime | None
+    dead_at: datetime | None
+    stopped_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def alive(self) -> bool:
+        """False once the heartbeat timed out, until it beats again (a clean stop is not a death)."""
+        return self.dead_at is None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_at is not None
+
+    @property
+    def adoptable(self) -> bool:
+        """Another live daemon may claim its task and restore it: stopped cleanly, or dead with a
+        restart asked for (``db/daemons.py`` holds the same rule, plus "not claimed yet")."""
+        return self.stopped_at is not None or (self.dead_at is not None and self.restart_requested_at is not None)
+
+    @property
+    def last_checkpoint_seq(self) -> int | None:
+        seq = self.last_checkpoint.get("seq") if self.last_checkpoint else None
+        return int(seq) if isinstance(seq, int) else None
+
+
+class HeartbeatRecord(Record):
+    """One row of a supervisor's heartbeat history."""
+
+    sent_at: datetime
+    received_at: datetime
+    state: str
+    phase: str
+    current_activity: str
+    progress: int
+    pending_task_ids: list[UUID]
+
+
+class DaemonRecord(Record):
+    id: UUID
+    owner_id: UUID
+    name: str
+    hostname: str
+    capacity: int
+    status: str
+    registered_at: datetime
+    last_heartbeat_at: datetime
+
+
+class WorktreeRecord(Record):
+    """A worktree a daemon holds; the state and times are known when listing, not when asked back."""
+
+    path: str
+    branch: str
+    task_id: UUID | None
+    contract_id: UUID | None
+    state: str | None = None
+    reported_at: datetime | None = None
+    requested_at: datetime | None = None
+    removed_at: datetime | None = None
+
+
+class TaskClaim(Record):
+    """A task another daemon may take over (or just took over)."""
+
+    id: UUID
+    contract_id: UUID
+    name: str
+    status: str
+    is_supervisor: bool
+    daemon_id: UUID | None
 
 
 class SavePoint(StrEnum):
@@ -127,6 +232,132 @@ def check_consistency(s: StoredState, *, contract_phases: list[str], known_task_
     if not isinstance(s.pending_questions, list):
         problems.append("pending_questions is not a list")
     return Consistency(not problems, problems)
+
+
+class RestoreMode(StrEnum):
+    """How a restored supervisor comes back (seed 3.4), told to it and to the owner."""
+
+    CLEAN = "clean"  # it saved at ``shutdown`` and did not die after: it stopped on purpose
+    CRASH = "crash"  # its saved state is consistent, but it stopped without saying goodbye
+    CHECKPOINT = "checkpoint"  # its saved state was inconsistent: back to the last checkpoint
+    FRESH = "fresh"  # nothing usable was saved
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """Which state to restore (seed 3.4 steps 1-3), decided from what is stored alone."""
+
+    mode: RestoreMode
+    state: str
+    phase: str
+    conversation_length: int
+    spawned_task_ids: tuple[UUID, ...]
+    waiting_on_task_ids: tuple[UUID, ...]
+    truncate_conversation: bool  # drop stored messages past ``conversation_length``
+    warnings: tuple[str, ...]
+
+
+def restore_mode(s: StoredState) -> RestoreMode:
+    """A consistent stored state comes back ``clean`` when its last save was the ``shutdown`` one and
+    the supervisor did not die after it (a heartbeat after the shutdown save brings it back to life;
+    if it then goes silent, that is a crash), else ``crash``. How long ago it stopped does not matter:
+    the timeout sweep never marks a stopped supervisor dead."""
+    return RestoreMode.CLEAN if s.last_save_point == SavePoint.SHUTDOWN.value and not s.dead else RestoreMode.CRASH
+
+
+def checkpoint_state(cp: Mapping[str, Any], stored: StoredState) -> StoredState | None:
+    """The stored state as of the last checkpoint, or None when the checkpoint itself is malformed."""
+    try:
+        length = int(cp["conversation_length"])
+        return StoredState(
+            state=str(cp["state"]),
+            phase=str(cp["phase"]),
+            conversation_length=length,
+            conversation_seqs=tuple(s for s in stored.conversation_seqs if s < length),
+            pending_questions=list(cp.get("pending_questions") or []),
+            spawned_task_ids=_uuids(cp.get("spawned_task_ids")),
+            waiting_on_task_ids=_uuids(cp.get("waiting_on_task_ids")),
+            last_checkpoint=None,
+            last_save_point=None,
+            save_seq=int(cp.get("seq", 0)),
+            dead=stored.dead,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _uuids(values: Any) -> tuple[UUID, ...]:
+    return tuple(UUID(str(v)) for v in values or ())
+
+
+NO_SAVED_STATE = "no saved state: starting fresh"
+NO_USABLE_CHECKPOINT = "no usable checkpoint: starting fresh"
+
+
+def plan_restoration(
+    stored: StoredState, *, contract_phase: str, contract_phases: list[str], known_task_ids: set[UUID]
+) -> RestorePlan:
+    """Seed 3.4 steps 1-3: nothing saved → fresh; a consistent state → itself (``clean`` or
+    ``crash``); an inconsistent one → its last checkpoint if that is consistent, else fresh. The
+    phase is always the contract's (with a warning when the contract moved on since the save)."""
+    warnings: list[str] = []
+    fresh = RestorePlan(RestoreMode.FRESH, SupervisorState.INITIALIZING.value, contract_phase, 0, (), (), False, ())
+    if stored.save_seq == 0:
+        return replace(fresh, warnings=(NO_SAVED_STATE,))
+    verdict = check_consistency(stored, contract_phases=contract_phases, known_task_ids=known_task_ids)
+    if verdict.ok:
+        chosen, mode, truncate = stored, restore_mode(stored), False
+    else:
+        warnings.extend(f"saved state rejected: {p}" for p in verdict.problems)
+        cp = checkpoint_state(stored.last_checkpoint, stored) if stored.last_checkpoint else None
+        if cp is None or not check_consistency(cp, contract_phases=contract_phases, known_task_ids=known_task_ids).ok:
+            warnings.append(NO_USABLE_CHECKPOINT)
+            return replace(fresh, truncate_conversation=True, warnings=tuple(warnings))
+        chosen, mode, truncate = cp, RestoreMode.CHECKPOINT, True
+    if chosen.phase != contract_phase:
+        warnings.append(f"the contract moved on to phase {contract_phase!r} since the save in {chosen.phase!r}")
+    return RestorePlan(
+        mode=mode,
+        state=chosen.state,
+        phase=contract_phase,
+        conversation_length=chosen.conversation_length,
+        spawned_task_ids=chosen.spawned_task_ids,
+        waiting_on_task_ids=chosen.waiting_on_task_ids,
+        truncate_conversation=truncate,
+        warnings=tuple(warnings),
+    )
+
+
+OPEN_TASK_STATUSES = frozenset({"pending", "running"})
+FINISHED_TASK_STATUSES = frozenset({"completed", "failed"})
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """Seed 3.4 steps 5-6 decided: the state to resume in, the waits still open, and the tasks that
+    finished while the supervisor was away."""
+
+    state: str
+    open_waits: list[UUID]
+    finished: list[UUID]
+
+
+def resume(plan: RestorePlan, *, questions_pending: bool, task_status: Mapping[UUID, str]) -> Resumption:
+    """Pending questions put the supervisor back to waiting for the owner; open tasks it waited on, to
+    waiting for them; a supervisor that was interrupted (or still initializing) with a state to go on
+    from resumes working. A fresh start stays ``initializing``."""
+    open_waits = [t for t in plan.waiting_on_task_ids if task_status.get(t) in OPEN_TASK_STATUSES]
+    finished = [t for t in plan.spawned_task_ids if task_status.get(t) in FINISHED_TASK_STATUSES]
+    state = plan.state
+    if questions_pending:
+        state = SupervisorState.WAITING_FOR_USER.value
+    elif open_waits:
+        state = SupervisorState.WAITING_FOR_TASKS.value
+    elif state in (SupervisorState.INTERRUPTED.value, SupervisorState.INITIALIZING.value) and (
+        plan.mode is not RestoreMode.FRESH
+    ):
+        state = SupervisorState.WORKING.value
+    return Resumption(state, open_waits, finished)
 
 
 def restoration_context(

@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from makima.config import get_settings
 from makima.db.connection import Database
+from makima.flags import Flag, build_flags
 from makima.lambda_support.eventbridge import EventBridgePublisher
 from makima.lambda_support.metrics import emit_event_metrics
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
@@ -42,9 +43,12 @@ SWEEP_MIN_AGE = timedelta(seconds=10)
 
 def supervisor_timeouts(db: Database) -> dict[str, Any]:
     """Supervisors silent for longer than the heartbeat timeout become ``interrupted`` (one event each);
-    silent daemons become dead, so their tasks can be claimed."""
-    timeout = timedelta(seconds=get_settings().contracts.heartbeat_timeout_seconds)
-    dead = supervisors.detect_dead_supervisors(db, timeout)
+    silent daemons become dead, so their tasks can be claimed. Supervisors stopped cleanly are not
+    counted. With the ``supervisor_heartbeat`` flag off (read on every run) nothing is swept."""
+    settings = get_settings()
+    timeout = timedelta(seconds=settings.contracts.heartbeat_timeout_seconds)
+    enabled = build_flags(settings).enabled(Flag.SUPERVISOR_HEARTBEAT)
+    dead = supervisors.detect_dead_supervisors(db, timeout, heartbeats_enabled=enabled)
     metrics.add_metric(name="SupervisorsMarkedDead", unit=MetricUnit.Count, value=len(dead))
     marked = [
         {"task_id": str(r["task_id"]), "contract_id": str(r["contract_id"]), "old_state": r["old_state"]} for r in dead
@@ -53,11 +57,17 @@ def supervisor_timeouts(db: Database) -> dict[str, Any]:
         "supervisor timeouts swept",
         extra={
             "timeout_seconds": int(timeout.total_seconds()),
+            "heartbeats_enabled": enabled,
             "marked_dead": len(dead),
             "supervisors": marked[:LOGGED_IDS],
         },
     )
-    return {"timeout_seconds": int(timeout.total_seconds()), "marked_dead": len(dead), "supervisors": marked}
+    return {
+        "timeout_seconds": int(timeout.total_seconds()),
+        "heartbeats_enabled": enabled,
+        "marked_dead": len(dead),
+        "supervisors": marked,
+    }
 
 
 def heartbeat_retention(db: Database) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from makima.config import Settings
 from makima.db.connection import Database
+from makima.flags import Flag, Flags, build_flags
 from makima.services import stale, supervisors
 from makima.services.monitor import Publisher, drain_outbox
 
@@ -26,15 +27,22 @@ class Job:
     next_at: float = 0.0
 
 
-def jobs_for(db: Database, settings: Settings, publisher: Publisher) -> list[Job]:
+def jobs_for(db: Database, settings: Settings, publisher: Publisher, flags: Flags | None = None) -> list[Job]:
     """The template's schedules (tests/infra checks the template against the same intervals).
 
     The local outbox pump already publishes every second; the sweeper job is here for parity with
-    AWS, and catches what the pump could not publish (the pump's own retries do the same)."""
+    AWS, and catches what the pump could not publish (the pump's own retries do the same). Flags are
+    read on each run, as the Lambda jobs read them."""
     timeout = timedelta(seconds=settings.contracts.heartbeat_timeout_seconds)
     threshold = stale.threshold_of(settings.contracts)
+    feature_flags = flags if flags is not None else build_flags(settings)
+
+    def supervisor_timeouts() -> object:
+        enabled = feature_flags.enabled(Flag.SUPERVISOR_HEARTBEAT)
+        return supervisors.detect_dead_supervisors(db, timeout, heartbeats_enabled=enabled)
+
     return [
-        Job("supervisor_timeouts", 60.0, lambda: supervisors.detect_dead_supervisors(db, timeout)),
+        Job("supervisor_timeouts", 60.0, supervisor_timeouts),
         Job("heartbeat_retention", 3600.0, lambda: supervisors.maintain_heartbeat_partitions(db)),
         Job(
             "stale_detector",

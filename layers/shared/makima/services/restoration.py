@@ -1,18 +1,24 @@
 """The restoration protocol (seed 3.4): a daemon restores a supervisor after a restart or a reassignment.
 
-1. load the stored state; none → start fresh (with a warning);
+1. load the stored state; none → start fresh (with a warning, logged);
 2-3. validate it against the database; inconsistent or corrupted → fall back to the last checkpoint
    (and, if that is unusable too, start fresh);
 4. restore the conversation history (truncated to the checkpoint when falling back);
-5. re-deliver pending questions, and answers the supervisor has not acknowledged;
+5. re-deliver pending questions (the owner is told: a ``question_redelivered`` event each), and answers
+   the supervisor has not acknowledged;
 6. resume waiting on tasks that are still open;
 7. build the restoration context to tell the LLM;
 8. hand the supervisor to the restoring daemon under a new generation, so saves and heartbeats of the
-   previous incarnation (a zombie) are refused from now on.
+   previous incarnation (a zombie) are refused from now on; a restart asked for, and a clean stop, are
+   thereby done with.
+
+What to restore (steps 1-3, 5-6) is decided in ``domain/supervisors.py`` (``plan_restoration``,
+``resume``); this module reads, writes and records.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -22,9 +28,17 @@ from makima.db import supervisors as supervisors_sql
 from makima.db import tasks as tasks_sql
 from makima.db.connection import Database, transaction
 from makima.domain.principals import Principal
-from makima.domain.supervisors import StoredState, SupervisorState, check_consistency, restoration_context
+from makima.domain.supervisors import (
+    RestoreMode,
+    StoredState,
+    plan_restoration,
+    restoration_context,
+    resume,
+)
 from makima.services.common import load_contract, load_type, record, require_workable
 from makima.services.supervisors import _daemon_of, load_supervisor
+
+log = logging.getLogger("makima.restoration")
 
 
 @dataclass
@@ -58,9 +72,8 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
         task_id = sup["task_id"]
         daemon = _daemon_of(conn, principal, daemon_id)
         tasks = {t["id"]: t for t in tasks_sql.list_for_contract(conn, contract_id)}
-        warnings: list[str] = []
 
-        # 1. anything saved at all?
+        # 1-3. what is stored, and which of it to resume from
         stored = StoredState(
             state=sup["state"],
             phase=sup["phase"],
@@ -74,67 +87,41 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
             save_seq=sup["save_seq"],
             dead=sup["dead_at"] is not None,
         )
-        if stored.save_seq == 0:
-            mode = "fresh"
-            warnings.append("no saved state: starting fresh")
-            state, phase, length = SupervisorState.INITIALIZING.value, contract.phase, 0
-            spawned: tuple[UUID, ...] = ()
-            waiting: tuple[UUID, ...] = ()
-        else:
-            # 2-3. consistent with the database?
-            verdict = check_consistency(stored, contract_phases=ctype.phase_ids, known_task_ids=set(tasks))
-            if verdict.ok:
-                mode = "clean" if stored.last_save_point == "shutdown" and not stored.dead else "crash"
-                state, phase, length = stored.state, stored.phase, stored.conversation_length
-                spawned, waiting = stored.spawned_task_ids, stored.waiting_on_task_ids
-            else:
-                warnings.extend(f"saved state rejected: {p}" for p in verdict.problems)
-                cp = stored.last_checkpoint
-                cp_state = _checkpoint_state(cp, stored) if cp else None
-                cp_ok = (
-                    cp_state is not None
-                    and check_consistency(cp_state, contract_phases=ctype.phase_ids, known_task_ids=set(tasks)).ok
-                )
-                if cp and cp_state and cp_ok:
-                    mode = "checkpoint"
-                    state, phase, length = cp_state.state, cp_state.phase, cp_state.conversation_length
-                    spawned, waiting = cp_state.spawned_task_ids, cp_state.waiting_on_task_ids
-                    supervisors_sql.truncate_conversation(conn, task_id, length)
-                else:
-                    mode = "fresh"
-                    warnings.append("no usable checkpoint: starting fresh")
-                    state, phase, length = SupervisorState.INITIALIZING.value, contract.phase, 0
-                    spawned, waiting = (), ()
-                    supervisors_sql.truncate_conversation(conn, task_id, 0)
-        if phase != contract.phase:
-            warnings.append(f"the contract moved on to phase {contract.phase!r} since the save in {phase!r}")
-            phase = contract.phase
+        plan = plan_restoration(
+            stored, contract_phase=contract.phase, contract_phases=ctype.phase_ids, known_task_ids=set(tasks)
+        )
+        warnings = list(plan.warnings)
+        if plan.mode is RestoreMode.FRESH:
+            # Seed 3.4 step 2: not found (or unusable) → start fresh, and say so in the logs.
+            log.warning(
+                "restoring the supervisor of contract %s (task %s): %s",
+                contract_id,
+                task_id,
+                "; ".join(warnings),
+                extra={"contract_id": str(contract_id), "task_id": str(task_id), "warnings": warnings},
+            )
+        if plan.truncate_conversation:
+            supervisors_sql.truncate_conversation(conn, task_id, plan.conversation_length)
 
         # 4. the conversation
-        history = [r["message"] for r in supervisors_sql.conversation(conn, task_id, limit=length)]
+        history = [r["message"] for r in supervisors_sql.conversation(conn, task_id, limit=plan.conversation_length)]
         # 5. questions still waiting, and answers not yet acknowledged
         asked = questions_sql.list_for_contract(conn, contract_id, status="pending", undelivered=False)
         answered = questions_sql.list_for_contract(conn, contract_id, status="answered", undelivered=True)
         # 6. tasks still to wait for, and those that finished meanwhile
-        open_waits = [t for t in waiting if tasks.get(t, {}).get("status") in ("pending", "running")]
-        finished = [t for t in spawned if tasks.get(t, {}).get("status") in ("completed", "failed")]
-        if asked:
-            state = SupervisorState.WAITING_FOR_USER.value
-        elif open_waits:
-            state = SupervisorState.WAITING_FOR_TASKS.value
-        elif state in (SupervisorState.INTERRUPTED.value, SupervisorState.INITIALIZING.value) and mode != "fresh":
-            state = SupervisorState.WORKING.value
+        resumed = resume(plan, questions_pending=bool(asked), task_status={t: r["status"] for t, r in tasks.items()})
+        state, phase = resumed.state, plan.phase
 
         # 7. what to tell the LLM
         context = restoration_context(
-            mode=mode,
+            mode=plan.mode.value,
             phase=phase,
             state=state,
             conversation_length=len(history),
             redelivered_questions=[q["question"] for q in asked],
             answers=[(q["question"], q["answer"] or "") for q in answered],
-            waiting_on=[tasks[t]["name"] for t in open_waits],
-            finished_while_away=[f"{tasks[t]['name']} ({tasks[t]['status']})" for t in finished],
+            waiting_on=[tasks[t]["name"] for t in resumed.open_waits],
+            finished_while_away=[f"{tasks[t]['name']} ({tasks[t]['status']})" for t in resumed.finished],
             warnings=warnings,
         )
 
@@ -148,10 +135,12 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
                 "state": state,
                 "phase": phase,
                 "conversation_length": len(history),
-                "spawned_task_ids": list(spawned),
-                "waiting_on_task_ids": open_waits,
+                "spawned_task_ids": list(plan.spawned_task_ids),
+                "waiting_on_task_ids": resumed.open_waits,
                 "daemon_id": daemon_id if daemon is not None else sup["daemon_id"],
                 "dead_at": None,
+                "stopped_at": None,
+                "restart_requested_at": None,
             },
         )
         if daemon is not None:
@@ -162,11 +151,24 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
             principal,
             "supervisor_restored",
             supervisor_task_id=str(task_id),
-            mode=mode,
+            mode=plan.mode.value,
             generation=generation,
             daemon_id=str(daemon_id) if daemon_id else None,
             warnings=warnings,
         )
+        # 5, for the owner: these questions are waiting for an answer again (a supervisor asks them).
+        for q in asked:
+            record(
+                conn,
+                contract,
+                principal,
+                "question_redelivered",
+                question_id=str(q["id"]),
+                question=q["question"],
+                question_type=q["question_type"],
+                supervisor_task_id=str(task_id),
+                generation=generation,
+            )
         if sup["state"] != state:
             record(
                 conn,
@@ -179,7 +181,7 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
                 recovered=True,
             )
         return Restoration(
-            mode=mode,
+            mode=plan.mode.value,
             task_id=task_id,
             generation=generation,
             next_seq=stored.save_seq + 1,
@@ -198,29 +200,9 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
             answered_questions=[
                 {"id": str(q["id"]), "question": q["question"], "answer": q["answer"]} for q in answered
             ],
-            waiting_on_task_ids=open_waits,
-            finished_task_ids=finished,
-            spawned_task_ids=list(spawned),
+            waiting_on_task_ids=resumed.open_waits,
+            finished_task_ids=resumed.finished,
+            spawned_task_ids=list(plan.spawned_task_ids),
             restoration_context=context,
             warnings=warnings,
         )
-
-
-def _checkpoint_state(cp: dict[str, Any], stored: StoredState) -> StoredState | None:
-    try:
-        length = int(cp["conversation_length"])
-        return StoredState(
-            state=str(cp["state"]),
-            phase=str(cp["phase"]),
-            conversation_length=length,
-            conversation_seqs=tuple(s for s in stored.conversation_seqs if s < length),
-            pending_questions=list(cp.get("pending_questions") or []),
-            spawned_task_ids=_uuids(cp.get("spawned_task_ids")),
-            waiting_on_task_ids=_uuids(cp.get("waiting_on_task_ids")),
-            last_checkpoint=None,
-            last_save_point=None,
-            save_seq=int(cp.get("seq", 0)),
-            dead=stored.dead,
-        )
-    except (KeyError, TypeError, ValueError):
-        return None

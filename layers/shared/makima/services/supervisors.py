@@ -21,7 +21,15 @@ from makima.db.connection import Conn, Database, transaction
 from makima.domain import monitor as monitor_event
 from makima.domain.models import Contract
 from makima.domain.principals import Principal
-from makima.domain.supervisors import CHECKPOINT_SAVE_POINTS, Heartbeat, SavePoint, SupervisorState, check_timestamp
+from makima.domain.supervisors import (
+    CHECKPOINT_SAVE_POINTS,
+    Heartbeat,
+    HeartbeatRecord,
+    SavePoint,
+    SupervisorRecord,
+    SupervisorState,
+    check_timestamp,
+)
 from makima.errors import BadRequest, Conflict, InvalidRequest, NotFound, SupervisorDead, SupervisorNotFound
 from makima.services.common import load_contract, record, require_not_paused, require_workable, scope
 
@@ -52,7 +60,7 @@ def _daemon_of(conn: Conn, principal: Principal, daemon_id: UUID | None) -> dict
 @dataclass(frozen=True)
 class Started:
     contract: Contract
-    supervisor: dict[str, Any]
+    supervisor: SupervisorRecord
 
 
 def start_supervisor(
@@ -86,7 +94,7 @@ def start_supervisor(
             supervisor_task_id=str(task.id),
             daemon_id=str(daemon_id) if daemon_id else None,
         )
-        return Started(contract, sup)
+        return Started(contract, SupervisorRecord.model_validate(sup))
 
 
 # --- heartbeats -----------------------------------------------------------------------------------------
@@ -189,7 +197,8 @@ def ingest_heartbeats(
             answers[i] = HeartbeatAnswer(
                 hb.task_id, True, None, bool(r["sync_requested"]), bool(r["restart_requested"])
             )
-            if monitor is not None:
+            # A late heartbeat is history only: the monitor would show a finished supervisor working.
+            if monitor is not None and not r["late"]:
                 accepted.append(
                     monitor_event.heartbeat(
                         contract_id=r["contract_id"],
@@ -202,7 +211,9 @@ def ingest_heartbeats(
                         actor=principal.actor,
                     )
                 )
-    logged = any(r["was_dead"] or r["old_state"] != r["new_state"] for r in rows if not r["superseded"])
+    logged = any(
+        r["was_dead"] or r["old_state"] != r["new_state"] for r in rows if not r["superseded"] and not r["late"]
+    )
     if monitor is not None and (accepted or logged):
         monitor(accepted, logged)
     return [answers[i] for i in range(len(heartbeats))]
@@ -230,46 +241,87 @@ def heartbeat(
     return answer
 
 
-def heartbeat_history(db: Database, principal: Principal, contract_id: UUID, limit: int) -> list[dict[str, Any]]:
+# How far back the heartbeat history goes (seed 3.2): the endpoint shows no older row, and the
+# retention job drops the partitions past it (``maintain_heartbeat_partitions``).
+HEARTBEAT_RETENTION = timedelta(hours=24)
+
+
+def heartbeat_history(
+    db: Database, principal: Principal, contract_id: UUID, limit: int, *, now: datetime | None = None
+) -> list[HeartbeatRecord]:
+    """The newest heartbeats of the contract's supervisor received in the last 24 hours at ``now``."""
+    since = (now or datetime.now(UTC)) - HEARTBEAT_RETENTION
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id)
-        return heartbeats_sql.history(conn, sup["task_id"], limit)
+        rows = heartbeats_sql.history(conn, sup["task_id"], limit, since=since)
+    return [HeartbeatRecord.model_validate(r) for r in rows]
 
 
 # --- status and sync ------------------------------------------------------------------------------------
 
 
-def status(db: Database, principal: Principal, contract_id: UUID) -> dict[str, Any]:
+def status(db: Database, principal: Principal, contract_id: UUID) -> SupervisorRecord:
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
-        return load_supervisor(conn, contract_id)
+        return SupervisorRecord.model_validate(load_supervisor(conn, contract_id))
+
+
+# The longest a sync call waits for the supervisor's next heartbeat: API Gateway ends an HTTP API
+# integration at 30 s, so a longer wait would turn into API Gateway's own error, not our answer.
+MAX_SYNC_WAIT = 25.0
+
+
+def default_sync_wait(heartbeat_interval: float) -> float:
+    """About one heartbeat interval (plus its jitter and a little transit), within ``MAX_SYNC_WAIT``."""
+    return min(MAX_SYNC_WAIT, heartbeat_interval * 1.2 + 2.0)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    synced: bool
+    supervisor: SupervisorRecord  # as the collecting heartbeat left it (synced), else as last known
+    waited_seconds: float
 
 
 def request_sync(
-    db: Database, principal: Principal, contract_id: UUID, *, wait_seconds: float = 0.0
-) -> tuple[bool, dict[str, Any]]:
-    """Ask the supervisor to send its full state with its next heartbeat. With ``wait_seconds`` the call
-    waits (polling) for a heartbeat to collect the request, and answers ``synced: true`` with the state
-    it reported. A dead supervisor cannot sync: ``SupervisorDead``."""
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    wait_seconds: float,
+    poll_every: float = 0.2,
+) -> SyncResult:
+    """Ask the supervisor to report its full state with its next heartbeat, and wait up to
+    ``wait_seconds`` for that heartbeat: ``synced`` then, with the state it reported. A supervisor that
+    cannot answer is refused at once with ``SupervisorDead``: dead (its heartbeat timed out) or
+    stopped (it saved at ``shutdown``); restore or restart it."""
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id, lock=True)
-        if sup["dead_at"] is not None:
+        if sup["dead_at"] is not None or sup["stopped_at"] is not None:
+            dead = sup["dead_at"] is not None
             raise SupervisorDead(
-                "the supervisor stopped heartbeating; restore or restart it",
-                {"contract_id": str(contract_id), "dead_since": sup["dead_at"].isoformat()},
+                "the supervisor stopped heartbeating; restore or restart it"
+                if dead
+                else "the supervisor was shut down cleanly; restore or restart it",
+                {
+                    "contract_id": str(contract_id),
+                    "dead_since": sup["dead_at"].isoformat() if dead else None,
+                    "stopped_since": None if dead else sup["stopped_at"].isoformat(),
+                },
             )
         sup = supervisors_sql.request_sync(conn, sup["task_id"])
     requested_at = sup["sync_requested_at"]
-    deadline = time.monotonic() + max(0.0, wait_seconds)
+    started = time.monotonic()
+    deadline = started + max(0.0, wait_seconds)
     while time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(min(poll_every, max(0.0, deadline - time.monotonic())))
         with db.connection() as conn:
             done = supervisors_sql.sync_delivered_since(conn, sup["task_id"], requested_at)
         if done is not None:
-            return True, done
-    return False, sup
+            return SyncResult(True, SupervisorRecord.model_validate(done), round(time.monotonic() - started, 3))
+    return SyncResult(False, SupervisorRecord.model_validate(sup), round(time.monotonic() - started, 3))
 
 
 # --- persisted state ------------------------------------------------------------------------------------
@@ -292,7 +344,7 @@ class StateSave:
     checkpoint: bool
 
 
-def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSave) -> dict[str, Any]:
+def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSave) -> SupervisorRecord:
     """Persist the supervisor's state at a save point (seed 3.3). Refused with 409 when the save is
     stale: an older generation (a zombie of a restored supervisor) or a sequence number not above the
     last accepted one. The conversation grows by appending at ``conversation_offset``."""
@@ -327,6 +379,8 @@ def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSa
             "error": s.error,
             "last_save_point": s.save_point.value,
             "save_seq": s.seq,
+            # A shutdown save: stopped on purpose (not dead, and adoptable); any other: running.
+            "stopped_at": datetime.now(UTC) if s.save_point is SavePoint.SHUTDOWN else None,
         }
         if s.checkpoint or s.save_point in CHECKPOINT_SAVE_POINTS:
             fields["last_checkpoint"] = {
@@ -354,23 +408,27 @@ def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSa
             )
         if s.save_point is not SavePoint.HEARTBEAT:
             contracts_sql.touch_activity(conn, contract_id)
-        return row
+        return SupervisorRecord.model_validate(row)
 
 
-def get_state(db: Database, principal: Principal, contract_id: UUID) -> tuple[dict[str, Any], list[Any]]:
+def get_state(db: Database, principal: Principal, contract_id: UUID) -> tuple[SupervisorRecord, list[Any]]:
+    """The persisted state, with the whole conversation."""
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id)
         history = [r["message"] for r in supervisors_sql.conversation(conn, sup["task_id"])]
-        return sup, history
+        return SupervisorRecord.model_validate(sup), history
 
 
 # --- restart and timeouts -------------------------------------------------------------------------------
 
 
-def restart_supervisor(db: Database, principal: Principal, contract_id: UUID, *, reason: str | None) -> dict[str, Any]:
-    """Ask the running supervisor to restart (its next heartbeat answer says so); a dead one is marked
-    for restoration by any daemon. Recorded as an event either way."""
+def restart_supervisor(
+    db: Database, principal: Principal, contract_id: UUID, *, reason: str | None
+) -> SupervisorRecord:
+    """Ask the running supervisor to restart (its next heartbeat answer says so). A dead one reads no
+    answer: the request makes its task adoptable instead, so a live daemon claims and restores it
+    (``db/daemons.py``). Recorded as an event either way."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
         require_workable(contract, "restart the supervisor")
@@ -385,15 +443,31 @@ def restart_supervisor(db: Database, principal: Principal, contract_id: UUID, *,
             reason=reason,
             dead=sup["dead_at"] is not None,
         )
-        return load_supervisor(conn, contract_id)
+        return SupervisorRecord.model_validate(load_supervisor(conn, contract_id))
 
 
-def detect_dead_supervisors(db: Database, timeout: timedelta) -> list[dict[str, Any]]:
-    """The scheduled sweep: supervisors silent for longer than ``timeout`` become ``interrupted`` (dead),
-    with an event each. A late heartbeat brings one back (recorded as a recovery)."""
+TIMEOUT_SWEEP = "supervisor_timeouts"
+
+
+def detect_dead_supervisors(
+    db: Database, timeout: timedelta, *, heartbeats_enabled: bool = True, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The scheduled sweep: supervisors silent for longer than ``timeout`` at ``now`` become
+    ``interrupted`` (dead), with an event each; silent daemons become dead. A late heartbeat brings a
+    supervisor back (recorded as a recovery). Supervisors stopped on purpose are never swept.
+
+    With the ``supervisor_heartbeat`` flag off (``heartbeats_enabled`` False, read by the caller on
+    each run) no supervisor can beat, so the sweep does nothing but remember that it saw the flag off
+    (in the database: the sweep runs in containers that keep nothing). Once the flag is back on, that
+    moment counts as everyone's last heartbeat: a full timeout of grace before any is marked dead."""
+    now = now or datetime.now(UTC)
     with transaction(db) as conn:
-        dead = supervisors_sql.mark_dead(conn, timeout)
-        daemons_sql.mark_dead(conn, timeout)
+        if not heartbeats_enabled:
+            supervisors_sql.record_job_paused(conn, TIMEOUT_SWEEP, now)
+            return []
+        grace_from = supervisors_sql.job_paused_at(conn, TIMEOUT_SWEEP)
+        dead = supervisors_sql.mark_dead(conn, timeout, now=now, grace_from=grace_from)
+        daemons_sql.mark_dead(conn, timeout, now=now, grace_from=grace_from)
         for r in dead:
             _state_changed(
                 conn,
@@ -406,9 +480,12 @@ def detect_dead_supervisors(db: Database, timeout: timedelta) -> list[dict[str, 
         return dead
 
 
-def maintain_heartbeat_partitions(db: Database, *, retention: timedelta = timedelta(hours=24)) -> dict[str, list[str]]:
-    """The scheduled retention job: partitions created ahead, expired ones dropped."""
-    now = datetime.now(UTC)
+def maintain_heartbeat_partitions(
+    db: Database, *, retention: timedelta = HEARTBEAT_RETENTION, now: datetime | None = None
+) -> dict[str, list[str]]:
+    """The scheduled retention job (hourly): partitions created ahead, those that may hold rows past
+    ``retention`` dropped (so no row outlives it by more than an hour: ``heartbeats_sql.drop_expired``)."""
+    now = now or datetime.now(UTC)
     with transaction(db) as conn:
         created = heartbeats_sql.ensure_partitions(conn, now=now)
         dropped = heartbeats_sql.drop_expired(conn, now=now, retention=retention)

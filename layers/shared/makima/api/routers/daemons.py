@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import Query, status
 from pydantic import BaseModel, Field
 
-from makima.api.deps import DB, Caller
+from makima.api.deps import DB, Caller, Config
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body
 from makima.services import daemons as svc
@@ -37,6 +37,13 @@ class DaemonOut(BaseModel):
     last_heartbeat_at: datetime
 
 
+INTERVAL_DOC = "Beat (daemon and supervisor heartbeats) at this interval: the service's heartbeat_interval_seconds."
+
+
+class DaemonRegistered(DaemonOut):
+    heartbeat_interval_seconds: int = Field(description=INTERVAL_DOC)
+
+
 class WorktreeIn(Body):
     path: str = Field(min_length=1, max_length=4096, pattern=TEXT)
     branch: str = Field(default="", max_length=255, pattern=TEXT)
@@ -59,6 +66,7 @@ class WorktreeOut(BaseModel):
 class DaemonHeartbeatAnswer(BaseModel):
     daemon: DaemonOut
     remove_worktrees: list[WorktreeOut] = Field(description="Remove these, then confirm with …/worktrees/removed.")
+    heartbeat_interval_seconds: int = Field(description=INTERVAL_DOC)
 
 
 class WorktreesRemoved(Body):
@@ -97,25 +105,34 @@ class ClaimIn(Body):
     daemon_id: UUID
 
 
-@router.post("/daemons", response_model=DaemonOut, status_code=status.HTTP_201_CREATED)
-def register(body: DaemonRegister, db: DB, caller: Caller) -> DaemonOut:
-    return DaemonOut(**svc.register(db, caller, name=body.name, hostname=body.hostname, capacity=body.capacity))
+@router.post("/daemons", response_model=DaemonRegistered, status_code=status.HTTP_201_CREATED)
+def register(body: DaemonRegister, db: DB, caller: Caller, settings: Config) -> DaemonRegistered:
+    daemon = svc.register(db, caller, name=body.name, hostname=body.hostname, capacity=body.capacity)
+    return DaemonRegistered(
+        **daemon.model_dump(), heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds
+    )
 
 
 @router.post("/daemons/{daemon_id}/heartbeat", response_model=DaemonHeartbeatAnswer)
 def daemon_heartbeat(
-    daemon_id: UUID, db: DB, caller: Caller, body: DaemonHeartbeat | None = None
+    daemon_id: UUID, db: DB, caller: Caller, settings: Config, body: DaemonHeartbeat | None = None
 ) -> DaemonHeartbeatAnswer:
     reported: list[dict[str, Any]] | None = (
         [w.model_dump() for w in body.worktrees] if body and body.worktrees is not None else None
     )
     daemon, remove = svc.daemon_heartbeat(db, caller, daemon_id, worktrees=reported)
-    return DaemonHeartbeatAnswer(daemon=DaemonOut(**daemon), remove_worktrees=[WorktreeOut(**w) for w in remove])
+    return DaemonHeartbeatAnswer(
+        daemon=DaemonOut(**daemon.model_dump()),
+        remove_worktrees=[
+            WorktreeOut(path=w.path, branch=w.branch, task_id=w.task_id, contract_id=w.contract_id) for w in remove
+        ],
+        heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds,
+    )
 
 
 @router.get("/daemons/{daemon_id}/worktrees", response_model=WorktreeList)
 def list_worktrees(daemon_id: UUID, db: DB, caller: Caller) -> WorktreeList:
-    return WorktreeList(worktrees=[WorktreeRecord(**w) for w in svc.worktrees(db, caller, daemon_id)])
+    return WorktreeList(worktrees=[WorktreeRecord(**w.model_dump()) for w in svc.worktrees(db, caller, daemon_id)])
 
 
 @router.post("/daemons/{daemon_id}/worktrees/removed", response_model=RemovedAnswer)
@@ -125,9 +142,9 @@ def worktrees_removed(daemon_id: UUID, body: WorktreesRemoved, db: DB, caller: C
 
 @router.get("/tasks/reassignable", response_model=ReassignableList)
 def reassignable(db: DB, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ReassignableList:
-    return ReassignableList(tasks=[ReassignableTask(**t) for t in svc.reassignable(db, caller, limit)])
+    return ReassignableList(tasks=[ReassignableTask(**t.model_dump()) for t in svc.reassignable(db, caller, limit)])
 
 
 @router.post("/tasks/{task_id}/claim", response_model=ReassignableTask)
 def claim(task_id: UUID, body: ClaimIn, db: DB, caller: Caller) -> ReassignableTask:
-    return ReassignableTask(**svc.claim(db, caller, task_id, body.daemon_id))
+    return ReassignableTask(**svc.claim(db, caller, task_id, body.daemon_id).model_dump())

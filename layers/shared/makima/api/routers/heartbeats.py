@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from makima.api.after_write import HANDLED
 from makima.api.concurrency import blocking
-from makima.api.deps import DB, Caller, Events, feature
+from makima.api.deps import DB, Caller, Config, Events, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import Body
 from makima.domain.supervisors import Heartbeat
@@ -31,6 +31,7 @@ class HeartbeatAnswerOut(BaseModel):
     sync_requested: bool = Field(default=False, description="Send your full state (PUT …/supervisor/state) now.")
     restart_requested: bool = Field(default=False, description="Restart yourself (save, stop, restore).")
     superseded: bool = Field(default=False, description="You were restored elsewhere: stop.")
+    heartbeat_interval_seconds: int = Field(description="Beat at this interval (the service's setting).")
 
 
 class HeartbeatBatch(Body):
@@ -42,6 +43,7 @@ class HeartbeatBatchAnswer(BaseModel):
     results: list[HeartbeatAnswerOut]
     accepted: int
     rejected: int
+    heartbeat_interval_seconds: int = Field(description="Beat at this interval (the service's setting).")
 
 
 def _handled_by(request: Request, events: EventSink | None) -> HeartbeatMonitor | None:
@@ -53,20 +55,27 @@ def _handled_by(request: Request, events: EventSink | None) -> HeartbeatMonitor 
 
 
 @router.post("/contracts/{contract_id}/supervisor/heartbeat", response_model=HeartbeatAnswerOut)
-async def heartbeat(contract_id: UUID, body: Heartbeat, db: DB, caller: Caller, events: Events) -> HeartbeatAnswerOut:
+async def heartbeat(
+    contract_id: UUID, body: Heartbeat, db: DB, caller: Caller, events: Events, settings: Config
+) -> HeartbeatAnswerOut:
     monitor = events.heartbeats if events is not None else None
-    return HeartbeatAnswerOut(**vars(await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)))
+    answer = await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)
+    return HeartbeatAnswerOut(**vars(answer), heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds)
 
 
 @router.post("/supervisors/heartbeats", response_model=HeartbeatBatchAnswer)
 async def heartbeat_batch(
-    request: Request, body: HeartbeatBatch, db: DB, caller: Caller, events: Events
+    request: Request, body: HeartbeatBatch, db: DB, caller: Caller, events: Events, settings: Config
 ) -> HeartbeatBatchAnswer:
     monitor = _handled_by(request, events)
     answers = await blocking(
         svc.ingest_heartbeats, db, caller, body.heartbeats, daemon_id=body.daemon_id, monitor=monitor
     )
     accepted = sum(a.accepted for a in answers)
+    interval = settings.contracts.heartbeat_interval_seconds
     return HeartbeatBatchAnswer(
-        results=[HeartbeatAnswerOut(**vars(a)) for a in answers], accepted=accepted, rejected=len(answers) - accepted
+        results=[HeartbeatAnswerOut(**vars(a), heartbeat_interval_seconds=interval) for a in answers],
+        accepted=accepted,
+        rejected=len(answers) - accepted,
+        heartbeat_interval_seconds=interval,
     )

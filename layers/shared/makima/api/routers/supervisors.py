@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query, status
+from fastapi import Query, Response, status
 from pydantic import BaseModel, Field
 
-from makima.api.deps import DB, Caller, feature
+from makima.api.deps import DB, Caller, Config, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
-from makima.domain.supervisors import SavePoint, SupervisorState
+from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
 from makima.flags import Flag
 from makima.services import restoration
 from makima.services import supervisors as svc
@@ -32,6 +32,17 @@ class SupervisorStatus(BaseModel):
     pending_task_ids: list[UUID]
     alive: bool = Field(description="False once the heartbeat timed out (state interrupted) until it beats again.")
     dead_since: datetime | None
+    stopped: bool = Field(
+        default=False,
+        description="It saved at shutdown and has not beaten since: stopped on purpose, never swept as dead, "
+        "and its task is adoptable by another daemon.",
+    )
+    stopped_since: datetime | None = None
+    adoptable: bool = Field(
+        default=False,
+        description="Another live daemon may claim its task (GET /tasks/reassignable) and restore it: it stopped "
+        "cleanly, or it is dead and a restart was asked for.",
+    )
     daemon_id: UUID | None
     generation: int
     heartbeat_count: int
@@ -39,22 +50,25 @@ class SupervisorStatus(BaseModel):
     restart_requested: bool
 
     @classmethod
-    def of(cls, s: dict[str, Any]) -> SupervisorStatus:
+    def of(cls, s: SupervisorRecord) -> SupervisorStatus:
         return cls(
-            task_id=s["task_id"],
-            state=s["state"],
-            phase=s["phase"],
-            current_activity=s["current_activity"],
-            progress=s["progress"],
-            last_heartbeat=s["last_heartbeat_at"],
-            pending_task_ids=s["pending_task_ids"],
-            alive=s["dead_at"] is None,
-            dead_since=s["dead_at"],
-            daemon_id=s["daemon_id"],
-            generation=s["generation"],
-            heartbeat_count=s["heartbeat_count"],
-            sync_requested=s["sync_requested_at"] is not None,
-            restart_requested=s["restart_requested_at"] is not None,
+            task_id=s.task_id,
+            state=s.state,
+            phase=s.phase,
+            current_activity=s.current_activity,
+            progress=s.progress,
+            last_heartbeat=s.last_heartbeat_at,
+            pending_task_ids=s.pending_task_ids,
+            alive=s.alive,
+            dead_since=s.dead_at,
+            stopped=s.stopped,
+            stopped_since=s.stopped_at,
+            adoptable=s.adoptable,
+            daemon_id=s.daemon_id,
+            generation=s.generation,
+            heartbeat_count=s.heartbeat_count,
+            sync_requested=s.sync_requested_at is not None,
+            restart_requested=s.restart_requested_at is not None,
         )
 
 
@@ -63,18 +77,26 @@ class SupervisorStart(Body):
     name: str = Field(default="supervisor", min_length=1, max_length=200, pattern=TEXT)
 
 
+INTERVAL_DOC = "Beat at this interval (the service's heartbeat_interval_seconds); it may change, so follow each answer."
+
+
 class SupervisorStarted(BaseModel):
     contract: ContractOut
     supervisor: SupervisorStatus
+    heartbeat_interval_seconds: int = Field(description=INTERVAL_DOC)
 
 
 @router.post(
     "/contracts/{contract_id}/supervisor", response_model=SupervisorStarted, status_code=status.HTTP_201_CREATED
 )
-def start_supervisor(contract_id: UUID, body: SupervisorStart, db: DB, caller: Caller) -> SupervisorStarted:
+def start_supervisor(
+    contract_id: UUID, body: SupervisorStart, db: DB, caller: Caller, settings: Config
+) -> SupervisorStarted:
     started = svc.start_supervisor(db, caller, contract_id, daemon_id=body.daemon_id, name=body.name)
     return SupervisorStarted(
-        contract=ContractOut.of(started.contract), supervisor=SupervisorStatus.of(started.supervisor)
+        contract=ContractOut.of(started.contract),
+        supervisor=SupervisorStatus.of(started.supervisor),
+        heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds,
     )
 
 
@@ -105,13 +127,13 @@ def heartbeat_history(
     return HeartbeatHistory(
         heartbeats=[
             HeartbeatRecord(
-                timestamp=r["sent_at"],
-                received_at=r["received_at"],
-                state=r["state"],
-                phase=r["phase"],
-                activity=r["current_activity"],
-                progress=r["progress"],
-                pending_task_ids=r["pending_task_ids"],
+                timestamp=r.sent_at,
+                received_at=r.received_at,
+                state=r.state,
+                phase=r.phase,
+                activity=r.current_activity,
+                progress=r.progress,
+                pending_task_ids=r.pending_task_ids,
             )
             for r in rows
         ]
@@ -119,19 +141,48 @@ def heartbeat_history(
 
 
 class SyncRequest(Body):
-    wait_seconds: float = Field(default=0, ge=0, le=25, description="Wait up to this long for the supervisor to sync.")
+    wait_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=svc.MAX_SYNC_WAIT,
+        description="How long to wait for the supervisor's next heartbeat to collect the request. By default "
+        "about one heartbeat interval (at most 25 s); 0 asks without waiting.",
+    )
 
 
 class SyncAnswer(BaseModel):
-    synced: bool = Field(description="True once a heartbeat collected the request and reported its state.")
+    synced: bool = Field(
+        description="True (200) once a heartbeat collected the request and reported its state; false (202) "
+        "when none came within the wait: the request stands and the next heartbeat delivers it."
+    )
     sync_requested: bool
-    state: SupervisorState
+    state: SupervisorState = Field(description="As the collecting heartbeat reported it (synced), else the last known.")
+    last_heartbeat: datetime | None
+    waited_seconds: float
 
 
-@router.post("/contracts/{contract_id}/supervisor/sync", response_model=SyncAnswer, dependencies=HEARTBEATS)
-def sync(contract_id: UUID, db: DB, caller: Caller, body: SyncRequest | None = None) -> SyncAnswer:
-    synced, s = svc.request_sync(db, caller, contract_id, wait_seconds=body.wait_seconds if body else 0)
-    return SyncAnswer(synced=synced, sync_requested=True, state=s["state"])
+@router.post(
+    "/contracts/{contract_id}/supervisor/sync",
+    response_model=SyncAnswer,
+    dependencies=HEARTBEATS,
+    responses={202: {"model": SyncAnswer, "description": "Not synced within the wait; the request stands."}},
+)
+def sync(
+    contract_id: UUID, db: DB, caller: Caller, settings: Config, response: Response, body: SyncRequest | None = None
+) -> SyncAnswer:
+    wait = body.wait_seconds if body and body.wait_seconds is not None else None
+    if wait is None:
+        wait = svc.default_sync_wait(settings.contracts.heartbeat_interval_seconds)
+    r = svc.request_sync(db, caller, contract_id, wait_seconds=wait)
+    if not r.synced:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return SyncAnswer(
+        synced=r.synced,
+        sync_requested=True,
+        state=r.supervisor.state,
+        last_heartbeat=r.supervisor.last_heartbeat_at,
+        waited_seconds=r.waited_seconds,
+    )
 
 
 class PersistedState(BaseModel):
@@ -152,23 +203,23 @@ class PersistedState(BaseModel):
     updated_at: datetime
 
 
-def _persisted(s: dict[str, Any], history: list[Any]) -> PersistedState:
+def _persisted(s: SupervisorRecord, history: list[Any]) -> PersistedState:
     return PersistedState(
-        task_id=s["task_id"],
-        generation=s["generation"],
-        save_seq=s["save_seq"],
-        state=s["state"],
-        phase=s["phase"],
+        task_id=s.task_id,
+        generation=s.generation,
+        save_seq=s.save_seq,
+        state=s.state,
+        phase=s.phase,
         conversation_history=history,
-        pending_questions=s["pending_questions"],
-        spawned_task_ids=s["spawned_task_ids"],
-        waiting_on_task_ids=s["waiting_on_task_ids"],
-        last_checkpoint=s["last_checkpoint"],
-        current_activity=s["current_activity"],
-        error=s["error"],
-        last_save_point=s["last_save_point"],
-        created_at=s["created_at"],
-        updated_at=s["updated_at"],
+        pending_questions=s.pending_questions,
+        spawned_task_ids=s.spawned_task_ids,
+        waiting_on_task_ids=s.waiting_on_task_ids,
+        last_checkpoint=s.last_checkpoint,
+        current_activity=s.current_activity,
+        error=s.error,
+        last_save_point=s.last_save_point,
+        created_at=s.created_at,
+        updated_at=s.updated_at,
     )
 
 
@@ -211,17 +262,16 @@ class StateSaved(BaseModel):
 @router.put("/contracts/{contract_id}/supervisor/state", response_model=StateSaved)
 def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller) -> StateSaved:
     s = svc.save_state(db, caller, contract_id, svc.StateSave(**dict(body)))
-    checkpoint = s["last_checkpoint"]
     return StateSaved(
-        task_id=s["task_id"],
-        generation=s["generation"],
-        save_seq=s["save_seq"],
-        state=s["state"],
-        phase=s["phase"],
-        conversation_length=s["conversation_length"],
-        last_save_point=s["last_save_point"],
-        last_checkpoint_seq=checkpoint.get("seq") if checkpoint else None,
-        updated_at=s["updated_at"],
+        task_id=s.task_id,
+        generation=s.generation,
+        save_seq=s.save_seq,
+        state=s.state,
+        phase=s.phase,
+        conversation_length=s.conversation_length,
+        last_save_point=s.last_save_point,
+        last_checkpoint_seq=s.last_checkpoint_seq,
+        updated_at=s.updated_at,
     )
 
 
@@ -244,12 +294,15 @@ class RestorationOut(BaseModel):
     spawned_task_ids: list[UUID]
     restoration_context: str = Field(description="What to tell the LLM.")
     warnings: list[str]
+    heartbeat_interval_seconds: int = Field(description=INTERVAL_DOC)
 
 
 @router.post("/contracts/{contract_id}/supervisor/restore", response_model=RestorationOut)
-def restore(contract_id: UUID, db: DB, caller: Caller, body: RestoreIn | None = None) -> RestorationOut:
+def restore(
+    contract_id: UUID, db: DB, caller: Caller, settings: Config, body: RestoreIn | None = None
+) -> RestorationOut:
     r = restoration.restore(db, caller, contract_id, daemon_id=body.daemon_id if body else None)
-    return RestorationOut(**vars(r))
+    return RestorationOut(**vars(r), heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds)
 
 
 class RestartIn(Body):

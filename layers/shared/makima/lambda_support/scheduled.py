@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from makima.config import get_settings
 from makima.db.connection import Database
+from makima.flags import Flag, Flags, build_flags
 from makima.lambda_support.eventbridge import EventBridgePublisher
 from makima.lambda_support.metrics import emit_event_metrics
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
@@ -75,9 +76,18 @@ def _publisher() -> EventBridgePublisher:
     return EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", ""))
 
 
+def _flags() -> Flags:
+    """Built per run (a run a minute at most): each run reads the flags AppConfig holds now."""
+    return build_flags(get_settings())
+
+
 def stale_detector(db: Database) -> dict[str, Any]:
     """Contracts idle past the stale threshold get their ``stale_detected`` event, once per episode;
-    the events are published right away rather than waiting for the sweeper."""
+    the events are published right away rather than waiting for the sweeper. Stale detection is part
+    of the ``monitoring_dashboard`` feature: while that flag is off a run does nothing."""
+    if not _flags().enabled(Flag.MONITORING_DASHBOARD):
+        logger.info("stale detection skipped: the monitoring_dashboard feature is disabled")
+        return {"skipped": "feature_disabled", "feature": Flag.MONITORING_DASHBOARD.value}
     settings = get_settings().contracts
     run = stale.detect_stale_contracts(db, stale.threshold_of(settings))
     published = drain_outbox(db, _publisher()) if run.reported else []

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from makima.config import Settings
 from makima.db.connection import Database
+from makima.flags import Flag, Flags, build_flags
 from makima.services import stale, supervisors
 from makima.services.monitor import Publisher, drain_outbox
 
@@ -26,20 +27,22 @@ class Job:
     next_at: float = 0.0
 
 
-def jobs_for(db: Database, settings: Settings, publisher: Publisher) -> list[Job]:
+def jobs_for(db: Database, settings: Settings, publisher: Publisher, flags: Flags | None = None) -> list[Job]:
     """The template's schedules (tests/infra checks the template against the same intervals).
 
     The local outbox pump already publishes every second; the sweeper job is here for parity with
-    AWS, and catches what the pump could not publish (the pump's own retries do the same)."""
+    AWS, and catches what the pump could not publish (the pump's own retries do the same). Stale
+    detection is part of the ``monitoring_dashboard`` feature: its job asks the flag on every run."""
     timeout = timedelta(seconds=settings.contracts.heartbeat_timeout_seconds)
     threshold = stale.threshold_of(settings.contracts)
+    gate = flags or build_flags(settings)
     return [
         Job("supervisor_timeouts", 60.0, lambda: supervisors.detect_dead_supervisors(db, timeout)),
         Job("heartbeat_retention", 3600.0, lambda: supervisors.maintain_heartbeat_partitions(db)),
         Job(
             "stale_detector",
             float(settings.contracts.stale_detection_interval_seconds),
-            lambda: stale.detect_stale_contracts(db, threshold),
+            lambda: stale.detect_stale_contracts(db, threshold) if gate.enabled(Flag.MONITORING_DASHBOARD) else None,
         ),
         Job("outbox_sweeper", 60.0, lambda: drain_outbox(db, publisher, older_than=timedelta(seconds=10))),
     ]

@@ -30,6 +30,7 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
         "0005_supervisors",
         "0006_heartbeat_hot_updates",
         "0007_monitoring",
+        "0009_monotonic_metric_counters",
     ]
     up_tables = _tables(url)
     assert {
@@ -46,7 +47,8 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM contract_types WHERE builtin").fetchone() == (2,)
     # When rolled all the way down, then nothing of ours is left
-    assert rollback(url, steps=7) == [
+    assert rollback(url, steps=8) == [
+        "0009_monotonic_metric_counters",
         "0007_monitoring",
         "0006_heartbeat_hot_updates",
         "0005_supervisors",
@@ -95,7 +97,7 @@ def test_enhanced_status_backfill_and_rollback(fresh_database: Callable[[str], s
         conn.execute("UPDATE contracts SET status = 'paused' WHERE name = 'legacy-active'")
         assert conn.execute("SELECT status FROM contracts WHERE name = 'new'").fetchone() == ("created",)
     # When 0002 is rolled back, new statuses fold onto the legacy ones so the old check holds again
-    rolled = rollback(url, steps=6)
+    rolled = rollback(url, steps=7)
     assert rolled[-1] == "0002_enhanced_contract_status"
     with psycopg.connect(url) as conn:
         statuses: dict[str, str] = dict(conn.execute("SELECT name, status FROM contracts").fetchall())

@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketState
 
 from makima.db import monitor as monitor_sql
 from makima.db.connection import Database, transaction
@@ -278,7 +279,9 @@ def mount_monitor(app: FastAPI, database: Database, hub: LocalHub, flags: Flags 
         await run_in_threadpool(svc.connect, database, connection_id, principal, hub.endpoint)
         writer = asyncio.create_task(_write(websocket, client))
         try:
-            while True:
+            # Until the client leaves, or the writer closed the socket (too slow, feature disabled):
+            # reading a socket closed on our side raises, which must not end the app's task noisily.
+            while websocket.application_state == WebSocketState.CONNECTED:
                 raw = await websocket.receive_text()
                 await run_in_threadpool(svc.handle_message, database, connection_id, raw, hub)
         except WebSocketDisconnect:

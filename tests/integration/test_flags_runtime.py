@@ -338,5 +338,7 @@ def test_the_aws_monitor_follows_the_flag(
         broadcast(aws.published())
         assert [m["type"] for m in posted("conn-back")] == ["contract_created"]
     finally:
+        with transaction(db) as conn:  # other tests count the connections: leave none behind
+            monitor_sql.remove_connections(conn, ["conn-open", "conn-new", "conn-back"])
         get_settings.cache_clear()
         websocket.flags.cache_clear()

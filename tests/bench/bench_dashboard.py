@@ -41,6 +41,7 @@ created after the load, repeatable: try a fix without writing a migration).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -1129,8 +1130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"What the dashboard shows {who}: {sum(d.status_counts.values()):,} contracts, "
             f"{sum(d.phase_counts.values()):,} workable, {len(d.stale)} stale listed, {len(d.waiting)} waiting listed "
-            f"({sum(1 for w in d.waiting if w['question'])} with their question), "
-            f"{len(d.recent_events)} recent events, resourceUsage {json.dumps(d.resource_usage)}"
+            f"({sum(1 for w in d.waiting if w.question)} with their question), "
+            f"{len(d.recent_events)} recent events, resourceUsage {json.dumps(dataclasses.asdict(d.resource_usage))}"
         )
     for who, body in bodies.items():
         size = len(json.dumps(body))

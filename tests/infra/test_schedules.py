@@ -6,6 +6,11 @@ A scheduled function is ``functions/<job>/``, where ``<job>`` is the name of a j
 interval. EventBridge invokes it asynchronously, so the runs that still fail after Lambda's retries
 must land somewhere visible: an SQS queue of its own (an on-failure destination, or a dead-letter queue),
 which also takes the events the schedule could not deliver.
+
+The stale detector's rate is not a literal: it is built from the ``StaleDetectionIntervalSeconds``
+parameter (``[contracts] stale_detection_interval_seconds``) through the ``StaleDetectionSchedules``
+mapping, since CloudFormation cannot divide; the tests read it under the parameter's default, and check
+every value the parameter allows maps to exactly that interval.
 """
 
 from __future__ import annotations
@@ -72,6 +77,19 @@ def _schedule(fn: dict[str, Any]) -> dict[str, Any]:
     return props
 
 
+def _expression(template: dict[str, Any], fn: dict[str, Any], parameters: dict[str, Any] | None = None) -> str:
+    """The schedule expression of ``fn`` with the template's parameters at their defaults (or as given):
+    a literal, or a ``FindInMap`` keyed by a parameter."""
+    schedule = _schedule(fn)["Schedule"]
+    if isinstance(schedule, str):
+        return schedule
+    mapping, key, attribute = schedule["Fn::FindInMap"]
+    if isinstance(key, dict):
+        (name,) = key.values()
+        key = (parameters or {}).get(name, template["Parameters"][name]["Default"])
+    return str(template["Mappings"][mapping][str(key)][attribute])
+
+
 def test_rate_expressions() -> None:
     assert rate_seconds("rate(1 minute)") == 60
     assert rate_seconds("rate(5 minutes)") == 300
@@ -82,9 +100,9 @@ def test_rate_expressions() -> None:
         rate_seconds("cron(0 * * * ? *)")
 
 
-def test_schedules_are_the_designed_intervals(scheduled: dict[str, dict[str, Any]]) -> None:
+def test_schedules_are_the_designed_intervals(template: dict[str, Any], scheduled: dict[str, dict[str, Any]]) -> None:
     # Given the scheduled functions of the template, by folder
-    schedules = {folder: str(_schedule(fn)["Schedule"]) for folder, fn in scheduled.items()}
+    schedules = {folder: _expression(template, fn) for folder, fn in scheduled.items()}
 
     # Then they are exactly the designed jobs on their intervals, all enabled
     assert schedules == EXPECTED_SCHEDULES
@@ -92,7 +110,7 @@ def test_schedules_are_the_designed_intervals(scheduled: dict[str, dict[str, Any
         assert _schedule(fn).get("Enabled", True) is True, folder
 
 
-def test_schedules_match_the_local_scheduler(scheduled: dict[str, dict[str, Any]]) -> None:
+def test_schedules_match_the_local_scheduler(template: dict[str, Any], scheduled: dict[str, dict[str, Any]]) -> None:
     # Given the jobs the local stack runs (makima.local.scheduler)
     publisher = DirectPublisher(CONTAINER_DATABASE, LocalHub("local:test"))
     jobs = {job.name: job.every for job in jobs_for(CONTAINER_DATABASE, Settings(), publisher)}
@@ -100,12 +118,43 @@ def test_schedules_match_the_local_scheduler(scheduled: dict[str, dict[str, Any]
     # Then AWS runs the same jobs, each on the same interval
     assert set(scheduled) == set(jobs)
     for folder, fn in scheduled.items():
-        assert rate_seconds(str(_schedule(fn)["Schedule"])) == jobs[folder], folder
+        assert rate_seconds(_expression(template, fn)) == jobs[folder], folder
 
 
-def test_timeouts_are_swept_well_within_the_heartbeat_timeout(scheduled: dict[str, dict[str, Any]]) -> None:
+def test_the_stale_schedule_follows_stale_detection_interval_seconds(
+    template: dict[str, Any], scheduled: dict[str, dict[str, Any]]
+) -> None:
+    # Given the parameter of [contracts] stale_detection_interval_seconds and the stale detector's schedule
+    parameter = template["Parameters"]["StaleDetectionIntervalSeconds"]
+    field = ContractsConfig.model_fields["stale_detection_interval_seconds"]
+    bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field.metadata}
+    schedule = _schedule(scheduled["stale_detector"])["Schedule"]
+
+    # Then the schedule is looked up by the parameter (not a literal that ignores it)
+    assert schedule == {"Fn::FindInMap": ["StaleDetectionSchedules", {"Ref": "StaleDetectionIntervalSeconds"}, "Rate"]}
+    # And every interval the parameter allows is a whole number of minutes within the setting's bounds,
+    # mapped to a rate of exactly that interval; the default is the setting's default
+    allowed = [int(v) for v in parameter["AllowedValues"]]
+    assert int(parameter["Default"]) == field.default
+    assert set(template["Mappings"]["StaleDetectionSchedules"]) == {str(v) for v in allowed}
+    for seconds in allowed:
+        assert bounds["Ge"] <= seconds <= bounds["Le"]
+        assert seconds % 60 == 0, "EventBridge rates are whole minutes"
+        expression = _expression(template, scheduled["stale_detector"], {"StaleDetectionIntervalSeconds": seconds})
+        assert rate_seconds(expression) == seconds
+        # And the local scheduler runs the job on that same interval under the same setting
+        settings = Settings(contracts=ContractsConfig(stale_detection_interval_seconds=seconds))
+        publisher = DirectPublisher(CONTAINER_DATABASE, LocalHub("local:test"))
+        (job,) = [j for j in jobs_for(CONTAINER_DATABASE, settings, publisher) if j.name == "stale_detector"]
+        assert job.every == seconds
+    assert max(allowed) == bounds["Le"]
+
+
+def test_timeouts_are_swept_well_within_the_heartbeat_timeout(
+    template: dict[str, Any], scheduled: dict[str, dict[str, Any]]
+) -> None:
     # A silent supervisor is noticed at most one sweep after its timeout
-    every = rate_seconds(str(_schedule(scheduled["supervisor_timeouts"])["Schedule"]))
+    every = rate_seconds(_expression(template, scheduled["supervisor_timeouts"]))
     assert every * 2 <= ContractsConfig().heartbeat_timeout_seconds
 
 
@@ -145,12 +194,12 @@ def test_every_scheduled_function_has_its_own_dead_letter_queue(
 
 
 def test_failed_runs_are_retried_briefly_and_never_outlive_their_successor(
-    scheduled: dict[str, dict[str, Any]],
+    template: dict[str, Any], scheduled: dict[str, dict[str, Any]]
 ) -> None:
     # Given each scheduled function's asynchronous invocation settings
     for folder, fn in scheduled.items():
         config = fn["Properties"]["EventInvokeConfig"]
-        every = rate_seconds(str(_schedule(fn)["Schedule"]))
+        every = rate_seconds(_expression(template, fn))
 
         # Then a failed run is retried at most once, and an event older than one interval is not run
         # (the next run is already due): it goes to the queue instead
@@ -158,11 +207,13 @@ def test_failed_runs_are_retried_briefly_and_never_outlive_their_successor(
         assert 60 <= config["MaximumEventAgeInSeconds"] <= every, folder
 
 
-def test_events_the_schedule_cannot_deliver_go_to_the_same_queue(scheduled: dict[str, dict[str, Any]]) -> None:
+def test_events_the_schedule_cannot_deliver_go_to_the_same_queue(
+    template: dict[str, Any], scheduled: dict[str, dict[str, Any]]
+) -> None:
     # Given each schedule's own delivery settings (EventBridge -> Lambda, before any invocation)
     for folder, fn in scheduled.items():
         schedule = _schedule(fn)
-        every = rate_seconds(str(schedule["Schedule"]))
+        every = rate_seconds(_expression(template, fn))
 
         # Then what EventBridge cannot hand to Lambda lands in the function's failure queue as well (one
         # place to look; tests/infra/test_stack.py checks the queue lets that rule in), and is not

@@ -26,6 +26,7 @@ from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 
 from makima.api.deps import get_flags
+from makima.config import ContractsConfig, Settings
 from makima.lambda_support import eventbridge, migrations, scheduled, websocket
 from makima.lambda_support.migrations import DEFAULT_WAIT_SECONDS, RESPONSE_MARGIN_SECONDS, migrations_hash
 from makima.lambda_support.observability import NAMESPACE, SERVICE, metrics
@@ -177,7 +178,7 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
                 caps.add(f"publish:{eventbridge.SOURCE}")
         if folder in SCHEDULE_JOBS and "_publisher" in SCHEDULE_JOBS[folder].__code__.co_names:
             caps.add(f"publish:{eventbridge.SOURCE}")
-        if folder in SCHEDULE_JOBS and "build_flags" in SCHEDULE_JOBS[folder].__code__.co_names:
+        if folder in SCHEDULE_JOBS and "_flags" in SCHEDULE_JOBS[folder].__code__.co_names:
             caps.add("read-feature-flags")
         expected[name] = caps
     # The monitor's routes ask for replays on the bus and never post to connections; the broadcaster
@@ -190,6 +191,10 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
     assert "EventBridgePublisher" not in broadcaster_code
     expected["MonitorFunction"].add(f"publish:{eventbridge.MONITOR_SOURCE}")
     expected["BroadcasterFunction"].add("manage-monitor-connections")
+    # Both ask the monitoring_dashboard flag (the monitor refuses, the broadcaster closes, while it is off)
+    for name, code in (("MonitorFunction", monitor_code), ("BroadcasterFunction", broadcaster_code)):
+        if "_monitor_disabled" in code:
+            expected[name].add("read-feature-flags")
     # The migration function registers the bootstrap admin token (from the secret the template makes)
     assert "ensure_bootstrap_admin" in migrations.handle_request.__code__.co_names
     expected["MigrateFunction"].add("read-admin-token")
@@ -372,7 +377,13 @@ def _capability(statement: dict[str, Any]) -> str:
         (source,) = _as_list(condition["StringEquals"]["events:source"])
         return f"publish:{source}"
     if actions == ["execute-api:ManageConnections"] and resources == {"MonitorApi"} and not condition:
-        assert statement["Resource"]["Fn::Sub"].endswith(":${MonitorApi}/live/POST/@connections/*")
+        # Posting to the connections, and deleting them (the broadcaster closes them while the monitor's
+        # flag is off); not reading their details
+        arns = sorted(r["Fn::Sub"] for r in _as_list(statement["Resource"]))
+        assert [a.rsplit(":${MonitorApi}/", 1)[1] for a in arns] == [
+            "live/DELETE/@connections/*",
+            "live/POST/@connections/*",
+        ]
         return "manage-monitor-connections"
     if actions == ["sqs:SendMessage"] and len(resources) == 1 and not condition:
         return f"send:{resources.pop()}"
@@ -741,3 +752,65 @@ def test_outputs(translated: Template) -> None:
     # Every dead-letter queue's URL, to look at what failed
     for queue in _of_type(translated, "AWS::SQS::Queue"):
         assert outputs[f"{queue}Url"]["Value"] == {"Ref": queue}
+
+
+# --- The [contracts] settings ------------------------------------------------------------------------------------
+
+
+def _parameter_of(setting: str) -> str:
+    """``heartbeat_interval_seconds`` -> ``HeartbeatIntervalSeconds``."""
+    return "".join(part.capitalize() for part in setting.split("_"))
+
+
+def test_every_contracts_setting_is_a_parameter_passed_to_every_function(raw: Template) -> None:
+    # Given the [contracts] settings, the template's parameters and the functions' common environment
+    env = raw["Globals"]["Function"]["Environment"]["Variables"]
+    parameters = raw["Parameters"]
+
+    for setting, field in ContractsConfig.model_fields.items():
+        # Then each setting is a parameter whose default is the setting's default
+        name = _parameter_of(setting)
+        assert name in parameters, f"[contracts] {setting} has no parameter"
+        parameter = parameters[name]
+        if field.annotation is bool:
+            assert parameter["Type"] == "String"
+            assert parameter["AllowedValues"] == ["true", "false"]
+            assert parameter["Default"] == str(field.default).lower()
+        else:
+            # With the setting's bounds: as MinValue/MaxValue, or values all within them
+            assert parameter["Type"] == "Number"
+            assert int(parameter["Default"]) == field.default
+            bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field.metadata}
+            if "AllowedValues" in parameter:
+                assert all(bounds["Ge"] <= int(v) <= bounds["Le"] for v in parameter["AllowedValues"]), name
+            else:
+                assert (parameter["MinValue"], parameter["MaxValue"]) == (bounds["Ge"], bounds["Le"]), name
+        # And every function reads it from the environment makima.config reads
+        assert env[f"MAKIMA_CONTRACTS__{setting.upper()}"] == {"Ref": name}, setting
+
+
+def test_parameter_values_reach_the_settings(raw: Template, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the environment the template gives the functions, every parameter set away from its default
+    chosen = {
+        "AutoCompleteEnabled": "false",
+        "AutoAdvancePhases": "false",
+        "HeartbeatIntervalSeconds": "10",
+        "HeartbeatTimeoutSeconds": "45",
+        "StaleDetectionIntervalSeconds": "300",
+        "StaleThresholdMinutes": "90",
+    }
+    env = raw["Globals"]["Function"]["Environment"]["Variables"]
+    monkeypatch.delenv("MAKIMA_CONFIG", raising=False)
+    for key, value in env.items():
+        if key.startswith("MAKIMA_CONTRACTS__"):
+            monkeypatch.setenv(key, chosen[value["Ref"]])
+
+    # Then makima.config reads each of them (the variable names are the ones it reads)
+    assert Settings().contracts == ContractsConfig(
+        auto_complete_enabled=False,
+        auto_advance_phases=False,
+        heartbeat_interval_seconds=10,
+        heartbeat_timeout_seconds=45,
+        stale_detection_interval_seconds=300,
+        stale_threshold_minutes=90,
+    )

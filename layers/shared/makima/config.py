@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     appconfig_environment: str | None = Field(default=None, validation_alias="APPCONFIG_ENVIRONMENT")
     appconfig_profile: str | None = Field(default=None, validation_alias="APPCONFIG_PROFILE")
     appconfig_max_age: int = Field(default=60, validation_alias="APPCONFIG_MAX_AGE")
+    # Elsewhere: a TOML file whose [feature_flags] win over the settings', re-read at most every
+    # flags_max_age seconds, so an operator switches a flag of a running stack by editing it (makima.flags).
+    flags_file: str | None = None
+    flags_max_age: float = Field(default=5.0, ge=0, le=3600)
 
     contracts: ContractsConfig = ContractsConfig()
     feature_flags: FeatureFlagsConfig = FeatureFlagsConfig()

@@ -4,12 +4,23 @@ On AWS the flag document lives in AppConfig (application, environment and profil
 settings, which the template sets); elsewhere a local store serves the ``[feature_flags]``
 section of the settings. Either way callers ask one question: ``flags.enabled(Flag.AUTO_COMPLETE)``.
 A disabled feature answers ``FeatureDisabled`` from its endpoints and does not half-run.
+
+Flags are evaluated on every call, never captured at start: switching one takes effect in a running
+process. On AWS, Powertools re-reads AppConfig when its ``max_age`` (``APPCONFIG_MAX_AGE``) expires.
+Locally the same holds for the flags file (``flags_file``, ``MAKIMA_FLAGS_FILE``): the local store
+re-reads it at most every ``flags_max_age`` seconds, and its ``[feature_flags]`` values win over the
+settings' (docs/operations.md, "Switching a feature flag").
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import tomllib
+from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from makima.config import FeatureFlagsConfig, Settings
@@ -58,18 +69,72 @@ class PowertoolsFlags:
             return default
 
 
-def local_store(config: FeatureFlagsConfig) -> Any:
+class LocalFlagValues:
+    """The local flag values: the settings' ``[feature_flags]``, overlaid with the flags file when there
+    is one, re-read at most every ``max_age`` seconds (as AppConfig's ``max_age`` on AWS).
+
+    The file is TOML with a ``[feature_flags]`` table (``makima.toml`` itself will do); keys it does not
+    name keep the settings' value, and a missing file means the settings' values. A file that does not
+    parse, or names an unknown flag, is logged and ignored: the last good values stay, so a typo made
+    while switching a flag never turns every feature back to its default.
+    """
+
+    def __init__(
+        self,
+        defaults: FeatureFlagsConfig,
+        path: Path | None = None,
+        *,
+        max_age: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._defaults = defaults
+        self._path = path
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._values = defaults
+        self._read_at: float | None = None
+
+    def current(self) -> FeatureFlagsConfig:
+        if self._path is None:
+            return self._defaults
+        with self._lock:
+            now = self._clock()
+            if self._read_at is None or now - self._read_at >= self._max_age:
+                self._read_at = now
+                self._values = self._read(self._path)
+            return self._values
+
+    def _read(self, path: Path) -> FeatureFlagsConfig:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return self._defaults
+        except OSError:
+            log.exception("flags file %s unreadable; keeping the current flags", path)
+            return self._values
+        try:
+            table = tomllib.loads(text).get("feature_flags", {})
+            return FeatureFlagsConfig.model_validate(self._defaults.model_dump() | dict(table))
+        except Exception:  # TOMLDecodeError, ValidationError, a non-table: keep the last good values
+            log.exception("flags file %s invalid; keeping the current flags", path)
+            return self._values
+
+
+def local_store(config: FeatureFlagsConfig, path: Path | None = None, *, max_age: float = 5.0) -> Any:
     from aws_lambda_powertools.utilities.feature_flags.base import StoreProvider
 
+    values = LocalFlagValues(config, path, max_age=max_age)
+
     class LocalStore(StoreProvider):
-        """Serves the flags of the local settings (TOML / environment) in the Powertools schema."""
+        """Serves the local flag values (settings, then the flags file) in the Powertools schema."""
 
         @property
         def get_raw_configuration(self) -> dict[str, Any]:
-            return flag_document(config)
+            return flag_document(values.current())
 
         def get_configuration(self) -> dict[str, Any]:
-            return flag_document(config)
+            return flag_document(values.current())
 
     return LocalStore()
 
@@ -87,5 +152,9 @@ def appconfig_store(settings: Settings) -> Any:
 
 def build_flags(settings: Settings) -> Flags:
     """AppConfig when the deployment names an application, the local store otherwise."""
-    store = appconfig_store(settings) if settings.appconfig_application else local_store(settings.feature_flags)
+    if settings.appconfig_application:
+        store = appconfig_store(settings)
+    else:
+        path = Path(settings.flags_file) if settings.flags_file else None
+        store = local_store(settings.feature_flags, path, max_age=settings.flags_max_age)
     return PowertoolsFlags(store, settings.feature_flags)

@@ -3,6 +3,7 @@
 Examples:
   makima dev                                 # local stack on http://127.0.0.1:8000
   makima dev --port 9000 --admin-token T --data-dir /tmp/pg
+  makima dev --flags-file makima.toml        # edit its [feature_flags] to switch features live
   makima db migrate                          # against DATABASE_URL or the embedded data dir
   makima admin create-user alice
   makima admin issue-token <user-id> --kind daemon
@@ -58,6 +59,14 @@ def dev(
     demo: Annotated[
         int, typer.Option("--demo", min=0, help="Also run a demo fleet of this many reference supervisors.")
     ] = 0,
+    flags_file: Annotated[
+        str | None,
+        typer.Option(
+            "--flags-file",
+            envvar="MAKIMA_FLAGS_FILE",
+            help="A TOML file whose [feature_flags] switch features of the running stack (re-read every few seconds).",
+        ),
+    ] = None,
 ) -> None:
     """Start the local stack: embedded PostgreSQL (unless DATABASE_URL is set), migrations, the API, the
     scheduled jobs; with --demo N, a fleet of N scripted reference supervisors working contracts.
@@ -68,7 +77,10 @@ def dev(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo fleet's requests, one line each
-    serve(_settings(data_dir), host=host, port=port, admin_token=admin_token, demo=demo)
+    settings = _settings(data_dir)
+    if flags_file:
+        settings = settings.model_copy(update={"flags_file": flags_file})
+    serve(settings, host=host, port=port, admin_token=admin_token, demo=demo)
 
 
 def _with_url(data_dir: str | None, action: str, steps: int = 1) -> list[str]:

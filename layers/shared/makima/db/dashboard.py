@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from makima.db.connection import Conn
+from makima.domain.dashboard import ResourceUsage, StaleContract, WaitingContract, waiting_kind
 
 _LIVE = "status NOT IN ('completed', 'failed', 'archived')"
 # The question a contract waits for: the uuid cast sits inside a CASE, because a join or index condition
@@ -59,8 +60,8 @@ def phase_counts(conn: Conn, owner_id: UUID | None) -> dict[str, int]:
     return {r["phase"]: int(r["n"]) for r in rows}
 
 
-def stale(conn: Conn, owner_id: UUID | None, threshold: timedelta, limit: int) -> list[dict[str, Any]]:
-    return conn.execute(
+def stale(conn: Conn, owner_id: UUID | None, threshold: timedelta, limit: int) -> list[StaleContract]:
+    rows = conn.execute(
         f"""
         SELECT id, name, last_activity_at, extract(epoch FROM now() - last_activity_at)::bigint AS stale_secs
           FROM contracts
@@ -70,14 +71,15 @@ def stale(conn: Conn, owner_id: UUID | None, threshold: timedelta, limit: int) -
         """,
         {"owner": owner_id, "threshold": threshold, "limit": limit},
     ).fetchall()
+    return [StaleContract(r["id"], r["name"], r["last_activity_at"], int(r["stale_secs"])) for r in rows]
 
 
-def waiting(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[str, Any]]:
+def waiting(conn: Conn, owner_id: UUID | None, limit: int) -> list[WaitingContract]:
     """Contracts waiting for input, with the question's text when a question is what they wait for.
 
     The page is cut first, then each of its rows looks its question up by primary key: joining first let
     the planner hash-join every question ever asked (a seq scan of ``questions``)."""
-    return conn.execute(
+    rows = conn.execute(
         f"""
         SELECT w.id, w.name, w.waiting_for,
                (SELECT q.question FROM questions q WHERE q.id = {_QUESTION_ID}) AS question
@@ -89,6 +91,7 @@ def waiting(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[str, Any
         """,
         {"owner": owner_id, "limit": limit},
     ).fetchall()
+    return [WaitingContract(r["id"], r["name"], waiting_kind(r["waiting_for"]), r["question"]) for r in rows]
 
 
 def recent_events(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[str, Any]]:
@@ -103,7 +106,7 @@ def recent_events(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[st
     ).fetchall()
 
 
-def resource_usage(conn: Conn, owner_id: UUID | None) -> dict[str, int]:
+def resource_usage(conn: Conn, owner_id: UUID | None) -> ResourceUsage:
     """One pass over the open tasks (``idx_tasks_status``) counts the running, the pending and the live
     supervisors; a live supervisor's state row is looked up by primary key, only for supervisor tasks.
     A join would let the planner hash every state row ever kept (one per supervisor that ever ran,
@@ -126,4 +129,4 @@ def resource_usage(conn: Conn, owner_id: UUID | None) -> dict[str, int]:
         {"owner": owner_id},
     ).fetchone()
     assert row is not None
-    return {k: int(v) for k, v in row.items()}
+    return ResourceUsage(**{k: int(v) for k, v in row.items()})

@@ -15,7 +15,12 @@ What each subquery reads, and why it stays cheap as the tables grow:
   is not read. The batch counter reads ``payload->>'operation'`` and so visits the heap, but only for
   the (rare) ``batch_operation`` rows the same index finds;
 - heartbeats: ``sum(heartbeat_count)`` over ``supervisor_states`` (one row per supervisor); heartbeats
-  are not in the event log (they would flood it), the ingest statement counts them per supervisor.
+  are not in the event log (they would flood it), the ingest statement counts them per supervisor;
+- offsets: every counter adds its row(s) of ``metric_counter_offsets`` (a primary-key lookup): what
+  deleted rows had counted, added there by triggers in the deleting transaction (migration 0009). So a
+  counter never goes down when archived contracts are deleted (with their events and supervisors),
+  which Prometheus would read as a reset; and since the scrape is one statement, it sees a delete and
+  its offset together or not at all.
 """
 
 from __future__ import annotations
@@ -26,20 +31,29 @@ from typing import Any
 from makima.db.connection import Conn
 
 SNAPSHOT_SQL = """
+WITH offsets AS (SELECT counter, label, value FROM metric_counter_offsets)
 SELECT
   (SELECT coalesce(jsonb_object_agg(s.status, s.n), '{}'::jsonb)
      FROM (SELECT status, count(*) AS n FROM contracts GROUP BY status) s) AS contracts_by_status,
   (SELECT count(*) FROM contracts
     WHERE status NOT IN ('completed', 'failed', 'archived')
       AND last_activity_at < now() - %(stale_threshold)s) AS contracts_stale,
-  (SELECT count(*) FROM contract_events WHERE type = 'phase_changed') AS phase_transitions,
-  (SELECT count(*) FROM contract_events WHERE type = 'completion_detected') AS completion_detections,
-  (SELECT count(*) FROM contract_events WHERE type = 'supervisor_restored') AS supervisor_restarts,
-  (SELECT coalesce(sum(heartbeat_count), 0)::bigint FROM supervisor_states) AS supervisor_heartbeats,
+  (SELECT count(*) FROM contract_events WHERE type = 'phase_changed')
+    + (SELECT coalesce(sum(value), 0) FROM offsets WHERE counter = 'phase_transitions') AS phase_transitions,
+  (SELECT count(*) FROM contract_events WHERE type = 'completion_detected')
+    + (SELECT coalesce(sum(value), 0) FROM offsets WHERE counter = 'completion_detections') AS completion_detections,
+  (SELECT count(*) FROM contract_events WHERE type = 'supervisor_restored')
+    + (SELECT coalesce(sum(value), 0) FROM offsets WHERE counter = 'supervisor_restarts') AS supervisor_restarts,
+  (SELECT coalesce(sum(heartbeat_count), 0)::bigint FROM supervisor_states)
+    + (SELECT coalesce(sum(value), 0) FROM offsets WHERE counter = 'supervisor_heartbeats') AS supervisor_heartbeats,
   (SELECT coalesce(jsonb_object_agg(b.operation, b.n), '{}'::jsonb)
-     FROM (SELECT coalesce(payload->>'operation', 'unknown') AS operation, count(*) AS n
-             FROM contract_events WHERE type = 'batch_operation'
-            GROUP BY 1) b) AS batch_operations
+     FROM (SELECT operation, sum(n) AS n
+             FROM (SELECT coalesce(payload->>'operation', 'unknown') AS operation, count(*) AS n
+                     FROM contract_events WHERE type = 'batch_operation'
+                    GROUP BY 1
+                   UNION ALL
+                   SELECT label, value FROM offsets WHERE counter = 'batch_operations') live_and_gone
+            GROUP BY operation) b) AS batch_operations
 """
 
 

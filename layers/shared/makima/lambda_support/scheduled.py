@@ -26,7 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from makima.config import get_settings
 from makima.db.connection import Database
-from makima.flags import Flag, build_flags
+from makima.flags import Flag, Flags, build_flags
 from makima.lambda_support.eventbridge import EventBridgePublisher
 from makima.lambda_support.metrics import emit_event_metrics
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
@@ -41,13 +41,18 @@ LOGGED_IDS = 100
 SWEEP_MIN_AGE = timedelta(seconds=10)
 
 
+def _flags() -> Flags:
+    """Built per run (a run a minute at most): each run reads the flags AppConfig holds now."""
+    return build_flags(get_settings())
+
+
 def supervisor_timeouts(db: Database) -> dict[str, Any]:
     """Supervisors silent for longer than the heartbeat timeout become ``interrupted`` (one event each);
     silent daemons become dead, so their tasks can be claimed. Supervisors stopped cleanly are not
     counted. With the ``supervisor_heartbeat`` flag off (read on every run) nothing is swept."""
     settings = get_settings()
     timeout = timedelta(seconds=settings.contracts.heartbeat_timeout_seconds)
-    enabled = build_flags(settings).enabled(Flag.SUPERVISOR_HEARTBEAT)
+    enabled = _flags().enabled(Flag.SUPERVISOR_HEARTBEAT)
     dead = supervisors.detect_dead_supervisors(db, timeout, heartbeats_enabled=enabled)
     metrics.add_metric(name="SupervisorsMarkedDead", unit=MetricUnit.Count, value=len(dead))
     marked = [
@@ -87,7 +92,11 @@ def _publisher() -> EventBridgePublisher:
 
 def stale_detector(db: Database) -> dict[str, Any]:
     """Contracts idle past the stale threshold get their ``stale_detected`` event, once per episode;
-    the events are published right away rather than waiting for the sweeper."""
+    the events are published right away rather than waiting for the sweeper. Stale detection is part
+    of the ``monitoring_dashboard`` feature: while that flag is off a run does nothing."""
+    if not _flags().enabled(Flag.MONITORING_DASHBOARD):
+        logger.info("stale detection skipped: the monitoring_dashboard feature is disabled")
+        return {"skipped": "feature_disabled", "feature": Flag.MONITORING_DASHBOARD.value}
     settings = get_settings().contracts
     run = stale.detect_stale_contracts(db, stale.threshold_of(settings))
     published = drain_outbox(db, _publisher()) if run.reported else []

@@ -9,10 +9,16 @@
   the replays the monitor routes ask for.
 - ``ManagementApiSender``: the ``Sender``: one thread per connection (bounded), short timeouts and no
   retries, so one slow or dead client costs the others nothing; 410 Gone means forget the connection.
+
+The monitor is part of the ``monitoring_dashboard`` feature. While that flag is off: ``$connect``
+answers 404 ``FEATURE_DISABLED`` (API Gateway refuses the handshake), a message on an open connection
+gets the ``FEATURE_DISABLED`` error, and the broadcaster closes (deletes) each connection an event
+would have gone to instead of posting it, so the open monitors are closed by the next event.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,7 +33,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from makima.errors import DatabaseUnavailable, Unauthorized
+from makima.config import get_settings
+from makima.errors import DatabaseUnavailable, FeatureDisabled, Unauthorized
+from makima.flags import Flag, Flags, build_flags
 from makima.lambda_support.eventbridge import MONITOR_SOURCE, REPLAY, EventBridgePublisher
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
@@ -86,6 +94,35 @@ class ManagementApiSender:
         return {cid for cid, ok in alive.items() if not ok}
 
 
+class ClosingSender:
+    """The ``Sender`` while the monitor is disabled: each connection an event would go to is deleted
+    (closed) rather than posted to, and reported gone so the broadcaster forgets it."""
+
+    def __init__(self, endpoint: str, client: Any | None = None) -> None:
+        self.client = client or boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_CLIENT_CONFIG)
+
+    def send(self, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
+        for connection_id in deliveries:
+            try:
+                self.client.delete_connection(ConnectionId=connection_id)
+            except (ClientError, BotoCoreError) as exc:  # gone already, or unreachable: forgotten either way
+                log.info("monitor %s: close failed (%s)", connection_id, type(exc).__name__)
+        return set(deliveries)
+
+
+@functools.cache
+def flags() -> Flags:
+    """This container's flags: Powertools re-reads AppConfig when APPCONFIG_MAX_AGE expires."""
+    return build_flags(get_settings())
+
+
+def _monitor_disabled() -> FeatureDisabled | None:
+    if flags().enabled(Flag.MONITORING_DASHBOARD):
+        return None
+    feature = Flag.MONITORING_DASHBOARD.value
+    return FeatureDisabled(f"the {feature} feature is disabled", {"feature": feature})
+
+
 def _token(event: Mapping[str, Any]) -> str | None:
     query = event.get("queryStringParameters") or {}
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
@@ -98,6 +135,13 @@ def _monitor(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     database = get_database()
     logger.append_keys(route=route, connection_id=connection_id)
     try:
+        disabled = _monitor_disabled() if route != "$disconnect" else None
+        if disabled is not None:
+            logger.info("monitor disabled by its feature flag", extra={"route": route})
+            if route == "$connect":  # refuses the handshake
+                return {"statusCode": disabled.status, "body": json.dumps({"error": disabled.to_dict()})}
+            reply = svc.error_message(disabled.code, disabled.message, disabled.details)
+            return {"statusCode": 200, "body": json.dumps(reply)}
         if route == "$connect":
             try:
                 principal = auth.resolve(database, _token(event))
@@ -125,7 +169,10 @@ def _broadcast(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     or a monitor's replay request."""
     endpoint = os.environ["MONITOR_ENDPOINT"]
     envelope = event.get("detail") or {}
+    disabled = _monitor_disabled() is not None
     if event.get("source") == MONITOR_SOURCE and event.get("detail-type") == REPLAY:
+        if disabled:
+            return {"replayed": 0, "disabled": True}
         sent = svc.replay(
             get_database(),
             str(envelope["connection_id"]),
@@ -136,7 +183,11 @@ def _broadcast(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"replayed": sent}
     if not isinstance(envelope, dict) or "type" not in envelope:
         raise ValueError("not a makima monitor event")
-    result = svc.broadcast(get_database(), [envelope], ManagementApiSender(endpoint), endpoint)
+    sender = ClosingSender(endpoint) if disabled else ManagementApiSender(endpoint)
+    result = svc.broadcast(get_database(), [envelope], sender, endpoint)
+    if disabled:
+        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=result.gone)
+        return {"connections": result.connections, "closed": result.gone, "disabled": True}
     metrics.add_metric(name="MonitorMessagesSent", unit=MetricUnit.Count, value=result.messages)
     metrics.add_metric(name="MonitorConnectionsGone", unit=MetricUnit.Count, value=result.gone)
     return {"connections": result.connections, "messages": result.messages, "gone": result.gone}

@@ -8,6 +8,10 @@ the API Gateway WebSocket API do on AWS, in-process, running the same services.
   enqueues, so a slow client never delays the others; a client whose queue overflows is closed.
 - ``mount_monitor``: ``WS /api/v1/contracts/monitor`` (token as ``?token=`` or a bearer header),
   speaking the protocol of ``services.monitor.handle_message``.
+
+The monitor is part of the ``monitoring_dashboard`` feature: while that flag is off a new connection
+gets a ``FEATURE_DISABLED`` error message and is closed with 4404, and the pump closes the open ones
+the same way within a sweep (they reconnect, and are refused, until the flag is on again).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketState
 
 from makima.db import monitor as monitor_sql
 from makima.db.connection import Database, transaction
-from makima.errors import DatabaseUnavailable, Unauthorized
+from makima.errors import DatabaseUnavailable, FeatureDisabled, Unauthorized
+from makima.flags import Flag, Flags
 from makima.services import auth
 from makima.services import monitor as svc
 
@@ -39,14 +45,36 @@ QUEUE_LIMIT = 5_000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
 CLOSE_TRY_AGAIN_LATER = 1013
+# The monitoring_dashboard flag is off (4000-4999: application codes; 4404 echoes the HTTP answer).
+CLOSE_FEATURE_DISABLED = 4404
+
+
+class _Close:
+    """Queued for a client in place of a frame: send ``message`` (if any), then close with ``code``."""
+
+    __slots__ = ("code", "message", "reason")
+
+    def __init__(self, code: int, reason: str, message: str | None = None) -> None:
+        self.code, self.reason, self.message = code, reason, message
+
+
+_TOO_SLOW = _Close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
 
 
 class _Client:
     __slots__ = ("overflowed", "queue")
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[str | _Close] = asyncio.Queue()
         self.overflowed = False
+
+
+def feature_disabled() -> tuple[FeatureDisabled, str]:
+    """The error of the disabled monitor, and its frame (the protocol's error message)."""
+    exc = FeatureDisabled(
+        f"the {Flag.MONITORING_DASHBOARD.value} feature is disabled", {"feature": Flag.MONITORING_DASHBOARD.value}
+    )
+    return exc, json.dumps(svc.error_message(exc.code, exc.message, exc.details))
 
 
 class LocalHub:
@@ -72,6 +100,25 @@ class LocalHub:
     def __len__(self) -> int:
         with self._lock:
             return len(self._clients)
+
+    def close_all(self, code: int, reason: str, message: str | None = None) -> int:
+        """Close every open connection (from any thread): each gets ``message``, then the close frame.
+        Returns how many were told to close."""
+        loop = self._loop
+        with self._lock:
+            clients = list(self._clients.values())
+        if not clients or loop is None or loop.is_closed():
+            return 0
+        close = _Close(code, reason, message)
+        loop.call_soon_threadsafe(self._close_each, clients, close)
+        return len(clients)
+
+    @staticmethod
+    def _close_each(clients: list[_Client], close: _Close) -> None:
+        for client in clients:
+            if not client.overflowed:
+                client.overflowed = True  # nothing more is queued for it
+                client.queue.put_nowait(close)
 
     def send(self, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
         """Enqueue (from any thread); the connections not open here are reported gone.
@@ -112,7 +159,7 @@ class LocalHub:
             return
         if client.queue.qsize() + len(frames) > QUEUE_LIMIT:
             client.overflowed = True
-            client.queue.put_nowait(None)  # the writer closes the socket
+            client.queue.put_nowait(_TOO_SLOW)  # the writer closes the socket
             return
         for frame in frames:
             client.queue.put_nowait(frame)
@@ -131,12 +178,14 @@ class DirectPublisher:
 
 
 class OutboxPump:
-    """The local ``EventSink``: publishes the outbox after writes and every ``sweep`` seconds."""
+    """The local ``EventSink``: publishes the outbox after writes and every ``sweep`` seconds; with
+    ``flags``, also closes the open monitors while ``monitoring_dashboard`` is off."""
 
-    def __init__(self, database: Database, hub: LocalHub, *, sweep: float = 1.0) -> None:
+    def __init__(self, database: Database, hub: LocalHub, *, sweep: float = 1.0, flags: Flags | None = None) -> None:
         self.database = database
         self.publisher = DirectPublisher(database, hub)
         self.sweep = sweep
+        self.flags = flags
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._heartbeats: queue.SimpleQueue[list[Mapping[str, Any]]] = queue.SimpleQueue()
@@ -163,8 +212,17 @@ class OutboxPump:
         elif logged:
             self._wake.set()
 
+    def close_disabled_monitors(self) -> int:
+        """While the monitoring_dashboard flag is off, close the open monitors; how many were closed."""
+        hub = self.publisher.hub
+        if self.flags is None or not len(hub) or self.flags.enabled(Flag.MONITORING_DASHBOARD):
+            return 0
+        exc, frame = feature_disabled()
+        return hub.close_all(CLOSE_FEATURE_DISABLED, exc.message, frame)
+
     def run_once(self) -> int:
         """Publish what is pending now; the number of logged events published."""
+        self.close_disabled_monitors()
         beats: list[Mapping[str, Any]] = []
         while not self._heartbeats.empty():
             beats.extend(self._heartbeats.get_nowait())
@@ -189,11 +247,19 @@ def _token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("token") or auth.bearer(websocket.headers.get("authorization"))
 
 
-def mount_monitor(app: FastAPI, database: Database, hub: LocalHub) -> None:
-    """Serve the monitor protocol on ``app`` (the local stack's; Lambda apps never get it)."""
+def mount_monitor(app: FastAPI, database: Database, hub: LocalHub, flags: Flags | None = None) -> None:
+    """Serve the monitor protocol on ``app`` (the local stack's; Lambda apps never get it). With
+    ``flags``, a connection opened while ``monitoring_dashboard`` is off is refused (see above)."""
 
     @app.websocket(MONITOR_PATH)
     async def monitor(websocket: WebSocket) -> None:
+        if flags is not None and not flags.enabled(Flag.MONITORING_DASHBOARD):
+            # Accepted to say why (a refused handshake is a bare HTTP 403), then closed.
+            exc, frame = feature_disabled()
+            await websocket.accept()
+            await websocket.send_text(frame)
+            await websocket.close(code=CLOSE_FEATURE_DISABLED, reason=exc.message)
+            return
         try:
             principal = await run_in_threadpool(auth.resolve, database, _token(websocket))
         except Unauthorized as exc:
@@ -213,7 +279,9 @@ def mount_monitor(app: FastAPI, database: Database, hub: LocalHub) -> None:
         await run_in_threadpool(svc.connect, database, connection_id, principal, hub.endpoint)
         writer = asyncio.create_task(_write(websocket, client))
         try:
-            while True:
+            # Until the client leaves, or the writer closed the socket (too slow, feature disabled):
+            # reading a socket closed on our side raises, which must not end the app's task noisily.
+            while websocket.application_state == WebSocketState.CONNECTED:
                 raw = await websocket.receive_text()
                 await run_in_threadpool(svc.handle_message, database, connection_id, raw, hub)
         except WebSocketDisconnect:
@@ -229,8 +297,10 @@ async def _write(websocket: WebSocket, client: _Client) -> None:
     with contextlib.suppress(Exception):
         while True:
             frame = await client.queue.get()
-            if frame is None:
-                await websocket.close(code=CLOSE_TOO_SLOW, reason="too slow: reconnect and resume")
+            if isinstance(frame, _Close):
+                if frame.message is not None:
+                    await websocket.send_text(frame.message)
+                await websocket.close(code=frame.code, reason=frame.reason)
                 return
             await websocket.send_text(frame)
 

@@ -32,13 +32,15 @@ def jobs_for(db: Database, settings: Settings, publisher: Publisher, flags: Flag
 
     The local outbox pump already publishes every second; the sweeper job is here for parity with
     AWS, and catches what the pump could not publish (the pump's own retries do the same). Flags are
-    read on each run, as the Lambda jobs read them."""
+    read on each run, as the Lambda jobs read them: the timeout sweep stands still while
+    ``supervisor_heartbeat`` is off, and stale detection (part of ``monitoring_dashboard``) does nothing
+    while that flag is off."""
     timeout = timedelta(seconds=settings.contracts.heartbeat_timeout_seconds)
     threshold = stale.threshold_of(settings.contracts)
-    feature_flags = flags if flags is not None else build_flags(settings)
+    gate = flags if flags is not None else build_flags(settings)
 
     def supervisor_timeouts() -> object:
-        enabled = feature_flags.enabled(Flag.SUPERVISOR_HEARTBEAT)
+        enabled = gate.enabled(Flag.SUPERVISOR_HEARTBEAT)
         return supervisors.detect_dead_supervisors(db, timeout, heartbeats_enabled=enabled)
 
     return [
@@ -47,7 +49,7 @@ def jobs_for(db: Database, settings: Settings, publisher: Publisher, flags: Flag
         Job(
             "stale_detector",
             float(settings.contracts.stale_detection_interval_seconds),
-            lambda: stale.detect_stale_contracts(db, threshold),
+            lambda: stale.detect_stale_contracts(db, threshold) if gate.enabled(Flag.MONITORING_DASHBOARD) else None,
         ),
         Job("outbox_sweeper", 60.0, lambda: drain_outbox(db, publisher, older_than=timedelta(seconds=10))),
     ]

@@ -1,5 +1,11 @@
 """Start the local stack: PostgreSQL (embedded unless ``DATABASE_URL`` is set), migrations, an admin
-token, and the HTTP API on localhost, all running the same code as the Lambda functions."""
+token, and the HTTP API on localhost, all running the same code as the Lambda functions.
+
+Stopping (one SIGTERM or Ctrl-C) goes in the order that keeps the seed's guarantees: first the demo
+fleet, while the API still answers, so each of its supervisors saves a ``shutdown`` state (restored
+later as a clean stop, not a crash); then the API; then the scheduled jobs and the outbox pump; then
+the database. The process then exits 0. A second signal skips the wait for the fleet.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,17 @@ import logging
 import secrets
 import signal
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from makima.config import Settings
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.embedded import EmbeddedPostgres, start_embedded
 from makima.db.migrate import migrate
+from makima.flags import build_flags
 from makima.local.monitor import LocalHub, OutboxPump, forget_previous_connections, mount_monitor
 from makima.local.scheduler import Scheduler, jobs_for
 from makima.services.auth import ensure_admin
@@ -83,13 +92,47 @@ def _start_demo(
 
 
 def _exit_on_sigterm() -> None:
-    """Uvicorn shuts down gracefully on SIGTERM and then re-raises it; without a handler of ours the
-    process would die there, before the embedded PostgreSQL is stopped."""
+    """A SIGTERM before the API is up (initdb, migrations) unwinds like Ctrl-C, so the embedded
+    PostgreSQL is stopped on the way out rather than left running."""
 
     def handler(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _ordered_server(config: Any, before_exit: Callable[[], object] | None) -> Any:
+    """A uvicorn server whose first SIGINT/SIGTERM runs ``before_exit`` (stopping the fleet) while it
+    keeps serving, and only then shuts down. Uvicorn's own handler stops serving at once and re-raises
+    the signal after its shutdown: the fleet's goodbye saves then found no API, and the re-raised
+    SIGTERM killed the process with 143. Here the signal is handled, not re-raised: a clean exit."""
+    import uvicorn
+
+    class OrderedServer(uvicorn.Server):
+        def __init__(self) -> None:
+            super().__init__(config)
+            self._stopping = False
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self._stopping or before_exit is None:
+                self.should_exit = True  # the second signal: do not wait for the fleet any longer
+                return
+            self._stopping = True
+            print("makima: stopping: the demo fleet first (shutdown saves), then the API", flush=True)
+
+            def drain() -> None:
+                try:
+                    before_exit()
+                except Exception:  # the API must still stop
+                    log.exception("stopping the demo fleet failed")
+                finally:
+                    self.should_exit = True
+
+            # Not in the handler itself: it runs on the event loop's thread, which must keep serving
+            # the fleet's shutdown saves meanwhile.
+            threading.Thread(target=drain, name="makima-stop-fleet", daemon=True).start()
+
+    return OrderedServer()
 
 
 def serve(
@@ -113,15 +156,23 @@ def serve(
             print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
             print(f"makima: monitor on ws://{host}:{port}/api/v1/contracts/monitor?token=…", flush=True)
             print(f"makima: dashboard on http://{host}:{port}/dashboard?token=…", flush=True)
+            if settings.flags_file:
+                print(
+                    f"makima: feature flags: {settings.flags_file} (re-read every {settings.flags_max_age:g} s)",
+                    flush=True,
+                )
+        # One flag client for the monitor, the pump and the jobs (the app builds its own): each asks
+        # on every call, so a flag switched in the flags file reaches all of them.
+        flags = build_flags(settings)
         hub = LocalHub(endpoint=f"local:{socket.gethostname()}:{port}")
         forget_previous_connections(backing.database, hub.endpoint)
-        pump = OutboxPump(backing.database, hub).start()
+        pump = OutboxPump(backing.database, hub, flags=flags).start()
         app = create_app(backing.database, settings=settings, events=pump)
         from makima.local.web import mount_dashboard
 
         mount_dashboard(app)
-        mount_monitor(app, backing.database, hub)
-        scheduler = Scheduler(jobs_for(backing.database, settings, pump.publisher)).start()
+        mount_monitor(app, backing.database, hub, flags)
+        scheduler = Scheduler(jobs_for(backing.database, settings, pump.publisher, flags)).start()
         fleet = _start_demo(backing, settings, host, port, admin_token, demo) if demo > 0 else None
         try:
             # No permessage-deflate: it compressed the same event once per monitor connection (API
@@ -129,9 +180,14 @@ def serve(
             # objects are collected 70 times less often than by default, which ran a 120-140 ms full
             # collection about every second under fan-out to 1,000 monitors (docs/performance.md).
             gc.set_threshold(50_000, 20, 100)
-            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, ws_per_message_deflate=False)
+            config = uvicorn.Config(
+                app, host=host, port=port, log_level="warning", access_log=False, ws_per_message_deflate=False
+            )
+            _ordered_server(config, fleet.stop if fleet is not None else None).run()
         finally:
             if fleet is not None:
-                fleet.stop()
+                fleet.stop()  # already stopped unless the server failed; then without an API, but stopped
             scheduler.stop()
             pump.stop()
+        if echo:
+            print("makima: stopped", flush=True)

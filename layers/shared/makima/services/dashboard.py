@@ -1,25 +1,18 @@
-"""The dashboard (seed 5.4): one consistent snapshot of the caller's contracts (everyone's for admins)."""
+"""The dashboard (seed 5.4): one consistent snapshot of the caller's contracts (everyone's for admins),
+as typed records (``domain/dashboard.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from makima.db import dashboard as dashboard_sql
 from makima.db.connection import Database
+from makima.domain.dashboard import Dashboard
+from makima.domain.models import ContractEvent
 from makima.domain.principals import Principal
 from makima.services.common import scope
 
-
-@dataclass(frozen=True)
-class Dashboard:
-    status_counts: dict[str, int]
-    phase_counts: dict[str, int]
-    stale: list[dict[str, Any]]
-    waiting: list[dict[str, Any]]
-    recent_events: list[dict[str, Any]]
-    resource_usage: dict[str, int]
+__all__ = ["Dashboard", "dashboard"]
 
 
 def dashboard(db: Database, principal: Principal, *, stale_threshold: timedelta, limit: int = 50) -> Dashboard:
@@ -32,6 +25,6 @@ def dashboard(db: Database, principal: Principal, *, stale_threshold: timedelta,
             phase_counts=dashboard_sql.phase_counts(conn, owner),
             stale=dashboard_sql.stale(conn, owner, stale_threshold, limit),
             waiting=dashboard_sql.waiting(conn, owner, limit),
-            recent_events=dashboard_sql.recent_events(conn, owner, 20),
+            recent_events=[ContractEvent.model_validate(e) for e in dashboard_sql.recent_events(conn, owner, 20)],
             resource_usage=dashboard_sql.resource_usage(conn, owner),
         )

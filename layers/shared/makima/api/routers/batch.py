@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from makima.api.deps import DB, Caller, Config, FeatureFlags
+from makima.api.deps import DB, Caller, Config, FeatureFlags, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body
 from makima.flags import Flag, require
@@ -20,6 +20,8 @@ from makima.services import batch as svc
 from makima.services.stale import threshold_of
 
 router = make_router("batch")
+# Batch operations are part of the monitoring_dashboard feature (seed phase 5): 404 FEATURE_DISABLED while off.
+router.dependencies.append(feature(Flag.MONITORING_DASHBOARD))
 
 
 class WorktreeKeyIn(Body):

@@ -4,7 +4,6 @@ Behind the ``monitoring_dashboard`` feature flag."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -12,7 +11,6 @@ from pydantic import BaseModel, Field
 from makima.api.deps import DB, Caller, Config, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import EventOut
-from makima.domain.models import ContractEvent
 from makima.flags import Flag
 from makima.services import dashboard as svc
 from makima.services.stale import threshold_of
@@ -52,37 +50,26 @@ class DashboardOut(BaseModel):
     resourceUsage: ResourceUsage  # noqa: N815
 
 
-def _waiting_for(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    return raw.split(":", 1)[0]  # "question", "phase_confirmation", "completion_confirmation", a reason
-
-
 @router.get("/contracts/dashboard", response_model=DashboardOut)
 def dashboard(db: DB, caller: Caller, config: Config) -> DashboardOut:
     d = svc.dashboard(db, caller, stale_threshold=threshold_of(config.contracts))
-    usage: dict[str, Any] = d.resource_usage
+    u = d.resource_usage
     return DashboardOut(
         statusCounts=d.status_counts,
         phaseCounts=d.phase_counts,
         staleContracts=[
-            StaleContract(
-                id=r["id"], name=r["name"], lastActivity=r["last_activity_at"], staleDurationSecs=r["stale_secs"]
-            )
-            for r in d.stale
+            StaleContract(id=s.id, name=s.name, lastActivity=s.last_activity_at, staleDurationSecs=s.stale_seconds)
+            for s in d.stale
         ],
         waitingForInput=[
-            WaitingContract(
-                id=r["id"], name=r["name"], waitingFor=_waiting_for(r["waiting_for"]), question=r["question"]
-            )
-            for r in d.waiting
+            WaitingContract(id=w.id, name=w.name, waitingFor=w.waiting_for, question=w.question) for w in d.waiting
         ],
-        recentEvents=[EventOut.of(ContractEvent.model_validate(e)) for e in d.recent_events],
+        recentEvents=[EventOut.of(e) for e in d.recent_events],
         resourceUsage=ResourceUsage(
-            activeSupervisors=usage["active_supervisors"],
-            runningTasks=usage["running_tasks"],
-            pendingTasks=usage["pending_tasks"],
-            activeDaemons=usage["active_daemons"],
-            totalWorktrees=usage["total_worktrees"],
+            activeSupervisors=u.active_supervisors,
+            runningTasks=u.running_tasks,
+            pendingTasks=u.pending_tasks,
+            activeDaemons=u.active_daemons,
+            totalWorktrees=u.total_worktrees,
         ),
     )

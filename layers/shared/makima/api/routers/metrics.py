@@ -3,19 +3,20 @@
 At the root, not under /api/v1: ``/metrics`` is where Prometheus looks by default. It is not public
 like health: the counts span every owner, so it takes a bearer token like every other endpoint and
 answers 403 ``FORBIDDEN`` to non-admins (Prometheus scrapes with an admin token, ``bearer_token`` in its
-scrape config).
+scrape config). Part of the ``monitoring_dashboard`` feature: 404 ``FEATURE_DISABLED`` while it is off.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from makima.api.deps import DB, Caller, Config
+from makima.api.deps import DB, Caller, Config, feature
 from makima.api.routers._common import ERROR_RESPONSES
+from makima.flags import Flag
 from makima.services import metrics as svc
 from makima.services.stale import threshold_of
 
-router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES, dependencies=[feature(Flag.MONITORING_DASHBOARD)])
 
 
 @router.get(

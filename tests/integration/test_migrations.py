@@ -30,6 +30,7 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
         "0005_supervisors",
         "0006_heartbeat_hot_updates",
         "0007_monitoring",
+        "0008_version_per_transaction",
     ]
     up_tables = _tables(url)
     assert {
@@ -46,7 +47,8 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM contract_types WHERE builtin").fetchone() == (2,)
     # When rolled all the way down, then nothing of ours is left
-    assert rollback(url, steps=7) == [
+    assert rollback(url, steps=8) == [
+        "0008_version_per_transaction",
         "0007_monitoring",
         "0006_heartbeat_hot_updates",
         "0005_supervisors",

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
+from makima.api.compat import STATUS_VIEW, shown
 from makima.api.deps import DB, Caller, Config, FeatureFlags
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body
@@ -20,6 +21,7 @@ from makima.services import batch as svc
 from makima.services.stale import threshold_of
 
 router = make_router("batch")
+router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
 class WorktreeKeyIn(Body):
@@ -147,8 +149,14 @@ def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureF
         dry_run=result.dry_run,
         affected_count=result.affected_count,
         affected_ids=result.affected_ids,
-        affected_contracts=[BatchContract.model_validate(c) for c in result.affected_contracts],
-        affected_worktrees=[BatchWorktree.model_validate(w) for w in result.affected_worktrees],
+        affected_contracts=[
+            BatchContract.model_validate(c).model_copy(update={"status": shown(c["status"])})
+            for c in result.affected_contracts
+        ],
+        affected_worktrees=[
+            BatchWorktree.model_validate(w).model_copy(update={"contract_status": shown(w["contract_status"])})
+            for w in result.affected_worktrees
+        ],
         errors=[
             BatchItemError(
                 contract_id=e.contract_id, code=e.code, message=e.message, daemon_id=e.daemon_id, path=e.path

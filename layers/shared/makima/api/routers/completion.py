@@ -10,6 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Policy, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import Body, ContractOut
@@ -17,6 +18,7 @@ from makima.flags import Flag
 from makima.services import completion as svc
 
 router = make_router("completion")
+router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 router.dependencies.append(feature(Flag.AUTO_COMPLETE))
 
 

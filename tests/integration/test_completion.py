@@ -109,7 +109,9 @@ def test_phase_guard_stops_at_each_phase_until_confirmed(client: TestClient, use
     held = d.get()
     assert (held["status"], held["waiting_for"]) == ("waiting_for_input", "completion_confirmation")
     check = d.post("/check-completion", {})
-    assert (check["ready"], check["would_complete"], check["completed"]) == (True, False, False)
+    # a check: it could complete now (would_complete) but changes nothing without confirmed
+    assert (check["ready"], check["would_complete"], check["completed"]) == (True, True, False)
+    assert d.get()["status"] == "waiting_for_input"
     done = d.post("/check-completion", {"confirmed": True})
     assert (done["completed"], done["contract"]["status"]) == (True, "completed")
 
@@ -191,7 +193,8 @@ def test_auto_complete_can_be_switched_off_per_contract(client: TestClient, user
     client.put(d.url("/auto-complete"), json={"enabled": False}, headers=user.headers)
     d.deliver("pull-request")
     check = d.post("/check-completion")
-    assert (check["ready"], check["would_complete"], check["missing"]) == (True, False, [])
+    assert (check["ready"], check["would_complete"], check["missing"]) == (True, True, [])
+    assert d.get()["status"] == "active"  # the check changed nothing
     assert d.post("/check-completion", {"confirmed": True})["contract"]["status"] == "completed"
 
 

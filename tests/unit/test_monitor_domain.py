@@ -68,6 +68,10 @@ def test_a_logged_event_serializes_to_the_documented_envelope() -> None:
         "timestamp": "2026-11-24T16:14:11.296687+00:00",
         "actor": f"user:{OWNER}",
         "data": {"old_status": "active", "new_status": "paused", "reason": "review"},
+        # the seed's fields also at the top level (its compatibility rule: both shapes during transition)
+        "old_status": "active",
+        "new_status": "paused",
+        "reason": "review",
     }
     assert event["owner_id"] == str(OWNER)  # routing only: never sent to a client
     assert json.loads(json.dumps(client)) == client

@@ -219,14 +219,16 @@ class CompletionCheck:
 def check_completion(
     db: Database, principal: Principal, contract_id: UUID, policy: CompletionPolicy, *, confirmed: bool = False
 ) -> CompletionCheck:
-    """Seed 2.4: is the contract ready to complete, and complete it when allowed.
+    """Seed 2.4: is the contract ready to complete? A check: it changes nothing unless ``confirmed``.
 
-    Ready means: in the terminal phase with its gate satisfied. It completes now when the contract is
-    active (or waiting for the completion confirmation) and either ``confirmed`` is sent or neither
-    the phase guard nor a disabled auto-complete holds it back.
+    Ready means: in the terminal phase with its gate satisfied. ``would_complete`` means it can be
+    completed now: ready, and ``active`` (or waiting for the completion confirmation). With
+    ``confirmed`` such a contract is completed by this call (the phase guard's and a disabled
+    auto-complete's explicit yes); without it nothing is written, whatever the auto-complete settings:
+    a check a dashboard or a supervisor polls must not finish the contract behind the owner's back.
     """
     with transaction(db) as conn:
-        contract = load_contract(conn, principal, contract_id, lock=True)
+        contract = load_contract(conn, principal, contract_id, lock=confirmed)
         ctype = load_type(conn, contract.contract_type)
         if contract.status is ContractStatus.COMPLETED:
             return CompletionCheck(contract, True, False, True, [])
@@ -239,14 +241,12 @@ def check_completion(
         awaiting = (
             contract.status is ContractStatus.WAITING_FOR_INPUT and contract.waiting_for == COMPLETION_CONFIRMATION
         )
-        can_move = contract.status is ContractStatus.ACTIVE or awaiting
-        automatic = contract.auto_complete_enabled and policy.auto_complete and not contract.phase_guard
-        would = ready and can_move and (confirmed or automatic)
-        if not would:
-            return CompletionCheck(contract, ready, False, False, missing)
+        would = ready and (contract.status is ContractStatus.ACTIVE or awaiting)
+        if not (would and confirmed):
+            return CompletionCheck(contract, ready, would, False, missing)
         if awaiting:
             contract = _status(conn, principal, contract, ContractStatus.ACTIVE, "completion confirmed")
-        record(conn, contract, principal, "completion_detected", phase=contract.phase, confirmed=confirmed)
+        record(conn, contract, principal, "completion_detected", phase=contract.phase, confirmed=True)
         contract = complete(conn, principal, contract, enhanced_statuses=policy.enhanced_statuses)
         return CompletionCheck(contract, True, True, True, [])
 

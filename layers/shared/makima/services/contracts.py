@@ -306,12 +306,19 @@ def change_status(
     status: ContractStatus,
     reason: str | None = None,
     expected_version: int | None = None,
+    policy: CompletionPolicy | None = None,
 ) -> Contract:
-    """Apply one transition of the status table (Task 1.4) and record it."""
+    """Apply one transition of the status table (Task 1.4) and record it. A contract that becomes
+    ``active`` (resumed, unblocked, retried, started) may find its gate already met while it could not
+    move: the gate is evaluated in the same transaction, as after any change that may satisfy one."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
         _check_version(contract, expected_version)
-        return transition(conn, principal, contract, status, reason)
+        updated = transition(conn, principal, contract, status, reason)
+        if updated.status is not ContractStatus.ACTIVE:
+            return updated
+        ctype = load_type(conn, updated.contract_type)
+        return advance_if_ready(conn, principal, updated, ctype, policy or CompletionPolicy.off())
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from makima.api.compat import STATUS_VIEW, shown
-from makima.api.deps import DB, Caller, Config, FeatureFlags
+from makima.api.deps import DB, Caller, Config, FeatureFlags, Policy
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body
 from makima.flags import Flag, require
@@ -123,8 +123,9 @@ class BatchOut(BaseModel):
 
 
 @router.post("/contracts/batch", response_model=BatchOut)
-def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureFlags) -> BatchOut:
-    """403 FORBIDDEN for non-admins; 400 VALIDATION_FAILED for an unknown operation, a status that
+def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureFlags, policy: Policy) -> BatchOut:
+    """403 FORBIDDEN for daemon tokens, and for users but for archive_old and cleanup_archived (over
+    their own contracts); 400 VALIDATION_FAILED for an unknown operation, a status that
     cannot be archived, a missing threshold or a field the operation does not use. Items fail on their
     own (``errors``) without undoing the others."""
     if body.operation == svc.BatchOperation.PAUSE_ALL:
@@ -143,6 +144,7 @@ def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureF
             worktrees=None if body.worktrees is None else [(w.daemon_id, w.path) for w in body.worktrees],
         ),
         stale_threshold=threshold_of(config.contracts),
+        policy=policy,
     )
     return BatchOut(
         operation=result.operation.value,

@@ -33,14 +33,16 @@ class PhaseReadinessOut(BaseModel):
 
 class CompletionCheckIn(Body):
     confirmed: bool = Field(
-        default=False, description="Complete now even though the phase guard or a disabled auto-complete holds it."
+        default=False,
+        description="Complete the contract now if it would_complete (the phase guard's or a disabled "
+        "auto-complete's explicit yes). Without it the call only checks and changes nothing.",
     )
 
 
 class CompletionCheckOut(BaseModel):
-    ready: bool
-    would_complete: bool
-    completed: bool
+    ready: bool = Field(description="In the terminal phase with its gate met.")
+    would_complete: bool = Field(description="Ready and able to complete now: send confirmed: true to complete it.")
+    completed: bool = Field(description="The contract is completed (by this call when confirmed).")
     missing: list[str]
     contract: ContractOut
 

@@ -38,7 +38,9 @@ def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller, p
 
 
 @router.post("/contracts/{contract_id}/status", response_model=ContractOut)
-def change_status(contract_id: UUID, body: StatusChange, db: DB, caller: Caller, flags: FeatureFlags) -> ContractOut:
+def change_status(
+    contract_id: UUID, body: StatusChange, db: DB, caller: Caller, flags: FeatureFlags, policy: Policy
+) -> ContractOut:
     """400 INVALID_TRANSITION (with the allowed targets) for a move the status table does not allow.
     While the enhanced_contract_status flag is off only the original three statuses can be set."""
     if body.status not in LEGACY_STATUSES:
@@ -51,5 +53,6 @@ def change_status(contract_id: UUID, body: StatusChange, db: DB, caller: Caller,
             status=body.status,
             reason=body.reason,
             expected_version=body.expected_version,
+            policy=policy,
         )
     )

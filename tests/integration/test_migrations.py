@@ -97,7 +97,7 @@ def test_enhanced_status_backfill_and_rollback(fresh_database: Callable[[str], s
         conn.execute("UPDATE contracts SET status = 'paused' WHERE name = 'legacy-active'")
         assert conn.execute("SELECT status FROM contracts WHERE name = 'new'").fetchone() == ("created",)
     # When 0002 is rolled back, new statuses fold onto the legacy ones so the old check holds again
-    rolled = rollback(url, steps=6)
+    rolled = rollback(url, steps=7)
     assert rolled[-1] == "0002_enhanced_contract_status"
     with psycopg.connect(url) as conn:
         statuses: dict[str, str] = dict(conn.execute("SELECT name, status FROM contracts").fetchall())

@@ -408,14 +408,31 @@ def test_without_a_terminal_and_without_force_it_refuses(cli: Callable[..., Any]
     assert world.status(cid) == "completed"
 
 
-def test_a_non_admin_token_is_forbidden(cli: Callable[..., Any], owner: Person, world: World) -> None:
+def test_a_user_token_cleans_up_only_its_own_contracts(
+    cli: Callable[..., Any], owner: Person, world: World, stack: Stack
+) -> None:
+    # Given the user's old finished contract, and another user's
     cid = world.contract("mine", "active", "completed")
-    world.age(cid, days=30)
+    with stack.client() as admin:
+        other = admin.post("/users", json={"name": f"cleanup-other-{uuid.uuid4().hex[:8]}"}).json()
+        token = admin.post(f"/users/{other['id']}/tokens", json={"name": "e2e"}).json()["token"]
+    with stack.client(token) as http:
+        theirs = str(http.post("/contracts", json={"name": f"theirs-{world.tag}"}).json()["id"])
+        http.post(f"/contracts/{theirs}/status", json={"status": "completed"})
+    world.contracts.append(theirs)
+    world.age(cid, theirs, days=30)
 
+    # When the user cleans up everything
     result = cli("--all", "--force", token=owner.token)
 
-    assert result.exit_code == 1
-    (line,) = result.stderr.splitlines()
+    # Then worktrees (fleet-wide) are skipped, the user's contract is archived, the other's untouched
+    assert result.exit_code == 0, result.output
+    assert "--worktrees: skipped (orphaned worktrees are cleaned up by an admin)" in result.stdout
+    assert (world.status(cid), world.status(theirs)) == ("archived", "completed")
+
+    # And asking for the worktrees alone is one FORBIDDEN line naming the admin token
+    refused = cli("--worktrees", "--force", token=owner.token)
+    assert refused.exit_code == 1
+    (line,) = refused.stderr.splitlines()
     assert line.startswith("error: FORBIDDEN: ")
     assert "admin token" in line
-    assert world.status(cid) == "completed"

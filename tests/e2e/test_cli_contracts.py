@@ -115,7 +115,7 @@ def fleet_owner(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> tuple
     o.post(f"/contracts/{active_plan}/status", {"status": "active"})
     active_execute = o.create("executing")
     o.post(f"/contracts/{active_execute}/status", {"status": "active"})
-    o.post(f"/contracts/{active_execute}/phase", {"phase": "execute", "expected_version": 2})
+    o.post(f"/contracts/{active_execute}/phase", {"phase": "execute", "expected_version": 2, "force": True})
     paused = o.create("on hold", contract_type="specification")
     o.post(f"/contracts/{paused}/status", {"status": "paused", "reason": "review"})
     waiting = o.create("asking")
@@ -323,11 +323,18 @@ def test_pause_and_resume(owner: Owner) -> None:
 
 def test_advance_with_and_without_force(owner: Owner) -> None:
     cid = owner.create("guarded", phase_guard=True)
+    unmet = owner.cli("advance", cid, "--phase", "execute")
+    assert unmet.exit_code == 1
+    assert unmet.stderr == (
+        f"error: VALIDATION_FAILED: {cid[:8]} cannot move plan → execute: requirements not met: "
+        "Deliverable: plan-document. Re-run with --force to move anyway (recorded as forced).\n"
+    )
+    owner.post(f"/contracts/{cid}/deliverables", {"deliverable_id": "plan-document"})
     refused = owner.cli("advance", cid, "--phase", "execute")
     assert refused.exit_code == 1
     assert refused.stderr == (
         f"error: PHASE_GUARD_REQUIRED: {cid[:8]} has the phase guard on: re-run with --force to confirm "
-        "plan → execute (0/1 deliverables of plan complete)\n"
+        "plan → execute (1/1 deliverables of plan complete)\n"
     )
     assert owner.get(f"/contracts/{cid}")["phase"] == "plan"
     done = owner.cli("advance", cid, "--phase", "execute", "--force", "--reason", "approved")

@@ -50,7 +50,7 @@ def test_concurrent_phase_changes_over_http(stack: Stack) -> None:
     def racer() -> None:
         with stack.client() as api:
             barrier.wait()
-            r = api.post(f"/contracts/{cid}/phase", json={"phase": "specify", "expected_version": 1})
+            r = api.post(f"/contracts/{cid}/phase", json={"phase": "specify", "expected_version": 1, "force": True})
             with lock:
                 codes.append(r.status_code)
 

@@ -395,8 +395,8 @@ def test_an_item_that_fails_after_writing_is_undone_alone(
     ids = sorted(setup.contract(user, "active") for _ in range(3))
     pause = batch_svc.ACTIONS[batch_svc.BatchOperation.PAUSE_ALL]
 
-    def pause_then_fail(conn: Conn, principal: Any, contract_id: uuid.UUID, reason: str) -> None:
-        pause(conn, principal, contract_id, reason)
+    def pause_then_fail(conn: Conn, principal: Any, contract_id: uuid.UUID, reason: str, policy: Any) -> None:
+        pause(conn, principal, contract_id, reason, policy)
         if str(contract_id) == ids[1]:
             raise Conflict("failed after writing", {"contract_id": str(contract_id)})
 

@@ -109,7 +109,9 @@ def test_phase_guard_stops_at_each_phase_until_confirmed(client: TestClient, use
     held = d.get()
     assert (held["status"], held["waiting_for"]) == ("waiting_for_input", "completion_confirmation")
     check = d.post("/check-completion", {})
-    assert (check["ready"], check["would_complete"], check["completed"]) == (True, False, False)
+    # a check: it could complete now (would_complete) but changes nothing without confirmed
+    assert (check["ready"], check["would_complete"], check["completed"]) == (True, True, False)
+    assert d.get()["status"] == "waiting_for_input"
     done = d.post("/check-completion", {"confirmed": True})
     assert (done["completed"], done["contract"]["status"]) == (True, "completed")
 
@@ -121,7 +123,7 @@ def test_concurrent_deliverables_in_the_terminal_phase_both_land(db: PooledDatab
     from makima.services import tasks as tasks_svc
 
     tasks_svc.spawn_task(db, user.principal, c.id, name="supervisor", is_supervisor=True)
-    contracts_svc.change_phase(db, user.principal, c.id, phase="execute", expected_version=2)
+    contracts_svc.change_phase(db, user.principal, c.id, phase="execute", expected_version=2, force=True)
     policy = CompletionPolicy(auto_complete=False, auto_advance_phases=True)
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
@@ -152,7 +154,7 @@ def test_racing_deliverables_advance_a_phase_exactly_once(db: PooledDatabase, us
             db, user.principal, name="race", description="", contract_type="specification", phase_guard=False
         )
         tasks_svc.spawn_task(db, user.principal, c.id, name="supervisor", is_supervisor=True)
-        contracts_svc.change_phase(db, user.principal, c.id, phase="specify", expected_version=2)
+        contracts_svc.change_phase(db, user.principal, c.id, phase="specify", expected_version=2, force=True)
         policy = CompletionPolicy()
         barrier = threading.Barrier(2)
 
@@ -191,7 +193,8 @@ def test_auto_complete_can_be_switched_off_per_contract(client: TestClient, user
     client.put(d.url("/auto-complete"), json={"enabled": False}, headers=user.headers)
     d.deliver("pull-request")
     check = d.post("/check-completion")
-    assert (check["ready"], check["would_complete"], check["missing"]) == (True, False, [])
+    assert (check["ready"], check["would_complete"], check["missing"]) == (True, True, [])
+    assert d.get()["status"] == "active"  # the check changed nothing
     assert d.post("/check-completion", {"confirmed": True})["contract"]["status"] == "completed"
 
 
@@ -245,7 +248,7 @@ def flags_off(db: PooledDatabase) -> Iterator[TestClient]:
 
 def test_auto_complete_flag_off_disables_the_feature_cleanly(flags_off: TestClient, user: Caller) -> None:
     d = Driver(flags_off, user.headers, "simple")
-    d.post("/status", {"status": "active"})
+    assert d.get()["status"] == "active"  # enhanced statuses are off too: contracts start active
     d.deliver("plan-document")
     assert d.get()["phase"] == "plan"  # no auto-advance
     for method, suffix, body in (
@@ -263,9 +266,9 @@ def test_enhanced_status_flag_off_allows_only_the_original_statuses(flags_off: T
     d = Driver(flags_off, user.headers, "simple")
     r = flags_off.post(d.url("/status"), json={"status": "paused"}, headers=user.headers)
     assert (r.status_code, r.json()["error"]["code"]) == (404, "FEATURE_DISABLED")
-    assert d.get()["status"] == "created"
-    assert d.post("/status", {"status": "active"})["status"] == "active"
+    assert d.get()["status"] == "active"  # as before the enhanced statuses
     assert d.post("/status", {"status": "completed"})["status"] == "completed"
+    assert d.post("/status", {"status": "archived"})["status"] == "archived"
 
 
 def test_flags_come_from_the_settings_toml(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:

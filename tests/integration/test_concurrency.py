@@ -31,7 +31,7 @@ def test_concurrent_phase_changes_at_one_version(db: PooledDatabase, make_caller
     def racer(i: int) -> None:
         barrier.wait()
         try:
-            svc.change_phase(db, owner.principal, contract.id, phase=targets[i % 4], expected_version=1)
+            svc.change_phase(db, owner.principal, contract.id, phase=targets[i % 4], expected_version=1, force=True)
             result = "ok"
         except MakimaError as exc:
             result = exc.code

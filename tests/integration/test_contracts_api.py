@@ -115,7 +115,7 @@ def test_valid_deliverable_is_recorded_once(client: TestClient, user: Caller, ne
 def test_phase_change_checks_the_expected_version(client: TestClient, user: Caller, new_contract: NewContract) -> None:
     c = new_contract(user)
     url = f"{API}/contracts/{c['id']}/phase"
-    ok = client.post(url, json={"phase": "execute", "expected_version": 1}, headers=user.headers)
+    ok = client.post(url, json={"phase": "execute", "expected_version": 1, "force": True}, headers=user.headers)
     assert ok.status_code == 200
     assert (ok.json()["phase"], ok.json()["version"]) == ("execute", 2)
     stale = client.post(url, json={"phase": "plan", "expected_version": 1}, headers=user.headers)
@@ -188,7 +188,7 @@ def test_status_changes_follow_the_table_and_record_events(
     def move(status: str, reason: str | None = None, **extra: Any) -> Any:
         return client.post(url, json={"status": status, "reason": reason, **extra}, headers=user.headers)
 
-    assert move("completed").json()["error"]["code"] == "INVALID_TRANSITION"
+    assert move("waiting_for_input").json()["error"]["code"] == "INVALID_TRANSITION"
     r = move("active", "supervisor started")
     assert r.status_code == 200
     r = move("blocked", "waiting on API keys")
@@ -248,7 +248,7 @@ def test_list_filters_and_pagination(
     client.post(f"{API}/contracts/{ids[0]}/status", json={"status": "active"}, headers=me.headers)
     client.post(
         f"{API}/contracts/{ids[1]}/phase",
-        json={"phase": "execute", "expected_version": 1},
+        json={"phase": "execute", "expected_version": 1, "force": True},
         headers=me.headers,
     )
 

@@ -203,7 +203,7 @@ def test_metrics_are_the_database_truth(
     w.contract("failed")
     w.contract("archived")
     # And a manual phase change, and a contract that advances and completes by itself
-    w.post(f"/contracts/{idle}/phase", {"phase": "execute", "expected_version": 2})
+    w.post(f"/contracts/{idle}/phase", {"phase": "execute", "expected_version": 2, "force": True})
     complete_by_itself(client, w.caller)
     # And a supervisor with three heartbeats, two more in a daemon's batch, a restart request and a restore
     sup, task_id = w.supervised()
@@ -271,7 +271,7 @@ def test_counters_never_decrease(
     # As work goes on: phase changes, completions, heartbeats, restores, batches, contracts archived
     for i in range(3):
         cid = w.contract("active")
-        w.post(f"/contracts/{cid}/phase", {"phase": "execute", "expected_version": 2})
+        w.post(f"/contracts/{cid}/phase", {"phase": "execute", "expected_version": 2, "force": True})
         complete_by_itself(client, w.caller)
         w.beat(sup, task_id)
         w.post(f"/contracts/{sup}/supervisor/restore", {})

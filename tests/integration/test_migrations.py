@@ -30,6 +30,7 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
         "0005_supervisors",
         "0006_heartbeat_hot_updates",
         "0007_monitoring",
+        "0008_version_per_transaction",
         "0009_monotonic_metric_counters",
         "0010_supervisor_lifecycle",
     ]
@@ -48,9 +49,10 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM contract_types WHERE builtin").fetchone() == (2,)
     # When rolled all the way down, then nothing of ours is left
-    assert rollback(url, steps=9) == [
+    assert rollback(url, steps=10) == [
         "0010_supervisor_lifecycle",
         "0009_monotonic_metric_counters",
+        "0008_version_per_transaction",
         "0007_monitoring",
         "0006_heartbeat_hot_updates",
         "0005_supervisors",

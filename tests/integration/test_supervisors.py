@@ -468,7 +468,11 @@ def test_orphaned_worktrees_are_asked_back_and_confirmed(client: TestClient, use
     client.put(sup.url("/auto-complete"), json={"enabled": True}, headers=h)
     client.post(
         sup.url("/phase"),
-        json={"phase": "execute", "expected_version": client.get(sup.url(), headers=h).json()["version"]},
+        json={
+            "phase": "execute",
+            "expected_version": client.get(sup.url(), headers=h).json()["version"],
+            "force": True,  # the plan phase's gate is not met: the owner moves on anyway
+        },
         headers=h,
     )
     client.post(sup.url(f"/tasks/{t2}/status"), json={"status": "completed"}, headers=h)

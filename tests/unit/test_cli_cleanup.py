@@ -70,6 +70,7 @@ class FakeApi:
     gone: set[str] = field(default_factory=set)
     status: int = 200
     error: dict[str, Any] | None = None
+    error_only_for: str | None = None  # the error answers only this operation (a user token: worktrees)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[str] = field(default_factory=list)
 
@@ -82,9 +83,9 @@ class FakeApi:
         self.headers.append(request.headers.get("authorization", ""))
         body = json.loads(request.content)
         self.requests.append(body)
-        if self.error is not None:
-            return httpx.Response(self.status, json={"error": self.error})
         op = body["operation"]
+        if self.error is not None and self.error_only_for in (None, op):
+            return httpx.Response(self.status, json={"error": self.error})
         items = list(self.items.get(op, []))
         if "contract_ids" in body:
             items = [i for i in items if i["id"] in body["contract_ids"]]
@@ -445,14 +446,33 @@ def test_an_unwritable_log_changes_nothing(
 # --- API errors ---------------------------------------------------------------------------------------
 
 
-def test_a_non_admin_token_gets_one_forbidden_line(cli: Callable[..., Any], fake: FakeApi, terminal: Any) -> None:
+def test_a_user_token_asking_for_worktrees_gets_one_forbidden_line(
+    cli: Callable[..., Any], fake: FakeApi, terminal: Any
+) -> None:
     fake.status, fake.error = 403, {"code": "FORBIDDEN", "message": "admin role required", "details": {}}
-    result = cli("--all", "--dry-run")
+    result = cli("--worktrees", "--dry-run")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        "error: FORBIDDEN: admin role required (contracts cleanup runs admin-only batch operations: use an admin token)"
+        "error: FORBIDDEN: admin role required (with a user token cleanup archives and deletes your own"
+        " contracts; orphaned worktrees, fleet-wide, need an admin token)"
     ]
     assert len(fake.requests) == 1
+
+
+def test_all_with_a_user_token_skips_the_worktrees_and_cleans_up_the_rest(
+    cli: Callable[..., Any], fake: FakeApi, terminal: Any
+) -> None:
+    # Given a user token: the server refuses cleanup_worktrees (admin only) and scopes the rest to the user
+    fake.status, fake.error = 403, {"code": "FORBIDDEN", "message": "admin role required", "details": {}}
+    fake.error_only_for = "cleanup_worktrees"
+    fake.items["archive_old"] = [contract("a")]
+    fake.items["cleanup_archived"] = [contract("b", status="archived")]
+    # When the user cleans up everything
+    result = cli("--all", "--force")
+    # Then worktrees are skipped with a note, and the user's own contracts are archived and deleted
+    assert result.exit_code == 0, result.output
+    assert "--worktrees: skipped (orphaned worktrees are cleaned up by an admin)" in result.stdout
+    assert [r["operation"] for r in fake.requests if not r.get("dry_run")] == ["archive_old", "cleanup_archived"]
 
 
 def test_another_api_error_is_the_usual_line(cli: Callable[..., Any], fake: FakeApi, terminal: Any) -> None:

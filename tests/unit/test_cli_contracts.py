@@ -558,6 +558,36 @@ def test_advance_guard_says_use_force(server: FakeServer, config_file: Path) -> 
     assert "plan → execute" in result.stderr
 
 
+def test_advance_refused_for_unmet_requirements_lists_them_and_offers_force(
+    server: FakeServer, config_file: Path
+) -> None:
+    server.routes[("GET", f"/contracts/{CID}")] = (200, contract())
+    server.routes[("POST", f"/contracts/{CID}/phase")] = error(
+        400,
+        "VALIDATION_FAILED",
+        "phase requirements not met",
+        current_phase="plan",
+        target_phase="execute",
+        next_phase="execute",
+        missing_requirements=["Deliverable: plan-document", "1 task incomplete: write-plan"],
+        force_allowed=True,
+    )
+    result = contracts_cmd("advance", CID, "--phase", "execute")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: VALIDATION_FAILED: 3f6c2a1e cannot move plan → execute: requirements not met: "
+        "Deliverable: plan-document; 1 task incomplete: write-plan. Re-run with --force to move anyway "
+        "(recorded as forced).\n"
+    )
+    assert contracts_cmd("advance", CID, "--phase", "execute", "--force").exit_code == 1
+    assert server.body(server.calls("POST")[-1]) == {
+        "phase": "execute",
+        "expected_version": 3,
+        "confirmed": True,
+        "force": True,
+    }
+
+
 @pytest.mark.parametrize("args", [[], ["--phase"], ["--phase", "Execute!"], ["--force"]])
 def test_advance_bad_values(args: list[str], server: FakeServer, config_file: Path) -> None:
     assert contracts_cmd("advance", CID, *args).exit_code == 2

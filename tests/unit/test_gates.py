@@ -10,9 +10,11 @@ from makima.domain.gates import (
     PhaseGate,
     PhaseSnapshot,
     Readiness,
+    ReadinessResult,
     TaskRequirement,
     TaskView,
     evaluate,
+    phase_move,
     register_validator,
 )
 
@@ -123,3 +125,36 @@ def test_every_builtin_phase_has_a_gate() -> None:
         for p in t.phases:
             assert p.gate is not None, f"{t.name}.{p.id}"
             assert p.gate.auto_advance
+
+
+# --- manual phase changes (issue 17: VALIDATION_FAILED with missing_requirements) ------------------------
+
+PHASES = ["research", "specify", "plan"]
+
+
+def _result(*missing: str) -> ReadinessResult:
+    return ReadinessResult(Readiness.NOT_READY if missing else Readiness.READY, list(missing))
+
+
+def test_a_move_to_the_next_phase_needs_only_the_gate() -> None:
+    assert phase_move(PHASES, "research", "specify", _result()).allowed
+    blocked = phase_move(PHASES, "research", "specify", _result("Deliverable: notes"))
+    assert (blocked.allowed, blocked.missing, blocked.next_phase) == (False, ["Deliverable: notes"], "specify")
+
+
+def test_a_phase_gate_without_requirements_lets_the_next_phase_in() -> None:
+    assert phase_move(PHASES, "specify", "plan", ReadinessResult(Readiness.NO_GATE)).allowed
+
+
+def test_a_skip_names_the_phase_that_comes_next() -> None:
+    move = phase_move(PHASES, "research", "plan", _result())
+    assert move.missing == ["Phase: specify comes next; plan cannot be entered before it"]
+    assert phase_move(PHASES, "research", "plan", _result("Task: x")).missing == [
+        "Task: x",
+        "Phase: specify comes next; plan cannot be entered before it",
+    ]
+
+
+def test_a_move_back_needs_force_whatever_the_gate() -> None:
+    move = phase_move(PHASES, "plan", "research", _result())
+    assert (move.backwards, move.missing) == (True, ["Phase: research comes before plan; moving back needs force"])

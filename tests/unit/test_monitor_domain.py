@@ -68,6 +68,10 @@ def test_a_logged_event_serializes_to_the_documented_envelope() -> None:
         "timestamp": "2026-11-24T16:14:11.296687+00:00",
         "actor": f"user:{OWNER}",
         "data": {"old_status": "active", "new_status": "paused", "reason": "review"},
+        # the seed's fields also at the top level (its compatibility rule: both shapes during transition)
+        "old_status": "active",
+        "new_status": "paused",
+        "reason": "review",
     }
     assert event["owner_id"] == str(OWNER)  # routing only: never sent to a client
     assert json.loads(json.dumps(client)) == client
@@ -169,3 +173,26 @@ def test_routing_keeps_event_order_and_only_matching_events(events: list[tuple[s
     sub = _sub(contract_ids=[uuid.UUID(c) for c in wanted])
     out = route(rows, [sub], {C1: "active", C2: "active"}).get("c", [])
     assert [e["id"] for e in out] == [e["id"] for e in rows if e["contract_id"] in wanted]
+
+
+def test_the_seed_fields_are_also_at_the_top_level_and_never_replace_the_envelope() -> None:
+    # Given a stale event (both names of the duration) and an event whose data has envelope-like keys
+    stale = public(
+        from_log(_row(7, "stale_detected", last_activity=AT.isoformat(), stale_duration=4000, stale_duration_secs=4000))
+    )
+    odd = public(from_log(_row(8, "phase_changed", old_phase="a", new_phase="b", actor="spoof", timestamp="never")))
+    # Then the seed's fields are copied up, the envelope stays the envelope
+    assert (stale["stale_duration"], stale["stale_duration_secs"], stale["last_activity"]) == (
+        4000,
+        4000,
+        AT.isoformat(),
+    )
+    assert (odd["id"], odd["type"], odd["actor"], odd["timestamp"], odd["old_phase"], odd["new_phase"]) == (
+        "8",
+        "phase_changed",
+        f"user:{OWNER}",
+        AT.isoformat(),
+        "a",
+        "b",
+    )
+    assert odd["data"]["actor"] == "spoof"  # still in data, as sent

@@ -46,12 +46,15 @@ async def get_flags(request: Request) -> Flags:
 async def get_policy(
     settings: Annotated[Settings, Depends(get_app_settings)], flags: Annotated[Flags, Depends(get_flags)]
 ) -> CompletionPolicy:
-    """What auto-completion may do on this request: the settings, gated by the auto_complete flag."""
+    """What auto-completion and the statuses may do on this request: the settings, gated by the
+    auto_complete and enhanced_contract_status flags (evaluated per request)."""
+    enhanced = flags.enabled(Flag.ENHANCED_CONTRACT_STATUS)
     if not flags.enabled(Flag.AUTO_COMPLETE):
-        return CompletionPolicy.off()
+        return CompletionPolicy.flags_off(enhanced_statuses=enhanced)
     return CompletionPolicy(
         auto_complete=settings.contracts.auto_complete_enabled,
         auto_advance_phases=settings.contracts.auto_advance_phases,
+        enhanced_statuses=enhanced,
     )
 
 

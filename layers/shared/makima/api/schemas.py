@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from makima.api.compat import StatusView, current_view
 from makima.domain.models import ApiToken, ChatMessage, Contract, ContractEvent, Question, Task, User
 from makima.domain.principals import Role
 from makima.domain.statuses import LEGACY_STATUS, ContractStatus
@@ -64,7 +65,11 @@ class ContractOut(BaseModel):
     description: str
     contract_type: str
     phase: str
-    status: ContractStatus
+    status: ContractStatus = Field(
+        description="The status; with `X-Makima-Status: legacy` (or the enhanced_contract_status flag off) "
+        "one of the original three."
+    )
+    enhanced_status: ContractStatus = Field(description="The status among all nine, whatever view was asked for.")
     version: int
     phase_guard: bool
     owner_id: UUID
@@ -86,11 +91,16 @@ class ContractOut(BaseModel):
 
     @classmethod
     def of(cls, c: Contract) -> ContractOut:
+        """The contract as the request asked to see it (``api/compat.py``: the legacy view folds ``status``)."""
+        legacy = LEGACY_STATUS[c.status]
+        fields = c.model_dump()
+        fields["status"] = legacy if current_view() is StatusView.LEGACY else c.status
         return cls(
-            **c.model_dump(),
+            **fields,
+            enhanced_status=c.status,
             type=c.contract_type,
             current_phase=c.phase,
-            legacy_status=LEGACY_STATUS[c.status].value,
+            legacy_status=legacy.value,
         )
 
 
@@ -130,6 +140,10 @@ class PhaseChange(Body):
     phase: str = Field(pattern=_SLUG)
     expected_version: int = Field(ge=1, le=2_147_483_647)
     confirmed: bool = False
+    force: bool = Field(
+        default=False,
+        description="Move past unmet phase requirements, skip a phase or go back (people only; recorded in the event).",
+    )
     reason: str | None = Field(pattern=TEXT, default=None, max_length=2000)
 
 

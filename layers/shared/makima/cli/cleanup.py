@@ -1,5 +1,7 @@
 """``makima contracts cleanup``: archive old finished contracts, delete old archived ones, and ask daemons
-to remove orphaned worktrees, through the admin-only batch API (``POST /api/v1/contracts/batch``).
+to remove orphaned worktrees, through the batch API (``POST /api/v1/contracts/batch``). An admin token
+cleans up every owner's contracts; a user token archives and deletes the user's own (the server scopes
+the batch), and ``--all`` skips the worktrees, which are an admin's.
 
 Each operation runs the same way:
 
@@ -32,7 +34,8 @@ which would make its worktrees look freshly orphaned, and contracts archived now
 same run. The dry-run tables show at most 100 rows, oldest first.
 
 Exit statuses: 0 done (or nothing to do, or a dry run); 1 some items failed (listed), the API refused
-(``error: CODE: message``; a non-admin token is ``error: FORBIDDEN: …``), or the confirmation was declined;
+(``error: CODE: message``; ``--worktrees`` with a user token is ``error: FORBIDDEN: …``), or the
+confirmation was declined;
 2 a usage error (no operation, a bad ``--older-than``) or confirmation needed without a terminal; 3 the API
 cannot be reached.
 """
@@ -47,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 from rich import box
@@ -170,16 +173,24 @@ def interactive() -> bool:
 
 def post_batch(api: Api, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /contracts/batch``; an error answer ends the command with the CLI's one line, a 403 saying
-    that cleanup needs an admin token."""
+    what a user token may clean up (its own contracts) and what needs an admin (worktrees)."""
     answer = api.attempt("POST", "/contracts/batch", json=body)
     if isinstance(answer, ApiFailure):
-        message = answer.message
-        if answer.status == 403:
-            message += " (contracts cleanup runs admin-only batch operations: use an admin token)"
-        typer.echo(f"error: {answer.code}: {message}", err=True)
-        raise typer.Exit(EXIT_API_ERROR)
+        refused(answer)
     result: dict[str, Any] = answer
     return result
+
+
+def refused(answer: ApiFailure) -> NoReturn:
+    """End the command on an error answer of the batch API, with the CLI's one line."""
+    message = answer.message
+    if answer.status == 403:
+        message += (
+            " (with a user token cleanup archives and deletes your own contracts;"
+            " orphaned worktrees, fleet-wide, need an admin token)"
+        )
+    typer.echo(f"error: {answer.code}: {message}", err=True)
+    raise typer.Exit(EXIT_API_ERROR)
 
 
 def _items(step: Step, answer: dict[str, Any]) -> list[dict[str, Any]]:
@@ -408,10 +419,11 @@ def cleanup(
         bool, typer.Option("--force", help="Do not ask for confirmation (needed without a terminal).")
     ] = False,
 ) -> None:
-    """Archive old finished contracts, delete old archived ones, and clean up orphaned worktrees (admin
-    token needed). Shows what each operation would affect, asks for confirmation (unless --force), then
-    applies it in chunks; every contract archived or deleted is logged (server events, and one JSON line in
-    $MAKIMA_CLEANUP_LOG or ~/.local/state/makima/cleanup.log).
+    """Archive old finished contracts, delete old archived ones, and clean up orphaned worktrees (a user
+    token: your own contracts, no worktrees; an admin token: everyone's). Shows what each operation would
+    affect, asks for confirmation (unless --force), then applies it in chunks; every contract archived or
+    deleted is logged (server events, and one JSON line in $MAKIMA_CLEANUP_LOG or
+    ~/.local/state/makima/cleanup.log).
 
     Exit: 0 done; 1 some items failed, the API refused, or you said no; 2 usage, or no terminal to confirm
     on without --force; 3 API unreachable.
@@ -441,7 +453,14 @@ def cleanup(
     failed = 0
     for step in steps:
         base: dict[str, Any] = {"operation": step.operation, "older_than_hours": hours_of(age)}
-        preview = post_batch(api, {**base, "dry_run": True, "limit": PREVIEW_LIMIT})
+        first = api.attempt("POST", "/contracts/batch", json={**base, "dry_run": True, "limit": PREVIEW_LIMIT})
+        if isinstance(first, ApiFailure):
+            if everything and step is WORKTREES and first.status == 403:
+                # --all with a user token: the worktrees are an admin's (fleet-wide); the rest is the user's own
+                typer.echo(f"{step.flag}: skipped (orphaned worktrees are cleaned up by an admin)")
+                continue
+            refused(first)
+        preview: dict[str, Any] = first
         items = _items(step, preview)
         _show(out, step, items, older_than, datetime.now(UTC))
         if dry_run or not items:

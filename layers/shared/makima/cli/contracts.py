@@ -597,32 +597,50 @@ def advance(
     contract_id: ContractId,
     phase: Annotated[str, typer.Option("--phase", callback=_check_phase, help="The phase to move to.")],
     force: Annotated[
-        bool, typer.Option("--force", help="Confirm the move on a contract with the phase guard on.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Confirm the move on a contract with the phase guard on; move even though the phase's "
+            "requirements are not met, skipping a phase or going back (recorded as forced).",
+        ),
     ] = False,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded in the event).")] = None,
 ) -> None:
     """Move a contract to another phase (at the version just read; a concurrent change is refused).
-    With the phase guard on, the move needs --force.
+    The current phase's requirements must be met and only the next phase may be entered; with the
+    phase guard on the move needs confirming. --force does both: it confirms, and overrides what is not
+    met (the server records the move as forced only when something was).
 
     \b
     Example:
       makima contracts advance 3f6c2a1e --phase execute --force
+      makima contracts advance 3f6c2a1e --phase plan --force --reason "back to planning"
     """
     api, cid = _connect(ctx, contract_id)
     before = api.call("GET", f"/contracts/{cid}")
     body: dict[str, Any] = {"phase": phase, "expected_version": before["version"], "confirmed": force}
+    if force:
+        body["force"] = True
     if reason:
         body["reason"] = reason
     answer = attempt(api, "POST", f"/contracts/{cid}/phase", json=body)
     if isinstance(answer, ApiFailure):
+        d = answer.details
         if answer.code == "PHASE_GUARD_REQUIRED":
-            d = answer.details
             done = f"{d.get('completed_count', '?')}/{d.get('total_count', '?')}"
             fail(
                 answer.code,
                 f"{short_id(cid)} has the phase guard on: re-run with --force to confirm "
                 f"{d.get('current_phase', before['phase'])} → {d.get('target_phase', phase)} "
                 f"({done} deliverables of {d.get('current_phase', before['phase'])} complete)",
+            )
+        if answer.code == "VALIDATION_FAILED" and "missing_requirements" in d:
+            missing = "; ".join(str(m) for m in d["missing_requirements"])
+            fail(
+                answer.code,
+                f"{short_id(cid)} cannot move {d.get('current_phase', before['phase'])} → "
+                f"{d.get('target_phase', phase)}: requirements not met: {missing}. "
+                "Re-run with --force to move anyway (recorded as forced).",
             )
         fail(answer.code, answer.message)
     typer.echo(

@@ -259,8 +259,11 @@ class MakimaApi:
     def phase_readiness(self, contract_id: str) -> JSON:
         return dict(self.get(f"/contracts/{contract_id}/phase-readiness"))
 
-    def change_phase(self, contract_id: str, phase: str, *, expected_version: int, confirmed: bool = False) -> JSON:
-        body = {"phase": phase, "expected_version": expected_version, "confirmed": confirmed}
+    def change_phase(
+        self, contract_id: str, phase: str, *, expected_version: int, confirmed: bool = False, force: bool = False
+    ) -> JSON:
+        """``force`` (people only) moves past unmet phase requirements; refused for daemon tokens."""
+        body = {"phase": phase, "expected_version": expected_version, "confirmed": confirmed, "force": force}
         return dict(self.post(f"/contracts/{contract_id}/phase", body))
 
     def change_status(self, contract_id: str, status: str, *, reason: str | None = None) -> JSON:

@@ -438,14 +438,17 @@ class ReferenceSupervisor:
                 self.api.change_phase(self.contract_id, next_phase, expected_version=int(detail["version"]))
             else:
                 try:
-                    self.api.check_completion(self.contract_id)
+                    # check-completion only checks unless confirmed; confirm as the old automatic
+                    # completion did: never past the owner's phase guard or disabled auto-complete
+                    confirm = not detail.get("phase_guard") and bool(detail.get("auto_complete_enabled", True))
+                    self.api.check_completion(self.contract_id, confirmed=confirm)
                 except ApiError as exc:
                     if exc.code != "FEATURE_DISABLED":
                         raise
                     self.api.change_status(self.contract_id, "completed", reason="all deliverables delivered")
             self._emit("advanced_by_hand", phase=detail["phase"], to=next_phase or "completed")
         except ApiError as exc:
-            if exc.code not in ("VERSION_CONFLICT", "INVALID_TRANSITION", "PHASE_GUARD_REQUIRED"):
+            if exc.code not in ("VERSION_CONFLICT", "INVALID_TRANSITION", "PHASE_GUARD_REQUIRED", "VALIDATION_FAILED"):
                 raise
             self._emit("advance_refused", code=exc.code)
 

@@ -9,7 +9,8 @@ is locked (``lock_candidate``). Under READ COMMITTED a ``SELECT … FOR UPDATE``
 transaction re-evaluates its WHERE clause on the row as committed, so a contract that stopped matching
 in between (completed, resumed, deleted) comes back as no row: the batch never acts on a stale reading.
 
-Batches are admin-only, so nothing here is scoped by owner.
+An admin's batch spans every owner; a user's (the cleanup operations only) is scoped by ``owner_id`` in
+the same predicate, so another owner's contract is never listed, locked or touched.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Selection:
     changed_before: datetime | None = None  # status_changed_at: when it finished, or was archived
     idle_before: datetime | None = None  # last_activity_at: stale
     ids: list[UUID] | None = None
+    owner_id: UUID | None = None  # None: every owner (admins); else only that owner's contracts
 
 
 # One predicate for listing and for locking, so the re-check under the lock is the very same test.
@@ -39,6 +41,7 @@ _MATCHES = """
     AND (%(changed_before)s::timestamptz IS NULL OR c.status_changed_at < %(changed_before)s)
     AND (%(idle_before)s::timestamptz IS NULL OR c.last_activity_at < %(idle_before)s)
     AND (%(ids)s::uuid[] IS NULL OR c.id = ANY(%(ids)s::uuid[]))
+    AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
 """
 
 
@@ -48,6 +51,7 @@ def _params(selection: Selection) -> dict[str, Any]:
         "changed_before": selection.changed_before,
         "idle_before": selection.idle_before,
         "ids": selection.ids,
+        "owner": selection.owner_id,
     }
 
 

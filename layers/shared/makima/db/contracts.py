@@ -16,6 +16,13 @@ _COLUMNS = """id, owner_id, name, description, contract_type, phase, status, ver
     status_changed_at, last_activity_at, waiting_for, blocked_reason, failure_reason,
     auto_complete_enabled, completion_detected_at, created_at, updated_at"""
 
+# Every UPDATE that bumps the version goes through this: one transaction moves the version by exactly one,
+# however many of its steps change the contract (phase then status, an auto-advance chain, completing then
+# completed, a batch's savepoints). The row remembers which transaction bumped it last; a second bump by the
+# same transaction adds nothing. pg_current_xact_id() is the top-level id, the same inside savepoints.
+_BUMP_VERSION = """version = version + CASE WHEN version_xact = pg_current_xact_id() THEN 0 ELSE 1 END,
+               version_xact = pg_current_xact_id()"""
+
 
 def insert(
     conn: Conn,
@@ -27,15 +34,16 @@ def insert(
     phase: str,
     phase_guard: bool,
     auto_complete_enabled: bool = True,
+    status: str = "created",
 ) -> dict[str, Any]:
     row = conn.execute(
         f"""
         INSERT INTO contracts
             (owner_id, name, description, contract_type, phase, phase_guard, auto_complete_enabled, status)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, 'created')
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
         RETURNING {_COLUMNS}
         """,
-        (owner_id, name, description, contract_type, phase, phase_guard, auto_complete_enabled),
+        (owner_id, name, description, contract_type, phase, phase_guard, auto_complete_enabled, status),
     ).fetchone()
     assert row is not None
     return row
@@ -97,7 +105,7 @@ def update_details(conn: Conn, contract_id: UUID, *, name: str, description: str
     row = conn.execute(
         f"""
         UPDATE contracts
-           SET name = %s, description = %s, phase_guard = %s, version = version + 1, updated_at = now()
+           SET name = %s, description = %s, phase_guard = %s, {_BUMP_VERSION}, updated_at = now()
          WHERE id = %s
         RETURNING {_COLUMNS}
         """,
@@ -111,7 +119,7 @@ def set_phase(conn: Conn, contract_id: UUID, phase: str) -> dict[str, Any]:
     row = conn.execute(
         f"""
         UPDATE contracts
-           SET phase = %s, version = version + 1, updated_at = now(), last_activity_at = now()
+           SET phase = %s, {_BUMP_VERSION}, updated_at = now(), last_activity_at = now()
          WHERE id = %s
         RETURNING {_COLUMNS}
         """,
@@ -134,7 +142,7 @@ def set_status(
         f"""
         UPDATE contracts
            SET status = %s, waiting_for = %s, blocked_reason = %s, failure_reason = %s,
-               status_changed_at = now(), version = version + 1, updated_at = now()
+               status_changed_at = now(), {_BUMP_VERSION}, updated_at = now()
          WHERE id = %s
         RETURNING {_COLUMNS}
         """,
@@ -179,7 +187,7 @@ def mark_deliverable(conn: Conn, contract_id: UUID, phase: str, deliverable_id: 
 def set_auto_complete(conn: Conn, contract_id: UUID, enabled: bool) -> dict[str, Any]:
     row = conn.execute(
         f"""
-        UPDATE contracts SET auto_complete_enabled = %s, version = version + 1, updated_at = now()
+        UPDATE contracts SET auto_complete_enabled = %s, {_BUMP_VERSION}, updated_at = now()
          WHERE id = %s
         RETURNING {_COLUMNS}
         """,

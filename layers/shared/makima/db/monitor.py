@@ -181,6 +181,7 @@ ev AS (
            jsonb_build_object(
                'contract_id', f.id::text,
                'last_activity', to_jsonb(f.last_activity_at),
+               'stale_duration', floor(extract(epoch FROM now() - f.last_activity_at))::bigint,
                'stale_duration_secs', floor(extract(epoch FROM now() - f.last_activity_at))::bigint
            ),
            %(actor)s

@@ -154,3 +154,40 @@ def evaluate(gate: PhaseGate | None, snapshot: PhaseSnapshot) -> ReadinessResult
         missing += get_validator(gate.validator)(snapshot)
     status = Readiness.NOT_READY if missing else Readiness.READY
     return ReadinessResult(status, missing, gate.auto_advance)
+
+
+@dataclass(frozen=True)
+class PhaseMove:
+    """What a requested phase change would skip over: the unmet items of the current phase's gate (for a
+    forward move) and an ordering problem (a phase skipped, or a move back). Empty ``missing`` means the
+    move is allowed without an override."""
+
+    current: str
+    target: str
+    next_phase: str | None
+    backwards: bool
+    missing: list[str]
+
+    @property
+    def allowed(self) -> bool:
+        return not self.missing
+
+
+def phase_move(phase_ids: list[str], current: str, target: str, readiness: ReadinessResult) -> PhaseMove:
+    """Judge a manual move from ``current`` to ``target`` (both phases of ``phase_ids``, in order).
+
+    Forward, a phase is left only through its gate, as auto-advance would leave it: the gate's missing
+    items are the move's. Only the next phase may be entered: a skip is missing "the next phase first",
+    naming it. A move back needs no gate (nothing is being declared done) but is never routine, so it
+    is missing "an override" too. Pure: the caller decides who may override.
+    """
+    i, j = phase_ids.index(current), phase_ids.index(target)
+    nxt = phase_ids[i + 1] if i + 1 < len(phase_ids) else None
+    if j < i:
+        return PhaseMove(
+            current, target, nxt, True, [f"Phase: {target} comes before {current}; moving back needs force"]
+        )
+    missing = list(readiness.missing)
+    if j > i + 1:
+        missing.append(f"Phase: {nxt} comes next; {target} cannot be entered before it")
+    return PhaseMove(current, target, nxt, False, missing)

@@ -45,7 +45,8 @@ SEED_FIELDS: dict[str, tuple[str, ...]] = {
     "phase_changed": ("old_phase", "new_phase"),
     "supervisor_state_changed": ("supervisor_task_id", "old_state", "new_state"),
     "heartbeat": ("supervisor_task_id", "state", "activity", "progress"),
-    "stale_detected": ("last_activity", "stale_duration_secs"),
+    # the seed names it stale_duration (seconds); stale_duration_secs is the name this API shipped first
+    "stale_detected": ("last_activity", "stale_duration", "stale_duration_secs"),
     "task_completed": ("task_id", "task_name", "success"),
     "deliverable_completed": ("phase", "deliverable_id"),
     "question_asked": ("question_id", "question", "question_type"),
@@ -210,14 +211,24 @@ def route(
     return out
 
 
+ENVELOPE_KEYS = frozenset({"id", "type", "contract_id", "timestamp", "actor", "data", "owner_id"})
+
+
 def public(event: Mapping[str, Any]) -> dict[str, Any]:
     """The envelope as sent to a client: the routing key ``owner_id`` dropped, and an oversized
-    ``data`` cut down to the type's seed fields (flagged ``truncated``) so a frame always fits."""
+    ``data`` cut down to the type's seed fields (flagged ``truncated``) so a frame always fits.
+
+    The seed's event shape has its fields at the top level (``{"type": "status_changed",
+    "contract_id", "old_status", "new_status", "reason"}``), and its compatibility rule is to send both
+    shapes during a transition: so the type's seed fields are also copied from ``data`` to the top
+    level, never replacing an envelope key."""
     out = {k: v for k, v in event.items() if k != "owner_id"}
+    keep = SEED_FIELDS.get(out["type"], ())
     if len(json.dumps(out, default=str)) > MAX_EVENT_BYTES:
-        keep = SEED_FIELDS.get(out["type"], ())
         data = out.get("data") or {}
         out["data"] = {k: _clip(data[k]) for k in keep if k in data} | {"truncated": True}
+    data = out.get("data") or {}
+    out.update({k: data[k] for k in keep if k in data and k not in ENVELOPE_KEYS})
     return out
 
 

@@ -29,10 +29,12 @@ S = ContractStatus
 
 # Every allowed move, and nothing else. ``failed -> active`` is the way out of a failure (a retry
 # after the cause is fixed); ``archived`` is the only status with no way out: archived contracts are
-# kept for the record and deleted by cleanup.
+# kept for the record and deleted by cleanup. ``active -> archived`` and ``created -> completed`` are the
+# original API's moves (archive an active contract; complete one, which an old client sees as active):
+# old clients keep making them.
 TRANSITIONS: dict[ContractStatus, frozenset[ContractStatus]] = {
-    S.CREATED: frozenset({S.ACTIVE, S.PAUSED, S.FAILED, S.ARCHIVED}),
-    S.ACTIVE: frozenset({S.WAITING_FOR_INPUT, S.PAUSED, S.BLOCKED, S.COMPLETING, S.COMPLETED, S.FAILED}),
+    S.CREATED: frozenset({S.ACTIVE, S.PAUSED, S.FAILED, S.COMPLETED, S.ARCHIVED}),
+    S.ACTIVE: frozenset({S.WAITING_FOR_INPUT, S.PAUSED, S.BLOCKED, S.COMPLETING, S.COMPLETED, S.FAILED, S.ARCHIVED}),
     S.WAITING_FOR_INPUT: frozenset({S.ACTIVE, S.PAUSED, S.BLOCKED, S.FAILED}),
     S.PAUSED: frozenset({S.ACTIVE, S.FAILED, S.ARCHIVED}),
     S.BLOCKED: frozenset({S.ACTIVE, S.PAUSED, S.FAILED}),
@@ -57,6 +59,15 @@ LEGACY_STATUS: dict[ContractStatus, ContractStatus] = {
     S.FAILED: S.COMPLETED,
     S.ARCHIVED: S.ARCHIVED,
 }
+
+
+LEGACY_STATUSES: frozenset[ContractStatus] = frozenset({S.ACTIVE, S.COMPLETED, S.ARCHIVED})
+
+
+def legacy_group(status: ContractStatus) -> list[ContractStatus]:
+    """Every status that looks like ``status`` to an old client (a legacy filter ``active`` matches a
+    paused contract, because that client sees it as active)."""
+    return [s for s, legacy in LEGACY_STATUS.items() if legacy is status]
 
 
 def allowed_next(current: ContractStatus) -> list[str]:

@@ -1,6 +1,11 @@
-"""Batch operations over contracts (seed 5.3), for admins: archive old finished contracts, pause every
-active one, resume every paused one, delete old archived ones, ask stale contracts' supervisors to
-restart; and, over worktrees, ask daemons to remove the orphaned ones (``cleanup_worktrees``).
+"""Batch operations over contracts (seed 5.3): archive old finished contracts, pause every active one,
+resume every paused one, delete old archived ones, ask stale contracts' supervisors to restart; and, over
+worktrees, ask daemons to remove the orphaned ones (``cleanup_worktrees``).
+
+Admins run any of them over every owner's contracts. A user may run the two cleanup operations
+(``archive_old``, ``cleanup_archived``) over their own contracts only (``USER_OPERATIONS``): cleaning up
+after oneself needs no admin, while the fleet-wide ones (pausing, restarting, worktrees of every daemon)
+stay the operators'. A daemon token runs none.
 
 How a batch runs, and why:
 
@@ -47,12 +52,13 @@ from makima.db import batch as batch_sql
 from makima.db import events as events_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain.metrics import BATCH_OPERATION_EVENT
-from makima.domain.principals import Principal
+from makima.domain.principals import Principal, Role
 from makima.domain.statuses import TERMINAL, ContractStatus
-from makima.errors import Conflict, MakimaError, SupervisorNotFound, ValidationFailed
+from makima.errors import Conflict, Forbidden, MakimaError, SupervisorNotFound, ValidationFailed
 from makima.services import contracts as contracts_svc
 from makima.services import supervisors as supervisors_svc
-from makima.services.common import load_contract, record, require_admin
+from makima.services.common import load_contract, record
+from makima.services.completion import CompletionPolicy
 
 
 class BatchOperation(StrEnum):
@@ -79,6 +85,8 @@ _AGED = frozenset(
     }
 )
 _AGE_REQUIRED = frozenset({BatchOperation.ARCHIVE_OLD, BatchOperation.CLEANUP_ARCHIVED})
+# What a user (not an admin) may run, over their own contracts.
+USER_OPERATIONS = frozenset({BatchOperation.ARCHIVE_OLD, BatchOperation.CLEANUP_ARCHIVED})
 
 CHUNK_SIZE = 100  # contracts (or worktrees) per transaction: bounds the locks held and the work lost to a failure
 LOCK_TIMEOUT = "2s"  # the longest an item waits for a contract another change holds
@@ -184,11 +192,12 @@ def _archivable(request: BatchRequest) -> list[str]:
 
 
 def plan(
-    request: BatchRequest, *, now: datetime, stale_threshold: timedelta
+    request: BatchRequest, *, now: datetime, stale_threshold: timedelta, owner_id: UUID | None = None
 ) -> tuple[BatchOperation, batch_sql.Selection | batch_sql.WorktreeSelection]:
-    """Check the request and turn it into the predicate the batch selects by. Fields that do not apply
-    to the operation are refused rather than ignored: ``pause_all`` with ``older_than_hours`` would
-    otherwise pause every active contract, not only the old ones the caller meant."""
+    """Check the request and turn it into the predicate the batch selects by (only ``owner_id``'s
+    contracts when given). Fields that do not apply to the operation are refused rather than ignored:
+    ``pause_all`` with ``older_than_hours`` would otherwise pause every active contract, not only the old
+    ones the caller meant."""
     operation = _operation(request)
     age = request.older_than_hours
     if age is not None and operation not in _AGED:
@@ -207,16 +216,20 @@ def plan(
     ids = list(request.contract_ids) if request.contract_ids is not None else None
     match operation:
         case BatchOperation.ARCHIVE_OLD:
-            return operation, batch_sql.Selection(_archivable(request), changed_before=cutoff, ids=ids)
+            return operation, batch_sql.Selection(
+                _archivable(request), changed_before=cutoff, ids=ids, owner_id=owner_id
+            )
         case BatchOperation.PAUSE_ALL:
-            return operation, batch_sql.Selection([S.ACTIVE.value], ids=ids)
+            return operation, batch_sql.Selection([S.ACTIVE.value], ids=ids, owner_id=owner_id)
         case BatchOperation.RESUME_ALL:
-            return operation, batch_sql.Selection([S.PAUSED.value], ids=ids)
+            return operation, batch_sql.Selection([S.PAUSED.value], ids=ids, owner_id=owner_id)
         case BatchOperation.CLEANUP_ARCHIVED:
-            return operation, batch_sql.Selection([S.ARCHIVED.value], changed_before=cutoff, ids=ids)
+            return operation, batch_sql.Selection([S.ARCHIVED.value], changed_before=cutoff, ids=ids, owner_id=owner_id)
         case BatchOperation.RESTART_STALE:
             idle_before = cutoff if cutoff is not None else now - stale_threshold
-            return operation, batch_sql.Selection([s.value for s in NOT_TERMINAL], idle_before=idle_before, ids=ids)
+            return operation, batch_sql.Selection(
+                [s.value for s in NOT_TERMINAL], idle_before=idle_before, ids=ids, owner_id=owner_id
+            )
         case BatchOperation.CLEANUP_WORKTREES:
             keys = list(request.worktrees) if request.worktrees is not None else None
             return operation, batch_sql.WorktreeSelection(finished_before=cutoff, keys=keys, contract_ids=ids)
@@ -225,21 +238,21 @@ def plan(
 # --- the operations on one contract ---------------------------------------------------------------------
 
 # Each runs on the chunk's connection, inside the item's savepoint, with the contract locked and matching.
-Action = Callable[[Conn, Principal, UUID, str], None]
+Action = Callable[[Conn, Principal, UUID, str, CompletionPolicy], None]
 
 
 def _move(status: ContractStatus) -> Action:
-    def act(conn: Conn, principal: Principal, contract_id: UUID, reason: str) -> None:
-        contracts_svc.change_status(_Within(conn), principal, contract_id, status=status, reason=reason)
+    def act(conn: Conn, principal: Principal, contract_id: UUID, reason: str, policy: CompletionPolicy) -> None:
+        contracts_svc.change_status(_Within(conn), principal, contract_id, status=status, reason=reason, policy=policy)
 
     return act
 
 
-def _restart(conn: Conn, principal: Principal, contract_id: UUID, reason: str) -> None:
+def _restart(conn: Conn, principal: Principal, contract_id: UUID, reason: str, policy: CompletionPolicy) -> None:
     supervisors_svc.restart_supervisor(_Within(conn), principal, contract_id, reason=reason)
 
 
-def _delete(conn: Conn, principal: Principal, contract_id: UUID, reason: str) -> None:
+def _delete(conn: Conn, principal: Principal, contract_id: UUID, reason: str, policy: CompletionPolicy) -> None:
     contract = load_contract(conn, principal, contract_id, lock=True)
     record(
         conn,
@@ -274,13 +287,14 @@ def _apply(
     selection: batch_sql.Selection,
     contract_id: UUID,
     reason: str,
+    policy: CompletionPolicy,
 ) -> Outcome:
     """One contract, all or nothing: a savepoint around the lock, the re-check and the change."""
     try:
         with conn.transaction():
             if not batch_sql.lock_candidate(conn, selection, contract_id):
                 return "skipped"
-            ACTIONS[operation](conn, principal, contract_id, reason)
+            ACTIONS[operation](conn, principal, contract_id, reason, policy)
     except MakimaError as exc:
         return ItemError(contract_id, exc.code, exc.message)
     except (psycopg.errors.LockNotAvailable, psycopg.errors.TransactionRollback):
@@ -418,6 +432,23 @@ def _walk(
 # --- the batch ------------------------------------------------------------------------------------------
 
 
+def _scope(principal: Principal, request: BatchRequest) -> UUID | None:
+    """Whose contracts the batch may touch: everyone's for an admin, the user's own for the cleanup
+    operations; a daemon token, or a user asking for a fleet-wide operation, is refused."""
+    if principal.is_admin:
+        return None
+    if principal.role is Role.DAEMON:
+        raise Forbidden("batch operations are for people, not daemon tokens")
+    operation = _operation(request)  # an unknown operation is VALIDATION_FAILED for everyone
+    if operation not in USER_OPERATIONS:
+        raise Forbidden(
+            f"{operation.value} is for admins; users may run {', '.join(sorted(o.value for o in USER_OPERATIONS))} "
+            "on their own contracts",
+            {"operation": operation.value, "allowed": sorted(o.value for o in USER_OPERATIONS)},
+        )
+    return principal.user_id
+
+
 def run_batch(
     db: Database,
     principal: Principal,
@@ -425,24 +456,29 @@ def run_batch(
     *,
     stale_threshold: timedelta,
     now: datetime | None = None,
+    policy: CompletionPolicy | None = None,
 ) -> BatchResult:
-    """Run one batch operation (admins only; they act on every owner's contracts). At most
-    ``request.limit`` contracts (or worktrees) are acted on (affected or failed): a re-run continues with
-    the rest, since what was done no longer matches."""
-    require_admin(principal)
-    operation, selection = plan(request, now=now or datetime.now(UTC), stale_threshold=stale_threshold)
+    """Run one batch operation: an admin's over every owner's contracts, a user's (``USER_OPERATIONS``)
+    over their own; anything else is ``Forbidden``. At most ``request.limit`` contracts (or worktrees)
+    are acted on (affected or failed): a re-run continues with the rest, since what was done no longer
+    matches. ``policy`` is what a status change may trigger (a resumed contract whose gate is met
+    advances, as a single resume would)."""
+    owner_id = _scope(principal, request)
+    operation, selection = plan(
+        request, now=now or datetime.now(UTC), stale_threshold=stale_threshold, owner_id=owner_id
+    )
     reason = request.reason or f"batch {operation.value}"
     result = BatchResult(operation, request.dry_run)
     if isinstance(selection, batch_sql.WorktreeSelection):
         _run_worktrees(db, principal, request, selection, reason, result)
     else:
-        _run_contracts(db, principal, request, operation, selection, reason, result)
+        _run_contracts(db, principal, request, operation, selection, reason, result, policy or CompletionPolicy.off())
     if not request.dry_run:
         with transaction(db) as conn:
             events_sql.append(
                 conn,
                 contract_id=None,
-                owner_id=None,
+                owner_id=owner_id,  # a user's batch is theirs to see; an admin's has no owner
                 type=BATCH_OPERATION_EVENT,
                 payload={
                     "operation": operation.value,
@@ -463,11 +499,12 @@ def _run_contracts(
     selection: batch_sql.Selection,
     reason: str,
     result: BatchResult,
+    policy: CompletionPolicy,
 ) -> None:
     def act(conn: Conn, row: dict[str, Any]) -> Outcome:
         if request.dry_run:
             return _preview(operation, row)
-        return _apply(conn, principal, operation, selection, row["id"], reason)
+        return _apply(conn, principal, operation, selection, row["id"], reason, policy)
 
     def keep(row: dict[str, Any]) -> None:
         result.affected_ids.append(row["id"])

@@ -30,15 +30,33 @@ COMPLETION_CONFIRMATION = "completion_confirmation"
 
 @dataclass(frozen=True)
 class CompletionPolicy:
-    """What the deployment allows, from the settings and the ``auto_complete`` feature flag. Each
-    contract's own ``auto_complete_enabled`` is checked on top of it."""
+    """What the deployment allows on this request, from the settings and the feature flags (evaluated
+    per request, so switching a flag takes effect on the next one). Each contract's own
+    ``auto_complete_enabled`` is checked on top of it.
+
+    ``enforce_gates`` (the ``auto_complete`` flag: phase requirements are part of Phase 2) makes a
+    manual phase change satisfy the current phase's gate. ``enhanced_statuses`` (the
+    ``enhanced_contract_status`` flag) lets the services produce the statuses beyond the original three;
+    while it is off, contracts start ``active``, questions leave the status alone and the completion
+    flow goes straight to ``completed``, as before the enhanced statuses.
+    """
 
     auto_complete: bool = True  # complete a contract whose terminal gate is satisfied
     auto_advance_phases: bool = True  # advance a phase whose gate is satisfied
+    enforce_gates: bool = True
+    enhanced_statuses: bool = True
 
     @classmethod
-    def off(cls) -> CompletionPolicy:
-        return cls(auto_complete=False, auto_advance_phases=False)
+    def off(cls, *, enhanced_statuses: bool = True) -> CompletionPolicy:
+        """Nothing moves by itself; the default of a service called without a policy (gates still hold)."""
+        return cls(auto_complete=False, auto_advance_phases=False, enhanced_statuses=enhanced_statuses)
+
+    @classmethod
+    def flags_off(cls, *, enhanced_statuses: bool) -> CompletionPolicy:
+        """The ``auto_complete`` feature switched off: no auto-advance, no completion, no gate on phase changes."""
+        return cls(
+            auto_complete=False, auto_advance_phases=False, enforce_gates=False, enhanced_statuses=enhanced_statuses
+        )
 
 
 def snapshot(conn: Conn, contract: Contract, ctype: ContractTypeDefinition) -> PhaseSnapshot:
@@ -83,10 +101,14 @@ def _status(
     return transition(conn, principal, contract, status, reason, waiting_for=waiting_for)
 
 
-def complete(conn: Conn, principal: Principal | None, contract: Contract) -> Contract:
-    """The completion flow: completing → cleanup (open tasks closed) → completed, each step an event."""
+def complete(
+    conn: Conn, principal: Principal | None, contract: Contract, *, enhanced_statuses: bool = True
+) -> Contract:
+    """The completion flow: completing → cleanup (open tasks closed) → completed, each step an event.
+    Without the enhanced statuses there is no ``completing``: cleanup, then ``completed``."""
     contracts_sql.mark_completion_detected(conn, contract.id)
-    contract = _status(conn, principal, contract, ContractStatus.COMPLETING, "terminal phase gate satisfied")
+    if enhanced_statuses:
+        contract = _status(conn, principal, contract, ContractStatus.COMPLETING, "terminal phase gate satisfied")
     closed = tasks_sql.close_open(conn, contract.id, reason="contract completed")
     supervisors_sql.finish_for_contract(conn, contract.id)
     # Worktrees are recorded for cleanup: each holding daemon is asked to remove them in its next
@@ -108,7 +130,10 @@ def advance_if_ready(
 ) -> Contract:
     """Evaluate the gate of the (locked) contract's current phase and act on it; repeat while the next
     phase is already satisfied too. Only ``active`` contracts move: a created one has not started, a
-    paused one was stopped on purpose, one waiting for input waits."""
+    paused one was stopped on purpose, one waiting for input waits. Without the enhanced statuses a
+    phase guard does not put the contract in ``waiting_for_input``: it stays ``active`` with the
+    ``phase_ready`` / ``completion_detected`` event, and the owner's confirmed phase change (or
+    completion check) moves it."""
     for _ in range(len(ctype.phases)):
         if contract.status is not ContractStatus.ACTIVE or not auto_advance_enabled(contract, ctype, policy):
             return contract
@@ -120,6 +145,8 @@ def advance_if_ready(
             record(conn, contract, principal, "completion_detected", phase=contract.phase)
             if contract.phase_guard:
                 contracts_sql.mark_completion_detected(conn, contract.id)
+                if not policy.enhanced_statuses:
+                    return contract
                 return _status(
                     conn,
                     principal,
@@ -128,9 +155,11 @@ def advance_if_ready(
                     "confirm completion",
                     waiting_for=COMPLETION_CONFIRMATION,
                 )
-            return complete(conn, principal, contract)
+            return complete(conn, principal, contract, enhanced_statuses=policy.enhanced_statuses)
         if contract.phase_guard:
             record(conn, contract, principal, "phase_ready", phase=contract.phase, next_phase=nxt)
+            if not policy.enhanced_statuses:
+                return contract
             return _status(
                 conn,
                 principal,
@@ -190,14 +219,16 @@ class CompletionCheck:
 def check_completion(
     db: Database, principal: Principal, contract_id: UUID, policy: CompletionPolicy, *, confirmed: bool = False
 ) -> CompletionCheck:
-    """Seed 2.4: is the contract ready to complete, and complete it when allowed.
+    """Seed 2.4: is the contract ready to complete? A check: it changes nothing unless ``confirmed``.
 
-    Ready means: in the terminal phase with its gate satisfied. It completes now when the contract is
-    active (or waiting for the completion confirmation) and either ``confirmed`` is sent or neither
-    the phase guard nor a disabled auto-complete holds it back.
+    Ready means: in the terminal phase with its gate satisfied. ``would_complete`` means it can be
+    completed now: ready, and ``active`` (or waiting for the completion confirmation). With
+    ``confirmed`` such a contract is completed by this call (the phase guard's and a disabled
+    auto-complete's explicit yes); without it nothing is written, whatever the auto-complete settings:
+    a check a dashboard or a supervisor polls must not finish the contract behind the owner's back.
     """
     with transaction(db) as conn:
-        contract = load_contract(conn, principal, contract_id, lock=True)
+        contract = load_contract(conn, principal, contract_id, lock=confirmed)
         ctype = load_type(conn, contract.contract_type)
         if contract.status is ContractStatus.COMPLETED:
             return CompletionCheck(contract, True, False, True, [])
@@ -210,15 +241,13 @@ def check_completion(
         awaiting = (
             contract.status is ContractStatus.WAITING_FOR_INPUT and contract.waiting_for == COMPLETION_CONFIRMATION
         )
-        can_move = contract.status is ContractStatus.ACTIVE or awaiting
-        automatic = contract.auto_complete_enabled and policy.auto_complete and not contract.phase_guard
-        would = ready and can_move and (confirmed or automatic)
-        if not would:
-            return CompletionCheck(contract, ready, False, False, missing)
+        would = ready and (contract.status is ContractStatus.ACTIVE or awaiting)
+        if not (would and confirmed):
+            return CompletionCheck(contract, ready, would, False, missing)
         if awaiting:
             contract = _status(conn, principal, contract, ContractStatus.ACTIVE, "completion confirmed")
-        record(conn, contract, principal, "completion_detected", phase=contract.phase, confirmed=confirmed)
-        contract = complete(conn, principal, contract)
+        record(conn, contract, principal, "completion_detected", phase=contract.phase, confirmed=True)
+        contract = complete(conn, principal, contract, enhanced_statuses=policy.enhanced_statuses)
         return CompletionCheck(contract, True, True, True, [])
 
 

@@ -15,10 +15,18 @@ from makima.db import contracts as contracts_sql
 from makima.db import events as events_sql
 from makima.db.connection import Database, transaction
 from makima.domain.contract_types import ContractTypeDefinition
+from makima.domain.gates import PhaseMove, phase_move
 from makima.domain.models import CompletedDeliverable, Contract, ContractEvent
-from makima.domain.principals import Principal
+from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
-from makima.errors import BadRequest, InvalidTransition, PhaseGuardRequired, VersionConflict
+from makima.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidTransition,
+    PhaseGuardRequired,
+    ValidationFailed,
+    VersionConflict,
+)
 from makima.services.common import (
     load_contract,
     load_type,
@@ -28,7 +36,7 @@ from makima.services.common import (
     scope,
     transition,
 )
-from makima.services.completion import PHASE_CONFIRMATION, CompletionPolicy, advance_if_ready
+from makima.services.completion import PHASE_CONFIRMATION, CompletionPolicy, advance_if_ready, readiness_of
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,10 @@ def create_contract(
     contract_type: str,
     phase_guard: bool,
     auto_complete_enabled: bool = True,
+    enhanced_statuses: bool = True,
 ) -> Contract:
+    """A new contract in its type's first phase, version 1: ``created`` (until its supervisor starts),
+    or ``active`` as before the enhanced statuses while that feature is off."""
     with transaction(db) as conn:
         ctype = load_type(conn, contract_type)
         contract = Contract.model_validate(
@@ -96,6 +107,7 @@ def create_contract(
                 phase=ctype.first_phase,
                 phase_guard=phase_guard,
                 auto_complete_enabled=auto_complete_enabled,
+                status=(ContractStatus.CREATED if enhanced_statuses else ContractStatus.ACTIVE).value,
             )
         )
         record(
@@ -210,15 +222,23 @@ def change_phase(
     phase: str,
     expected_version: int,
     confirmed: bool = False,
+    force: bool = False,
     reason: str | None = None,
     policy: CompletionPolicy | None = None,
 ) -> Contract:
-    """Move the contract to ``phase`` (Tasks 1.2 and 1.3).
+    """Move the contract to ``phase`` (Tasks 1.2, 1.3 and 2.1).
 
     The row is locked ``FOR UPDATE`` before the version is compared, so of N concurrent callers that
     read the same version exactly one succeeds; the others see the new version and get
-    ``VersionConflict``. The phase guard applies to every caller, supervisors included.
+    ``VersionConflict``. The move must be to the next phase with the current phase's gate met (the same
+    evaluation as readiness), or it is ``ValidationFailed`` with ``missing_requirements`` and nothing
+    changes. A person (the owner, or an admin), never a daemon, may send ``force`` to move past an
+    unmet gate, skip a phase or go back; the override and what it skipped are recorded in the
+    ``phase_changed`` event. The phase guard applies on top, to every caller, supervisors included.
     """
+    if force and principal.role is Role.DAEMON:
+        raise Forbidden("force overrides phase requirements: it is for a person, not a daemon token")
+    policy = policy or CompletionPolicy.off()
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
         _check_version(contract, expected_version)
@@ -229,6 +249,20 @@ def change_phase(
         if phase == contract.phase:
             raise InvalidTransition(
                 f"contract is already in phase {phase!r}", {"phase": phase, "valid_phases": ctype.phase_ids}
+            )
+        move = phase_move(ctype.phase_ids, contract.phase, phase, readiness_of(conn, contract, ctype))
+        if not policy.enforce_gates:  # the auto_complete feature (gates included) is switched off
+            move = PhaseMove(move.current, move.target, move.next_phase, move.backwards, [])
+        if not move.allowed and not force:
+            raise ValidationFailed(
+                f"phase requirements not met for {contract.phase!r} → {phase!r}: {'; '.join(move.missing)}",
+                {
+                    "current_phase": contract.phase,
+                    "target_phase": phase,
+                    "next_phase": move.next_phase,
+                    "missing_requirements": move.missing,
+                    "force_allowed": principal.role is not Role.DAEMON,
+                },
             )
         if contract.phase_guard and not confirmed:
             deliverables = _phase_deliverables(ctype, contract.phase, _completed(conn, contract_id))
@@ -243,6 +277,7 @@ def change_phase(
                 },
             )
         updated = Contract.model_validate(contracts_sql.set_phase(conn, contract_id, phase))
+        forced = {"missing_requirements": move.missing} if not move.allowed else {}
         record(
             conn,
             updated,
@@ -252,13 +287,15 @@ def change_phase(
             new_phase=phase,
             reason=reason,
             confirmed=confirmed,
+            forced=not move.allowed,
+            **forced,
         )
         if updated.status is ContractStatus.WAITING_FOR_INPUT and (updated.waiting_for or "").startswith(
             PHASE_CONFIRMATION
         ):
             # The confirmation the auto-advance was waiting for: work resumes in the new phase.
             updated = transition(conn, principal, updated, ContractStatus.ACTIVE, "phase change confirmed")
-        return advance_if_ready(conn, principal, updated, ctype, policy or CompletionPolicy.off())
+        return advance_if_ready(conn, principal, updated, ctype, policy)
 
 
 def change_status(
@@ -269,12 +306,19 @@ def change_status(
     status: ContractStatus,
     reason: str | None = None,
     expected_version: int | None = None,
+    policy: CompletionPolicy | None = None,
 ) -> Contract:
-    """Apply one transition of the status table (Task 1.4) and record it."""
+    """Apply one transition of the status table (Task 1.4) and record it. A contract that becomes
+    ``active`` (resumed, unblocked, retried, started) may find its gate already met while it could not
+    move: the gate is evaluated in the same transaction, as after any change that may satisfy one."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
         _check_version(contract, expected_version)
-        return transition(conn, principal, contract, status, reason)
+        updated = transition(conn, principal, contract, status, reason)
+        if updated.status is not ContractStatus.ACTIVE:
+            return updated
+        ctype = load_type(conn, updated.contract_type)
+        return advance_if_ready(conn, principal, updated, ctype, policy or CompletionPolicy.off())
 
 
 @dataclass(frozen=True)

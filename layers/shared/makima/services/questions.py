@@ -29,9 +29,13 @@ def ask_question(
     question_type: str = "text",
     options: list[Any] | None = None,
     task_id: UUID | None = None,
+    policy: CompletionPolicy | None = None,
 ) -> Question:
     """Store the question; an active contract goes to ``waiting_for_input`` with ``waiting_for`` naming
-    the question. A contract that is paused or blocked keeps its status: the question waits with it."""
+    the question. A contract that is paused or blocked keeps its status: the question waits with it.
+    While the enhanced statuses are off (``policy``) the status is left alone, as before them: the
+    question is pending and listed, the contract stays ``active``."""
+    enhanced = (policy or CompletionPolicy.off()).enhanced_statuses
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
         require_workable(contract, "ask a question")
@@ -59,6 +63,8 @@ def ask_question(
             question_type=question_type,
         )
         waiting_for = f"{QUESTION_PREFIX}{q.id}"
+        if not enhanced:
+            return q
         if contract.status is ContractStatus.ACTIVE:
             transition(conn, principal, contract, ContractStatus.WAITING_FOR_INPUT, None, waiting_for=waiting_for)
         elif contract.status is ContractStatus.WAITING_FOR_INPUT and not contract.waiting_for:

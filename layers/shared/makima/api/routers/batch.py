@@ -12,7 +12,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from makima.api.deps import DB, Caller, Config, FeatureFlags, feature
+from makima.api.compat import STATUS_VIEW, shown
+from makima.api.deps import DB, Caller, Config, FeatureFlags, Policy, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body
 from makima.flags import Flag, require
@@ -22,6 +23,7 @@ from makima.services.stale import threshold_of
 router = make_router("batch")
 # Batch operations are part of the monitoring_dashboard feature (seed phase 5): 404 FEATURE_DISABLED while off.
 router.dependencies.append(feature(Flag.MONITORING_DASHBOARD))
+router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
 class WorktreeKeyIn(Body):
@@ -123,8 +125,9 @@ class BatchOut(BaseModel):
 
 
 @router.post("/contracts/batch", response_model=BatchOut)
-def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureFlags) -> BatchOut:
-    """403 FORBIDDEN for non-admins; 400 VALIDATION_FAILED for an unknown operation, a status that
+def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureFlags, policy: Policy) -> BatchOut:
+    """403 FORBIDDEN for daemon tokens, and for users but for archive_old and cleanup_archived (over
+    their own contracts); 400 VALIDATION_FAILED for an unknown operation, a status that
     cannot be archived, a missing threshold or a field the operation does not use. Items fail on their
     own (``errors``) without undoing the others."""
     if body.operation == svc.BatchOperation.PAUSE_ALL:
@@ -143,14 +146,21 @@ def batch(body: BatchIn, db: DB, caller: Caller, config: Config, flags: FeatureF
             worktrees=None if body.worktrees is None else [(w.daemon_id, w.path) for w in body.worktrees],
         ),
         stale_threshold=threshold_of(config.contracts),
+        policy=policy,
     )
     return BatchOut(
         operation=result.operation.value,
         dry_run=result.dry_run,
         affected_count=result.affected_count,
         affected_ids=result.affected_ids,
-        affected_contracts=[BatchContract.model_validate(c) for c in result.affected_contracts],
-        affected_worktrees=[BatchWorktree.model_validate(w) for w in result.affected_worktrees],
+        affected_contracts=[
+            BatchContract.model_validate(c).model_copy(update={"status": shown(c["status"])})
+            for c in result.affected_contracts
+        ],
+        affected_worktrees=[
+            BatchWorktree.model_validate(w).model_copy(update={"contract_status": shown(w["contract_status"])})
+            for w in result.affected_worktrees
+        ],
         errors=[
             BatchItemError(
                 contract_id=e.contract_id, code=e.code, message=e.message, daemon_id=e.daemon_id, path=e.path

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Policy, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import Body, ContractOut
@@ -17,6 +18,7 @@ from makima.flags import Flag
 from makima.services import completion as svc
 
 router = make_router("completion")
+router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 router.dependencies.append(feature(Flag.AUTO_COMPLETE))
 
 
@@ -31,14 +33,16 @@ class PhaseReadinessOut(BaseModel):
 
 class CompletionCheckIn(Body):
     confirmed: bool = Field(
-        default=False, description="Complete now even though the phase guard or a disabled auto-complete holds it."
+        default=False,
+        description="Complete the contract now if it would_complete (the phase guard's or a disabled "
+        "auto-complete's explicit yes). Without it the call only checks and changes nothing.",
     )
 
 
 class CompletionCheckOut(BaseModel):
-    ready: bool
-    would_complete: bool
-    completed: bool
+    ready: bool = Field(description="In the terminal phase with its gate met.")
+    would_complete: bool = Field(description="Ready and able to complete now: send confirmed: true to complete it.")
+    completed: bool = Field(description="The contract is completed (by this call when confirmed).")
     missing: list[str]
     contract: ContractOut
 

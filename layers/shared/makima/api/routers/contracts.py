@@ -7,19 +7,21 @@ from uuid import UUID
 
 from fastapi import Query, status
 
-from makima.api.deps import DB, Caller, Config
+from makima.api.compat import STATUS_VIEW, StatusView, View
+from makima.api.deps import DB, Caller, Config, Policy
 from makima.api.routers._common import make_router
 from makima.api.schemas import ContractCreate, ContractDetailOut, ContractList, ContractOut, ContractUpdate
 from makima.domain.durations import parse_duration
-from makima.domain.statuses import ContractStatus
+from makima.domain.statuses import LEGACY_STATUSES, ContractStatus, legacy_group
 from makima.errors import BadRequest
 from makima.services import contracts as svc
 
 router = make_router("contracts")
+router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
 @router.post("/contracts", response_model=ContractOut, status_code=status.HTTP_201_CREATED)
-def create_contract(body: ContractCreate, db: DB, caller: Caller, config: Config) -> ContractOut:
+def create_contract(body: ContractCreate, db: DB, caller: Caller, config: Config, policy: Policy) -> ContractOut:
     return ContractOut.of(
         svc.create_contract(
             db,
@@ -33,23 +35,28 @@ def create_contract(body: ContractCreate, db: DB, caller: Caller, config: Config
                 if body.auto_complete_enabled is not None
                 else config.contracts.auto_complete_enabled
             ),
+            enhanced_statuses=policy.enhanced_statuses,
         )
     )
 
 
-def _statuses(raw: str | None, waiting: bool) -> list[ContractStatus] | None:
+def _statuses(raw: str | None, waiting: bool, view: StatusView) -> list[ContractStatus] | None:
+    """The statuses to filter on. In the legacy view ``active``, ``completed`` and ``archived`` mean what
+    they mean to an old client: every status shown as that value (``active`` includes paused ones)."""
     chosen: list[ContractStatus] = []
     for part in (raw or "").split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            chosen.append(ContractStatus(part))
+            status = ContractStatus(part)
         except ValueError:
             raise BadRequest(
                 f"unknown status {part!r}",
                 {"status": part, "valid_statuses": [s.value for s in ContractStatus]},
             ) from None
+        legacy = view is StatusView.LEGACY and status in LEGACY_STATUSES
+        chosen.extend(s for s in (legacy_group(status) if legacy else [status]) if s not in chosen)
     if waiting:
         # Filters combine: "waiting" AND the given statuses, which is empty unless they name it.
         return [ContractStatus.WAITING_FOR_INPUT] if not chosen or ContractStatus.WAITING_FOR_INPUT in chosen else []
@@ -61,6 +68,7 @@ def list_contracts(
     db: DB,
     caller: Caller,
     config: Config,
+    view: View,
     status_: Annotated[
         str | None,
         Query(alias="status", max_length=500, pattern=r"^[a-z_, ]*$", description="Comma-separated statuses."),
@@ -87,7 +95,7 @@ def list_contracts(
     page = svc.list_contracts(
         db,
         caller,
-        statuses=_statuses(status_, waiting),
+        statuses=_statuses(status_, waiting, view),
         phase=phase,
         stale_threshold=stale_threshold,
         cursor=cursor,

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Policy
 from makima.api.routers._common import make_router
 from makima.api.schemas import (
@@ -18,6 +19,7 @@ from makima.api.schemas import (
 from makima.services import contracts as svc
 
 router = make_router("deliverables")
+router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
 class DeliverablesByPhase(BaseModel):

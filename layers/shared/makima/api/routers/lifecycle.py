@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, FeatureFlags, Policy
 from makima.api.routers._common import make_router
 from makima.api.schemas import ContractOut, PhaseChange, StatusChange
-from makima.domain.statuses import ContractStatus
+from makima.domain.statuses import LEGACY_STATUSES
 from makima.flags import Flag, require
 from makima.services import contracts as svc
 
 router = make_router("lifecycle")
-LEGACY_STATUSES = frozenset({ContractStatus.ACTIVE, ContractStatus.COMPLETED, ContractStatus.ARCHIVED})
+router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
 @router.post("/contracts/{contract_id}/phase", response_model=ContractOut)
 def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller, policy: Policy) -> ContractOut:
-    """409 VERSION_CONFLICT when ``expected_version`` is not current; 409 PHASE_GUARD_REQUIRED when the
-    contract has a phase guard and ``confirmed`` is not true."""
+    """409 VERSION_CONFLICT when ``expected_version`` is not current; 400 VALIDATION_FAILED (with
+    ``missing_requirements``) when the current phase's gate is not met, a phase is skipped or the move goes
+    back, unless a person sends ``force``; 409 PHASE_GUARD_REQUIRED when the contract has a phase guard
+    and ``confirmed`` is not true."""
     return ContractOut.of(
         svc.change_phase(
             db,
@@ -27,6 +30,7 @@ def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller, p
             phase=body.phase,
             expected_version=body.expected_version,
             confirmed=body.confirmed,
+            force=body.force,
             reason=body.reason,
             policy=policy,
         )
@@ -34,7 +38,9 @@ def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller, p
 
 
 @router.post("/contracts/{contract_id}/status", response_model=ContractOut)
-def change_status(contract_id: UUID, body: StatusChange, db: DB, caller: Caller, flags: FeatureFlags) -> ContractOut:
+def change_status(
+    contract_id: UUID, body: StatusChange, db: DB, caller: Caller, flags: FeatureFlags, policy: Policy
+) -> ContractOut:
     """400 INVALID_TRANSITION (with the allowed targets) for a move the status table does not allow.
     While the enhanced_contract_status flag is off only the original three statuses can be set."""
     if body.status not in LEGACY_STATUSES:
@@ -47,5 +53,6 @@ def change_status(contract_id: UUID, body: StatusChange, db: DB, caller: Caller,
             status=body.status,
             reason=body.reason,
             expected_version=body.expected_version,
+            policy=policy,
         )
     )

@@ -22,7 +22,7 @@ def _out(q: Question) -> QuestionOut:
 
 
 @router.post("/contracts/{contract_id}/questions", response_model=QuestionOut, status_code=status.HTTP_201_CREATED)
-def ask_question(contract_id: UUID, body: QuestionCreate, db: DB, caller: Caller) -> QuestionOut:
+def ask_question(contract_id: UUID, body: QuestionCreate, db: DB, caller: Caller, policy: Policy) -> QuestionOut:
     return _out(
         svc.ask_question(
             db,
@@ -32,6 +32,7 @@ def ask_question(contract_id: UUID, body: QuestionCreate, db: DB, caller: Caller
             question_type=body.question_type,
             options=list(body.options),
             task_id=body.task_id,
+            policy=policy,
         )
     )
 

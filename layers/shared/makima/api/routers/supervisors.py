@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import Query, Response, status
 from pydantic import BaseModel, Field
 
+from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Config, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
@@ -19,6 +20,7 @@ from makima.services import restoration
 from makima.services import supervisors as svc
 
 router = make_router("supervisors")
+router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 HEARTBEATS = [feature(Flag.SUPERVISOR_HEARTBEAT)]
 
 

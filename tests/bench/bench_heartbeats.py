@@ -182,9 +182,9 @@ def build_world(url: str, n_supervisors: int, n_daemons: int) -> World:
         owner = Principal(user_id=owner_user.id, role=Role.USER)
         daemon_ids = [
             str(
-                daemons.register(db, daemon_principal, name=f"bench-daemon-{k}", hostname=f"host-{k}", capacity=10000)[
-                    "id"
-                ]
+                daemons.register(
+                    db, daemon_principal, name=f"bench-daemon-{k}", hostname=f"host-{k}", capacity=10000
+                ).id
             )
             for k in range(n_daemons)
         ]
@@ -192,8 +192,8 @@ def build_world(url: str, n_supervisors: int, n_daemons: int) -> World:
             db, owner, name="bench supervised 0", description="", contract_type="simple", phase_guard=False
         )
         started = supervisors_svc.start_supervisor(db, owner, contract.id, daemon_id=uuid.UUID(daemon_ids[0]))
-        template_task = str(started.supervisor["task_id"])
-        phase = str(started.supervisor["phase"])
+        template_task = str(started.supervisor.task_id)
+        phase = str(started.supervisor.phase)
         t1 = time.perf_counter()
         with transaction(db) as conn:
             conn.execute(

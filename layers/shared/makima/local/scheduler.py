@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from makima.config import Settings
 from makima.db.connection import Database
-from makima.services import stale, supervisors
+from makima.services import backfill, stale, supervisors
 from makima.services.monitor import Publisher, drain_outbox
 
 log = logging.getLogger("makima.scheduler")
@@ -42,6 +42,8 @@ def jobs_for(db: Database, settings: Settings, publisher: Publisher) -> list[Job
             lambda: stale.detect_stale_contracts(db, threshold),
         ),
         Job("outbox_sweeper", 60.0, lambda: drain_outbox(db, publisher, older_than=timedelta(seconds=10))),
+        # Continues a data backfill a migrate left unfinished; logs only the runs that wrote something.
+        Job("backfill", 300.0, lambda: [r for r in backfill.run_all(db) if r.batches]),
     ]
 
 

@@ -24,7 +24,7 @@ from makima.db.connection import Conn
 
 CONTRACT_ACTIVITY = "contract_activity"
 # Rows per transaction: long enough to amortise the round trips, short enough that a writer waiting
-# for one of the batch's row locks waits milliseconds (about 10 ms per 1,000 contracts here).
+# for one of the batch's row locks waits tens of milliseconds (about 50 ms per 1,000 contracts).
 BATCH = 1_000
 
 # Below every id the walk can meet: contract ids are random (v4) UUIDs, never the nil UUID.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from makima.db.connection import Conn
@@ -102,7 +103,7 @@ def step(conn: Conn, name: str, *, size: int, now: datetime) -> Step:
     return Step(seen=int(row["seen"]), updated=int(row["updated"]), finished=finished)
 
 
-def progress(conn: Conn, name: str) -> dict[str, object] | None:
+def progress(conn: Conn, name: str) -> dict[str, Any] | None:
     """The bookkeeping row of backfill ``name`` (cursor, counts, times), or None before its first batch."""
     row = conn.execute(
         """SELECT name, last_id, rows_updated, batches, started_at, updated_at, finished_at

@@ -20,6 +20,8 @@ CHAIN = [
     "0002c_contract_activity_not_null",
     "0002d_enhanced_contract_status_indexes",
     "0003_auto_complete_settings",
+    "0003b_task_phase",
+    "0003c_auto_complete_indexes",
     "0004_live_contract_indexes",
     "0005_supervisors",
     "0005b_tasks_daemon_index",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import re
 import shutil
 import threading
 import time
@@ -292,6 +293,54 @@ def test_migrations_and_backfill_never_make_a_writer_wait(
             "idx_tasks_daemon",
             "idx_contract_events_type",
         } <= indexes
+
+
+# What a migration may do while writers run (docs/operations.md, "Migrations run online"). A
+# non-transactional migration: only statements whose lock (SHARE UPDATE EXCLUSIVE) writers never wait
+# for, since it runs without a lock timeout.
+_ONLINE_STATEMENT = re.compile(
+    r"^(CREATE (UNIQUE )?INDEX CONCURRENTLY|DROP INDEX CONCURRENTLY|ALTER TABLE \w+ (SET|RESET) \(|"
+    r"ALTER TABLE \w+ VALIDATE CONSTRAINT)",
+    re.IGNORECASE,
+)
+
+
+def _sql(statement: str) -> str:
+    """The statement without its comments, on one line."""
+    lines = (line.split("--")[0] for line in statement.splitlines())
+    return " ".join(" ".join(lines).split())
+
+
+def test_every_migration_takes_only_brief_locks() -> None:
+    # Given every migration after 0001 (which creates its tables in an empty database)
+    problems = []
+    for migration in read_migrations(migrations_dir()):
+        if migration.id == "0001_initial":
+            continue
+        directives, _, statements = read_sql_migration(migration.path)
+        sql = [_sql(s) for s in statements]
+        created = {m[2].lower() for s in sql if (m := re.match(r"CREATE TABLE (IF NOT EXISTS )?(\w+)", s, re.I))}
+        if directives.get("transactional", "true") == "false":
+            # Then a non-transactional one only builds or drops indexes CONCURRENTLY, sets storage
+            # parameters or validates constraints ...
+            problems += [f"{migration.id}: {s[:60]}" for s in sql if not _ONLINE_STATEMENT.match(s)]
+            continue
+        for s in sql:
+            index = re.match(r"CREATE (UNIQUE )?INDEX .*? ON (\w+)", s, re.I)
+            # ... and a transactional one builds indexes only on the tables it creates, writes no rows
+            # (backfills do, in batches), adds CHECKs NOT VALID, and sets NOT NULL only once a check
+            # proving it was validated in the same transaction (no scan under the exclusive lock)
+            if index and index[2].lower() not in created:
+                problems.append(f"{migration.id}: index on an existing table without CONCURRENTLY: {s[:60]}")
+            if re.match(r"(UPDATE|DELETE|INSERT)\b", s, re.I):
+                problems.append(f"{migration.id}: writes rows in the migration: {s[:60]}")
+            if re.match(r"ALTER TABLE", s, re.I) and " CHECK " in s.upper() and "NOT VALID" not in s.upper():
+                problems.append(f"{migration.id}: CHECK added without NOT VALID: {s[:60]}")
+            validated = re.findall(r"VALIDATE CONSTRAINT (\w+)", " ".join(sql), re.I)
+            for column in re.findall(r"ALTER COLUMN (\w+) SET NOT NULL", s, re.I):
+                if not any(column in name for name in validated):
+                    problems.append(f"{migration.id}: SET NOT NULL without a validated check: {column}")
+    assert problems == [], "\n".join(problems)
 
 
 class Blocker:

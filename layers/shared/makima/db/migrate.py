@@ -5,10 +5,16 @@ and the deploy-time migration function on AWS.
 
 Migrations run while the API serves writes (docs/operations.md, "Migrations run online"):
 
-- Every migration connection has ``lock_timeout`` (``LOCK_TIMEOUT``). A statement that must wait
-  longer than that for its lock fails instead of waiting on, because while it waits every writer of
-  that table queues behind it. The migration is then retried (``ATTEMPTS``, with a growing pause):
-  a transactional one was rolled back whole, and the non-transactional ones are idempotent.
+- A transactional migration (catalog changes under brief ``ACCESS EXCLUSIVE`` locks) runs with
+  ``lock_timeout`` = ``LOCK_TIMEOUT``. A statement that must wait longer than that for its lock fails
+  instead of waiting on, because while it waits every writer of that table queues behind it; the
+  migration, rolled back whole, is then tried again (``ATTEMPTS``, with a growing pause).
+- A non-transactional migration holds only statements whose locks writers never wait for (index builds
+  and drops ``CONCURRENTLY``, storage parameters: ``SHARE UPDATE EXCLUSIVE``), so it may wait as long
+  as it takes - for the transactions older than a ``CONCURRENTLY`` build, say - without the lock
+  timeout that would fail it behind any transaction longer than 200 ms. Its statements are
+  idempotent, and yoyo undoes those a failed one ran (each rollback statement pairs with the apply
+  statement it undoes); it is retried the same way on a lock timeout or a deadlock.
 - Before a non-transactional migration (or its retry) the INVALID indexes a failed
   ``CREATE INDEX CONCURRENTLY`` leaves behind are dropped, so ``IF NOT EXISTS`` cannot mistake one
   for a built index.
@@ -37,10 +43,10 @@ from makima.domain.contract_types import builtin_types
 
 log = logging.getLogger("makima.migrate")
 
-# How long a migration statement may wait for a lock. Writers of the table queue behind a waiting
-# ACCESS EXCLUSIVE request, and a transaction may take a lock on up to three busy tables in turn
-# (0005), so this stays well under the one second a writer may wait (tests/integration/
-# test_online_migrations.py).
+# How long a statement of a transactional migration may wait for a lock. Writers of the table queue
+# behind a waiting ACCESS EXCLUSIVE request, and a transaction may take a lock on up to three busy
+# tables in turn (0005), so this stays well under the one second a writer may wait
+# (tests/integration/test_online_migrations.py).
 LOCK_TIMEOUT = timedelta(milliseconds=200)
 # Tries per migration when its lock is not to be had (or it lost a deadlock), pausing between them
 # from RETRY_PAUSE, doubling up to MAX_RETRY_PAUSE (with jitter): about two minutes in all.
@@ -71,10 +77,16 @@ def _yoyo_url(url: str, lock_timeout: timedelta | None = None) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _backend_and_migrations(url: str, lock_timeout: timedelta | None = LOCK_TIMEOUT) -> tuple[Any, Any]:
-    from yoyo import get_backend, read_migrations
+def _backend(url: str, lock_timeout: timedelta | None) -> Any:
+    from yoyo import get_backend
 
-    return get_backend(_yoyo_url(url, lock_timeout)), read_migrations(migrations_dir())
+    return get_backend(_yoyo_url(url, lock_timeout))
+
+
+def _backend_and_migrations(url: str, lock_timeout: timedelta | None = LOCK_TIMEOUT) -> tuple[Any, Any]:
+    from yoyo import read_migrations
+
+    return _backend(url, lock_timeout), read_migrations(migrations_dir())
 
 
 def migrate(url: str, *, lock_timeout: timedelta = LOCK_TIMEOUT, attempts: int = ATTEMPTS) -> list[str]:
@@ -82,13 +94,14 @@ def migrate(url: str, *, lock_timeout: timedelta = LOCK_TIMEOUT, attempts: int =
     sync the built-in contract types. Returns what ran. A migration that still fails after
     ``attempts`` raises, leaving the schema as the last good migration left it."""
     backend, migrations = _backend_and_migrations(url, lock_timeout)
+    patient = _backend(url, None)
     applied: list[str] = []
     with backend.lock():
         pending = backend.to_apply(migrations)
         for migration in pending:
             for name in backfills_before(migration):
                 run_backfill(url, name)
-            _with_retries(migration.id, attempts, lambda m=migration: _apply_one(backend, m, url))
+            _with_retries(migration.id, attempts, lambda m=migration: _apply_one(backend, patient, m, url))
             applied.append(migration.id)
         backend.run_post_apply(pending)
     sync_builtin_types(url)
@@ -101,10 +114,11 @@ def rollback(
 ) -> list[str]:
     """Roll back the last ``steps`` applied migrations (newest first). Returns what was undone."""
     backend, migrations = _backend_and_migrations(url, lock_timeout)
+    patient = _backend(url, None)
     with backend.lock():
         chosen = list(backend.to_rollback(migrations))[:steps]
         for migration in chosen:
-            _with_retries(migration.id, attempts, lambda m=migration: backend.rollback_one(m))
+            _with_retries(migration.id, attempts, lambda m=migration: _runner(backend, patient, m).rollback_one(m))
     return [m.id for m in chosen]
 
 
@@ -140,11 +154,18 @@ def run_backfill(url: str, name: str) -> int:
     return written
 
 
-def _apply_one(backend: Any, migration: Any, url: str) -> None:
+def _runner(backend: Any, patient: Any, migration: Any) -> Any:
+    """The backend to run ``migration`` on: with the lock timeout if it is transactional, ``patient``
+    (no timeout of ours) if not."""
     migration.load()
-    if not migration.use_transactions:
+    return backend if migration.use_transactions else patient
+
+
+def _apply_one(backend: Any, patient: Any, migration: Any, url: str) -> None:
+    runner = _runner(backend, patient, migration)
+    if runner is patient:
         drop_invalid_indexes(url)
-    backend.apply_one(migration)
+    runner.apply_one(migration)
 
 
 def _with_retries(what: str, attempts: int, action: Any) -> None:

@@ -33,6 +33,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "schedule/heartbeat_retention.json": EventBridgeModel,
     "schedule/stale_detector.json": EventBridgeModel,
     "schedule/outbox_sweeper.json": EventBridgeModel,
+    "schedule/backfill.json": EventBridgeModel,
     "eventbridge/published_status_changed.json": EventBridgeModel,
     "eventbridge/monitor_replay.json": EventBridgeModel,
     "websocket/connect.json": APIGatewayWebSocketConnectEventModel,

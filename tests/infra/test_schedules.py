@@ -36,6 +36,7 @@ EXPECTED_SCHEDULES = {
     "heartbeat_retention": "rate(1 hour)",
     "stale_detector": "rate(1 minute)",
     "outbox_sweeper": "rate(1 minute)",
+    "backfill": "rate(5 minutes)",
 }
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")

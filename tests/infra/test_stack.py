@@ -48,6 +48,7 @@ SCHEDULE_JOBS = {
     "heartbeat_retention": scheduled.heartbeat_retention,
     "stale_detector": scheduled.stale_detector,
     "outbox_sweeper": scheduled.outbox_sweeper,
+    "backfill": scheduled.backfill,
 }
 # The AWS managed policies SAM attaches to a function's role, the only places a "*" resource may
 # appear, and why each needs it.
@@ -307,6 +308,7 @@ def test_asynchronous_invocations_end_in_a_queue(translated: Template, functions
         "HeartbeatRetentionFunction",
         "StaleDetectorFunction",
         "OutboxSweeperFunction",
+        "BackfillFunction",
     }
 
     for rule_name, target in targets:

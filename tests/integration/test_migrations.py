@@ -12,6 +12,27 @@ from makima.db.migrate import _yoyo_url, applied_migrations, migrate, migrations
 
 pytestmark = pytest.mark.integration
 
+# The migrations in the order they apply (each depends on the one before it).
+CHAIN = [
+    "0001_initial",
+    "0002_enhanced_contract_status",
+    "0002b_contract_activity_checks",
+    "0002c_contract_activity_not_null",
+    "0002d_enhanced_contract_status_indexes",
+    "0003_auto_complete_settings",
+    "0003b_task_phase",
+    "0003c_auto_complete_indexes",
+    "0004_live_contract_indexes",
+    "0005_supervisors",
+    "0005b_tasks_daemon_index",
+    "0006_heartbeat_hot_updates",
+    "0007_monitoring",
+    "0008_version_per_transaction",
+    "0009_monotonic_metric_counters",
+    "0010_supervisor_lifecycle",
+    "0011_contract_events_type_index",
+]
+
 
 def _tables(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
@@ -22,18 +43,7 @@ def _tables(url: str) -> set[str]:
 def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     url = fresh_database("makima_migrations")
     # Given an empty database, when migrated up, then every table exists and the types are seeded
-    assert migrate(url) == [
-        "0001_initial",
-        "0002_enhanced_contract_status",
-        "0003_auto_complete_settings",
-        "0004_live_contract_indexes",
-        "0005_supervisors",
-        "0006_heartbeat_hot_updates",
-        "0007_monitoring",
-        "0008_version_per_transaction",
-        "0009_monotonic_metric_counters",
-        "0010_supervisor_lifecycle",
-    ]
+    assert migrate(url) == CHAIN
     up_tables = _tables(url)
     assert {
         "contracts",
@@ -49,18 +59,7 @@ def test_up_down_up(fresh_database: Callable[[str], str]) -> None:
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM contract_types WHERE builtin").fetchone() == (2,)
     # When rolled all the way down, then nothing of ours is left
-    assert rollback(url, steps=10) == [
-        "0010_supervisor_lifecycle",
-        "0009_monotonic_metric_counters",
-        "0008_version_per_transaction",
-        "0007_monitoring",
-        "0006_heartbeat_hot_updates",
-        "0005_supervisors",
-        "0004_live_contract_indexes",
-        "0003_auto_complete_settings",
-        "0002_enhanced_contract_status",
-        "0001_initial",
-    ]
+    assert rollback(url, steps=len(CHAIN)) == CHAIN[::-1]
     assert _tables(url) == set()
     assert applied_migrations(url) == []
     # When migrated up again, then the schema is back, identical
@@ -101,7 +100,7 @@ def test_enhanced_status_backfill_and_rollback(fresh_database: Callable[[str], s
         conn.execute("UPDATE contracts SET status = 'paused' WHERE name = 'legacy-active'")
         assert conn.execute("SELECT status FROM contracts WHERE name = 'new'").fetchone() == ("created",)
     # When 0002 is rolled back, new statuses fold onto the legacy ones so the old check holds again
-    rolled = rollback(url, steps=len(applied_migrations(url)) - 1)  # everything down to 0002
+    rolled = rollback(url, steps=len(CHAIN) - 1)
     assert rolled[-1] == "0002_enhanced_contract_status"
     with psycopg.connect(url) as conn:
         statuses: dict[str, str] = dict(conn.execute("SELECT name, status FROM contracts").fetchall())

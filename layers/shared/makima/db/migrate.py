@@ -2,55 +2,214 @@
 
 The same entry points serve ``makima db migrate`` / ``rollback``, the local stack at start, the tests
 and the deploy-time migration function on AWS.
+
+Migrations run while the API serves writes (docs/operations.md, "Migrations run online"):
+
+- A transactional migration (catalog changes under brief ``ACCESS EXCLUSIVE`` locks) runs with
+  ``lock_timeout`` = ``LOCK_TIMEOUT``. A statement that must wait longer than that for its lock fails
+  instead of waiting on, because while it waits every writer of that table queues behind it; the
+  migration, rolled back whole, is then tried again (``ATTEMPTS``, with a growing pause).
+- A non-transactional migration holds only statements whose locks writers never wait for (index builds
+  and drops ``CONCURRENTLY``, storage parameters: ``SHARE UPDATE EXCLUSIVE``), so it may wait as long
+  as it takes - for the transactions older than a ``CONCURRENTLY`` build, say - without the lock
+  timeout that would fail it behind any transaction longer than 200 ms. Its statements are
+  idempotent, and yoyo undoes those a failed one ran (each rollback statement pairs with the apply
+  statement it undoes); it is retried the same way on a lock timeout or a deadlock.
+- Before a non-transactional migration (or its retry) the INVALID indexes a failed
+  ``CREATE INDEX CONCURRENTLY`` leaves behind are dropped, so ``IF NOT EXISTS`` cannot mistake one
+  for a built index.
+- A migration whose header names a backfill (``-- backfill: <name>``) runs only once that backfill
+  (``makima.db.backfill``: batches of their own short transactions) has finished.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import re
+import time
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import errors, sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from makima.db import backfill
 from makima.domain.contract_types import builtin_types
+
+log = logging.getLogger("makima.migrate")
+
+# How long a statement of a transactional migration may wait for a lock. Writers of the table queue
+# behind a waiting ACCESS EXCLUSIVE request, and a transaction may take a lock on up to three busy
+# tables in turn (0005), so this stays well under the one second a writer may wait
+# (tests/integration/test_online_migrations.py).
+LOCK_TIMEOUT = timedelta(milliseconds=200)
+# Tries per migration when its lock is not to be had (or it lost a deadlock), pausing between them
+# from RETRY_PAUSE, doubling up to MAX_RETRY_PAUSE (with jitter): about two minutes in all.
+ATTEMPTS = 30
+RETRY_PAUSE = 0.2
+MAX_RETRY_PAUSE = 5.0
+_RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected)
+_BACKFILL_DIRECTIVE = re.compile(r"^\s*--\s*backfill\s*:\s*(\S+)\s*$")
 
 
 def migrations_dir() -> str:
     return str(resources.files("makima") / "migrations")
 
 
-def _yoyo_url(url: str) -> str:
+def _yoyo_url(url: str, lock_timeout: timedelta | None = None) -> str:
+    """yoyo's URL for ``url``; with ``lock_timeout``, its connections (each migration runs on one of
+    its own) start with that ``lock_timeout``."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in {"postgres", "postgresql"}:
         raise ValueError("DATABASE_URL must be a postgresql:// URL")
-    return f"postgresql+psycopg://{rest}"
+    yoyo = f"postgresql+psycopg://{rest}"
+    if lock_timeout is None:
+        return yoyo
+    parts = urlsplit(yoyo)
+    query = dict(parse_qsl(parts.query))
+    setting = f"-c lock_timeout={int(lock_timeout.total_seconds() * 1000)}"
+    query["options"] = f"{query['options']} {setting}" if query.get("options") else setting
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _backend_and_migrations(url: str) -> tuple[Any, Any]:
-    from yoyo import get_backend, read_migrations
+def _backend(url: str, lock_timeout: timedelta | None) -> Any:
+    from yoyo import get_backend
 
-    return get_backend(_yoyo_url(url)), read_migrations(migrations_dir())
+    return get_backend(_yoyo_url(url, lock_timeout))
 
 
-def migrate(url: str) -> list[str]:
-    """Apply every pending migration, then sync the built-in contract types. Returns what ran."""
-    backend, migrations = _backend_and_migrations(url)
+def _backend_and_migrations(url: str, lock_timeout: timedelta | None = LOCK_TIMEOUT) -> tuple[Any, Any]:
+    from yoyo import read_migrations
+
+    return _backend(url, lock_timeout), read_migrations(migrations_dir())
+
+
+def migrate(url: str, *, lock_timeout: timedelta = LOCK_TIMEOUT, attempts: int = ATTEMPTS) -> list[str]:
+    """Apply every pending migration, in order, each after the backfills it names have finished; then
+    sync the built-in contract types. Returns what ran. A migration that still fails after
+    ``attempts`` raises, leaving the schema as the last good migration left it."""
+    backend, migrations = _backend_and_migrations(url, lock_timeout)
+    patient = _backend(url, None)
+    applied: list[str] = []
     with backend.lock():
         pending = backend.to_apply(migrations)
-        backend.apply_migrations(pending)
+        for migration in pending:
+            for name in backfills_before(migration):
+                run_backfill(url, name)
+            _with_retries(migration.id, attempts, lambda m=migration: _apply_one(backend, patient, m, url))
+            applied.append(migration.id)
+        backend.run_post_apply(pending)
     sync_builtin_types(url)
     ensure_heartbeat_partitions(url)
-    return [m.id for m in pending]
+    return applied
 
 
-def rollback(url: str, steps: int = 1) -> list[str]:
+def rollback(
+    url: str, steps: int = 1, *, lock_timeout: timedelta = LOCK_TIMEOUT, attempts: int = ATTEMPTS
+) -> list[str]:
     """Roll back the last ``steps`` applied migrations (newest first). Returns what was undone."""
-    backend, migrations = _backend_and_migrations(url)
+    backend, migrations = _backend_and_migrations(url, lock_timeout)
+    patient = _backend(url, None)
     with backend.lock():
-        applied = backend.to_rollback(migrations)
-        chosen = applied[:steps]
-        backend.rollback_migrations(chosen)
+        chosen = list(backend.to_rollback(migrations))[:steps]
+        for migration in chosen:
+            _with_retries(migration.id, attempts, lambda m=migration: _runner(backend, patient, m).rollback_one(m))
     return [m.id for m in chosen]
+
+
+def backfills_before(migration: Any) -> list[str]:
+    """The backfills named by ``-- backfill: <name>`` lines in the header comment of ``migration``."""
+    migration.load()
+    names = []
+    for line in str(migration.source).splitlines():
+        if line.strip() and not line.lstrip().startswith("--"):
+            break  # the header ends at the first statement
+        match = _BACKFILL_DIRECTIVE.match(line)
+        if match:
+            names.append(match[1])
+    return names
+
+
+def run_backfill(url: str, name: str) -> int:
+    """Run backfill ``name`` to its end, one short transaction per batch (resuming where any earlier
+    run stopped). Returns the rows written."""
+    written = batches = 0
+    started = time.monotonic()
+    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+        while True:
+            with conn.transaction():
+                step = backfill.step(conn, name, size=backfill.BATCH, now=datetime.now(UTC))
+            written += step.updated
+            batches += 1
+            if step.finished:
+                break
+            if batches % 100 == 0:
+                log.info("backfill %s: %d rows written in %d batches so far", name, written, batches)
+    log.info("backfill %s finished: %d rows written in %.1f s", name, written, time.monotonic() - started)
+    return written
+
+
+def _runner(backend: Any, patient: Any, migration: Any) -> Any:
+    """The backend to run ``migration`` on: with the lock timeout if it is transactional, ``patient``
+    (no timeout of ours) if not."""
+    migration.load()
+    return backend if migration.use_transactions else patient
+
+
+def _apply_one(backend: Any, patient: Any, migration: Any, url: str) -> None:
+    runner = _runner(backend, patient, migration)
+    if runner is patient:
+        drop_invalid_indexes(url)
+    runner.apply_one(migration)
+
+
+def _with_retries(what: str, attempts: int, action: Any) -> None:
+    """Run ``action``; when it could not get a lock in time (or lost a deadlock), pause and run it
+    again, up to ``attempts`` times in all."""
+    for attempt in range(1, attempts + 1):
+        try:
+            action()
+            return
+        except _RETRYABLE as exc:
+            if attempt >= attempts:
+                raise
+            pause = min(MAX_RETRY_PAUSE, RETRY_PAUSE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
+            log.warning(
+                "%s: %s (attempt %d of %d); retrying in %.1f s",
+                what,
+                str(exc).splitlines()[0],
+                attempt,
+                attempts,
+                pause,
+            )
+            time.sleep(pause)
+
+
+def drop_invalid_indexes(url: str) -> list[str]:
+    """Drop (CONCURRENTLY) the INVALID indexes of the schema's tables: what a failed or interrupted
+    ``CREATE INDEX CONCURRENTLY`` leaves. Only called under yoyo's lock, when no migration is building
+    one. Returns their names."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [
+            (str(r[0]), str(r[1]))
+            for r in conn.execute(
+                """SELECT n.nspname, ic.relname
+                     FROM pg_index i
+                     JOIN pg_class ic ON ic.oid = i.indexrelid
+                     JOIN pg_namespace n ON n.oid = ic.relnamespace
+                     JOIN pg_class t ON t.oid = i.indrelid
+                    WHERE NOT i.indisvalid AND t.relkind = 'r' AND n.nspname = current_schema()"""
+            ).fetchall()
+        ]
+        for schema, name in names:
+            log.warning("dropping the invalid index %s left by a failed build", name)
+            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
+    return [name for _, name in names]
 
 
 def applied_migrations(url: str) -> list[str]:
@@ -82,10 +241,6 @@ def sync_builtin_types(url: str) -> None:
 def ensure_heartbeat_partitions(url: str) -> None:
     """Create the heartbeat history's current and next hourly partitions, so a fresh deployment ingests
     into real partitions before the retention schedule first runs."""
-    from datetime import UTC, datetime
-
-    from psycopg.rows import dict_row
-
     from makima.db.heartbeats import ensure_partitions
 
     with psycopg.connect(url, row_factory=dict_row) as conn:

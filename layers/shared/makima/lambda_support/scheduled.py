@@ -31,6 +31,7 @@ from makima.lambda_support.eventbridge import EventBridgePublisher
 from makima.lambda_support.metrics import emit_event_metrics
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
+from makima.services import backfill as backfill_svc
 from makima.services import stale, supervisors
 from makima.services.monitor import drain_outbox
 
@@ -119,6 +120,23 @@ def outbox_sweeper(db: Database) -> dict[str, Any]:
     if published:
         logger.warning("outbox: published events left behind", extra={"published": len(published)})
     return {"published": len(published)}
+
+
+def backfill(db: Database) -> dict[str, Any]:
+    """Continue the data backfills a migrate left unfinished (``makima db migrate`` runs each to its end
+    before the migration that needs it), for at most ``backfill_svc.BUDGET`` per run; the next run goes
+    on from the last committed batch. A finished backfill costs one lookup."""
+    runs = backfill_svc.run_all(db, budget=backfill_svc.BUDGET)
+    written = sum(r.rows_updated for r in runs)
+    unfinished = [r.name for r in runs if not r.finished]
+    metrics.add_metric(name="BackfillRowsUpdated", unit=MetricUnit.Count, value=written)
+    metrics.add_metric(name="BackfillsUnfinished", unit=MetricUnit.Count, value=len(unfinished))
+    done = [
+        {"name": r.name, "batches": r.batches, "rows_updated": r.rows_updated, "finished": r.finished} for r in runs
+    ]
+    if written or unfinished:
+        logger.info("backfills ran", extra={"backfills": done, "rows_updated": written, "unfinished": unfinished})
+    return {"rows_updated": written, "unfinished": unfinished, "backfills": done}
 
 
 def make_scheduled_handler(job: Job) -> LambdaHandler:

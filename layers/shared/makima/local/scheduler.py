@@ -13,7 +13,7 @@ from datetime import timedelta
 from makima.config import Settings
 from makima.db.connection import Database
 from makima.flags import Flag, Flags, build_flags
-from makima.services import stale, supervisors
+from makima.services import backfill, stale, supervisors
 from makima.services.monitor import Publisher, drain_outbox
 
 log = logging.getLogger("makima.scheduler")
@@ -52,6 +52,8 @@ def jobs_for(db: Database, settings: Settings, publisher: Publisher, flags: Flag
             lambda: stale.detect_stale_contracts(db, threshold) if gate.enabled(Flag.MONITORING_DASHBOARD) else None,
         ),
         Job("outbox_sweeper", 60.0, lambda: drain_outbox(db, publisher, older_than=timedelta(seconds=10))),
+        # Continues a data backfill a migrate left unfinished; logs only the runs that wrote something.
+        Job("backfill", 300.0, lambda: [r for r in backfill.run_all(db) if r.batches]),
     ]
 
 

@@ -1,36 +1,41 @@
 -- Seed Task 1.4: six more contract statuses and the columns that track them.
+--
+-- Online: one short transaction of catalog changes under the ACCESS EXCLUSIVE lock that ALTER TABLE
+-- takes on contracts (no table scan, no rewrite, no row written), so writers wait for it only briefly;
+-- makima.db.migrate's lock_timeout makes it give up and retry rather than queue writers behind it.
+-- The existing rows' activity columns stay NULL here: the contract_activity backfill
+-- (makima.services.backfill) fills them from updated_at in batches of its own transactions, and 0002b
+-- and 0002c make them NOT NULL once it has finished. The widened status check is NOT VALID here and
+-- validated in 0002c (a scan that does not block writers).
 -- depends: 0001_initial
 
-ALTER TABLE contracts ADD COLUMN IF NOT EXISTS status_changed_at timestamptz;
-ALTER TABLE contracts ADD COLUMN IF NOT EXISTS last_activity_at timestamptz;
-ALTER TABLE contracts ADD COLUMN IF NOT EXISTS waiting_for text;
-ALTER TABLE contracts ADD COLUMN IF NOT EXISTS blocked_reason text;
-ALTER TABLE contracts ADD COLUMN IF NOT EXISTS failure_reason text;
+-- Without a default, so the backfill can tell an old row (NULL) from a new one; new rows get now().
+ALTER TABLE contracts
+    ADD COLUMN IF NOT EXISTS status_changed_at timestamptz,
+    ADD COLUMN IF NOT EXISTS last_activity_at timestamptz,
+    ADD COLUMN IF NOT EXISTS waiting_for text,
+    ADD COLUMN IF NOT EXISTS blocked_reason text,
+    ADD COLUMN IF NOT EXISTS failure_reason text;
+ALTER TABLE contracts
+    ALTER COLUMN status_changed_at SET DEFAULT now(),
+    ALTER COLUMN last_activity_at SET DEFAULT now();
 
--- Backfill from the last time the row changed: the best evidence of activity that existing rows have.
--- The columns were added without a default on purpose, so the backfill sees NULL, not "now".
-UPDATE contracts
-   SET last_activity_at = COALESCE(last_activity_at, updated_at),
-       status_changed_at = COALESCE(status_changed_at, updated_at)
- WHERE last_activity_at IS NULL OR status_changed_at IS NULL;
-
-ALTER TABLE contracts ALTER COLUMN status_changed_at SET DEFAULT now();
-ALTER TABLE contracts ALTER COLUMN last_activity_at SET DEFAULT now();
-ALTER TABLE contracts ALTER COLUMN status_changed_at SET NOT NULL;
-ALTER TABLE contracts ALTER COLUMN last_activity_at SET NOT NULL;
-
--- Widen the status check. NOT VALID + VALIDATE keeps writers unblocked while existing rows are checked.
+-- Widen the status check: enforced on every write from now on, checked against existing rows in 0002c.
 ALTER TABLE contracts DROP CONSTRAINT contracts_status_check;
 ALTER TABLE contracts ADD CONSTRAINT contracts_status_check CHECK (status IN (
     'active', 'completed', 'archived',
     'created', 'waiting_for_input', 'paused', 'blocked', 'completing', 'failed')) NOT VALID;
-ALTER TABLE contracts VALIDATE CONSTRAINT contracts_status_check;
 -- New contracts start as created and become active when their supervisor starts.
 ALTER TABLE contracts ALTER COLUMN status SET DEFAULT 'created';
 
-CREATE INDEX IF NOT EXISTS idx_contracts_status ON contracts (status);
-CREATE INDEX IF NOT EXISTS idx_contracts_owner_status ON contracts (owner_id, status);
-CREATE INDEX IF NOT EXISTS idx_contracts_last_activity ON contracts (last_activity_at);
--- Stale queries only ever look at contracts that can still do work.
-CREATE INDEX IF NOT EXISTS idx_contracts_stale ON contracts (last_activity_at)
-    WHERE status NOT IN ('completed', 'failed', 'archived');
+-- Where each batched data backfill has got to (makima.db.backfill): a run that stops (its time budget,
+-- a crash, a deployment) resumes after last_id; finished_at says the migrations that wait for it may go.
+CREATE TABLE IF NOT EXISTS backfills (
+    name          text PRIMARY KEY,
+    last_id       uuid,
+    rows_updated  bigint NOT NULL DEFAULT 0,
+    batches       bigint NOT NULL DEFAULT 0,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz
+);

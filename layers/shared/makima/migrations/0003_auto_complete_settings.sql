@@ -1,12 +1,12 @@
--- Seed Task 2.3: per-contract auto-completion, when completion was detected, and the phase a task
--- belongs to (phase gates count the tasks of the current phase).
--- depends: 0002_enhanced_contract_status
+-- Seed Task 2.3: per-contract auto-completion and when completion was detected. The phase a task
+-- belongs to is 0003b, the indexes 0003c.
+-- Online: catalog changes to one table, in one short transaction. One table per transaction: locking
+-- contracts and tasks in one would deadlock with a writer that locks them in the other order (a task
+-- insert's foreign key check locks its contract), and a lock timeout would then retry it again and again.
+-- depends: 0002d_enhanced_contract_status_indexes
 
--- A constant default is stored in the catalog (PostgreSQL 11+): no table rewrite.
-ALTER TABLE contracts ADD COLUMN IF NOT EXISTS auto_complete_enabled boolean NOT NULL DEFAULT true;
-ALTER TABLE contracts ADD COLUMN IF NOT EXISTS completion_detected_at timestamptz;
-
--- NULL for tasks spawned before this migration: gates ignore them rather than guess their phase.
-ALTER TABLE tasks ADD COLUMN IF NOT EXISTS phase text;
-CREATE INDEX IF NOT EXISTS idx_tasks_contract_phase ON tasks (contract_id, phase) WHERE NOT is_supervisor;
-CREATE INDEX IF NOT EXISTS idx_questions_pending ON questions (contract_id) WHERE status = 'pending';
+-- A constant default is stored in the catalog (PostgreSQL 11+): no table rewrite, and NOT NULL needs
+-- no scan (every existing row reads the default).
+ALTER TABLE contracts
+    ADD COLUMN IF NOT EXISTS auto_complete_enabled boolean NOT NULL DEFAULT true,
+    ADD COLUMN IF NOT EXISTS completion_detected_at timestamptz;

@@ -1,5 +1,9 @@
 -- Seed Phase 3: daemons, supervisor state (latest heartbeat + persisted state), conversation history,
 -- heartbeat history partitioned by time, and the worktrees daemons hold.
+-- Online: new tables (their indexes are built on empty tables) and a new nullable column on tasks, in
+-- one short transaction of catalog changes; the index on tasks is built CONCURRENTLY in 0005b. The
+-- foreign keys to existing tables lock them (SHARE ROW EXCLUSIVE) only until this commits, and the
+-- new column's foreign key checks nothing: every row holds NULL.
 -- depends: 0004_live_contract_indexes
 
 -- A daemon is a supervisor host, registered by a daemon token, live while it heartbeats.
@@ -17,7 +21,6 @@ CREATE TABLE daemons (
 CREATE INDEX idx_daemons_live ON daemons (last_heartbeat_at) WHERE status = 'live';
 
 ALTER TABLE tasks ADD COLUMN IF NOT EXISTS daemon_id uuid REFERENCES daemons (id) ON DELETE SET NULL;
-CREATE INDEX IF NOT EXISTS idx_tasks_daemon ON tasks (daemon_id) WHERE status IN ('pending', 'running');
 
 -- One row per supervisor task: its latest heartbeat (the hot, small part) and its persisted state.
 CREATE TABLE supervisor_states (

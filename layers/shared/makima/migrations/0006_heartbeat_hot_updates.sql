@@ -4,7 +4,7 @@
 -- never used it (it filters on COALESCE(last_heartbeat_at, created_at): a seq scan of one row per
 -- supervisor, once a minute). Without it, and with room left on each page, the updates are HOT.
 -- transactional: false
--- depends: 0005_supervisors
+-- depends: 0005b_tasks_daemon_index
 
 DROP INDEX CONCURRENTLY IF EXISTS idx_supervisor_states_alive;
 ALTER TABLE supervisor_states SET (fillfactor = 50);

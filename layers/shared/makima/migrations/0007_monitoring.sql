@@ -1,5 +1,7 @@
--- Monitoring (seed phase 5): WebSocket monitor connections and their filters, stale episodes, and the
--- index the metrics counters read the event log through.
+-- Monitoring (seed phase 5): WebSocket monitor connections and their filters, and stale episodes.
+-- Online: new tables only, in one short transaction (the foreign keys lock users and contracts in
+-- SHARE ROW EXCLUSIVE mode until it commits). The index the metrics counters read the event log
+-- through is built CONCURRENTLY in 0011.
 -- depends: 0006_heartbeat_hot_updates
 
 -- One row per open monitor connection, on AWS (API Gateway connection ids) and locally alike, so one
@@ -32,6 +34,3 @@ CREATE TABLE IF NOT EXISTS stale_reports (
     event_id          bigint,
     reported_at       timestamptz NOT NULL DEFAULT now()
 );
-
--- Counters behind /metrics are counts of event types: an index-only scan instead of the whole log.
-CREATE INDEX IF NOT EXISTS idx_contract_events_type ON contract_events (type, id);

@@ -6,7 +6,7 @@
 --
 -- Safe while the API serves writes: a new small table, and CREATE TRIGGER, which holds its lock on
 -- contract_events / supervisor_states only for the catalog update (no scan, no rewrite).
--- depends: 0007_monitoring
+-- depends: 0008_version_per_transaction
 
 CREATE TABLE IF NOT EXISTS metric_counter_offsets (
     counter  text NOT NULL,

@@ -6,7 +6,7 @@
 -- rewrite), and the new table is new. ADD COLUMN still takes a brief ACCESS EXCLUSIVE lock on
 -- supervisor_states; lock_timeout makes it give up (the deploy retries) rather than queue writers
 -- behind it while a long transaction holds the table.
--- depends: 0007_monitoring
+-- depends: 0009_monotonic_metric_counters
 
 SET LOCAL lock_timeout = '1s';
 

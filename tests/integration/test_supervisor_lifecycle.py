@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -468,3 +469,33 @@ def test_the_lambda_timeout_job_reads_the_flag_on_every_run(
     result = scheduled.supervisor_timeouts(db)
     assert result["heartbeats_enabled"] is True
     assert sup.task_id not in {s["task_id"] for s in result["supervisors"]}
+
+
+def test_a_heartbeat_that_waited_for_the_sync_request_counts_as_delivering_it(
+    db: PooledDatabase, client: TestClient, user: Caller, database_url: str
+) -> None:
+    # Given a sync request taking the supervisor's row while a heartbeat is already on its way: the
+    # heartbeat's statement began before the request was stamped, and waits for the row
+    from makima.db import supervisors as supervisors_sql
+
+    sup = start(client, user, name="lc-sync-race")
+    sup.beat()
+    answers: list[dict[str, Any]] = []
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT 1 FROM supervisor_states WHERE task_id = %s FOR UPDATE", (sup.task_id,))
+        beating = threading.Thread(target=lambda: answers.append(sup.beat(state="blocked").json()))
+        beating.start()
+        time.sleep(0.5)
+        row = conn.execute(
+            "UPDATE supervisor_states SET sync_requested_at = clock_timestamp() WHERE task_id = %s"
+            " RETURNING sync_requested_at",
+            (sup.task_id,),
+        ).fetchone()
+        assert row is not None
+        requested_at = row[0]
+    beating.join()
+    # When the heartbeat goes through, it collects the request (its answer asks for the sync) ...
+    assert answers[0]["sync_requested"] is True
+    # ... and a sync call waiting for a delivery since the request sees it
+    with db.connection() as c:
+        assert supervisors_sql.sync_delivered_since(c, UUID(sup.task_id), requested_at) is not None

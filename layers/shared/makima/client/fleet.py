@@ -117,7 +117,8 @@ class Fleet:
         self._seen_questions: dict[str, float] = {}
         self._answered = 0
         self._daemon_b: Daemon | None = None
-        self._adopting: dict[str, ReferenceSupervisor] = {}  # contract id -> made for adoption, not yet restored
+        # contract id -> (supervisor made for adoption, not yet restored; the adopting daemon's name)
+        self._adopting: dict[str, tuple[ReferenceSupervisor, str]] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -141,12 +142,15 @@ class Fleet:
             with self._lock:
                 adopted = self._adopting.pop(cid, None)
                 if adopted is not None and m is not None and m.outcome == "crashed":
-                    m.supervisor, m.outcome, m.crashed_at, m.restart_asked = adopted, None, None, False
+                    m.supervisor, m.outcome, m.crashed_at, m.restart_asked = adopted[0], None, None, False
                     m.restores += 1
             if adopted is not None:
-                self._say(f"{self._label(cid)} adopted: its daemon claimed the dead supervisor's task")
+                host = adopted[1]
+                self._say(f"{self._label(cid)} adopted by daemon {host}: it claimed the dead supervisor's task")
+            else:
+                host = self._daemon_b.name if self._daemon_b else "?"
             self._say(
-                f"{self._label(cid)} restored on {self._daemon_b.name if self._daemon_b else '?'}: mode "
+                f"{self._label(cid)} restored on {host}: mode "
                 f"{fields['mode']}, generation {fields['generation']}, {fields['conversation']} messages, "
                 f"{fields['spawned']} tasks known, {fields['waiting_on']} still open"
             )
@@ -219,7 +223,10 @@ class Fleet:
                     if all(m.outcome in ("completed", "failed", "superseded") for m in members):
                         break
                 else:
-                    live = sum(1 for m in members if m.outcome in (None, "crashed"))
+                    # A crashed supervisor left to the service (restart_dead) takes minutes to come back:
+                    # meanwhile another contract takes its place.
+                    waiting = (None,) if cfg.restart_dead else (None, "crashed")
+                    live = sum(1 for m in members if m.outcome in waiting)
                     p_crash = cfg.crash / max(1, cfg.supervisors)
                     while live < cfg.supervisors and now < deadline:
                         launched += 1
@@ -318,7 +325,7 @@ class Fleet:
                 on_event=self._on_event,
             )
             with self._lock:
-                self._adopting[contract_id] = sup  # the member takes it once it restored
+                self._adopting[contract_id] = (sup, host.name)  # the member takes it once it restored
             return sup
 
         return adopt

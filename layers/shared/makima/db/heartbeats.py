@@ -64,7 +64,11 @@ upd AS (
        SET state = l.state, phase = l.phase, current_activity = l.activity, progress = l.progress,
            pending_task_ids = l.pending, last_heartbeat_at = now(), heartbeat_count = s.heartbeat_count + l.n,
            dead_at = NULL, stopped_at = NULL,
-           sync_delivered_at = CASE WHEN s.sync_requested_at IS NOT NULL THEN now() ELSE s.sync_delivered_at END,
+           -- Not now() alone: a heartbeat that waited for the requester's row lock started before the
+           -- request, and its delivery must not look older than what it delivered (a sync waiting
+           -- for it would never see it).
+           sync_delivered_at = CASE WHEN s.sync_requested_at IS NOT NULL
+                                    THEN GREATEST(now(), s.sync_requested_at) ELSE s.sync_delivered_at END,
            sync_requested_at = NULL, restart_requested_at = NULL, updated_at = now()
       FROM latest l
      WHERE s.task_id = l.task_id

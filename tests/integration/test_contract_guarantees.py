@@ -307,6 +307,27 @@ def test_enhanced_statuses_switched_off_at_runtime_are_off_entirely_and_back_on(
     assert earlier.get()["status"] == "created"
 
 
+def test_phase_requirements_follow_the_auto_complete_flag_at_runtime(
+    switchable: tuple[TestClient, Settings], user: Caller
+) -> None:
+    client, settings = switchable
+    d = Driver(client, user.headers, "specification", auto_complete_enabled=False)
+    assert _error(_phase(d, "specify")) == (400, "VALIDATION_FAILED")
+
+    # When auto_complete (Phase 2: gates, readiness, completion) is switched off, phase changes are free
+    settings.feature_flags.auto_complete = False
+    try:
+        moved = _phase(d, "specify")
+        assert moved.status_code == 200, moved.text
+        assert d.events()[-1]["payload"]["forced"] is False
+        assert _error(client.get(d.url("/phase-readiness"), headers=user.headers)) == (404, "FEATURE_DISABLED")
+    finally:
+        settings.feature_flags.auto_complete = True
+
+    # And switched on again, the gate holds again
+    assert _error(_phase(d, "plan")) == (400, "VALIDATION_FAILED")
+
+
 # --- item 8: backwards compatibility --------------------------------------------------------------------
 
 

@@ -217,27 +217,32 @@ def test_an_answer_that_satisfies_the_gate_moves_the_version_by_one(client: Test
     assert after["version"] == before["version"] + 1
 
 
-def test_a_batch_moves_each_contract_by_one_and_later_requests_by_one_each(
+def test_a_batch_resume_that_advances_moves_each_contract_by_one(
     client: TestClient, user: Caller, admin_caller: Caller
 ) -> None:
-    # Given three active contracts (one batch transaction, a savepoint each)
+    # Given three paused contracts whose plan phase got done while paused (one batch transaction, a
+    # savepoint each: resumed, then advanced by the gate, two steps per contract)
     drivers = [Driver(client, user.headers, "simple") for _ in range(3)]
     for d in drivers:
         d.start()
+        d.post("/status", {"status": "paused", "reason": "hold"})
+        d.deliver("plan-document")
     before = {d.id: d.get()["version"] for d in drivers}
 
     r = client.post(
         f"{API}/contracts/batch",
-        json={"operation": "pause_all", "contract_ids": [d.id for d in drivers]},
+        json={"operation": "resume_all", "contract_ids": [d.id for d in drivers]},
         headers=admin_caller.headers,
     )
-    assert r.status_code == 200, r.text
-    assert {d.id: d.get()["version"] for d in drivers} == {k: v + 1 for k, v in before.items()}
 
+    assert r.status_code == 200, r.text
+    after = {d.id: d.get() for d in drivers}
+    assert {k: (c["status"], c["phase"]) for k, c in after.items()} == dict.fromkeys(before, ("active", "execute"))
+    assert {k: c["version"] for k, c in after.items()} == {k: v + 1 for k, v in before.items()}
     # and each later request bumps again: the rule is per transaction, not per contract
     d = drivers[0]
-    d.post("/status", {"status": "active"})
     d.post("/status", {"status": "paused"})
+    d.post("/status", {"status": "active"})
     assert d.get()["version"] == before[d.id] + 3
 
 
@@ -305,6 +310,27 @@ def test_enhanced_statuses_switched_off_at_runtime_are_off_entirely_and_back_on(
     again.post("/questions", {"question": "Now?"}, expect=201)
     assert again.get()["status"] == "waiting_for_input"
     assert earlier.get()["status"] == "created"
+
+
+def test_phase_requirements_follow_the_auto_complete_flag_at_runtime(
+    switchable: tuple[TestClient, Settings], user: Caller
+) -> None:
+    client, settings = switchable
+    d = Driver(client, user.headers, "specification", auto_complete_enabled=False)
+    assert _error(_phase(d, "specify")) == (400, "VALIDATION_FAILED")
+
+    # When auto_complete (Phase 2: gates, readiness, completion) is switched off, phase changes are free
+    settings.feature_flags.auto_complete = False
+    try:
+        moved = _phase(d, "specify")
+        assert moved.status_code == 200, moved.text
+        assert d.events()[-1]["payload"]["forced"] is False
+        assert _error(client.get(d.url("/phase-readiness"), headers=user.headers)) == (404, "FEATURE_DISABLED")
+    finally:
+        settings.feature_flags.auto_complete = True
+
+    # And switched on again, the gate holds again
+    assert _error(_phase(d, "plan")) == (400, "VALIDATION_FAILED")
 
 
 # --- item 8: backwards compatibility --------------------------------------------------------------------

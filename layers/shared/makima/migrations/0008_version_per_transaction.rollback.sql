@@ -1,2 +1,2 @@
-SET LOCAL lock_timeout = '2s';
+SET LOCAL lock_timeout = '500ms';
 ALTER TABLE contracts DROP COLUMN IF EXISTS version_xact;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -15,7 +15,7 @@ from makima.db import contracts as contracts_sql
 from makima.db import events as events_sql
 from makima.db.connection import Database, transaction
 from makima.domain.contract_types import ContractTypeDefinition
-from makima.domain.gates import PhaseMove, phase_move
+from makima.domain.gates import phase_move
 from makima.domain.models import CompletedDeliverable, Contract, ContractEvent
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
@@ -252,7 +252,7 @@ def change_phase(
             )
         move = phase_move(ctype.phase_ids, contract.phase, phase, readiness_of(conn, contract, ctype))
         if not policy.enforce_gates:  # the auto_complete feature (gates included) is switched off
-            move = PhaseMove(move.current, move.target, move.next_phase, move.backwards, [])
+            move = replace(move, missing=[])
         if not move.allowed and not force:
             raise ValidationFailed(
                 f"phase requirements not met for {contract.phase!r} → {phase!r}: {'; '.join(move.missing)}",

@@ -5,9 +5,7 @@
 -- pg_current_xact_id() is the top-level transaction id, the same inside a savepoint.
 -- Safe while the API serves writes: a nullable column without a default is a catalog change only (no
 -- table rewrite, no scan). Its ACCESS EXCLUSIVE lock is held for an instant, but writers queue behind it
--- while it waits for the transactions in flight: lock_timeout bounds that wait (and so theirs) to
--- 500 ms; under a transaction that long the migration fails instead, and the deploy is run again.
+-- while it waits for the transactions in flight: the lock_timeout that makima.db.migrate sets on every
+-- transactional migration bounds that wait (and so theirs), and the migration is retried.
 -- depends: 0007_monitoring
-
-SET LOCAL lock_timeout = '500ms';
 ALTER TABLE contracts ADD COLUMN IF NOT EXISTS version_xact xid8;

@@ -53,10 +53,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_stack(data_dir: Path, log: Path, admin_token: str | None = ADMIN_TOKEN, port: int | None = None) -> Stack:
-    """``makima dev`` on ``port`` (a free one by default; pass the old one to restart a stack in place)."""
+def start_stack(
+    data_dir: Path,
+    log: Path,
+    admin_token: str | None = ADMIN_TOKEN,
+    port: int | None = None,
+    settings: dict[str, str] | None = None,
+) -> Stack:
+    """``makima dev`` on ``port`` (a free one by default; pass the old one to restart a stack in place),
+    with ``settings`` as extra ``MAKIMA_…`` environment."""
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the embedded database, as a new user
+    env.update(settings or {})
     args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--data-dir", str(data_dir)]
     if admin_token:
         args += ["--admin-token", admin_token]

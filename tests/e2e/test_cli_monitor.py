@@ -41,6 +41,7 @@ from makima.cli.client import Api
 from makima.cli.monitor import describe, load_contracts, text_line
 from makima.cli.monitor_stream import Filter, Item, Notice, Selection, events, monitor_url
 from makima.cli.tui import Board, HttpLookup, MonitorApp
+from makima.domain.monitor import ENVELOPE_KEYS
 from tests.e2e.conftest import ADMIN_TOKEN, Stack, free_port, start_stack, stop_stack
 from tests.e2e.test_monitor import _age_and_detect
 
@@ -104,10 +105,15 @@ def new_owner(stack: Stack) -> Owner:
 
 
 def same_event(shown: Mapping[str, Any], logged: Mapping[str, Any]) -> bool:
-    """The monitor's envelope is the log's row (its timestamp in another ISO-8601 spelling)."""
-    return {k: v for k, v in shown.items() if k != "timestamp"} == {
-        k: v for k, v in logged.items() if k != "timestamp"
-    } and datetime.fromisoformat(shown["timestamp"]) == datetime.fromisoformat(logged["timestamp"])
+    """The monitor's envelope is the log's row (its timestamp in another ISO-8601 spelling), plus the
+    type's seed fields repeated at the top level from ``data`` (the seed's compatibility rule)."""
+    envelope = {k: v for k, v in shown.items() if k in ENVELOPE_KEYS and k != "timestamp"}
+    repeated = {k: v for k, v in shown.items() if k not in ENVELOPE_KEYS}
+    return (
+        envelope == {k: v for k, v in logged.items() if k != "timestamp"}
+        and all(shown["data"].get(k) == v for k, v in repeated.items())
+        and datetime.fromisoformat(shown["timestamp"]) == datetime.fromisoformat(logged["timestamp"])
+    )
 
 
 # --- The command as a subprocess ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from makima.domain.monitor import ENVELOPE_KEYS, SEED_FIELDS
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
@@ -140,8 +141,11 @@ def test_two_monitors_each_see_exactly_their_contracts_in_order(stack: Stack) ->
     assert {e["contract_id"] for e in two} == {b}
     assert _of(two, b) == [("status_changed", "active"), ("status_changed", "paused"), ("status_changed", "active")]
     # And every event has the envelope of docs/api.md
+    # (and the type's seed fields repeated at the top level from data, as the seed's compatibility rule asks)
     for e in one + two:
-        assert set(e) == {"id", "type", "contract_id", "timestamp", "actor", "data"}
+        assert {"id", "type", "contract_id", "timestamp", "actor", "data"} <= set(e)
+        assert all(e["data"][k] == e[k] for k in set(e) - ENVELOPE_KEYS)
+        assert set(e) - ENVELOPE_KEYS <= set(SEED_FIELDS[e["type"]])
         datetime.fromisoformat(e["timestamp"])
 
 

@@ -3,19 +3,42 @@ no 5xx, and every response matches the documented schema and status codes."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.conftest import server_dir
+from tests.e2e.conftest import Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
 
-def test_no_server_error_and_no_schema_violation(stack: Stack, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def fuzzed() -> Iterator[Stack]:
+    """A stack of its own, whose supervisors never time out during the run (heartbeats are not part of
+    the fuzzing, and a supervisor the stateful phase started would otherwise be swept dead after 2 min,
+    turning a sync into its documented 503 SUPERVISOR_DEAD, which the no-5xx check cannot tell from a
+    crash), and with a 1 s heartbeat interval, so a sync waits ~3 s for a heartbeat rather than 25 s."""
+    root = server_dir()
+    settings = {
+        "MAKIMA_CONTRACTS__HEARTBEAT_INTERVAL_SECONDS": "1",
+        "MAKIMA_CONTRACTS__HEARTBEAT_TIMEOUT_SECONDS": "86400",
+    }
+    s = start_stack(root / "pgdata", root / "stack.log", settings=settings)
+    try:
+        yield s
+    finally:
+        stop_stack(s)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_no_server_error_and_no_schema_violation(fuzzed: Stack, tmp_path: Path) -> None:
+    stack = fuzzed
     # Fuzz as an ordinary user so that admin-only operations are exercised for their refusals too, and
     # so the run cannot revoke the token it authenticates with, leave revocation out.
     admin = {"Authorization": f"Bearer {stack.admin_token}"}

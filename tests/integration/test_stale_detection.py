@@ -113,7 +113,7 @@ def test_candidates_come_from_the_index_not_a_scan(fresh_database: Callable[[str
                 str(r["QUERY PLAN"])
                 for r in conn.execute(
                     "EXPLAIN " + monitor_sql.REPORT_STALE_SQL,
-                    {"threshold": timedelta(minutes=30), "limit": 500, "actor": ACTOR},
+                    {"threshold": timedelta(minutes=30), "limit": 500, "actor": ACTOR, "now": None},
                 ).fetchall()
             )
         # Then the candidates come from the partial index of live contracts, not a scan of all of them

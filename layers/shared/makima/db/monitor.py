@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -109,11 +109,13 @@ def contract_statuses(conn: Conn, contract_ids: Sequence[str]) -> dict[str, str]
 # --- outbox --------------------------------------------------------------------------------------
 
 
-def claim_unpublished(conn: Conn, limit: int, *, older_than: timedelta | None = None) -> list[dict[str, Any]]:
+def claim_unpublished(
+    conn: Conn, limit: int, *, older_than: timedelta | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Unpublished events, oldest first, locked for this transaction: concurrent publishers skip
     them instead of publishing them twice, and if this one dies before marking them, its locks go
     with its transaction and the sweeper takes them later."""
-    age = "AND created_at < now() - %(age)s" if older_than is not None else ""
+    age = "AND created_at < COALESCE(%(now)s::timestamptz, now()) - %(age)s" if older_than is not None else ""
     return conn.execute(
         f"""
         SELECT {_EVENT_COLUMNS} FROM contract_events
@@ -122,7 +124,7 @@ def claim_unpublished(conn: Conn, limit: int, *, older_than: timedelta | None = 
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED
         """,
-        {"limit": limit, "age": older_than},
+        {"limit": limit, "age": older_than, "now": now},
     ).fetchall()
 
 
@@ -164,12 +166,13 @@ def events_after(
 # One statement: the candidates (from idx_contracts_stale), their events, their episodes. A constant so
 # that tests/integration/test_stale_detection.py checks the plan of this very text.
 REPORT_STALE_SQL = """
-WITH found AS (
+WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, now()) AS now),
+found AS (
     SELECT c.id, c.owner_id, c.last_activity_at
       FROM contracts c
       LEFT JOIN stale_reports r ON r.contract_id = c.id
      WHERE c.status NOT IN ('completed', 'failed', 'archived')
-       AND c.last_activity_at < now() - %(threshold)s
+       AND c.last_activity_at < (SELECT now FROM clock) - %(threshold)s
        AND (r.contract_id IS NULL OR r.last_activity_at < c.last_activity_at)
      ORDER BY c.last_activity_at
      LIMIT %(limit)s
@@ -181,8 +184,8 @@ ev AS (
            jsonb_build_object(
                'contract_id', f.id::text,
                'last_activity', to_jsonb(f.last_activity_at),
-               'stale_duration', floor(extract(epoch FROM now() - f.last_activity_at))::bigint,
-               'stale_duration_secs', floor(extract(epoch FROM now() - f.last_activity_at))::bigint
+               'stale_duration', floor(extract(epoch FROM (SELECT now FROM clock) - f.last_activity_at))::bigint,
+               'stale_duration_secs', floor(extract(epoch FROM (SELECT now FROM clock) - f.last_activity_at))::bigint
            ),
            %(actor)s
       FROM found f
@@ -190,7 +193,7 @@ ev AS (
     RETURNING id, contract_id
 )
 INSERT INTO stale_reports AS r (contract_id, last_activity_at, event_id, reported_at)
-SELECT f.id, f.last_activity_at, ev.id, now() FROM found f JOIN ev ON ev.contract_id = f.id
+SELECT f.id, f.last_activity_at, ev.id, (SELECT now FROM clock) FROM found f JOIN ev ON ev.contract_id = f.id
 ON CONFLICT (contract_id) DO UPDATE
    SET last_activity_at = EXCLUDED.last_activity_at, event_id = EXCLUDED.event_id,
        reported_at = EXCLUDED.reported_at
@@ -198,7 +201,9 @@ RETURNING r.contract_id, r.last_activity_at, r.event_id
 """
 
 
-def report_stale(conn: Conn, threshold: timedelta, limit: int, actor: str) -> list[dict[str, Any]]:
+def report_stale(
+    conn: Conn, threshold: timedelta, limit: int, actor: str, *, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Open a stale episode for each contract idle past ``threshold`` that has none open, and log its
     ``stale_detected`` event, in one statement.
 
@@ -206,4 +211,6 @@ def report_stale(conn: Conn, threshold: timedelta, limit: int, actor: str) -> li
     (``last_activity_at`` moved) ends it, and the next idle spell is a new episode. Candidates come
     from idx_contracts_stale (live contracts by last activity), not a scan of every contract.
     """
-    return conn.execute(REPORT_STALE_SQL, {"threshold": threshold, "limit": limit, "actor": actor}).fetchall()
+    return conn.execute(
+        REPORT_STALE_SQL, {"threshold": threshold, "limit": limit, "actor": actor, "now": now}
+    ).fetchall()

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -68,17 +68,20 @@ def drain_outbox(
     batch: int = 500,
     older_than: timedelta | None = None,
     max_batches: int = 20,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Publish committed, unpublished events, oldest first, and mark them published.
 
     Publishing happens while the rows are locked, and they are marked in the same transaction: if
     the publish fails, nothing is marked and the sweeper retries; if it succeeded but the commit
-    fails, they are published again (at least once). Returns the events published.
+    fails, they are published again (at least once). Returns the events published. ``older_than``
+    (the sweeper's) leaves what a writer's own publish may still be taking; its age is measured at
+    ``now`` (the database's clock by default; tests pass a later one).
     """
     published: list[dict[str, Any]] = []
     for _ in range(max_batches):
         with transaction(database) as conn:
-            rows = monitor_sql.claim_unpublished(conn, batch, older_than=older_than)
+            rows = monitor_sql.claim_unpublished(conn, batch, older_than=older_than, now=now)
             if not rows:
                 break
             events = [from_log(r) for r in rows]

@@ -8,7 +8,7 @@ it has done something and gone idle again. The events go through the outbox like
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from makima.config import ContractsConfig
 from makima.db import monitor as monitor_sql
@@ -33,11 +33,15 @@ def threshold_of(settings: ContractsConfig) -> timedelta:
     return timedelta(minutes=settings.stale_threshold_minutes)
 
 
-def detect_stale_contracts(database: Database, threshold: timedelta, *, max_batches: int = 20) -> StaleRun:
+def detect_stale_contracts(
+    database: Database, threshold: timedelta, *, max_batches: int = 20, now: datetime | None = None
+) -> StaleRun:
+    """One run of the detector. ``now`` is the clock the threshold is measured against (the database's
+    by default); tests pass a later one to say "31 minutes pass" without waiting."""
     reported = 0
     for _ in range(max_batches):
         with transaction(database) as conn:
-            rows = monitor_sql.report_stale(conn, threshold, BATCH, ACTOR)
+            rows = monitor_sql.report_stale(conn, threshold, BATCH, ACTOR, now=now)
         reported += len(rows)
         if len(rows) < BATCH:
             break

@@ -142,6 +142,10 @@ def new_contract(db: PooledDatabase, caller: Caller, name: str) -> str:
     return str(c.id)
 
 
+def drain_to_bus(db: PooledDatabase) -> int:
+    return len(monitor_svc.drain_outbox(db, EventBridgePublisher(BUS)))
+
+
 def forget_earlier_events(db: PooledDatabase) -> None:
     """What earlier tests of the session left in the outbox is no concern of these tests: marked
     published at once, instead of pushed through moto's bus (minutes, late in a long session)."""

@@ -39,14 +39,16 @@ def touch(conn: Conn, daemon_id: UUID) -> None:
 
 
 def mark_dead(
-    conn: Conn, timeout: timedelta, *, now: datetime, grace_from: datetime | None = None
+    conn: Conn, timeout: timedelta, *, now: datetime | None = None, grace_from: datetime | None = None
 ) -> list[dict[str, Any]]:
-    """Live daemons silent since ``now - timeout`` (``grace_from`` counting as a heartbeat)."""
+    """Live daemons silent since ``now - timeout`` (``grace_from`` counting as a heartbeat; ``now``
+    None: the database's clock)."""
     return conn.execute(
         f"""
         UPDATE daemons SET status = 'dead'
          WHERE status = 'live'
-           AND GREATEST(last_heartbeat_at, %(grace)s::timestamptz) < %(now)s::timestamptz - %(timeout)s::interval
+           AND GREATEST(last_heartbeat_at, %(grace)s::timestamptz)
+               < COALESCE(%(now)s::timestamptz, now()) - %(timeout)s::interval
         RETURNING {_COLUMNS}
         """,
         {"timeout": timeout, "now": now, "grace": grace_from},

@@ -121,16 +121,18 @@ def sync_delivered_since(conn: Conn, task_id: UUID, requested_at: Any) -> dict[s
 
 
 def mark_dead(
-    conn: Conn, timeout: timedelta, *, now: datetime, grace_from: datetime | None = None
+    conn: Conn, timeout: timedelta, *, now: datetime | None = None, grace_from: datetime | None = None
 ) -> list[dict[str, Any]]:
     """Supervisors of live tasks on workable contracts silent for longer than ``timeout`` at ``now``:
     state ``interrupted``, ``dead_at`` set. Silent means no heartbeat (or start, if none came) since
     ``now - timeout``; ``grace_from`` counts as a heartbeat of everyone (the sweep saw the heartbeat
     flag off then, so no supervisor could beat). Supervisors stopped on purpose (a ``shutdown``
-    save) are not dead; finished contracts and tasks are never touched."""
+    save) are not dead; finished contracts and tasks are never touched. ``now`` None is the database's
+    clock, the one that stamped the heartbeats."""
     return conn.execute(
         """
-        WITH prev AS (
+        WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, now()) AS now),
+        prev AS (
             SELECT s.task_id, s.contract_id, c.owner_id, s.state AS old_state
               FROM supervisor_states s
               JOIN tasks t ON t.id = s.task_id
@@ -138,7 +140,7 @@ def mark_dead(
              WHERE s.dead_at IS NULL
                AND s.stopped_at IS NULL
                AND GREATEST(COALESCE(s.last_heartbeat_at, s.created_at), %(grace)s::timestamptz)
-                   < %(now)s::timestamptz - %(timeout)s::interval
+                   < (SELECT now FROM clock) - %(timeout)s::interval
                AND s.state NOT IN ('completed', 'failed')
                AND t.status IN ('pending', 'running')
                AND c.status NOT IN ('completed', 'failed', 'archived')
@@ -146,7 +148,7 @@ def mark_dead(
                FOR UPDATE OF s SKIP LOCKED
         )
         UPDATE supervisor_states s
-           SET dead_at = %(now)s, state = 'interrupted', updated_at = now()
+           SET dead_at = (SELECT now FROM clock), state = 'interrupted', updated_at = now()
           FROM prev
          WHERE s.task_id = prev.task_id
         RETURNING prev.task_id, prev.contract_id, prev.owner_id, prev.old_state
@@ -161,10 +163,11 @@ def job_paused_at(conn: Conn, job: str) -> datetime | None:
     return row["paused_at"] if row else None
 
 
-def record_job_paused(conn: Conn, job: str, at: datetime) -> None:
+def record_job_paused(conn: Conn, job: str, at: datetime | None = None) -> None:
+    """``job`` found its flag off ``at`` (None: now, by the database's clock)."""
     conn.execute(
         """
-        INSERT INTO scheduled_job_state (job, paused_at) VALUES (%(job)s, %(at)s)
+        INSERT INTO scheduled_job_state (job, paused_at) VALUES (%(job)s, COALESCE(%(at)s::timestamptz, now()))
         ON CONFLICT (job) DO UPDATE
            SET paused_at = GREATEST(scheduled_job_state.paused_at, EXCLUDED.paused_at), updated_at = now()
         """,

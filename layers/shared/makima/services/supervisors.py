@@ -459,8 +459,8 @@ def detect_dead_supervisors(
     With the ``supervisor_heartbeat`` flag off (``heartbeats_enabled`` False, read by the caller on
     each run) no supervisor can beat, so the sweep does nothing but remember that it saw the flag off
     (in the database: the sweep runs in containers that keep nothing). Once the flag is back on, that
-    moment counts as everyone's last heartbeat: a full timeout of grace before any is marked dead."""
-    now = now or datetime.now(UTC)
+    moment counts as everyone's last heartbeat: a full timeout of grace before any is marked dead.
+    ``now`` None is the database's clock, the one that stamped every heartbeat (not this process's)."""
     with transaction(db) as conn:
         if not heartbeats_enabled:
             supervisors_sql.record_job_paused(conn, TIMEOUT_SWEEP, now)

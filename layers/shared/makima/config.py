@@ -17,18 +17,31 @@ The TOML file has the seed's sections::
     supervisor_heartbeat = true
     monitoring_dashboard = true
 
+and where the web dashboard page may send a token (all optional; unset means the page's own origin)::
+
+    [dashboard]
+    api_url = "https://api.example.com"
+    monitor_url = "wss://monitor.example.com/live"
+    extra_api_urls = ["https://staging-api.example.com"]
+    extra_monitor_urls = []
+
 Logic code never reads ``os.environ``: it receives a ``Settings`` (or the values it needs).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -67,6 +80,109 @@ class FeatureFlagsConfig(BaseModel):
     monitoring_dashboard: bool = True
 
 
+# A host name or an IPv4/IPv6 literal, and a path of plain characters: nothing that could end a CSP
+# directive (";", ","), add a source (a space) or a quote, once the origin is written into the header.
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
+
+
+def dashboard_url(raw: str, schemes: tuple[str, ...]) -> str:
+    """``raw`` as the one form the dashboard page compares: lower-case scheme and host, the port only when
+    it is not the scheme's default, the path without a trailing slash, nothing else.
+
+    Raises ``ValueError`` (a settings error at start) for another scheme, credentials, a query or a
+    fragment, or characters that have no business in an origin."""
+    parts = urlsplit(raw.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise ValueError(f"{raw!r}: the scheme must be one of {', '.join(schemes)}")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(f"{raw!r}: no credentials, query or fragment")
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"{raw!r}: not a host name")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{raw!r}: {exc}") from None
+    default_port = 443 if scheme in ("https", "wss") else 80
+    path = parts.path.rstrip("/")
+    if not _PATH.fullmatch(path):
+        raise ValueError(f"{raw!r}: the path may hold only letters, digits and . _ ~ / -")
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{path}"
+
+
+def _url_list(value: object) -> object:
+    """A list from TOML, or from the environment as a JSON list or comma/space-separated URLs."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part for part in re.split(r"[\s,]+", text) if part]
+    return value
+
+
+_API = ("http", "https")
+_MONITOR = ("ws", "wss")
+
+
+class DashboardConfig(BaseModel):
+    """Where the web dashboard page may send the token pasted into it, fixed at deploy time.
+
+    The page calls its own origin unless told otherwise here, never by its link alone: a link's ``?api=``
+    / ``?ws=`` may only choose among these (makima.local.web writes them into the page and its
+    ``connect-src``). ``api_url`` is the API's base (the page appends ``/api/v1/...``; a trailing
+    ``/api/v1`` is dropped); ``monitor_url`` the WebSocket monitor's full URL (default: the API's
+    ``/api/v1/contracts/monitor``). The extra lists are further APIs and monitors a link may pick.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_url: str | None = None
+    monitor_url: str | None = None
+    extra_api_urls: Annotated[list[str], NoDecode] = []
+    extra_monitor_urls: Annotated[list[str], NoDecode] = []
+
+    @field_validator("api_url", "monitor_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # The template passes an empty parameter as an empty string: that means "not configured".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("extra_api_urls", "extra_monitor_urls", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _url_list(value)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api(cls, value: str | None) -> str | None:
+        return None if value is None else _api_base(value)
+
+    @field_validator("extra_api_urls")
+    @classmethod
+    def _apis(cls, value: list[str]) -> list[str]:
+        return [_api_base(v) for v in value]
+
+    @field_validator("monitor_url")
+    @classmethod
+    def _monitor(cls, value: str | None) -> str | None:
+        return None if value is None else dashboard_url(value, _MONITOR)
+
+    @field_validator("extra_monitor_urls")
+    @classmethod
+    def _monitors(cls, value: list[str]) -> list[str]:
+        return [dashboard_url(v, _MONITOR) for v in value]
+
+
+def _api_base(raw: str) -> str:
+    url = dashboard_url(raw, _API)
+    return url.removesuffix("/api/v1")
+
+
 def config_file() -> Path:
     return Path(os.environ.get("MAKIMA_CONFIG", "makima.toml"))
 
@@ -100,6 +216,7 @@ class Settings(BaseSettings):
 
     contracts: ContractsConfig = ContractsConfig()
     feature_flags: FeatureFlagsConfig = FeatureFlagsConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     @classmethod
     def settings_customise_sources(

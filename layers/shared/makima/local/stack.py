@@ -155,7 +155,7 @@ def serve(
                 print(f"  export MAKIMA_TOKEN={backing.new_admin_token}", flush=True)
             print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
             print(f"makima: monitor on ws://{host}:{port}/api/v1/contracts/monitor?token=…", flush=True)
-            print(f"makima: dashboard on http://{host}:{port}/dashboard?token=…", flush=True)
+            print(f"makima: dashboard on http://{host}:{port}/dashboard (sign in with the token)", flush=True)
             if settings.flags_file:
                 print(
                     f"makima: feature flags: {settings.flags_file} (re-read every {settings.flags_max_age:g} s)",
@@ -170,7 +170,7 @@ def serve(
         app = create_app(backing.database, settings=settings, events=pump)
         from makima.local.web import mount_dashboard
 
-        mount_dashboard(app)
+        mount_dashboard(app, settings.dashboard)
         mount_monitor(app, backing.database, hub, flags)
         scheduler = Scheduler(jobs_for(backing.database, settings, pump.publisher, flags)).start()
         fleet = _start_demo(backing, settings, host, port, admin_token, demo) if demo > 0 else None

@@ -4,9 +4,11 @@
  * (/api/v1/contracts/monitor): each event is prepended to "Recent events" and the dashboard is fetched
  * again (debounced), so counts and lists follow the fleet without a reload.
  *
- * Deployable as static files: the API defaults to the page's origin, ?api=https://host overrides it and
- * ?ws=wss://host/path the monitor's URL. The token comes from ?token= once (then kept in sessionStorage
- * and removed from the address bar) or from the sign-in form.
+ * The API is the page's own origin unless the server that serves the page configured others (a
+ * <meta name="makima-dashboard"> it inserts; its CSP connect-src allows exactly those): a link's ?api= and
+ * ?ws= may only choose among them, and an unknown one is ignored with a visible warning. The token comes
+ * from the sign-in form only (kept in sessionStorage for the tab); a ?token= in a link is removed and
+ * ignored. The form names the API and monitor the token will go to.
  *
  * Every piece of data reaches the page through textContent or an attribute: no HTML is ever built
  * from strings.
@@ -33,7 +35,6 @@
   var PING_MS = 30000;
   var POLL_WHEN_NOT_LIVE_MS = 15000;
   var TOKEN_KEY = "makima.token";
-  var API_KEY = "makima.api";
   var SVG_NS = "http://www.w3.org/2000/svg";
 
   // --- configuration: API base, WebSocket URL, token ------------------------------------------------
@@ -56,22 +57,70 @@
     var url;
     try { url = new URL(raw, window.location.href); } catch (e) { return ""; }
     if (url.protocol !== "http:" && url.protocol !== "https:") return "";
+    if (url.username || url.password) return "";
     var path = url.pathname.replace(/\/+$/, "").replace(/\/api\/v1$/, "");
     return url.origin + path;
   }
 
+  function normaliseMonitor(raw) {
+    if (!raw) return "";
+    var url;
+    try { url = new URL(raw); } catch (e) { return ""; }
+    if (url.protocol !== "ws:" && url.protocol !== "wss:") return "";
+    if (url.username || url.password || url.search || url.hash) return "";
+    return url.protocol + "//" + url.host + url.pathname.replace(/\/+$/, "");
+  }
+
+  function monitorOf(base) { return base.replace(/^http/, "ws") + "/api/v1/contracts/monitor"; }
+
+  // The origins this deployment allows, written into the page by the server that serves it
+  // (makima.local.web) and enforced by its connect-src. A page without them uses its own origin only.
+  function deployment() {
+    var meta = document.querySelector('meta[name="makima-dashboard"]');
+    var config = {};
+    try { config = meta ? JSON.parse(meta.getAttribute("content")) || {} : {}; } catch (e) { config = {}; }
+    return {
+      api: normaliseApi(config.api || ""),
+      monitor: normaliseMonitor(config.monitor || ""),
+      apis: (config.apis || []).map(normaliseApi).filter(Boolean),
+      monitors: (config.monitors || []).map(normaliseMonitor).filter(Boolean),
+    };
+  }
+
+  function unique(list) { return list.filter(function (v, i) { return v && list.indexOf(v) === i; }); }
+
+  var linkWarnings = [];
+  var config = deployment();
   var pageOrigin = /^https?:$/.test(window.location.protocol) ? window.location.origin : "";
-  var apiBase = normaliseApi(params.get("api") || stored(API_KEY) || pageOrigin);
-  var wsOverride = params.get("ws") || "";
-  var token = params.get("token");
-  if (token) {
-    store(TOKEN_KEY, token);
+  var defaultApi = config.api || pageOrigin;
+  var allowedApis = unique([defaultApi, pageOrigin].concat(config.apis));
+  var apiBase = defaultApi;
+  // ?api= and ?ws= may only choose among what the deployment allows: a link names any host it likes, and
+  // the token pasted into the genuine page must never follow it there.
+  var askedApi = params.get("api");
+  if (askedApi !== null) {
+    if (allowedApis.indexOf(normaliseApi(askedApi)) >= 0) apiBase = normaliseApi(askedApi);
+    else linkWarnings.push("This link asked for the API at " + askedApi + ", which this dashboard is not configured to use: ignored.");
+  }
+  var defaultMonitor = apiBase === defaultApi && config.monitor ? config.monitor : (apiBase ? monitorOf(apiBase) : "");
+  var allowedMonitors = unique([config.monitor].concat(config.monitors, allowedApis.map(monitorOf)));
+  var monitorBase = defaultMonitor;
+  var askedWs = params.get("ws");
+  if (askedWs !== null) {
+    if (allowedMonitors.indexOf(normaliseMonitor(askedWs)) >= 0) monitorBase = normaliseMonitor(askedWs);
+    else linkWarnings.push("This link asked for the monitor at " + askedWs + ", which this dashboard is not configured to use: ignored.");
+  }
+
+  // A token in a link is never used: a link could sign the reader in as someone else (showing them an
+  // attacker's contracts, questions and all), and a URL leaks into history and logs. It leaves the
+  // address bar at once; the reader pastes their own token into the form.
+  if (params.has("token")) {
     params.delete("token");
     var rest = params.toString();
     window.history.replaceState(null, "", window.location.pathname + (rest ? "?" + rest : "") + window.location.hash);
-  } else {
-    token = stored(TOKEN_KEY);
+    linkWarnings.push("This link carried a token: it was ignored and removed from the address. Sign in by pasting your own token.");
   }
+  var token = stored(TOKEN_KEY);
 
   // --- state ----------------------------------------------------------------------------------------
 
@@ -535,8 +584,7 @@
   }
 
   function monitorUrl() {
-    var base = wsOverride || apiBase.replace(/^http/, "ws") + "/api/v1/contracts/monitor";
-    var url = new URL(base, window.location.href);
+    var url = new URL(monitorBase);
     url.searchParams.set("token", token);
     return url.toString();
   }
@@ -627,11 +675,10 @@
     $("foot").hidden = true;
     $("signout").hidden = true;
     hideBanner();
-    var needApi = !pageOrigin && !params.get("api");
-    $("login-api").hidden = !needApi;
-    $("login-api-label").hidden = !needApi;
-    $("login-api").required = needApi;
-    if (needApi && apiBase) $("login-api").value = apiBase;
+    // Where a pasted token goes, in plain text, before it is pasted.
+    $("login-target-api").textContent = apiBase ? apiBase + "/api/v1" : "(none: this page has no API configured)";
+    $("login-target-monitor").textContent = monitorBase || "(none)";
+    if (!apiBase) message = message || "This page has no API configured: open it from the makima server.";
     var error = $("login-error");
     error.textContent = message || "";
     error.hidden = !message;
@@ -669,12 +716,7 @@
 
   $("login-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
-    if (!$("login-api").hidden) {
-      var chosen = normaliseApi($("login-api").value.trim());
-      if (!chosen) { showLogin("Enter the API's http(s) URL."); return; }
-      apiBase = chosen;
-      store(API_KEY, apiBase);
-    }
+    if (!apiBase) return;
     var value = $("login-token").value.trim();
     if (!value) return;
     token = value;
@@ -684,6 +726,12 @@
   });
 
   $("signout").addEventListener("click", function () { signOut(""); });
+
+  if (linkWarnings.length) {
+    var warning = $("link-warning");
+    warning.textContent = linkWarnings.join(" ") + " The token goes only to " + apiBase + "/api/v1 and " + monitorBase + ".";
+    warning.hidden = false;
+  }
 
   // While the monitor is down the page still follows, more slowly.
   setInterval(function () { if (token && connState !== "live") refresh(); }, POLL_WHEN_NOT_LIVE_MS);

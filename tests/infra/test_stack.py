@@ -26,7 +26,7 @@ from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 
 from makima.api.deps import get_flags
-from makima.config import ContractsConfig, Settings
+from makima.config import ContractsConfig, DashboardConfig, Settings
 from makima.lambda_support import eventbridge, migrations, scheduled, websocket
 from makima.lambda_support.migrations import DEFAULT_WAIT_SECONDS, RESPONSE_MARGIN_SECONDS, migrations_hash
 from makima.lambda_support.observability import NAMESPACE, SERVICE, metrics
@@ -739,8 +739,8 @@ def test_outputs(translated: Template) -> None:
 
     assert sub("ApiUrl") == "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
     assert sub("MonitorUrl") == "wss://${MonitorApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/live"
-    # The dashboard page is served by the HTTP API and told where the monitor is
-    assert sub("DashboardUrl") == f"{sub('ApiUrl')}/dashboard?ws={sub('MonitorUrl')}"
+    # The dashboard page is served by the HTTP API; its link names no host (the function knows the monitor)
+    assert sub("DashboardUrl") == f"{sub('ApiUrl')}/dashboard"
     assert outputs["AlarmTopicArn"]["Value"] == {"Ref": "AlarmTopic"}
     assert outputs["EventBusName"]["Value"] == {"Ref": "EventBus"}
     assert outputs["DatabaseSecretArn"]["Value"] == {"Ref": "DatabaseSecret"}
@@ -757,6 +757,37 @@ def test_outputs(translated: Template) -> None:
 
 
 # --- The [contracts] settings ------------------------------------------------------------------------------------
+
+
+def test_the_dashboard_page_is_told_its_origins_at_deploy_time(raw: Template, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the web function's environment and the template's parameters
+    env = _resources(raw)["WebFunction"]["Properties"]["Environment"]["Variables"]
+    outputs = raw["Outputs"]
+    parameters = raw["Parameters"]
+
+    # Then its monitor is this stack's WebSocket API, the very URL of the MonitorUrl output
+    assert env["MAKIMA_DASHBOARD__MONITOR_URL"] == outputs["MonitorUrl"]["Value"]
+    # and the extra origins are parameters, none by default, every [dashboard] setting covered
+    assert env["MAKIMA_DASHBOARD__EXTRA_API_URLS"] == {"Ref": "DashboardExtraApiUrls"}
+    assert env["MAKIMA_DASHBOARD__EXTRA_MONITOR_URLS"] == {"Ref": "DashboardExtraMonitorUrls"}
+    assert {f"MAKIMA_DASHBOARD__{k.upper()}" for k in DashboardConfig.model_fields} - set(env) == {
+        "MAKIMA_DASHBOARD__API_URL"  # the page's own origin: the HTTP API serving it
+    }
+    assert parameters["DashboardExtraApiUrls"]["Default"] == parameters["DashboardExtraMonitorUrls"]["Default"] == ""
+
+    # And the values the parameters' patterns let through are what the settings accept, to the same origins
+    api_pattern = re.compile(parameters["DashboardExtraApiUrls"]["AllowedPattern"])
+    monitor_pattern = re.compile(parameters["DashboardExtraMonitorUrls"]["AllowedPattern"])
+    apis, monitors = "https://a.example.com,http://10.0.0.5:8000/base", "wss://m.example.com/live"
+    assert api_pattern.fullmatch(apis) and monitor_pattern.fullmatch(monitors)
+    assert not api_pattern.fullmatch("https://a.example.com; script-src *")
+    assert not monitor_pattern.fullmatch("https://m.example.com")
+    monkeypatch.setenv("MAKIMA_DASHBOARD__MONITOR_URL", "wss://abc.execute-api.eu-west-1.amazonaws.com/live")
+    monkeypatch.setenv("MAKIMA_DASHBOARD__EXTRA_API_URLS", apis)
+    monkeypatch.setenv("MAKIMA_DASHBOARD__EXTRA_MONITOR_URLS", monitors)
+    dashboard = Settings().dashboard
+    assert dashboard.extra_api_urls == ["https://a.example.com", "http://10.0.0.5:8000/base"]
+    assert dashboard.extra_monitor_urls == ["wss://m.example.com/live"]
 
 
 def _parameter_of(setting: str) -> str:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -24,7 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.e2e.conftest import Stack, free_port
+from tests.e2e.conftest import Stack, free_port, start_stack, stop_stack
 from tests.e2e.test_web_dashboard import VIEWPORT, counts_match_api, eventually, launch_chromium, require_browser
 
 if TYPE_CHECKING:
@@ -100,10 +101,10 @@ def start_recorder() -> Recorder:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_OPTIONS(self) -> None:  # noqa: N802 - http.server's naming
+        def do_OPTIONS(self) -> None:
             self._send(204)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.headers.get("Upgrade", "").lower() == "websocket":
                 self._send(404, b"no monitor here", "text/plain")
             elif self.path.startswith("/api/v1/contracts/dashboard"):
@@ -115,7 +116,7 @@ def start_recorder() -> Recorder:
 
         do_POST = do_GET  # noqa: N815
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             return None
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -231,7 +232,8 @@ def test_a_crafted_link_sends_nothing_to_the_host_it_names(stack: Stack, watched
     port = f":{attacker.port}"
     assert [u for u in watched.requests + watched.sockets if port in u] == []
     assert all(u.startswith(stack.base_url) for u in watched.requests), watched.requests
-    assert watched.sockets and all(u.startswith(stack.base_url.replace("http", "ws", 1)) for u in watched.sockets)
+    assert watched.sockets
+    assert all(u.startswith(stack.base_url.replace("http", "ws", 1)) for u in watched.sockets)
     assert attacker.connections == 0, f"the attacker heard from the page:\n{attacker.seen()}"
 
 
@@ -358,3 +360,27 @@ def test_a_configured_api_is_the_default_and_the_form_names_it(watched: Watched,
     finally:
         served.server.should_exit = True
         served.thread.join(timeout=10)
+
+
+def test_makima_dev_serves_the_origins_of_its_settings(stack_dir: Path) -> None:
+    # Given `makima dev` with a [dashboard] extra API and monitor in its environment
+    settings = {
+        "MAKIMA_DASHBOARD__EXTRA_API_URLS": "https://partner.example.com",
+        "MAKIMA_DASHBOARD__EXTRA_MONITOR_URLS": "wss://monitor.example.com/live",
+    }
+    started = start_stack(stack_dir / "pgdata", stack_dir / "stack.log", settings=settings)
+    try:
+        # When the page is asked for
+        page = httpx.get(f"{started.base_url}/dashboard")
+
+        # Then its connect-src is 'self' and those origins (the partner's own monitor included), no more
+        connect = [d.strip() for d in page.headers["content-security-policy"].split(";") if "connect-src" in d]
+        assert connect == [
+            "connect-src 'self' https://partner.example.com wss://monitor.example.com wss://partner.example.com"
+        ]
+        assert "https://partner.example.com" in page.text  # the page is told them too
+    finally:
+        stop_stack(started)
+    # And the link it prints carries no token (a token in a link is ignored by the page)
+    printed = [line for line in started.log.read_text().splitlines() if "dashboard on" in line]
+    assert printed == [f"makima: dashboard on {started.base_url}/dashboard (sign in with the token)"]

@@ -70,7 +70,8 @@ def web_handler() -> Any:
     """``functions/web/app.py``'s handler, imported afresh (it builds the app at import, as at cold start)."""
     path = ROOT / "functions" / "web" / "app.py"
     spec = importlib.util.spec_from_file_location("makima_function_web_origins", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.handler

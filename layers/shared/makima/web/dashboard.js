@@ -98,7 +98,7 @@
   // ?api= and ?ws= may only choose among what the deployment allows: a link names any host it likes, and
   // the token pasted into the genuine page must never follow it there.
   var askedApi = params.get("api");
-  if (askedApi !== null) {
+  if (askedApi) {
     if (allowedApis.indexOf(normaliseApi(askedApi)) >= 0) apiBase = normaliseApi(askedApi);
     else linkWarnings.push("This link asked for the API at " + askedApi + ", which this dashboard is not configured to use: ignored.");
   }
@@ -106,7 +106,7 @@
   var allowedMonitors = unique([config.monitor].concat(config.monitors, allowedApis.map(monitorOf)));
   var monitorBase = defaultMonitor;
   var askedWs = params.get("ws");
-  if (askedWs !== null) {
+  if (askedWs) {
     if (allowedMonitors.indexOf(normaliseMonitor(askedWs)) >= 0) monitorBase = normaliseMonitor(askedWs);
     else linkWarnings.push("This link asked for the monitor at " + askedWs + ", which this dashboard is not configured to use: ignored.");
   }

@@ -15,7 +15,7 @@ from makima.db import users as users_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain.models import ApiToken, User
 from makima.domain.principals import Principal, Role
-from makima.errors import BadRequest, Conflict, NotFound, Unauthorized
+from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from makima.services.common import require_admin
 
 TOKEN_PREFIX = "mkm_"  # noqa: S105 - a prefix, not a secret
@@ -100,7 +100,17 @@ def issue_token(db: Database, principal: Principal, user_id: UUID, *, name: str,
         return _issue(conn, user_id, name, kind)
 
 
+def _refuse_daemon(principal: Principal, action: str) -> None:
+    """Tokens are managed by people: a daemon token acts for its user on contracts, but a stolen one
+    must not be able to list its user's tokens or revoke them (locking the user out). 403, not 404:
+    the refusal is for the role, whatever the id, so it tells nothing about the id."""
+    if principal.role is Role.DAEMON:
+        raise Forbidden(f"a daemon token cannot {action}; a person (the user or an admin) can")
+
+
 def list_tokens(db: Database, principal: Principal, user_id: UUID) -> list[ApiToken]:
+    """Admins list anyone's tokens, a user their own (404 for another's); a daemon token none (403)."""
+    _refuse_daemon(principal, "list tokens")
     if not principal.is_admin and principal.user_id != user_id:
         raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})
     with transaction(db) as conn:
@@ -111,7 +121,10 @@ def list_tokens(db: Database, principal: Principal, user_id: UUID) -> list[ApiTo
 
 def revoke_token(db: Database, principal: Principal, token_id: UUID) -> ApiToken:
     """Admins revoke any token; a user may revoke their own. Others see 404, not 403, so token ids
-    cannot be probed."""
+    cannot be probed. A daemon token may revoke only itself (a host retired for good); any other
+    token id is 403 for it, existing or not."""
+    if principal.role is Role.DAEMON and token_id != principal.token_id:
+        _refuse_daemon(principal, "revoke other tokens")
     with transaction(db) as conn:
         owner = users_sql.token_owner(conn, token_id)
         if owner is None or (not principal.is_admin and owner != principal.user_id):

@@ -7,7 +7,8 @@ the HTTP API with real tokens of two users, A and B.
   contracts only. Another tenant's task id (or an unknown one: the two look alike) makes the whole
   heartbeat 404 NOT_FOUND and changes nothing: no worktree row, no event, no last-seen update, the
   previous report intact.
-- A supervisor is put only on a daemon of the contract's owner (start, restore, claim), even by an admin.
+- A supervisor is put only on a daemon of the contract's owner (start, restore: 404 for the daemon;
+  claim: 409, the task is not one that daemon may take), even by an admin.
 """
 
 from __future__ import annotations
@@ -76,9 +77,7 @@ def test_a_daemon_token_may_revoke_itself(client: TestClient, user: Caller, make
 
 
 def _contract_with_task(client: TestClient, owner: Caller, name: str = "t") -> tuple[str, str]:
-    c = client.post(
-        f"{API}/contracts", json={"name": "c", "contract_type": "simple"}, headers=owner.headers
-    ).json()
+    c = client.post(f"{API}/contracts", json={"name": "c", "contract_type": "simple"}, headers=owner.headers).json()
     t = client.post(f"{API}/contracts/{c['id']}/tasks", json={"name": name}, headers=owner.headers).json()
     return str(c["id"]), str(t["id"])
 
@@ -102,7 +101,9 @@ def _snapshot(database_url: str, daemon_id: str, contract_id: str) -> dict[str, 
                 " FROM worktrees WHERE daemon_id = %s ORDER BY path",
                 (daemon_id,),
             ).fetchall(),
-            "linked": conn.execute("SELECT daemon_id, path FROM worktrees WHERE contract_id = %s", (contract_id,)).fetchall(),
+            "linked": conn.execute(
+                "SELECT daemon_id, path FROM worktrees WHERE contract_id = %s", (contract_id,)
+            ).fetchall(),
             "events": conn.execute(
                 "SELECT id FROM contract_events WHERE contract_id = %s ORDER BY id", (contract_id,)
             ).fetchall(),
@@ -122,7 +123,9 @@ def test_a_worktree_report_naming_another_tenants_task_is_404_and_changes_nothin
     _, own_task = _contract_with_task(client, a)
     b_contract, b_task = _contract_with_task(client, b)
     url = f"{API}/daemons/{daemon_id}/heartbeat"
-    first = client.post(url, json={"worktrees": [{"path": "/wt/own", "branch": "own", "task_id": own_task}]}, headers=caller.headers)
+    first = client.post(
+        url, json={"worktrees": [{"path": "/wt/own", "branch": "own", "task_id": own_task}]}, headers=caller.headers
+    )
     assert first.status_code == 200, first.text
     with psycopg.connect(database_url) as conn:  # the last report is older than the next heartbeat
         conn.execute("UPDATE daemons SET last_heartbeat_at = now() - interval '10 seconds' WHERE id = %s", (daemon_id,))
@@ -178,7 +181,9 @@ def _complete(client: TestClient, owner: Caller, contract_id: str, task_id: str)
     client.post(f"{url}/status", json={"status": "active"}, headers=h)
     client.put(f"{url}/auto-complete", json={"enabled": True}, headers=h)
     version = client.get(url, headers=h).json()["version"]
-    moved = client.post(f"{url}/phase", json={"phase": "execute", "expected_version": version, "force": True}, headers=h)
+    moved = client.post(
+        f"{url}/phase", json={"phase": "execute", "expected_version": version, "force": True}, headers=h
+    )
     assert moved.status_code == 200, moved.text
     client.post(f"{url}/tasks/{task_id}/status", json={"status": "completed"}, headers=h)
     for d in ("implementation", "pull-request"):
@@ -259,14 +264,16 @@ def test_an_admin_cannot_restore_or_move_a_supervisor_onto_another_owners_daemon
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE daemons SET last_heartbeat_at = now() - interval '1 hour' WHERE id = %s", (a_daemon,))
     supervisors_svc.detect_dead_supervisors(db, timedelta(seconds=120))
+    assert task_id in [t["id"] for t in client.get(f"{API}/tasks/reassignable", headers=a.headers).json()["tasks"]]
     # When an admin restores it on B's daemon, or claims its task for B's daemon
     restored = client.post(
         f"{API}/contracts/{contract_id}/supervisor/restore", json={"daemon_id": b_daemon}, headers=admin.headers
     )
     claimed = client.post(f"{API}/tasks/{task_id}/claim", json={"daemon_id": b_daemon}, headers=admin.headers)
-    # Then both are 404 for that daemon, and the supervisor stays where it was
+    # Then the restore is 404 for that daemon, the claim finds no task B's daemon could take (as for a
+    # task of no one), and the supervisor stays where it was
     assert (restored.status_code, restored.json()["error"]["details"]) == (404, {"daemon_id": b_daemon}), restored.text
-    assert (claimed.status_code, claimed.json()["error"]["details"]) == (404, {"daemon_id": b_daemon}), claimed.text
+    assert (claimed.status_code, claimed.json()["error"]["code"]) == (409, "CONFLICT"), claimed.text
     status = client.get(f"{API}/contracts/{contract_id}/supervisor/status", headers=a.headers).json()
     assert status["daemon_id"] == a_daemon
     task = client.get(f"{API}/contracts/{contract_id}/tasks/{task_id}", headers=a.headers).json()

@@ -1,5 +1,10 @@
-"""The trust boundary between tenants and between a person and a daemon (issue 12, defects 4 and 5), over
-the HTTP API with real tokens of two users, A and B.
+"""The trust boundary between tenants and between a person and a daemon (issue 12, defects 3, 4 and 5),
+over the HTTP API with real tokens of two users, A and B.
+
+- An admin token chosen by the operator (the stack's bootstrap secret, ``makima dev --admin-token``)
+  that was revoked stays revoked when it is configured again; only the local start without a chosen
+  token mints a new one (the deploy path: tests/integration/test_migration_resource.py, the restart:
+  tests/e2e/test_local_stack.py).
 
 - A daemon token acts for its user but may not manage tokens: listing them or revoking another token is
   403 FORBIDDEN; it may revoke itself (a host shutting down for good).
@@ -13,6 +18,8 @@ the HTTP API with real tokens of two users, A and B.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -21,8 +28,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from makima.db.connection import PooledDatabase
+from makima.db.connection import PooledDatabase, SingleConnectionDatabase, transaction
+from makima.db.migrate import migrate
 from makima.domain.principals import Role
+from makima.errors import Unauthorized
+from makima.services import auth
 from makima.services import supervisors as supervisors_svc
 from tests.conftest import Caller
 
@@ -278,3 +288,48 @@ def test_an_admin_cannot_restore_or_move_a_supervisor_onto_another_owners_daemon
     assert status["daemon_id"] == a_daemon
     task = client.get(f"{API}/contracts/{contract_id}/tasks/{task_id}", headers=a.headers).json()
     assert task["daemon_id"] == a_daemon
+
+
+# --- defect 3: a revoked bootstrap (or --admin-token) token ------------------------------------------------
+
+
+def test_a_revoked_admin_token_is_never_registered_again_and_only_the_local_start_mints_another(
+    fresh_database: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a new database whose chosen admin token was registered, then revoked (the only admin token)
+    url = fresh_database("makima_authz")
+    migrate(url)
+    database = SingleConnectionDatabase(url)
+    chosen = f"mkm_chosen_{uuid.uuid4().hex}"
+    try:
+        with transaction(database) as conn:
+            assert auth.register_admin_token(conn, token=chosen) is auth.AdminTokenOutcome.REGISTERED
+            assert auth.register_admin_token(conn, token=chosen) is auth.AdminTokenOutcome.KNOWN
+        admin = auth.resolve(database, chosen)
+        assert admin.token_id is not None
+        auth.revoke_token(database, admin, admin.token_id)
+
+        # When it is configured again (a deploy, or a restart with the same --admin-token)
+        with caplog.at_level(logging.WARNING, logger="makima.auth"), transaction(database) as conn:
+            outcome = auth.register_admin_token(conn, token=chosen)
+            again = auth.ensure_admin(conn, token=chosen)
+        # Then it stays revoked, nothing is registered or minted, and two warnings say so by token id
+        assert outcome is auth.AdminTokenOutcome.REVOKED
+        assert again is None
+        with pytest.raises(Unauthorized):
+            auth.resolve(database, chosen)
+        messages = [r.getMessage() for r in caplog.records if r.name == "makima.auth"]
+        assert any(str(admin.token_id) in m and "stays revoked" in m for m in messages), messages
+        assert any("no live admin token is left" in m for m in messages), messages
+        assert chosen not in caplog.text
+
+        # And only a start without a chosen token (the local stack, which prints it once) mints a new
+        # admin token, because none is live; a second such start mints none
+        with transaction(database) as conn:
+            minted = auth.ensure_admin(conn)
+            assert auth.ensure_admin(conn) is None
+        assert minted is not None
+        assert minted != chosen
+        assert auth.resolve(database, minted).role is Role.ADMIN
+    finally:
+        database.close()

@@ -159,6 +159,7 @@ def test_create_migrates_a_new_database_and_answers_success(
         "Applied": len(MIGRATIONS),
         "Migrations": ",".join(MIGRATIONS),
         "AdminTokenRegistered": False,
+        "AdminTokenRevoked": False,
     }
     assert f"{len(MIGRATIONS)} migration(s) applied" in answer.body["Reason"]
     assert len(json.dumps(answer.body)) < 4096, "CloudFormation refuses larger responses"
@@ -179,7 +180,7 @@ def test_update_on_an_up_to_date_database_applies_nothing_and_keeps_the_resource
     # Then nothing more is applied, and the answer keeps the physical resource (no Delete follows)
     update = endpoint.received[-1].body
     assert update["Status"] == "SUCCESS"
-    assert update["Data"] == {"Applied": 0, "Migrations": "", "AdminTokenRegistered": False}
+    assert update["Data"] == {"Applied": 0, "Migrations": "", "AdminTokenRegistered": False, "AdminTokenRevoked": False}
     assert update["Reason"] == "the schema is up to date"
     assert update["PhysicalResourceId"] == event["PhysicalResourceId"]
     assert applied_migrations(url) == MIGRATIONS
@@ -286,7 +287,12 @@ def test_a_failing_migration_fails_the_deploy_and_leaves_the_last_good_schema(
     # Then it applies just that one
     fixed = endpoint.received[-1].body
     assert fixed["Status"] == "SUCCESS"
-    assert fixed["Data"] == {"Applied": 1, "Migrations": "9999_broken", "AdminTokenRegistered": False}
+    assert fixed["Data"] == {
+        "Applied": 1,
+        "Migrations": "9999_broken",
+        "AdminTokenRegistered": False,
+        "AdminTokenRevoked": False,
+    }
     assert "half_done" in tables(url)
 
 

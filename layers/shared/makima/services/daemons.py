@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from makima.db import daemons as daemons_sql
-from makima.db.connection import Database, transaction
+from makima.db.connection import Conn, Database, transaction
 from makima.domain.principals import Principal, Role
 from makima.domain.supervisors import DaemonRecord, TaskClaim, WorktreeRecord
 from makima.errors import Conflict, Forbidden, NotFound
@@ -55,7 +55,7 @@ def daemon_heartbeat(
         return daemon, [WorktreeRecord.model_validate(w) for w in remove]
 
 
-def _require_own_tasks(conn: Any, owner_id: UUID, worktrees: list[dict[str, Any]]) -> None:
+def _require_own_tasks(conn: Conn, owner_id: UUID, worktrees: list[dict[str, Any]]) -> None:
     """``NotFound`` naming the first worktree whose task is not ``owner_id``'s. The answer is the one a
     missing task gets, so it does not tell another tenant's task ids from unknown ones."""
     named = [w["task_id"] for w in worktrees if w.get("task_id") is not None]

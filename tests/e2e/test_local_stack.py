@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -121,3 +122,29 @@ def test_data_survives_a_restart_and_the_admin_token_is_printed_once(stack_dir: 
     finally:
         stop_stack(second, signal.SIGINT)
     assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
+
+
+def test_a_revoked_admin_token_stays_revoked_across_a_restart(stack_dir: Path) -> None:
+    # Given a stack started with a chosen admin token, which is then revoked through the API (a leak)
+    token = f"mkm_e2e_leaked_{uuid.uuid4().hex}"
+    first = start_stack(stack_dir / "pgdata", stack_dir / "first.log", admin_token=token)
+    try:
+        with first.client(token) as api:
+            me = api.get("/users").json()["users"]
+            admin_id = next(u["id"] for u in me if u["name"] == "admin")
+            token_id = next(t["id"] for t in api.get(f"/users/{admin_id}/tokens").json()["tokens"])
+            assert api.delete(f"/tokens/{token_id}").status_code == 204
+            assert api.get("/contracts").status_code == 401
+    finally:
+        stop_stack(first, signal.SIGTERM)
+    # When it is restarted with the same --admin-token (a script that always passes it)
+    second = start_stack(stack_dir / "pgdata", stack_dir / "second.log", admin_token=token)
+    try:
+        # Then it starts, the token is still refused, and the log says so without the secret
+        with second.client(token) as api:
+            assert api.get("/contracts").status_code == 401
+        log = second.log.read_text()
+        assert "revoked" in log
+        assert token not in log
+    finally:
+        stop_stack(second, signal.SIGINT)

@@ -198,3 +198,34 @@ def test_admin_sees_and_manages_across_owners(
     assert client.get(f"{API}/contracts", headers=daemon_headers).status_code == 200
     assert client.delete(f"{API}/tokens/{issued['id']}", headers=admin.headers).status_code == 204
     assert client.get(f"{API}/contracts", headers=daemon_headers).status_code == 401
+
+
+# What only a person may do (README, docs/api.md "Principals"): everything admin-only, managing tokens
+# (a daemon may revoke only itself: tests/integration/test_authz.py) and answering questions.
+PERSON_ONLY = ADMIN_ONLY | {
+    ("GET", f"{API}/users/{{user_id}}/tokens"),
+    ("DELETE", f"{API}/tokens/{{token_id}}"),
+    ("POST", f"{API}/contracts/{{contract_id}}/questions/{{question_id}}/answer"),
+}
+
+
+def test_a_daemon_token_is_refused_exactly_what_only_a_person_may_do(
+    client: TestClient, world: dict[str, Any], make_caller: Callable[..., Caller]
+) -> None:
+    # Given a daemon token of A (the owner of every id in the world)
+    daemon = make_caller(daemon_for=world["a"])
+    for method, path in routes(client):
+        if (method, path) in PUBLIC:
+            continue
+        # When it calls each route with A's ids (a sync that does not wait for the supervisor)
+        if path.endswith("/supervisor/sync"):
+            url = path.replace("{contract_id}", world["ids"]["contract_id"])
+            r = client.post(url, json={"wait_seconds": 0}, headers=daemon.headers)
+        else:
+            r = call(client, method, path, world["ids"], daemon.headers)
+        # Then what only a person may do is 403 FORBIDDEN, and the rest is not refused for the role
+        if (method, path) in PERSON_ONLY:
+            assert r.status_code == 403, (method, path, r.status_code, r.text)
+            assert r.json()["error"]["code"] == "FORBIDDEN"
+        else:
+            assert r.status_code not in (401, 403), (method, path, r.status_code, r.text)

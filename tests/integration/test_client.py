@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -493,3 +494,28 @@ def test_the_reference_supervisor_restarts_itself_when_asked(api: MakimaApi, dae
     assert _tasks(api, cid) == Counter({f"{p}-step-{i}": 1 for p in ("plan", "execute") for i in (1, 2)})
     state = api.get_state(cid)
     assert (state["generation"], state["state"]) == (2, "completed")
+
+
+def test_a_daemon_reports_a_worktree_whose_task_is_gone_without_it_and_removes_it(
+    api: MakimaApi, daemon_api: MakimaApi, database_url: str
+) -> None:
+    # Given an SDK daemon holding a worktree of a live task and one of a task the service no longer has
+    # (its contract was deleted meanwhile): the service refuses a report naming that task (404)
+    daemon = Daemon(daemon_api, f"trees-{uuid.uuid4().hex[:6]}", heartbeat_interval=0.1)
+    daemon.register()
+    contract = api.create_contract("trees")
+    live_task = api.spawn_task(contract["id"], "live")["id"]
+    gone_task = api.spawn_task(contract["id"], "gone")["id"]
+    daemon._worktrees["/wt/live"] = {"path": "/wt/live", "branch": "a", "task_id": live_task}
+    daemon._worktrees["/wt/gone"] = {"path": "/wt/gone", "branch": "b", "task_id": gone_task}
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM tasks WHERE id = %s", (gone_task,))
+    # When it beats
+    daemon.beat()
+    # Then the beat went through: the worktree of the gone task, reported without it, was asked back and
+    # removed; the live one is held for its task
+    assert daemon.removed_worktrees == ["/wt/gone"]
+    held = {
+        w["path"]: (w["task_id"], w["state"]) for w in daemon_api.get(f"/daemons/{daemon.id}/worktrees")["worktrees"]
+    }
+    assert held == {"/wt/live": (live_task, "active"), "/wt/gone": (None, "removed")}

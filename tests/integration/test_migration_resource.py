@@ -5,7 +5,9 @@ localhost standing in for the pre-signed S3 URL - and a real PostgreSQL database
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import threading
 import time
@@ -26,6 +28,7 @@ from makima.db import migrate as migrate_module
 from makima.db.connection import SingleConnectionDatabase
 from makima.db.migrate import applied_migrations, migrations_dir
 from makima.domain.principals import Role
+from makima.errors import Unauthorized
 from makima.lambda_support import migrations, runtime
 from makima.services import auth
 from tests.conftest import set_database_reachable
@@ -156,6 +159,7 @@ def test_create_migrates_a_new_database_and_answers_success(
         "Applied": len(MIGRATIONS),
         "Migrations": ",".join(MIGRATIONS),
         "AdminTokenRegistered": False,
+        "AdminTokenRevoked": False,
     }
     assert f"{len(MIGRATIONS)} migration(s) applied" in answer.body["Reason"]
     assert len(json.dumps(answer.body)) < 4096, "CloudFormation refuses larger responses"
@@ -176,7 +180,7 @@ def test_update_on_an_up_to_date_database_applies_nothing_and_keeps_the_resource
     # Then nothing more is applied, and the answer keeps the physical resource (no Delete follows)
     update = endpoint.received[-1].body
     assert update["Status"] == "SUCCESS"
-    assert update["Data"] == {"Applied": 0, "Migrations": "", "AdminTokenRegistered": False}
+    assert update["Data"] == {"Applied": 0, "Migrations": "", "AdminTokenRegistered": False, "AdminTokenRevoked": False}
     assert update["Reason"] == "the schema is up to date"
     assert update["PhysicalResourceId"] == event["PhysicalResourceId"]
     assert applied_migrations(url) == MIGRATIONS
@@ -283,7 +287,12 @@ def test_a_failing_migration_fails_the_deploy_and_leaves_the_last_good_schema(
     # Then it applies just that one
     fixed = endpoint.received[-1].body
     assert fixed["Status"] == "SUCCESS"
-    assert fixed["Data"] == {"Applied": 1, "Migrations": "9999_broken", "AdminTokenRegistered": False}
+    assert fixed["Data"] == {
+        "Applied": 1,
+        "Migrations": "9999_broken",
+        "AdminTokenRegistered": False,
+        "AdminTokenRevoked": False,
+    }
     assert "half_done" in tables(url)
 
 
@@ -334,17 +343,12 @@ def test_an_answer_cloudformation_cannot_receive_fails_the_invocation(
     assert len(endpoint.received) == migrations.RESPONSE_ATTEMPTS
 
 
-def test_the_database_and_the_first_admin_come_from_the_stack_secrets(
-    fresh_database: Callable[[str], str],
-    endpoint: ResponseEndpoint,
-    environment: Callable[[str], None],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Given only the RDS secret of a new database and the bootstrap admin token secret, in Secrets
-    # Manager (moto), as the template sets them
+@contextlib.contextmanager
+def stack_secrets(url: str, admin_token: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Only the RDS secret of ``url``'s database and the bootstrap admin token secret, in Secrets Manager
+    (moto), as the template sets them: what the function reads at a deploy."""
     from aws_lambda_powertools.utilities import parameters
 
-    url = fresh_database("makima_cfn")
     parts = conninfo_to_dict(url)
     secret = {
         "engine": "postgres",
@@ -354,7 +358,6 @@ def test_the_database_and_the_first_admin_come_from_the_stack_secrets(
         "password": parts.get("password") or "",
         "dbname": parts.get("dbname"),
     }
-    admin_token = f"A{uuid.uuid4().hex}{uuid.uuid4().hex}"
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -372,12 +375,25 @@ def test_the_database_and_the_first_admin_come_from_the_stack_secrets(
         monkeypatch.setenv("DB_SECRET_ARN", store(secret))
         monkeypatch.setenv("ADMIN_TOKEN_SECRET_ARN", store({"name": "admin", "token": admin_token}))
         try:
-            # When CloudFormation asks for a Create, then an Update
-            invoke(request("create", endpoint))
-            invoke(request("update", endpoint))
+            yield
         finally:
             parameters.clear_caches()  # type: ignore[no-untyped-call]
             runtime.reset()
+
+
+def test_the_database_and_the_first_admin_come_from_the_stack_secrets(
+    fresh_database: Callable[[str], str],
+    endpoint: ResponseEndpoint,
+    environment: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given only the RDS secret of a new database and the bootstrap admin token secret
+    url = fresh_database("makima_cfn")
+    admin_token = f"A{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    with stack_secrets(url, admin_token, monkeypatch):
+        # When CloudFormation asks for a Create, then an Update
+        invoke(request("create", endpoint))
+        invoke(request("update", endpoint))
 
     # Then the function migrated the secret's database, and registered the admin token once
     create, update = (r.body for r in endpoint.received)
@@ -391,6 +407,59 @@ def test_the_database_and_the_first_admin_come_from_the_stack_secrets(
     finally:
         database.close()
     assert principal.role == Role.ADMIN
+
+
+def test_a_revoked_bootstrap_token_stays_revoked_and_the_next_deploy_succeeds(
+    fresh_database: Callable[[str], str],
+    endpoint: ResponseEndpoint,
+    environment: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a deployed stack whose bootstrap admin token leaked and was revoked through the API (by
+    # itself: the only admin token there is)
+    url = fresh_database("makima_cfn")
+    admin_token = f"L{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    with stack_secrets(url, admin_token, monkeypatch):
+        invoke(request("create", endpoint))
+        database = SingleConnectionDatabase(url)
+        try:
+            admin = auth.resolve(database, admin_token)
+            assert admin.token_id is not None
+            auth.revoke_token(database, admin, admin.token_id)
+        finally:
+            database.close()
+
+        # When the fix is deployed (an Update), and deployed again (a Create of a replaced resource)
+        caplog.set_level(logging.INFO)
+        invoke(request("update", endpoint))
+        invoke(request("create", endpoint))
+
+    # Then both deployments succeed, registering nothing
+    _, update, create = (r.body for r in endpoint.received)
+    assert update["Status"] == create["Status"] == "SUCCESS", (update["Reason"], create["Reason"])
+    for answer in (update, create):
+        assert answer["Data"]["AdminTokenRegistered"] is False
+        assert answer["Data"]["AdminTokenRevoked"] is True
+    # And the token stays revoked, no other admin token was minted in its place
+    database = SingleConnectionDatabase(url)
+    try:
+        with pytest.raises(Unauthorized):
+            auth.resolve(database, admin_token)
+    finally:
+        database.close()
+    with psycopg.connect(url) as conn:
+        tokens = conn.execute(
+            "SELECT count(*) FILTER (WHERE t.revoked_at IS NULL), count(*) FROM api_tokens t"
+            " JOIN users u ON u.id = t.user_id WHERE u.role = 'admin'"
+        ).fetchone()
+    assert tokens == (0, 1)
+    # And the operator is told, in a warning that names the token by id, never by its secret
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "revoked" in r.getMessage()]
+    assert warnings, caplog.text
+    assert str(admin.token_id) in warnings[0].getMessage()
+    assert admin_token not in caplog.text
+    assert admin_token[:12] not in caplog.text
 
 
 def test_url_from_secret_quotes_credentials_and_keeps_tls() -> None:

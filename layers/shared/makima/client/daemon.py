@@ -76,6 +76,7 @@ class Daemon:
         self.outcomes: dict[str, str] = {}  # contract id -> completed | crashed | superseded | stopped | failed
         self.removed_worktrees: list[str] = []
         self._worktrees: dict[str, JSON] = {}  # path -> report entry
+        self._unlinked: set[str] = set()  # paths whose task the service does not know (any more)
         self._hosted: dict[str, tuple[Hosted, threading.Thread]] = {}
         self._lock = threading.Lock()
         self._loop = HeartbeatLoop(
@@ -197,13 +198,37 @@ class Daemon:
                 if s is not None and not s.superseded:
                     path = f"{self.worktree_root}/{s.contract_id}"
                     branch = f"makima/{s.contract_id[:8]}"
-                    self._worktrees[path] = {"path": path, "branch": branch, "task_id": s.task_id}
+                    task_id = None if path in self._unlinked else s.task_id
+                    self._worktrees[path] = {"path": path, "branch": branch, "task_id": task_id}
             return list(self._worktrees.values())
+
+    def _unlink(self, exc: ApiError) -> bool:
+        """After a heartbeat refused for a worktree's task (404 naming its ``path``: the task is not one
+        of this daemon's owner, e.g. its contract was deleted), hold that worktree as one of no task,
+        which the service asks back. False when the error is something else, or that path is unlinked
+        already."""
+        path = exc.details.get("path")
+        if exc.status != 404 or "task_id" not in exc.details or not isinstance(path, str):
+            return False
+        with self._lock:
+            if path in self._unlinked:
+                return False
+            self._unlinked.add(path)
+            if path in self._worktrees:
+                self._worktrees[path] = {**self._worktrees[path], "task_id": None}
+        log.warning("worktree %s: its task is unknown to the service; reporting it without one", path)
+        return True
 
     def _daemon_heartbeat(self) -> None:
         if self.id is None:
             return
-        answer = self.api.daemon_heartbeat(self.id, self.worktrees())
+        while True:
+            try:
+                answer = self.api.daemon_heartbeat(self.id, self.worktrees())
+                break
+            except ApiError as exc:
+                if not self._unlink(exc):  # each retry unlinks one more path: the loop ends
+                    raise
         self._loop.follow(interval_of(answer))
         paths = [str(w["path"]) for w in answer.get("remove_worktrees", [])]
         if paths:
@@ -212,6 +237,7 @@ class Daemon:
             with self._lock:
                 for path in paths:
                     self._worktrees.pop(path, None)
+                    self._unlinked.discard(path)
                 self.removed_worktrees.extend(paths)
 
     # --- ending ----------------------------------------------------------------------------------------

@@ -108,8 +108,26 @@ def claim_task(conn: Conn, task_id: UUID, daemon_id: UUID, owner_id: UUID | None
     ).fetchone()
 
 
-def report_worktrees(conn: Conn, daemon_id: UUID, worktrees: list[dict[str, Any]]) -> None:
-    """Replace what the daemon holds with its report: new paths are added, missing ones are gone."""
+def foreign_task_ids(conn: Conn, owner_id: UUID, task_ids: list[UUID]) -> list[UUID]:
+    """Of ``task_ids``, in their order, those that are not tasks of ``owner_id``'s contracts: another
+    owner's, or no task at all (the caller cannot tell the two apart, and must not)."""
+    rows = conn.execute(
+        """
+        SELECT x.id FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS x(id, ord)
+         WHERE NOT EXISTS (SELECT 1 FROM tasks t JOIN contracts c ON c.id = t.contract_id
+                            WHERE t.id = x.id AND c.owner_id = %(owner)s)
+         ORDER BY x.ord
+        """,
+        {"ids": task_ids, "owner": owner_id},
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def report_worktrees(conn: Conn, daemon_id: UUID, owner_id: UUID, worktrees: list[dict[str, Any]]) -> None:
+    """Replace what the daemon holds with its report: new paths are added, missing ones are gone. A
+    task id is linked (with its contract) only when it is a task of ``owner_id``'s, the daemon's owner:
+    the service refuses a report naming any other first (``foreign_task_ids``); the scoped join is the
+    second line, should a caller forget."""
     paths = [w["path"] for w in worktrees]
     conn.execute(
         "UPDATE worktrees SET state = 'removed', removed_at = now() "
@@ -120,14 +138,26 @@ def report_worktrees(conn: Conn, daemon_id: UUID, worktrees: list[dict[str, Any]
         cur.executemany(
             """
             INSERT INTO worktrees (daemon_id, path, branch, task_id, contract_id)
-            SELECT %s, %s, %s, t.id, t.contract_id FROM (SELECT %s::uuid AS id) x LEFT JOIN tasks t ON t.id = x.id
+            SELECT %(daemon)s, %(path)s, %(branch)s, t.id, t.contract_id
+              FROM (SELECT %(task)s::uuid AS id) x
+              LEFT JOIN (tasks t JOIN contracts c ON c.id = t.contract_id AND c.owner_id = %(owner)s)
+                ON t.id = x.id
             ON CONFLICT (daemon_id, path) DO UPDATE
                SET branch = EXCLUDED.branch, task_id = EXCLUDED.task_id, contract_id = EXCLUDED.contract_id,
                    reported_at = now(),
                    state = CASE WHEN worktrees.state = 'removed' THEN 'active' ELSE worktrees.state END,
                    removed_at = NULL
             """,
-            [(daemon_id, w["path"], w.get("branch", ""), w.get("task_id")) for w in worktrees],
+            [
+                {
+                    "daemon": daemon_id,
+                    "path": w["path"],
+                    "branch": w.get("branch", ""),
+                    "task": w.get("task_id"),
+                    "owner": owner_id,
+                }
+                for w in worktrees
+            ],
         )
 
 

@@ -46,6 +46,26 @@ def insert_token(conn: Conn, *, user_id: UUID, name: str, kind: str, token_hash:
     return row
 
 
+def insert_token_if_new(
+    conn: Conn, *, user_id: UUID, name: str, kind: str, token_hash: bytes, prefix: str
+) -> dict[str, Any] | None:
+    """The new token, or None when a token with this digest exists already, live or revoked (the
+    digest is unique: a revoked token is never registered again)."""
+    return conn.execute(
+        f"""
+        INSERT INTO api_tokens (user_id, name, kind, token_hash, prefix) VALUES (%s, %s, %s, %s, %s)
+        ON CONFLICT (token_hash) DO NOTHING
+        RETURNING {_TOKEN_COLUMNS}
+        """,
+        (user_id, name, kind, token_hash, prefix),
+    ).fetchone()
+
+
+def token_by_hash(conn: Conn, token_hash: bytes) -> dict[str, Any] | None:
+    """The token with this digest, revoked or not (``resolve_token`` sees live ones only)."""
+    return conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = %s", (token_hash,)).fetchone()
+
+
 def list_tokens(conn: Conn, user_id: UUID) -> list[dict[str, Any]]:
     return conn.execute(
         f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE user_id = %s ORDER BY created_at", (user_id,)

@@ -28,7 +28,7 @@ from makima.db.migrate import migrate
 from makima.flags import build_flags
 from makima.local.monitor import LocalHub, OutboxPump, forget_previous_connections, mount_monitor
 from makima.local.scheduler import Scheduler, jobs_for
-from makima.services.auth import ensure_admin
+from makima.services.auth import AdminTokenOutcome, ensure_admin, register_admin_token
 
 if TYPE_CHECKING:
     from makima.client.fleet import FleetHandle
@@ -42,11 +42,16 @@ class Backing:
     embedded: EmbeddedPostgres | None
     database: PooledDatabase
     new_admin_token: str | None
+    # The --admin-token given was revoked since: it stays revoked (registering it again would undo a
+    # leak's revocation), and it cannot be used (by the demo fleet, say).
+    admin_token_revoked: bool = False
 
 
 @contextlib.contextmanager
 def backing_services(settings: Settings, *, admin_token: str | None = None) -> Iterator[Backing]:
-    """Database up, schema current, an admin able to log in; everything stopped on exit."""
+    """Database up, schema current, an admin able to log in; everything stopped on exit. An
+    ``admin_token`` revoked since it was registered stays revoked (``admin_token_revoked``): the stack
+    starts, and that token is refused like any revoked one."""
     for noisy in ("pgserver", "yoyo"):  # their INFO lines narrate every step of initdb and migrate
         logging.getLogger(noisy).setLevel(logging.WARNING)
     embedded = None if settings.database_url else start_embedded(settings.data_dir)
@@ -63,8 +68,13 @@ def backing_services(settings: Settings, *, admin_token: str | None = None) -> I
         )
         try:
             with transaction(database) as conn:
-                token = ensure_admin(conn, token=admin_token)
-            yield Backing(url, embedded, database, token)
+                if admin_token is None:
+                    new_token, revoked = ensure_admin(conn), False
+                else:
+                    outcome = register_admin_token(conn, name="admin", token=admin_token)
+                    new_token = admin_token if outcome is AdminTokenOutcome.REGISTERED else None
+                    revoked = outcome is AdminTokenOutcome.REVOKED
+            yield Backing(url, embedded, database, new_token, revoked)
         finally:
             database.close()
     finally:
@@ -79,7 +89,7 @@ def _start_demo(
     session token registered now (tokens are stored hashed, so an old one cannot be recovered)."""
     from makima.client.fleet import run_fleet_in_background
 
-    token = admin_token or backing.new_admin_token
+    token = (None if backing.admin_token_revoked else admin_token) or backing.new_admin_token
     if token is None:
         token = f"mkm_demo_{secrets.token_urlsafe(24)}"
         with transaction(backing.database) as conn:
@@ -153,6 +163,12 @@ def serve(
             if backing.new_admin_token and admin_token is None:
                 print("makima: admin token (shown once, store it now):", flush=True)
                 print(f"  export MAKIMA_TOKEN={backing.new_admin_token}", flush=True)
+            if backing.admin_token_revoked:
+                print(
+                    "makima: the --admin-token given was revoked; it stays revoked (start with another one,"
+                    " or without one to have a new one minted when no admin token is live)",
+                    flush=True,
+                )
             print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
             print(f"makima: monitor on ws://{host}:{port}/api/v1/contracts/monitor?token=…", flush=True)
             print(f"makima: dashboard on http://{host}:{port}/dashboard (sign in with the token)", flush=True)

@@ -7,16 +7,21 @@ the plaintext is shown once, when issued.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from makima.db import users as users_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain.models import ApiToken, User
 from makima.domain.principals import Principal, Role
-from makima.errors import BadRequest, Conflict, NotFound, Unauthorized
+from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from makima.services.common import require_admin
+
+log = logging.getLogger("makima.auth")
 
 TOKEN_PREFIX = "mkm_"  # noqa: S105 - a prefix, not a secret
 
@@ -100,7 +105,17 @@ def issue_token(db: Database, principal: Principal, user_id: UUID, *, name: str,
         return _issue(conn, user_id, name, kind)
 
 
+def _refuse_daemon(principal: Principal, action: str) -> None:
+    """Tokens are managed by people: a daemon token acts for its user on contracts, but a stolen one
+    must not be able to list its user's tokens or revoke them (locking the user out). 403, not 404:
+    the refusal is for the role, whatever the id, so it tells nothing about the id."""
+    if principal.role is Role.DAEMON:
+        raise Forbidden(f"a daemon token cannot {action}; a person (the user or an admin) can")
+
+
 def list_tokens(db: Database, principal: Principal, user_id: UUID) -> list[ApiToken]:
+    """Admins list anyone's tokens, a user their own (404 for another's); a daemon token none (403)."""
+    _refuse_daemon(principal, "list tokens")
     if not principal.is_admin and principal.user_id != user_id:
         raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})
     with transaction(db) as conn:
@@ -111,7 +126,10 @@ def list_tokens(db: Database, principal: Principal, user_id: UUID) -> list[ApiTo
 
 def revoke_token(db: Database, principal: Principal, token_id: UUID) -> ApiToken:
     """Admins revoke any token; a user may revoke their own. Others see 404, not 403, so token ids
-    cannot be probed."""
+    cannot be probed. A daemon token may revoke only itself (a host retired for good); any other
+    token id is 403 for it, existing or not."""
+    if principal.role is Role.DAEMON and token_id != principal.token_id:
+        _refuse_daemon(principal, "revoke other tokens")
     with transaction(db) as conn:
         owner = users_sql.token_owner(conn, token_id)
         if owner is None or (not principal.is_admin and owner != principal.user_id):
@@ -121,18 +139,65 @@ def revoke_token(db: Database, principal: Principal, token_id: UUID) -> ApiToken
         return ApiToken.model_validate(revoked)
 
 
-def ensure_admin(conn: Conn, *, name: str = "admin", token: str | None = None) -> str | None:
-    """Make sure an admin can log in. Returns a plaintext token only when one was created now:
-    ``token`` (a caller-chosen secret, e.g. for scripts) is registered if it is not known yet; with
-    none, a token is minted only when no live admin token exists."""
+class AdminTokenOutcome(StrEnum):
+    """What registering a chosen admin token (``register_admin_token``) found."""
+
+    REGISTERED = "registered"  # new: registered now
+    KNOWN = "known"  # registered earlier and live
+    REVOKED = "revoked"  # registered earlier and revoked since: left revoked
+
+
+def _admin_user(conn: Conn, name: str) -> dict[str, Any]:
     user = users_sql.get_user_by_name(conn, name) or users_sql.insert_user(conn, name=name, role="admin")
     assert user is not None
     if user["role"] != "admin":
         raise Conflict(f"user {name!r} exists and is not an admin", {"name": name})
+    return user
+
+
+def register_admin_token(conn: Conn, *, name: str = "admin", token: str) -> AdminTokenOutcome:
+    """Register ``token`` (a secret chosen by the operator: the stack's bootstrap secret, ``makima dev
+    --admin-token``) for the admin ``name`` unless its digest is known already.
+
+    A token that was revoked stays revoked: revoking a leaked bootstrap token is the standard response
+    to a leak, and the deploy (or restart) that follows must neither undo it nor fail. That is logged as
+    a warning naming the token by id, never by its secret; a second warning says when no live admin
+    token is left. Nothing is minted in its place: a new secret in the bootstrap secret (or another
+    ``--admin-token``) is registered at the next deploy (or start)."""
+    user = _admin_user(conn, name)
+    digest = hash_token(token)
+    if users_sql.insert_token_if_new(
+        conn, user_id=user["id"], name="bootstrap", kind="user", token_hash=digest, prefix=token[:8]
+    ):
+        return AdminTokenOutcome.REGISTERED
+    known = users_sql.token_by_hash(conn, digest)
+    assert known is not None  # the insert found it
+    if known["revoked_at"] is None:
+        return AdminTokenOutcome.KNOWN
+    log.warning(
+        "the configured admin token %s was revoked at %s: it stays revoked and is not registered again",
+        known["id"],
+        known["revoked_at"].isoformat(),
+        extra={"token_id": str(known["id"]), "user_id": str(known["user_id"])},
+    )
+    if not users_sql.has_admin_token(conn):
+        log.warning(
+            "no live admin token is left: configure a new admin token (a new secret value, or another "
+            "--admin-token) to administer this deployment"
+        )
+    return AdminTokenOutcome.REVOKED
+
+
+def ensure_admin(conn: Conn, *, name: str = "admin", token: str | None = None) -> str | None:
+    """Make sure an admin can log in. Returns a plaintext token only when one was created now:
+    ``token`` (a caller-chosen secret, e.g. for scripts) is registered if it is not known yet and
+    was never revoked (``register_admin_token``); with none, a token is minted only when no live admin
+    token exists (the local stack prints it once; the deploy always passes its secret, so it never
+    mints one into a log)."""
     if token is not None:
-        if users_sql.resolve_token(conn, hash_token(token)) is not None:
-            return None
-        return _issue(conn, user["id"], "bootstrap", "user", token).secret
+        registered = register_admin_token(conn, name=name, token=token) is AdminTokenOutcome.REGISTERED
+        return token if registered else None
+    user = _admin_user(conn, name)
     if users_sql.has_admin_token(conn):
         return None
     return _issue(conn, user["id"], "bootstrap", "user").secret

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from makima.db import daemons as daemons_sql
-from makima.db.connection import Database, transaction
+from makima.db.connection import Conn, Database, transaction
 from makima.domain.principals import Principal, Role
 from makima.domain.supervisors import DaemonRecord, TaskClaim, WorktreeRecord
 from makima.errors import Conflict, Forbidden, NotFound
@@ -36,15 +36,36 @@ def daemon_heartbeat(
     db: Database, principal: Principal, daemon_id: UUID, *, worktrees: list[dict[str, Any]] | None
 ) -> tuple[DaemonRecord, list[WorktreeRecord]]:
     """The daemon is alive; with ``worktrees`` it reports what it holds (the report replaces the last).
-    Answers the worktrees it should remove (their task or contract is finished)."""
+    Answers the worktrees it should remove (their task or contract is finished).
+
+    A worktree's task id must be a task of the daemon owner's contracts (whoever sends the report, an
+    admin too): otherwise the whole heartbeat is ``NotFound`` for that task and changes nothing — no
+    worktree, no last-seen time, the previous report kept. Linking another tenant's task would tell
+    the daemon that tenant's contract id and task state (``remove_worktrees``, ``…/worktrees``) and put
+    its path into that contract's events (``cleanup_completed``)."""
     with transaction(db) as conn:
-        _load(conn, principal, daemon_id)
+        owner_id = _load(conn, principal, daemon_id)["owner_id"]
+        if worktrees is not None:
+            _require_own_tasks(conn, owner_id, worktrees)
         daemons_sql.touch(conn, daemon_id)
         if worktrees is not None:
-            daemons_sql.report_worktrees(conn, daemon_id, worktrees)
+            daemons_sql.report_worktrees(conn, daemon_id, owner_id, worktrees)
         remove = daemons_sql.orphaned_worktrees(conn, daemon_id)
         daemon = DaemonRecord.model_validate(_load(conn, principal, daemon_id))
         return daemon, [WorktreeRecord.model_validate(w) for w in remove]
+
+
+def _require_own_tasks(conn: Conn, owner_id: UUID, worktrees: list[dict[str, Any]]) -> None:
+    """``NotFound`` naming the first worktree whose task is not ``owner_id``'s. The answer is the one a
+    missing task gets, so it does not tell another tenant's task ids from unknown ones."""
+    named = [w["task_id"] for w in worktrees if w.get("task_id") is not None]
+    foreign = daemons_sql.foreign_task_ids(conn, owner_id, named) if named else []
+    if foreign:
+        first = next(w for w in worktrees if w.get("task_id") == foreign[0])
+        raise NotFound(
+            f"task {foreign[0]} not found (worktree {first['path']!r}); report it without the task_id",
+            {"task_id": str(foreign[0]), "path": first["path"]},
+        )
 
 
 def confirm_removed(db: Database, principal: Principal, daemon_id: UUID, paths: list[str]) -> int:
@@ -73,7 +94,8 @@ def claim(db: Database, principal: Principal, task_id: UUID, daemon_id: UUID) ->
         daemon = _load(conn, principal, daemon_id)
         if daemon["status"] != "live":
             raise Conflict("a dead daemon cannot claim tasks; register again", {"daemon_id": str(daemon_id)})
-        row = daemons_sql.claim_task(conn, task_id, daemon_id, scope(principal))
+        # The daemon's owner, not the caller's scope: an admin cannot hand a task to another owner's daemon.
+        row = daemons_sql.claim_task(conn, task_id, daemon_id, daemon["owner_id"])
         if row is None:
             raise Conflict("task is not reassignable (finished, or held by a live daemon)", {"task_id": str(task_id)})
         return TaskClaim.model_validate(row)

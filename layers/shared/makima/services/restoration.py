@@ -70,7 +70,7 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
         ctype = load_type(conn, contract.contract_type)
         sup = load_supervisor(conn, contract_id, lock=True)
         task_id = sup["task_id"]
-        daemon = _daemon_of(conn, principal, daemon_id)
+        daemon = _daemon_of(conn, contract, daemon_id)
         tasks = {t["id"]: t for t in tasks_sql.list_for_contract(conn, contract_id)}
 
         # 1-3. what is stored, and which of it to resume from

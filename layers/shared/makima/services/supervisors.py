@@ -45,10 +45,12 @@ def load_supervisor(conn: Conn, contract_id: UUID, *, lock: bool = False) -> dic
     return row
 
 
-def _daemon_of(conn: Conn, principal: Principal, daemon_id: UUID | None) -> dict[str, Any] | None:
+def _daemon_of(conn: Conn, contract: Contract, daemon_id: UUID | None) -> dict[str, Any] | None:
+    """A daemon of the contract's owner, whoever asks (an admin sees every daemon, but a supervisor on
+    another owner's daemon could not be run by it, and would link two tenants); ``NotFound`` otherwise."""
     if daemon_id is None:
         return None
-    daemon = daemons_sql.get(conn, daemon_id, scope(principal))
+    daemon = daemons_sql.get(conn, daemon_id, contract.owner_id)
     if daemon is None:
         raise NotFound(f"daemon {daemon_id} not found", {"daemon_id": str(daemon_id)})
     return daemon
@@ -74,7 +76,7 @@ def start_supervisor(
         contract = load_contract(conn, principal, contract_id, lock=True)
         require_workable(contract, "start a supervisor")
         require_not_paused(contract, "start a supervisor")
-        daemon = _daemon_of(conn, principal, daemon_id)
+        daemon = _daemon_of(conn, contract, daemon_id)
         task = spawn_task_locked(
             conn,
             principal,

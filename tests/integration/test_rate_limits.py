@@ -25,7 +25,7 @@ from makima.domain.principals import Role
 from makima.lambda_support import runtime
 from tests.conftest import Caller
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
 CONTRACTS = "/api/v1/contracts"
 # A budget of 3 requests, refilled at one per 100 s: nothing refills within a test unless the clock moves.

@@ -58,7 +58,8 @@ def _role_settings(url: str) -> dict[str, str]:
         row = conn.execute(
             """SELECT s.setconfig FROM pg_db_role_setting s
                  JOIN pg_database d ON d.oid = s.setdatabase
-                WHERE d.datname = current_database() AND s.setrole = (SELECT oid FROM pg_roles WHERE rolname = current_user)"""
+                 JOIN pg_roles r ON r.oid = s.setrole
+                WHERE d.datname = current_database() AND r.rolname = current_user"""
         ).fetchone()
     entries = list(row[0]) if row else []
     return dict(str(e).split("=", 1) for e in entries)
@@ -126,9 +127,14 @@ def test_migrate_applies_the_default_limits(fresh_database: Callable[[str], str]
     url = fresh_database("makima_timeouts")
     migrate(url)
 
-    # Then the role has a statement timeout and an idle-in-transaction timeout in it
+    # Then the role has [database]'s default statement and idle-in-transaction timeouts in it
+    from makima.config import DatabaseConfig
+    from makima.db.migrate import RoleTimeouts
+
     settings = _role_settings(url)
     assert {"statement_timeout", "idle_in_transaction_session_timeout"} <= set(settings)
+    assert RoleTimeouts.of(DatabaseConfig()) == RoleTimeouts()
+    assert settings["statement_timeout"] == RoleTimeouts().settings()["statement_timeout"] == "20000ms"
     # And the role elsewhere (the maintenance database) is untouched
     with psycopg.connect(server_url) as conn:
         assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
@@ -143,7 +149,8 @@ def test_migrate_is_not_cut_by_the_role_limits(fresh_database: Callable[[str], s
     applied = migrate(url)
 
     # Then every migration ran
-    assert applied and applied[-1].startswith("00")
+    assert applied
+    assert applied[-1].startswith("00")
 
 
 def test_a_slow_statement_is_a_503_database_timeout(short_db: PooledDatabase) -> None:
@@ -197,10 +204,14 @@ def test_an_idle_transaction_ended_by_the_server_does_not_poison_the_pool(
     short_db: PooledDatabase, admin_headers: dict[str, str]
 ) -> None:
     # Given a transaction left idle past idle_in_transaction_session_timeout (the server ends the session)
-    with pytest.raises(MakimaError) as raised, transaction(short_db) as conn:
-        conn.execute("SELECT 1")
-        time.sleep(SHORT_MS / 1000 * 2)
-        conn.execute("SELECT 1")
+    def idle_in_a_transaction() -> None:
+        with transaction(short_db) as conn:
+            conn.execute("SELECT 1")
+            time.sleep(SHORT_MS / 1000 * 2)
+            conn.execute("SELECT 1")
+
+    with pytest.raises(MakimaError) as raised:
+        idle_in_a_transaction()
 
     # Then the caller gets one of the API's errors (a 503, not a 500)
     assert raised.value.status == 503

@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi import FastAPI
@@ -49,7 +49,7 @@ class FakeClock:
 
 
 def _app(db: PooledDatabase, limits: dict[str, Any], clock: FakeClock | None = None) -> FastAPI:
-    settings = Settings(rate_limits=limits)  # type: ignore[call-arg]
+    settings = Settings(rate_limits=limits)
     if clock is None:
         return create_app(db, settings=settings)
     return create_app(db, settings=settings, clock=clock)  # type: ignore[call-arg,unused-ignore]
@@ -112,7 +112,9 @@ def test_another_token_is_unaffected(tight: TestClient, make_caller: Callable[..
     assert [tight.get(CONTRACTS, headers=quiet.headers).status_code for _ in range(3)] == [200] * 3
 
 
-def test_daemon_tokens_have_their_own_limits(tight: TestClient, user: Caller, make_caller: Callable[..., Caller]) -> None:
+def test_daemon_tokens_have_their_own_limits(
+    tight: TestClient, user: Caller, make_caller: Callable[..., Caller]
+) -> None:
     # Given a daemon token (limits of kind daemon: a budget of 5, where users have 3)
     daemon = make_caller(daemon_for=user)
     assert daemon.principal.role is Role.DAEMON
@@ -177,7 +179,10 @@ def test_high_limits_lease_slices_and_still_hold_across_apps(db: PooledDatabase,
     clock = FakeClock()
     limits = {"user_per_second": 100, "user_burst": 40}
     apps = [_app(db, limits, clock), _app(db, limits, clock)]
-    with TestClient(apps[0], raise_server_exceptions=False) as a, TestClient(apps[1], raise_server_exceptions=False) as b:
+    with (
+        TestClient(apps[0], raise_server_exceptions=False) as a,
+        TestClient(apps[1], raise_server_exceptions=False) as b,
+    ):
         # When one token sends 60 requests alternating between them
         statuses = [(a if i % 2 else b).get(CONTRACTS, headers=user.headers).status_code for i in range(60)]
 
@@ -239,7 +244,7 @@ def test_lambda_handler_answers_429_past_the_budget(make_caller: Callable[..., C
     caller, other = make_caller(), make_caller()
 
     # When the token's events go to one container then the other
-    answers = [handler(_list_event(caller), FakeContext()) for handler in (first, second, first)]
+    answers = [handler(_list_event(caller), cast(Any, FakeContext())) for handler in (first, second, first)]
 
     # Then the two containers admitted the budget of 2 between them, and the third got 429
     assert [a["statusCode"] for a in answers] == [200, 200, 429], answers
@@ -247,4 +252,4 @@ def test_lambda_handler_answers_429_past_the_budget(make_caller: Callable[..., C
     assert int(refused["headers"]["retry-after"]) >= 1
     assert json.loads(refused["body"])["error"]["code"] == "RATE_LIMITED"
     # And another token is served
-    assert second(_list_event(other), FakeContext())["statusCode"] == 200
+    assert second(_list_event(other), cast(Any, FakeContext()))["statusCode"] == 200

@@ -9,6 +9,7 @@ Time is a controllable clock (``FakeClock``): "the window passes" is a call, not
 from __future__ import annotations
 
 import json
+import multiprocessing
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -172,6 +173,32 @@ def test_two_apps_over_one_database_share_one_budget(db: PooledDatabase, user: C
         clock.advance(100)
         assert b.get(CONTRACTS, headers=user.headers).status_code == 200
         assert a.get(CONTRACTS, headers=user.headers).status_code == 429
+
+
+def _spend(url: str, token: str, limits: dict[str, Any], requests: int) -> list[int]:
+    """In a process of its own: an app over ``url`` sending ``requests`` requests with ``token``."""
+    database = PooledDatabase(url, min_size=1, max_size=2)
+    try:
+        with TestClient(_app(database, limits), raise_server_exceptions=False) as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            return [client.get(CONTRACTS, headers=headers).status_code for _ in range(requests)]
+    finally:
+        database.close()
+
+
+def test_two_processes_at_once_share_one_budget(database_url: str, user: Caller) -> None:
+    # Given two processes, each with its own app over the same database, and a budget of 20 (refilled
+    # at one request per 100 s)
+    limits = {"user_per_second": 0.01, "user_burst": 20}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        # When both send 30 requests with the same token at the same time
+        runs = [pool.apply_async(_spend, (database_url, user.token, limits, 30)) for _ in range(2)]
+        statuses = [status for run in runs for status in run.get(timeout=120)]
+
+    # Then exactly the budget was admitted between them, and the rest refused
+    assert statuses.count(200) == 20, statuses
+    assert statuses.count(429) == 40
 
 
 def test_high_limits_lease_slices_and_still_hold_across_apps(db: PooledDatabase, user: Caller) -> None:

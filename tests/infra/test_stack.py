@@ -26,7 +26,7 @@ from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 
 from makima.api.deps import get_flags
-from makima.config import ContractsConfig, DashboardConfig, Settings
+from makima.config import ContractsConfig, DashboardConfig, DatabaseConfig, RateLimitsConfig, Settings
 from makima.lambda_support import eventbridge, migrations, scheduled, websocket
 from makima.lambda_support.migrations import DEFAULT_WAIT_SECONDS, RESPONSE_MARGIN_SECONDS, migrations_hash
 from makima.lambda_support.observability import NAMESPACE, SERVICE, metrics
@@ -649,6 +649,9 @@ def test_migrations_run_at_deploy_before_any_new_code(
     current = migrations_hash()
     assert props["MigrationsHash"] == current, f"a migration changed: set MigrationsHash in template.yaml to {current}"
     assert props["SharedLayer"] == {"Ref": layer}
+    # ... or the database time limits it sets on the role
+    assert props["StatementTimeoutSeconds"] == {"Ref": "DatabaseStatementTimeoutSeconds"}
+    assert props["IdleInTransactionTimeoutSeconds"] == {"Ref": "DatabaseIdleInTransactionTimeoutSeconds"}
     # ... once the database is reachable through the proxy with the attached secret
     assert _depends_on(migrations) >= {"DatabaseProxyTargetGroup", "DatabaseSecretAttachment", "SecretsManagerEndpoint"}
     # ... and answers before CloudFormation gives up: it waits for the database at most the
@@ -848,3 +851,34 @@ def test_parameter_values_reach_the_settings(raw: Template, monkeypatch: pytest.
         stale_detection_interval_seconds=300,
         stale_threshold_minutes=90,
     )
+
+
+@pytest.mark.parametrize(
+    ("section", "config", "prefix"),
+    [("rate_limits", RateLimitsConfig, "RateLimits"), ("database", DatabaseConfig, "Database")],
+)
+def test_every_limit_setting_is_a_parameter_passed_to_every_function(
+    raw: Template, monkeypatch: pytest.MonkeyPatch, section: str, config: type[Any], prefix: str
+) -> None:
+    # Given the [rate_limits] and [database] settings, the parameters and the functions' environment
+    env = raw["Globals"]["Function"]["Environment"]["Variables"]
+    parameters = raw["Parameters"]
+    chosen: dict[str, float] = {}
+    for setting, field in config.model_fields.items():
+        # Then each is a Number parameter whose default and bounds are the setting's
+        name = prefix + _parameter_of(setting)
+        assert name in parameters, f"[{section}] {setting} has no parameter"
+        parameter = parameters[name]
+        assert parameter["Type"] == "Number"
+        assert float(parameter["Default"]) == field.default
+        bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field.metadata}
+        assert float(parameter["MaxValue"]) == bounds["Le"], name
+        assert float(parameter["MinValue"]) == bounds.get("Ge", parameter["MinValue"]), name
+        # And every function reads it from the variable makima.config reads
+        variable = f"MAKIMA_{section.upper()}__{setting.upper()}"
+        assert env[variable] == {"Ref": name}, setting
+        chosen[setting] = float(parameter["MaxValue"])
+        monkeypatch.setenv(variable, str(parameter["MaxValue"]))
+    # And a value set through the environment reaches the settings
+    monkeypatch.delenv("MAKIMA_CONFIG", raising=False)
+    assert getattr(Settings(), section) == config(**chosen)

@@ -11,6 +11,16 @@ The TOML file has the seed's sections::
     stale_detection_interval_seconds = 60
     stale_threshold_minutes = 30
 
+    [rate_limits]            # per token; 0 = off (see RateLimitsConfig)
+    user_per_second = 50
+    user_burst = 1000
+    daemon_per_second = 200
+    daemon_burst = 5000
+
+    [database]               # set on the role, in its database, by migrate
+    statement_timeout_seconds = 20
+    idle_in_transaction_timeout_seconds = 60
+
     [feature_flags]
     enhanced_contract_status = true
     auto_complete = true
@@ -183,6 +193,47 @@ def _api_base(raw: str) -> str:
     return url.removesuffix("/api/v1")
 
 
+class RateLimitsConfig(BaseModel):
+    """Per-token request budgets: a token bucket per token, refilled at ``*_per_second`` and holding
+    at most ``*_burst`` requests, one budget per token whatever process serves it (makima.services.
+    rate_limits). A ``0`` in either field switches that kind's limit off.
+
+    The defaults throttle no honest client: a person clicking (or a script) stays far below 50 a
+    second, and a daemon batches its supervisors' heartbeats (one request per interval per daemon);
+    the demo fleet, the reference supervisors, the test suites and the schemathesis run (one token,
+    one worker) stay below them. What they stop is
+    one token (leaked, or a runaway loop) taking the whole API's capacity for itself.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # User and admin tokens (people, the CLI, the dashboard page, scripts).
+    user_per_second: float = Field(default=50.0, ge=0, le=100_000)
+    user_burst: int = Field(default=1000, ge=0, le=1_000_000)
+    # Daemon tokens (supervisor hosts: heartbeats, state saves, syncs for many supervisors each).
+    daemon_per_second: float = Field(default=200.0, ge=0, le=100_000)
+    daemon_burst: int = Field(default=5000, ge=0, le=1_000_000)
+    # How much of a budget a process takes from the shared row at once: this many seconds of the rate
+    # (at most a tenth of the burst, at least one request), then spent locally. Higher: fewer round
+    # trips, more of a budget held by one process (lost to the others if it goes idle).
+    slice_seconds: float = Field(default=0.5, gt=0, le=60)
+
+
+class DatabaseConfig(BaseModel):
+    """Time limits of the application's sessions, set on its role in its database by migrate (the
+    local stack at start, ``makima db migrate``, the deploy function): ``ALTER ROLE ... IN DATABASE
+    ... SET``. ``0`` = no limit. Migrate's own sessions run without them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A statement running longer is cancelled (503 DATABASE_TIMEOUT): under API Gateway's 29 s, so the
+    # client gets the API's answer rather than the gateway's.
+    statement_timeout_seconds: float = Field(default=20.0, ge=0, le=86_400)
+    # A session idle inside a transaction longer is ended, freeing its locks (a process that froze or
+    # died mid-transaction); every transaction of the API is a few statements in a row.
+    idle_in_transaction_timeout_seconds: float = Field(default=60.0, ge=0, le=86_400)
+
+
 def config_file() -> Path:
     return Path(os.environ.get("MAKIMA_CONFIG", "makima.toml"))
 
@@ -215,6 +266,8 @@ class Settings(BaseSettings):
     flags_max_age: float = Field(default=5.0, ge=0, le=3600)
 
     contracts: ContractsConfig = ContractsConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
+    database: DatabaseConfig = DatabaseConfig()
     feature_flags: FeatureFlagsConfig = FeatureFlagsConfig()
     dashboard: DashboardConfig = DashboardConfig()
 

@@ -15,6 +15,8 @@ class MakimaError(Exception):
 
     code: str = "INTERNAL_ERROR"
     status: int = 500
+    # Whole seconds after which a retry may succeed; the HTTP layer sends it as ``Retry-After``.
+    retry_after: int | None = None
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -103,6 +105,26 @@ class DatabaseUnavailable(MakimaError):
     """PostgreSQL cannot be reached. Transient: clients should retry with backoff."""
 
     code, status = "DATABASE_UNAVAILABLE", 503
+
+
+class DatabaseTimeout(MakimaError):
+    """A statement ran past the role's ``statement_timeout`` (or its transaction sat idle past
+    ``idle_in_transaction_session_timeout``) and PostgreSQL cancelled it. The transaction was rolled
+    back, so nothing changed; transient from the client's side (the load or a lock holder that made it
+    slow usually passes): retry with backoff."""
+
+    code, status = "DATABASE_TIMEOUT", 503
+
+
+class RateLimited(MakimaError):
+    """The calling token spent its request budget (``[rate_limits]``). Nothing was done; retry after
+    ``retry_after`` seconds (sent as ``Retry-After``)."""
+
+    code, status = "RATE_LIMITED", 429
+
+    def __init__(self, message: str, *, retry_after: int, limit: dict[str, Any]) -> None:
+        super().__init__(message, {"limit": limit, "retry_after": retry_after})
+        self.retry_after = retry_after
 
 
 class FeatureDisabled(MakimaError):

@@ -20,8 +20,10 @@ from makima.api.limits import BodySizeLimit
 from makima.api.routers import ALL_ROUTERS
 from makima.config import Settings, get_settings
 from makima.db.connection import Database
+from makima.domain.rate_limits import Limit, Limits
 from makima.flags import build_flags
 from makima.services.monitor import EventSink
+from makima.services.rate_limits import Clock, RateLimiter
 
 OPENAPI_URL = "/api/v1/openapi.json"
 
@@ -32,7 +34,9 @@ def create_app(
     routers: Sequence[APIRouter] | None = None,
     settings: Settings | None = None,
     events: EventSink | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
+    """The app serving ``routers`` over ``database``. ``clock``: the rate limiter's (tests move it)."""
     settings = settings or get_settings()
     app = FastAPI(
         title="makima contracts",
@@ -46,6 +50,7 @@ def create_app(
     app.state.settings = settings
     app.state.flags = functools.cache(lambda: build_flags(settings))
     app.state.events = events
+    app.state.rate_limiter = rate_limiter(database, settings, clock)
     errors.install(app)
     for router in routers if routers is not None else ALL_ROUTERS:
         app.include_router(router)
@@ -53,3 +58,13 @@ def create_app(
     if events is not None:
         app.add_middleware(PublishAfterWrite, events=events)
     return app
+
+
+def rate_limiter(database: Database, settings: Settings, clock: Clock | None = None) -> RateLimiter:
+    """This process's per-token limits, from ``[rate_limits]`` (one per app: per Lambda container)."""
+    cfg = settings.rate_limits
+    limits = Limits(
+        user=Limit(per_second=cfg.user_per_second, burst=cfg.user_burst),
+        daemon=Limit(per_second=cfg.daemon_per_second, burst=cfg.daemon_burst),
+    )
+    return RateLimiter(database, limits, slice_seconds=cfg.slice_seconds, clock=clock)

@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from makima.api.concurrency import blocking
 from makima.config import Settings
 from makima.db.connection import Database
 from makima.domain.principals import Principal, Role
@@ -15,6 +16,7 @@ from makima.flags import Flag, Flags, require
 from makima.services import auth
 from makima.services.completion import CompletionPolicy
 from makima.services.monitor import EventSink
+from makima.services.rate_limits import RateLimiter
 
 # The dependencies are ``async def`` because none of them blocks (the token lookup, the one that reads
 # the database, goes to the threadpool itself): FastAPI runs every plain ``def`` dependency in the
@@ -80,7 +82,7 @@ def _authorizer_context(request: Request) -> dict[str, Any] | None:
     return ctx if isinstance(ctx, dict) and "user_id" in ctx else None
 
 
-async def get_principal(request: Request, db: Annotated[Database, Depends(get_db)]) -> Principal:
+async def _resolve(request: Request, db: Database) -> Principal:
     ctx = _authorizer_context(request)
     if ctx is not None:
         token_id = ctx.get("token_id")
@@ -90,6 +92,21 @@ async def get_principal(request: Request, db: Annotated[Database, Depends(get_db
             token_id=UUID(str(token_id)) if token_id else None,
         )
     return await run_in_threadpool(auth.resolve, db, auth.bearer(request.headers.get("authorization")))
+
+
+async def get_principal(request: Request, db: Annotated[Database, Depends(get_db)]) -> Principal:
+    """The caller, admitted by its token's rate limit (``RateLimited`` 429 past it).
+
+    Every authenticated route depends on this, so the limit covers them all (and nothing else: health,
+    the dashboard page). It is enforced here, in the function, not in the Lambda authorizer: API Gateway
+    caches the authorizer's answer per token, so most requests never reach it. The limit is checked
+    before the route's body runs, so a refused request changes nothing.
+    """
+    principal = await _resolve(request, db)
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None and not limiter.admit_locally(principal):
+        await blocking(limiter.admit, principal)
+    return principal
 
 
 DB = Annotated[Database, Depends(get_db)]

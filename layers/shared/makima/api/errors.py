@@ -50,7 +50,10 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _makima_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MakimaError)
-    return error_response(exc.status, exc.code, exc.message, exc.details)
+    response = error_response(exc.status, exc.code, exc.message, exc.details)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, exc.retry_after))
+    return response
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -91,7 +91,9 @@ def _with_url(data_dir: str | None, action: str, steps: int = 1) -> list[str]:
     embedded = None if settings.database_url else start_embedded(settings.data_dir)
     url = settings.database_url or (embedded.url if embedded else "")
     try:
-        return m.migrate(url) if action == "migrate" else m.rollback(url, steps)
+        if action == "migrate":
+            return m.migrate(url, role_timeouts=m.RoleTimeouts.of(settings.database))
+        return m.rollback(url, steps)
     finally:
         if embedded:
             embedded.stop()

@@ -1,8 +1,11 @@
 """Connections to PostgreSQL: a pool for long-lived processes, one reused connection per Lambda.
 
 Both hand out connections that return rows as dicts, and both turn "the database cannot be reached"
-into ``DatabaseUnavailable`` (503) so callers never see a driver traceback. Neither caches a broken
-connection: the next request reconnects, so service recovers by itself when PostgreSQL returns.
+into ``DatabaseUnavailable`` (503) and "PostgreSQL cancelled a statement past ``statement_timeout``, or
+ended a session idle in a transaction past ``idle_in_transaction_session_timeout``" (the role's limits,
+set by ``makima.db.migrate``) into ``DatabaseTimeout`` (503), so callers never see a driver traceback.
+Neither caches a broken connection: the next request reconnects, so service recovers by itself when
+PostgreSQL returns (and after a session the server ended).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from makima.errors import DatabaseUnavailable
+from makima.errors import DatabaseTimeout, DatabaseUnavailable
 
 Conn = psycopg.Connection[DictRow]
 
@@ -44,9 +47,32 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable("the database is unavailable; retry shortly", {"reason": type(exc).__name__})
 
 
-def _is_connection_failure(exc: psycopg.OperationalError, conn: Conn | None) -> bool:
+def _timed_out(exc: psycopg.Error) -> DatabaseTimeout:
+    if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout):
+        message = "the database ended a transaction left idle too long; retry shortly"
+    else:
+        message = "a database statement took too long and was cancelled; retry shortly"
+    return DatabaseTimeout(message, {"reason": type(exc).__name__})
+
+
+def _is_connection_failure(exc: psycopg.Error, conn: Conn | None) -> bool:
     # Lock timeouts and cancellations are OperationalErrors too, but the connection survives them.
     return conn is None or conn.closed or conn.broken
+
+
+# What the role's time limits raise: statement_timeout cancels the statement (57014, an
+# OperationalError; the connection lives on), idle_in_transaction_session_timeout ends the session
+# (25P03, an InternalError; the connection is dead).
+_TIMEOUTS = (psycopg.errors.QueryCanceled, psycopg.errors.IdleInTransactionSessionTimeout)
+
+
+def _translate(exc: psycopg.Error, conn: Conn | None) -> Exception | None:
+    """The API's error for a driver error raised while ``conn`` was in use; None: re-raise it as is."""
+    if isinstance(exc, _TIMEOUTS):
+        return _timed_out(exc)
+    if isinstance(exc, psycopg.OperationalError) and _is_connection_failure(exc, conn):
+        return _unavailable(exc)
+    return None
 
 
 class PooledDatabase:
@@ -81,9 +107,10 @@ class PooledDatabase:
             with self.pool.connection() as conn:
                 try:
                     yield conn
-                except psycopg.OperationalError as exc:
-                    if _is_connection_failure(exc, conn):
-                        raise _unavailable(exc) from exc
+                except (psycopg.OperationalError, *_TIMEOUTS) as exc:
+                    translated = _translate(exc, conn)
+                    if translated is not None:
+                        raise translated from exc
                     raise
                 finally:
                     self._returned[conn] = time.monotonic()
@@ -127,10 +154,12 @@ class SingleConnectionDatabase:
             conn = self._connect()
             try:
                 yield conn
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, *_TIMEOUTS) as exc:
                 if _is_connection_failure(exc, conn):
                     self._conn = None
-                    raise _unavailable(exc) from exc
+                translated = _translate(exc, conn)
+                if translated is not None:
+                    raise translated from exc
                 raise
 
     def close(self) -> None:

@@ -20,6 +20,14 @@ Migrations run while the API serves writes (docs/operations.md, "Migrations run 
   for a built index.
 - A migration whose header names a backfill (``-- backfill: <name>``) runs only once that backfill
   (``makima.db.backfill``: batches of their own short transactions) has finished.
+
+Migrate also sets the application's time limits on its role, in its database only
+(``ALTER ROLE CURRENT_USER IN DATABASE <db> SET statement_timeout / idle_in_transaction_session_timeout``,
+``RoleTimeouts``, from ``[database]``): every session the API opens afterwards starts with them, and an
+operator sees them in ``pg_db_role_setting``. Migrate's own sessions lift both (startup options, which
+win over role settings): an index build ``CONCURRENTLY`` or a backfill may take longer than any API
+statement should, and yoyo sits in a transaction between its steps while a backfill runs on another
+connection.
 """
 
 from __future__ import annotations
@@ -28,13 +36,15 @@ import logging
 import random
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -57,22 +67,62 @@ _RETRYABLE = (errors.LockNotAvailable, errors.DeadlockDetected)
 _BACKFILL_DIRECTIVE = re.compile(r"^\s*--\s*backfill\s*:\s*(\S+)\s*$")
 
 
+# What migrate's own sessions start with: the role's time limits lifted (see the module's docstring).
+UNLIMITED = "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0"
+
+
+class _DatabaseLimits(Protocol):
+    """``makima.config.DatabaseConfig``, as far as migrate reads it."""
+
+    @property
+    def statement_timeout_seconds(self) -> float: ...
+
+    @property
+    def idle_in_transaction_timeout_seconds(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RoleTimeouts:
+    """The time limits set on the application's role in its database (0: none). The defaults are
+    ``[database]``'s (makima.config.DatabaseConfig)."""
+
+    statement_seconds: float = 20.0
+    idle_in_transaction_seconds: float = 60.0
+
+    @classmethod
+    def of(cls, config: _DatabaseLimits) -> RoleTimeouts:
+        return cls(config.statement_timeout_seconds, config.idle_in_transaction_timeout_seconds)
+
+    def settings(self) -> dict[str, str]:
+        """PostgreSQL setting -> value, in milliseconds (what ``SHOW`` and ``pg_db_role_setting`` read)."""
+        return {
+            "statement_timeout": f"{round(self.statement_seconds * 1000)}ms",
+            "idle_in_transaction_session_timeout": f"{round(self.idle_in_transaction_seconds * 1000)}ms",
+        }
+
+
 def migrations_dir() -> str:
     return str(resources.files("makima") / "migrations")
 
 
+def own_session(url: str) -> str:
+    """A connection string for ``url`` whose session runs without the role's time limits."""
+    params = conninfo_to_dict(url)
+    params["options"] = f"{params['options']} {UNLIMITED}" if params.get("options") else UNLIMITED
+    return make_conninfo("", **params)
+
+
 def _yoyo_url(url: str, lock_timeout: timedelta | None = None) -> str:
-    """yoyo's URL for ``url``; with ``lock_timeout``, its connections (each migration runs on one of
-    its own) start with that ``lock_timeout``."""
+    """yoyo's URL for ``url``: its connections (each migration runs on one of its own) start without
+    the role's time limits and, with ``lock_timeout``, with that ``lock_timeout``."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in {"postgres", "postgresql"}:
         raise ValueError("DATABASE_URL must be a postgresql:// URL")
-    yoyo = f"postgresql+psycopg://{rest}"
-    if lock_timeout is None:
-        return yoyo
-    parts = urlsplit(yoyo)
+    parts = urlsplit(f"postgresql+psycopg://{rest}")
     query = dict(parse_qsl(parts.query))
-    setting = f"-c lock_timeout={int(lock_timeout.total_seconds() * 1000)}"
+    setting = UNLIMITED
+    if lock_timeout is not None:
+        setting += f" -c lock_timeout={int(lock_timeout.total_seconds() * 1000)}"
     query["options"] = f"{query['options']} {setting}" if query.get("options") else setting
     return urlunsplit(parts._replace(query=urlencode(query)))
 
@@ -89,10 +139,17 @@ def _backend_and_migrations(url: str, lock_timeout: timedelta | None = LOCK_TIME
     return _backend(url, lock_timeout), read_migrations(migrations_dir())
 
 
-def migrate(url: str, *, lock_timeout: timedelta = LOCK_TIMEOUT, attempts: int = ATTEMPTS) -> list[str]:
+def migrate(
+    url: str,
+    *,
+    lock_timeout: timedelta = LOCK_TIMEOUT,
+    attempts: int = ATTEMPTS,
+    role_timeouts: RoleTimeouts | None = None,
+) -> list[str]:
     """Apply every pending migration, in order, each after the backfills it names have finished; then
-    sync the built-in contract types. Returns what ran. A migration that still fails after
-    ``attempts`` raises, leaving the schema as the last good migration left it."""
+    sync the built-in contract types and set ``role_timeouts`` (default: ``RoleTimeouts()``) on the
+    role in this database. Returns what ran. A migration that still fails after ``attempts`` raises,
+    leaving the schema as the last good migration left it."""
     backend, migrations = _backend_and_migrations(url, lock_timeout)
     patient = _backend(url, None)
     applied: list[str] = []
@@ -106,7 +163,23 @@ def migrate(url: str, *, lock_timeout: timedelta = LOCK_TIMEOUT, attempts: int =
         backend.run_post_apply(pending)
     sync_builtin_types(url)
     ensure_heartbeat_partitions(url)
+    set_role_timeouts(url, role_timeouts or RoleTimeouts())
     return applied
+
+
+def set_role_timeouts(url: str, timeouts: RoleTimeouts) -> None:
+    """``ALTER ROLE CURRENT_USER IN DATABASE <this one> SET ...`` for each limit: the role's sessions in
+    this database start with them; elsewhere (another database on the server) it is untouched. A role
+    may set its own; sessions already open keep what they had until they reconnect."""
+    with psycopg.connect(own_session(url), autocommit=True) as conn:
+        row = conn.execute("SELECT current_database()").fetchone()
+        assert row is not None
+        for name, value in timeouts.settings().items():
+            conn.execute(
+                sql.SQL("ALTER ROLE CURRENT_USER IN DATABASE {} SET {} = {}").format(
+                    sql.Identifier(str(row[0])), sql.Identifier(name), sql.Literal(value)
+                )
+            )
 
 
 def rollback(
@@ -140,7 +213,7 @@ def run_backfill(url: str, name: str) -> int:
     run stopped). Returns the rows written."""
     written = batches = 0
     started = time.monotonic()
-    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+    with psycopg.connect(own_session(url), row_factory=dict_row, autocommit=True) as conn:
         while True:
             with conn.transaction():
                 step = backfill.step(conn, name, size=backfill.BATCH, now=datetime.now(UTC))
@@ -194,7 +267,7 @@ def drop_invalid_indexes(url: str) -> list[str]:
     """Drop (CONCURRENTLY) the INVALID indexes of the schema's tables: what a failed or interrupted
     ``CREATE INDEX CONCURRENTLY`` leaves. Only called under yoyo's lock, when no migration is building
     one. Returns their names."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(own_session(url), autocommit=True) as conn:
         names = [
             (str(r[0]), str(r[1]))
             for r in conn.execute(
@@ -219,7 +292,7 @@ def applied_migrations(url: str) -> list[str]:
 
 def sync_builtin_types(url: str) -> None:
     """Upsert the packaged contract types; a newer file version replaces the stored definition."""
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(own_session(url)) as conn:
         tables = conn.execute("SELECT to_regclass('contract_types') IS NOT NULL").fetchone()
         if not tables or not tables[0]:
             return
@@ -243,7 +316,7 @@ def ensure_heartbeat_partitions(url: str) -> None:
     into real partitions before the retention schedule first runs."""
     from makima.db.heartbeats import ensure_partitions
 
-    with psycopg.connect(url, row_factory=dict_row) as conn:
+    with psycopg.connect(own_session(url), row_factory=dict_row) as conn:
         present = conn.execute("SELECT to_regclass('supervisor_heartbeats') IS NOT NULL AS present").fetchone()
         if present and present["present"]:
             ensure_partitions(conn, now=datetime.now(UTC))

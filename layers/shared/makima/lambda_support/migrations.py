@@ -7,9 +7,9 @@ answer PUT to the request's pre-signed ``ResponseURL``:
 
 - ``Create`` / ``Update``: waits for the database (a new RDS Proxy target takes a few minutes to accept
   connections), runs ``makima.db.migrate.migrate`` (pending migrations, then the built-in contract
-  types and the heartbeat partitions), registers the stack's bootstrap admin token if it is new
-  (``ensure_bootstrap_admin``; one revoked since stays revoked, with a warning), answers ``SUCCESS``
-  with what ran. Any failure answers
+  types, the heartbeat partitions and the role's statement and idle-in-transaction timeouts),
+  registers the stack's bootstrap admin token if it is new (``ensure_bootstrap_admin``; one revoked
+  since stays revoked, with a warning), answers ``SUCCESS`` with what ran. Any failure answers
   ``FAILED`` with the reason, which fails (and rolls back) the deployment. yoyo applies each migration
   file in its own transaction, and the non-transactional ones are idempotent (``IF NOT EXISTS``,
   ``CONCURRENTLY``), so a failed migration leaves the database as the last good one left it.
@@ -18,8 +18,8 @@ answer PUT to the request's pre-signed ``ResponseURL``:
   ``makima db rollback``, on purpose (docs/operations.md).
 
 The resource's properties carry the migrations' hash (``migrations_hash``, held equal to the files by
-``tests/infra``) and the layer version, so a deployment that changes either runs the function again;
-one that changes nothing does not invoke it at all.
+``tests/infra``), the layer version and the database time limits, so a deployment that changes any of
+them runs the function again; one that changes nothing does not invoke it at all.
 
 Importing this module touches neither the network nor the database.
 """
@@ -167,9 +167,12 @@ def ensure_bootstrap_admin(url: str) -> AdminTokenOutcome | None:
 
 
 def _default_migrate(url: str) -> list[str]:
-    from makima.db.migrate import migrate
+    """The migrations, then the role's time limits from ``[database]`` (the template's
+    StatementTimeoutSeconds / IdleInTransactionTimeoutSeconds, as MAKIMA_DATABASE__* variables)."""
+    from makima.config import get_settings
+    from makima.db.migrate import RoleTimeouts, migrate
 
-    return migrate(url)
+    return migrate(url, role_timeouts=RoleTimeouts.of(get_settings().database))
 
 
 def _redacted(text: str, url: str | None) -> str:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from makima.config import Settings
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.embedded import EmbeddedPostgres, start_embedded
-from makima.db.migrate import migrate
+from makima.db.migrate import RoleTimeouts, migrate
 from makima.flags import build_flags
 from makima.local.monitor import LocalHub, OutboxPump, forget_previous_connections, mount_monitor
 from makima.local.scheduler import Scheduler, jobs_for
@@ -57,7 +57,7 @@ def backing_services(settings: Settings, *, admin_token: str | None = None) -> I
     embedded = None if settings.database_url else start_embedded(settings.data_dir)
     url = settings.database_url or (embedded.url if embedded else "")
     try:
-        applied = migrate(url)
+        applied = migrate(url, role_timeouts=RoleTimeouts.of(settings.database))
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         database = PooledDatabase(

@@ -3,7 +3,7 @@
 -- another owner's daemon. The API refuses both now; rows made before that would otherwise keep
 -- telling a daemon about a contract its token cannot see, and keep its path in that contract's view.
 -- Online: plain UPDATEs of the few rows concerned (row locks only); idempotent, so a retry is safe.
--- depends: 0011_contract_events_type_index
+-- depends: 0014_rate_limits
 
 UPDATE worktrees w
    SET task_id = NULL, contract_id = NULL

@@ -10,7 +10,7 @@ from makima.api.schemas import ErrorEnvelope
 
 PREFIX = "/api/v1"
 
-_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 503)
+_ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": "Error envelope with a code"} for status in _ERROR_STATUSES
 }

@@ -170,10 +170,10 @@ def test_links_across_tenants_made_before_the_api_refused_them_are_undone(
     assert migrate(url) == ["0015_unlink_cross_tenant_daemons"]
     with psycopg.connect(url) as conn:
         # Then the crossed links are gone, the owner's own are intact
-        worktrees = dict(conn.execute("SELECT path, (task_id, contract_id) FROM worktrees").fetchall())
+        worktrees: dict[str, Any] = dict(conn.execute("SELECT path, (task_id, contract_id) FROM worktrees").fetchall())
         assert worktrees["/w/alice"] == (None, None)
         assert worktrees["/w/bob"] == (str(kept), str(bob_contract))
-        tasks = dict(conn.execute("SELECT id, daemon_id FROM tasks").fetchall())
+        tasks: dict[Any, Any] = dict(conn.execute("SELECT id, daemon_id FROM tasks").fetchall())
         assert tasks == {crossed: None, kept: bob_daemon}
-        states = dict(conn.execute("SELECT task_id, daemon_id FROM supervisor_states").fetchall())
+        states: dict[Any, Any] = dict(conn.execute("SELECT task_id, daemon_id FROM supervisor_states").fetchall())
         assert states == {crossed: None, kept: bob_daemon}

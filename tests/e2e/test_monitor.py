@@ -370,9 +370,11 @@ def test_revoking_a_token_closes_its_monitors_within_seconds(stack: Stack) -> No
         for m in (mine, boss):
             code, reason, got = _closed_within(m, 5.0)
             assert code == 4401, (code, reason)
-            assert reason is not None and "revoked" in reason
+            assert reason is not None
+            assert "revoked" in reason
             assert all(g.get("contract_id") != later for g in got)
-            assert got[-1]["type"] == "error" and got[-1]["code"] == "UNAUTHORIZED"
+            assert got[-1]["type"] == "error"
+            assert got[-1]["code"] == "UNAUTHORIZED"
         assert time.monotonic() - started < 5.0
         # And the other token's monitor goes on
         other.wait_for(lambda m: m.get("contract_id") == later)

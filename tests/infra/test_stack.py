@@ -487,7 +487,8 @@ def test_the_authorizer_cache_is_a_parameter_and_0_turns_it_off(translated: Temp
         # explicitly (left out, API Gateway would cache for 300 s) - and not as the string a Ref to a
         # Number parameter would make of it
         ttl = _resolve(authorizer["authorizerResultTtlInSeconds"], translated, {"AuthorizerCacheSeconds": str(value)})
-        assert type(ttl) is int and ttl == int(value), (value, ttl)
+        assert type(ttl) is int, (value, ttl)
+        assert ttl == int(value)
         # And the identity source stays the Authorization header (the cache key; with the cache off, a
         # request without it is refused without invoking the authorizer)
         assert authorizer["identitySource"] == ["$request.header.Authorization"]

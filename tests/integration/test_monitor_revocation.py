@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -32,6 +32,14 @@ from tests.conftest import Caller
 pytestmark = pytest.mark.integration
 
 ENDPOINT = "test:revocation"
+
+
+@pytest.fixture(autouse=True)
+def _forget_revocation_connections(db: PooledDatabase) -> Iterator[None]:
+    """The revocation tests' connections (``rv-…``) leave no rows for other tests that list them all."""
+    yield
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM monitor_connections WHERE connection_id LIKE 'rv-%'")
 
 
 class Transport:
@@ -174,7 +182,8 @@ def test_the_revocation_path_closes_exactly_that_tokens_connections(
     with transaction(db) as conn:
         assert monitor_sql.get_connection(conn, kept) is not None
         left = monitor_sql.get_connection(conn, elsewhere)
-    assert left is not None and left["authorized"] is False
+    assert left is not None
+    assert left["authorized"] is False
 
 
 def test_a_connection_from_before_tokens_were_recorded_is_unauthorised(

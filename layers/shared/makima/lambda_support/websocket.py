@@ -178,11 +178,11 @@ def _broadcast(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     envelope = event.get("detail") or {}
     disabled = _monitor_disabled() is not None
     if event.get("source") == MONITOR_SOURCE and event.get("detail-type") == CLOSE:
-        closed = svc.close_if_unauthorized(
+        was_closed = svc.close_if_unauthorized(
             get_database(), ManagementApiCloser(endpoint), str(envelope["connection_id"])
         )
-        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=int(closed))
-        return {"closed": int(closed)}
+        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=int(was_closed))
+        return {"closed": int(was_closed)}
     if event.get("source") == MONITOR_SOURCE and event.get("detail-type") == REPLAY:
         if disabled:
             return {"replayed": 0, "disabled": True}
@@ -203,11 +203,16 @@ def _broadcast(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     closer = ManagementApiCloser(endpoint, sender.client)
     result = svc.broadcast(get_database(), [envelope], sender, endpoint, closer)
     if disabled:
-        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=result.gone)
-        return {"connections": result.connections, "closed": result.gone, "disabled": True}
+        closed = result.gone + result.closed
+        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=closed)
+        return {"connections": result.connections, "closed": closed, "disabled": True}
     metrics.add_metric(name="MonitorMessagesSent", unit=MetricUnit.Count, value=result.messages)
     metrics.add_metric(name="MonitorConnectionsGone", unit=MetricUnit.Count, value=result.gone)
-    return {"connections": result.connections, "messages": result.messages, "gone": result.gone}
+    answer = {"connections": result.connections, "messages": result.messages, "gone": result.gone}
+    if result.closed:
+        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=result.closed)
+        answer["closed"] = result.closed
+    return answer
 
 
 monitor_handler: LambdaHandler = observed(_monitor)

@@ -120,6 +120,7 @@ class BroadcastResult:
     connections: int
     messages: int
     gone: int
+    closed: int = 0  # connections of revoked tokens met and closed
 
 
 def broadcast(
@@ -144,10 +145,9 @@ def broadcast(
         refused = [r["connection_id"] for r in rows if not r["authorized"]]
         ids = sorted({str(e["contract_id"]) for e in events if e.get("contract_id")}) if subscribers else []
         statuses = monitor_sql.contract_statuses(conn, ids)
-    if refused and closer is not None:
-        _close(database, closer, refused)
+    closed = _close(database, closer, refused) if refused and closer is not None else 0
     if not subscribers:
-        return BroadcastResult(0, 0, 0)
+        return BroadcastResult(0, 0, 0, closed)
     routed = route(events, subscribers, statuses)
     # One client copy per event, shared by every delivery of it (``route`` hands back the very event
     # objects it was given): at 1,000 connections, making it per delivery was a tenth of the fan-out.
@@ -158,7 +158,7 @@ def broadcast(
         with transaction(database) as conn:
             monitor_sql.remove_connections(conn, sorted(gone))
         log.info("forgot %d gone monitor connection(s)", len(gone))
-    return BroadcastResult(len(deliveries), sum(len(v) for v in deliveries.values()), len(gone))
+    return BroadcastResult(len(deliveries), sum(len(v) for v in deliveries.values()), len(gone), closed)
 
 
 # --- connection protocol -------------------------------------------------------------------------

@@ -31,7 +31,9 @@ def management_client(endpoint: str) -> Any:
 
 
 def delete_connections(client: Any, connection_ids: Sequence[str]) -> set[str]:
-    """DeleteConnection each; the ones closed or already gone (410)."""
+    """DeleteConnection each; the ones closed or already gone (410). A timeout or a connection error
+    means the management API cannot be reached (the NAT gateway, say): the rest are not tried, so a
+    revocation waits a few seconds at most, never a timeout per connection."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     closed: set[str] = set()
@@ -47,7 +49,13 @@ def delete_connections(client: Any, connection_ids: Sequence[str]) -> set[str]:
             else:
                 log.warning("monitor %s: close failed (%s); left for the broadcaster", connection_id, code)
         except BotoCoreError as exc:
-            log.warning("monitor %s: close failed (%s); left for the broadcaster", connection_id, type(exc).__name__)
+            log.warning(
+                "monitor %s: close failed (%s); it and %d more left for the broadcaster",
+                connection_id,
+                type(exc).__name__,
+                len(connection_ids) - len(closed) - 1,
+            )
+            break
     return closed
 
 

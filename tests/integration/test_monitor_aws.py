@@ -612,6 +612,12 @@ def test_a_message_on_a_revoked_connection_is_refused_and_the_broadcaster_closes
         assert (reply["type"], reply["code"]) == ("error", "UNAUTHORIZED")
     requests = aws.published()
     assert {(r["source"], r["detail-type"]) for r in requests} == {("makima.monitor", "monitor.close")}
+    sample = load_event("eventbridge/monitor_close")  # the sample event is what the route publishes
+    assert (sample["source"], sample["detail-type"], set(sample["detail"])) == (
+        requests[0]["source"],
+        requests[0]["detail-type"],
+        set(requests[0]["detail"]),
+    )
     assert broadcast(requests[:1]) == [{"closed": 1}]
     assert not open_at_moto("rv-talks")
     with transaction(db) as conn:

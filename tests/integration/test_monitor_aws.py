@@ -622,3 +622,15 @@ def test_a_message_on_a_revoked_connection_is_refused_and_the_broadcaster_closes
     assert not open_at_moto("rv-talks")
     with transaction(db) as conn:
         assert monitor_sql.get_connection(conn, "rv-talks") is None
+
+
+def test_a_revoked_connection_is_refused_even_when_the_close_request_cannot_be_published(
+    aws: Aws, db: PooledDatabase, admin: Principal, make_caller: Callable[..., Caller], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = make_caller()
+    subscribe(owner, "rv-no-bus")
+    auth.revoke_token(db, admin, owner.principal.token_id)  # type: ignore[arg-type]
+    monkeypatch.setenv("EVENT_BUS_NAME", "")  # PutEvents refused: no bus
+    response = send("rv-no-bus", {"action": "ping"})
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["code"] == "UNAUTHORIZED"

@@ -161,7 +161,10 @@ def _monitor(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             # Its token is revoked: the refusal is this route's response, and the broadcaster closes the
             # connection (this function may not, and could not before its answer is sent).
             logger.info("monitor message refused: token revoked")
-            EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", "")).request_close(connection_id)
+            try:
+                EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", "")).request_close(connection_id)
+            except Exception:  # the refusal still goes out; the broadcaster closes it when it meets it
+                logger.exception("monitor: asking the broadcaster to close the connection failed")
         elif answer.resume_from is not None:
             EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", "")).request_replay(connection_id, answer.resume_from)
         # The $default route has a route response: this body is sent back on the connection.

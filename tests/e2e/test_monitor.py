@@ -312,3 +312,92 @@ def test_bad_tokens_and_bad_filters_get_clear_answers(stack: Stack) -> None:
             "filter": {"contract_ids": None, "statuses": ["active"], "include_stale": True, "include_heartbeats": True},
             "resuming": False,
         }
+
+
+# --- revocation (issue 12) ----------------------------------------------------------------------------------
+
+
+def _user_with_token(stack: Stack, role: str = "user") -> tuple[str, str]:
+    """A new user (or admin) and one token of theirs: (token, token id)."""
+    with stack.client(stack.admin_token) as admin:
+        u = admin.post("/users", json={"name": f"rv-{uuid.uuid4().hex[:8]}", "role": role}).json()
+        issued = admin.post(f"/users/{u['id']}/tokens", json={"name": "t"}).json()
+        return str(issued["token"]), str(issued["id"])
+
+
+def _closed_within(m: Monitor, seconds: float) -> tuple[int | None, str | None, list[dict[str, Any]]]:
+    """Read until the server closes the socket (or ``seconds`` pass): (close code, reason, messages read)."""
+    from websockets.exceptions import ConnectionClosed
+
+    deadline = time.monotonic() + seconds
+    got: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        try:
+            got.append(json.loads(m.conn.recv(timeout=max(0.01, deadline - time.monotonic()))))
+        except TimeoutError:
+            break
+        except ConnectionClosed as closed:
+            rcvd = closed.rcvd
+            return (rcvd.code if rcvd else None), (rcvd.reason if rcvd else None), got
+    raise AssertionError(f"still open after {seconds}s; received {[g.get('type') for g in got]}")
+
+
+def test_revoking_a_token_closes_its_monitors_within_seconds(stack: Stack) -> None:
+    # Given monitors open with a user's token and with an admin's token, and a monitor on another token
+    user_token, user_token_id = _user_with_token(stack)
+    admin_token, admin_token_id = _user_with_token(stack, role="admin")
+    bystander = _user(stack)
+    with (
+        monitor(stack, user_token) as mine,
+        monitor(stack, admin_token) as boss,
+        monitor(stack, bystander) as other,
+        stack.client(user_token) as api,
+        stack.client(bystander) as other_api,
+    ):
+        c = _contract(api, "before revocation")
+        mine.wait_for(lambda m: m.get("contract_id") == c)
+        boss.wait_for(lambda m: m.get("contract_id") == c)
+
+        # When both tokens are revoked through the API
+        started = time.monotonic()
+        with stack.client(stack.admin_token) as admin:
+            assert admin.delete(f"/tokens/{user_token_id}").status_code == 204
+            assert admin.delete(f"/tokens/{admin_token_id}").status_code == 204
+        # ... and events keep happening (the bystander's, which the admin monitor would have seen)
+        later = _contract(other_api, "after revocation")
+
+        # Then both sockets are closed with 4401 and the reason, within 5 s, and got no later event
+        for m in (mine, boss):
+            code, reason, got = _closed_within(m, 5.0)
+            assert code == 4401, (code, reason)
+            assert reason is not None
+            assert "revoked" in reason
+            assert all(g.get("contract_id") != later for g in got)
+            assert got[-1]["type"] == "error"
+            assert got[-1]["code"] == "UNAUTHORIZED"
+        assert time.monotonic() - started < 5.0
+        # And the other token's monitor goes on
+        other.wait_for(lambda m: m.get("contract_id") == later)
+
+    # And a reconnect with a revoked token is refused at the handshake
+    for token in (user_token, admin_token):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url(stack, token), open_timeout=10)
+        assert refused.value.response.status_code == 403
+
+
+def test_a_revocation_by_another_process_closes_the_monitor_within_the_sweep(stack: Stack) -> None:
+    import psycopg
+
+    token, token_id = _user_with_token(stack)
+    with monitor(stack, token) as m:
+        assert m.send({"action": "ping"}) == {"type": "pong"}
+        # When the token is revoked straight in the database (another process, as an operator would)
+        started = time.monotonic()
+        with psycopg.connect(stack.database_url(), autocommit=True) as conn:
+            conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE id = %s", (token_id,))
+        # Then the stack's sweep (every second) closes the socket with 4401
+        code, _, got = _closed_within(m, 5.0)
+        assert code == 4401
+        assert time.monotonic() - started < 5.0
+        assert [g["type"] for g in got] == ["error"]

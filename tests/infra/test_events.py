@@ -36,6 +36,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "schedule/backfill.json": EventBridgeModel,
     "eventbridge/published_status_changed.json": EventBridgeModel,
     "eventbridge/monitor_replay.json": EventBridgeModel,
+    "eventbridge/monitor_close.json": EventBridgeModel,
     "websocket/connect.json": APIGatewayWebSocketConnectEventModel,
     "websocket/message_filter.json": APIGatewayWebSocketMessageEventModel,
     "websocket/message_ping.json": APIGatewayWebSocketMessageEventModel,

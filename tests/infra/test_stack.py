@@ -160,6 +160,15 @@ def _router_writes(router: APIRouter) -> bool:
     return any(set(route.methods or ()) - READS for route in router.routes if isinstance(route, APIRoute))
 
 
+def _router_revokes_tokens(router: APIRouter) -> bool:
+    """A route that hands a revocation to the event sink, whose AWS adapter closes that token's
+    monitor connections through the management API."""
+    assert "stack_closers" in eventbridge.LambdaEvents.token_revoked.__code__.co_names
+    return any(
+        "token_revoked" in route.endpoint.__code__.co_names for route in router.routes if isinstance(route, APIRoute)
+    )
+
+
 @pytest.fixture(scope="module")
 def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, set[str]]:
     """Function logical id -> what its code does that needs a permission."""
@@ -177,6 +186,8 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
                 caps.add("read-feature-flags")
             if _router_writes(router):
                 caps.add(f"publish:{eventbridge.SOURCE}")
+            if _router_revokes_tokens(router):
+                caps.add("close-monitor-connections")
         if folder in SCHEDULE_JOBS and "_publisher" in SCHEDULE_JOBS[folder].__code__.co_names:
             caps.add(f"publish:{eventbridge.SOURCE}")
         if folder in SCHEDULE_JOBS and "_flags" in SCHEDULE_JOBS[folder].__code__.co_names:
@@ -217,10 +228,11 @@ def test_every_http_route_reaches_its_function_through_the_authorizer(translated
     declared = {route: name for name, routes in _http_routes(raw).items() for route in routes}
     scheme = body["components"]["securitySchemes"]["TokenAuthorizer"]["x-amazon-apigateway-authorizer"]
 
-    # Then the authorizer is the AuthorizerFunction's, keyed on the Authorization header, cached 60 s
+    # Then the authorizer is the AuthorizerFunction's, keyed on the Authorization header, cached 60 s by
+    # default (AuthorizerCacheSeconds: test_the_authorizer_cache_is_a_parameter_and_0_turns_it_off)
     assert _referenced(scheme["authorizerUri"]) == {"AuthorizerFunction"}
     assert scheme["identitySource"] == ["$request.header.Authorization"]
-    assert scheme["authorizerResultTtlInSeconds"] == 60
+    assert _resolve(scheme["authorizerResultTtlInSeconds"], translated, {}) == 60
     # And every route of the API integrates its function, behind the authorizer unless public
     served: set[tuple[str, str]] = set()
     for path, methods in body["paths"].items():
@@ -379,13 +391,14 @@ def _capability(statement: dict[str, Any]) -> str:
         (source,) = _as_list(condition["StringEquals"]["events:source"])
         return f"publish:{source}"
     if actions == ["execute-api:ManageConnections"] and resources == {"MonitorApi"} and not condition:
-        # Posting to the connections, and deleting them (the broadcaster closes them while the monitor's
-        # flag is off); not reading their details
         arns = sorted(r["Fn::Sub"] for r in _as_list(statement["Resource"]))
-        assert [a.rsplit(":${MonitorApi}/", 1)[1] for a in arns] == [
-            "live/DELETE/@connections/*",
-            "live/POST/@connections/*",
-        ]
+        allowed = [a.rsplit(":${MonitorApi}/", 1)[1] for a in arns]
+        if allowed == ["live/DELETE/@connections/*"]:
+            # Closing the connections only (the admin function, for the tokens it revokes)
+            return "close-monitor-connections"
+        # Posting to the connections, and deleting them (the broadcaster closes them while the monitor's
+        # flag is off, and those of revoked tokens); not reading their details
+        assert allowed == ["live/DELETE/@connections/*", "live/POST/@connections/*"]
         return "manage-monitor-connections"
     if actions == ["sqs:SendMessage"] and len(resources) == 1 and not condition:
         return f"send:{resources.pop()}"
@@ -421,6 +434,8 @@ def test_only_the_broadcaster_posts_and_only_the_publishers_publish(
     # The rules of the issue, as they come out of the code (a restatement, so a change in the code that
     # breaks them shows here by name)
     posting = {n for n, caps in expected_capabilities.items() if "manage-monitor-connections" in caps}
+    closing = {n for n, caps in expected_capabilities.items() if "close-monitor-connections" in caps}
+    assert closing == {"AdminFunction"}  # revoking a token closes its monitors, and posts nothing
     publishing = {n for n, caps in expected_capabilities.items() if any(c.startswith("publish:") for c in caps)}
     assert posting == {"BroadcasterFunction"}
     assert {"MonitorFunction", "StaleDetectorFunction", "OutboxSweeperFunction", "HeartbeatsFunction"} <= publishing
@@ -437,6 +452,46 @@ def test_only_the_broadcaster_posts_and_only_the_publishers_publish(
     assert f"publish:{eventbridge.SOURCE}" not in expected_capabilities["MonitorFunction"]
     assert expected_capabilities["WebFunction"] == set()
     assert "read-feature-flags" not in expected_capabilities["MigrateFunction"]
+
+
+def _resolve(value: Any, template: Template, parameters: dict[str, str]) -> Any:
+    """``value`` as CloudFormation would resolve it for ``parameters`` (defaults otherwise): enough of
+    Fn::If, Fn::Equals, Fn::Not and Ref to parameters for the conditions this template uses."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, inner),) = value.items()
+        if key == "Ref" and inner in template["Parameters"]:
+            return str(parameters.get(inner, template["Parameters"][inner].get("Default")))
+        if key == "Fn::Equals":
+            left, right = (_resolve(v, template, parameters) for v in inner)
+            return str(left) == str(right)
+        if key == "Fn::Not":
+            return not _resolve(inner[0], template, parameters)
+        if key == "Fn::If":
+            condition, then, otherwise = inner
+            holds = _resolve(template["Conditions"][condition], template, parameters)
+            return _resolve(then if holds else otherwise, template, parameters)
+    return value
+
+
+def test_the_authorizer_cache_is_a_parameter_and_0_turns_it_off(translated: Template, raw: Template) -> None:
+    # Given the authorizer as CloudFormation gets it (in the HTTP API's OpenAPI body) and the parameter
+    scheme = _resources(translated)["HttpApi"]["Properties"]["Body"]["components"]["securitySchemes"]
+    authorizer = scheme["TokenAuthorizer"]["x-amazon-apigateway-authorizer"]
+    parameter = raw["Parameters"]["AuthorizerCacheSeconds"]
+    assert parameter["Type"] == "Number"
+    assert int(parameter["Default"]) == 60
+    assert 0 in [int(v) for v in parameter["AllowedValues"]]
+    assert all(0 <= int(v) <= 3600 for v in parameter["AllowedValues"])  # API Gateway's bounds
+    for value in parameter["AllowedValues"]:
+        # Then each value reaches authorizerResultTtlInSeconds as that integer - 0 included, given
+        # explicitly (left out, API Gateway would cache for 300 s) - and not as the string a Ref to a
+        # Number parameter would make of it
+        ttl = _resolve(authorizer["authorizerResultTtlInSeconds"], translated, {"AuthorizerCacheSeconds": str(value)})
+        assert type(ttl) is int, (value, ttl)
+        assert ttl == int(value)
+        # And the identity source stays the Authorization header (the cache key; with the cache off, a
+        # request without it is refused without invoking the authorizer)
+        assert authorizer["identitySource"] == ["$request.header.Authorization"]
 
 
 def test_the_proxy_may_read_the_database_secret_and_nothing_else(translated: Template) -> None:

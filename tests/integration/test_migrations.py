@@ -32,6 +32,8 @@ CHAIN = [
     "0009_monotonic_metric_counters",
     "0010_supervisor_lifecycle",
     "0011_contract_events_type_index",
+    "0012_monitor_connection_tokens",
+    "0012b_monitor_connection_tokens_index",
     "0014_rate_limits",
     "0015_unlink_cross_tenant_daemons",
 ]

@@ -24,16 +24,19 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 
+from makima.api.routers import admin as admin_router
 from makima.api.routers import contracts as contracts_router
 from makima.api.routers import heartbeats as heartbeats_router
 from makima.db import monitor as monitor_sql
 from makima.db.connection import PooledDatabase, transaction
 from makima.domain.monitor import from_log
+from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
-from makima.lambda_support import runtime
+from makima.lambda_support import connections, runtime
 from makima.lambda_support.eventbridge import EventBridgePublisher, PublishFailed
 from makima.lambda_support.http import make_http_handler
 from makima.lambda_support.websocket import ManagementApiSender
+from makima.services import auth
 from makima.services import contracts as contracts_svc
 from makima.services import monitor as monitor_svc
 from makima.services import supervisors as supervisors_svc
@@ -45,6 +48,14 @@ pytestmark = pytest.mark.integration
 REGION = "eu-west-1"
 ENDPOINT = "https://ws456hijk.execute-api.eu-west-1.amazonaws.com/live"
 BUS = "makima-test-events"
+
+
+@pytest.fixture(autouse=True)
+def _forget_revocation_connections(db: PooledDatabase) -> Iterator[None]:
+    """The revocation tests' connections (``rv-…``) leave no rows for other tests that list them all."""
+    yield
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM monitor_connections WHERE connection_id LIKE 'rv-%'")
 
 
 class Aws:
@@ -462,3 +473,164 @@ def test_the_stale_detector_reports_each_stale_episode_once(
     age(idle)
     assert run()["reported"] == 1
     assert busy not in {p["detail"]["contract_id"] for p in aws.published()}
+
+
+# --- revocation (issue 12) ----------------------------------------------------------------------------------
+
+
+def open_at_api_gateway(connection_id: str) -> None:
+    """Make moto's management API hold ``connection_id`` (it knows a connection once something was posted
+    to it), so that a DeleteConnection shows as the connection leaving it."""
+    client = boto3.client("apigatewaymanagementapi", endpoint_url=ENDPOINT, region_name=REGION)
+    client.post_to_connection(ConnectionId=connection_id, Data=b'{"type": "hello"}')
+
+
+def open_at_moto(connection_id: str) -> bool:
+    return any(
+        connection_id in backend.connections
+        for account in apigatewaymanagementapi_backends.values()
+        for backend in account.values()
+    )
+
+
+def revoke_through_the_admin_function(admin: Principal, token_id: uuid.UUID) -> dict[str, Any]:
+    """DELETE /api/v1/tokens/{id} through the admin function, as behind the authorizer."""
+    event = load_event("http/admin_revoke_token")
+    path = f"/api/v1/tokens/{token_id}"
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["pathParameters"] = {"token_id": str(token_id)}
+    event["requestContext"]["authorizer"] = {
+        "lambda": {"user_id": str(admin.user_id), "role": "admin", "token_id": str(admin.token_id)}
+    }
+    handler: Handler = make_http_handler(admin_router.router)
+    return handler(event, FakeContext())
+
+
+def second_token(db: PooledDatabase, admin: Principal, caller: Caller) -> Caller:
+    issued = auth.issue_token(db, admin, caller.principal.user_id, name="second", kind="user")
+    return Caller(auth.resolve(db, issued.secret), issued.secret)
+
+
+def test_revoking_a_token_through_the_admin_function_deletes_its_connections(
+    aws: Aws, db: PooledDatabase, admin: Principal, make_caller: Callable[..., Caller]
+) -> None:
+    # Given a user's two monitors on one token, one on another token, and an admin's monitor
+    owner = make_caller()
+    other = second_token(db, admin, owner)
+    boss = make_caller(role=Role.ADMIN)
+    forget_earlier_events(db)
+    aws.published()
+    subscribe(owner, "rv-one")
+    subscribe(owner, "rv-two")
+    subscribe(other, "rv-kept")
+    subscribe(boss, "rv-admin")
+    for cid in ("rv-one", "rv-two", "rv-kept", "rv-admin"):
+        open_at_api_gateway(cid)
+
+    # When the user's first token and the admin's token are revoked through the admin function
+    assert revoke_through_the_admin_function(admin, owner.principal.token_id)["statusCode"] == 204  # type: ignore[arg-type]
+    assert revoke_through_the_admin_function(admin, boss.principal.token_id)["statusCode"] == 204  # type: ignore[arg-type]
+
+    # Then the revocation path deleted (DeleteConnection) exactly those tokens' connections and forgot them
+    assert not open_at_moto("rv-one")
+    assert not open_at_moto("rv-two")
+    assert not open_at_moto("rv-admin")
+    assert open_at_moto("rv-kept")
+    with transaction(db) as conn:
+        assert monitor_sql.get_connection(conn, "rv-one") is None
+        assert monitor_sql.get_connection(conn, "rv-admin") is None
+        assert monitor_sql.get_connection(conn, "rv-kept") is not None
+    # And a later event reaches only the live token's monitor
+    new_contract(db, owner, "after the revocation")
+    drain_to_bus(db)
+    broadcast(aws.published())
+    assert [m["type"] for m in posted("rv-kept")[1:]] == ["contract_created"]
+    # (and the revoked token is refused at $connect)
+    assert connect(owner, "rv-again")["statusCode"] == 401
+
+
+def test_a_failed_delete_connection_is_logged_and_the_broadcaster_closes_what_is_left(
+    aws: Aws,
+    db: PooledDatabase,
+    admin: Principal,
+    make_caller: Callable[..., Caller],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    owner = make_caller()
+    forget_earlier_events(db)
+    aws.published()
+    subscribe(owner, "rv-failing")
+    open_at_api_gateway("rv-failing")
+    # Given a management API that fails the revocation path's DeleteConnection (moto never fails: Stubber)
+    stubbed = boto3.client("apigatewaymanagementapi", endpoint_url=ENDPOINT, region_name=REGION)
+    stub = Stubber(stubbed)
+    stub.add_client_error("delete_connection", service_error_code="InternalServerError", http_status_code=500)
+    stub.activate()
+
+    # When the token is revoked
+    with monkeypatch.context() as patched:
+        patched.setattr(connections, "management_client", lambda endpoint: stubbed)
+        response = revoke_through_the_admin_function(admin, owner.principal.token_id)  # type: ignore[arg-type]
+
+    # Then the revocation stands (204), the failure is logged, and the connection keeps its row
+    assert response["statusCode"] == 204
+    stub.assert_no_pending_responses()
+    assert "close failed (InternalServerError)" in caplog.text
+    with transaction(db) as conn:
+        row = monitor_sql.get_connection(conn, "rv-failing")
+    assert row is not None
+    assert row["authorized"] is False
+
+    # And the next event sends it nothing: the broadcaster deletes it instead, and forgets it
+    before = len(posted("rv-failing"))
+    new_contract(db, owner, "while the connection lingers")
+    drain_to_bus(db)
+    broadcast(aws.published())
+    assert not open_at_moto("rv-failing")
+    assert len(posted("rv-failing")) <= before
+    with transaction(db) as conn:
+        assert monitor_sql.get_connection(conn, "rv-failing") is None
+
+
+def test_a_message_on_a_revoked_connection_is_refused_and_the_broadcaster_closes_it(
+    aws: Aws, db: PooledDatabase, admin: Principal, make_caller: Callable[..., Caller]
+) -> None:
+    owner = make_caller()
+    forget_earlier_events(db)
+    aws.published()
+    subscribe(owner, "rv-talks")
+    open_at_api_gateway("rv-talks")
+    assert json.loads(send("rv-talks", {"action": "ping"})["body"]) == {"type": "pong"}
+    # Given its token revoked elsewhere (the service alone: no connection closed by the revocation)
+    auth.revoke_token(db, admin, owner.principal.token_id)  # type: ignore[arg-type]
+
+    # When the monitor pings, or sends a filter
+    for message in ({"action": "ping"}, {"statuses": ["active"], "last_event_id": "0"}):
+        reply = json.loads(send("rv-talks", message)["body"])
+        # Then $default refuses it, and asks the broadcaster to close the connection (no replay)
+        assert (reply["type"], reply["code"]) == ("error", "UNAUTHORIZED")
+    requests = aws.published()
+    assert {(r["source"], r["detail-type"]) for r in requests} == {("makima.monitor", "monitor.close")}
+    sample = load_event("eventbridge/monitor_close")  # the sample event is what the route publishes
+    assert (sample["source"], sample["detail-type"], set(sample["detail"])) == (
+        requests[0]["source"],
+        requests[0]["detail-type"],
+        set(requests[0]["detail"]),
+    )
+    assert broadcast(requests[:1]) == [{"closed": 1}]
+    assert not open_at_moto("rv-talks")
+    with transaction(db) as conn:
+        assert monitor_sql.get_connection(conn, "rv-talks") is None
+
+
+def test_a_revoked_connection_is_refused_even_when_the_close_request_cannot_be_published(
+    aws: Aws, db: PooledDatabase, admin: Principal, make_caller: Callable[..., Caller], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = make_caller()
+    subscribe(owner, "rv-no-bus")
+    auth.revoke_token(db, admin, owner.principal.token_id)  # type: ignore[arg-type]
+    monkeypatch.setenv("EVENT_BUS_NAME", "")  # PutEvents refused: no bus
+    response = send("rv-no-bus", {"action": "ping"})
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["code"] == "UNAUTHORIZED"

@@ -13,31 +13,76 @@ _EVENT_COLUMNS = "id, contract_id, owner_id, type, payload, actor, created_at"
 _CONNECTION_COLUMNS = (
     "connection_id, owner_id, is_admin, endpoint, contract_ids, statuses, include_stale, include_heartbeats, resuming"
 )
+# Whether a connection may be sent anything: it names its token (rows from before migration 0012 do not)
+# and that token is not revoked. Evaluated per row in the statements that pick connections (``c``), so
+# a revocation committed by any process is seen by the next statement.
+_AUTHORIZED = (
+    "(c.token_id IS NOT NULL AND EXISTS (SELECT 1 FROM api_tokens t WHERE t.id = c.token_id AND t.revoked_at IS NULL))"
+)
 
 # --- connections ---------------------------------------------------------------------------------
 
 
-def add_connection(conn: Conn, connection_id: str, owner_id: UUID, *, is_admin: bool, endpoint: str) -> None:
+def add_connection(
+    conn: Conn, connection_id: str, owner_id: UUID, *, is_admin: bool, endpoint: str, token_id: UUID | None
+) -> None:
     """A new connection takes no live events until its first filter message (``resuming`` until then):
     otherwise events broadcast between the handshake and a resuming filter would reach it before the
-    events it missed, out of order."""
+    events it missed, out of order. ``token_id`` is the token it was opened with: revoking it closes
+    the connection, and nothing is sent on it meanwhile."""
     conn.execute(
         """
-        INSERT INTO monitor_connections (connection_id, owner_id, is_admin, endpoint, resuming)
-        VALUES (%s, %s, %s, %s, true)
+        INSERT INTO monitor_connections (connection_id, owner_id, is_admin, endpoint, token_id, resuming)
+        VALUES (%s, %s, %s, %s, %s, true)
         ON CONFLICT (connection_id) DO UPDATE
            SET owner_id = EXCLUDED.owner_id, is_admin = EXCLUDED.is_admin, endpoint = EXCLUDED.endpoint,
-               resuming = true
+               token_id = EXCLUDED.token_id, resuming = true
         """,
-        (connection_id, owner_id, is_admin, endpoint),
+        (connection_id, owner_id, is_admin, endpoint, token_id),
     )
 
 
-def get_connection(conn: Conn, connection_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
-    lock = " FOR UPDATE" if for_update else ""
+def get_connection(conn: Conn, connection_id: str) -> dict[str, Any] | None:
+    """The connection with ``authorized`` (its token is recorded and live: see ``_AUTHORIZED``)."""
     return conn.execute(
-        f"SELECT {_CONNECTION_COLUMNS} FROM monitor_connections WHERE connection_id = %s{lock}", (connection_id,)
+        f"""
+        SELECT {_CONNECTION_COLUMNS}, token_id, {_AUTHORIZED} AS authorized
+          FROM monitor_connections c WHERE connection_id = %s
+        """,
+        (connection_id,),
     ).fetchone()
+
+
+def is_authorized(conn: Conn, connection_id: str) -> bool:
+    """Whether the connection exists and its token is live (one primary-key lookup each)."""
+    row = conn.execute(
+        f"SELECT {_AUTHORIZED} AS authorized FROM monitor_connections c WHERE c.connection_id = %s", (connection_id,)
+    ).fetchone()
+    return bool(row and row["authorized"])
+
+
+def unauthorized_connections(
+    conn: Conn, *, token_id: UUID | None = None, endpoint: str | None = None
+) -> list[dict[str, Any]]:
+    """The connections (``connection_id``, ``endpoint``) whose token is revoked or unknown: of one token
+    (idx_monitor_connections_token: the revocation path) or of one endpoint (idx_monitor_connections_endpoint:
+    the local stack's sweep), never a scan of every connection. Filters are added to the text only
+    when given (see ``events_after`` on generic plans)."""
+    if token_id is None and endpoint is None:
+        raise ValueError("a token or an endpoint")
+    where = [f"NOT {_AUTHORIZED}"]
+    if token_id is not None:
+        where.append("c.token_id = %(token)s")
+    if endpoint is not None:
+        where.append("c.endpoint = %(endpoint)s")
+    return conn.execute(
+        f"""
+        SELECT c.connection_id, c.endpoint FROM monitor_connections c
+         WHERE {" AND ".join(where)}
+         ORDER BY c.connection_id
+        """,
+        {"token": token_id, "endpoint": endpoint},
+    ).fetchall()
 
 
 def set_filter(
@@ -80,11 +125,13 @@ def remove_endpoint(conn: Conn, endpoint: str) -> int:
 
 
 def live_subscribers(conn: Conn, endpoint: str, *, heartbeats_only: bool = False) -> list[dict[str, Any]]:
-    """The connections of ``endpoint`` that take live events now (not those still replaying)."""
+    """The connections of ``endpoint`` that take live events now (not those still replaying), each with
+    ``authorized``: the broadcaster routes only to the authorised ones and closes the others, so a
+    revoked token's connection gets nothing from the moment the revocation commits."""
     extra = " AND include_heartbeats" if heartbeats_only else ""
     return conn.execute(
         f"""
-        SELECT {_CONNECTION_COLUMNS} FROM monitor_connections
+        SELECT {_CONNECTION_COLUMNS}, {_AUTHORIZED} AS authorized FROM monitor_connections c
          WHERE endpoint = %s AND NOT resuming{extra}
          ORDER BY connection_id
         """,

@@ -10,12 +10,13 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from makima.db import monitor as monitor_sql
 from makima.db.connection import Database, transaction
 from makima.domain.monitor import public
 from makima.lambda_support.metrics import emit_event_metrics, emit_heartbeats
-from makima.services.monitor import drain_outbox
+from makima.services.monitor import close_unauthorized, drain_outbox
 
 log = logging.getLogger("makima.events")
 
@@ -24,6 +25,9 @@ SOURCE = "makima.contracts"
 # connections): "replay what this connection missed".
 MONITOR_SOURCE = "makima.monitor"
 REPLAY = "monitor.replay"
+# "this connection's token is revoked: close it" (from the $default route, which cannot close it itself:
+# its answer is the route's response, sent after it returns).
+CLOSE = "monitor.close"
 # PutEvents takes at most 10 entries per call.
 _ENTRIES_PER_CALL = 10
 # How long a container trusts its last look at whether any monitor wants heartbeats.
@@ -72,6 +76,11 @@ class EventBridgePublisher:
         detail_ = {"connection_id": connection_id, "last_event_id": str(after)}
         self._put([{"Source": MONITOR_SOURCE, "DetailType": REPLAY, "Detail": json.dumps(detail_)}])
 
+    def request_close(self, connection_id: str) -> None:
+        """Ask the broadcaster to close ``connection_id`` (its token is revoked)."""
+        detail_ = {"connection_id": connection_id}
+        self._put([{"Source": MONITOR_SOURCE, "DetailType": CLOSE, "Detail": json.dumps(detail_)}])
+
     def _put(self, entries: list[dict[str, str]]) -> None:
         """PutEvents, 10 entries per call; any refused entry is a ``PublishFailed``."""
         if not self.bus_name:
@@ -106,6 +115,19 @@ class LambdaEvents:
             emit_heartbeats(len(events))
             if self._someone_watches_heartbeats():
                 self.publisher.publish(events)
+
+    def token_revoked(self, token_id: UUID) -> None:
+        """DeleteConnection for each monitor connection opened with the token (never raises: a failure
+        is logged, and the broadcaster closes what is left when it meets it)."""
+        from makima.lambda_support.connections import stack_closers
+
+        try:
+            closed = close_unauthorized(self.database, stack_closers(), token_id=token_id)
+        except Exception:
+            log.exception("closing the monitor connections of a revoked token failed; the broadcaster will")
+            return
+        if closed:
+            log.info("closed %d monitor connection(s) of a revoked token", closed)
 
     def _someone_watches_heartbeats(self) -> bool:
         checked_at, answer = self._interest

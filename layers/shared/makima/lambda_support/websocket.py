@@ -10,6 +10,11 @@
 - ``ManagementApiSender``: the ``Sender``: one thread per connection (bounded), short timeouts and no
   retries, so one slow or dead client costs the others nothing; 410 Gone means forget the connection.
 
+A connection's token is checked at ``$connect`` and on every message: once it is revoked, ``$default``
+answers ``UNAUTHORIZED`` and asks the broadcaster to close the connection (a ``monitor.close`` request),
+and the broadcaster sends nothing to it and closes it when it meets it. The revocation itself closes
+them first (``LambdaEvents.token_revoked`` in the admin function, ``lambda_support/connections.py``).
+
 The monitor is part of the ``monitoring_dashboard`` feature. While that flag is off: ``$connect``
 answers 404 ``FEATURE_DISABLED`` (API Gateway refuses the handshake), a message on an open connection
 gets the ``FEATURE_DISABLED`` error, and the broadcaster closes (deletes) each connection an event
@@ -36,7 +41,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from makima.config import get_settings
 from makima.errors import DatabaseUnavailable, FeatureDisabled, Unauthorized
 from makima.flags import Flag, Flags, build_flags
-from makima.lambda_support.eventbridge import MONITOR_SOURCE, REPLAY, EventBridgePublisher
+from makima.lambda_support.connections import ManagementApiCloser, delete_connections
+from makima.lambda_support.eventbridge import CLOSE, MONITOR_SOURCE, REPLAY, EventBridgePublisher
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
 from makima.services import auth
@@ -102,11 +108,7 @@ class ClosingSender:
         self.client = client or boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_CLIENT_CONFIG)
 
     def send(self, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
-        for connection_id in deliveries:
-            try:
-                self.client.delete_connection(ConnectionId=connection_id)
-            except (ClientError, BotoCoreError) as exc:  # gone already, or unreachable: forgotten either way
-                log.info("monitor %s: close failed (%s)", connection_id, type(exc).__name__)
+        delete_connections(self.client, list(deliveries))  # gone already, or unreachable: forgotten either way
         return set(deliveries)
 
 
@@ -155,7 +157,15 @@ def _monitor(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             svc.disconnect(database, connection_id)
             return {"statusCode": 200}
         answer = svc.answer_message(database, connection_id, event.get("body"))
-        if answer.resume_from is not None:
+        if answer.close:
+            # Its token is revoked: the refusal is this route's response, and the broadcaster closes the
+            # connection (this function may not, and could not before its answer is sent).
+            logger.info("monitor message refused: token revoked")
+            try:
+                EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", "")).request_close(connection_id)
+            except Exception:  # the refusal still goes out; the broadcaster closes it when it meets it
+                logger.exception("monitor: asking the broadcaster to close the connection failed")
+        elif answer.resume_from is not None:
             EventBridgePublisher(os.environ.get("EVENT_BUS_NAME", "")).request_replay(connection_id, answer.resume_from)
         # The $default route has a route response: this body is sent back on the connection.
         return {"statusCode": 200, "body": json.dumps(answer.reply)}
@@ -170,27 +180,42 @@ def _broadcast(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     endpoint = os.environ["MONITOR_ENDPOINT"]
     envelope = event.get("detail") or {}
     disabled = _monitor_disabled() is not None
+    if event.get("source") == MONITOR_SOURCE and event.get("detail-type") == CLOSE:
+        was_closed = svc.close_if_unauthorized(
+            get_database(), ManagementApiCloser(endpoint), str(envelope["connection_id"])
+        )
+        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=int(was_closed))
+        return {"closed": int(was_closed)}
     if event.get("source") == MONITOR_SOURCE and event.get("detail-type") == REPLAY:
         if disabled:
             return {"replayed": 0, "disabled": True}
+        poster = ManagementApiSender(endpoint)
         sent = svc.replay(
             get_database(),
             str(envelope["connection_id"]),
             int(envelope["last_event_id"]),
-            ManagementApiSender(endpoint),
+            poster,
+            ManagementApiCloser(endpoint, poster.client),
         )
         metrics.add_metric(name="MonitorEventsReplayed", unit=MetricUnit.Count, value=sent)
         return {"replayed": sent}
     if not isinstance(envelope, dict) or "type" not in envelope:
         raise ValueError("not a makima monitor event")
     sender = ClosingSender(endpoint) if disabled else ManagementApiSender(endpoint)
-    result = svc.broadcast(get_database(), [envelope], sender, endpoint)
+    # Connections of revoked tokens get nothing, and are closed as the broadcaster meets them.
+    closer = ManagementApiCloser(endpoint, sender.client)
+    result = svc.broadcast(get_database(), [envelope], sender, endpoint, closer)
     if disabled:
-        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=result.gone)
-        return {"connections": result.connections, "closed": result.gone, "disabled": True}
+        closed = result.gone + result.closed
+        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=closed)
+        return {"connections": result.connections, "closed": closed, "disabled": True}
     metrics.add_metric(name="MonitorMessagesSent", unit=MetricUnit.Count, value=result.messages)
     metrics.add_metric(name="MonitorConnectionsGone", unit=MetricUnit.Count, value=result.gone)
-    return {"connections": result.connections, "messages": result.messages, "gone": result.gone}
+    answer = {"connections": result.connections, "messages": result.messages, "gone": result.gone}
+    if result.closed:
+        metrics.add_metric(name="MonitorConnectionsClosed", unit=MetricUnit.Count, value=result.closed)
+        answer["closed"] = result.closed
+    return answer
 
 
 monitor_handler: LambdaHandler = observed(_monitor)

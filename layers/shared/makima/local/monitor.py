@@ -9,6 +9,12 @@ the API Gateway WebSocket API do on AWS, in-process, running the same services.
 - ``mount_monitor``: ``WS /api/v1/contracts/monitor`` (token as ``?token=`` or a bearer header),
   speaking the protocol of ``services.monitor.handle_message``.
 
+A monitor's token is checked at the handshake and on every message, and routing sends nothing to a
+connection whose token is revoked. Revoking a token closes its open monitors (the ``UNAUTHORIZED``
+error, then close code 4401): at once when the revocation goes through this process's API
+(``OutboxPump.token_revoked``), and within a sweep (a second) when another process revoked it in the
+same database.
+
 The monitor is part of the ``monitoring_dashboard`` feature: while that flag is off a new connection
 gets a ``FEATURE_DISABLED`` error message and is closed with 4404, and the pump closes the open ones
 the same way within a sweep (they reconnect, and are refused, until the flag is on again).
@@ -93,9 +99,27 @@ class LocalHub:
             self._clients[connection_id] = client
         return client
 
-    def close(self, connection_id: str) -> None:
+    def forget(self, connection_id: str) -> None:
+        """The socket is gone: stop queueing for it."""
         with self._lock:
             self._clients.pop(connection_id, None)
+
+    def close(self, connection_ids: Sequence[str], error: Unauthorized) -> set[str]:
+        """The ``Closer``: each connection open here gets the error message, then close code 4401 with
+        the error as reason (from any thread). Returns the ones told to close, and those not open here
+        (gone: nothing of theirs is left to close)."""
+        frame = json.dumps(svc.error_message(error.code, error.message, error.details))
+        close = _Close(CLOSE_UNAUTHORIZED, error.message[:120], frame)
+        loop = self._loop
+        with self._lock:
+            clients = [c for c in (self._clients.get(cid) for cid in connection_ids) if c is not None]
+        if clients and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._close_each, clients, close)
+        return set(connection_ids)
+
+    def closer_for(self, endpoint: str) -> LocalHub | None:
+        """``ClosersByEndpoint``: this hub closes the connections of its own endpoint only."""
+        return self if endpoint == self.endpoint else None
 
     def __len__(self) -> int:
         with self._lock:
@@ -174,7 +198,7 @@ class DirectPublisher:
 
     def publish(self, events: Sequence[Mapping[str, Any]]) -> None:
         if len(self.hub):  # no monitor open in this process: nobody to route to, no query needed
-            svc.broadcast(self.database, events, self.hub, self.hub.endpoint)
+            svc.broadcast(self.database, events, self.hub, self.hub.endpoint, self.hub)
 
 
 class OutboxPump:
@@ -212,6 +236,24 @@ class OutboxPump:
         elif logged:
             self._wake.set()
 
+    def token_revoked(self, token_id: uuid.UUID) -> None:
+        """Close this process's monitors opened with the token, now (never raises: the sweep retries)."""
+        hub = self.publisher.hub
+        if not len(hub):
+            return
+        try:
+            svc.close_unauthorized(self.database, hub.closer_for, token_id=token_id)
+        except Exception:
+            log.exception("closing the monitors of a revoked token failed; the sweep will retry")
+
+    def close_revoked_monitors(self) -> int:
+        """Close the open monitors of this process whose token was revoked (by any process sharing the
+        database); how many. Only while monitors are open: then it is one indexed query per sweep."""
+        hub = self.publisher.hub
+        if not len(hub):
+            return 0
+        return svc.close_unauthorized(self.database, hub.closer_for, endpoint=hub.endpoint)
+
     def close_disabled_monitors(self) -> int:
         """While the monitoring_dashboard flag is off, close the open monitors; how many were closed."""
         hub = self.publisher.hub
@@ -223,6 +265,7 @@ class OutboxPump:
     def run_once(self) -> int:
         """Publish what is pending now; the number of logged events published."""
         self.close_disabled_monitors()
+        self.close_revoked_monitors()
         beats: list[Mapping[str, Any]] = []
         while not self._heartbeats.empty():
             beats.extend(self._heartbeats.get_nowait())
@@ -283,11 +326,11 @@ def mount_monitor(app: FastAPI, database: Database, hub: LocalHub, flags: Flags 
             # reading a socket closed on our side raises, which must not end the app's task noisily.
             while websocket.application_state == WebSocketState.CONNECTED:
                 raw = await websocket.receive_text()
-                await run_in_threadpool(svc.handle_message, database, connection_id, raw, hub)
+                await run_in_threadpool(svc.handle_message, database, connection_id, raw, hub, hub)
         except WebSocketDisconnect:
             pass
         finally:
-            hub.close(connection_id)
+            hub.forget(connection_id)
             writer.cancel()
             with contextlib.suppress(Exception):
                 await run_in_threadpool(svc.disconnect, database, connection_id)

@@ -1,2 +1,2 @@
--- depends: 0011_contract_events_type_index
+-- depends: 0012b_monitor_connection_tokens_index
 DROP TABLE IF EXISTS rate_limit_buckets;

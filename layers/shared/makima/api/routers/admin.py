@@ -6,7 +6,7 @@ from uuid import UUID
 
 from fastapi import Response, status
 
-from makima.api.deps import DB, Caller
+from makima.api.deps import DB, Caller, Events
 from makima.api.routers._common import make_router
 from makima.api.schemas import TokenCreate, TokenIssued, TokenList, TokenOut, UserCreate, UserList, UserOut
 from makima.services import auth
@@ -37,6 +37,11 @@ def list_tokens(user_id: UUID, db: DB, caller: Caller) -> TokenList:
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def revoke_token(token_id: UUID, db: DB, caller: Caller) -> Response:
+def revoke_token(token_id: UUID, db: DB, caller: Caller, events: Events) -> Response:
+    """The token stops working for new requests as the revocation commits; its open monitor
+    connections are then closed by the deployment (``EventSink.token_revoked``), and nothing is sent
+    on them meanwhile. (On AWS the HTTP API may still accept it for the authorizer cache's TTL.)"""
     auth.revoke_token(db, caller, token_id)
+    if events is not None:
+        events.token_revoked(token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 import pytest
@@ -35,7 +34,6 @@ CHAIN = [
     "0012_monitor_connection_tokens",
     "0012b_monitor_connection_tokens_index",
     "0014_rate_limits",
-    "0015_unlink_cross_tenant_daemons",
 ]
 
 
@@ -116,66 +114,3 @@ def test_enhanced_status_backfill_and_rollback(fresh_database: Callable[[str], s
             "new": "active",
         }
     migrate(url)
-
-
-def test_links_across_tenants_made_before_the_api_refused_them_are_undone(
-    fresh_database: Callable[[str], str],
-) -> None:
-    """0015: a worktree reported against another owner's task, and a supervisor task put on another
-    owner's daemon (both allowed before issue 12), are unlinked; links within one owner stay."""
-    url = fresh_database("makima_unlink_tenants")
-    migrate(url)
-    assert rollback(url, steps=1) == ["0015_unlink_cross_tenant_daemons"]
-    with psycopg.connect(url) as conn:
-        # Given two owners, each with a daemon and a contract with a supervisor task
-        ids: dict[str, Any] = {}
-        for who in ("alice", "bob"):
-            uid = conn.execute("INSERT INTO users (name, role) VALUES (%s, 'user') RETURNING id", (who,)).fetchone()
-            assert uid is not None
-            did = conn.execute(
-                "INSERT INTO daemons (owner_id, name) VALUES (%s, 'host') RETURNING id", (uid[0],)
-            ).fetchone()
-            cid = conn.execute(
-                """INSERT INTO contracts (owner_id, name, contract_type, phase)
-                   VALUES (%s, %s, 'simple', 'plan') RETURNING id""",
-                (uid[0], f"{who}-contract"),
-            ).fetchone()
-            assert did is not None
-            assert cid is not None
-            ids[who] = (did[0], cid[0])
-        (alice_daemon, alice_contract), (bob_daemon, bob_contract) = ids["alice"], ids["bob"]
-
-        def task(contract: Any, daemon: Any, supervisor: bool) -> Any:
-            row = conn.execute(
-                """INSERT INTO tasks (contract_id, name, is_supervisor, created_by, daemon_id)
-                   VALUES (%s, 't', %s, 'test', %s) RETURNING id""",
-                (contract, supervisor, daemon),
-            ).fetchone()
-            assert row is not None
-            return row[0]
-
-        # alice's supervisor was put on bob's daemon (crossed), bob's on his own (kept)
-        crossed, kept = task(alice_contract, bob_daemon, True), task(bob_contract, bob_daemon, True)
-        for tid, contract in ((crossed, alice_contract), (kept, bob_contract)):
-            conn.execute(
-                "INSERT INTO supervisor_states (task_id, contract_id, daemon_id, phase) VALUES (%s, %s, %s, 'plan')",
-                (tid, contract, bob_daemon),
-            )
-        # bob's daemon reported a worktree against alice's task, and one against his own
-        for path, tid, contract in (("/w/alice", crossed, alice_contract), ("/w/bob", kept, bob_contract)):
-            conn.execute(
-                "INSERT INTO worktrees (daemon_id, path, task_id, contract_id) VALUES (%s, %s, %s, %s)",
-                (bob_daemon, path, tid, contract),
-            )
-        assert alice_daemon is not None
-    # When 0015 runs
-    assert migrate(url) == ["0015_unlink_cross_tenant_daemons"]
-    with psycopg.connect(url) as conn:
-        # Then the crossed links are gone, the owner's own are intact
-        worktrees: dict[str, Any] = dict(conn.execute("SELECT path, (task_id, contract_id) FROM worktrees").fetchall())
-        assert worktrees["/w/alice"] == (None, None)
-        assert worktrees["/w/bob"] == (str(kept), str(bob_contract))
-        tasks: dict[Any, Any] = dict(conn.execute("SELECT id, daemon_id FROM tasks").fetchall())
-        assert tasks == {crossed: None, kept: bob_daemon}
-        states: dict[Any, Any] = dict(conn.execute("SELECT task_id, daemon_id FROM supervisor_states").fetchall())
-        assert states == {crossed: None, kept: bob_daemon}

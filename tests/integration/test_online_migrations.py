@@ -637,3 +637,75 @@ def test_the_scheduled_function_continues_an_unfinished_backfill(
     assert (third["rows_updated"], third["unfinished"]) == (0, [])
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM contracts WHERE last_activity_at IS NULL").fetchone() == (0,)
+
+
+def test_links_across_tenants_made_before_the_api_refused_them_are_undone(
+    fresh_database: Callable[[str], str],
+) -> None:
+    """The cross_tenant_links backfill: a worktree reported against another owner's task, and a
+    supervisor task put on another owner's daemon (both allowed before issue 12), are unlinked; links
+    within one owner stay; a second run writes nothing."""
+    url = fresh_database("makima_unlink_tenants")
+    migrate(url)
+    with psycopg.connect(url) as conn:
+        # Given two owners, each with a daemon and a contract with a supervisor task
+        ids: dict[str, Any] = {}
+        for who in ("alice", "bob"):
+            uid = conn.execute("INSERT INTO users (name, role) VALUES (%s, 'user') RETURNING id", (who,)).fetchone()
+            assert uid is not None
+            did = conn.execute(
+                "INSERT INTO daemons (owner_id, name) VALUES (%s, 'host') RETURNING id", (uid[0],)
+            ).fetchone()
+            cid = conn.execute(
+                """INSERT INTO contracts (owner_id, name, contract_type, phase)
+                   VALUES (%s, %s, 'simple', 'plan') RETURNING id""",
+                (uid[0], f"{who}-contract"),
+            ).fetchone()
+            assert did is not None
+            assert cid is not None
+            ids[who] = (did[0], cid[0])
+        (alice_daemon, alice_contract), (bob_daemon, bob_contract) = ids["alice"], ids["bob"]
+
+        def task(contract: Any, daemon: Any, supervisor: bool) -> Any:
+            row = conn.execute(
+                """INSERT INTO tasks (contract_id, name, is_supervisor, created_by, daemon_id)
+                   VALUES (%s, 't', %s, 'test', %s) RETURNING id""",
+                (contract, supervisor, daemon),
+            ).fetchone()
+            assert row is not None
+            return row[0]
+
+        # alice's supervisor was put on bob's daemon (crossed), bob's on his own (kept)
+        crossed, kept = task(alice_contract, bob_daemon, True), task(bob_contract, bob_daemon, True)
+        for tid, contract in ((crossed, alice_contract), (kept, bob_contract)):
+            conn.execute(
+                "INSERT INTO supervisor_states (task_id, contract_id, daemon_id, phase) VALUES (%s, %s, %s, 'plan')",
+                (tid, contract, bob_daemon),
+            )
+        # bob's daemon reported a worktree against alice's task, and one against his own
+        for path, tid, contract in (("/w/alice", crossed, alice_contract), ("/w/bob", kept, bob_contract)):
+            conn.execute(
+                "INSERT INTO worktrees (daemon_id, path, task_id, contract_id) VALUES (%s, %s, %s, %s)",
+                (bob_daemon, path, tid, contract),
+            )
+        assert alice_daemon is not None
+    # When the backfill runs (the scheduled job runs every backfill; one batch of 1 daemon at a time)
+    database = SingleConnectionDatabase(url)
+    try:
+        run = backfill.run(database, backfill_sql.CROSS_TENANT_LINKS, batch_size=1, budget=None)
+        assert (run.rows_updated, run.finished) == (3, True)  # a worktree, a task, a state
+        # (a finished backfill is not walked again; a new walk over the same rows writes nothing)
+        with psycopg.connect(url) as conn:
+            conn.execute("DELETE FROM backfills WHERE name = %s", (backfill_sql.CROSS_TENANT_LINKS,))
+        assert backfill.run(database, backfill_sql.CROSS_TENANT_LINKS, budget=None).rows_updated == 0
+    finally:
+        database.close()
+    with psycopg.connect(url) as conn:
+        # Then the crossed links are gone, the owner's own are intact
+        worktrees: dict[str, Any] = dict(conn.execute("SELECT path, (task_id, contract_id) FROM worktrees").fetchall())
+        assert worktrees["/w/alice"] == (None, None)
+        assert worktrees["/w/bob"] == (str(kept), str(bob_contract))
+        tasks: dict[Any, Any] = dict(conn.execute("SELECT id, daemon_id FROM tasks").fetchall())
+        assert tasks == {crossed: None, kept: bob_daemon}
+        states: dict[Any, Any] = dict(conn.execute("SELECT task_id, daemon_id FROM supervisor_states").fetchall())
+        assert states == {crossed: None, kept: bob_daemon}

@@ -53,8 +53,47 @@ SELECT (SELECT count(*) FROM batch) AS seen,
        (SELECT id FROM batch ORDER BY id DESC LIMIT 1) AS last_id
 """
 
-# The batch statement of each backfill, by name.
-BATCHES = {CONTRACT_ACTIVITY: _CONTRACT_ACTIVITY_BATCH}
+CROSS_TENANT_LINKS = "cross_tenant_links"
+
+# Links across tenants the API allowed before issue 12 (defect 5 and its neighbour), undone: a worktree
+# a daemon reported against another owner's task, a supervisor task put on another owner's daemon. The
+# API refuses both now, so one walk over the daemons (in key order) finds every such row there will
+# ever be; a link within one owner is left alone, and a second pass writes nothing.
+_CROSS_TENANT_LINKS_BATCH = """
+WITH batch AS (
+    SELECT id, owner_id FROM daemons
+     WHERE id > %(after)s
+     ORDER BY id
+     LIMIT %(size)s
+), worktrees_unlinked AS (
+    UPDATE worktrees AS w
+       SET task_id = NULL, contract_id = NULL
+      FROM batch b, contracts c
+     WHERE w.daemon_id = b.id AND c.id = w.contract_id AND c.owner_id <> b.owner_id
+    RETURNING 1
+), tasks_unlinked AS (
+    UPDATE tasks AS t
+       SET daemon_id = NULL
+      FROM batch b, contracts c
+     WHERE t.daemon_id = b.id AND c.id = t.contract_id AND c.owner_id <> b.owner_id
+    RETURNING 1
+), states_unlinked AS (
+    UPDATE supervisor_states AS s
+       SET daemon_id = NULL
+      FROM batch b, contracts c
+     WHERE s.daemon_id = b.id AND c.id = s.contract_id AND c.owner_id <> b.owner_id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM batch) AS seen,
+       (SELECT count(*) FROM worktrees_unlinked) + (SELECT count(*) FROM tasks_unlinked)
+           + (SELECT count(*) FROM states_unlinked) AS updated,
+       (SELECT id FROM batch ORDER BY id DESC LIMIT 1) AS last_id
+"""
+
+# The batch statement of each backfill, by name, and the table it needs (a schema rolled back before
+# that table has nothing for it to do).
+BATCHES = {CONTRACT_ACTIVITY: _CONTRACT_ACTIVITY_BATCH, CROSS_TENANT_LINKS: _CROSS_TENANT_LINKS_BATCH}
+_NEEDS = {CONTRACT_ACTIVITY: "contracts", CROSS_TENANT_LINKS: "daemons"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +105,12 @@ class Step:
     finished: bool
 
 
-def available(conn: Conn) -> bool:
-    """False when the schema has no backfill bookkeeping (rolled back past 0002): nothing to do."""
-    row = conn.execute("SELECT to_regclass('backfills') IS NOT NULL AS present").fetchone()
+def available(conn: Conn, name: str = CONTRACT_ACTIVITY) -> bool:
+    """False when the schema has no backfill bookkeeping (rolled back past 0002), or not the table
+    backfill ``name`` walks: nothing to do."""
+    row = conn.execute(
+        "SELECT to_regclass('backfills') IS NOT NULL AND to_regclass(%s) IS NOT NULL AS present", (_NEEDS[name],)
+    ).fetchone()
     return bool(row and row["present"])
 
 

@@ -46,7 +46,7 @@ def run(
     progress row (None: the time of each batch)."""
     deadline = None if budget is None else time.monotonic() + budget.total_seconds()
     with transaction(database) as conn:
-        if not backfill_sql.available(conn):
+        if not backfill_sql.available(conn, name):
             return BackfillRun(name, 0, 0, finished=True)
     batches = rows = 0
     while True:

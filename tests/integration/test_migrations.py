@@ -31,6 +31,8 @@ CHAIN = [
     "0009_monotonic_metric_counters",
     "0010_supervisor_lifecycle",
     "0011_contract_events_type_index",
+    "0013_metrics_token_kind",
+    "0013b_metrics_token_kind_validate",
 ]
 
 

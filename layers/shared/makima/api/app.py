@@ -22,6 +22,7 @@ from makima.config import Settings, get_settings
 from makima.db.connection import Database
 from makima.flags import build_flags
 from makima.services.monitor import EventSink
+from makima.services.token_usage import UsageRecorder
 
 OPENAPI_URL = "/api/v1/openapi.json"
 
@@ -46,6 +47,7 @@ def create_app(
     app.state.settings = settings
     app.state.flags = functools.cache(lambda: build_flags(settings))
     app.state.events = events
+    app.state.token_usage = UsageRecorder()  # last_used_at, once a minute per token (api/deps.py)
     errors.install(app)
     for router in routers if routers is not None else ALL_ROUTERS:
         app.include_router(router)

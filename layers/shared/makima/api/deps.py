@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from makima.config import Settings
@@ -13,8 +13,10 @@ from makima.db.connection import Database
 from makima.domain.principals import Principal, Role
 from makima.flags import Flag, Flags, require
 from makima.services import auth
+from makima.services.common import require_api_access
 from makima.services.completion import CompletionPolicy
 from makima.services.monitor import EventSink
+from makima.services.token_usage import UsageRecorder
 
 # The dependencies are ``async def`` because none of them blocks (the token lookup, the one that reads
 # the database, goes to the threadpool itself): FastAPI runs every plain ``def`` dependency in the
@@ -80,7 +82,9 @@ def _authorizer_context(request: Request) -> dict[str, Any] | None:
     return ctx if isinstance(ctx, dict) and "user_id" in ctx else None
 
 
-async def get_principal(request: Request, db: Annotated[Database, Depends(get_db)]) -> Principal:
+async def _authenticate(request: Request, db: Database, background: BackgroundTasks) -> Principal:
+    """The caller, whatever its kind: from the authorizer's context on AWS, else its bearer token checked
+    against the database, its use recorded after the response (``services/token_usage.py``)."""
     ctx = _authorizer_context(request)
     if ctx is not None:
         token_id = ctx.get("token_id")
@@ -89,11 +93,34 @@ async def get_principal(request: Request, db: Annotated[Database, Depends(get_db
             role=Role(str(ctx["role"])),
             token_id=UUID(str(token_id)) if token_id else None,
         )
-    return await run_in_threadpool(auth.resolve, db, auth.bearer(request.headers.get("authorization")))
+    principal = await run_in_threadpool(auth.resolve, db, auth.bearer(request.headers.get("authorization")))
+    usage: UsageRecorder = request.app.state.token_usage
+    if principal.token_id is not None and (at := usage.due(principal.token_id)) is not None:
+        # Once a minute per token: the write runs after the response is sent (never on its path).
+        background.add_task(usage.record, db, principal.token_id, at)
+    return principal
+
+
+async def get_principal(
+    request: Request, db: Annotated[Database, Depends(get_db)], background: BackgroundTasks
+) -> Principal:
+    """The caller of every route but ``/metrics``: a metrics token is refused here (403 FORBIDDEN), so a
+    route is closed to it unless it asks for ``Scraper`` instead."""
+    principal = await _authenticate(request, db, background)
+    require_api_access(principal)
+    return principal
+
+
+async def get_scraper(
+    request: Request, db: Annotated[Database, Depends(get_db)], background: BackgroundTasks
+) -> Principal:
+    """The caller of ``GET /metrics``: admits metrics tokens too (the service checks the role)."""
+    return await _authenticate(request, db, background)
 
 
 DB = Annotated[Database, Depends(get_db)]
 Caller = Annotated[Principal, Depends(get_principal)]
+Scraper = Annotated[Principal, Depends(get_scraper)]
 Config = Annotated[Settings, Depends(get_app_settings)]
 FeatureFlags = Annotated[Flags, Depends(get_flags)]
 Policy = Annotated[CompletionPolicy, Depends(get_policy)]

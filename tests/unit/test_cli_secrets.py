@@ -90,6 +90,7 @@ def test_dev_refuses_two_sources_at_once(served: dict[str, Any], tmp_path: Path)
     secret.write_text("mkm_a")
     result = run("dev", "--admin-token", "mkm_b", "--admin-token-file", str(secret))
     assert result.exit_code == 2
+    assert "not both" in result.stderr
     assert served == {}
 
 

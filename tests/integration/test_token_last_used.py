@@ -227,3 +227,22 @@ def test_the_authorizer_never_waits_for_a_locked_token_row(
         locker.rollback()
     assert user.principal.token_id is not None
     assert _stored(db, user.principal.token_id) is None  # skipped, written on a later miss
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+def test_a_function_checking_a_deferred_token_leaves_the_write_to_the_authorizer(
+    lambda_env: None, db: PooledDatabase, user: Caller
+) -> None:
+    from tests.integration.test_lambda_handlers import BEARER, invoke, load_event
+
+    # Given a request the authorizer deferred (its database was down), so the function checks the token
+    event = load_event("http/contracts_list", {BEARER: user.token})
+    event["requestContext"]["authorizer"] = {"lambda": {"verify": "deferred"}}
+
+    # When the function answers it
+    assert invoke("contracts", event)["statusCode"] == 200
+
+    # Then it wrote nothing after its response (Mangum would run that before returning: on the request's
+    # time); the authorizer records the token's use on its next cache miss
+    assert user.principal.token_id is not None
+    assert _stored(db, user.principal.token_id) is None

@@ -95,8 +95,11 @@ async def _authenticate(request: Request, db: Database, background: BackgroundTa
         )
     principal = await run_in_threadpool(auth.resolve, db, auth.bearer(request.headers.get("authorization")))
     usage: UsageRecorder = request.app.state.token_usage
-    if principal.token_id is not None and (at := usage.due(principal.token_id)) is not None:
-        # Once a minute per token: the write runs after the response is sent (never on its path).
+    on_lambda = isinstance(request.scope.get("aws.event"), dict)
+    if not on_lambda and principal.token_id is not None and (at := usage.due(principal.token_id)) is not None:
+        # Once a minute per token: the write runs after the response is sent (never on its path). Not in
+        # a Lambda (a token checked here because the authorizer deferred): Mangum would run the task
+        # before returning, and the authorizer records uses there.
         background.add_task(usage.record, db, principal.token_id, at)
     return principal
 

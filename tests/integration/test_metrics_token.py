@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,10 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from makima.api.app import create_app
-from makima.db.connection import PooledDatabase
+from makima.db import monitor as monitor_sql
+from makima.db.connection import PooledDatabase, transaction
 from makima.domain.principals import Role
+from makima.services import auth
 from tests.conftest import Caller
 from tests.integration.test_auth import PUBLIC, call, routes, world  # noqa: F401  (world: a fixture)
+from tests.integration.test_monitor_aws import aws, connect  # noqa: F401  (aws: a fixture)
 
 pytestmark = pytest.mark.integration
 API = "/api/v1"
@@ -146,3 +150,23 @@ def test_on_aws_the_authorizer_names_the_metrics_role_and_the_functions_enforce_
     # Then only the scrape is answered
     assert scraped["statusCode"] == 200, scraped.get("body")
     assert listed["statusCode"] == 403, listed.get("body")
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+def test_on_aws_a_metrics_token_cannot_open_the_monitor(
+    aws: Any,  # noqa: F811 - the fixture imported above
+    db: PooledDatabase,
+    scraper: dict[str, str],
+) -> None:
+    # Given a metrics token
+    token = scraper["Authorization"].removeprefix("Bearer ")
+    holder = Caller(auth.resolve(db, token), token)
+
+    # When it opens the monitor on AWS ($connect)
+    answered = connect(holder, "conn-metrics")
+
+    # Then the handshake is refused with 403, and no connection is stored
+    assert answered["statusCode"] == 403, answered
+    assert json.loads(answered["body"])["error"]["code"] == "FORBIDDEN"
+    with transaction(db) as conn:
+        assert monitor_sql.get_connection(conn, "conn-metrics") is None

@@ -246,3 +246,22 @@ def test_a_function_checking_a_deferred_token_leaves_the_write_to_the_authorizer
     # time); the authorizer records the token's use on its next cache miss
     assert user.principal.token_id is not None
     assert _stored(db, user.principal.token_id) is None
+
+
+def test_a_first_request_that_fails_does_not_silence_the_minute(
+    clocked: tuple[TestClient, Clock, Any], user: Caller, db: PooledDatabase
+) -> None:
+    c, clock, _ = clocked
+    token_id = user.principal.token_id
+    assert token_id is not None
+
+    # Given the token's first request of the minute ends in an error (Starlette drops background tasks then)
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert c.get(f"{API}/contracts/{missing}", headers=user.headers).status_code == 404
+
+    # When it is used again a few seconds later
+    clock.now = T0 + timedelta(seconds=6)
+    assert c.get(f"{API}/contracts", headers=user.headers).status_code == 200
+
+    # Then that use is recorded, not left for the next minute
+    assert _stored(db, token_id) in (T0, T0 + timedelta(seconds=6))

@@ -38,6 +38,10 @@ INTERVAL = timedelta(minutes=1)
 # The memo holds one timestamp per token seen within the interval; past this many it is cleared of
 # entries older than the interval (a process serving more live tokens than this is far from here).
 MEMO_LIMIT = 10_000
+# How long a scheduled write may take to report back before another request schedules it again: a
+# background task is dropped when its request ends in an error (Starlette runs none then), and must not
+# silence the token's next minute.
+PENDING = timedelta(seconds=5)
 
 
 def now() -> datetime:
@@ -48,8 +52,10 @@ class UsageRecorder:
     """One per process: which tokens' use was recorded within the last ``interval``, and recording it.
 
     Thread-safe (requests resolve tokens in the threadpool). ``due`` reserves the write, so of many
-    concurrent first requests only one schedules it; a failed or skipped write releases the reservation
-    and the next request tries again."""
+    concurrent first requests only one schedules it; ``record`` settles the reservation for the interval
+    when the database has the use, and releases it when the write failed or skipped a locked row (the
+    next request tries again). A reservation never settled (its task was dropped) lapses after
+    ``PENDING``."""
 
     def __init__(
         self, clock: Callable[[], datetime] | None = None, interval: timedelta = INTERVAL, limit: int = MEMO_LIMIT
@@ -57,7 +63,7 @@ class UsageRecorder:
         self._clock = clock or (lambda: now())
         self._interval = interval
         self._limit = limit
-        self._recorded: dict[UUID, datetime] = {}
+        self._recorded: dict[UUID, tuple[datetime, bool]] = {}  # token -> (reserved at, settled)
         self._lock = threading.Lock()
         self._statements: Counter[UUID] = Counter()
 
@@ -65,12 +71,12 @@ class UsageRecorder:
         """The time to record for ``token_id`` when a write is due now (reserved), else None."""
         at = self._clock()
         with self._lock:
-            last = self._recorded.get(token_id)
-            if last is not None and at - last < self._interval:
+            entry = self._recorded.get(token_id)
+            if entry is not None and at - entry[0] < (self._interval if entry[1] else PENDING):
                 return None
             if len(self._recorded) >= self._limit:
-                self._recorded = {k: v for k, v in self._recorded.items() if at - v < self._interval}
-            self._recorded[token_id] = at
+                self._recorded = {k: v for k, v in self._recorded.items() if at - v[0] < self._interval}
+            self._recorded[token_id] = (at, False)
             return at
 
     def record(self, db: Database, token_id: UUID, at: datetime) -> bool:
@@ -85,19 +91,17 @@ class UsageRecorder:
         except Exception:
             log.warning("token use not recorded; retried on its next request", exc_info=True)
             written = None
-        if written is None:  # failed, or the row was locked: the next request tries again
-            self._release(token_id, at)
+        with self._lock:
+            if self._recorded.get(token_id) == (at, False):  # this reservation, not a later one
+                if written is None:  # failed, or the row was locked: the next request tries again
+                    del self._recorded[token_id]
+                else:  # the database has a use within the interval: nothing to do until it ends
+                    self._recorded[token_id] = (at, True)
         return bool(written)
 
     def statements_for(self, token_id: UUID | None) -> int:
         """How many writes this recorder sent for ``token_id`` (for tests and benchmarks)."""
         return self._statements[token_id] if token_id is not None else 0
-
-    def _release(self, token_id: UUID, at: datetime) -> None:
-        # Only this reservation: a later one (another request already past the interval) stays.
-        with self._lock:
-            if self._recorded.get(token_id) == at:
-                del self._recorded[token_id]
 
 
 def resolve_and_touch(db: Database, token: str | None) -> Principal:

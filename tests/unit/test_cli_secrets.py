@@ -190,3 +190,17 @@ def test_an_explicit_config_path_never_changes_a_shared_directory(tmp_path: Path
     path = write_file("http://api.test", "mkm_secret", shared / "cli.toml")
     assert _mode(shared) == 0o1777
     assert _mode(path) == 0o600
+
+
+# --- the reference supervisor -------------------------------------------------------------------------
+
+
+def test_the_reference_supervisor_warns_about_a_token_in_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from makima.client.reference import warn_token_in_argv
+
+    assert warn_token_in_argv(["--api-url", "http://x", "--token", "mkm_t", "--contract-id", "c"]) is True
+    assert PS_WARNING in capsys.readouterr().err
+    assert warn_token_in_argv(["--token=mkm_t"]) is True
+    capsys.readouterr()
+    assert warn_token_in_argv(["--api-url", "http://x", "--contract-id", "c"]) is False
+    assert capsys.readouterr().err == ""

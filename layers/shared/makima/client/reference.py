@@ -31,7 +31,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -502,6 +502,19 @@ class ReferenceSupervisor:
 # --- as a process ------------------------------------------------------------------------------------------
 
 
+def warn_token_in_argv(argv: Sequence[str]) -> bool:
+    """Warn on stderr when the token was given as an argument (every user of the machine reads those in
+    ps); True when it was. ``MAKIMA_TOKEN`` is the way that shows nowhere."""
+    if not any(a == "--token" or a.startswith("--token=") for a in argv):
+        return False
+    print(
+        "warning: --token puts the secret in the process's arguments, visible to other users of this "
+        "machine (ps, /proc); set MAKIMA_TOKEN instead",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m makima.client.reference",
@@ -539,13 +552,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 completed, 1 failed, 2 superseded or stopped, 3 the API unreachable."""
     args = _parser().parse_args(argv)
-    given = sys.argv[1:] if argv is None else argv
-    if any(a == "--token" or a.startswith("--token=") for a in given):
-        print(
-            "warning: --token puts the secret in the process's arguments, visible to other users of this "
-            "machine (ps, /proc); set MAKIMA_TOKEN instead",
-            file=sys.stderr,
-        )
+    warn_token_in_argv(sys.argv[1:] if argv is None else argv)
     lock = threading.Lock()
 
     def emit(kind: str, fields: Mapping[str, Any]) -> None:

@@ -63,11 +63,12 @@ def start_stack(
     """``makima dev`` on ``port`` (a free one by default; pass the old one to restart a stack in place),
     with ``settings`` as extra ``MAKIMA_…`` environment."""
     port = port or free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the embedded database, as a new user
+    # the embedded database, as a new user; no admin token but the one given
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MAKIMA_ADMIN_TOKEN")}
     env.update(settings or {})
     args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--data-dir", str(data_dir)]
     if admin_token:
-        args += ["--admin-token", admin_token]
+        env["MAKIMA_ADMIN_TOKEN"] = admin_token  # not an argument: those are visible to every user (ps)
     out = log.open("w")
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"

@@ -94,7 +94,8 @@ def take(out: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["MAKIMA_CONTRACTS__STALE_THRESHOLD_MINUTES"] = "1"
     args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--data-dir", str(root / "pgdata")]
-    args += ["--admin-token", ADMIN_TOKEN, "--demo", "5"]
+    args += ["--demo", "5"]
+    env["MAKIMA_ADMIN_TOKEN"] = ADMIN_TOKEN
     _say(f"starting makima dev --demo 5 on {base}")
     with log.open("w") as sink:
         proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)

@@ -127,8 +127,8 @@ def cli(stack: Stack, log_file: Path) -> Callable[..., Any]:
     runner = CliRunner()
 
     def invoke(*args: str, token: str | None = None, input: str | None = None) -> Any:
-        argv = ["contracts", "--api-url", stack.base_url, "--token", token or stack.admin_token, "cleanup", *args]
-        return runner.invoke(app, argv, input=input)
+        argv = ["contracts", "--api-url", stack.base_url, "cleanup", *args]
+        return runner.invoke(app, argv, input=input, env={"MAKIMA_TOKEN": token or stack.admin_token})
 
     return invoke
 

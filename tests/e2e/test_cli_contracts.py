@@ -414,10 +414,12 @@ def test_login_then_use_the_stored_token(owner: Owner, tmp_path: Path) -> None:
     config = tmp_path / "login" / "cli.toml"
     env: dict[str, str | None] = {"MAKIMA_CLI_CONFIG": str(config), "MAKIMA_API_URL": None, "MAKIMA_TOKEN": None}
     runner = CliRunner()
-    bad = runner.invoke(app, ["login", "--api-url", owner.stack.base_url, "--token", "mkm_nope"], env=env)
+    bad = runner.invoke(
+        app, ["login", "--api-url", owner.stack.base_url, "--token-file", "-"], env=env, input="mkm_nope\n"
+    )
     assert bad.exit_code == 1
     assert not config.exists()
-    good = runner.invoke(app, ["login", "--api-url", owner.stack.base_url, "--token", owner.token], env=env)
+    good = runner.invoke(app, ["login", "--api-url", owner.stack.base_url], env={**env, "MAKIMA_TOKEN": owner.token})
     assert good.exit_code == 0, good.output
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     cid = owner.create("seen through the stored token")

@@ -3,6 +3,7 @@ mid-phase and is restored on a second daemon, drives every contract to completed
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -33,10 +34,9 @@ def test_demo_fleet_completes_every_contract_with_a_crash_restored(stack: Stack)
         "50",
         "--api-url",
         stack.base_url,
-        "--token",
-        stack.admin_token,
     ]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "MAKIMA_TOKEN": stack.admin_token}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert "demo: 3/3 contracts completed, 1 crashed and 1 restored" in out, out

@@ -44,8 +44,8 @@ def test_one_sigterm_stops_the_fleet_then_the_api_cleanly(fresh_database: Callab
     url = fresh_database("makima_shutdown")
     port = free_port()
     log = tmp_path / "dev.log"
-    env = {**os.environ, "DATABASE_URL": url}
-    args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--admin-token", ADMIN_TOKEN]
+    env = {**os.environ, "DATABASE_URL": url, "MAKIMA_ADMIN_TOKEN": ADMIN_TOKEN}
+    args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port)]
     args += ["--data-dir", str(tmp_path / "unused"), "--demo", str(SUPERVISORS)]
     with log.open("w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -76,9 +77,8 @@ def test_admin_cli_against_the_stack(stack: Stack) -> None:
                 *args,
                 "--api-url",
                 stack.base_url,
-                "--token",
-                stack.admin_token,
             ],
+            env={**os.environ, "MAKIMA_TOKEN": stack.admin_token},
             capture_output=True,
             text=True,
             timeout=60,

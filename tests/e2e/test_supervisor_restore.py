@@ -77,8 +77,6 @@ class SupervisorProcess:
             "makima.client.reference",
             "--api-url",
             stack.base_url,
-            "--token",
-            token,
             "--contract-id",
             contract_id,
             "--heartbeat-interval",
@@ -87,7 +85,8 @@ class SupervisorProcess:
             str(TASKS_PER_PHASE),
             *args,
         ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env = {**os.environ, "MAKIMA_TOKEN": token}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         sp = cls(proc)
         threading.Thread(target=sp._read, daemon=True).start()
         return sp

@@ -33,6 +33,8 @@ CHAIN = [
     "0011_contract_events_type_index",
     "0012_monitor_connection_tokens",
     "0012b_monitor_connection_tokens_index",
+    "0013_metrics_token_kind",
+    "0013b_metrics_token_kind_validate",
     "0014_rate_limits",
 ]
 

@@ -166,7 +166,9 @@ def cli() -> Callable[..., Any]:
     runner = CliRunner()
 
     def invoke(*args: str, input: str | None = None) -> Any:
-        return runner.invoke(app, ["contracts", "--api-url", API_URL, "--token", TOKEN, "cleanup", *args], input=input)
+        return runner.invoke(
+            app, ["contracts", "--api-url", API_URL, "cleanup", *args], input=input, env={"MAKIMA_TOKEN": TOKEN}
+        )
 
     return invoke
 

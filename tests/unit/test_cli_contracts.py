@@ -142,7 +142,8 @@ def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None)
 
 
 def contracts_cmd(*args: str) -> Any:
-    return run("contracts", "--api-url", "http://api.test", "--token", "tok", *args)
+    # The token from the environment, as the README shows (a --token flag adds a warning on stderr)
+    return run("contracts", "--api-url", "http://api.test", *args, env={"MAKIMA_TOKEN": "tok"})
 
 
 # --- list ---------------------------------------------------------------------------------------------
@@ -707,18 +708,18 @@ def test_login_checks_the_token_and_writes_a_private_file(server: FakeServer, co
 
 def test_login_refuses_a_bad_token_and_writes_nothing(server: FakeServer, config_file: Path) -> None:
     server.routes[("GET", "/contracts")] = error(401, "UNAUTHORIZED", "unknown token")
-    result = run("login", "--token", "wrong")
+    result = run("login", env={"MAKIMA_TOKEN": "wrong"})
     assert (result.exit_code, result.stderr) == (1, "error: UNAUTHORIZED: unknown token\n")
     assert not config_file.exists()
     server.unreachable = True
-    assert run("login", "--token", "t").exit_code == 3
+    assert run("login", env={"MAKIMA_TOKEN": "t"}).exit_code == 3
     assert not config_file.exists()
 
 
 def test_login_without_a_terminal_needs_token(server: FakeServer, config_file: Path) -> None:
     result = run("login", stdin="mkm_typed\n")
     assert result.exit_code == 2
-    assert "no --token given and no terminal" in result.stderr
+    assert "no token given and no terminal" in result.stderr
     assert server.requests == []
     assert not config_file.exists()
 

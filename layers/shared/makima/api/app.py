@@ -24,6 +24,7 @@ from makima.domain.rate_limits import Limit, Limits
 from makima.flags import build_flags
 from makima.services.monitor import EventSink
 from makima.services.rate_limits import Clock, RateLimiter
+from makima.services.token_usage import UsageRecorder
 
 OPENAPI_URL = "/api/v1/openapi.json"
 
@@ -51,6 +52,7 @@ def create_app(
     app.state.flags = functools.cache(lambda: build_flags(settings))
     app.state.events = events
     app.state.rate_limiter = rate_limiter(database, settings, clock)
+    app.state.token_usage = UsageRecorder()  # last_used_at, once a minute per token (api/deps.py)
     errors.install(app)
     for router in routers if routers is not None else ALL_ROUTERS:
         app.include_router(router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from makima.api.concurrency import blocking
@@ -14,9 +14,11 @@ from makima.db.connection import Database
 from makima.domain.principals import Principal, Role
 from makima.flags import Flag, Flags, require
 from makima.services import auth
+from makima.services.common import require_api_access
 from makima.services.completion import CompletionPolicy
 from makima.services.monitor import EventSink
 from makima.services.rate_limits import RateLimiter
+from makima.services.token_usage import UsageRecorder
 
 # The dependencies are ``async def`` because none of them blocks (the token lookup, the one that reads
 # the database, goes to the threadpool itself): FastAPI runs every plain ``def`` dependency in the
@@ -82,7 +84,9 @@ def _authorizer_context(request: Request) -> dict[str, Any] | None:
     return ctx if isinstance(ctx, dict) and "user_id" in ctx else None
 
 
-async def _resolve(request: Request, db: Database) -> Principal:
+async def _authenticate(request: Request, db: Database, background: BackgroundTasks) -> Principal:
+    """The caller, whatever its kind: from the authorizer's context on AWS, else its bearer token checked
+    against the database, its use recorded after the response (``services/token_usage.py``)."""
     ctx = _authorizer_context(request)
     if ctx is not None:
         token_id = ctx.get("token_id")
@@ -91,26 +95,53 @@ async def _resolve(request: Request, db: Database) -> Principal:
             role=Role(str(ctx["role"])),
             token_id=UUID(str(token_id)) if token_id else None,
         )
-    return await run_in_threadpool(auth.resolve, db, auth.bearer(request.headers.get("authorization")))
+    principal = await run_in_threadpool(auth.resolve, db, auth.bearer(request.headers.get("authorization")))
+    usage: UsageRecorder = request.app.state.token_usage
+    on_lambda = isinstance(request.scope.get("aws.event"), dict)
+    if not on_lambda and principal.token_id is not None and (at := usage.due(principal.token_id)) is not None:
+        # Once a minute per token: the write runs after the response is sent (never on its path). Not in
+        # a Lambda (a token checked here because the authorizer deferred): Mangum would run the task
+        # before returning, and the authorizer records uses there.
+        background.add_task(usage.record, db, principal.token_id, at)
+    return principal
 
 
-async def get_principal(request: Request, db: Annotated[Database, Depends(get_db)]) -> Principal:
-    """The caller, admitted by its token's rate limit (``RateLimited`` 429 past it).
+async def _admit(request: Request, principal: Principal) -> None:
+    """Admit the caller by its token's rate limit (``RateLimited`` 429 past it).
 
-    Every authenticated route depends on this, so the limit covers them all (and nothing else: health,
-    the dashboard page). It is enforced here, in the function, not in the Lambda authorizer: API Gateway
-    caches the authorizer's answer per token, so most requests never reach it. The limit is checked
-    before the route's body runs, so a refused request changes nothing.
-    """
-    principal = await _resolve(request, db)
+    Every authenticated route depends on this (through ``Caller`` or ``Scraper``), so the limit covers
+    them all (and nothing else: health, the dashboard page). It is enforced here, in the function, not
+    in the Lambda authorizer: API Gateway caches the authorizer's answer per token, so most requests
+    never reach it. The limit is checked before the route's body runs, so a refused request changes
+    nothing."""
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None and not limiter.admit_locally(principal):
         await blocking(limiter.admit, principal)
+
+
+async def get_principal(
+    request: Request, db: Annotated[Database, Depends(get_db)], background: BackgroundTasks
+) -> Principal:
+    """The caller of every route but ``/metrics``: a metrics token is refused here (403 FORBIDDEN), so a
+    route is closed to it unless it asks for ``Scraper`` instead; then its rate limit."""
+    principal = await _authenticate(request, db, background)
+    require_api_access(principal)
+    await _admit(request, principal)
+    return principal
+
+
+async def get_scraper(
+    request: Request, db: Annotated[Database, Depends(get_db)], background: BackgroundTasks
+) -> Principal:
+    """The caller of ``GET /metrics``: admits metrics tokens too (the service checks the role)."""
+    principal = await _authenticate(request, db, background)
+    await _admit(request, principal)
     return principal
 
 
 DB = Annotated[Database, Depends(get_db)]
 Caller = Annotated[Principal, Depends(get_principal)]
+Scraper = Annotated[Principal, Depends(get_scraper)]
 Config = Annotated[Settings, Depends(get_app_settings)]
 FeatureFlags = Annotated[Flags, Depends(get_flags)]
 Policy = Annotated[CompletionPolicy, Depends(get_policy)]

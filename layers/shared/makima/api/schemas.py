@@ -262,7 +262,9 @@ class UserList(BaseModel):
 
 class TokenCreate(Body):
     name: str = Field(pattern=TEXT, default="", max_length=100)
-    kind: Literal["user", "daemon"] = "user"
+    # user: acts as its user; daemon: a supervisor host acting for its user; metrics: reads GET /metrics
+    # only (issued to admin users).
+    kind: Literal["user", "daemon", "metrics"] = "user"
 
 
 class TokenOut(ApiToken):

@@ -2,12 +2,14 @@
 ``MAKIMA_TOKEN``), then the config file ``makima login`` writes, then the local stack's default.
 
 The file is TOML at ``$MAKIMA_CLI_CONFIG`` or ``~/.config/makima/cli.toml`` (``$XDG_CONFIG_HOME``
-honoured), readable by its owner only because it holds a token.
+honoured), readable by its owner only because it holds a token: the file is 0600 and makima's directory
+0700 (``write_file``).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +59,39 @@ def resolve(api_url: str | None, token: str | None) -> CliConfig:
 
 
 def write_file(api_url: str, token: str, path: Path | None = None) -> Path:
+    """Write the config file, private: the file 0600, never readable by others even for an instant (a
+    new file written beside it with that mode, then renamed over it); the directory 0700 when makima
+    creates it, and tightened to 0700 when it is makima's own (the default place) and looser. A
+    directory named by ``MAKIMA_CLI_CONFIG`` that already exists is left as it is: it may be shared."""
+    default = path is None and not os.environ.get("MAKIMA_CLI_CONFIG")
     path = path or config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_dirs(path.parent, tighten=default)
     body = f'api_url = "{_escape(api_url)}"\ntoken = "{_escape(token)}"\n'
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(body)
-    path.chmod(0o600)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def _private_dirs(folder: Path, *, tighten: bool) -> None:
+    """Create ``folder`` and any missing parents with mode 0700; with ``tighten``, make an existing
+    ``folder`` 0700 too."""
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        p.mkdir(mode=0o700, exist_ok=True)
+        p.chmod(0o700)  # mkdir's mode is filtered by the umask; this is exact
+    if tighten and not missing and folder.stat().st_mode & 0o077:
+        folder.chmod(0o700)
 
 
 def _escape(value: str) -> str:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from makima.cli.config import CliConfig, resolve
+from makima.cli.secrets import warn_when_typed
 
 app = typer.Typer(
     help="Work with contracts: list, show, health, pause/resume, advance, restart-supervisor, export, "
@@ -31,7 +32,15 @@ def connection(
             "--api-url", envvar="MAKIMA_API_URL", help="Base URL of the API (default: makima login's, or local)."
         ),
     ] = None,
-    token: Annotated[str | None, typer.Option("--token", envvar="MAKIMA_TOKEN", help="Bearer token.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="MAKIMA_TOKEN",
+            help="Bearer token; prefer MAKIMA_TOKEN or makima login (a flag's value is visible in ps).",
+            callback=warn_when_typed("MAKIMA_TOKEN"),
+        ),
+    ] = None,
 ) -> None:
     """Contracts on the API at --api-url (or MAKIMA_API_URL, or the URL `makima login` stored)."""
     ctx.obj = resolve(api_url, token)

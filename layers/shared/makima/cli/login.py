@@ -11,6 +11,7 @@ import typer
 
 from makima.cli.client import DEFAULT_API_URL, Api
 from makima.cli.config import read_file, write_file
+from makima.cli.secrets import choose
 
 EXIT_USAGE = 2
 
@@ -21,6 +22,7 @@ def _interactive() -> bool:
 
 
 def login(
+    ctx: typer.Context,
     api_url: Annotated[
         str | None,
         typer.Option(
@@ -31,19 +33,38 @@ def login(
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option("--token", help="The token; without it you are asked for it (hidden) on the terminal."),
+        typer.Option(
+            "--token",
+            envvar="MAKIMA_TOKEN",
+            help="The token (or MAKIMA_TOKEN). As a flag it is visible to other users (ps), and warned about; "
+            "prefer --token-file, MAKIMA_TOKEN, or the prompt.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option("--token-file", help="Read the token from this file (- for standard input)."),
     ] = None,
 ) -> None:
     """Store an API token for the CLI after checking it against the API (the file is readable by you only).
 
+    Without a token from --token-file or MAKIMA_TOKEN it asks for it (hidden) on the terminal.
+
     \b
     Example:
       makima login --api-url https://api.example.com
+      pass show makima | makima login --token-file -
     """
     url = (api_url or read_file().get("api_url") or DEFAULT_API_URL).rstrip("/")
+    token = choose(
+        ctx, param="token", value=token, flag="--token", env="MAKIMA_TOKEN", file=token_file, file_flag="--token-file"
+    )
     if not token:
         if not _interactive():
-            typer.echo("error: no --token given and no terminal to ask for one on: pass --token", err=True)
+            typer.echo(
+                "error: no token given and no terminal to ask for one on: "
+                "pass --token-file PATH (- for standard input) or set MAKIMA_TOKEN",
+                err=True,
+            )
             raise typer.Exit(EXIT_USAGE)
         token = typer.prompt(f"Token for {url}", hide_input=True)
     token = token.strip()

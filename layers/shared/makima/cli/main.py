@@ -2,7 +2,8 @@
 
 Examples:
   makima dev                                 # local stack on http://127.0.0.1:8000
-  makima dev --port 9000 --admin-token T --data-dir /tmp/pg
+  MAKIMA_ADMIN_TOKEN=... makima dev --port 9000 --data-dir /tmp/pg
+  makima dev --admin-token-file ~/.config/makima/admin-token   # or - to read it from stdin
   makima dev --flags-file makima.toml        # edit its [feature_flags] to switch features live
   makima db migrate                          # against DATABASE_URL or the embedded data dir
   makima admin create-user alice
@@ -22,6 +23,7 @@ import makima.cli.monitor  # noqa: F401, RUF100  (registers contracts monitor)
 from makima.cli import login
 from makima.cli.client import DEFAULT_API_URL, Api, print_json
 from makima.cli.contracts_app import app as contracts_app
+from makima.cli.secrets import choose, warn_when_typed
 from makima.config import Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode=None)
@@ -37,7 +39,15 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Embedded PostgreSQL data directory (used when DATABASE_URL is unset)."),
 ]
 ApiUrl = Annotated[str, typer.Option("--api-url", envvar="MAKIMA_API_URL", help="Base URL of the API.")]
-Token = Annotated[str | None, typer.Option("--token", envvar="MAKIMA_TOKEN", help="Bearer token.")]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MAKIMA_TOKEN",
+        help="Bearer token; prefer MAKIMA_TOKEN (a flag's value is visible to other users in ps).",
+        callback=warn_when_typed("MAKIMA_TOKEN"),
+    ),
+]
 
 
 def _settings(data_dir: str | None) -> Settings:
@@ -49,11 +59,24 @@ def _settings(data_dir: str | None) -> Settings:
 
 @app.command()
 def dev(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     admin_token: Annotated[
         str | None,
-        typer.Option("--admin-token", help="Register this admin token (for scripts) instead of minting one."),
+        typer.Option(
+            "--admin-token",
+            envvar="MAKIMA_ADMIN_TOKEN",
+            help="Register this admin token (for scripts) instead of minting one. Give it in MAKIMA_ADMIN_TOKEN "
+            "or --admin-token-file: as a flag it is visible to other users (ps), and warned about.",
+        ),
+    ] = None,
+    admin_token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-token-file",
+            help="Read the admin token to register from this file (- for standard input).",
+        ),
     ] = None,
     data_dir: DataDir = None,
     demo: Annotated[
@@ -72,9 +95,23 @@ def dev(
     scheduled jobs; with --demo N, a fleet of N scripted reference supervisors working contracts.
 
     Example: makima dev --port 8000 --demo 5
+
+    \b
+    A fixed admin token for scripts, kept out of the process's arguments:
+      MAKIMA_ADMIN_TOKEN="$(cat admin-token)" makima dev
+      makima dev --admin-token-file admin-token
     """
     from makima.local.stack import serve
 
+    admin_token = choose(
+        ctx,
+        param="admin_token",
+        value=admin_token,
+        flag="--admin-token",
+        env="MAKIMA_ADMIN_TOKEN",
+        file=admin_token_file,
+        file_flag="--admin-token-file",
+    )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo fleet's requests, one line each
     settings = _settings(data_dir)
@@ -142,7 +179,10 @@ def admin_list_users(api_url: ApiUrl = DEFAULT_API_URL, token: Token = None) -> 
 @admin_app.command("issue-token")
 def admin_issue_token(
     user_id: str,
-    kind: Annotated[str, typer.Option(help="user, or daemon for a supervisor host acting for the user")] = "user",
+    kind: Annotated[
+        str,
+        typer.Option(help="user; daemon for a supervisor host acting for the user; metrics for Prometheus (admins)"),
+    ] = "user",
     name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "",
     api_url: ApiUrl = DEFAULT_API_URL,
     token: Token = None,
@@ -181,7 +221,7 @@ def demo(
     """Run a demo fleet of scripted reference supervisors against a running stack: N contracts, some
     supervisors crash mid-phase and are restored on a second daemon. Exit 0 when all completed.
 
-    Example: makima demo --supervisors 5 --crash 2 --token $MAKIMA_TOKEN
+    Example: MAKIMA_TOKEN=... makima demo --supervisors 5 --crash 2
     """
     from makima.client.fleet import FleetConfig, demo_main
 

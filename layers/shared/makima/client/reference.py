@@ -15,7 +15,7 @@ and the save recording it: the task is adopted by its name) loses nothing and re
 
 Run one as a process (a daemon hosting one supervisor)::
 
-    python -m makima.client.reference --api-url http://127.0.0.1:8000 --token $MAKIMA_TOKEN \\
+    MAKIMA_TOKEN=... python -m makima.client.reference --api-url http://127.0.0.1:8000 \\
         --contract-id <id> [--restore] [--daemon-name host-a] [--ask-in-phase specify]
 
 It prints one JSON line per event and exits 0 when the contract is completed.
@@ -31,7 +31,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -502,13 +502,30 @@ class ReferenceSupervisor:
 # --- as a process ------------------------------------------------------------------------------------------
 
 
+def warn_token_in_argv(argv: Sequence[str]) -> bool:
+    """Warn on stderr when the token was given as an argument (every user of the machine reads those in
+    ps); True when it was. ``MAKIMA_TOKEN`` is the way that shows nowhere."""
+    if not any(a == "--token" or a.startswith("--token=") for a in argv):
+        return False
+    print(
+        "warning: --token puts the secret in the process's arguments, visible to other users of this "
+        "machine (ps, /proc); set MAKIMA_TOKEN instead",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m makima.client.reference",
         description="A daemon running the scripted reference supervisor on one contract.",
     )
     p.add_argument("--api-url", default=os.environ.get("MAKIMA_API_URL", "http://127.0.0.1:8000"))
-    p.add_argument("--token", default=os.environ.get("MAKIMA_TOKEN"))
+    p.add_argument(
+        "--token",
+        default=os.environ.get("MAKIMA_TOKEN"),
+        help="Prefer MAKIMA_TOKEN: a flag's value is visible to other users (ps).",
+    )
     p.add_argument("--contract-id", required=True)
     p.add_argument("--restore", action="store_true", help="Take the supervisor over (restore) instead of starting it.")
     p.add_argument("--daemon-name", default=f"{socket.gethostname()}-{os.getpid()}")
@@ -535,6 +552,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 completed, 1 failed, 2 superseded or stopped, 3 the API unreachable."""
     args = _parser().parse_args(argv)
+    warn_token_in_argv(sys.argv[1:] if argv is None else argv)
     lock = threading.Lock()
 
     def emit(kind: str, fields: Mapping[str, Any]) -> None:

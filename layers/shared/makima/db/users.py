@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -107,3 +108,54 @@ def has_admin_token(conn: Conn) -> bool:
 def token_owner(conn: Conn, token_id: UUID) -> UUID | None:
     row = conn.execute("SELECT user_id FROM api_tokens WHERE id = %s", (token_id,)).fetchone()
     return row["user_id"] if row else None
+
+
+def touch_token(conn: Conn, token_id: UUID, at: datetime) -> bool | None:
+    """Set ``last_used_at`` to ``at`` unless it was written less than a minute before.
+
+    True: written. False: not needed (written less than a minute before ``at``, by this process or
+    another). None: skipped because another transaction holds the row locked (a revocation, say): the
+    statement never waits for a row lock, the next use writes. A use that writes nothing locks nothing
+    and assigns no transaction id, so it costs no WAL and no commit flush."""
+    row = conn.execute(
+        """
+        WITH touched AS (
+            UPDATE api_tokens SET last_used_at = %(at)s
+             WHERE id = (SELECT id FROM api_tokens
+                          WHERE id = %(token_id)s
+                            AND (last_used_at IS NULL OR last_used_at < %(at)s - interval '1 minute')
+                            FOR UPDATE SKIP LOCKED)
+            RETURNING id
+        )
+        SELECT EXISTS (SELECT 1 FROM touched) AS written,
+               (SELECT last_used_at >= %(at)s - interval '1 minute' FROM api_tokens WHERE id = %(token_id)s)
+                   AS recent
+        """,
+        {"token_id": token_id, "at": at},
+    ).fetchone()
+    assert row is not None
+    if row["written"]:
+        return True
+    return False if row["recent"] else None
+
+
+def resolve_and_touch_token(conn: Conn, token_hash: bytes, at: datetime) -> dict[str, Any] | None:
+    """``resolve_token`` and ``touch_token`` in one round trip (the authorizer's lookup): the live token
+    with this digest, and its use recorded at ``at`` under the same once-a-minute, never-wait rule."""
+    return conn.execute(
+        """
+        WITH hit AS (
+            SELECT t.id AS token_id, t.kind, u.id AS user_id, u.role
+              FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL
+        ), touched AS (
+            UPDATE api_tokens SET last_used_at = %(at)s
+             WHERE id = (SELECT a.id FROM api_tokens a JOIN hit ON hit.token_id = a.id
+                          WHERE a.last_used_at IS NULL OR a.last_used_at < %(at)s - interval '1 minute'
+                            FOR UPDATE OF a SKIP LOCKED)
+            RETURNING id
+        )
+        SELECT token_id, kind, user_id, role FROM hit
+        """,
+        {"token_hash": token_hash, "at": at},
+    ).fetchone()

@@ -8,6 +8,14 @@ refusing: it lets the request through with a context that names no principal (``
 Every function resolves the bearer token itself whenever the context has no ``user_id``, so nothing
 unchecked is acted on, and the caller gets the API's own 503 ``DATABASE_UNAVAILABLE`` (retry) rather
 than API Gateway's 403 (which clients read as "your token is bad"). Any other failure refuses.
+
+The lookup also records the token's use (``last_used_at``, at most once a minute, in the same statement:
+``services/token_usage.py``). The authorizer runs once per API Gateway cache miss, i.e. about once a
+minute per token, which is the resolution ``last_used_at`` promises.
+
+A metrics token is allowed here with role ``metrics``: the authorizer's answer is cached per token, not
+per route, so it cannot tell /metrics from the rest; every function refuses the role except the metrics
+function (``api/deps.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from makima.domain.principals import Principal
 from makima.errors import DatabaseUnavailable, Unauthorized
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
-from makima.services import auth
+from makima.services import auth, token_usage
 
 
 def _authorization_header(event: APIGatewayAuthorizerEventV2) -> str | None:
@@ -61,7 +69,7 @@ def authorize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="AuthorizerDenied", unit=MetricUnit.Count, value=1)
         return deny()
     try:
-        principal = auth.resolve(get_database(), token)
+        principal = token_usage.resolve_and_touch(get_database(), token)
     except Unauthorized:
         metrics.add_metric(name="AuthorizerDenied", unit=MetricUnit.Count, value=1)
         return deny()

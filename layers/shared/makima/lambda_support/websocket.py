@@ -39,7 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from makima.config import get_settings
-from makima.errors import DatabaseUnavailable, FeatureDisabled, Unauthorized
+from makima.errors import DatabaseUnavailable, FeatureDisabled, Forbidden, Unauthorized
 from makima.flags import Flag, Flags, build_flags
 from makima.lambda_support.connections import ManagementApiCloser, delete_connections
 from makima.lambda_support.eventbridge import CLOSE, MONITOR_SOURCE, REPLAY, EventBridgePublisher
@@ -146,10 +146,10 @@ def _monitor(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             return {"statusCode": 200, "body": json.dumps(reply)}
         if route == "$connect":
             try:
-                principal = auth.resolve(database, _token(event))
-            except Unauthorized as exc:
+                principal = svc.admit(database, _token(event))
+            except (Unauthorized, Forbidden) as exc:
                 logger.info("monitor connection refused", extra={"reason": str(exc)})
-                return {"statusCode": 401, "body": json.dumps({"error": exc.to_dict()})}
+                return {"statusCode": exc.status, "body": json.dumps({"error": exc.to_dict()})}
             svc.connect(database, connection_id, principal, endpoint_of(event))
             metrics.add_metric(name="MonitorConnected", unit=MetricUnit.Count, value=1)
             return {"statusCode": 200}

@@ -38,7 +38,7 @@ from starlette.websockets import WebSocketState
 
 from makima.db import monitor as monitor_sql
 from makima.db.connection import Database, transaction
-from makima.errors import DatabaseUnavailable, FeatureDisabled, Unauthorized
+from makima.errors import DatabaseUnavailable, FeatureDisabled, Forbidden, Unauthorized
 from makima.flags import Flag, Flags
 from makima.services import auth
 from makima.services import monitor as svc
@@ -304,8 +304,8 @@ def mount_monitor(app: FastAPI, database: Database, hub: LocalHub, flags: Flags 
             await websocket.close(code=CLOSE_FEATURE_DISABLED, reason=exc.message)
             return
         try:
-            principal = await run_in_threadpool(auth.resolve, database, _token(websocket))
-        except Unauthorized as exc:
+            principal = await run_in_threadpool(svc.admit, database, _token(websocket))
+        except (Unauthorized, Forbidden) as exc:
             # Refused during the handshake: the client sees HTTP 403 (the WebSocket spec has no 401).
             log.info("monitor connection refused: %s", exc)
             await websocket.close(code=CLOSE_UNAUTHORIZED, reason=str(exc)[:120])

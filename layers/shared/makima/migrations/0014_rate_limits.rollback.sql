@@ -1,2 +1,2 @@
--- depends: 0012b_monitor_connection_tokens_index
+-- depends: 0013b_metrics_token_kind_validate
 DROP TABLE IF EXISTS rate_limit_buckets;

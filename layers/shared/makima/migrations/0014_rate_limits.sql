@@ -5,7 +5,7 @@
 --
 -- Safe while the API serves writes: a new table, referenced by nothing and referencing nothing (no
 -- lock on api_tokens). A row of a revoked token stays until someone deletes it: a few dozen bytes.
--- depends: 0012b_monitor_connection_tokens_index
+-- depends: 0013b_metrics_token_kind_validate
 
 CREATE TABLE rate_limit_buckets (
     -- The token's id (api_tokens.id); the user's id for a principal that came without one.

@@ -18,7 +18,7 @@ from makima.db import users as users_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain.models import ApiToken, User
 from makima.domain.principals import Principal, Role
-from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from makima.services.common import require_admin
 
 log = logging.getLogger("makima.auth")
@@ -34,8 +34,19 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+# A token's kind decides its role, except a user token, which carries its user's. Listed, not defaulted:
+# a kind this code does not know is refused rather than read as its owner's full role.
+_KIND_ROLES = {"daemon": Role.DAEMON, "metrics": Role.METRICS}
+
+
 def principal_from_row(row: dict[str, object]) -> Principal:
-    role = Role.DAEMON if row["kind"] == "daemon" else Role(str(row["role"]))
+    kind = str(row["kind"])
+    if kind == "user":
+        role = Role(str(row["role"]))
+    elif kind in _KIND_ROLES:
+        role = _KIND_ROLES[kind]
+    else:
+        raise Unauthorized("invalid or revoked token")
     return Principal(user_id=UUID(str(row["user_id"])), role=role, token_id=UUID(str(row["token_id"])))
 
 
@@ -100,8 +111,14 @@ def _issue(conn: Conn, user_id: UUID, name: str, kind: str, secret: str | None =
 def issue_token(db: Database, principal: Principal, user_id: UUID, *, name: str, kind: str) -> IssuedToken:
     require_admin(principal)
     with transaction(db) as conn:
-        if users_sql.get_user(conn, user_id) is None:
+        user = users_sql.get_user(conn, user_id)
+        if user is None:
             raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})
+        if kind == "metrics" and user["role"] != Role.ADMIN.value:
+            # Its counts span every owner: only an admin's, so a user's own tokens never read them.
+            raise ValidationFailed(
+                "a metrics token is issued to an admin user only", {"user_id": str(user_id), "kind": kind}
+            )
         return _issue(conn, user_id, name, kind)
 
 

@@ -27,6 +27,18 @@ def require_admin(principal: Principal) -> None:
         raise Forbidden("admin role required")
 
 
+def require_api_access(principal: Principal) -> None:
+    """Refuse a metrics token anywhere but ``GET /metrics`` (a scrape credential changes nothing)."""
+    if not principal.may_use_api:
+        raise Forbidden("a metrics token may only read GET /metrics")
+
+
+def require_scraper(principal: Principal) -> None:
+    """The fleet-wide metrics are for admins and metrics tokens (they count every owner's contracts)."""
+    if not principal.may_scrape_metrics:
+        raise Forbidden("admin role or a metrics token required")
+
+
 def not_found(contract_id: UUID) -> ContractNotFound:
     return ContractNotFound(f"contract {contract_id} not found", {"contract_id": str(contract_id)})
 

@@ -27,7 +27,7 @@ from makima.db import metrics as metrics_sql
 from makima.db.connection import Database
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
-from makima.services.common import require_admin
+from makima.services.common import require_scraper
 
 # The content type of the exposition (Prometheus text format), for the HTTP answer.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -48,8 +48,8 @@ class MetricsSnapshot:
 
 
 def snapshot(db: Database, principal: Principal, *, stale_threshold: timedelta) -> MetricsSnapshot:
-    """The fleet-wide metrics; admins only (they count every owner's contracts)."""
-    require_admin(principal)
+    """The fleet-wide metrics; admins and metrics tokens only (they count every owner's contracts)."""
+    require_scraper(principal)
     with db.connection() as conn:
         raw = metrics_sql.snapshot(conn, stale_threshold)
     by_status = {s.value: 0 for s in ContractStatus} | raw["contracts_by_status"]

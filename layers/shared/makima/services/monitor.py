@@ -22,6 +22,8 @@ from makima.db.connection import Database, transaction
 from makima.domain.monitor import MonitorFilter, Subscriber, from_log, public, route
 from makima.domain.principals import Principal
 from makima.errors import Unauthorized
+from makima.services import auth
+from makima.services.common import require_api_access
 
 log = logging.getLogger("makima.monitor")
 
@@ -164,8 +166,17 @@ def broadcast(
 # --- connection protocol -------------------------------------------------------------------------
 
 
+def admit(database: Database, token: str | None) -> Principal:
+    """Who may open a monitor connection with ``token``: ``Unauthorized`` for a missing, unknown or revoked
+    token, ``Forbidden`` for a metrics token (it reads GET /metrics and nothing else)."""
+    principal = auth.resolve(database, token)
+    require_api_access(principal)
+    return principal
+
+
 def connect(database: Database, connection_id: str, principal: Principal, endpoint: str) -> None:
     """Record the connection with the principal's token, which revocation closes it by."""
+    require_api_access(principal)
     with transaction(database) as conn:
         monitor_sql.add_connection(
             conn,

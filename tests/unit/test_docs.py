@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,18 @@ def test_every_error_code_is_documented() -> None:
     for _, cls in inspect.getmembers(errors, inspect.isclass):
         if issubclass(cls, errors.MakimaError) and cls is not errors.MakimaError:
             assert f"`{cls.code}`" in text, f"docs/api.md does not document {cls.code}"
+
+
+SECURITY_DOC = API_DOC.parent / "security.md"
+
+
+def test_every_test_named_in_the_security_doc_exists() -> None:
+    """docs/security.md proves each guarantee by naming its tests: a renamed or deleted test must not
+    leave a guarantee proved by nothing."""
+    root = API_DOC.parents[1]
+    named = re.findall(r"(tests/[\w/]+\.py)::(\w+)", SECURITY_DOC.read_text())
+    assert len(named) > 20
+    for path, test in named:
+        source = root / path
+        assert source.is_file(), f"docs/security.md names {path}, which does not exist"
+        assert re.search(rf"def {test}\b", source.read_text()), f"docs/security.md names {path}::{test}, not found"

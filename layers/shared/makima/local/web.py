@@ -9,7 +9,7 @@ are told:
 - the page reads them from a ``<meta name="makima-dashboard">`` inserted into ``index.html`` (a link's
   ``?api=`` / ``?ws=`` may only choose among them; anything else is ignored, with a warning on the page);
 - the browser enforces them: ``connect-src`` names ``'self'`` and those origins only, so even a page
-  tricked into calling another host could not (docs/security/web.md).
+  tricked into calling another host could not (docs/security.md, "The dashboard page").
 
 Served at ``/dashboard`` (no trailing slash) the page's relative asset links would resolve against
 ``/``; a ``<base href="/dashboard/">`` is inserted into the HTML here, so the files themselves stay

@@ -314,6 +314,19 @@ def test_a_refused_token_is_one_line_and_exit_1_without_retrying(stack: Stack) -
     assert monitor.err == ["error: UNAUTHORIZED: the monitor refused the token (HTTP 403): missing, unknown or revoked"]
 
 
+def test_a_token_revoked_while_watching_ends_the_monitor_at_once(stack: Stack) -> None:
+    """Revocation reaches the CLI: the server closes the monitor (UNAUTHORIZED, then 4401) and the
+    command ends with that error and exit 1 within seconds, instead of reconnecting to be refused."""
+    with stack.client() as admin:
+        user = admin.post("/users", json={"name": f"mon-cli-rv-{uuid.uuid4().hex[:10]}"}).json()
+        issued = admin.post(f"/users/{user['id']}/tokens", json={"name": "cli"}).json()
+    with cli_monitor(stack.base_url, str(issued["token"]), "--format", "text") as monitor:
+        with stack.client() as admin:
+            assert admin.delete(f"/tokens/{issued['id']}").status_code == 204
+        assert monitor.wait(timeout=5) == 1
+    assert monitor.err[-1] == "error: UNAUTHORIZED: the token of this connection was revoked"
+
+
 def test_an_unreachable_monitor_is_retried_until_the_duration_ends(stack: Stack) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     monitor = CliMonitor(dead, "mkm_whatever", "--format", "json", "--duration", "2.5")

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest.mock import ANY
@@ -211,6 +212,27 @@ def test_the_sign_in_form_refuses_a_bad_token_and_accepts_a_good_one(stack: Stac
 
     page.click("#signout")
     expect(page.locator("#login")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('makima.token')") is None
+
+
+def test_a_revoked_token_signs_the_page_out_within_seconds(stack: Stack, page: Page) -> None:
+    """Revocation reaches the dashboard tab too: its monitor is closed (4401) and the page signs out
+    instead of reconnecting, forgetting the token and the data it showed."""
+    # Given the page signed in with a user's token and live on the monitor
+    with stack.client(stack.admin_token) as admin:
+        user = admin.post("/users", json={"name": f"web-rv-{uuid.uuid4().hex[:8]}", "role": "user"}).json()
+        issued = admin.post(f"/users/{user['id']}/tokens", json={"name": "browser"}).json()
+    open_dashboard(page, stack, str(issued["token"]))
+    expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "live", timeout=15_000)
+
+    # When an admin revokes that token
+    with stack.client(stack.admin_token) as admin:
+        assert admin.delete(f"/tokens/{issued['id']}").status_code == 204
+
+    # Then within 5 s the page is back at the sign-in form, saying why, with no token kept
+    expect(page.locator("#login")).to_be_visible(timeout=5_000)
+    expect(page.locator("#login-error")).to_contain_text("revoked")
+    expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('makima.token')") is None
 
 

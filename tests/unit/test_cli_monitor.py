@@ -452,3 +452,15 @@ def test_the_dashboard_title_describes_the_filter() -> None:
         monitor_cmd.describe(flt, Selection(quiet=True)) == "1 contract(s); status active,paused; important events only"
     )
     assert monitor_cmd.describe(Filter(), Selection()) == "all contracts"
+
+
+def test_a_revoked_token_ends_the_monitor_even_after_it_subscribed() -> None:
+    """Revocation reaches the CLI: the server's UNAUTHORIZED message (sent before it closes with 4401)
+    is final, where other errors after subscribing are only warnings."""
+    s = session()
+    s.opening()
+    s.receive({"type": "subscribed", "filter": {}, "resuming": False})
+    with pytest.raises(MonitorError) as revoked:
+        s.receive({"type": "error", "code": "UNAUTHORIZED", "message": "the token of this connection was revoked"})
+    assert str(revoked.value) == "UNAUTHORIZED: the token of this connection was revoked"
+

@@ -37,6 +37,9 @@ from makima.domain.monitor import STALE_DETECTED, log_id
 
 MONITOR_PATH = "/api/v1/contracts/monitor"
 
+# The server closes a monitor whose token was revoked with this code (makima.local.monitor).
+CLOSE_UNAUTHORIZED = 4401
+
 # Reconnect delays: exponential from BACKOFF_BASE seconds, capped, with jitter (see ``backoff``).
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
@@ -249,7 +252,9 @@ class Session:
         if kind == "error":
             code = str(msg.get("code") or "ERROR")
             text = str(msg.get("message") or "the server refused the message")
-            if not self.subscribed:
+            # A revoked token (the server says so, then closes with 4401) ends the monitor like a refused
+            # handshake: reconnecting would only be refused again.
+            if not self.subscribed or code == "UNAUTHORIZED":
                 raise MonitorError(code, text)
             return [Notice("warning", f"{code}: {text}")]
         if kind == "pong" or kind is None or "id" not in msg:
@@ -335,6 +340,10 @@ async def events(
                 raise MonitorError(
                     "NOT_FOUND", f"no monitor at {shown_url(url)} (HTTP 404); set --monitor-url or MAKIMA_MONITOR_URL"
                 ) from None
+            reason = _why(exc)
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == CLOSE_UNAUTHORIZED:
+                raise MonitorError("UNAUTHORIZED", exc.rcvd.reason or "the token was revoked") from None
             reason = _why(exc)
         except InvalidURI as exc:
             raise MonitorError("BAD_REQUEST", f"not a WebSocket URL: {shown_url(url)}") from exc

@@ -583,6 +583,8 @@
     node.title = detail || "";
   }
 
+  var CLOSE_UNAUTHORIZED = 4401;
+
   function monitorUrl() {
     var url = new URL(monitorBase);
     url.searchParams.set("token", token);
@@ -612,10 +614,13 @@
       try { m = JSON.parse(msg.data); } catch (e) { return; }
       onMessage(m);
     };
-    sock.onclose = function () {
+    sock.onclose = function (ev) {
       if (ws !== sock) return;
       ws = null;
       clearInterval(pingTimer);
+      // 4401: the token was revoked (or refused) while the monitor was open. Reconnecting would only be
+      // refused again: sign out, so the page stops showing data the token may no longer read.
+      if (ev && ev.code === CLOSE_UNAUTHORIZED) { signOut("The token was revoked: sign in again."); return; }
       scheduleReconnect();
     };
   }
@@ -635,6 +640,10 @@
     if (m.type === "pong") return;
     if (m.type === "replayed") {
       if (m.count) $("conn").title = "Resumed: " + m.count + " missed events replayed";
+      return;
+    }
+    if (m.type === "error" && m.code === "UNAUTHORIZED") {
+      signOut("The token was revoked: sign in again.");
       return;
     }
     if (m.type === "error") {

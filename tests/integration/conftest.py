@@ -33,3 +33,22 @@ def new_contract(client: TestClient) -> Callable[..., dict[str, Any]]:
         return dict(r.json())
 
     return make
+
+
+@pytest.fixture
+def lambda_container(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
+    """The environment of a deployed function, pointed at the test database: a fresh container (its
+    database and settings built again on first use), with the default settings."""
+    from makima.config import get_settings
+    from makima.lambda_support import runtime
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
+    monkeypatch.delenv("DB_HOST", raising=False)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "makima-contracts")
+    runtime.reset()
+    get_settings.cache_clear()
+    yield
+    runtime.reset()
+    get_settings.cache_clear()

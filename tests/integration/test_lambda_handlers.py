@@ -181,16 +181,8 @@ def json_body(response: dict[str, Any]) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def lambda_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
-    """The environment of a deployed function, pointed at the test database; a fresh container."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
-    monkeypatch.delenv("DB_HOST", raising=False)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "makima-contracts")
-    runtime.reset()
-    yield
-    runtime.reset()
+def lambda_environment(lambda_container: None) -> None:
+    """Every test here runs as a deployed function pointed at the test database."""
 
 
 @dataclass

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -113,22 +113,9 @@ def test_a_metrics_token_cannot_issue_tokens(client: TestClient, boss: Caller, s
     assert [t["kind"] for t in listed] == ["user", "metrics"]
 
 
-@pytest.fixture
-def lambda_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
-    from makima.lambda_support import runtime
-
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "makima-contracts")
-    runtime.reset()
-    yield
-    runtime.reset()
-
-
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
 def test_on_aws_the_authorizer_names_the_metrics_role_and_the_functions_enforce_it(
-    lambda_env: None, scraper: dict[str, str]
+    lambda_container: None, scraper: dict[str, str]
 ) -> None:
     from tests.integration.test_lambda_handlers import _authorizer_event, invoke, load_event
 

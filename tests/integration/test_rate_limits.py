@@ -23,7 +23,6 @@ from makima.api.app import create_app
 from makima.config import Settings
 from makima.db.connection import PooledDatabase, transaction
 from makima.domain.principals import Role
-from makima.lambda_support import runtime
 from tests.conftest import Caller
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
@@ -232,20 +231,12 @@ def test_limits_off_with_zero(db: PooledDatabase, user: Caller) -> None:
 
 
 @pytest.fixture
-def lambda_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
+def lambda_env(lambda_container: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh container whose limits are set as the template passes them: environment variables."""
     from makima.config import get_settings
 
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "makima-contracts")
-    # The limits as the template passes them: environment variables of the function.
     monkeypatch.setenv("MAKIMA_RATE_LIMITS__USER_PER_SECOND", "0.01")
     monkeypatch.setenv("MAKIMA_RATE_LIMITS__USER_BURST", "2")
-    get_settings.cache_clear()
-    runtime.reset()
-    yield
-    runtime.reset()
     get_settings.cache_clear()
 
 

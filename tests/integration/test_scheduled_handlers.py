@@ -80,20 +80,9 @@ def output(capsys: pytest.CaptureFixture[str]) -> Iterator[Output]:
 
 
 @pytest.fixture(autouse=True)
-def lambda_environment(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
-    """The environment of a deployed function, pointed at the test database; a fresh container with
-    the default settings."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
-    monkeypatch.delenv("DB_HOST", raising=False)
+def lambda_environment(lambda_container: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs as a deployed function with the default settings."""
     monkeypatch.delenv("MAKIMA_CONTRACTS__HEARTBEAT_TIMEOUT_SECONDS", raising=False)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "makima-contracts")
-    runtime.reset()
-    get_settings.cache_clear()
-    yield
-    runtime.reset()
-    get_settings.cache_clear()
 
 
 def test_every_scheduled_function_is_tested_here() -> None:

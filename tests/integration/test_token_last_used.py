@@ -171,22 +171,9 @@ def _stored(db: PooledDatabase, token_id: UUID) -> datetime | None:
 # --- on AWS: the authorizer -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def lambda_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
-    from makima.lambda_support import runtime
-
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("DB_SECRET_ARN", raising=False)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "makima-contracts")
-    runtime.reset()
-    yield
-    runtime.reset()
-
-
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
 def test_the_authorizer_records_use_once_a_minute(
-    lambda_env: None, monkeypatch: pytest.MonkeyPatch, db: PooledDatabase, user: Caller
+    lambda_container: None, monkeypatch: pytest.MonkeyPatch, db: PooledDatabase, user: Caller
 ) -> None:
     from makima.services import token_usage
     from tests.integration.test_lambda_handlers import _authorizer_event, invoke
@@ -213,7 +200,7 @@ def test_the_authorizer_records_use_once_a_minute(
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
 def test_the_authorizer_never_waits_for_a_locked_token_row(
-    lambda_env: None, monkeypatch: pytest.MonkeyPatch, database_url: str, db: PooledDatabase, user: Caller
+    lambda_container: None, monkeypatch: pytest.MonkeyPatch, database_url: str, db: PooledDatabase, user: Caller
 ) -> None:
     from makima.services import token_usage
     from tests.integration.test_lambda_handlers import _authorizer_event, invoke
@@ -231,7 +218,7 @@ def test_the_authorizer_never_waits_for_a_locked_token_row(
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
 def test_a_function_checking_a_deferred_token_leaves_the_write_to_the_authorizer(
-    lambda_env: None, db: PooledDatabase, user: Caller
+    lambda_container: None, db: PooledDatabase, user: Caller
 ) -> None:
     from tests.integration.test_lambda_handlers import BEARER, invoke, load_event
 

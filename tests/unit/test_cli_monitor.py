@@ -463,4 +463,3 @@ def test_a_revoked_token_ends_the_monitor_even_after_it_subscribed() -> None:
     with pytest.raises(MonitorError) as revoked:
         s.receive({"type": "error", "code": "UNAUTHORIZED", "message": "the token of this connection was revoked"})
     assert str(revoked.value) == "UNAUTHORIZED: the token of this connection was revoked"
-

@@ -12,11 +12,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
 from tests.conftest import server_dir
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 ADMIN_TOKEN = "mkm_e2e_admin_token_not_secret_0123456789"
 
@@ -111,3 +115,19 @@ def stack_dir() -> Iterator[Path]:
     root = server_dir()
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per module (the web dashboard tests)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.e2e.browser import launch_chromium, require_browser
+
+    require_browser()
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -25,8 +25,8 @@ import httpx
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import server_dir
+from tests.e2e.browser import CHROMIUM, VIEWPORT, launch_chromium
 from tests.e2e.conftest import ADMIN_TOKEN, free_port
-from tests.e2e.test_web_dashboard import CHROMIUM, VIEWPORT, launch_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 IDLE_CONTRACTS = ("Migrate billing to the v2 ledger", "Refresh the onboarding guide")

@@ -9,7 +9,6 @@ downloads a browser: without ``/usr/bin/chromium`` these tests are skipped, unle
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -22,57 +21,14 @@ import pytest
 from playwright.sync_api import (
     Browser,
     Page,
-    Playwright,
-    ViewportSize,
     WebSocketRoute,
     expect,
-    sync_playwright,
 )
 
+from tests.e2e.browser import VIEWPORT
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = os.environ.get("MAKIMA_CHROMIUM", "/usr/bin/chromium")
-# No sandbox (containers, root), and nothing that would reach for the network on its own.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
-
-
-def launch_chromium(playwright: Playwright) -> Browser:
-    """Debian's chromium, headless: Playwright must never download a browser."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-
-
-def require_browser() -> None:
-    # Deliberate: a developer running pytest on a machine without Debian's chromium gets a skip with the
-    # reason; `make test` and CI install chromium and set MAKIMA_REQUIRE_BROWSER=1, where a missing
-    # browser is a failure instead (as MAKIMA_REQUIRE_SAM does for the SAM CLI in tests/infra/sam.py).
-    if os.access(CHROMIUM, os.X_OK):
-        return
-    reason = f"{CHROMIUM} is not installed (apt-get install chromium; `make test` does it)"
-    if os.environ.get("MAKIMA_REQUIRE_BROWSER"):
-        pytest.fail(f"{reason} (MAKIMA_REQUIRE_BROWSER is set)")
-    pytest.skip(f"{reason}; set MAKIMA_REQUIRE_BROWSER=1 to make this a failure")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    require_browser()
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

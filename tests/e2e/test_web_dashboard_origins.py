@@ -23,10 +23,11 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from tests.e2e.browser import VIEWPORT
 from tests.e2e.conftest import Stack, free_port, start_stack, stop_stack
-from tests.e2e.test_web_dashboard import VIEWPORT, counts_match_api, eventually, launch_chromium, require_browser
+from tests.e2e.test_web_dashboard import counts_match_api, eventually
 
 if TYPE_CHECKING:
     from makima.config import DashboardConfig
@@ -125,8 +126,7 @@ def start_recorder() -> Recorder:
     return recorder
 
 
-@pytest.fixture
-def attacker() -> Iterator[Recorder]:
+def recording() -> Iterator[Recorder]:
     recorder = start_recorder()
     try:
         yield recorder
@@ -135,25 +135,9 @@ def attacker() -> Iterator[Recorder]:
         recorder.server.server_close()
 
 
-@pytest.fixture
-def partner() -> Iterator[Recorder]:
-    recorder = start_recorder()
-    try:
-        yield recorder
-    finally:
-        recorder.server.shutdown()
-        recorder.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    require_browser()
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+# A host that must hear nothing from the page, and a configured one that may.
+attacker = pytest.fixture(recording, name="attacker")
+partner = pytest.fixture(recording, name="partner")
 
 
 @dataclass

@@ -519,3 +519,70 @@ def test_a_daemon_reports_a_worktree_whose_task_is_gone_without_it_and_removes_i
         w["path"]: (w["task_id"], w["state"]) for w in daemon_api.get(f"/daemons/{daemon.id}/worktrees")["worktrees"]
     }
     assert held == {"/wt/live": (live_task, "active"), "/wt/gone": (None, "removed")}
+
+
+class _Parked:
+    """A hosted supervisor that only holds its session until told to go (the race below needs no work)."""
+
+    def __init__(self, session: SupervisorSession) -> None:
+        self.contract_id = session.contract_id
+        self._session = session
+        self.done = threading.Event()
+
+    @property
+    def session(self) -> SupervisorSession | None:
+        return self._session
+
+    def run(self) -> str:
+        self.done.wait(30)
+        return "stopped"
+
+    def crash(self) -> None:
+        self.done.set()
+
+    def stop(self) -> None:
+        self.done.set()
+
+
+def test_a_daemon_beat_racing_a_shutdown_save_does_not_bring_the_supervisor_back(
+    api: MakimaApi, daemon_api: MakimaApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's batch is built while a supervisor's shutdown save is on the wire: the heartbeat must
+    not be stamped after the save landed (the service would take it as the supervisor coming back, and
+    sweep it as dead later), even though the daemon chose the session before the save answered."""
+    # Given a daemon hosting a supervisor whose shutdown save has reached the service but not answered
+    cid, _ = _started(api, daemon_api)
+    daemon = Daemon(daemon_api, f"race-{uuid.uuid4().hex[:6]}", heartbeat_interval=3600).start()
+    session = SupervisorSession.start(daemon_api, cid, daemon_id=daemon.id)
+    parked = _Parked(session)
+    daemon.host(parked)
+    landed, release = threading.Event(), threading.Event()
+    real_save = daemon_api.save_state
+
+    def save_then_hold(contract_id: str, body: dict[str, Any]) -> Any:
+        answer = real_save(contract_id, body)
+        if body["save_point"] == "shutdown":
+            landed.set()
+            release.wait(10)
+        return answer
+
+    monkeypatch.setattr(daemon_api, "save_state", save_then_hold)
+    saver = threading.Thread(target=session.save, args=(SavePoint.SHUTDOWN,))
+    saver.start()
+    try:
+        assert landed.wait(10)
+        assert api.supervisor_status(cid)["stopped"] is True
+        # When the daemon beats now (it sees the session not yet stopped), and the save answers meanwhile
+        beat = threading.Thread(target=daemon.beat)
+        beat.start()
+        time.sleep(0.2)
+        release.set()
+        beat.join(10)
+        saver.join(10)
+    finally:
+        release.set()
+        parked.stop()
+        daemon.stop()
+    # Then the supervisor is still stopped on purpose: the beat sent nothing for it
+    status = api.supervisor_status(cid)
+    assert (status["stopped"], status["adoptable"]) == (True, True), status

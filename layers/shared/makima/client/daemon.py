@@ -145,9 +145,14 @@ class Daemon:
             # one beating on its own is skipped; one stopped cleanly sends nothing more
             if s is not None and not s.superseded and not s.stopped and s.heartbeats is None
         ]
-        for start in range(0, len(sessions), MAX_BATCH):
-            chunk = sessions[start : start + MAX_BATCH]
-            answer = self.api.heartbeat_batch([s.heartbeat_message() for s in chunk], daemon_id=self.id)
+        # Each message is taken under its session's lock, and a session that saved at shutdown meanwhile
+        # (the filter above ran before its save answered) gives none: a heartbeat stamped after that save
+        # would bring the stopped supervisor back to life.
+        beating = [(s, m) for s in sessions if (m := s.live_heartbeat_message()) is not None]
+        for start in range(0, len(beating), MAX_BATCH):
+            chunk = [s for s, _ in beating[start : start + MAX_BATCH]]
+            messages = [m for _, m in beating[start : start + MAX_BATCH]]
+            answer = self.api.heartbeat_batch(messages, daemon_id=self.id)
             self._loop.follow(interval_of(answer))
             for session, result in zip(chunk, answer["results"], strict=True):
                 try:

@@ -246,11 +246,21 @@ class SupervisorSession:
                 "generation": self.generation,
             }
 
+    def live_heartbeat_message(self) -> JSON | None:
+        """The heartbeat message, or None once this supervisor saved at shutdown or was superseded:
+        decided under the same lock a save holds, so no heartbeat is stamped after a shutdown save (the
+        service would take it as the supervisor coming back to life)."""
+        with self._lock:
+            if self.stopped or self.superseded:
+                return None
+            return self.heartbeat_message()
+
     def send_heartbeat(self) -> HeartbeatAnswer:
         """One heartbeat on ``POST …/supervisor/heartbeat``, its answer handled."""
-        if self.superseded:
-            return HeartbeatAnswer(self.task_id, False, "superseded", superseded=True)
-        message = self.heartbeat_message()
+        message = self.live_heartbeat_message()
+        if message is None:
+            reason = "superseded" if self.superseded else "stopped"
+            return HeartbeatAnswer(self.task_id, False, reason, superseded=self.superseded)
         message.pop("contract_id")
         answer = HeartbeatAnswer.of(self.api.supervisor_heartbeat(self.contract_id, message))
         self.handle_answer(answer)

@@ -329,11 +329,8 @@ def test_event_counts_are_index_only_scans_of_the_type_index(db: PooledDatabase)
     # Given the event log as autovacuum keeps an append-only table (all-visible), and the scrape's
     # statement planned as for a large log: on a few test rows a sequential or bitmap scan is cheaper,
     # so they are priced out (with a million events the planner picks the index-only scans by itself)
-    # (contracts analysed too: with statistics as stale as the earlier tests leave them, the planner's
-    # choice of index for the stale count follows whatever it last sampled, and flipped in one CI run)
     with db.connection() as conn:
         conn.execute("VACUUM (ANALYZE) contract_events")
-        conn.execute("ANALYZE contracts")
     with db.connection() as conn, conn.transaction():
         conn.execute("SET LOCAL enable_seqscan = off")
         conn.execute("SET LOCAL enable_bitmapscan = off")
@@ -360,5 +357,12 @@ def test_event_counts_are_index_only_scans_of_the_type_index(db: PooledDatabase)
         n.get("Index Name") == "idx_contract_events_type" and "batch_operation" in n.get("Index Cond", "")
         for n in nodes
     )
-    # And the stale count uses the partial index over contracts that can still do work
-    assert any(n.get("Index Name") == "idx_contracts_stale" for n in nodes)
+    # And the stale count reads only contracts that can still do work, through a partial index over
+    # them (its predicate repeated word for word makes those usable). Which of them wins depends on the
+    # statistics the earlier tests left (idx_contracts_stale on a large table; on a few hundred rows the
+    # planner may take idx_contracts_live_created and filter), so any of them will do; a full-table
+    # index or scan will not.
+    live_indexes = {"idx_contracts_stale", "idx_contracts_live_created", "idx_contracts_owner_live_created"}
+    on_contracts = [n for n in nodes if n.get("Relation Name") == "contracts" and "last_activity_at" in str(n)]
+    assert on_contracts, nodes
+    assert all(n.get("Index Name") in live_indexes for n in on_contracts), on_contracts

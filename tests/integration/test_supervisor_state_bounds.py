@@ -123,7 +123,8 @@ def test_free_form_json_is_bounded_in_depth_size_and_characters(sup: Sup) -> Non
         )
     )
     state = sup.client.get(sup.url("/supervisor/state"), headers=sup.caller.headers).json()
-    assert state["save_seq"] == 1 and len(state["conversation_history"]) == 1
+    assert state["save_seq"] == 1
+    assert len(state["conversation_history"]) == 1
 
 
 def _save(seq: int, **fields: Any) -> dict[str, Any]:
@@ -204,7 +205,8 @@ def test_28_saves_of_500_messages_stay_bounded_and_the_sdk_reassembles_them(
     body = first.json()
     assert body["conversation_length"] == total
     start = body["conversation_start"]
-    assert start > 0 and body["next_after_seq"] is not None
+    assert start > 0
+    assert body["next_after_seq"] is not None
 
     # The SDK follows the cursor: the whole retained conversation, in order.
     state = api.get_state(contract["id"])
@@ -213,14 +215,74 @@ def test_28_saves_of_500_messages_stay_bounded_and_the_sdk_reassembles_them(
 
     # Restore answers a bounded window too; the SDK's session holds every retained message, in order.
     raw = client.post(f"/api/v1/contracts/{contract['id']}/supervisor/restore", json={}, headers=owner.headers)
-    assert raw.status_code == 200 and len(raw.content) < ANSWER_BUDGET
+    assert raw.status_code == 200
+    assert len(raw.content) < ANSWER_BUDGET
     assert raw.json()["next_after_seq"] is not None
     restored = SupervisorSession.restore(api, contract["id"])
     assert restored.generation == 3
     assert [m["key"] for m in restored.conversation] == [f"m{i}" for i in range(start, total)]
-    assert restored.restored is not None and "compacted" in restored.restored.restoration_context
+    assert restored.restored is not None
+    assert "compacted" in restored.restored.restoration_context
 
     # It goes on saving where the conversation ends (offsets stay absolute).
     restored.say("after restore", key="last")
     assert restored.save(SavePoint.LLM_RESPONSE)["conversation_length"] == total + 1
     assert api.get_state(contract["id"])["conversation_history"][-1]["key"] == "last"
+
+
+SMALL_CAP = 262_144
+
+
+@pytest.fixture
+def small_cap(db: PooledDatabase, user: Caller) -> Iterator[Sup]:
+    """A stack whose [contracts] supervisor_conversation_max_bytes is the smallest allowed."""
+    from makima.api.app import create_app
+    from makima.config import Settings
+
+    settings = Settings(contracts=ContractsConfig(supervisor_conversation_max_bytes=SMALL_CAP))
+    with TestClient(create_app(db, settings=settings), raise_server_exceptions=False) as c:
+        yield start(c, user)
+
+
+def _kept(database_url: str, task_id: str) -> tuple[int, int, int, int]:
+    """The row's conversation_start and conversation_bytes, and what is stored: the first seq and size."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            """
+            SELECT s.conversation_start, s.conversation_bytes, min(m.seq), sum(octet_length(m.message::text))
+              FROM supervisor_states s JOIN supervisor_conversation m ON m.task_id = s.task_id
+             WHERE s.task_id = %s GROUP BY 1, 2
+            """,
+            (task_id,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def test_compaction_keeps_the_newest_counts_right_and_never_brings_old_messages_back(
+    small_cap: Sup, database_url: str
+) -> None:
+    sup = small_cap
+    messages = [{"key": f"m{i}", "content": "z" * 950} for i in range(400)]
+    sup.save(seq=1, conversation_append=messages[:200])
+    assert sup.save(seq=2, conversation_offset=200, conversation_append=messages[200:])["conversation_length"] == 400
+
+    # Over the cap: the oldest went, down to three quarters of it; the row's count is what is stored.
+    start, counted, first, stored = _kept(database_url, sup.task_id)
+    assert first == start > 0
+    assert counted == stored <= SMALL_CAP * 3 // 4
+    compacted = [e for e in sup.events() if e["type"] == "supervisor_conversation_compacted"]
+    assert [(e["payload"]["dropped"], e["payload"]["conversation_start"]) for e in compacted] == [(start, start)]
+
+    # A client that resends from an offset before the kept start appends nothing it no longer should.
+    answer = sup.save(seq=3, conversation_offset=0, conversation_append=messages[:200])
+    assert (answer["conversation_length"], answer["conversation_start"]) == (400, start)
+    assert _kept(database_url, sup.task_id) == (start, counted, first, stored)
+
+    # The state pages through what is kept, from its start, in order.
+    page = sup.client.get(sup.url("/supervisor/state"), headers=sup.caller.headers).json()
+    assert page["conversation_start"] == start
+    assert page["next_after_seq"] is None  # far below a page
+    assert [m["key"] for m in page["conversation_history"]] == [f"m{i}" for i in range(start, 400)]
+    later = sup.client.get(sup.url("/supervisor/state"), params={"after_seq": 390}, headers=sup.caller.headers)
+    assert [m["key"] for m in later.json()["conversation_history"]] == [f"m{i}" for i in range(391, 400)]

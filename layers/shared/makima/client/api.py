@@ -410,7 +410,10 @@ def _follow(api: MakimaApi, contract_id: str, first: JSON, *, generation: int | 
         if int(page["generation"]) != expected or int(page["conversation_start"]) > int(cursor) + 1:
             return None
         history.extend(page["conversation_history"])
-        cursor = page.get("next_after_seq")
+        following = page.get("next_after_seq")
+        if following is not None and int(following) <= int(cursor):
+            return None  # a cursor that does not move on would never end
+        cursor = following
         if generation is None:
             # A read of the state: its other fields as of the last page, which the messages reach.
             joined = {**page}

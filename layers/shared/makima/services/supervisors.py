@@ -489,7 +489,9 @@ def conversation_window(
     from the first kept), and the cursor to the next page (None: this page reaches the end)."""
     after = max(start - 1, after_seq if after_seq is not None else -1)
     rows = supervisors_sql.conversation_page(conn, task_id, after_seq=after, end=length, budget=CONVERSATION_PAGE_BYTES)
-    last = rows[-1]["seq"] if rows else after
+    if not rows:  # the end, or nothing stored past ``after`` (a damaged conversation): no cursor either way
+        return [], None
+    last = rows[-1]["seq"]
     return [r["message"] for r in rows], (last if last < length - 1 else None)
 
 

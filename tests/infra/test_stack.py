@@ -890,6 +890,7 @@ def test_parameter_values_reach_the_settings(raw: Template, monkeypatch: pytest.
         "HeartbeatTimeoutSeconds": "45",
         "StaleDetectionIntervalSeconds": "300",
         "StaleThresholdMinutes": "90",
+        "SupervisorConversationMaxBytes": "524288",
     }
     env = raw["Globals"]["Function"]["Environment"]["Variables"]
     monkeypatch.delenv("MAKIMA_CONFIG", raising=False)
@@ -905,6 +906,7 @@ def test_parameter_values_reach_the_settings(raw: Template, monkeypatch: pytest.
         heartbeat_timeout_seconds=45,
         stale_detection_interval_seconds=300,
         stale_threshold_minutes=90,
+        supervisor_conversation_max_bytes=524288,
     )
 
 

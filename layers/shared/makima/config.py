@@ -10,6 +10,7 @@ The TOML file has the seed's sections::
     heartbeat_timeout_seconds = 120
     stale_detection_interval_seconds = 60
     stale_threshold_minutes = 30
+    supervisor_conversation_max_bytes = 2097152   # past it, the oldest messages are compacted away
 
     [rate_limits]            # per token; 0 = off (see RateLimitsConfig)
     user_per_second = 50
@@ -57,6 +58,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from makima.domain.supervisors import DEFAULT_CONVERSATION_MAX_BYTES
+
 
 class ContractsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -70,6 +73,10 @@ class ContractsConfig(BaseModel):
     heartbeat_timeout_seconds: int = Field(default=120, ge=1, le=86400)
     stale_detection_interval_seconds: int = Field(default=60, ge=1, le=86400)
     stale_threshold_minutes: int = Field(default=30, ge=1, le=525600)
+    # The most a supervisor's stored conversation keeps (bytes, as PostgreSQL's text of each message):
+    # past it, a save compacts the oldest messages away (services/supervisors.py). The answers that carry
+    # the conversation page it (GET …/state?after_seq=), so this bounds storage, not response size.
+    supervisor_conversation_max_bytes: int = Field(default=DEFAULT_CONVERSATION_MAX_BYTES, ge=262_144, le=268_435_456)
 
     @model_validator(mode="after")
     def _timeout_outlives_interval(self) -> ContractsConfig:

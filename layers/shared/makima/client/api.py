@@ -354,8 +354,21 @@ class MakimaApi:
     def request_restart(self, contract_id: str, *, reason: str | None = None) -> JSON:
         return dict(self.post(f"/contracts/{contract_id}/supervisor/restart", {"reason": reason}))
 
+    def state_page(self, contract_id: str, *, after_seq: int | None = None) -> JSON:
+        """One answer of ``GET …/supervisor/state``: the state and one page of its conversation."""
+        params = {} if after_seq is None else {"after_seq": after_seq}
+        return dict(self.get(f"/contracts/{contract_id}/supervisor/state", **params))
+
     def get_state(self, contract_id: str) -> JSON:
-        return dict(self.get(f"/contracts/{contract_id}/supervisor/state"))
+        """The persisted state with its whole kept conversation: the pages the service answers one at a
+        time (``next_after_seq``) followed and joined, so the result's ``next_after_seq`` is None. A
+        save that compacts or a restore between two pages makes it start over (a few times at most)."""
+        for _ in range(CONSISTENT_READ_ATTEMPTS):
+            first = self.state_page(contract_id)
+            joined = _follow(self, contract_id, first, generation=None)
+            if joined is not None:
+                return joined
+        raise ApiError(409, "CONFLICT", "the supervisor's state kept changing while it was read")
 
     def save_state(self, contract_id: str, body: Mapping[str, Any]) -> JSON:
         """``PUT …/supervisor/state``; a stale save raises ``StaleSave`` (``Superseded`` for an older
@@ -369,5 +382,41 @@ class MakimaApi:
             raise
 
     def restore(self, contract_id: str, *, daemon_id: str | None = None) -> JSON:
+        """``POST …/supervisor/restore``, then the rest of the kept conversation (the answer carries its
+        first page) from ``GET …/supervisor/state?after_seq=``: the result holds all of it. Raises
+        ``Superseded`` when another restore took the supervisor over meanwhile."""
         body: JSON = {"daemon_id": daemon_id} if daemon_id else {}
-        return dict(self.post(f"/contracts/{contract_id}/supervisor/restore", body))
+        restored = dict(self.post(f"/contracts/{contract_id}/supervisor/restore", body))
+        joined = _follow(self, contract_id, restored, generation=int(restored["generation"]))
+        if joined is None:
+            raise Superseded(409, "CONFLICT", "the supervisor was restored again while its conversation was read", {})
+        return joined
+
+
+CONSISTENT_READ_ATTEMPTS = 3
+
+
+def _follow(api: MakimaApi, contract_id: str, first: JSON, *, generation: int | None) -> JSON | None:
+    """``first`` (a state or restore answer) with the rest of its conversation appended, page by page.
+    None when the pages do not join up: a later page from another generation (when ``generation`` is
+    given, or the first page's otherwise), or one whose kept conversation starts past the cursor (a
+    save compacted the messages between)."""
+    joined = dict(first)
+    history = list(first["conversation_history"])
+    expected = generation if generation is not None else int(first["generation"])
+    cursor = first.get("next_after_seq")
+    while cursor is not None:
+        page = api.state_page(contract_id, after_seq=int(cursor))
+        if int(page["generation"]) != expected or int(page["conversation_start"]) > int(cursor) + 1:
+            return None
+        history.extend(page["conversation_history"])
+        following = page.get("next_after_seq")
+        if following is not None and int(following) <= int(cursor):
+            return None  # a cursor that does not move on would never end
+        cursor = following
+        if generation is None:
+            # A read of the state: its other fields as of the last page, which the messages reach.
+            joined = {**page}
+    joined["conversation_history"] = history
+    joined["next_after_seq"] = None
+    return joined

@@ -35,7 +35,7 @@ class Restored:
     next_seq: int
     state: str
     phase: str
-    conversation_history: list[dict[str, Any]]
+    conversation_history: list[dict[str, Any]]  # every kept message (the SDK followed the cursor)
     pending_questions: list[dict[str, Any]]
     answered_questions: list[dict[str, Any]]
     waiting_on_task_ids: list[str]
@@ -44,6 +44,7 @@ class Restored:
     restoration_context: str
     warnings: list[str] = field(default_factory=list)
     heartbeat_interval: float | None = None  # the service's heartbeat interval
+    conversation_start: int = 0  # the seq of the first kept message: the ones before were compacted away
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Restored:
@@ -63,6 +64,7 @@ class Restored:
             restoration_context=str(body["restoration_context"]),
             warnings=list(body.get("warnings") or []),
             heartbeat_interval=interval_of(body),
+            conversation_start=int(body.get("conversation_start") or 0),
         )
 
 
@@ -88,7 +90,10 @@ class SupervisorSession:
         self.activity = ""
         self.progress = 0
         self.conversation: list[dict[str, Any]] = []
-        self.saved_length = 0  # how much of the conversation the server has
+        # The seq of conversation[0]: a restored supervisor holds the kept messages only (the service
+        # compacted the older ones away), so seqs and offsets stay absolute.
+        self.conversation_start = 0
+        self.saved_length = 0  # how much of the conversation the server has (its conversation_length)
         self.pending_questions: list[dict[str, Any]] = []
         self.spawned_task_ids: list[str] = []
         self.waiting_on_task_ids: list[str] = []
@@ -131,7 +136,8 @@ class SupervisorSession:
         session.state = r.state
         session.phase = r.phase
         session.conversation = list(r.conversation_history)
-        session.saved_length = len(r.conversation_history)
+        session.conversation_start = r.conversation_start
+        session.saved_length = r.conversation_start + len(r.conversation_history)
         session.pending_questions = list(r.pending_questions)
         session.spawned_task_ids = list(r.spawned_task_ids)
         session.waiting_on_task_ids = list(r.waiting_on_task_ids)
@@ -206,7 +212,7 @@ class SupervisorSession:
                 "phase": self.phase,
                 "current_activity": self.activity,
                 "conversation_offset": self.saved_length,
-                "conversation_append": self.conversation[self.saved_length :],
+                "conversation_append": self.conversation[self.saved_length - self.conversation_start :],
                 "pending_questions": self.pending_questions,
                 "spawned_task_ids": self.spawned_task_ids,
                 "waiting_on_task_ids": self.waiting_on_task_ids,
@@ -223,7 +229,7 @@ class SupervisorSession:
                     saved = {"save_seq": seq, "generation": self.generation}  # our earlier attempt landed
                 else:
                     raise
-            self.saved_length = len(self.conversation)
+            self.saved_length = self.conversation_start + len(self.conversation)
             self.saves += 1
             # The service now holds it stopped on purpose (not swept, adoptable), until it saves again.
             self.stopped = point is SavePoint.SHUTDOWN

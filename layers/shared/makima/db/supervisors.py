@@ -12,7 +12,8 @@ from makima.db.connection import Conn
 
 _COLUMNS = """s.task_id, s.contract_id, s.daemon_id, s.state, s.phase, s.current_activity, s.progress,
     s.pending_task_ids, s.last_heartbeat_at, s.heartbeat_count, s.pending_questions, s.spawned_task_ids,
-    s.waiting_on_task_ids, s.conversation_length, s.last_checkpoint, s.error, s.last_save_point,
+    s.waiting_on_task_ids, s.conversation_length, s.conversation_start, s.conversation_bytes, s.last_checkpoint,
+    s.error, s.last_save_point,
     s.generation, s.save_seq, s.sync_requested_at, s.sync_delivered_at, s.restart_requested_at, s.dead_at,
     s.stopped_at, s.created_at, s.updated_at"""
 
@@ -45,11 +46,22 @@ def current(conn: Conn, contract_id: UUID, *, for_update: bool = False) -> dict[
     ).fetchone()
 
 
-def conversation(conn: Conn, task_id: UUID, limit: int | None = None) -> list[dict[str, Any]]:
+def conversation_page(conn: Conn, task_id: UUID, *, after_seq: int, end: int, budget: int) -> list[dict[str, Any]]:
+    """The stored messages after ``after_seq`` and before ``end``, oldest first, as many as start
+    within ``budget`` bytes (PostgreSQL's text of each): at least one, so a page may pass the budget by
+    one message, which the edge bounds (``api/json_bounds.py``)."""
     return conn.execute(
-        "SELECT seq, message FROM supervisor_conversation WHERE task_id = %s AND (%s::int IS NULL OR seq < %s)"
-        " ORDER BY seq",
-        (task_id, limit, limit),
+        """
+        SELECT seq, message FROM (
+            SELECT seq, message, sum(octet_length(message::text)) OVER (ORDER BY seq) - octet_length(message::text)
+                   AS before
+              FROM supervisor_conversation
+             WHERE task_id = %(task_id)s AND seq > %(after)s AND seq < %(end)s
+        ) page
+         WHERE before < %(budget)s
+         ORDER BY seq
+        """,
+        {"task_id": task_id, "after": after_seq, "end": end, "budget": budget},
     ).fetchall()
 
 
@@ -58,16 +70,40 @@ def conversation_seqs(conn: Conn, task_id: UUID) -> list[int]:
     return [r["seq"] for r in rows.fetchall()]
 
 
-def append_conversation(conn: Conn, task_id: UUID, offset: int, messages: list[Any]) -> None:
+def conversation_sizes(conn: Conn, task_id: UUID) -> list[tuple[int, int]]:
+    """Each stored message's seq and size (PostgreSQL's text of it), oldest first."""
+    rows = conn.execute(
+        "SELECT seq, octet_length(message::text) AS size FROM supervisor_conversation WHERE task_id = %s ORDER BY seq",
+        (task_id,),
+    )
+    return [(r["seq"], r["size"]) for r in rows.fetchall()]
+
+
+def append_conversation(conn: Conn, task_id: UUID, offset: int, messages: list[Any]) -> int:
     """Store messages at positions offset, offset+1, ...; a position already stored is kept (a retried
-    save appends nothing twice)."""
+    save appends nothing twice). Returns the size of the messages stored (PostgreSQL's text of each)."""
     if not messages:
-        return
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO supervisor_conversation (task_id, seq, message) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            [(task_id, offset + i, Jsonb(m)) for i, m in enumerate(messages)],
+        return 0
+    row = conn.execute(
+        """
+        WITH added AS (
+            INSERT INTO supervisor_conversation (task_id, seq, message)
+            SELECT %(task_id)s, %(offset)s + m.ord - 1, m.message
+              FROM unnest(%(messages)s::jsonb[]) WITH ORDINALITY AS m(message, ord)
+            ON CONFLICT DO NOTHING
+            RETURNING octet_length(message::text) AS size
         )
+        SELECT COALESCE(sum(size), 0)::bigint AS size FROM added
+        """,
+        {"task_id": task_id, "offset": offset, "messages": [Jsonb(m) for m in messages]},
+    ).fetchone()
+    assert row is not None
+    return int(row["size"])
+
+
+def drop_conversation_before(conn: Conn, task_id: UUID, seq: int) -> None:
+    """Compaction: the messages before ``seq`` go."""
+    conn.execute("DELETE FROM supervisor_conversation WHERE task_id = %s AND seq < %s", (task_id, seq))
 
 
 def truncate_conversation(conn: Conn, task_id: UUID, length: int) -> None:
@@ -79,7 +115,8 @@ def save(conn: Conn, task_id: UUID, fields: dict[str, Any]) -> dict[str, Any]:
     allowed = {
         "state", "phase", "current_activity", "pending_questions", "spawned_task_ids", "waiting_on_task_ids",
         "conversation_length", "last_checkpoint", "error", "last_save_point", "save_seq", "generation",
-        "daemon_id", "dead_at", "progress", "stopped_at", "restart_requested_at",
+        "daemon_id", "dead_at", "progress", "stopped_at", "restart_requested_at", "conversation_start",
+        "conversation_bytes",
     }  # fmt: skip
     assert set(fields) <= allowed, set(fields) - allowed
     sets = ", ".join(f"{k} = %({k})s" for k in fields)

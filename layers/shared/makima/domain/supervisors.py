@@ -92,6 +92,7 @@ class SupervisorRecord(Record):
     spawned_task_ids: list[UUID]
     waiting_on_task_ids: list[UUID]
     conversation_length: int
+    conversation_start: int = 0  # the first seq kept: the ones before were compacted away
     last_checkpoint: dict[str, Any] | None
     error: str | None
     last_save_point: str | None
@@ -196,7 +197,7 @@ class StoredState:
     state: str
     phase: str
     conversation_length: int
-    conversation_seqs: tuple[int, ...]  # the seqs actually stored (0..n-1 when intact)
+    conversation_seqs: tuple[int, ...]  # the seqs actually stored (start..n-1 when intact)
     pending_questions: list[Any]
     spawned_task_ids: tuple[UUID, ...]
     waiting_on_task_ids: tuple[UUID, ...]
@@ -204,6 +205,12 @@ class StoredState:
     last_save_point: str | None
     save_seq: int
     dead: bool
+    conversation_start: int = 0  # messages before it were compacted away on purpose (not missing)
+
+    @property
+    def kept_from(self) -> int:
+        """The first seq that should be stored: compaction never reaches past the conversation's end."""
+        return min(self.conversation_start, self.conversation_length)
 
 
 @dataclass(frozen=True)
@@ -219,9 +226,10 @@ def check_consistency(s: StoredState, *, contract_phases: list[str], known_task_
         problems.append(f"unknown state {s.state!r}")
     if s.phase not in contract_phases:
         problems.append(f"phase {s.phase!r} is not a phase of the contract's type")
-    if s.conversation_seqs != tuple(range(s.conversation_length)):
+    if s.conversation_seqs != tuple(range(s.kept_from, s.conversation_length)):
         problems.append(
-            f"conversation has {len(s.conversation_seqs)} stored messages, expected seq 0..{s.conversation_length - 1}"
+            f"conversation has {len(s.conversation_seqs)} stored messages, "
+            f"expected seq {s.kept_from}..{s.conversation_length - 1}"
         )
     unknown = [t for t in (*s.spawned_task_ids, *s.waiting_on_task_ids) if t not in known_task_ids]
     if unknown:
@@ -281,6 +289,7 @@ def checkpoint_state(cp: Mapping[str, Any], stored: StoredState) -> StoredState 
             last_save_point=None,
             save_seq=int(cp.get("seq", 0)),
             dead=stored.dead,
+            conversation_start=stored.conversation_start,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
@@ -367,6 +376,7 @@ def restoration_context(
     state: str,
     conversation_length: int,
     redelivered_questions: list[str],
+    compacted: int = 0,
     answers: list[tuple[str, str]],
     waiting_on: list[str],
     finished_while_away: list[str],
@@ -382,6 +392,11 @@ def restoration_context(
     lines = [f"{how}. The contract is in phase '{phase}'; your state was '{state}'."]
     if conversation_length:
         lines.append(f"Your conversation history ({conversation_length} messages) has been restored.")
+    if compacted:
+        lines.append(
+            f"The earliest {compacted} messages of your conversation were compacted away to bound the stored "
+            "state; the newest ones are kept."
+        )
     for q in redelivered_questions:
         lines.append(f"Still waiting for the owner's answer to: {q}")
     for q, a in answers:
@@ -393,3 +408,35 @@ def restoration_context(
     lines.extend(f"Note: {w}" for w in warnings)
     lines.append("Continue from here.")
     return "\n".join(lines)
+
+
+# --- the size of the stored conversation (issue 13) -----------------------------------------------------
+
+# The default cap on a supervisor's stored conversation ([contracts] supervisor_conversation_max_bytes),
+# and how much of it one answer carries (GET …/state and restore page the rest with ``after_seq``): with
+# the pending questions and the checkpoint, an answer stays under 2 MB, far below Lambda's 6 MB.
+DEFAULT_CONVERSATION_MAX_BYTES = 2 * 1024 * 1024
+CONVERSATION_PAGE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Compaction:
+    start: int  # the first seq kept
+    kept_bytes: int
+
+
+def compaction(sizes: list[tuple[int, int]], max_bytes: int) -> Compaction | None:
+    """Which of the oldest messages to drop when the stored conversation (``sizes``: each kept
+    message's seq and size, oldest first) is over ``max_bytes``: enough that three quarters of the cap
+    remain, so a supervisor that keeps talking compacts once in a while, not at every save. The newest
+    message is always kept. None when within the cap."""
+    total = sum(size for _, size in sizes)
+    if total <= max_bytes or not sizes:
+        return None
+    target = max_bytes * 3 // 4
+    kept = total
+    for i, (_, size) in enumerate(sizes[:-1]):
+        if kept <= target:
+            return Compaction(sizes[i][0], kept)
+        kept -= size
+    return Compaction(sizes[-1][0], kept)

@@ -19,6 +19,7 @@ What to restore (steps 1-3, 5-6) is decided in ``domain/supervisors.py`` (``plan
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -36,7 +37,7 @@ from makima.domain.supervisors import (
     resume,
 )
 from makima.services.common import load_contract, load_type, record, require_workable
-from makima.services.supervisors import _daemon_of, load_supervisor
+from makima.services.supervisors import T, _daemon_of, conversation_window, load_supervisor
 
 log = logging.getLogger("makima.restoration")
 
@@ -49,7 +50,10 @@ class Restoration:
     next_seq: int
     state: str
     phase: str
-    conversation_history: list[Any]
+    conversation_history: list[Any]  # one page: the messages kept from conversation_start
+    conversation_start: int  # the first seq kept (the ones before were compacted away)
+    conversation_length: int
+    next_after_seq: int | None  # GET …/state?after_seq= for the rest (None: the page reaches the end)
     pending_questions: list[dict[str, Any]]
     answered_questions: list[dict[str, Any]]
     waiting_on_task_ids: list[UUID]
@@ -63,7 +67,18 @@ def _uuids(values: Any) -> tuple[UUID, ...]:
     return tuple(UUID(str(v)) for v in values or ())
 
 
-def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id: UUID | None) -> Restoration:
+def restore(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    daemon_id: UUID | None,
+    answer: Callable[[Restoration], T],
+) -> T:
+    """Restore the contract's supervisor (the steps above) and turn the result into the caller's answer
+    with ``answer``, inside the transaction: an answer that cannot be built (a stored message that
+    cannot be serialised, say) fails the restore before it commits, so the client's error means that
+    nothing changed (no new generation, no events)."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
         require_workable(contract, "restore the supervisor")
@@ -86,6 +101,7 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
             last_save_point=sup["last_save_point"],
             save_seq=sup["save_seq"],
             dead=sup["dead_at"] is not None,
+            conversation_start=sup["conversation_start"],
         )
         plan = plan_restoration(
             stored, contract_phase=contract.phase, contract_phases=ctype.phase_ids, known_task_ids=set(tasks)
@@ -102,9 +118,11 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
             )
         if plan.truncate_conversation:
             supervisors_sql.truncate_conversation(conn, task_id, plan.conversation_length)
+        length = plan.conversation_length
+        start = min(sup["conversation_start"], length)
 
-        # 4. the conversation
-        history = [r["message"] for r in supervisors_sql.conversation(conn, task_id, limit=plan.conversation_length)]
+        # 4. the conversation: its first page (the client reads the rest with GET …/state?after_seq=)
+        history, next_after_seq = conversation_window(conn, task_id, start=start, length=length, after_seq=None)
         # 5. questions still waiting, and answers not yet acknowledged
         asked = questions_sql.list_for_contract(conn, contract_id, status="pending", undelivered=False)
         answered = questions_sql.list_for_contract(conn, contract_id, status="answered", undelivered=True)
@@ -117,7 +135,8 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
             mode=plan.mode.value,
             phase=phase,
             state=state,
-            conversation_length=len(history),
+            conversation_length=length - start,
+            compacted=start,
             redelivered_questions=[q["question"] for q in asked],
             answers=[(q["question"], q["answer"] or "") for q in answered],
             waiting_on=[tasks[t]["name"] for t in resumed.open_waits],
@@ -134,7 +153,10 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
                 "generation": generation,
                 "state": state,
                 "phase": phase,
-                "conversation_length": len(history),
+                "conversation_length": length,
+                "conversation_start": start,
+                # Truncated: the next save measures what is kept again.
+                "conversation_bytes": None if plan.truncate_conversation else sup["conversation_bytes"],
                 "spawned_task_ids": list(plan.spawned_task_ids),
                 "waiting_on_task_ids": resumed.open_waits,
                 "daemon_id": daemon_id if daemon is not None else sup["daemon_id"],
@@ -180,29 +202,34 @@ def restore(db: Database, principal: Principal, contract_id: UUID, *, daemon_id:
                 new_state=state,
                 recovered=True,
             )
-        return Restoration(
-            mode=plan.mode.value,
-            task_id=task_id,
-            generation=generation,
-            next_seq=stored.save_seq + 1,
-            state=state,
-            phase=phase,
-            conversation_history=history,
-            pending_questions=[
-                {
-                    "id": str(q["id"]),
-                    "question": q["question"],
-                    "question_type": q["question_type"],
-                    "options": q["options"],
-                }
-                for q in asked
-            ],
-            answered_questions=[
-                {"id": str(q["id"]), "question": q["question"], "answer": q["answer"]} for q in answered
-            ],
-            waiting_on_task_ids=resumed.open_waits,
-            finished_task_ids=resumed.finished,
-            spawned_task_ids=list(plan.spawned_task_ids),
-            restoration_context=context,
-            warnings=warnings,
+        return answer(
+            Restoration(
+                mode=plan.mode.value,
+                task_id=task_id,
+                generation=generation,
+                next_seq=stored.save_seq + 1,
+                state=state,
+                phase=phase,
+                conversation_history=history,
+                conversation_start=start,
+                conversation_length=length,
+                next_after_seq=next_after_seq,
+                pending_questions=[
+                    {
+                        "id": str(q["id"]),
+                        "question": q["question"],
+                        "question_type": q["question_type"],
+                        "options": q["options"],
+                    }
+                    for q in asked
+                ],
+                answered_questions=[
+                    {"id": str(q["id"]), "question": q["question"], "answer": q["answer"]} for q in answered
+                ],
+                waiting_on_task_ids=resumed.open_waits,
+                finished_task_ids=resumed.finished,
+                spawned_task_ids=list(plan.spawned_task_ids),
+                restoration_context=context,
+                warnings=warnings,
+            )
         )

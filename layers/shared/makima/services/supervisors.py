@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from makima.db import contracts as contracts_sql
@@ -23,15 +23,21 @@ from makima.domain.models import Contract
 from makima.domain.principals import Principal
 from makima.domain.supervisors import (
     CHECKPOINT_SAVE_POINTS,
+    CONVERSATION_PAGE_BYTES,
+    DEFAULT_CONVERSATION_MAX_BYTES,
     Heartbeat,
     HeartbeatRecord,
     SavePoint,
     SupervisorRecord,
     SupervisorState,
     check_timestamp,
+    compaction,
 )
 from makima.errors import BadRequest, Conflict, InvalidRequest, NotFound, SupervisorDead, SupervisorNotFound
 from makima.services.common import load_contract, record, require_not_paused, require_workable, scope
+
+# What a service hands its ``answer`` (built inside its transaction: see ``get_state``) turns into.
+T = TypeVar("T")
 
 
 def _not_found(contract_id: UUID) -> SupervisorNotFound:
@@ -346,10 +352,61 @@ class StateSave:
     checkpoint: bool
 
 
-def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSave) -> SupervisorRecord:
+def _append_and_compact(
+    conn: Conn, contract: Contract, principal: Principal, sup: dict[str, Any], s: StateSave, max_bytes: int
+) -> tuple[int, int]:
+    """Append the save's messages, then, if the kept conversation is over ``max_bytes``, compact its
+    oldest messages away (with a ``supervisor_conversation_compacted`` event). Returns the first seq kept
+    and the size kept.
+
+    Compaction rather than refusal: a supervisor cannot shorten a conversation it appends to, so a
+    refusal would leave a long-running one unable to save at all (and so unable to be restored where it
+    was); its newest messages are what it resumes from, and restoration tells it how many went."""
+    task_id, start = sup["task_id"], sup["conversation_start"]
+    # Messages before ``start`` were compacted away: a retried save must not bring them back.
+    skip = max(0, start - s.conversation_offset)
+    added = supervisors_sql.append_conversation(
+        conn, task_id, s.conversation_offset + skip, s.conversation_append[skip:]
+    )
+    kept = sup["conversation_bytes"]
+    if kept is None:  # from before the column existed, or after a restore truncated the conversation
+        sizes = supervisors_sql.conversation_sizes(conn, task_id)
+        kept = sum(size for _, size in sizes)
+    else:
+        kept += added
+        sizes = None
+    if kept <= max_bytes:
+        return start, kept
+    plan = compaction(sizes if sizes is not None else supervisors_sql.conversation_sizes(conn, task_id), max_bytes)
+    if plan is None:
+        return start, kept
+    supervisors_sql.drop_conversation_before(conn, task_id, plan.start)
+    record(
+        conn,
+        contract,
+        principal,
+        "supervisor_conversation_compacted",
+        supervisor_task_id=str(task_id),
+        dropped=plan.start - start,
+        conversation_start=plan.start,
+        kept_bytes=plan.kept_bytes,
+        max_bytes=max_bytes,
+    )
+    return plan.start, plan.kept_bytes
+
+
+def save_state(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    s: StateSave,
+    *,
+    max_conversation_bytes: int = DEFAULT_CONVERSATION_MAX_BYTES,
+) -> SupervisorRecord:
     """Persist the supervisor's state at a save point (seed 3.3). Refused with 409 when the save is
     stale: an older generation (a zombie of a restored supervisor) or a sequence number not above the
-    last accepted one. The conversation grows by appending at ``conversation_offset``."""
+    last accepted one. The conversation grows by appending at ``conversation_offset``; past
+    ``max_conversation_bytes`` its oldest messages are compacted away (``_append_and_compact``)."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id, lock=True)
@@ -368,8 +425,8 @@ def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSa
                 f"conversation_offset {s.conversation_offset} leaves a gap after {sup['conversation_length']} messages",
                 {"conversation_length": sup["conversation_length"]},
             )
-        supervisors_sql.append_conversation(conn, sup["task_id"], s.conversation_offset, s.conversation_append)
         length = max(sup["conversation_length"], s.conversation_offset + len(s.conversation_append))
+        start, kept_bytes = _append_and_compact(conn, contract, principal, sup, s, max_conversation_bytes)
         fields: dict[str, Any] = {
             "state": s.state.value,
             "phase": s.phase,
@@ -378,6 +435,8 @@ def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSa
             "spawned_task_ids": s.spawned_task_ids,
             "waiting_on_task_ids": s.waiting_on_task_ids,
             "conversation_length": length,
+            "conversation_start": start,
+            "conversation_bytes": kept_bytes,
             "error": s.error,
             "last_save_point": s.save_point.value,
             "save_seq": s.seq,
@@ -413,13 +472,46 @@ def save_state(db: Database, principal: Principal, contract_id: UUID, s: StateSa
         return SupervisorRecord.model_validate(row)
 
 
-def get_state(db: Database, principal: Principal, contract_id: UUID) -> tuple[SupervisorRecord, list[Any]]:
-    """The persisted state, with the whole conversation."""
+@dataclass(frozen=True)
+class StateWindow:
+    """The persisted state with one page of its conversation: the messages after ``after_seq`` that
+    fit ``CONVERSATION_PAGE_BYTES``; ``next_after_seq`` continues (None: the page reaches the end)."""
+
+    supervisor: SupervisorRecord
+    history: list[Any]
+    next_after_seq: int | None
+
+
+def conversation_window(
+    conn: Conn, task_id: UUID, *, start: int, length: int, after_seq: int | None
+) -> tuple[list[Any], int | None]:
+    """One page of the kept conversation (seqs ``start`` .. ``length - 1``) after ``after_seq`` (None:
+    from the first kept), and the cursor to the next page (None: this page reaches the end)."""
+    after = max(start - 1, after_seq if after_seq is not None else -1)
+    rows = supervisors_sql.conversation_page(conn, task_id, after_seq=after, end=length, budget=CONVERSATION_PAGE_BYTES)
+    if not rows:  # the end, or nothing stored past ``after`` (a damaged conversation): no cursor either way
+        return [], None
+    last = rows[-1]["seq"]
+    return [r["message"] for r in rows], (last if last < length - 1 else None)
+
+
+def get_state(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    after_seq: int | None = None,
+    answer: Callable[[StateWindow], T],
+) -> T:
+    """The persisted state with a page of its conversation (``StateWindow``), turned into the answer by
+    ``answer`` inside the transaction, so an answer that cannot be built fails here."""
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
-        sup = load_supervisor(conn, contract_id)
-        history = [r["message"] for r in supervisors_sql.conversation(conn, sup["task_id"])]
-        return SupervisorRecord.model_validate(sup), history
+        sup = SupervisorRecord.model_validate(load_supervisor(conn, contract_id))
+        history, cursor = conversation_window(
+            conn, sup.task_id, start=sup.conversation_start, length=sup.conversation_length, after_seq=after_seq
+        )
+        return answer(StateWindow(sup, history, cursor))
 
 
 # --- restart and timeouts -------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from uuid import UUID
 from fastapi import Query, Response, status
 from pydantic import BaseModel, Field
 
+from makima.api.answers import serialized
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Config, feature
+from makima.api.json_bounds import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_QUESTIONS_BYTES, bounded
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
 from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
@@ -187,13 +189,25 @@ def sync(
     )
 
 
+CURSOR_DOC = (
+    "The conversation continues: GET …/supervisor/state?after_seq=<this> for the next page; null when "
+    "this page reaches the end."
+)
+
+
 class PersistedState(BaseModel):
     task_id: UUID
     generation: int
     save_seq: int
     state: SupervisorState
     phase: str
-    conversation_history: list[Any]
+    conversation_history: list[Any] = Field(
+        description="One page of the kept conversation (about 1 MB at most): the messages after after_seq, "
+        "else from conversation_start."
+    )
+    conversation_start: int = Field(description="The seq of the first message kept; older ones were compacted away.")
+    conversation_length: int = Field(description="Messages saved in all (the next one appends at this seq).")
+    next_after_seq: int | None = Field(description=CURSOR_DOC)
     pending_questions: list[Any]
     spawned_task_ids: list[UUID]
     waiting_on_task_ids: list[UUID]
@@ -205,23 +219,29 @@ class PersistedState(BaseModel):
     updated_at: datetime
 
 
-def _persisted(s: SupervisorRecord, history: list[Any]) -> PersistedState:
-    return PersistedState(
-        task_id=s.task_id,
-        generation=s.generation,
-        save_seq=s.save_seq,
-        state=s.state,
-        phase=s.phase,
-        conversation_history=history,
-        pending_questions=s.pending_questions,
-        spawned_task_ids=s.spawned_task_ids,
-        waiting_on_task_ids=s.waiting_on_task_ids,
-        last_checkpoint=s.last_checkpoint,
-        current_activity=s.current_activity,
-        error=s.error,
-        last_save_point=s.last_save_point,
-        created_at=s.created_at,
-        updated_at=s.updated_at,
+def _persisted(w: svc.StateWindow) -> Response:
+    s = w.supervisor
+    return serialized(
+        PersistedState(
+            task_id=s.task_id,
+            generation=s.generation,
+            save_seq=s.save_seq,
+            state=s.state,
+            phase=s.phase,
+            conversation_history=w.history,
+            conversation_start=s.conversation_start,
+            conversation_length=s.conversation_length,
+            next_after_seq=w.next_after_seq,
+            pending_questions=s.pending_questions,
+            spawned_task_ids=s.spawned_task_ids,
+            waiting_on_task_ids=s.waiting_on_task_ids,
+            last_checkpoint=s.last_checkpoint,
+            current_activity=s.current_activity,
+            error=s.error,
+            last_save_point=s.last_save_point,
+            created_at=s.created_at,
+            updated_at=s.updated_at,
+        )
     )
 
 
@@ -233,8 +253,19 @@ class StateSaveIn(Body):
     phase: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     current_activity: str = Field(default="", max_length=2000, pattern=TEXT)
     conversation_offset: int = Field(default=0, ge=0, description="How many messages the server already has.")
-    conversation_append: list[dict[str, Any]] = Field(default_factory=list, max_length=500)
-    pending_questions: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
+    conversation_append: list[Annotated[dict[str, Any], bounded(MAX_MESSAGE_BYTES)]] = Field(
+        default_factory=list,
+        max_length=500,
+        description=f"Each message at most {MAX_DEPTH} levels deep and {MAX_MESSAGE_BYTES} bytes as JSON.",
+    )
+    pending_questions: Annotated[
+        list[Annotated[dict[str, Any], bounded(MAX_QUESTIONS_BYTES)]],
+        bounded(MAX_QUESTIONS_BYTES, max_depth=None),
+    ] = Field(
+        default_factory=list,
+        max_length=100,
+        description=f"Each at most {MAX_DEPTH} levels deep; {MAX_QUESTIONS_BYTES} bytes as JSON all together.",
+    )
     spawned_task_ids: list[UUID] = Field(default_factory=list, max_length=1000)
     waiting_on_task_ids: list[UUID] = Field(default_factory=list, max_length=1000)
     error: str | None = Field(default=None, max_length=10_000, pattern=TEXT)
@@ -242,9 +273,15 @@ class StateSaveIn(Body):
 
 
 @router.get("/contracts/{contract_id}/supervisor/state", response_model=PersistedState)
-def get_state(contract_id: UUID, db: DB, caller: Caller) -> PersistedState:
-    s, history = svc.get_state(db, caller, contract_id)
-    return _persisted(s, history)
+def get_state(
+    contract_id: UUID,
+    db: DB,
+    caller: Caller,
+    after_seq: Annotated[
+        int | None, Query(ge=0, le=2_147_483_647, description="Continue the conversation after this seq.")
+    ] = None,
+) -> Response:
+    return svc.get_state(db, caller, contract_id, after_seq=after_seq, answer=_persisted)
 
 
 class StateSaved(BaseModel):
@@ -256,14 +293,21 @@ class StateSaved(BaseModel):
     state: SupervisorState
     phase: str
     conversation_length: int
+    conversation_start: int = Field(description="The seq of the first message kept; older ones were compacted away.")
     last_save_point: str | None
     last_checkpoint_seq: int | None
     updated_at: datetime
 
 
 @router.put("/contracts/{contract_id}/supervisor/state", response_model=StateSaved)
-def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller) -> StateSaved:
-    s = svc.save_state(db, caller, contract_id, svc.StateSave(**dict(body)))
+def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller, settings: Config) -> StateSaved:
+    s = svc.save_state(
+        db,
+        caller,
+        contract_id,
+        svc.StateSave(**dict(body)),
+        max_conversation_bytes=settings.contracts.supervisor_conversation_max_bytes,
+    )
     return StateSaved(
         task_id=s.task_id,
         generation=s.generation,
@@ -271,6 +315,7 @@ def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller) -> 
         state=s.state,
         phase=s.phase,
         conversation_length=s.conversation_length,
+        conversation_start=s.conversation_start,
         last_save_point=s.last_save_point,
         last_checkpoint_seq=s.last_checkpoint_seq,
         updated_at=s.updated_at,
@@ -288,7 +333,12 @@ class RestorationOut(BaseModel):
     next_seq: int
     state: SupervisorState
     phase: str
-    conversation_history: list[Any]
+    conversation_history: list[Any] = Field(
+        description="The first page of the kept conversation (about 1 MB at most); next_after_seq continues it."
+    )
+    conversation_start: int = Field(description="The seq of the first message kept; older ones were compacted away.")
+    conversation_length: int
+    next_after_seq: int | None = Field(description=CURSOR_DOC)
     pending_questions: list[dict[str, Any]] = Field(description="Re-delivered: still waiting for the owner.")
     answered_questions: list[dict[str, Any]] = Field(description="Answers not yet acknowledged.")
     waiting_on_task_ids: list[UUID]
@@ -300,11 +350,13 @@ class RestorationOut(BaseModel):
 
 
 @router.post("/contracts/{contract_id}/supervisor/restore", response_model=RestorationOut)
-def restore(
-    contract_id: UUID, db: DB, caller: Caller, settings: Config, body: RestoreIn | None = None
-) -> RestorationOut:
-    r = restoration.restore(db, caller, contract_id, daemon_id=body.daemon_id if body else None)
-    return RestorationOut(**vars(r), heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds)
+def restore(contract_id: UUID, db: DB, caller: Caller, settings: Config, body: RestoreIn | None = None) -> Response:
+    interval = settings.contracts.heartbeat_interval_seconds
+
+    def answer(r: restoration.Restoration) -> Response:
+        return serialized(RestorationOut(**vars(r), heartbeat_interval_seconds=interval))
+
+    return restoration.restore(db, caller, contract_id, daemon_id=body.daemon_id if body else None, answer=answer)
 
 
 class RestartIn(Body):

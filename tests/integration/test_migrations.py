@@ -36,6 +36,7 @@ CHAIN = [
     "0013_metrics_token_kind",
     "0013b_metrics_token_kind_validate",
     "0014_rate_limits",
+    "0019_idempotency",
 ]
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Config, feature
+from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
 from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
@@ -91,6 +92,7 @@ class SupervisorStarted(BaseModel):
 @router.post(
     "/contracts/{contract_id}/supervisor", response_model=SupervisorStarted, status_code=status.HTTP_201_CREATED
 )
+@idempotent
 def start_supervisor(
     contract_id: UUID, body: SupervisorStart, db: DB, caller: Caller, settings: Config
 ) -> SupervisorStarted:

@@ -519,3 +519,44 @@ def test_a_daemon_reports_a_worktree_whose_task_is_gone_without_it_and_removes_i
         w["path"]: (w["task_id"], w["state"]) for w in daemon_api.get(f"/daemons/{daemon.id}/worktrees")["worktrees"]
     }
     assert held == {"/wt/live": (live_task, "active"), "/wt/gone": (None, "removed")}
+
+
+class _FirstPostAnswers503(httpx.HTTPTransport):
+    """Delivers the first POST to the server, then answers 503 DATABASE_UNAVAILABLE in place of its
+    answer: a commit followed by a failure (the connection to the database lost after it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+        self.keys: list[str | None] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST":
+            self.keys.append(request.headers.get("idempotency-key"))
+            if not self.dropped:
+                self.dropped += 1
+                response.read()
+                response.close()
+                error = {"code": "DATABASE_UNAVAILABLE", "message": "retry shortly", "details": {}}
+                return httpx.Response(503, json={"error": error})
+        return response
+
+
+def test_a_create_retried_after_a_503_that_followed_its_commit_makes_one_contract(
+    live: LiveServer, owner: Caller, api: MakimaApi
+) -> None:
+    # Given a client whose first POST is applied by the server but answered 503
+    transport = _FirstPostAnswers503()
+    name = f"once-{uuid.uuid4().hex[:8]}"
+    with MakimaApi(live.url, owner.token, retry=FAST, sleep=lambda _: None, transport=transport) as lossy:
+        # When it creates a contract (the SDK retries the 503)
+        created = lossy.create_contract(name)
+        assert lossy.stats.by_reason == {"DATABASE_UNAVAILABLE": 1}
+
+    # Then the retry carried the same key, got the first answer, and there is one contract
+    assert transport.dropped == 1
+    assert transport.keys[0]
+    assert transport.keys == [transport.keys[0]] * 2
+    mine = [c for c in api.get("/contracts", limit=100)["contracts"] if c["name"] == name]
+    assert [c["id"] for c in mine] == [created["id"]]

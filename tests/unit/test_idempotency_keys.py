@@ -25,7 +25,7 @@ def _creating_routes() -> list[APIRoute]:
         route
         for router in ALL_ROUTERS
         for route in router.routes
-        if isinstance(route, APIRoute) and "POST" in route.methods and route.status_code == 201
+        if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and route.status_code == 201
     ]
 
 

@@ -267,17 +267,26 @@ def test_503_supervisor_dead_is_not_transient(scripted: tuple[str, type[_Scripte
     assert len(handler.seen) == 1
 
 
-def test_a_lost_answer_is_retried_for_get_but_never_for_post(scripted: tuple[str, type[_Scripted]]) -> None:
+def test_a_lost_answer_is_retried_for_get_and_creating_posts_but_not_other_posts(
+    scripted: tuple[str, type[_Scripted]],
+) -> None:
     url, handler = scripted
     stall: Reply = (200, {}, {"ok": True}, 0.6)
     handler.script["/api/v1/contracts/x"] = [stall, (200, {}, {"id": "x"}, 0)]
-    handler.script["/api/v1/contracts/x/tasks"] = [stall]
+    handler.script["/api/v1/contracts/x/tasks"] = [stall, (201, {}, {"id": "t1"}, 0)]
+    handler.script["/api/v1/contracts/x/status"] = [stall]
     with MakimaApi(url, "t", timeout=0.3, retry=FAST, sleep=lambda _: None) as c:
         assert c.contract("x") == {"id": "x"}  # a GET whose answer was lost is asked again
+        # A creating POST is resent with its Idempotency-Key: the API answers the first result again
+        assert c.spawn_task("x", "t1") == {"id": "t1"}
         with pytest.raises(ApiUnreachable):
-            c.spawn_task("x", "t1")  # a POST that may have been applied is not resent blindly
+            c.change_status("x", "paused")  # another POST that may have been applied is not resent blindly
     assert Counter(handler.seen) == Counter(
-        {("GET", "/api/v1/contracts/x"): 2, ("POST", "/api/v1/contracts/x/tasks"): 1}
+        {
+            ("GET", "/api/v1/contracts/x"): 2,
+            ("POST", "/api/v1/contracts/x/tasks"): 2,
+            ("POST", "/api/v1/contracts/x/status"): 1,
+        }
     )
 
 

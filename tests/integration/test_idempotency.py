@@ -147,6 +147,18 @@ def test_a_longest_key_is_accepted(client: TestClient, user: Caller) -> None:
     assert _post(client, user, key, {"name": "long", "contract_type": "simple"}).headers["idempotent-replayed"]
 
 
+def test_with_powertools_idempotency_disabled_the_write_still_commits(
+    client: TestClient, user: Caller, db: PooledDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Powertools' kill switch (``POWERTOOLS_IDEMPOTENCY_DISABLED``) runs the function without storing
+    anything: the request's transaction must still commit."""
+    monkeypatch.setenv("POWERTOOLS_IDEMPOTENCY_DISABLED", "1")
+    body = {"name": "switched-off", "contract_type": "simple"}
+    assert _post(client, user, "k", body).status_code == 201
+    assert _post(client, user, "k", body).status_code == 201
+    assert _contracts_named(db, user, "switched-off") == 2
+
+
 @pytest.fixture
 def flaky_after_write(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The contracts route fails once with 503 DATABASE_UNAVAILABLE after the service's write is done

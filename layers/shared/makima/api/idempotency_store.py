@@ -104,6 +104,13 @@ class PostgresPersistenceLayer(BasePersistenceLayer):
         self._open, self._conn = stack, conn
         return InTransaction(conn)
 
+    def commit(self) -> None:
+        """Commit the request's transaction if it is still open: only when Powertools did not store the
+        answer (``POWERTOOLS_IDEMPOTENCY_DISABLED`` set: it then just runs the function)."""
+        stack, self._open, self._conn = self._open, None, None
+        if stack is not None:
+            stack.close()
+
     def abort(self, exc: BaseException) -> None:
         """Roll the request's transaction back because of ``exc``. Raises what the database adapter makes
         of ``exc`` when it is its business (a dropped connection: ``DatabaseUnavailable``)."""
@@ -275,6 +282,7 @@ def run(
     data = {"key": {"user": str(user_id), "route": route, "key": key}, "request": request}
     try:
         answer = keyed(data=data)
+        layer.commit()
     except IdempotencyValidationError as exc:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used with another request; use a new key for a new request",

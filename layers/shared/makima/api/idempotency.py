@@ -19,9 +19,9 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -37,6 +37,17 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 # Long enough for any UUID or ULID with a prefix, short enough to bound what a key can make us store.
 MAX_KEY_LENGTH = 255
 _REQUEST = "idempotency_request"
+_KEY = "idempotency_key_header"
+# Declared on the route (not only read from the request) so the OpenAPI document shows it.
+_KEY_PARAMETER = Annotated[
+    str | None,
+    Header(
+        alias=KEY_HEADER,
+        description="Makes this create safe to resend: the same key with the same request within 24 h "
+        "answers the first result again (`Idempotent-Replayed: true`); with another request, 422 "
+        f"IDEMPOTENCY_KEY_REUSED. 1 to {MAX_KEY_LENGTH} printable ASCII characters; a UUID per request.",
+    ),
+]
 # Set on every decorated endpoint, so a test can prove every creating POST is covered.
 MARKER = "__makima_idempotent__"
 
@@ -67,7 +78,7 @@ def idempotent(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(endpoint)
     def route(*args: Any, **kwargs: Any) -> Any:
         request: Request = kwargs.pop(_REQUEST)
-        key = request.headers.get(KEY_HEADER)
+        key: str | None = kwargs.pop(_KEY)
         if key is None:
             return endpoint(*args, **kwargs)
         from makima.api import idempotency_store  # Powertools (and boto3) on the first keyed request
@@ -98,7 +109,10 @@ def idempotent(endpoint: Callable[..., Any]) -> Callable[..., Any]:
             headers[REPLAYED_HEADER] = "true"
         return JSONResponse(content=answer.body, status_code=answer.status, headers=headers)
 
-    extra = inspect.Parameter(_REQUEST, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
-    route.__signature__ = signature.replace(parameters=[*signature.parameters.values(), extra])  # type: ignore[attr-defined]
+    extra = [
+        inspect.Parameter(_REQUEST, inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+        inspect.Parameter(_KEY, inspect.Parameter.KEYWORD_ONLY, annotation=_KEY_PARAMETER, default=None),
+    ]
+    route.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])  # type: ignore[attr-defined]
     setattr(route, MARKER, True)
     return route

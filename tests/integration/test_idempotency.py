@@ -110,6 +110,23 @@ def test_keys_are_scoped_per_user_and_per_route(
     assert "idempotent-replayed" not in task.headers
 
 
+def test_the_key_is_the_users_whichever_of_its_tokens_resends(
+    client: TestClient, make_caller: Callable[..., Caller], db: PooledDatabase
+) -> None:
+    """Only the request is compared, not the dependencies around it (the caller's token, the settings):
+    a daemon resending with its user's other token gets the answer, not a 422."""
+    owner = make_caller()
+    daemon = make_caller(daemon_for=owner)
+    key = str(uuid.uuid4())
+    body = {"name": "two-tokens", "contract_type": "simple"}
+    first = _post(client, owner, key, body)
+    again = _post(client, daemon, key, body)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert _contracts_named(db, owner, "two-tokens") == 1
+
+
 def test_without_a_key_nothing_changes(client: TestClient, user: Caller, db: PooledDatabase) -> None:
     body = {"name": "twice", "contract_type": "simple"}
     assert _post(client, user, None, body).status_code == 201

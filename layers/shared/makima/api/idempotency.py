@@ -24,9 +24,9 @@ from typing import Annotated, Any
 from fastapi import Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.routing import Route
 
+from makima.api.schemas import Body
 from makima.config import Settings
 from makima.db.connection import Database
 from makima.domain.principals import Principal
@@ -64,7 +64,9 @@ def _check(key: str) -> str:
 def _payload(request: Request, kwargs: dict[str, Any]) -> dict[str, Any]:
     """What makes two requests "the same" under one key: method, path, query and the parsed body (its
     canonical JSON is hashed: key order and spacing do not matter, a changed field does)."""
-    bodies = {name: value.model_dump(mode="json") for name, value in kwargs.items() if isinstance(value, BaseModel)}
+    # Only the request bodies: the other parameters are dependencies (the settings, the caller), which
+    # say nothing about what was asked and may differ between two sends of the same request.
+    bodies = {name: value.model_dump(mode="json") for name, value in kwargs.items() if isinstance(value, Body)}
     return {"method": request.method, "path": request.url.path, "query": request.url.query, "body": bodies}
 
 

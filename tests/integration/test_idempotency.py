@@ -164,6 +164,7 @@ def test_a_longest_key_is_accepted(client: TestClient, user: Caller) -> None:
     assert _post(client, user, key, {"name": "long", "contract_type": "simple"}).headers["idempotent-replayed"]
 
 
+@pytest.mark.filterwarnings("ignore:Disabling idempotency")
 def test_with_powertools_idempotency_disabled_the_write_still_commits(
     client: TestClient, user: Caller, db: PooledDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:

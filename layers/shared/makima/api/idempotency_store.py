@@ -124,7 +124,7 @@ class PostgresPersistenceLayer(BasePersistenceLayer):
         now = datetime.now(UTC)
         if data_record.in_progress_expiry_timestamp is not None:
             in_progress_until = _at(data_record.in_progress_expiry_timestamp / 1000)
-        else:  # no Lambda context registered (always, here): the configured bound
+        else:  # no context given to Powertools (``run`` always gives one): the configured bound
             in_progress_until = now + timedelta(seconds=self.in_progress_seconds)
         with transaction(self.db) as conn:
             records.purge_expired(conn, now=now)

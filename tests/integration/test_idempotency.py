@@ -214,6 +214,37 @@ def test_a_503_after_the_write_then_a_retry_makes_one_contract(
     assert _contracts_named(db, user, "after-commit") == 1
 
 
+def test_a_failure_storing_the_answer_rolls_the_write_back_and_frees_the_key(
+    client: TestClient, user: Caller, db: PooledDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from makima.db import idempotency as records
+
+    real = records.complete
+    failures = [1]
+
+    def complete(*args: Any, **kwargs: Any) -> bool:
+        if failures[0]:
+            failures[0] -= 1
+            raise DatabaseUnavailable("the database is unavailable; retry shortly", {"reason": "test"})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(records, "complete", complete)
+    key = str(uuid.uuid4())
+    body = {"name": "store-fails", "contract_type": "simple"}
+
+    # Given a create whose answer could not be stored (the database lost at the end of the request)
+    failed = _post(client, user, key, body)
+    assert failed.status_code == 503, failed.text
+    assert _contracts_named(db, user, "store-fails") == 0  # its write went with it
+    assert _records_of(db, user) == []  # and its key is free at once, not after the in-progress expiry
+
+    # When it is retried, it runs once
+    retried = _post(client, user, key, body)
+    assert retried.status_code == 201, retried.text
+    assert "idempotent-replayed" not in retried.headers
+    assert _contracts_named(db, user, "store-fails") == 1
+
+
 def test_a_retry_while_the_first_runs_is_409_then_gets_the_answer(
     client: TestClient, user: Caller, db: PooledDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:

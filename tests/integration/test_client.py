@@ -267,17 +267,26 @@ def test_503_supervisor_dead_is_not_transient(scripted: tuple[str, type[_Scripte
     assert len(handler.seen) == 1
 
 
-def test_a_lost_answer_is_retried_for_get_but_never_for_post(scripted: tuple[str, type[_Scripted]]) -> None:
+def test_a_lost_answer_is_retried_for_get_and_creating_posts_but_not_other_posts(
+    scripted: tuple[str, type[_Scripted]],
+) -> None:
     url, handler = scripted
     stall: Reply = (200, {}, {"ok": True}, 0.6)
     handler.script["/api/v1/contracts/x"] = [stall, (200, {}, {"id": "x"}, 0)]
-    handler.script["/api/v1/contracts/x/tasks"] = [stall]
+    handler.script["/api/v1/contracts/x/tasks"] = [stall, (201, {}, {"id": "t1"}, 0)]
+    handler.script["/api/v1/contracts/x/status"] = [stall]
     with MakimaApi(url, "t", timeout=0.3, retry=FAST, sleep=lambda _: None) as c:
         assert c.contract("x") == {"id": "x"}  # a GET whose answer was lost is asked again
+        # A creating POST is resent with its Idempotency-Key: the API answers the first result again
+        assert c.spawn_task("x", "t1") == {"id": "t1"}
         with pytest.raises(ApiUnreachable):
-            c.spawn_task("x", "t1")  # a POST that may have been applied is not resent blindly
+            c.change_status("x", "paused")  # another POST that may have been applied is not resent blindly
     assert Counter(handler.seen) == Counter(
-        {("GET", "/api/v1/contracts/x"): 2, ("POST", "/api/v1/contracts/x/tasks"): 1}
+        {
+            ("GET", "/api/v1/contracts/x"): 2,
+            ("POST", "/api/v1/contracts/x/tasks"): 2,
+            ("POST", "/api/v1/contracts/x/status"): 1,
+        }
     )
 
 
@@ -586,3 +595,44 @@ def test_a_daemon_beat_racing_a_shutdown_save_does_not_bring_the_supervisor_back
     # Then the supervisor is still stopped on purpose: the beat sent nothing for it
     status = api.supervisor_status(cid)
     assert (status["stopped"], status["adoptable"]) == (True, True), status
+
+
+class _FirstPostAnswers503(httpx.HTTPTransport):
+    """Delivers the first POST to the server, then answers 503 DATABASE_UNAVAILABLE in place of its
+    answer: a commit followed by a failure (the connection to the database lost after it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+        self.keys: list[str | None] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST":
+            self.keys.append(request.headers.get("idempotency-key"))
+            if not self.dropped:
+                self.dropped += 1
+                response.read()
+                response.close()
+                error = {"code": "DATABASE_UNAVAILABLE", "message": "retry shortly", "details": {}}
+                return httpx.Response(503, json={"error": error})
+        return response
+
+
+def test_a_create_retried_after_a_503_that_followed_its_commit_makes_one_contract(
+    live: LiveServer, owner: Caller, api: MakimaApi
+) -> None:
+    # Given a client whose first POST is applied by the server but answered 503
+    transport = _FirstPostAnswers503()
+    name = f"once-{uuid.uuid4().hex[:8]}"
+    with MakimaApi(live.url, owner.token, retry=FAST, sleep=lambda _: None, transport=transport) as lossy:
+        # When it creates a contract (the SDK retries the 503)
+        created = lossy.create_contract(name)
+        assert lossy.stats.by_reason == {"DATABASE_UNAVAILABLE": 1}
+
+    # Then the retry carried the same key, got the first answer, and there is one contract
+    assert transport.dropped == 1
+    assert transport.keys[0]
+    assert transport.keys == [transport.keys[0]] * 2
+    mine = [c for c in api.get("/contracts", limit=100)["contracts"] if c["name"] == name]
+    assert [c["id"] for c in mine] == [created["id"]]

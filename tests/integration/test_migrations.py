@@ -37,6 +37,7 @@ CHAIN = [
     "0013b_metrics_token_kind_validate",
     "0014_rate_limits",
     "0016_supervisor_conversation_window",
+    "0019_idempotency",
 ]
 
 

@@ -18,6 +18,10 @@ The TOML file has the seed's sections::
     daemon_per_second = 200
     daemon_burst = 5000
 
+    [idempotency]            # Idempotency-Key on creating POSTs
+    expires_after_seconds = 86400
+    in_progress_seconds = 60
+
     [database]               # set on the role, in its database, by migrate
     statement_timeout_seconds = 20
     idle_in_transaction_timeout_seconds = 60
@@ -241,6 +245,20 @@ class DatabaseConfig(BaseModel):
     idle_in_transaction_timeout_seconds: float = Field(default=60.0, ge=0, le=86_400)
 
 
+class IdempotencyConfig(BaseModel):
+    """How long ``Idempotency-Key`` answers are kept (``makima.api.idempotency``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # How long a stored answer is replayed for its key: longer than any client keeps retrying one
+    # request (the SDK's retries last seconds; a person re-running a script, hours).
+    expires_after_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
+    # How long a request may hold its key INPROGRESS before a retry may take it over. Longer than a
+    # request can live (the Lambda timeout, 29 s; the statement timeout): a request past it has died
+    # before committing (its answer commits with its writes), so re-running it cannot duplicate.
+    in_progress_seconds: int = Field(default=60, ge=1, le=3600)
+
+
 def config_file() -> Path:
     return Path(os.environ.get("MAKIMA_CONFIG", "makima.toml"))
 
@@ -275,6 +293,7 @@ class Settings(BaseSettings):
     contracts: ContractsConfig = ContractsConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     database: DatabaseConfig = DatabaseConfig()
+    idempotency: IdempotencyConfig = IdempotencyConfig()
     feature_flags: FeatureFlagsConfig = FeatureFlagsConfig()
     dashboard: DashboardConfig = DashboardConfig()
 

@@ -131,3 +131,21 @@ class FeatureDisabled(MakimaError):
     """The feature behind this endpoint is switched off by its feature flag."""
 
     code, status = "FEATURE_DISABLED", 404
+
+
+# --- Idempotency-Key (api/idempotency.py) -------------------------------------------------------------
+
+
+class IdempotencyKeyReused(MakimaError):
+    """The ``Idempotency-Key`` was used before, by this user on this route, with another request (other
+    body, path or query). Nothing was done: a key names one request; send a new key for a new one."""
+
+    code, status = "IDEMPOTENCY_KEY_REUSED", 422
+
+
+class IdempotencyInProgress(MakimaError):
+    """A request with this ``Idempotency-Key`` is still being processed. Nothing was done; retry after
+    ``retry_after`` seconds: the retry gets the first request's answer once it is stored."""
+
+    code, status = "IDEMPOTENCY_IN_PROGRESS", 409
+    retry_after = 1

@@ -1,9 +1,15 @@
 """How CLI commands reach the API: base URL and token from flags, environment or defaults, and API
-errors turned into one clear line and a non-zero exit status."""
+errors turned into one clear line and a non-zero exit status.
+
+Every POST carries a fresh ``Idempotency-Key`` (one per command's request): the CLI does not resend a
+request itself, but a key makes a request that a person or a script re-runs after an ambiguous
+failure safe on the creating routes (the API answers the first result again), as in the SDK.
+"""
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +46,8 @@ class Api:
     def attempt(self, method: str, path: str, **kwargs: Any) -> Any:
         """The answer, or an ``ApiFailure`` for an error answer (the command decides what to say); an
         unreachable API ends the command (exit 3)."""
+        if method.upper() == "POST":
+            kwargs["headers"] = {"Idempotency-Key": str(uuid.uuid4()), **(kwargs.get("headers") or {})}
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:

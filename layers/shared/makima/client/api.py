@@ -9,9 +9,17 @@ What is retried, and why it is safe:
 - ``503`` (``DATABASE_UNAVAILABLE``: the service says "retry with backoff") and ``429`` (throttled): a
   request that fails changes nothing (every operation is one transaction), so even a POST may be resent.
   ``Retry-After`` is honoured. ``503 SUPERVISOR_DEAD`` is not transient and is not retried;
-- a connection that broke after the request was sent (read timeout, reset, protocol error): only for
-  idempotent methods (GET, PUT, DELETE). A POST that may have been applied is not resent blindly: the
-  caller decides (the reference supervisor re-reads the contract and carries on from what it finds).
+- a connection that broke after the request was sent (read timeout, reset, protocol error): for
+  idempotent methods (GET, PUT, DELETE), and for the creating POSTs (``replayable``: contract, task,
+  question, daemon, supervisor, user), which the API runs once per ``Idempotency-Key``. Another POST that
+  may have been applied is not resent blindly: the caller decides (the reference supervisor re-reads
+  the contract and carries on from what it finds);
+- ``409 IDEMPOTENCY_IN_PROGRESS``: an earlier attempt of this very request is still running; the retry
+  gets its answer once it is stored.
+
+Every POST carries an ``Idempotency-Key`` (a fresh UUID per call of ``request``, the same on each of its
+retries): a 503 can follow a commit (the connection lost after it), and the retry of a creating POST
+then gets the first attempt's answer (``Idempotent-Replayed: true``) instead of creating a second object.
 
 Never retried: any other 4xx (the request is wrong, resending it will not help) and 5xx other than 503.
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +42,9 @@ JSON = dict[str, Any]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = frozenset({429, 503})
 NOT_TRANSIENT_CODES = frozenset({"SUPERVISOR_DEAD"})
+# Transient whatever their status: another attempt of the same request is running.
+TRANSIENT_CODES = frozenset({"IDEMPOTENCY_IN_PROGRESS"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 # Raised before anything was sent: always safe to retry.
 _NOT_SENT: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -167,23 +179,31 @@ class MakimaApi:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
+        replayable: bool = False,
+        idempotency_key: str | None = None,
     ) -> Any:
-        """Send, retrying what is safe to retry; the decoded JSON body (None for 204), or ``ApiError``."""
+        """Send, retrying what is safe to retry; the decoded JSON body (None for 204), or ``ApiError``.
+
+        A POST carries ``idempotency_key`` (default: a fresh UUID), the same on every attempt.
+        ``replayable``: the route honours the key, so even a POST whose answer was lost is resent."""
         policy = retry or self.retry
         method = method.upper()
+        headers: dict[str, str] | None = None
+        if method == "POST":
+            headers = {IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
         attempt = 0
         while True:
             attempt += 1
             self.stats.requests += 1
             wait: float | None = None
             try:
-                response = self.http.request(method, path, json=json, params=params)
+                response = self.http.request(method, path, json=json, params=params, headers=headers)
             except _NOT_SENT as exc:
                 if attempt >= policy.attempts:
                     raise ApiUnreachable(f"cannot reach {self.base_url}: {exc!r}") from exc
                 reason = type(exc).__name__
             except _MAYBE_SENT as exc:
-                if method not in IDEMPOTENT_METHODS or attempt >= policy.attempts:
+                if (method not in IDEMPOTENT_METHODS and not replayable) or attempt >= policy.attempts:
                     raise ApiUnreachable(f"{method} {path}: connection lost: {exc!r}") from exc
                 reason = type(exc).__name__
             else:
@@ -192,7 +212,9 @@ class MakimaApi:
                         return None
                     return response.json()
                 error = ApiError.from_response(response)
-                transient = response.status_code in RETRY_STATUSES and error.code not in NOT_TRANSIENT_CODES
+                transient = error.code in TRANSIENT_CODES or (
+                    response.status_code in RETRY_STATUSES and error.code not in NOT_TRANSIENT_CODES
+                )
                 if not transient or attempt >= policy.attempts:
                     raise error
                 reason = error.code
@@ -206,8 +228,9 @@ class MakimaApi:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None} or None)
 
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, json=body)
+    def post(self, path: str, body: Any = None, *, replayable: bool = False) -> Any:
+        """``replayable``: a creating POST, which the API runs once per ``Idempotency-Key``."""
+        return self.request("POST", path, json=body, replayable=replayable)
 
     # --- health ---------------------------------------------------------------------------------------
 
@@ -229,7 +252,7 @@ class MakimaApi:
     # --- users and tokens (admin) ---------------------------------------------------------------------
 
     def create_user(self, name: str, role: str = "user") -> JSON:
-        return dict(self.post("/users", {"name": name, "role": role}))
+        return dict(self.post("/users", {"name": name, "role": role}, replayable=True))
 
     def issue_token(self, user_id: str, *, kind: str = "user", name: str = "") -> JSON:
         return dict(self.post(f"/users/{user_id}/tokens", {"kind": kind, "name": name}))
@@ -241,7 +264,7 @@ class MakimaApi:
         return dict(self.get(f"/contract-types/{name}"))
 
     def create_contract(self, name: str, *, contract_type: str = "simple", **fields: Any) -> JSON:
-        return dict(self.post("/contracts", {"name": name, "contract_type": contract_type, **fields}))
+        return dict(self.post("/contracts", {"name": name, "contract_type": contract_type, **fields}, replayable=True))
 
     def contract(self, contract_id: str) -> JSON:
         """The contract with ``phases`` (ids, in order) and the current phase's ``deliverables``."""
@@ -281,7 +304,7 @@ class MakimaApi:
         return list(self.get(f"/contracts/{contract_id}/tasks")["tasks"])
 
     def spawn_task(self, contract_id: str, name: str) -> JSON:
-        return dict(self.post(f"/contracts/{contract_id}/tasks", {"name": name}))
+        return dict(self.post(f"/contracts/{contract_id}/tasks", {"name": name}, replayable=True))
 
     def set_task_status(self, contract_id: str, task_id: str, status: str, *, error: str | None = None) -> JSON:
         body: JSON = {"status": status}
@@ -295,7 +318,7 @@ class MakimaApi:
         body: JSON = {"question": question}
         if task_id:
             body["task_id"] = task_id
-        return dict(self.post(f"/contracts/{contract_id}/questions", body))
+        return dict(self.post(f"/contracts/{contract_id}/questions", body, replayable=True))
 
     def questions(self, contract_id: str, *, status: str | None = None, undelivered: bool = False) -> list[JSON]:
         found = self.get(f"/contracts/{contract_id}/questions", status=status, undelivered=undelivered or None)
@@ -310,7 +333,7 @@ class MakimaApi:
     # --- daemons --------------------------------------------------------------------------------------
 
     def register_daemon(self, name: str, *, hostname: str = "", capacity: int = 1) -> JSON:
-        return dict(self.post("/daemons", {"name": name, "hostname": hostname, "capacity": capacity}))
+        return dict(self.post("/daemons", {"name": name, "hostname": hostname, "capacity": capacity}, replayable=True))
 
     def daemon_heartbeat(self, daemon_id: str, worktrees: Sequence[Mapping[str, Any]] | None = None) -> JSON:
         body: JSON = {} if worktrees is None else {"worktrees": [dict(w) for w in worktrees]}
@@ -331,7 +354,7 @@ class MakimaApi:
         body: JSON = {"name": name}
         if daemon_id:
             body["daemon_id"] = daemon_id
-        return dict(self.post(f"/contracts/{contract_id}/supervisor", body))
+        return dict(self.post(f"/contracts/{contract_id}/supervisor", body, replayable=True))
 
     def supervisor_status(self, contract_id: str) -> JSON:
         return dict(self.get(f"/contracts/{contract_id}/supervisor/status"))

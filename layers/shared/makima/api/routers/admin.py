@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import Response, status
 
 from makima.api.deps import DB, Caller, Events
+from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router
 from makima.api.schemas import TokenCreate, TokenIssued, TokenList, TokenOut, UserCreate, UserList, UserOut
 from makima.services import auth
@@ -15,6 +16,7 @@ router = make_router("admin")
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_user(body: UserCreate, db: DB, caller: Caller) -> UserOut:
     return UserOut.model_validate(auth.create_user(db, caller, name=body.name, role=body.role).model_dump())
 

@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import Query, status
 
 from makima.api.deps import DB, Caller
+from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router
 from makima.api.schemas import MessageCreate, MessageList, MessageOut
 from makima.services import chat as svc
@@ -16,6 +17,7 @@ router = make_router("chat")
 
 
 @router.post("/contracts/{contract_id}/messages", response_model=MessageOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def post_message(contract_id: UUID, body: MessageCreate, db: DB, caller: Caller) -> MessageOut:
     return MessageOut.model_validate(svc.post_message(db, caller, contract_id, content=body.content).model_dump())
 

@@ -9,6 +9,7 @@ from fastapi import Query, status
 
 from makima.api.compat import STATUS_VIEW, StatusView, View
 from makima.api.deps import DB, Caller, Config, Policy
+from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router
 from makima.api.schemas import ContractCreate, ContractDetailOut, ContractList, ContractOut, ContractUpdate
 from makima.domain.durations import parse_duration
@@ -21,6 +22,7 @@ router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py
 
 
 @router.post("/contracts", response_model=ContractOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def create_contract(body: ContractCreate, db: DB, caller: Caller, config: Config, policy: Policy) -> ContractOut:
     return ContractOut.of(
         svc.create_contract(

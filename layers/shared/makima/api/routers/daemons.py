@@ -11,6 +11,7 @@ from fastapi import Query, status
 from pydantic import BaseModel, Field
 
 from makima.api.deps import DB, Caller, Config
+from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body
 from makima.services import daemons as svc
@@ -106,6 +107,7 @@ class ClaimIn(Body):
 
 
 @router.post("/daemons", response_model=DaemonRegistered, status_code=status.HTTP_201_CREATED)
+@idempotent
 def register(body: DaemonRegister, db: DB, caller: Caller, settings: Config) -> DaemonRegistered:
     daemon = svc.register(db, caller, name=body.name, hostname=body.hostname, capacity=body.capacity)
     return DaemonRegistered(

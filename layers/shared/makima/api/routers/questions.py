@@ -9,6 +9,7 @@ from uuid import UUID
 from fastapi import Query, status
 
 from makima.api.deps import DB, Caller, Policy
+from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router
 from makima.api.schemas import QuestionAnswer, QuestionCreate, QuestionList, QuestionOut
 from makima.domain.models import Question
@@ -22,6 +23,7 @@ def _out(q: Question) -> QuestionOut:
 
 
 @router.post("/contracts/{contract_id}/questions", response_model=QuestionOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def ask_question(contract_id: UUID, body: QuestionCreate, db: DB, caller: Caller, policy: Policy) -> QuestionOut:
     return _out(
         svc.ask_question(

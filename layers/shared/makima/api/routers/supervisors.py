@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from makima.api.answers import serialized
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Config, feature
+from makima.api.idempotency import idempotent
 from makima.api.json_bounds import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_QUESTIONS_BYTES, bounded
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
@@ -93,6 +94,7 @@ class SupervisorStarted(BaseModel):
 @router.post(
     "/contracts/{contract_id}/supervisor", response_model=SupervisorStarted, status_code=status.HTTP_201_CREATED
 )
+@idempotent
 def start_supervisor(
     contract_id: UUID, body: SupervisorStart, db: DB, caller: Caller, settings: Config
 ) -> SupervisorStarted:

@@ -7,6 +7,7 @@ from uuid import UUID
 from fastapi import status
 
 from makima.api.deps import DB, Caller, Policy
+from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router
 from makima.api.schemas import TaskCreate, TaskList, TaskOut, TaskStatusChange
 from makima.services import tasks as svc
@@ -15,6 +16,7 @@ router = make_router("tasks")
 
 
 @router.post("/contracts/{contract_id}/tasks", response_model=TaskOut, status_code=status.HTTP_201_CREATED)
+@idempotent
 def spawn_task(contract_id: UUID, body: TaskCreate, db: DB, caller: Caller) -> TaskOut:
     task = svc.spawn_task(db, caller, contract_id, name=body.name, is_supervisor=body.is_supervisor, daemon=body.daemon)
     return TaskOut.model_validate(task.model_dump())

@@ -3,8 +3,8 @@ token, and the HTTP API on localhost, all running the same code as the Lambda fu
 
 Stopping (one SIGTERM or Ctrl-C) goes in the order that keeps the seed's guarantees: first the demo
 fleet, while the API still answers, so each of its supervisors saves a ``shutdown`` state (restored
-later as a clean stop, not a crash); then the API; then the scheduled jobs, the outbox pump and the sync listener; then
-the database. The process then exits 0. A second signal skips the wait for the fleet.
+later as a clean stop, not a crash); then the API; then the scheduled jobs, the outbox pump and the
+sync listener; then the database. The process then exits 0. A second signal skips the wait for the fleet.
 """
 
 from __future__ import annotations

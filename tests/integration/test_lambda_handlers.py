@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,9 +26,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from makima.api.app import create_app
 from makima.api.routers import ALL_ROUTERS
+from makima.db import supervisors as supervisors_sql
 from makima.db.connection import PooledDatabase, transaction
 from makima.domain.principals import Principal, Role
-from makima.domain.supervisors import SavePoint, SupervisorState
+from makima.domain.supervisors import Heartbeat, SavePoint, SupervisorState
 from makima.lambda_support import runtime
 from makima.services import auth, questions, tasks
 from makima.services import contracts as contracts_svc
@@ -369,6 +372,49 @@ def test_heartbeat_events_are_accepted_as_sent_now(world: World, db: PooledDatab
     assert (many["accepted"], many["rejected"]) == (1, 0), many
     status = json_body(invoke("supervisors", _http_event("supervisors_status", world, db)))
     assert (status["state"], status["progress"], status["heartbeat_count"], status["alive"]) == ("working", 40, 2, True)
+
+
+def test_a_sync_waiting_in_a_lambda_reads_on_a_backing_off_schedule_until_the_heartbeat(
+    world: World, db: PooledDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a warm container (a cold start would shift the timings), and every read of the delivery counted
+    assert invoke("supervisors", _http_event("supervisors_sync", world, db))["statusCode"] == 202
+    event = _http_event("supervisors_sync", world, db)
+    event["body"] = json.dumps({"wait_seconds": 10})
+    reads: list[float] = []
+    read = supervisors_sql.sync_delivered_since
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(time.monotonic())
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(supervisors_sql, "sync_delivered_since", counted)
+
+    # When the heartbeat that collects the request comes about 1 s into the wait (from another container:
+    # a container serves one invocation at a time)
+    def beat() -> None:
+        time.sleep(1.0)
+        hb = Heartbeat(
+            task_id=uuid.UUID(world.supervisor_task_id),
+            state=SupervisorState.WORKING,
+            phase="plan",
+            timestamp=datetime.now(UTC),
+        )
+        answer = supervisors_svc.heartbeat(db, world.owner.principal, uuid.UUID(world.supervised_contract_id), hb)
+        assert answer.sync_requested is True
+
+    beating = threading.Thread(target=beat)
+    started = time.monotonic()
+    beating.start()
+    response = invoke("supervisors", event)
+    beating.join()
+
+    # Then the wait ends synced at the read after it: reads at 0.25, 0.75 and 1.75 s (every 200 ms before:
+    # five or six by then), no later
+    body = json_body(response)
+    assert (response["statusCode"], body["synced"]) == (200, True), body
+    assert len(reads) == 3, [round(t - started, 2) for t in reads]
+    assert 1.0 <= body["waited_seconds"] < 2.5
 
 
 def test_claim_event_moves_the_orphaned_task_to_the_live_daemon(world: World, db: PooledDatabase) -> None:

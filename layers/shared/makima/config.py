@@ -21,6 +21,9 @@ The TOML file has the seed's sections::
     [idempotency]            # Idempotency-Key on creating POSTs
     expires_after_seconds = 86400
     in_progress_seconds = 60
+    [sync]                   # concurrent sync waits per process (see SyncConfig)
+    waits_per_token = 10
+    waits_max = 1000
 
     [database]               # set on the role, in its database, by migrate
     statement_timeout_seconds = 20
@@ -230,6 +233,20 @@ class RateLimitsConfig(BaseModel):
     slice_seconds: float = Field(default=0.5, gt=0, le=60)
 
 
+class SyncConfig(BaseModel):
+    """How many ``POST …/supervisor/sync`` calls may wait at once in one process (a wait holds no
+    thread and no connection, but a waiter and a read when woken): past ``waits_per_token`` for one
+    token, or ``waits_max`` in all, a waiting call is refused with 429 ``RATE_LIMITED`` and
+    ``Retry-After`` before it asks anything (``wait_seconds: 0`` is never refused by these). ``0``: no
+    limit. Per process: on AWS each Lambda container serves one call at a time, so there the limits
+    that hold are the function's concurrency and the per-token request rates (``[rate_limits]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    waits_per_token: int = Field(default=10, ge=0, le=100_000)
+    waits_max: int = Field(default=1000, ge=0, le=1_000_000)
+
+
 class DatabaseConfig(BaseModel):
     """Time limits of the application's sessions, set on its role in its database by migrate (the
     local stack at start, ``makima db migrate``, the deploy function): ``ALTER ROLE ... IN DATABASE
@@ -292,6 +309,7 @@ class Settings(BaseSettings):
 
     contracts: ContractsConfig = ContractsConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
+    sync: SyncConfig = SyncConfig()
     database: DatabaseConfig = DatabaseConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
     feature_flags: FeatureFlagsConfig = FeatureFlagsConfig()

@@ -24,6 +24,7 @@ from makima.domain.rate_limits import Limit, Limits
 from makima.flags import build_flags
 from makima.services.monitor import EventSink
 from makima.services.rate_limits import Clock, RateLimiter
+from makima.services.sync_waits import PollingWaits, SyncWaits, WaitLimiter
 from makima.services.token_usage import UsageRecorder
 
 OPENAPI_URL = "/api/v1/openapi.json"
@@ -36,8 +37,11 @@ def create_app(
     settings: Settings | None = None,
     events: EventSink | None = None,
     clock: Clock | None = None,
+    sync_waits: SyncWaits | None = None,
 ) -> FastAPI:
-    """The app serving ``routers`` over ``database``. ``clock``: the rate limiter's (tests move it)."""
+    """The app serving ``routers`` over ``database``. ``clock``: the rate limiter's (tests move it).
+    ``sync_waits``: what wakes sync waits (the local stack's LISTEN connection); by default a
+    backing-off schedule of reads (services/sync_waits.py)."""
     settings = settings or get_settings()
     app = FastAPI(
         title="makima contracts",
@@ -52,6 +56,8 @@ def create_app(
     app.state.flags = functools.cache(lambda: build_flags(settings))
     app.state.events = events
     app.state.rate_limiter = rate_limiter(database, settings, clock)
+    app.state.sync_waits = sync_waits or PollingWaits()
+    app.state.sync_wait_limiter = WaitLimiter(per_token=settings.sync.waits_per_token, total=settings.sync.waits_max)
     app.state.token_usage = UsageRecorder()  # last_used_at, once a minute per token (api/deps.py)
     errors.install(app)
     for router in routers if routers is not None else ALL_ROUTERS:

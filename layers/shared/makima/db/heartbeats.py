@@ -8,7 +8,8 @@ or contract finished, or it was sent before the supervisor's shutdown save) only
 it changes no state, touches no activity and writes no event. A batch is the same statement over
 ``unnest``ed arrays. Being one statement, it is its own transaction: the service runs it in
 autocommit, one round trip for a heartbeat or a whole batch (BEGIN and COMMIT would be two more), and
-the event still commits with the change it records (transactional outbox).
+the event still commits with the change it records (transactional outbox). A heartbeat that collects
+a sync request notifies ``SYNC_CHANNEL`` in that transaction (db/sync_notices.py).
 
 The arrays travel in binary: psycopg's text array format quotes every element through a regular
 expression, which cost about 1.6 ms of CPU per 100 heartbeats (tests/bench/bench_heartbeats.py).
@@ -21,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from makima.db.connection import Conn
+from makima.db.sync_notices import SYNC_CHANNEL
 
 # last_activity_at is minute-grained for staleness; refreshing it on every 30 s heartbeat of every
 # supervisor would rewrite the contracts row (and all its indexes) ~2 times a minute for nothing.
@@ -105,13 +107,19 @@ ev AS (
      WHERE l.dead_at IS NOT NULL OR l.old_state <> l.state
      ORDER BY l.task_id
     RETURNING id
+),
+-- A sync this heartbeat collected: wake whoever waits for it (services/sync_waits.py). NOTIFY is
+-- delivered when the statement commits, so a woken waiter reads the delivery it was told of.
+ntf AS (
+    SELECT pg_notify('{SYNC_CHANNEL}', l.contract_id::text) FROM latest l WHERE l.sync_requested_at IS NOT NULL
 )
 SELECT p.ord, p.sent_at, p.task_id, p.contract_id, p.owner_id, p.old_state, p.state AS new_state,
        p.dead_at IS NOT NULL AS was_dead,
        p.superseded, p.late, p.generation,
        p.sync_requested_at IS NOT NULL AND NOT p.late AS sync_requested,
        p.restart_requested_at IS NOT NULL AND NOT p.late AS restart_requested,
-       (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM hist) AS appended
+       (SELECT count(*) FROM upd) AS updated, (SELECT count(*) FROM hist) AS appended,
+       (SELECT count(*) FROM ntf) AS notified  -- referenced, or the CTE would not run
   FROM prev p
 """
 

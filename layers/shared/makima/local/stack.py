@@ -3,8 +3,8 @@ token, and the HTTP API on localhost, all running the same code as the Lambda fu
 
 Stopping (one SIGTERM or Ctrl-C) goes in the order that keeps the seed's guarantees: first the demo
 fleet, while the API still answers, so each of its supervisors saves a ``shutdown`` state (restored
-later as a clean stop, not a crash); then the API; then the scheduled jobs and the outbox pump; then
-the database. The process then exits 0. A second signal skips the wait for the fleet.
+later as a clean stop, not a crash); then the API; then the scheduled jobs, the outbox pump and the
+sync listener; then the database. The process then exits 0. A second signal skips the wait for the fleet.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from makima.db.migrate import RoleTimeouts, migrate
 from makima.flags import build_flags
 from makima.local.monitor import LocalHub, OutboxPump, forget_previous_connections, mount_monitor
 from makima.local.scheduler import Scheduler, jobs_for
+from makima.local.sync_listener import SyncListener
 from makima.services.auth import AdminTokenOutcome, ensure_admin, register_admin_token
 
 if TYPE_CHECKING:
@@ -183,7 +184,9 @@ def serve(
         hub = LocalHub(endpoint=f"local:{socket.gethostname()}:{port}")
         forget_previous_connections(backing.database, hub.endpoint)
         pump = OutboxPump(backing.database, hub, flags=flags).start()
-        app = create_app(backing.database, settings=settings, events=pump)
+        # One LISTEN connection wakes every waiting sync call (they hold no thread, no pooled connection).
+        sync_listener = SyncListener(backing.url, connect_timeout=settings.db_connect_timeout).start()
+        app = create_app(backing.database, settings=settings, events=pump, sync_waits=sync_listener)
         from makima.local.web import mount_dashboard
 
         mount_dashboard(app, settings.dashboard)
@@ -205,5 +208,6 @@ def serve(
                 fleet.stop()  # already stopped unless the server failed; then without an API, but stopped
             scheduler.stop()
             pump.stop()
+            sync_listener.stop()
         if echo:
             print("makima: stopped", flush=True)

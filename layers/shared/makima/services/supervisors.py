@@ -5,7 +5,6 @@ Restoration lives in ``services/restoration.py``; daemons and worktrees in ``ser
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -292,18 +291,21 @@ class SyncResult:
     waited_seconds: float
 
 
-def request_sync(
-    db: Database,
-    principal: Principal,
-    contract_id: UUID,
-    *,
-    wait_seconds: float,
-    poll_every: float = 0.2,
-) -> SyncResult:
-    """Ask the supervisor to report its full state with its next heartbeat, and wait up to
-    ``wait_seconds`` for that heartbeat: ``synced`` then, with the state it reported. A supervisor that
+@dataclass(frozen=True)
+class SyncAsked:
+    """A standing sync request: whom it asks, since when, and the supervisor as it was then."""
+
+    task_id: UUID
+    requested_at: datetime
+    supervisor: SupervisorRecord
+
+
+def ask_sync(db: Database, principal: Principal, contract_id: UUID) -> SyncAsked:
+    """Ask the supervisor to report its full state with its next heartbeat (the heartbeat answer's
+    ``sync_requested``; asking again before one came keeps the first request). A supervisor that
     cannot answer is refused at once with ``SupervisorDead``: dead (its heartbeat timed out) or
-    stopped (it saved at ``shutdown``); restore or restart it."""
+    stopped (it saved at ``shutdown``); restore or restart it. Waiting for the heartbeat is
+    ``services/sync_waits.py``."""
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id, lock=True)
@@ -320,16 +322,14 @@ def request_sync(
                 },
             )
         sup = supervisors_sql.request_sync(conn, sup["task_id"])
-    requested_at = sup["sync_requested_at"]
-    started = time.monotonic()
-    deadline = started + max(0.0, wait_seconds)
-    while time.monotonic() < deadline:
-        time.sleep(min(poll_every, max(0.0, deadline - time.monotonic())))
-        with db.connection() as conn:
-            done = supervisors_sql.sync_delivered_since(conn, sup["task_id"], requested_at)
-        if done is not None:
-            return SyncResult(True, SupervisorRecord.model_validate(done), round(time.monotonic() - started, 3))
-    return SyncResult(False, SupervisorRecord.model_validate(sup), round(time.monotonic() - started, 3))
+    return SyncAsked(sup["task_id"], sup["sync_requested_at"], SupervisorRecord.model_validate(sup))
+
+
+def sync_delivered(db: Database, asked: SyncAsked) -> SupervisorRecord | None:
+    """The supervisor as the heartbeat that collected ``asked`` left it; None while none has."""
+    with db.connection() as conn:
+        done = supervisors_sql.sync_delivered_since(conn, asked.task_id, asked.requested_at)
+    return None if done is None else SupervisorRecord.model_validate(done)
 
 
 # --- persisted state ------------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query, Response, status
+from fastapi import Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from makima.api.answers import serialized
 from makima.api.compat import STATUS_VIEW
+from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, feature
 from makima.api.idempotency import idempotent
 from makima.api.json_bounds import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_QUESTIONS_BYTES, bounded
@@ -19,7 +20,7 @@ from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
 from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
 from makima.flags import Flag
-from makima.services import restoration
+from makima.services import restoration, sync_waits
 from makima.services import supervisors as svc
 
 router = make_router("supervisors")
@@ -173,13 +174,25 @@ class SyncAnswer(BaseModel):
     dependencies=HEARTBEATS,
     responses={202: {"model": SyncAnswer, "description": "Not synced within the wait; the request stands."}},
 )
-def sync(
-    contract_id: UUID, db: DB, caller: Caller, settings: Config, response: Response, body: SyncRequest | None = None
+async def sync(
+    contract_id: UUID,
+    request: Request,
+    db: DB,
+    caller: Caller,
+    settings: Config,
+    response: Response,
+    body: SyncRequest | None = None,
 ) -> SyncAnswer:
+    # async: a wait parks on a wake-up (services/sync_waits.py), holding no threadpool thread and no
+    # connection; its few reads go to the threadpool.
     wait = body.wait_seconds if body and body.wait_seconds is not None else None
     if wait is None:
         wait = svc.default_sync_wait(settings.contracts.heartbeat_interval_seconds)
-    r = svc.request_sync(db, caller, contract_id, wait_seconds=wait)
+    limiter: sync_waits.WaitLimiter = request.app.state.sync_wait_limiter
+    with limiter.admit(caller, wait):
+        r = await sync_waits.wait_for_sync(
+            db, caller, contract_id, wait_seconds=wait, waits=request.app.state.sync_waits, blocking=blocking
+        )
     if not r.synced:
         response.status_code = status.HTTP_202_ACCEPTED
     return SyncAnswer(

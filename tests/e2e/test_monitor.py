@@ -417,7 +417,8 @@ def test_a_tokens_monitors_are_bounded_in_number_and_message_size(stack: Stack) 
             assert (refused["type"], refused["code"]) == ("error", "TOO_MANY_CONNECTIONS")
             with pytest.raises(ConnectionClosed) as closed:
                 extra.recv(timeout=10)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4429
 
         # A message a little over the limit is refused, and the connection goes on
         first = Monitor(held[0])
@@ -430,7 +431,8 @@ def test_a_tokens_monitors_are_bounded_in_number_and_message_size(stack: Stack) 
             held[1].send("x" * (4 * 1024 * 1024))
         with pytest.raises(ConnectionClosed) as cut:
             held[1].recv(timeout=10)
-        assert cut.value.rcvd is not None and cut.value.rcvd.code == 1009
+        assert cut.value.rcvd is not None
+        assert cut.value.rcvd.code == 1009
     finally:
         for conn in held:
             conn.close()

@@ -717,4 +717,5 @@ def test_a_replay_past_its_scan_bound_posts_reload_and_the_connection_goes_live(
     assert posted("lim-replay") == [
         {"type": "reload", "reason": "too_far_behind", "count": 0, "last_event_id": str(head)}
     ]
-    assert row is not None and row["resuming"] is False
+    assert row is not None
+    assert row["resuming"] is False

@@ -66,7 +66,9 @@ class Transport:
         return self.sent[cid][-1]
 
 
-def _open(db: PooledDatabase, caller: Caller | Principal, tag: str, limits: MonitorConfig | None = None, **f: Any) -> str:
+def _open(
+    db: PooledDatabase, caller: Caller | Principal, tag: str, limits: MonitorConfig | None = None, **f: Any
+) -> str:
     principal = caller.principal if isinstance(caller, Caller) else caller
     cid = f"lim-{tag}-{uuid.uuid4().hex[:8]}"
     svc.connect(db, cid, principal, ENDPOINT, limits or MonitorConfig())
@@ -209,7 +211,8 @@ def test_a_resume_further_behind_than_the_scan_bound_is_told_to_reload_without_r
     ]
     with transaction(db) as conn:
         row = monitor_sql.get_connection(conn, cid)
-        assert row is not None and row["resuming"] is False
+        assert row is not None
+        assert row["resuming"] is False
 
 
 def test_more_matching_events_than_the_budget_sends_the_budget_then_reload(
@@ -254,7 +257,8 @@ def test_a_replay_past_its_deadline_stops_and_is_told_to_reload(
     assert transport.last(cid)["reason"] == "deadline"
     with transaction(db) as conn:
         row = monitor_sql.get_connection(conn, cid)
-        assert row is not None and row["resuming"] is False
+        assert row is not None
+        assert row["resuming"] is False
 
 
 def test_a_replay_that_fails_clears_the_mark_and_is_told_to_reload(
@@ -275,7 +279,8 @@ def test_a_replay_that_fails_clears_the_mark_and_is_told_to_reload(
     assert transport.last(cid)["reason"] == "failed"
     with transaction(db) as conn:
         row = monitor_sql.get_connection(conn, cid)
-        assert row is not None and row["resuming"] is False
+        assert row is not None
+        assert row["resuming"] is False
 
 
 def test_a_replay_that_dies_unseen_leaves_a_mark_that_expires(
@@ -372,7 +377,8 @@ def test_messages_past_the_tokens_budget_are_refused_until_it_refills(
     assert stored["code"] == "RATE_LIMITED"
     with transaction(db) as conn:
         row = monitor_sql.get_connection(conn, two)
-        assert row is not None and row["statuses"] is None
+        assert row is not None
+        assert row["statuses"] is None
 
     # And it refills with time
     later = at + timedelta(seconds=2)
@@ -394,7 +400,8 @@ def test_an_oversized_message_is_refused_unread_and_the_filter_stays(
     assert answer["details"] == {"max_bytes": 16 * 1024}
     with transaction(db) as conn:
         row = monitor_sql.get_connection(conn, cid)
-        assert row is not None and row["statuses"] == ["active"]
+        assert row is not None
+        assert row["statuses"] == ["active"]
 
 
 def test_the_default_message_limit_admits_a_filter_of_the_most_contract_ids(

@@ -354,9 +354,7 @@ def _spend_message(
     if limit.off or row["token_id"] is None:
         return None
     subject = uuid.uuid5(_MESSAGES_NAMESPACE, str(row["token_id"]))
-    lease = rate_sql.lease(
-        conn, subject, want=1, burst=limit.burst, period_seconds=limit.period_seconds, now=now
-    )
+    lease = rate_sql.lease(conn, subject, want=1, burst=limit.burst, period_seconds=limit.period_seconds, now=now)
     if lease.granted > 0:
         return None
     wait = retry_after_header(limit.retry_after(lease.debt_seconds))
@@ -475,9 +473,7 @@ def _replay_bounded(
     if outcome != "done":
         _reload(database, connection_id, sender, outcome, sent)
         return sent
-    sender.send(
-        {connection_id: [{"type": "replayed", "count": sent, "last_event_id": str(cursor), "complete": True}]}
-    )
+    sender.send({connection_id: [{"type": "replayed", "count": sent, "last_event_id": str(cursor), "complete": True}]})
     return sent
 
 
@@ -547,9 +543,7 @@ def _reload(database: Database, connection_id: str, sender: Sender, reason: Relo
     with transaction(database) as conn:
         monitor_sql.set_resuming(conn, connection_id, False)
         head = monitor_sql.log_head(conn)
-    sender.send(
-        {connection_id: [{"type": "reload", "reason": reason, "count": sent, "last_event_id": str(head)}]}
-    )
+    sender.send({connection_id: [{"type": "reload", "reason": reason, "count": sent, "last_event_id": str(head)}]})
 
 
 def handle_message(

@@ -145,11 +145,20 @@ FILTERS: tuple[dict[str, Any], ...] = (
 )
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["ids-listed", "ids-selected"])
 @pytest.mark.parametrize("admin_view", [False, True])
 @pytest.mark.parametrize("fltr", FILTERS)
 def test_the_sql_filter_takes_exactly_what_the_broadcasters_rule_takes(
-    db: PooledDatabase, admin: Principal, make_caller: Callable[..., Caller], fltr: dict[str, Any], admin_view: bool
+    db: PooledDatabase,
+    admin: Principal,
+    make_caller: Callable[..., Caller],
+    fltr: dict[str, Any],
+    admin_view: bool,
+    many: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if many:  # the statement for statuses that many contracts are in (selected in SQL, not listed)
+        monkeypatch.setattr(monitor_sql, "_MANY_CONTRACTS", 1)
     # Given contracts of two owners that moved through statuses (some left the ones watched), and a
     # stale event
     owner, other = make_caller(), make_caller()

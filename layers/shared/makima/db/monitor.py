@@ -264,7 +264,7 @@ def events_after(
     if not include_stale:
         where.append("e.type <> 'stale_detected'")
     base = " AND ".join(where)
-    params = {
+    params: dict[str, Any] = {
         "after": after_id,
         "until": until_id,
         "owner": owner_id,
@@ -276,29 +276,46 @@ def events_after(
         return conn.execute(
             f"SELECT {_EVENT_COLUMNS_E} FROM contract_events e WHERE {base} ORDER BY e.id LIMIT %(limit)s", params
         ).fetchall()
+    # The contracts now in those statuses, looked up first (idx_contracts_status / idx_contracts_owner_status):
+    # as a sub-select the planner guesses their number, and at a guess of "a few, with many events each"
+    # it walks the whole log by id for them; as a list of ids it knows (and skips the branch when none).
     of_contracts = ["c.status = ANY(%(statuses)s::text[])"]
     if owner_id is not None:
         of_contracts.append("c.owner_id = %(owner)s")
     if contract_ids is not None:
         of_contracts.append("c.id = ANY(%(ids)s)")
+    found = conn.execute(
+        f"SELECT c.id FROM contracts c WHERE {' AND '.join(of_contracts)} LIMIT {_MANY_CONTRACTS + 1}", params
+    ).fetchall()
+    moves = f"""
+            (SELECT {_EVENT_COLUMNS_E} FROM contract_events e
+              WHERE {base} AND e.type = 'status_changed'
+                AND {STATUS_MOVES} && %(statuses)s::text[]
+              ORDER BY e.id LIMIT %(limit)s)"""
+    if not found:
+        return conn.execute(moves, params).fetchall()
+    if len(found) > _MANY_CONTRACTS:
+        # Many: their events are dense in the log, and walking it by id (within ``until_id``) finds them.
+        in_statuses = f"e.contract_id IN (SELECT c.id FROM contracts c WHERE {' AND '.join(of_contracts)})"
+    else:
+        params["found"] = [r["id"] for r in found]
+        in_statuses = "e.contract_id = ANY(%(found)s::uuid[])"
     return conn.execute(
         f"""
         SELECT {_EVENT_COLUMNS} FROM (
             (SELECT {_EVENT_COLUMNS_E} FROM contract_events e
-              WHERE {base}
-                AND e.contract_id = ANY(ARRAY(SELECT c.id FROM contracts c WHERE {" AND ".join(of_contracts)}))
+              WHERE {base} AND {in_statuses}
               ORDER BY e.id LIMIT %(limit)s)
             UNION
-            (SELECT {_EVENT_COLUMNS_E} FROM contract_events e
-              WHERE {base} AND e.type = 'status_changed'
-                AND {STATUS_MOVES} && %(statuses)s::text[]
-              ORDER BY e.id LIMIT %(limit)s)
+            {moves}
         ) m ORDER BY id LIMIT %(limit)s
         """,
         params,
     ).fetchall()
 
 
+# Past this many contracts in a status filter's statuses, a replay's statement selects them in SQL.
+_MANY_CONTRACTS = 1000
 # The expression of idx_contract_events_status_moves (migration 0017b), which a query must repeat as is.
 STATUS_MOVES = "ARRAY[e.payload ->> 'old_status', e.payload ->> 'new_status']"
 

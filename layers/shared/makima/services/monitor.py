@@ -299,11 +299,11 @@ def answer_message(
     ``now`` is the rate limit's clock (the database's by default; tests move it)."""
     size = len(raw.encode() if isinstance(raw, str) else raw) if raw else 0
     if size > limits.max_message_bytes:
-        exc = PayloadTooLarge(
+        too_large = PayloadTooLarge(
             f"the message is {size} bytes; at most {limits.max_message_bytes} are read",
             {"max_bytes": limits.max_message_bytes},
         )
-        return Answer(error_message(exc.code, exc.message, exc.details))
+        return Answer(error_message(too_large.code, too_large.message, too_large.details))
     with transaction(database) as conn:
         row = monitor_sql.get_connection(conn, connection_id)
         refused = _spend_message(conn, row, limits, now) if row is not None and row["authorized"] else None

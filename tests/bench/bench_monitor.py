@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -579,6 +580,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--connections, --events and --connect-concurrency must be positive")
 
     started = time.perf_counter()
+    # The N monitors share one owner token by design (the fan-out is measured, not the per-token limits
+    # of issue 13): the stacks this starts inherit the limits switched off, unless set otherwise.
+    os.environ.setdefault("MAKIMA_MONITOR__MAX_CONNECTIONS_PER_TOKEN", "0")
+    os.environ.setdefault("MAKIMA_MONITOR__MESSAGES_PER_SECOND", "0")
     soft, hard = raise_nofile()
     up_before = uptime()
     print(f"uptime at start: {up_before}", flush=True)

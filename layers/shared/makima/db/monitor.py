@@ -148,11 +148,6 @@ def set_resuming(conn: Conn, connection_id: str, resuming: bool, *, resuming_for
     return cur.rowcount == 1
 
 
-def count_token_connections(conn: Conn, token_id: UUID) -> int:
-    row = conn.execute("SELECT count(*) AS n FROM monitor_connections WHERE token_id = %s", (token_id,)).fetchone()
-    return int(row["n"]) if row else 0
-
-
 def remove_connections(conn: Conn, connection_ids: Sequence[str]) -> int:
     if not connection_ids:
         return 0
@@ -228,6 +223,12 @@ def unpublished_count(conn: Conn) -> int:
 
 
 # --- replay --------------------------------------------------------------------------------------
+
+
+# The expression of idx_contract_events_status_moves (migration 0017b), which a query must repeat as is.
+STATUS_MOVES = "ARRAY[e.payload ->> 'old_status', e.payload ->> 'new_status']"
+# Past this many contracts in a status filter's statuses, a replay's statement selects them in SQL.
+_MANY_CONTRACTS = 1000
 
 
 def events_after(
@@ -312,12 +313,6 @@ def events_after(
         """,
         params,
     ).fetchall()
-
-
-# Past this many contracts in a status filter's statuses, a replay's statement selects them in SQL.
-_MANY_CONTRACTS = 1000
-# The expression of idx_contract_events_status_moves (migration 0017b), which a query must repeat as is.
-STATUS_MOVES = "ARRAY[e.payload ->> 'old_status', e.payload ->> 'new_status']"
 
 
 def log_head(conn: Conn) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -268,6 +269,33 @@ def test_a_replay_past_its_deadline_stops_and_is_told_to_reload(
         row = monitor_sql.get_connection(conn, cid)
         assert row is not None
         assert row["resuming"] is False
+
+
+def test_a_statement_running_past_the_deadline_is_cancelled_and_the_replay_told_to_reload(
+    db: PooledDatabase, make_caller: Callable[..., Caller], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a replay whose statement would take far longer than its deadline (a slow database)
+    owner = make_caller()
+    start = _head(db)
+    _contract(db, owner, "slow statement", ContractStatus.ACTIVE)
+    limits = MonitorConfig(replay_deadline_seconds=0.3)
+    cid = _open(db, owner, "slowsql", limits)
+    real = monitor_sql.events_after
+
+    def slow(conn: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        conn.execute("SELECT pg_sleep(5)")
+        return real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(monitor_sql, "events_after", slow)
+    transport = Transport()
+    began = time.monotonic()
+
+    # When it runs, the statement is cancelled at the deadline, not after it ran
+    svc.replay(db, cid, start, transport, transport, limits=limits)
+
+    assert time.monotonic() - began < 2
+    assert transport.last(cid)["type"] == "reload"
+    assert transport.last(cid)["reason"] == "deadline"
 
 
 def test_a_replay_that_fails_clears_the_mark_and_is_told_to_reload(

@@ -347,6 +347,9 @@ def test_a_session_resumes_from_the_cursor_and_reports_the_replay() -> None:
     [resumed] = s.receive({"type": "replayed", "count": 2, "last_event_id": "43", "complete": True})
     assert resumed == Notice("resumed", "resumed after event 41: 2 missed event(s) replayed", count=2)
     assert cursor.last_event_id == "43"
+    # A replay that read further than it sent (the filter left the rest out) moves the resume point too
+    s.receive({"type": "replayed", "count": 0, "last_event_id": "70", "complete": True})
+    assert cursor.last_event_id == "70"
     _, incomplete = s.receive({"type": "replayed", "count": 5000, "last_event_id": "9000", "complete": False})
     assert isinstance(incomplete, Notice)
     assert incomplete.kind == "warning"

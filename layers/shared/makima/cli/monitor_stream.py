@@ -252,6 +252,11 @@ class Session:
             self.subscribed = True
             return [Notice("connected", f"connected to {self.url}")]
         if kind == "replayed":
+            # The server read the log up to last_event_id with our filter: a later resume starts there,
+            # even when nothing it read was ours (the next resume does not read it again).
+            replayed_to = str(msg.get("last_event_id") or "")
+            if replayed_to.isdigit():
+                self.cursor.skip_to(int(replayed_to))
             count = int(msg.get("count") or 0)
             text = f"resumed after event {self.resuming_from}: {count} missed event(s) replayed"
             notices = [Notice("resumed", text, count=count)]

@@ -639,6 +639,8 @@
     }
     if (m.type === "pong") return;
     if (m.type === "replayed") {
+      // The server read the log this far with the page's filter: a later resume starts here.
+      if (/^\d+$/.test(String(m.last_event_id))) lastEventId = Math.max(lastEventId, Number(m.last_event_id));
       if (m.count) $("conn").title = "Resumed: " + m.count + " missed events replayed";
       return;
     }

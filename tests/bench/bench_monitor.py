@@ -27,6 +27,17 @@ so every figure includes the client's own queueing: the time a message waited in
 its reader ran. CPU seconds of the three during the events window are printed, with what anything
 else on the machine used meanwhile, and the load average (``uptime``) before and after.
 
+``--replay`` runs the other benchmark instead (issue 13): one resume over a long log. It loads
+``--replay-events`` (200,000) events of 100 active contracts (every tenth a status change between active
+and paused) straight into a fresh database, then times, for a resume from ``last_event_id: "0"`` whose
+filter matches nothing (an admin's, ``statuses: ["archived"]``, and an owner's of the same):
+
+- the raw SQL rate: every row of the log read by id, what a replay that filters in Python must read;
+- before: the replay of issue 12 (read every page of the log, filter in Python), kept here as ``legacy_replay``;
+- after, the default bounds: more events than ``replay_max_scanned`` since the resume point, so the
+  answer is ``reload`` at once;
+- after, the bounds lifted: the whole log replayed with the filter in SQL (the index-driven statements).
+
 The four fan-out changes this benchmark led to (docs/performance.md, "The changes") were first measured
 here as a patched-in prototype; they are the product's code now, so the prototype variant is gone.
 """
@@ -36,12 +47,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +64,17 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.version import version as websockets_version
 
+from makima.config import MonitorConfig
+from makima.db import monitor as monitor_sql
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.migrate import migrate
+from makima.domain.monitor import Subscriber, from_log, public, route
 from makima.domain.principals import Role
 from makima.domain.statuses import ContractStatus
 from makima.local.monitor import MONITOR_PATH
 from makima.services import auth
 from makima.services import contracts as contracts_svc
+from makima.services import monitor as monitor_svc
 from tests.bench.bench_contracts import bench_database, percentile
 from tests.bench.bench_dashboard import CpuWindow, machine_facts, uptime
 from tests.bench.bench_heartbeats import LocalStack, start_stack
@@ -362,6 +378,182 @@ def c_ms(r: Round, key: str, events: int) -> str:
     return f"{r.cpu.get(key, 0.0) * 1000 / events:.1f}"
 
 
+# --------------------------------------------------------------------------------------------------
+# Replay: one resume over a long log (issue 13)
+
+
+class Discard:
+    """A ``Sender`` that keeps only what it was given, by type."""
+
+    def __init__(self) -> None:
+        self.messages: list[Mapping[str, Any]] = []
+
+    def send(self, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
+        for messages in deliveries.values():
+            self.messages.extend(messages)
+        return set()
+
+    def close(self, connection_ids: Sequence[str], error: Exception) -> set[str]:
+        return set(connection_ids)
+
+
+def load_log(url: str, events: int) -> tuple[uuid.UUID, uuid.UUID]:
+    """``events`` events of 100 active contracts of one owner, published (so no pump touches them);
+    (admin user id, owner id)."""
+    db = PooledDatabase(url, min_size=1, max_size=1)
+    try:
+        with transaction(db) as conn:
+            secret = auth.ensure_admin(conn, name="bench-admin", token=f"mkm_bench_{uuid.uuid4().hex}")
+            assert secret is not None
+            admin = auth.resolve_with(conn, secret)
+        owner = auth.create_user(db, admin, name="bench-owner", role=Role.USER)
+        owner_principal = auth.resolve(db, auth.issue_token(db, admin, owner.id, name="t", kind="user").secret)
+        ids = []
+        for i in range(100):
+            c = contracts_svc.create_contract(
+                db, owner_principal, name=f"replay {i}", description="", contract_type="simple", phase_guard=False
+            )
+            contracts_svc.change_status(db, owner_principal, c.id, status=ContractStatus.ACTIVE)
+            ids.append(c.id)
+        with transaction(db) as conn:
+            conn.execute(
+                """
+                INSERT INTO contract_events (contract_id, owner_id, type, payload, actor, published_at)
+                SELECT (%(ids)s::uuid[])[1 + g %% 100], %(owner)s,
+                       CASE WHEN g %% 10 = 0 THEN 'status_changed' ELSE 'task_spawned' END,
+                       CASE WHEN g %% 10 = 0
+                            THEN jsonb_build_object('old_status', 'active', 'new_status', 'paused', 'reason', 'bench')
+                            ELSE jsonb_build_object('task_id', gen_random_uuid()::text, 'name', 'bench task ' || g)
+                       END,
+                       'bench', now()
+                  FROM generate_series(1, %(n)s) g
+                """,
+                {"ids": ids, "owner": owner.id, "n": events},
+            )
+            conn.execute("UPDATE contract_events SET published_at = now() WHERE published_at IS NULL")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE contract_events")
+            conn.execute("ANALYZE contracts")
+        return admin.user_id, owner.id
+    finally:
+        db.close()
+
+
+def legacy_replay(db: PooledDatabase, connection_id: str, after: int, sender: Discard, page: int = 500) -> int:
+    """The replay of issue 12, for the "before" figure: every page of the log the connection may read,
+    filtered in Python with the broadcaster's rule; at most 5,000 sent."""
+    with transaction(db) as conn:
+        row = monitor_sql.get_connection(conn, connection_id)
+    assert row is not None
+    subscriber = Subscriber.from_row(row)
+    owner = None if row["is_admin"] else row["owner_id"]
+    cursor, sent = after, 0
+    while sent < 5_000:
+        with transaction(db) as conn:
+            rows = monitor_sql.events_after(conn, owner, cursor, page, row["contract_ids"])
+            if not rows:
+                break
+            events = [from_log(r) for r in rows]
+            statuses = monitor_sql.contract_statuses(
+                conn, sorted({e["contract_id"] for e in events if e["contract_id"]})
+            )
+        cursor = int(rows[-1]["id"])
+        mine = route(events, [subscriber], statuses).get(connection_id, [])
+        if mine:
+            sender.send({connection_id: [public(e) for e in mine]})
+            sent += len(mine)
+    return sent
+
+
+def _timed(run: Any, repeat: int) -> tuple[float, Any]:
+    """The best of ``repeat`` runs, in ms, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = run()
+        best = min(best, (time.perf_counter() - t0) * 1000)
+    return best, result
+
+
+def run_replay_bench(url: str, events: int, repeat: int) -> None:
+    print(f"loading {events:,} events ...", flush=True)
+    t0 = time.perf_counter()
+    admin_id, owner_id = load_log(url, events)
+    print(f"  loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    db = PooledDatabase(url, min_size=1, max_size=2)
+    try:
+        with transaction(db) as conn:
+            head = monitor_sql.log_head(conn)
+            admin_token = conn.execute("SELECT id FROM api_tokens WHERE user_id = %s LIMIT 1", (admin_id,)).fetchone()
+            owner_token = conn.execute("SELECT id FROM api_tokens WHERE user_id = %s LIMIT 1", (owner_id,)).fetchone()
+        assert admin_token is not None
+        assert owner_token is not None
+
+        def raw_sql() -> int:
+            with transaction(db) as conn:
+                return len(
+                    conn.execute(
+                        "SELECT id, contract_id, owner_id, type, payload, actor, created_at FROM contract_events "
+                        "WHERE id > 0 ORDER BY id"
+                    ).fetchall()
+                )
+
+        raw_ms, raw_rows = _timed(raw_sql, repeat)
+        print()
+        print(f"Replay: a resume from 0 over {head:,} logged events, filter statuses=[archived] (matches nothing)")
+        print(
+            f"  raw SQL: every row of the log read by id: {raw_rows:,} rows in {raw_ms:.0f} ms "
+            f"({raw_rows / raw_ms * 1000:,.0f} rows/s)"
+        )
+        default = MonitorConfig()
+        lifted = MonitorConfig(replay_max_scanned=10_000_000, replay_deadline_seconds=600)
+        for who, user, token, is_admin in (
+            ("admin", admin_id, admin_token["id"], True),
+            ("owner", owner_id, owner_token["id"], False),
+        ):
+            cid = f"bench-replay-{who}"
+            with transaction(db) as conn:
+                monitor_sql.add_connection(conn, cid, user, is_admin=is_admin, endpoint="bench:replay", token_id=token)
+                monitor_sql.set_filter(
+                    conn,
+                    cid,
+                    contract_ids=None,
+                    statuses=["archived"],
+                    include_stale=True,
+                    include_heartbeats=False,
+                    resuming=True,
+                )
+            before_ms, before_sent = _timed(lambda cid=cid: legacy_replay(db, cid, 0, Discard()), repeat)
+
+            def bounded(limits: MonitorConfig, cid: str = cid) -> str:
+                sender = Discard()
+                monitor_svc.replay(db, cid, 0, sender, sender, limits=limits)
+                return str(sender.messages[-1]["type"])
+
+            after_ms, after_answer = _timed(lambda: bounded(default), repeat)
+            sql_ms, sql_answer = _timed(lambda: bounded(lifted), repeat)
+            print(f"  {who}: before (filter in Python): {before_ms:,.0f} ms, {before_sent} sent")
+            print(
+                f"  {who}: after, default bounds ({default.replay_max_scanned:,} rows): "
+                f"{after_ms:,.1f} ms, answer {after_answer!r}"
+            )
+            print(
+                f"  {who}: after, bounds lifted (filter in SQL over the whole log): {sql_ms:,.1f} ms, "
+                f"answer {sql_answer!r}"
+            )
+        with transaction(db) as conn:
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
+                "SELECT id FROM contract_events e WHERE e.id > 0 AND e.type = 'status_changed' "
+                f"AND {monitor_sql.STATUS_MOVES} && ARRAY['archived']::text[] ORDER BY e.id LIMIT 500"
+            ).fetchall()
+        print("  plan of the status-moves branch:")
+        for line in plan:
+            print(f"    {line['QUERY PLAN']}")
+    finally:
+        db.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.bench_monitor", description=__doc__.split("\n")[0])
     parser.add_argument("--connections", default="100,1000", help="comma-separated N to run (default 100,1000)")
@@ -370,7 +562,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between events (default 0.1)")
     parser.add_argument("--connect-concurrency", type=int, default=20, help="handshakes at a time (default 20)")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait for the last deliveries")
+    parser.add_argument("--replay", action="store_true", help="run the replay benchmark (issue 13) instead")
+    parser.add_argument("--replay-events", type=int, default=200_000, help="events in the log (default 200,000)")
+    parser.add_argument("--repeat", type=int, default=3, help="replay runs per figure, the best kept (default 3)")
     args = parser.parse_args(argv)
+    if args.replay:
+        with bench_database() as (url, where):
+            migrate(url)
+            print(f"database ready ({where})", flush=True)
+            run_replay_bench(url, args.replay_events, args.repeat)
+        return 0
     try:
         ns = [int(x) for x in args.connections.split(",") if x.strip()]
     except ValueError:
@@ -379,6 +580,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--connections, --events and --connect-concurrency must be positive")
 
     started = time.perf_counter()
+    # The N monitors share one owner token by design (the fan-out is measured, not the per-token limits
+    # of issue 13): the stacks this starts inherit the limits switched off, unless set otherwise.
+    os.environ.setdefault("MAKIMA_MONITOR__MAX_CONNECTIONS_PER_TOKEN", "0")
+    os.environ.setdefault("MAKIMA_MONITOR__MESSAGES_PER_SECOND", "0")
     soft, hard = raise_nofile()
     up_before = uptime()
     print(f"uptime at start: {up_before}", flush=True)

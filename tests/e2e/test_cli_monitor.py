@@ -558,6 +558,38 @@ def test_the_dashboard_shows_fed_events_in_its_table_log_and_status_bar() -> Non
     asyncio.run(scenario())
 
 
+def test_the_dashboard_reloads_its_table_when_the_monitor_says_reload() -> None:
+    async def scenario() -> None:
+        feed = Feed()
+        reloads: list[int] = []
+
+        async def reload() -> tuple[list[dict[str, Any]], set[str]]:
+            reloads.append(1)
+            return [{"id": CID2, "name": "from the snapshot", "status": "blocked", "phase": "execute"}], set()
+
+        board = Board()
+        board.load([{"id": CID, "name": "alpha", "status": "active", "phase": "plan", "last_activity_at": TS}])
+        app = MonitorApp(feed.items, board, source_name="ws://h/api/v1/contracts/monitor", reload=reload)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await feed.queue.put(Notice("connected", "connected to ws://h/api/v1/contracts/monitor"))
+            await feed.queue.put(Notice("reload", "not every event missed after 41 was replayed", count=0))
+            await pilot.pause(0.3)
+            # The table is the snapshot's, the log says why, and live events go on moving it
+            assert reloads == [1]
+            assert list(app.table.rows) == [CID2]
+            assert cells(app, CID2)[:3] == ["from the snapshot 9a7d0c55", "blocked", "execute"]
+            assert app.event_log.lines[-1] == "-- not every event missed after 41 was replayed: reloading the table"
+            await feed.queue.put(
+                _event("status_changed", {"old_status": "blocked", "new_status": "active"}, id="99", cid=CID2)
+            )
+            await pilot.pause(0.2)
+            assert cells(app, CID2)[1] == "active"
+            await pilot.press("q")
+        assert app.error is None
+
+    asyncio.run(scenario())
+
+
 def test_the_dashboard_follows_the_live_stack(stack: Stack) -> None:
     owner = new_owner(stack)
     existing = owner.create("loaded at start")

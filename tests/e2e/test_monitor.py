@@ -7,6 +7,7 @@ refused tokens and bad filter messages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from makima.domain.monitor import ENVELOPE_KEYS, SEED_FIELDS
@@ -401,3 +402,44 @@ def test_a_revocation_by_another_process_closes_the_monitor_within_the_sweep(sta
         assert code == 4401
         assert time.monotonic() - started < 5.0
         assert [g["type"] for g in got] == ["error"]
+
+
+def test_a_tokens_monitors_are_bounded_in_number_and_message_size(stack: Stack) -> None:
+    """Issue 13: at most ``[monitor] max_connections_per_token`` (20) open monitors per token; a message
+    over ``max_message_bytes`` (48 KiB) gets an error, one far over it (the server's frame limit) is not
+    read at all."""
+    token = _user(stack)
+    held = [connect(ws_url(stack, token), open_timeout=10) for _ in range(20)]
+    try:
+        # The 21st is told why, then closed with 4429
+        with connect(ws_url(stack, token), open_timeout=10) as extra:
+            refused = json.loads(extra.recv(timeout=10))
+            assert (refused["type"], refused["code"]) == ("error", "TOO_MANY_CONNECTIONS")
+            with pytest.raises(ConnectionClosed) as closed:
+                extra.recv(timeout=10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4429
+
+        # A message a little over the limit is refused, and the connection goes on
+        first = Monitor(held[0])
+        answer = first.send({"statuses": ["active"], "pad": "x" * 60_000})
+        assert (answer["type"], answer["code"]) == ("error", "PAYLOAD_TOO_LARGE")
+        assert first.send({"action": "ping"}) == {"type": "pong"}
+
+        # One over the server's frame limit (twice the message limit) is not read: close 1009 (too big)
+        with contextlib.suppress(ConnectionClosed):
+            held[1].send("x" * (200 * 1024))
+        with pytest.raises(ConnectionClosed) as cut:
+            held[1].recv(timeout=10)
+        assert cut.value.rcvd is not None
+        assert cut.value.rcvd.code == 1009
+        # A 4 MiB one too (the client may not even see the close frame: the server stops reading and
+        # closes while it is still writing), and the server goes on serving
+        with contextlib.suppress(ConnectionClosed):
+            held[2].send("x" * (4 * 1024 * 1024))
+        with pytest.raises(ConnectionClosed):
+            held[2].recv(timeout=10)
+        assert httpx.get(f"{stack.base_url}/api/v1/health", timeout=5).status_code == 200
+    finally:
+        for conn in held:
+            conn.close()

@@ -291,3 +291,49 @@ def test_the_page_reconnects_and_resumes_from_the_newest_event_it_saw(stack: Sta
     events = page.locator(f"[data-testid=events] li[data-type=contract_created][data-contract-id='{missed['id']}']")
     expect(events).to_have_count(1)
     eventually(lambda: counts_match_api(page, stack))
+
+
+def test_a_reload_answer_refetches_the_dashboard_and_the_next_resume_starts_at_the_head(
+    stack: Stack, page: Page
+) -> None:
+    # Given the page's monitor answered by a stand-in server, which the test tells what to say
+    sockets: list[WebSocketRoute] = []
+    sent: list[dict[str, Any]] = []
+
+    def fake(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+
+        def answer(message: str | bytes) -> None:
+            sent.append(json.loads(message))
+            ws.send(json.dumps({"type": "subscribed", "filter": {}, "resuming": True}))
+
+        ws.on_message(answer)
+
+    page.route_web_socket(re.compile(r".*/api/v1/contracts/monitor\?token=.*"), fake)
+    open_dashboard(page, stack)
+    connection = page.get_by_test_id("connection")
+    expect(connection).to_have_attribute("data-state", "live", timeout=15_000)
+    eventually(lambda: counts_match_api(page, stack))
+    page.wait_for_timeout(1_000)  # the re-fetch that follows a subscription has come and gone
+
+    # And a contract created that the page hears nothing of
+    with stack.client() as http:
+        http.post("/contracts", json={"name": "web reload", "contract_type": "simple"}).raise_for_status()
+    page.wait_for_timeout(1_500)
+    assert not counts_match_api(page, stack)[0]
+
+    # When the monitor says the replay was cut short
+    sockets[-1].send(json.dumps({"type": "reload", "reason": "deadline", "count": 0, "last_event_id": "987654321"}))
+
+    # Then the page fetches the dashboard again, and stays live
+    eventually(lambda: counts_match_api(page, stack))
+    expect(connection).to_have_attribute("data-state", "live")
+    # And once the connection drops, it resumes from the head the server named
+    sockets[-1].close(code=1012, reason="restart")
+    expect(connection).not_to_have_attribute("data-state", "live", timeout=5_000)
+    for _ in range(75):  # Playwright dispatches the route's callbacks while it is called, not in a sleep
+        if len(sent) == 2:
+            break
+        page.wait_for_timeout(200)
+    assert len(sent) == 2, sent
+    assert sent[1]["last_event_id"] == "987654321"

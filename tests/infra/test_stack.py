@@ -26,7 +26,7 @@ from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 
 from makima.api.deps import get_flags
-from makima.config import ContractsConfig, DashboardConfig, DatabaseConfig, RateLimitsConfig, Settings
+from makima.config import ContractsConfig, DashboardConfig, DatabaseConfig, MonitorConfig, RateLimitsConfig, Settings
 from makima.lambda_support import eventbridge, migrations, scheduled, websocket
 from makima.lambda_support.migrations import DEFAULT_WAIT_SECONDS, RESPONSE_MARGIN_SECONDS, migrations_hash
 from makima.lambda_support.observability import NAMESPACE, SERVICE, metrics
@@ -912,7 +912,11 @@ def test_parameter_values_reach_the_settings(raw: Template, monkeypatch: pytest.
 
 @pytest.mark.parametrize(
     ("section", "config", "prefix"),
-    [("rate_limits", RateLimitsConfig, "RateLimits"), ("database", DatabaseConfig, "Database")],
+    [
+        ("rate_limits", RateLimitsConfig, "RateLimits"),
+        ("database", DatabaseConfig, "Database"),
+        ("monitor", MonitorConfig, "Monitor"),
+    ],
 )
 def test_every_limit_setting_is_a_parameter_passed_to_every_function(
     raw: Template, monkeypatch: pytest.MonkeyPatch, section: str, config: type[Any], prefix: str

@@ -37,6 +37,8 @@ CHAIN = [
     "0013b_metrics_token_kind_validate",
     "0014_rate_limits",
     "0016_supervisor_conversation_window",
+    "0017_monitor_replay_deadline",
+    "0017b_contract_events_status_moves_index",
     "0019_idempotency",
 ]
 

@@ -27,6 +27,7 @@ from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 from makima.api.routers import admin as admin_router
 from makima.api.routers import contracts as contracts_router
 from makima.api.routers import heartbeats as heartbeats_router
+from makima.config import get_settings
 from makima.db import monitor as monitor_sql
 from makima.db.connection import PooledDatabase, transaction
 from makima.domain.monitor import from_log
@@ -52,10 +53,11 @@ BUS = "makima-test-events"
 
 @pytest.fixture(autouse=True)
 def _forget_revocation_connections(db: PooledDatabase) -> Iterator[None]:
-    """The revocation tests' connections (``rv-…``) leave no rows for other tests that list them all."""
+    """The revocation and limit tests' connections (``rv-…``, ``lim-…``) leave no rows for other tests
+    that list them all."""
     yield
     with transaction(db) as conn:
-        conn.execute("DELETE FROM monitor_connections WHERE connection_id LIKE 'rv-%'")
+        conn.execute("DELETE FROM monitor_connections WHERE connection_id LIKE 'rv-%' OR connection_id LIKE 'lim-%'")
 
 
 class Aws:
@@ -634,3 +636,86 @@ def test_a_revoked_connection_is_refused_even_when_the_close_request_cannot_be_p
     response = send("rv-no-bus", {"action": "ping"})
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["code"] == "UNAUTHORIZED"
+
+
+# --- bounds (issue 13) ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def monitor_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Set ``[monitor]`` bounds through the environment, as the template would."""
+
+    def set_limits(**values: Any) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(f"MAKIMA_MONITOR__{key.upper()}", str(value))
+        get_settings.cache_clear()
+
+    yield set_limits
+    get_settings.cache_clear()
+
+
+def log_head(db: PooledDatabase) -> int:
+    with transaction(db) as conn:
+        row = conn.execute("SELECT COALESCE(max(id), 0) AS head FROM contract_events").fetchone()
+    return int(row["head"]) if row else 0
+
+
+def test_connect_past_the_tokens_limit_is_refused_with_429(
+    aws: Aws, make_caller: Callable[..., Caller], monitor_limits: Callable[..., None]
+) -> None:
+    monitor_limits(max_connections_per_token=2)
+    owner = make_caller()
+    assert connect(owner, "lim-1")["statusCode"] == 200
+    assert connect(owner, "lim-2")["statusCode"] == 200
+
+    refused = connect(owner, "lim-3")
+
+    assert refused["statusCode"] == 429
+    assert json.loads(refused["body"])["error"]["code"] == "TOO_MANY_CONNECTIONS"
+    # A connection that goes away frees its place
+    handler_of("monitor")(ws_event("disconnect", "lim-1"), FakeContext())
+    assert connect(owner, "lim-3")["statusCode"] == 200
+
+
+def test_an_oversized_or_too_frequent_message_gets_an_error_and_changes_nothing(
+    aws: Aws, make_caller: Callable[..., Caller], monitor_limits: Callable[..., None]
+) -> None:
+    monitor_limits(max_message_bytes=2048, message_burst=2, messages_per_second=0.001)
+    owner = make_caller()
+    subscribe(owner, "lim-msg")  # the first of the two
+
+    big = json.loads(send("lim-msg", {"statuses": ["paused"], "pad": "x" * 4096})["body"])
+    assert (big["type"], big["code"]) == ("error", "PAYLOAD_TOO_LARGE")
+    assert json.loads(send("lim-msg", {"action": "ping"})["body"]) == {"type": "pong"}
+    limited = json.loads(send("lim-msg", {"action": "ping"})["body"])
+    assert (limited["type"], limited["code"]) == ("error", "RATE_LIMITED")
+    assert aws.published() == []
+
+
+def test_a_replay_past_its_scan_bound_posts_reload_and_the_connection_goes_live(
+    aws: Aws, db: PooledDatabase, make_caller: Callable[..., Caller], monitor_limits: Callable[..., None]
+) -> None:
+    # Given more events since the resume point than a replay may scan
+    monitor_limits(replay_max_scanned=3)
+    owner = make_caller()
+    forget_earlier_events(db)
+    start = log_head(db)
+    for i in range(4):
+        new_contract(db, owner, f"behind {i}")
+    assert connect(owner, "lim-replay")["statusCode"] == 200
+    aws.published()
+    send("lim-replay", {"last_event_id": str(start)})
+    (request,) = aws.published()
+
+    # When the broadcaster runs the replay
+    assert broadcast([request]) == [{"replayed": 0}]
+
+    # Then the connection is told to reload, and is live
+    head = log_head(db)
+    with transaction(db) as conn:
+        row = monitor_sql.get_connection(conn, "lim-replay")
+    assert posted("lim-replay") == [
+        {"type": "reload", "reason": "too_far_behind", "count": 0, "last_event_id": str(head)}
+    ]
+    assert row is not None
+    assert row["resuming"] is False

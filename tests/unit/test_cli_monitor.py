@@ -347,9 +347,46 @@ def test_a_session_resumes_from_the_cursor_and_reports_the_replay() -> None:
     [resumed] = s.receive({"type": "replayed", "count": 2, "last_event_id": "43", "complete": True})
     assert resumed == Notice("resumed", "resumed after event 41: 2 missed event(s) replayed", count=2)
     assert cursor.last_event_id == "43"
+    # A replay that read further than it sent (the filter left the rest out) moves the resume point too
+    s.receive({"type": "replayed", "count": 0, "last_event_id": "70", "complete": True})
+    assert cursor.last_event_id == "70"
     _, incomplete = s.receive({"type": "replayed", "count": 5000, "last_event_id": "9000", "complete": False})
     assert isinstance(incomplete, Notice)
     assert incomplete.kind == "warning"
+
+
+def test_a_reload_answer_is_a_notice_and_the_next_resume_starts_at_the_servers_head() -> None:
+    # Given a monitor that resumes after event 41
+    cursor = Cursor()
+    cursor.accept(ev("status_changed", id="41"))
+    s = session(cursor)
+    s.opening()
+    s.receive({"type": "subscribed", "filter": {}, "resuming": True})
+    assert s.receive(ev("phase_changed", id="43")) == [ev("phase_changed", id="43")]
+
+    # When the server cuts the replay short
+    [notice] = s.receive({"type": "reload", "reason": "too_many_events", "count": 1, "last_event_id": "90000"})
+
+    # Then the stream says so (the dashboard reloads its table on it), and goes on live
+    assert notice == Notice(
+        "reload",
+        "not every event missed after 41 was replayed (too_many_events; 1 sent); live from 90000",
+        count=1,
+    )
+    assert s.receive(ev("status_changed", id="90001")) == [ev("status_changed", id="90001")]
+    # And a reconnect resumes from the server's head, not from the gap again
+    assert cursor.last_event_id == "90001"
+    assert Session(Filter(), cursor, "ws://h").opening()["last_event_id"] == "90001"
+    fresh = Cursor()
+    session(fresh).receive({"type": "reload", "reason": "deadline", "count": 0, "last_event_id": "7"})
+    assert fresh.last_event_id == "7"
+
+
+def test_a_reloaded_board_holds_the_snapshot_only() -> None:
+    board = Board()
+    board.load([{"id": CID, "name": "old", "status": "active", "phase": "plan"}])
+    board.replace([{"id": CID2, "name": "new", "status": "paused", "phase": "plan"}], stale={CID2})
+    assert [(r.id, r.status, r.stale) for r in board.ordered()] == [(CID2, "paused", True)]
 
 
 def test_a_filter_the_server_rejects_ends_the_monitor() -> None:

@@ -24,6 +24,14 @@ The TOML file has the seed's sections::
     [sync]                   # concurrent sync waits per process (see SyncConfig)
     waits_per_token = 10
     waits_max = 1000
+    [monitor]                # what one monitor may cost (see MonitorConfig); 0 = off
+    max_connections_per_token = 20
+    messages_per_second = 1
+    message_burst = 20
+    max_message_bytes = 49152
+    replay_max_events = 5000
+    replay_max_scanned = 50000
+    replay_deadline_seconds = 10
 
     [database]               # set on the role, in its database, by migrate
     statement_timeout_seconds = 20
@@ -247,6 +255,30 @@ class SyncConfig(BaseModel):
     waits_max: int = Field(default=1000, ge=0, le=1_000_000)
 
 
+class MonitorConfig(BaseModel):
+    """Bounds on what one monitor (``WS /api/v1/contracts/monitor``) may cost the server (issue 13).
+
+    A resume replays the missed events with its filter applied in SQL, reading at most
+    ``replay_max_scanned`` log rows and sending at most ``replay_max_events``, for at most
+    ``replay_deadline_seconds``; past any of them the monitor is told to reload the dashboard snapshot
+    (a ``reload`` message) and goes live. Each token may hold ``max_connections_per_token`` open
+    monitors and send ``messages_per_second`` messages (a bucket of ``message_burst``); a message is at
+    most ``max_message_bytes``. ``0`` switches the connection and message-rate limits off.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_connections_per_token: int = Field(default=20, ge=0, le=100_000)
+    messages_per_second: float = Field(default=1.0, ge=0, le=10_000)
+    message_burst: int = Field(default=20, ge=0, le=100_000)
+    # A filter naming 1,000 contract ids (its maximum) is about 40 KB.
+    max_message_bytes: int = Field(default=48 * 1024, ge=1024, le=1024 * 1024)
+    replay_max_events: int = Field(default=5_000, ge=1, le=1_000_000)
+    replay_max_scanned: int = Field(default=50_000, ge=1, le=10_000_000)
+    # Well under the broadcaster's 29 s Lambda timeout, so a replay ends on its own terms.
+    replay_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
+
+
 class DatabaseConfig(BaseModel):
     """Time limits of the application's sessions, set on its role in its database by migrate (the
     local stack at start, ``makima db migrate``, the deploy function): ``ALTER ROLE ... IN DATABASE
@@ -312,6 +344,7 @@ class Settings(BaseSettings):
     sync: SyncConfig = SyncConfig()
     database: DatabaseConfig = DatabaseConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
+    monitor: MonitorConfig = MonitorConfig()
     feature_flags: FeatureFlagsConfig = FeatureFlagsConfig()
     dashboard: DashboardConfig = DashboardConfig()
 

@@ -127,6 +127,13 @@ class RateLimited(MakimaError):
         self.retry_after = retry_after
 
 
+class TooManyConnections(MakimaError):
+    """The token already holds as many open monitor connections as ``[monitor]
+    max_connections_per_token`` allows: close one (or use another token) first."""
+
+    code, status = "TOO_MANY_CONNECTIONS", 429
+
+
 class FeatureDisabled(MakimaError):
     """The feature behind this endpoint is switched off by its feature flag."""
 

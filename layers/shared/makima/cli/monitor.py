@@ -223,10 +223,11 @@ Selection:
                 than the server's stale threshold, reported once per idle spell); the dashboard lists
                 the contracts stale now and drops one when it shows activity again or finishes.
 
-Status lines (connected, reconnecting in Ns, resumed N events) go to stderr, so stdout holds only
-events. A lost connection is retried (backoff with jitter, at most 30 s apart) and resumed from the
-last event seen, without duplicates. Exit 0 on Ctrl-C or after --duration; 1 when the token is
-refused; 2 for bad arguments; 3 when --duration ran out without ever connecting.
+Status lines (connected, reconnecting in Ns, resumed N events; a resume the server cut short, for
+which tui reloads its table) go to stderr, so stdout holds only events. A lost connection is retried
+(backoff with jitter, at most 30 s apart) and resumed from the last event seen, without duplicates.
+Exit 0 on Ctrl-C or after --duration; 1 when the token is refused; 2 for bad arguments; 3 when
+--duration ran out without ever connecting.
 
 \b
 Examples:
@@ -335,7 +336,9 @@ def _run_lines(
                     async for item in stream:
                         if isinstance(item, Notice):
                             connected = connected or item.kind == "connected"
-                            _status_line(item.message)
+                            # No table to reload here: say where the current state is, and go on live.
+                            hint = " (makima contracts list shows the current state)" if item.kind == "reload" else ""
+                            _status_line(item.message + hint)
                         elif selection.shows(item):
                             sys.stdout.write(render(item) + "\n")
                             sys.stdout.flush()  # one line at a time, so it pipes
@@ -371,6 +374,10 @@ def _run_dashboard(cfg: CliConfig, url: str, flt: Filter, selection: Selection, 
     board.load(contracts, stale_now)
     token = cfg.token or ""
     lookup = HttpLookup(cfg.api_url, token)
+
+    async def reload() -> tuple[list[dict[str, Any]], set[str]]:
+        return await asyncio.to_thread(load_contracts, cfg.api(), flt.contract_ids, flt.statuses, selection.stale)
+
     dashboard = MonitorApp(
         lambda: events(url, token, flt),
         board,
@@ -379,6 +386,7 @@ def _run_dashboard(cfg: CliConfig, url: str, flt: Filter, selection: Selection, 
         duration=duration,
         source_name=shown_url(url),
         filter_text=describe(flt, selection),
+        reload=reload,
     )
     try:
         dashboard.run()

@@ -2,14 +2,17 @@
 resume and de-duplication, and nothing of how they are shown.
 
 The protocol is docs/api.md's "Monitor": the token as ``?token=``, one filter message, the
-``subscribed``/``replayed``/``error``/``pong`` answers, and one envelope for every event. What this module adds
-on top of a single connection:
+``subscribed``/``replayed``/``reload``/``error``/``pong`` answers, and one envelope for every event. What
+this module adds on top of a single connection:
 
 - **Reconnect** when the connection drops or cannot be made: exponential backoff with jitter, capped at
   30 s (``backoff``), each attempt announced by a ``Notice``.
 - **Resume**: the filter sent on every reconnect carries ``last_event_id``, the newest *logged* event id seen
   (digits; heartbeat ids ``hb:…`` are not positions in the log), so the server replays what was missed.
 - **De-duplicate** by ``id``: delivery is at least once, and a replay may repeat what arrived live.
+- **Reload**: when the server cuts a replay short (``reload``) the stream yields a ``Notice("reload")``
+  (the dashboard reloads its table from the API; the line output says so) and the cursor moves to the
+  head the server named, then events go on live.
 - **Refusals are final**: a token refused during the handshake (HTTP 401/403) raises ``MonitorError``
   instead of retrying, as does a URL with no monitor behind it (HTTP 404) or a filter the server rejects.
 
@@ -54,7 +57,7 @@ REFUSALS_TOLERATED_AFTER_CONNECTING = 3
 DEDUPE_WINDOW = 10_000
 
 Event = dict[str, Any]
-CONTROL_TYPES = frozenset({"subscribed", "replayed", "error", "pong"})
+CONTROL_TYPES = frozenset({"subscribed", "replayed", "reload", "error", "pong"})
 
 # --- What --quiet and --stale show ------------------------------------------------------------------------
 
@@ -189,14 +192,20 @@ class Cursor:
         if len(self._order) > self._window:
             self._seen.discard(self._order.popleft())
         position = log_id(event)
-        if position is not None and (self.newest is None or position > self.newest):
-            self.newest = position
+        if position is not None:
+            self.skip_to(position)
         return True
+
+    def skip_to(self, position: int) -> None:
+        """Resume from ``position`` at the latest: the server said what lies before it is not worth
+        replaying (a ``reload`` answer: the client reloads its snapshot instead)."""
+        if self.newest is None or position > self.newest:
+            self.newest = position
 
 
 # --- One connection, message by message ------------------------------------------------------------------
 
-NoticeKind = Literal["connected", "resumed", "reconnecting", "warning"]
+NoticeKind = Literal["connected", "resumed", "reconnecting", "warning", "reload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +215,7 @@ class Notice:
     kind: NoticeKind
     message: str
     delay: float | None = None  # reconnecting: seconds until the next attempt
-    count: int | None = None  # resumed: events replayed
+    count: int | None = None  # resumed, reload: events replayed
 
 
 class MonitorError(Exception):
@@ -243,12 +252,31 @@ class Session:
             self.subscribed = True
             return [Notice("connected", f"connected to {self.url}")]
         if kind == "replayed":
+            # The server read the log up to last_event_id with our filter: a later resume starts there,
+            # even when nothing it read was ours (the next resume does not read it again).
+            replayed_to = str(msg.get("last_event_id") or "")
+            if replayed_to.isdigit():
+                self.cursor.skip_to(int(replayed_to))
             count = int(msg.get("count") or 0)
             text = f"resumed after event {self.resuming_from}: {count} missed event(s) replayed"
             notices = [Notice("resumed", text, count=count)]
             if msg.get("complete") is False:
                 notices.append(Notice("warning", "more events were missed than the server replays; some are not shown"))
             return list(notices)
+        if kind == "reload":
+            # The server gave up replaying (too far behind, too many events, its deadline): the connection
+            # is live, and what was missed is to be read from a fresh snapshot. A later reconnect resumes
+            # from the log's head as the server saw it, not from the gap again.
+            count = int(msg.get("count") or 0)
+            head = str(msg.get("last_event_id") or "")
+            if head.isdigit():
+                self.cursor.skip_to(int(head))
+            reason = str(msg.get("reason") or "the server's replay limit")
+            text = (
+                f"not every event missed after {self.resuming_from} was replayed ({reason}; {count} sent);"
+                f" live from {head}"
+            )
+            return [Notice("reload", text, count=count)]
         if kind == "error":
             code = str(msg.get("code") or "ERROR")
             text = str(msg.get("message") or "the server refused the message")

@@ -119,6 +119,12 @@ class Board:
             row = self._from_contract(self._new_row(str(contract["id"])), contract)
             row.stale = row.id in stale_now
 
+    def replace(self, contracts: Iterable[Mapping[str, Any]], stale: Iterable[str] = ()) -> None:
+        """The rows of a fresh snapshot in place of all of them (after the monitor said ``reload``: the
+        events that would have moved the rows were not replayed)."""
+        self.rows.clear()
+        self.load(contracts, stale)
+
     def ordered(self) -> list[Row]:
         """The rows as the table shows them: contracts that can still work first, then newest first."""
         return sorted(self.rows.values(), key=lambda r: (r.finished, -r.seq))
@@ -202,6 +208,8 @@ class Board:
 
 Source = Callable[[], AsyncIterator[Item]]
 Lookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+# A fresh snapshot: the contracts to show and which of them are stale (``monitor.load_contracts``).
+Reload = Callable[[], Awaitable[tuple[list[dict[str, Any]], set[str]]]]
 
 
 class MonitorApp(App[None]):
@@ -230,8 +238,10 @@ class MonitorApp(App[None]):
         duration: float | None = None,
         source_name: str = "",
         filter_text: str = "",
+        reload: Reload | None = None,
     ) -> None:
         super().__init__()
+        self.reload = reload
         self.source = source
         self.board = board
         self.selection = selection or Selection()
@@ -296,7 +306,10 @@ class MonitorApp(App[None]):
         self._refresh_status()
 
     def _notice(self, notice: Notice) -> None:
-        if notice.kind == "connected":
+        if notice.kind == "reload" and self.reload is not None:
+            self._append_log(f"-- {notice.message}: reloading the table")
+            self.run_worker(self._reload_board(), name="reload", exclusive=False)
+        elif notice.kind == "connected":
             self.connection = f"● {notice.message}"
         elif notice.kind == "reconnecting":
             self.connection = f"○ {notice.message}"
@@ -342,6 +355,19 @@ class MonitorApp(App[None]):
             return
         for key, value in _styled(row).items():
             self.table.update_cell(row.id, key, value, update_width=True)
+
+    async def _reload_board(self) -> None:
+        """The table from a fresh snapshot (``reload``); events keep arriving meanwhile, and the rows they
+        moved are moved again by the snapshot, which is newer."""
+        assert self.reload is not None
+        try:
+            contracts, stale = await self.reload()
+        except Exception as exc:  # the API is unreachable: the live events go on, the table may lag
+            self._append_log(f"-- reloading failed ({exc}); the table shows live events only")
+            return
+        self.board.replace(contracts, stale)
+        self._show_board()
+        self._refresh_status()
 
     async def _look_up(self, contract_id: str) -> None:
         assert self.lookup is not None

@@ -10,6 +10,7 @@ from uuid import UUID
 from makima.db.connection import Conn
 
 _EVENT_COLUMNS = "id, contract_id, owner_id, type, payload, actor, created_at"
+_EVENT_COLUMNS_E = "e.id, e.contract_id, e.owner_id, e.type, e.payload, e.actor, e.created_at"
 _CONNECTION_COLUMNS = (
     "connection_id, owner_id, is_admin, endpoint, contract_ids, statuses, include_stale, include_heartbeats, resuming"
 )
@@ -24,22 +25,42 @@ _AUTHORIZED = (
 
 
 def add_connection(
-    conn: Conn, connection_id: str, owner_id: UUID, *, is_admin: bool, endpoint: str, token_id: UUID | None
-) -> None:
+    conn: Conn,
+    connection_id: str,
+    owner_id: UUID,
+    *,
+    is_admin: bool,
+    endpoint: str,
+    token_id: UUID | None,
+    max_per_token: int = 0,
+) -> bool:
     """A new connection takes no live events until its first filter message (``resuming`` until then):
     otherwise events broadcast between the handshake and a resuming filter would reach it before the
     events it missed, out of order. ``token_id`` is the token it was opened with: revoking it closes
-    the connection, and nothing is sent on it meanwhile."""
+    the connection, and nothing is sent on it meanwhile.
+
+    With ``max_per_token`` (> 0), a token that already holds that many connections gets no new one:
+    False, nothing written. Connects of one token are serialised by a transaction-level advisory lock
+    on it, so two at once cannot both take the last place; counting uses idx_monitor_connections_token."""
+    if max_per_token > 0 and token_id is not None:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 7317))", (str(token_id),))
+        row = conn.execute(
+            "SELECT count(*) AS n FROM monitor_connections WHERE token_id = %s AND connection_id <> %s",
+            (token_id, connection_id),
+        ).fetchone()
+        if row is not None and int(row["n"]) >= max_per_token:
+            return False
     conn.execute(
         """
         INSERT INTO monitor_connections (connection_id, owner_id, is_admin, endpoint, token_id, resuming)
         VALUES (%s, %s, %s, %s, %s, true)
         ON CONFLICT (connection_id) DO UPDATE
            SET owner_id = EXCLUDED.owner_id, is_admin = EXCLUDED.is_admin, endpoint = EXCLUDED.endpoint,
-               token_id = EXCLUDED.token_id, resuming = true
+               token_id = EXCLUDED.token_id, resuming = true, resuming_until = NULL
         """,
         (connection_id, owner_id, is_admin, endpoint, token_id),
     )
+    return True
 
 
 def get_connection(conn: Conn, connection_id: str) -> dict[str, Any] | None:
@@ -94,21 +115,37 @@ def set_filter(
     include_stale: bool,
     include_heartbeats: bool,
     resuming: bool,
+    resuming_for: timedelta | None = None,
 ) -> bool:
+    """Store the filter. A resuming connection is skipped by the broadcaster for ``resuming_for`` at
+    most (None: until ``set_resuming`` clears it): a replay that never finishes cannot leave it
+    without live events for good."""
     cur = conn.execute(
         """
         UPDATE monitor_connections
            SET contract_ids = %s, statuses = %s, include_stale = %s, include_heartbeats = %s,
-               resuming = %s, filter_set_at = now()
+               resuming = %s, resuming_until = CASE WHEN %s THEN now() + %s END, filter_set_at = now()
          WHERE connection_id = %s
         """,
-        (contract_ids, statuses, include_stale, include_heartbeats, resuming, connection_id),
+        (contract_ids, statuses, include_stale, include_heartbeats, resuming, resuming, resuming_for, connection_id),
     )
     return cur.rowcount == 1
 
 
-def set_resuming(conn: Conn, connection_id: str, resuming: bool) -> None:
-    conn.execute("UPDATE monitor_connections SET resuming = %s WHERE connection_id = %s", (resuming, connection_id))
+def set_resuming(conn: Conn, connection_id: str, resuming: bool, *, resuming_for: timedelta | None = None) -> bool:
+    """Clear the mark (the replay is done: live from now), or re-arm its deadline while a replay runs
+    (only if the connection is still resuming). Whether a row was changed."""
+    if resuming:
+        cur = conn.execute(
+            "UPDATE monitor_connections SET resuming_until = now() + %s WHERE connection_id = %s AND resuming",
+            (resuming_for, connection_id),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE monitor_connections SET resuming = false, resuming_until = NULL WHERE connection_id = %s",
+            (connection_id,),
+        )
+    return cur.rowcount == 1
 
 
 def remove_connections(conn: Conn, connection_ids: Sequence[str]) -> int:
@@ -125,14 +162,15 @@ def remove_endpoint(conn: Conn, endpoint: str) -> int:
 
 
 def live_subscribers(conn: Conn, endpoint: str, *, heartbeats_only: bool = False) -> list[dict[str, Any]]:
-    """The connections of ``endpoint`` that take live events now (not those still replaying), each with
-    ``authorized``: the broadcaster routes only to the authorised ones and closes the others, so a
-    revoked token's connection gets nothing from the moment the revocation commits."""
+    """The connections of ``endpoint`` that take live events now (not those still replaying, unless
+    their replay's deadline passed: it died on the way), each with ``authorized``: the broadcaster routes
+    only to the authorised ones and closes the others, so a revoked token's connection gets nothing
+    from the moment the revocation commits."""
     extra = " AND include_heartbeats" if heartbeats_only else ""
     return conn.execute(
         f"""
         SELECT {_CONNECTION_COLUMNS}, {_AUTHORIZED} AS authorized FROM monitor_connections c
-         WHERE endpoint = %s AND NOT resuming{extra}
+         WHERE endpoint = %s AND (NOT resuming OR resuming_until < now()){extra}
          ORDER BY connection_id
         """,
         (endpoint,),
@@ -187,25 +225,105 @@ def unpublished_count(conn: Conn) -> int:
 # --- replay --------------------------------------------------------------------------------------
 
 
+# The expression of idx_contract_events_status_moves (migration 0017b), which a query must repeat as is.
+STATUS_MOVES = "ARRAY[e.payload ->> 'old_status', e.payload ->> 'new_status']"
+# Past this many contracts in a status filter's statuses, a replay's statement selects them in SQL.
+_MANY_CONTRACTS = 1000
+
+
 def events_after(
-    conn: Conn, owner_id: UUID | None, after_id: int, limit: int, contract_ids: list[UUID] | None
+    conn: Conn,
+    owner_id: UUID | None,
+    after_id: int,
+    limit: int,
+    contract_ids: list[UUID] | None,
+    *,
+    statuses: list[str] | None = None,
+    include_stale: bool = True,
+    until_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The log after ``after_id`` that a monitor may see, oldest first: by contract
-    (idx_contract_events_contract), by owner (idx_contract_events_owner), or by id for an admin.
+    """The log after ``after_id`` (up to ``until_id``) that a monitor's filter takes, oldest first: the
+    rule of ``domain.monitor.Subscriber.wants`` for logged events, in SQL, so that what the filter leaves
+    out is never read into Python (issue 13: a resume whose filter matched nothing paged through the
+    whole log). Driven by an index whatever the filter: by contract (idx_contract_events_contract), by
+    owner (idx_contract_events_owner), by id for an admin; a status filter is two branches, events of
+    the contracts now in those statuses (idx_contracts_status → idx_contract_events_contract) and status
+    changes from or to them (idx_contract_events_status_moves), so a filter matching nothing costs a few
+    index probes.
 
     The filters are added to the text only when given, not written as ``(%s IS NULL OR …)``: once
     psycopg prepares the statement, PostgreSQL may switch to a generic plan, which cannot drop the
     ``IS NULL`` branch and scans the whole log (what tests/bench/bench_dashboard.py found for the
     dashboard's statements)."""
-    where = ["id > %(after)s"]
+    where = ["e.id > %(after)s"]
+    if until_id is not None:
+        where.append("e.id <= %(until)s")
     if owner_id is not None:
-        where.append("owner_id = %(owner)s")
+        where.append("e.owner_id = %(owner)s")
     if contract_ids is not None:
-        where.append("contract_id = ANY(%(ids)s)")
-    return conn.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM contract_events WHERE {' AND '.join(where)} ORDER BY id LIMIT %(limit)s",
-        {"after": after_id, "owner": owner_id, "ids": contract_ids, "limit": limit},
+        where.append("e.contract_id = ANY(%(ids)s)")
+    if not include_stale:
+        where.append("e.type <> 'stale_detected'")
+    base = " AND ".join(where)
+    params: dict[str, Any] = {
+        "after": after_id,
+        "until": until_id,
+        "owner": owner_id,
+        "ids": contract_ids,
+        "statuses": statuses,
+        "limit": limit,
+    }
+    if statuses is None:
+        return conn.execute(
+            f"SELECT {_EVENT_COLUMNS_E} FROM contract_events e WHERE {base} ORDER BY e.id LIMIT %(limit)s", params
+        ).fetchall()
+    # The contracts now in those statuses, looked up first (idx_contracts_status / idx_contracts_owner_status):
+    # as a sub-select the planner guesses their number, and at a guess of "a few, with many events each"
+    # it walks the whole log by id for them; as a list of ids it knows (and skips the branch when none).
+    of_contracts = ["c.status = ANY(%(statuses)s::text[])"]
+    if owner_id is not None:
+        of_contracts.append("c.owner_id = %(owner)s")
+    if contract_ids is not None:
+        of_contracts.append("c.id = ANY(%(ids)s)")
+    found = conn.execute(
+        f"SELECT c.id FROM contracts c WHERE {' AND '.join(of_contracts)} LIMIT {_MANY_CONTRACTS + 1}", params
     ).fetchall()
+    moves = f"""
+            (SELECT {_EVENT_COLUMNS_E} FROM contract_events e
+              WHERE {base} AND e.type = 'status_changed'
+                AND {STATUS_MOVES} && %(statuses)s::text[]
+              ORDER BY e.id LIMIT %(limit)s)"""
+    if not found:
+        return conn.execute(moves, params).fetchall()
+    if len(found) > _MANY_CONTRACTS:
+        # Many: their events are dense in the log, and walking it by id (within ``until_id``) finds them.
+        in_statuses = f"e.contract_id IN (SELECT c.id FROM contracts c WHERE {' AND '.join(of_contracts)})"
+    else:
+        params["found"] = [r["id"] for r in found]
+        in_statuses = "e.contract_id = ANY(%(found)s::uuid[])"
+    return conn.execute(
+        f"""
+        SELECT {_EVENT_COLUMNS} FROM (
+            (SELECT {_EVENT_COLUMNS_E} FROM contract_events e
+              WHERE {base} AND {in_statuses}
+              ORDER BY e.id LIMIT %(limit)s)
+            UNION
+            {moves}
+        ) m ORDER BY id LIMIT %(limit)s
+        """,
+        params,
+    ).fetchall()
+
+
+def log_head(conn: Conn) -> int:
+    """The newest event id (0 for an empty log): one step down the primary key."""
+    row = conn.execute("SELECT COALESCE(max(id), 0) AS head FROM contract_events").fetchone()
+    return int(row["head"]) if row else 0
+
+
+def limit_statement_time(conn: Conn, seconds: float) -> None:
+    """This transaction's statements are cancelled after ``seconds`` (a replay's deadline)."""
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{max(1, int(seconds * 1000))}ms",))
 
 
 # --- stale episodes ------------------------------------------------------------------------------

@@ -172,6 +172,9 @@ class Subscriber:
 
         A status filter matches on the contract's status now, and for a status change on either
         side of it: a monitor watching active contracts sees a contract leave ``active``.
+
+        A replay applies the same rule in SQL (``db/monitor.py: events_after``, held to it by
+        tests/integration/test_monitor_limits.py): a change here is a change there.
         """
         if not self.is_admin and owner_id != str(self.owner_id):
             return False

@@ -39,7 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from makima.config import get_settings
-from makima.errors import DatabaseUnavailable, FeatureDisabled, Forbidden, Unauthorized
+from makima.errors import DatabaseUnavailable, FeatureDisabled, Forbidden, TooManyConnections, Unauthorized
 from makima.flags import Flag, Flags, build_flags
 from makima.lambda_support.connections import ManagementApiCloser, delete_connections
 from makima.lambda_support.eventbridge import CLOSE, MONITOR_SOURCE, REPLAY, EventBridgePublisher
@@ -150,13 +150,17 @@ def _monitor(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             except (Unauthorized, Forbidden) as exc:
                 logger.info("monitor connection refused", extra={"reason": str(exc)})
                 return {"statusCode": exc.status, "body": json.dumps({"error": exc.to_dict()})}
-            svc.connect(database, connection_id, principal, endpoint_of(event))
+            try:
+                svc.connect(database, connection_id, principal, endpoint_of(event), get_settings().monitor)
+            except TooManyConnections as exc:  # refuses the handshake with 429 and says why
+                logger.info("monitor connection refused: too many for its token")
+                return {"statusCode": exc.status, "body": json.dumps({"error": exc.to_dict()})}
             metrics.add_metric(name="MonitorConnected", unit=MetricUnit.Count, value=1)
             return {"statusCode": 200}
         if route == "$disconnect":
             svc.disconnect(database, connection_id)
             return {"statusCode": 200}
-        answer = svc.answer_message(database, connection_id, event.get("body"))
+        answer = svc.answer_message(database, connection_id, event.get("body"), get_settings().monitor)
         if answer.close:
             # Its token is revoked: the refusal is this route's response, and the broadcaster closes the
             # connection (this function may not, and could not before its answer is sent).
@@ -196,6 +200,7 @@ def _broadcast(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             int(envelope["last_event_id"]),
             poster,
             ManagementApiCloser(endpoint, poster.client),
+            limits=get_settings().monitor,
         )
         metrics.add_metric(name="MonitorEventsReplayed", unit=MetricUnit.Count, value=sent)
         return {"replayed": sent}

@@ -36,9 +36,10 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketState
 
+from makima.config import MonitorConfig
 from makima.db import monitor as monitor_sql
 from makima.db.connection import Database, transaction
-from makima.errors import DatabaseUnavailable, FeatureDisabled, Forbidden, Unauthorized
+from makima.errors import DatabaseUnavailable, FeatureDisabled, Forbidden, TooManyConnections, Unauthorized
 from makima.flags import Flag, Flags
 from makima.services import auth
 from makima.services import monitor as svc
@@ -53,6 +54,17 @@ CLOSE_TOO_SLOW = 4408
 CLOSE_TRY_AGAIN_LATER = 1013
 # The monitoring_dashboard flag is off (4000-4999: application codes; 4404 echoes the HTTP answer).
 CLOSE_FEATURE_DISABLED = 4404
+# The token holds as many open monitors as [monitor] max_connections_per_token allows (HTTP's 429).
+CLOSE_TOO_MANY_CONNECTIONS = 4429
+# What the server (uvicorn) reads of one message at most, as a multiple of [monitor] max_message_bytes:
+# between the two a message gets the PAYLOAD_TOO_LARGE error and the connection stays; past this one
+# the transport closes it (1009, "message too big") without reading it.
+TRANSPORT_MAX_FACTOR = 2
+
+
+def transport_max_size(limits: MonitorConfig) -> int:
+    """The WebSocket server's ``ws_max_size`` for these limits (see TRANSPORT_MAX_FACTOR)."""
+    return limits.max_message_bytes * TRANSPORT_MAX_FACTOR
 
 
 class _Close:
@@ -290,9 +302,18 @@ def _token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("token") or auth.bearer(websocket.headers.get("authorization"))
 
 
-def mount_monitor(app: FastAPI, database: Database, hub: LocalHub, flags: Flags | None = None) -> None:
+def mount_monitor(
+    app: FastAPI,
+    database: Database,
+    hub: LocalHub,
+    flags: Flags | None = None,
+    limits: MonitorConfig | None = None,
+) -> None:
     """Serve the monitor protocol on ``app`` (the local stack's; Lambda apps never get it). With
-    ``flags``, a connection opened while ``monitoring_dashboard`` is off is refused (see above)."""
+    ``flags``, a connection opened while ``monitoring_dashboard`` is off is refused (see above).
+    ``limits`` (``[monitor]``): connections per token (one more is accepted, told
+    ``TOO_MANY_CONNECTIONS`` and closed with 4429), messages, replays."""
+    bounds = limits or MonitorConfig()
 
     @app.websocket(MONITOR_PATH)
     async def monitor(websocket: WebSocket) -> None:
@@ -318,15 +339,21 @@ def mount_monitor(app: FastAPI, database: Database, hub: LocalHub, flags: Flags 
             return
         await websocket.accept()
         connection_id = f"local-{uuid.uuid4()}"
+        try:
+            await run_in_threadpool(svc.connect, database, connection_id, principal, hub.endpoint, bounds)
+        except TooManyConnections as refused:
+            # Accepted to say why (a refused handshake is a bare HTTP 403), then closed.
+            await websocket.send_text(json.dumps(svc.error_message(refused.code, refused.message, refused.details)))
+            await websocket.close(code=CLOSE_TOO_MANY_CONNECTIONS, reason="too many monitor connections for this token")
+            return
         client = hub.open(connection_id)
-        await run_in_threadpool(svc.connect, database, connection_id, principal, hub.endpoint)
         writer = asyncio.create_task(_write(websocket, client))
         try:
             # Until the client leaves, or the writer closed the socket (too slow, feature disabled):
             # reading a socket closed on our side raises, which must not end the app's task noisily.
             while websocket.application_state == WebSocketState.CONNECTED:
                 raw = await websocket.receive_text()
-                await run_in_threadpool(svc.handle_message, database, connection_id, raw, hub, hub)
+                await run_in_threadpool(svc.handle_message, database, connection_id, raw, hub, hub, bounds)
         except WebSocketDisconnect:
             pass
         finally:

@@ -26,7 +26,13 @@ from makima.db.connection import PooledDatabase, transaction
 from makima.db.embedded import EmbeddedPostgres, start_embedded
 from makima.db.migrate import RoleTimeouts, migrate
 from makima.flags import build_flags
-from makima.local.monitor import LocalHub, OutboxPump, forget_previous_connections, mount_monitor
+from makima.local.monitor import (
+    LocalHub,
+    OutboxPump,
+    forget_previous_connections,
+    mount_monitor,
+    transport_max_size,
+)
 from makima.local.scheduler import Scheduler, jobs_for
 from makima.local.sync_listener import SyncListener
 from makima.services.auth import AdminTokenOutcome, ensure_admin, register_admin_token
@@ -190,7 +196,7 @@ def serve(
         from makima.local.web import mount_dashboard
 
         mount_dashboard(app, settings.dashboard)
-        mount_monitor(app, backing.database, hub, flags)
+        mount_monitor(app, backing.database, hub, flags, settings.monitor)
         scheduler = Scheduler(jobs_for(backing.database, settings, pump.publisher, flags)).start()
         fleet = _start_demo(backing, settings, host, port, admin_token, demo) if demo > 0 else None
         try:
@@ -199,8 +205,16 @@ def serve(
             # objects are collected 70 times less often than by default, which ran a 120-140 ms full
             # collection about every second under fan-out to 1,000 monitors (docs/performance.md).
             gc.set_threshold(50_000, 20, 100)
+            # ws_max_size: a monitor message is small (docs/api.md, "Monitor"); uvicorn's default would read
+            # and buffer 16 MiB of one.
             config = uvicorn.Config(
-                app, host=host, port=port, log_level="warning", access_log=False, ws_per_message_deflate=False
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                ws_per_message_deflate=False,
+                ws_max_size=transport_max_size(settings.monitor),
             )
             _ordered_server(config, fleet.stop if fleet is not None else None).run()
         finally:

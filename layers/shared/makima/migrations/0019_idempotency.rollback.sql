@@ -1,2 +1,2 @@
--- depends: 0016_supervisor_conversation_window
+-- depends: 0017b_contract_events_status_moves_index
 DROP TABLE IF EXISTS idempotency_records;

@@ -7,7 +7,7 @@
 -- Safe while the API serves writes: a new table, referenced by nothing and referencing nothing; its
 -- index is built on the empty table in the same transaction. Rows expire (expires_at); every new claim
 -- deletes a few expired ones, so the table holds about one expiry period of keys.
--- depends: 0016_supervisor_conversation_window
+-- depends: 0017b_contract_events_status_moves_index
 
 CREATE TABLE idempotency_records (
     -- Powertools' key: "makima#<sha256 of {user, route, Idempotency-Key}>": a key is scoped per user

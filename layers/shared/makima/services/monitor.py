@@ -9,28 +9,47 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from pydantic import ValidationError
 
+from makima.config import MonitorConfig
 from makima.db import monitor as monitor_sql
-from makima.db.connection import Database, transaction
+from makima.db import rate_limits as rate_sql
+from makima.db.connection import Conn, Database, transaction
 from makima.domain.monitor import MonitorFilter, Subscriber, from_log, public, route
 from makima.domain.principals import Principal
-from makima.errors import Unauthorized
+from makima.domain.rate_limits import Limit, retry_after_header
+from makima.errors import DatabaseTimeout, PayloadTooLarge, RateLimited, TooManyConnections, Unauthorized
 from makima.services import auth
 from makima.services.common import require_api_access
 
 log = logging.getLogger("makima.monitor")
 
-# A reconnecting monitor gets at most this many missed events; past that it is told the replay was
-# cut short and should reload (the dashboard API) rather than wait for a flood.
-MAX_REPLAY = 5_000
+# The defaults of every bound below ([monitor] in the settings; callers pass the configured ones).
+DEFAULT_LIMITS = MonitorConfig()
+# The most missed events one replay sends (the default of ``[monitor] replay_max_events``).
+MAX_REPLAY = DEFAULT_LIMITS.replay_max_events
 _REPLAY_PAGE = 500
+# Events per ``Sender.send`` during a replay: the deadline is checked between them, so a slow client
+# cannot hold a replay (and its Lambda) far past it.
+_REPLAY_CHUNK = 100
+# How long a resuming connection is skipped by the broadcaster before its replay starts (on AWS the
+# request crosses the bus first), and, once the replay runs, past its deadline: if the replay dies on
+# the way (the broadcaster's Lambda timeout, a crash), the connection is live again after that.
+_RESUME_START_GRACE = timedelta(seconds=60)
+_RESUME_END_GRACE = timedelta(seconds=5)
+# The monitor's message budget has its own bucket per token in rate_limit_buckets (subject: this
+# namespace's UUID of the token id), apart from the token's request budget.
+_MESSAGES_NAMESPACE = uuid.UUID("6d6f6e69-746f-7200-8000-6d6573736167")
+
+ReloadReason = Literal["too_far_behind", "too_many_events", "deadline", "failed"]
 
 
 class Publisher(Protocol):
@@ -174,17 +193,28 @@ def admit(database: Database, token: str | None) -> Principal:
     return principal
 
 
-def connect(database: Database, connection_id: str, principal: Principal, endpoint: str) -> None:
-    """Record the connection with the principal's token, which revocation closes it by."""
+def connect(
+    database: Database, connection_id: str, principal: Principal, endpoint: str, limits: MonitorConfig = DEFAULT_LIMITS
+) -> None:
+    """Record the connection with the principal's token, which revocation closes it by.
+    ``TooManyConnections`` (nothing recorded) when the token already holds
+    ``limits.max_connections_per_token`` open monitors."""
     require_api_access(principal)
     with transaction(database) as conn:
-        monitor_sql.add_connection(
+        added = monitor_sql.add_connection(
             conn,
             connection_id,
             principal.user_id,
             is_admin=principal.is_admin,
             endpoint=endpoint,
             token_id=principal.token_id,
+            max_per_token=limits.max_connections_per_token,
+        )
+    if not added:
+        most = limits.max_connections_per_token
+        raise TooManyConnections(
+            f"this token already has {most} open monitor connection(s), the most allowed: close one first",
+            {"max_connections_per_token": most},
         )
 
 
@@ -250,19 +280,38 @@ class Answer:
     close: bool = False
 
 
-def answer_message(database: Database, connection_id: str, raw: str | bytes | None) -> Answer:
+def answer_message(
+    database: Database,
+    connection_id: str,
+    raw: str | bytes | None,
+    limits: MonitorConfig = DEFAULT_LIMITS,
+    *,
+    now: datetime | None = None,
+) -> Answer:
     """Validate one message from a monitor — a ping, or a filter (which may ask to resume) — store the
     filter, and say what to answer. A filter that asks to resume marks the connection ``resuming``:
-    the broadcaster skips it until ``replay`` has sent what it missed.
+    the broadcaster skips it until ``replay`` has sent what it missed (or a deadline passes).
 
     A connection whose token is revoked (or was never recorded) gets ``UNAUTHORIZED`` whatever it sent,
     ping included, and is to be closed: the token is checked on every message, not only at the
-    handshake."""
+    handshake. A message over ``limits.max_message_bytes`` gets ``PAYLOAD_TOO_LARGE`` unread, and one
+    past the token's message budget ``RATE_LIMITED``; either way nothing changes (the filter stays).
+    ``now`` is the rate limit's clock (the database's by default; tests move it)."""
+    size = len(raw.encode() if isinstance(raw, str) else raw) if raw else 0
+    if size > limits.max_message_bytes:
+        too_large = PayloadTooLarge(
+            f"the message is {size} bytes; at most {limits.max_message_bytes} are read",
+            {"max_bytes": limits.max_message_bytes},
+        )
+        return Answer(error_message(too_large.code, too_large.message, too_large.details))
     with transaction(database) as conn:
         row = monitor_sql.get_connection(conn, connection_id)
+        refused = _spend_message(conn, row, limits, now) if row is not None and row["authorized"] else None
     if row is not None and not row["authorized"]:
         exc = revoked_error()
         return Answer(error_message(exc.code, exc.message), close=True)
+    if refused is not None:
+        return Answer(error_message(refused.code, refused.message, refused.details))
     try:
         body = json.loads(raw or "{}")
     except (ValueError, UnicodeDecodeError):
@@ -289,94 +338,229 @@ def answer_message(database: Database, connection_id: str, raw: str | bytes | No
             include_stale=wanted.include_stale,
             include_heartbeats=wanted.include_heartbeats,
             resuming=resume_from is not None,
+            resuming_for=_RESUME_START_GRACE + timedelta(seconds=limits.replay_deadline_seconds),
         )
     if not stored:
         return Answer(error_message("NOT_FOUND", "this connection is not registered; reconnect"))
     return Answer({"type": "subscribed", "filter": wanted.applied(), "resuming": resume_from is not None}, resume_from)
 
 
-def replay(database: Database, connection_id: str, after: int, sender: Sender, closer: Closer | None = None) -> int:
+def _spend_message(
+    conn: Conn, row: Mapping[str, Any], limits: MonitorConfig, now: datetime | None
+) -> RateLimited | None:
+    """Take one message from the token's monitor budget (one upsert on its bucket row, shared by every
+    process: on AWS each message is another Lambda invocation); the refusal when none is left."""
+    limit = Limit(per_second=limits.messages_per_second, burst=limits.message_burst)
+    if limit.off or row["token_id"] is None:
+        return None
+    subject = uuid.uuid5(_MESSAGES_NAMESPACE, str(row["token_id"]))
+    lease = rate_sql.lease(conn, subject, want=1, burst=limit.burst, period_seconds=limit.period_seconds, now=now)
+    if lease.granted > 0:
+        return None
+    wait = retry_after_header(limit.retry_after(lease.debt_seconds))
+    return RateLimited(
+        f"too many monitor messages on this token: at most {limit.per_second:g} a second (bursts of "
+        f"{limit.burst}); retry in {wait} s",
+        retry_after=wait,
+        limit=limit.describe(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What a resuming connection may see, as ``monitor_sql.events_after`` takes it."""
+
+    connection_id: str
+    owner: UUID | None
+    contract_ids: list[UUID] | None
+    statuses: list[str] | None
+    include_stale: bool
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> _View:
+        return cls(
+            connection_id=row["connection_id"],
+            owner=None if row["is_admin"] else row["owner_id"],
+            contract_ids=row["contract_ids"],
+            statuses=row["statuses"],
+            include_stale=row["include_stale"],
+        )
+
+
+Outcome = Literal["done", "refused", "gone"] | ReloadReason
+
+
+def replay(
+    database: Database,
+    connection_id: str,
+    after: int,
+    sender: Sender,
+    closer: Closer | None = None,
+    *,
+    limits: MonitorConfig = DEFAULT_LIMITS,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
     """Send a resuming connection the events it may see that were logged after ``after``, in order,
     then a ``replayed`` marker; returns how many were sent.
+
+    The filter runs in SQL (``events_after``), so what it leaves out is never read. The replay is
+    bounded: if more than ``limits.replay_max_scanned`` events were logged since ``after``, if more than
+    ``replay_max_events`` match, or once ``replay_deadline_seconds`` (by ``clock``) have passed, it
+    stops and sends ``{"type": "reload", ...}`` instead of the marker: the client reloads the
+    dashboard snapshot, and the connection is live from then on. A replay that fails is answered the
+    same way; one that dies unseen (a Lambda timeout) leaves a mark that expires shortly after its
+    deadline (``resuming_until``), after which the broadcaster treats the connection as live.
 
     The connection stays marked ``resuming`` (skipped by the broadcaster) while the log is read; the
     mark is then cleared and the log read once more, so an event broadcast in between is not lost (it
     may arrive twice: ids de-duplicate). Its token is checked with every page: once revoked, nothing
     more is sent, and with ``closer`` the connection is closed.
     """
+    deadline = clock() + limits.replay_deadline_seconds
+    try:
+        return _replay_bounded(database, connection_id, after, sender, closer, limits, clock, deadline)
+    except Exception:
+        log.exception("monitor %s: the replay failed; telling the client to reload", connection_id)
+        try:
+            _reload(database, connection_id, sender, "failed", 0)
+        except Exception:  # its mark expires on its own (resuming_until)
+            log.exception("monitor %s: could not clear the resuming mark", connection_id)
+        return 0
+
+
+def _replay_bounded(
+    database: Database,
+    connection_id: str,
+    after: int,
+    sender: Sender,
+    closer: Closer | None,
+    limits: MonitorConfig,
+    clock: Callable[[], float],
+    deadline: float,
+) -> int:
     with transaction(database) as conn:
         row = monitor_sql.get_connection(conn, connection_id)
-    if row is None:
-        return 0  # closed meanwhile
-    subscriber = Subscriber.from_row(row)
-    owner = None if row["is_admin"] else row["owner_id"]
-    ids = row["contract_ids"]
-    sent, complete, refused = 0, False, not row["authorized"]
-    cursor = after
-    if not refused:
-        cursor, sent, complete, refused = _replay(database, subscriber, owner, ids, after, sender)
-    if not refused:
+        if row is None:
+            return 0  # closed meanwhile
+        if row["authorized"]:
+            monitor_sql.set_resuming(
+                conn,
+                connection_id,
+                True,
+                resuming_for=timedelta(seconds=limits.replay_deadline_seconds) + _RESUME_END_GRACE,
+            )
+        head = monitor_sql.log_head(conn)
+    view = _View.of(row)
+    scan_end = after + limits.replay_max_scanned
+    sent, cursor = 0, after
+    outcome: Outcome = "refused" if not row["authorized"] else "too_far_behind" if head > scan_end else "done"
+    if outcome == "done":
+        cursor, sent, outcome = _replay_pass(database, view, cursor, head, sender, limits, clock, deadline, 0)
+    if outcome == "done":
         with transaction(database) as conn:
             monitor_sql.set_resuming(conn, connection_id, False)
-        if complete:
-            cursor, more, complete, refused = _replay(
-                database, subscriber, owner, ids, cursor, sender, budget=MAX_REPLAY - sent
-            )
-            sent += more
-    if refused:
+            head = monitor_sql.log_head(conn)
+        if head > scan_end:
+            outcome = "too_far_behind"
+        else:
+            cursor, sent, outcome = _replay_pass(database, view, cursor, head, sender, limits, clock, deadline, sent)
+    if outcome == "refused":
         if closer is not None:
             _close(database, closer, [connection_id])
         return sent
-    sender.send(
-        {connection_id: [{"type": "replayed", "count": sent, "last_event_id": str(cursor), "complete": complete}]}
-    )
+    if outcome == "gone":
+        return sent
+    if outcome != "done":
+        _reload(database, connection_id, sender, outcome, sent)
+        return sent
+    sender.send({connection_id: [{"type": "replayed", "count": sent, "last_event_id": str(cursor), "complete": True}]})
     return sent
 
 
+def _replay_pass(
+    database: Database,
+    view: _View,
+    cursor: int,
+    until: int,
+    sender: Sender,
+    limits: MonitorConfig,
+    clock: Callable[[], float],
+    deadline: float,
+    sent: int,
+) -> tuple[int, int, Outcome]:
+    """Send the view's events in (``cursor``, ``until``], page by page, while its token is live, the
+    deadline is ahead and the event budget lasts; (new cursor, total sent, outcome)."""
+    cid = view.connection_id
+    while True:
+        left = limits.replay_max_events - sent
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return cursor, sent, "deadline"
+        try:
+            with transaction(database) as conn:
+                monitor_sql.limit_statement_time(conn, remaining)
+                if not monitor_sql.is_authorized(conn, cid):
+                    return cursor, sent, "refused"
+                # One more than the budget: whether there is more than it (then reload) or exactly it.
+                page = min(_REPLAY_PAGE, left + 1)
+                rows = monitor_sql.events_after(
+                    conn,
+                    view.owner,
+                    cursor,
+                    page,
+                    view.contract_ids,
+                    statuses=view.statuses,
+                    include_stale=view.include_stale,
+                    until_id=until,
+                )
+        except DatabaseTimeout:
+            return cursor, sent, "deadline"
+        if not rows:
+            return until, sent, "done"
+        if len(rows) > left:
+            rows = rows[:left]
+            over = True
+        else:
+            over = False
+        events = [from_log(r) for r in rows]
+        for start in range(0, len(events), _REPLAY_CHUNK):
+            if clock() >= deadline:
+                return cursor, sent, "deadline"
+            chunk = events[start : start + _REPLAY_CHUNK]
+            if cid in sender.send({cid: [public(e) for e in chunk]}):
+                return cursor, sent, "gone"
+            sent += len(chunk)
+            cursor = int(chunk[-1]["id"])
+        if over:
+            return cursor, sent, "too_many_events"
+        if len(rows) < page:
+            return until, sent, "done"
+
+
+def _reload(database: Database, connection_id: str, sender: Sender, reason: ReloadReason, sent: int) -> None:
+    """Give up replaying: the connection goes live now, and is told to reload the dashboard snapshot.
+    ``last_event_id`` is the log's head once live: a later resume starts there."""
+    with transaction(database) as conn:
+        monitor_sql.set_resuming(conn, connection_id, False)
+        head = monitor_sql.log_head(conn)
+    sender.send({connection_id: [{"type": "reload", "reason": reason, "count": sent, "last_event_id": str(head)}]})
+
+
 def handle_message(
-    database: Database, connection_id: str, raw: str | bytes | None, sender: Sender, closer: Closer
+    database: Database,
+    connection_id: str,
+    raw: str | bytes | None,
+    sender: Sender,
+    closer: Closer,
+    limits: MonitorConfig = DEFAULT_LIMITS,
 ) -> None:
     """Answer a message and, when it asks to resume, replay: all through ``sender`` (the local stack;
     on AWS the answer is the route's response and the broadcaster replays). A connection whose token
     is revoked is closed by ``closer`` with the answer (the ``UNAUTHORIZED`` error) as its last word."""
-    answer = answer_message(database, connection_id, raw)
+    answer = answer_message(database, connection_id, raw, limits)
     if answer.close:
         _close(database, closer, [connection_id])
         return
     sender.send({connection_id: [answer.reply]})
     if answer.resume_from is not None:
-        replay(database, connection_id, answer.resume_from, sender, closer)
-
-
-def _replay(
-    database: Database,
-    subscriber: Subscriber,
-    owner: UUID | None,
-    contract_ids: list[UUID] | None,
-    after: int,
-    sender: Sender,
-    *,
-    budget: int = MAX_REPLAY,
-) -> tuple[int, int, bool, bool]:
-    """Send the subscriber's events after ``after``, page by page, while its token is live; (new
-    cursor, sent, complete, refused: the token was found revoked)."""
-    cursor, sent = after, 0
-    while sent < budget:
-        with transaction(database) as conn:
-            if not monitor_sql.is_authorized(conn, subscriber.connection_id):
-                return cursor, sent, False, True
-            rows = monitor_sql.events_after(conn, owner, cursor, min(_REPLAY_PAGE, budget - sent), contract_ids)
-            if not rows:
-                return cursor, sent, True, False
-            events = [from_log(r) for r in rows]
-            statuses = monitor_sql.contract_statuses(
-                conn, sorted({e["contract_id"] for e in events if e["contract_id"]})
-            )
-        cursor = int(rows[-1]["id"])
-        mine = route(events, [subscriber], statuses).get(subscriber.connection_id, [])
-        if mine:
-            gone = sender.send({subscriber.connection_id: [public(e) for e in mine]})
-            if subscriber.connection_id in gone:
-                return cursor, sent, False, False
-            sent += len(mine)
-    return cursor, sent, False, False
+        replay(database, connection_id, answer.resume_from, sender, closer, limits=limits)

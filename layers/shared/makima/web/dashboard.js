@@ -639,7 +639,17 @@
     }
     if (m.type === "pong") return;
     if (m.type === "replayed") {
+      // The server read the log this far with the page's filter: a later resume starts here.
+      if (/^\d+$/.test(String(m.last_event_id))) lastEventId = Math.max(lastEventId, Number(m.last_event_id));
       if (m.count) $("conn").title = "Resumed: " + m.count + " missed events replayed";
+      return;
+    }
+    if (m.type === "reload") {
+      // The server cut the replay short (too far behind, too many events, its deadline): the socket is
+      // live; what was missed comes from a fresh snapshot, and a later reconnect resumes from the head.
+      if (/^\d+$/.test(String(m.last_event_id))) lastEventId = Math.max(lastEventId, Number(m.last_event_id));
+      $("conn").title = "Missed events not replayed (" + (m.reason || "limit") + "): reloaded the dashboard";
+      refresh();
       return;
     }
     if (m.type === "error" && m.code === "UNAUTHORIZED") {

@@ -1,0 +1,1 @@
+ALTER TABLE monitor_connections DROP COLUMN IF EXISTS resuming_until;

@@ -73,7 +73,7 @@ def fuzz_config(document: dict[str, Any]) -> str:
     """
     declares_413 = any("413" in op["responses"] for item in document["paths"].values() for op in item.values())
     blocks = [
-        "[phases.stateful.inference]\nalgorithms = [\"location-headers\"]",
+        '[phases.stateful.inference]\nalgorithms = ["location-headers"]',
         f"[checks.negative_data_rejection]\nexpected-statuses = {json.dumps(REJECTED + ['413'] * declares_413)}",
     ]
     for path, item in document["paths"].items():
@@ -93,7 +93,9 @@ def fuzz_config(document: dict[str, Any]) -> str:
                 maximum = max(b.get("maximum", 0) for b in wait.get("anyOf", [wait]))
                 lines = ["[operations.checks]", f"max_response_time = {maximum + 10}", *lines]
             if lines:
-                blocks.append("\n".join(["[[operations]]", f"include-operation-id = {json.dumps(op['operationId'])}", *lines]))
+                blocks.append(
+                    "\n".join(["[[operations]]", f"include-operation-id = {json.dumps(op['operationId'])}", *lines])
+                )
     return "\n\n".join(blocks) + "\n"
 
 

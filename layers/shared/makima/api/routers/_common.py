@@ -119,7 +119,7 @@ class MakimaRouter(APIRouter):
         super().__init__(prefix=prefix, tags=[tag])
         self.errors = errors
 
-    def add_api_route(  # type: ignore[override]  # same call, responses rebuilt
+    def add_api_route(  # same call, responses rebuilt
         self,
         path: str,
         endpoint: Callable[..., Any],
@@ -140,17 +140,3 @@ def make_router(tag: str, *errors: type[MakimaError], common: Errors = COMMON, p
     """The router of one group of operations; ``errors``: what all of them can answer besides ``common``
     (an unauthenticated route passes its own)."""
     return MakimaRouter(tag, (*common, *errors), prefix=prefix)
-
-
-def declared_codes(openapi: dict[str, Any]) -> dict[tuple[str, str], dict[int, frozenset[str]]]:
-    """(method, path template) → status → the error codes the document declares for it."""
-    out: dict[tuple[str, str], dict[int, frozenset[str]]] = {}
-    for path, item in openapi.get("paths", {}).items():
-        for method, op in item.items():
-            statuses: dict[int, frozenset[str]] = {}
-            for status, response in op.get("responses", {}).items():
-                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
-                code = schema.get("properties", {}).get("error", {}).get("properties", {}).get("code", {})
-                statuses[int(status)] = frozenset(code.get("enum", ()))
-            out[(method.upper(), path)] = statuses
-    return out

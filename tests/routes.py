@@ -19,6 +19,8 @@ def api_routes(routes: Sequence[BaseRoute]) -> list[tuple[str, str]]:
         path = route.path
         if path is None or not path.startswith(API_PREFIX) or path.startswith(f"{API_PREFIX}/docs"):
             continue
+        if not getattr(route, "include_in_schema", True):  # e.g. a literal path's 405 guard (api/errors.py)
+            continue
         found |= {(method, path) for method in route.methods or () if method != "HEAD"}
     assert len(found) > 20, "the route table looks empty: did FastAPI change how it stores routes?"
     return sorted(found)

@@ -5,17 +5,32 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from makima.api.app import create_app
 from makima.db.connection import PooledDatabase
 from tests.conftest import Caller
+from tests.declared import undeclared
 
 
 @pytest.fixture(scope="session")
 def client(db: PooledDatabase) -> Iterator[TestClient]:
-    with TestClient(create_app(db), raise_server_exceptions=False) as c:
+    """The app in-process. Every response it receives must be declared by the OpenAPI document (status
+    and error code, ``tests/declared.py``): a test that meets an undeclared one fails at that request."""
+    app = create_app(db)
+    document = app.openapi()
+
+    def declared(response: httpx.Response) -> None:
+        response.read()
+        problem = undeclared(
+            document, response.request.method, response.request.url.path, response.status_code, response.content
+        )
+        assert problem is None, problem
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.event_hooks["response"] = [declared]
         yield c
 
 

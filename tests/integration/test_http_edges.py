@@ -87,3 +87,21 @@ def test_nul_in_chat_and_questions_is_refused(client: TestClient, user: Caller) 
     )
     assert r.status_code == 422
     assert client.get(f"{API}/contracts", params={"phase": "pl\x00an"}, headers=user.headers).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("TRACE", "/contracts", "GET, POST"),
+        ("PUT", "/contracts/7f0c4f8e-0000-4000-8000-000000000000/tasks", "GET, POST"),
+        # a literal path is its own resource, though /contracts/{contract_id} serves PATCH
+        ("PATCH", "/contracts/batch", "POST"),
+        ("PATCH", "/contracts/dashboard", "GET"),
+    ],
+)
+def test_method_not_allowed_says_which_are(
+    client: TestClient, user: Caller, method: str, path: str, allow: str
+) -> None:
+    r = client.request(method, f"{API}{path}", headers=user.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (405, "METHOD_NOT_ALLOWED"), r.text
+    assert r.headers["Allow"] == allow

@@ -17,6 +17,14 @@ class MakimaError(Exception):
     status: int = 500
     # Whole seconds after which a retry may succeed; the HTTP layer sends it as ``Retry-After``.
     retry_after: int | None = None
+    # True when a request that matches the OpenAPI schema may still get this error because the refusal
+    # depends on what no request schema can say: the resource's current state, stored data (the contract
+    # types there are), the clock, or two fields that must agree. The document lists these codes per
+    # response (``x-refused-beyond-schema``) so a client, and the fuzzer, can tell them from input errors.
+    beyond_schema: bool = False
+    # True when the error is about an id the request body names, not about the URL's resource (a 404
+    # for a task a question refers to): listed per response as ``x-about-the-body``.
+    about_body: bool = False
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -36,6 +44,7 @@ class ContractNotFound(MakimaError):
 
 class InvalidTransition(MakimaError):
     code, status = "INVALID_TRANSITION", 400
+    beyond_schema = True
 
 
 class VersionConflict(MakimaError):
@@ -48,6 +57,7 @@ class PhaseGuardRequired(MakimaError):
 
 class InvalidDeliverable(MakimaError):
     code, status = "INVALID_DELIVERABLE", 400
+    beyond_schema = True
 
 
 class SupervisorNotFound(MakimaError):
@@ -60,6 +70,7 @@ class SupervisorDead(MakimaError):
 
 class ValidationFailed(MakimaError):
     code, status = "VALIDATION_FAILED", 400
+    beyond_schema = True
 
 
 # --- What users of an HTTP API expect besides -------------------------------------------------------
@@ -91,6 +102,43 @@ class NotFound(MakimaError):
     code, status = "NOT_FOUND", 404
 
 
+class InvalidCursor(BadRequest):
+    """A paging cursor this server did not hand out (or one it can no longer read): opaque to the
+    schema, so a well-formed string can still be refused."""
+
+    beyond_schema = True
+
+
+class Inconsistent(BadRequest):
+    """Values that must agree, with each other or with what is stored, do not (a path id and the
+    body's; an offset past the stored conversation): the code of any bad request, but no schema can
+    state the rule."""
+
+    beyond_schema = True
+
+
+class StaleTimestamp(InvalidRequest):
+    """A timestamp too far from the server's clock (a heartbeat's): well-formed, refused by the clock."""
+
+    beyond_schema = True
+
+
+class InvalidDefinition(InvalidRequest):
+    """A contract type whose parts do not fit together (a gate naming a deliverable its phase lacks, a
+    validator nobody registered, ids used twice): the same 422 as any invalid body, but rules between
+    fields and against the registry, which the schema does not carry."""
+
+    beyond_schema = True
+
+
+class UnknownReference(NotFound):
+    """The body names a task or a daemon that does not exist or is another owner's. The URL's resource
+    exists; the answer is still the 404 ``NOT_FOUND`` a missing one gets, so that another tenant's ids
+    cannot be told from unknown ones (docs/security.md)."""
+
+    about_body = True
+
+
 class Conflict(MakimaError):
     """A uniqueness rule was broken (user name taken, ...)."""
 
@@ -98,7 +146,11 @@ class Conflict(MakimaError):
 
 
 class PayloadTooLarge(MakimaError):
+    """The body is over ``max_body_bytes``: a limit on bytes, which no schema states (a list of items
+    each within its own length can still add up past it)."""
+
     code, status = "PAYLOAD_TOO_LARGE", 413
+    beyond_schema = True
 
 
 class DatabaseUnavailable(MakimaError):
@@ -148,6 +200,7 @@ class IdempotencyKeyReused(MakimaError):
     body, path or query). Nothing was done: a key names one request; send a new key for a new one."""
 
     code, status = "IDEMPOTENCY_KEY_REUSED", 422
+    beyond_schema = True  # any schema-valid request may come with a key already used for another
 
 
 class IdempotencyInProgress(MakimaError):

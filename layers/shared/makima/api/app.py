@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI
 
 from makima import __version__
-from makima.api import errors
+from makima.api import errors, openapi
 from makima.api.after_write import PublishAfterWrite
 from makima.api.limits import BodySizeLimit
 from makima.api.routers import ALL_ROUTERS
@@ -62,6 +62,8 @@ def create_app(
     errors.install(app)
     for router in routers if routers is not None else ALL_ROUTERS:
         app.include_router(router)
+    errors.install_routes(app)
+    openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if events is not None:
         app.add_middleware(PublishAfterWrite, events=events)

@@ -42,13 +42,14 @@ def current_view() -> StatusView:
 
 async def choose_view(
     flags: FeatureFlags,
+    # Not ``| None``: the document would then allow a null, which a header cannot carry.
     x_makima_status: Annotated[
-        Literal["legacy", "enhanced"] | None,
+        Literal["legacy", "enhanced"],
         Header(
             alias=HEADER,
             description="legacy: answer `status` with the original three values (the full one is `enhanced_status`).",
         ),
-    ] = None,
+    ] = "enhanced",
 ) -> StatusView:
     view = (
         StatusView.LEGACY

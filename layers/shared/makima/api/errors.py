@@ -7,13 +7,17 @@ Nothing reaches a client as a traceback: unexpected exceptions are logged and an
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.routing import Route
 
 from makima.errors import MakimaError
 
@@ -66,11 +70,50 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "INVALID_REQUEST", f"{where}: {first['msg']}", {"errors": errors})
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _served(app: FastAPI) -> list[tuple[str, re.Pattern[str], set[str]]]:
+    """(path, its regex, methods) of every documented route, through included routers."""
+    return [
+        (c.path, c.path_regex, set(c.methods))
+        for c in iter_route_contexts(app.router.routes)
+        if c.path and c.methods and getattr(c, "include_in_schema", True)
+    ]
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path. Starlette's own ``Allow`` names only the
+    first route that matched the path, while GET and POST on one path are two routes here (RFC 9110:
+    a 405 lists all of them). A literal path (``/contracts/batch``) is its own resource, whatever a
+    parameter's route (``/contracts/{contract_id}``) would also match."""
+    matching = [(path, methods) for path, regex, methods in _served(request.app) if regex.match(request.url.path)]
+    literal = [(path, methods) for path, methods in matching if "{" not in path]
+    return sorted(set().union(*(methods for _, methods in literal or matching)))
+
+
+async def _not_allowed(_: Request) -> Response:
+    raise StarletteHTTPException(405)
+
+
+def claim_literal_paths(app: FastAPI) -> None:
+    """Make a literal path answer 405 to the methods only a parameter's route serves: without this,
+    PATCH /contracts/batch is routed to PATCH /contracts/{contract_id} and refused as a bad id (422),
+    though /contracts/batch is a resource of its own that takes POST only."""
+    served = _served(app)
+    for path in sorted({p for p, _, _ in served if "{" not in p}):
+        own = set().union(*(m for p, _, m in served if p == path))
+        shadowing = set().union(*(m for p, regex, m in served if "{" in p and regex.match(path)))
+        if shadowing - own:
+            guard = Route(path, _not_allowed, methods=sorted(shadowing - own), include_in_schema=False)
+            app.router.routes.insert(0, guard)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     message = exc.detail if isinstance(exc.detail, str) else code.lower().replace("_", " ")
-    return error_response(exc.status_code, code, message)
+    response = error_response(exc.status_code, code, message)
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
 
 
 async def _bad_data(_: Request, exc: Exception) -> JSONResponse:
@@ -89,3 +132,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(psycopg.DataError, _bad_data)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def install_routes(app: FastAPI) -> None:
+    """What the error mapping needs of the routes, once they are all in."""
+    claim_literal_paths(app)

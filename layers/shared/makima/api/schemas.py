@@ -12,6 +12,7 @@ from makima.api.compat import StatusView, current_view
 from makima.domain.models import ApiToken, ChatMessage, Contract, ContractEvent, Question, Task, User
 from makima.domain.principals import Role
 from makima.domain.statuses import LEGACY_STATUS, ContractStatus
+from makima.domain.strict import NO_BOOL, Bool, Int
 from makima.domain.tasks import TaskStatus
 from makima.services.contracts import ContractDetail
 
@@ -46,8 +47,8 @@ class ContractCreate(Body):
     name: str = Field(pattern=TEXT, min_length=1, max_length=200)
     description: str = Field(pattern=TEXT, default="", max_length=10_000)
     contract_type: str = Field(default="simple", pattern=_SLUG)
-    phase_guard: bool = False
-    auto_complete_enabled: bool | None = Field(
+    phase_guard: Bool = False
+    auto_complete_enabled: Bool | None = Field(
         default=None, description="Advance and complete by itself when gates are met; defaults to the setting."
     )
 
@@ -55,8 +56,8 @@ class ContractCreate(Body):
 class ContractUpdate(Body):
     name: str | None = Field(pattern=TEXT, default=None, min_length=1, max_length=200)
     description: str | None = Field(pattern=TEXT, default=None, max_length=10_000)
-    phase_guard: bool | None = None
-    expected_version: int | None = Field(default=None, ge=1, le=2_147_483_647)
+    phase_guard: Bool | None = None
+    expected_version: Annotated[int, Field(ge=1, le=2_147_483_647), NO_BOOL] | None = None
 
 
 class ContractOut(BaseModel):
@@ -138,9 +139,9 @@ class ContractList(BaseModel):
 
 class PhaseChange(Body):
     phase: str = Field(pattern=_SLUG)
-    expected_version: int = Field(ge=1, le=2_147_483_647)
-    confirmed: bool = False
-    force: bool = Field(
+    expected_version: Int = Field(ge=1, le=2_147_483_647)
+    confirmed: Bool = False
+    force: Bool = Field(
         default=False,
         description="Move past unmet phase requirements, skip a phase or go back (people only; recorded in the event).",
     )
@@ -150,7 +151,7 @@ class PhaseChange(Body):
 class StatusChange(Body):
     status: ContractStatus
     reason: str | None = Field(pattern=TEXT, default=None, max_length=2000)
-    expected_version: int | None = Field(default=None, ge=1, le=2_147_483_647)
+    expected_version: Annotated[int, Field(ge=1, le=2_147_483_647), NO_BOOL] | None = None
 
 
 class DeliverableComplete(Body):
@@ -190,7 +191,7 @@ class EventList(BaseModel):
 
 class TaskCreate(Body):
     name: str = Field(pattern=TEXT, min_length=1, max_length=200)
-    is_supervisor: bool = False
+    is_supervisor: Bool = False
     daemon: str | None = Field(pattern=TEXT, default=None, max_length=200)
 
 

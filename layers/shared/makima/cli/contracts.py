@@ -44,7 +44,7 @@ from makima.cli.output import (
     status_text,
 )
 from makima.cli.params import STATUSES, is_full_id, parse_contract_ids, parse_statuses
-from makima.domain.durations import parse_duration
+from makima.domain.durations import DURATION, parse_duration
 from makima.domain.statuses import TERMINAL
 
 EXIT_UNHEALTHY = 2
@@ -90,7 +90,10 @@ def _check_threshold(value: str | None) -> str | None:
         parse_duration(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    return value.strip().lower()
+    value = value.strip().lower()
+    if not re.fullmatch(DURATION, value):  # what the API takes (its document's pattern)
+        raise typer.BadParameter(f"invalid duration {value!r}: at most five digits and a unit (e.g. 30m, 2h, 7d)")
+    return value
 
 
 def _check_phase(value: str | None) -> str | None:

@@ -13,6 +13,7 @@ from importlib import resources
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from makima.domain.gates import PhaseGate, validator_names
+from makima.domain.strict import Int
 from makima.errors import InvalidDeliverable, ValidationFailed
 
 _SLUG = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -59,7 +60,7 @@ class ContractTypeDefinition(BaseModel):
 
     name: str = Field(pattern=_SLUG)
     description: str = ""
-    version: int = Field(default=1, ge=1)
+    version: Int = Field(default=1, ge=1)
     phases: tuple[PhaseDefinition, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

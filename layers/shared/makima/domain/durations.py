@@ -7,6 +7,9 @@ from datetime import timedelta
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _PATTERN = re.compile(r"^\s*(\d{1,9})\s*([smhdw]?)\s*$")
+# What the API documents (its query parameters): up to five digits and a unit, so that even weeks stay a date
+# PostgreSQL and Python can both subtract from now; the parser itself reads more, for the CLI.
+DURATION = r"^[0-9]{1,5}[smhdwSMHDW]?$"
 
 
 def parse_duration(text: str) -> timedelta:

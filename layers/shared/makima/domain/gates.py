@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from makima.domain.strict import NO_BOOL, Bool
 
 
 class TaskRequirementKind(StrEnum):
@@ -26,7 +29,7 @@ class TaskRequirement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     require: TaskRequirementKind = TaskRequirementKind.NONE
-    count: int | None = Field(default=None, ge=1, description="For min_complete.")
+    count: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(default=None, description="For min_complete.")
     names: tuple[str, ...] = Field(default=(), description="For named.")
 
     @model_validator(mode="after")
@@ -45,7 +48,7 @@ class PhaseGate(BaseModel):
     required_deliverables: tuple[str, ...] | None = None
     tasks: TaskRequirement = TaskRequirement()
     validator: str | None = Field(default=None, description="Name of a registered custom validator.")
-    auto_advance: bool = True
+    auto_advance: Bool = True
 
 
 class Readiness(StrEnum):

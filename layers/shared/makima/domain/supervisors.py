@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from makima.domain.models import Record
+from makima.domain.strict import NO_BOOL, Int, Timestamp
 
 # Clock skew tolerated between a daemon and the service, and how old a heartbeat may be when it
 # arrives (a daemon that buffered through a network blip sends late ones; older is not news).
@@ -49,10 +50,12 @@ class Heartbeat(BaseModel):
     state: SupervisorState
     phase: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     current_activity: str = Field(default="", max_length=MAX_ACTIVITY_CHARS, pattern=TEXT)
-    progress: int = Field(default=0, ge=0, le=100)
+    progress: Int = Field(default=0, ge=0, le=100)
     pending_task_ids: list[UUID] = Field(default_factory=list, max_length=MAX_PENDING_TASKS)
-    timestamp: datetime
-    generation: int | None = Field(default=None, ge=1, description="The generation the sender was restored as.")
+    timestamp: Timestamp
+    generation: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(
+        default=None, description="The generation the sender was restored as."
+    )
 
     @field_validator("timestamp")
     @classmethod

@@ -20,8 +20,8 @@ from makima.domain.models import CompletedDeliverable, Contract, ContractEvent
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
 from makima.errors import (
-    BadRequest,
     Forbidden,
+    InvalidCursor,
     InvalidTransition,
     PhaseGuardRequired,
     ValidationFailed,
@@ -142,7 +142,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return datetime.fromisoformat(created), UUID(ident)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor}) from exc
+        raise InvalidCursor("invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor}) from exc
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from makima.db import daemons as daemons_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain.principals import Principal, Role
 from makima.domain.supervisors import DaemonRecord, TaskClaim, WorktreeRecord
-from makima.errors import Conflict, Forbidden, NotFound
+from makima.errors import Conflict, Forbidden, NotFound, UnknownReference
 from makima.services.common import scope
 
 
@@ -62,7 +62,7 @@ def _require_own_tasks(conn: Conn, owner_id: UUID, worktrees: list[dict[str, Any
     foreign = daemons_sql.foreign_task_ids(conn, owner_id, named) if named else []
     if foreign:
         first = next(w for w in worktrees if w.get("task_id") == foreign[0])
-        raise NotFound(
+        raise UnknownReference(
             f"task {foreign[0]} not found (worktree {first['path']!r}); report it without the task_id",
             {"task_id": str(foreign[0]), "path": first["path"]},
         )
@@ -91,7 +91,10 @@ def claim(db: Database, principal: Principal, task_id: UUID, daemon_id: UUID) ->
     """Take over an adoptable task (``reassignable``). Exactly one of several concurrent claimants
     wins; the others get 409 CONFLICT. A supervisor's claimant then restores it."""
     with transaction(db) as conn:
-        daemon = _load(conn, principal, daemon_id)
+        try:
+            daemon = _load(conn, principal, daemon_id)
+        except NotFound as exc:  # the daemon is named by the body: the task's URL is not what is missing
+            raise UnknownReference(exc.message, exc.details) from None
         if daemon["status"] != "live":
             raise Conflict("a dead daemon cannot claim tasks; register again", {"daemon_id": str(daemon_id)})
         # The daemon's owner, not the caller's scope: an admin cannot hand a task to another owner's daemon.

@@ -13,7 +13,7 @@ from makima.db.connection import Database, transaction
 from makima.domain.models import Question
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
-from makima.errors import Conflict, Forbidden, NotFound
+from makima.errors import Conflict, Forbidden, NotFound, UnknownReference
 from makima.services.common import load_contract, load_type, record, require_workable, transition
 from makima.services.completion import CompletionPolicy, advance_if_ready
 
@@ -40,7 +40,7 @@ def ask_question(
         contract = load_contract(conn, principal, contract_id, lock=True)
         require_workable(contract, "ask a question")
         if task_id is not None and tasks_sql.get(conn, contract_id, task_id) is None:
-            raise NotFound(f"task {task_id} not found", {"task_id": str(task_id)})
+            raise UnknownReference(f"task {task_id} not found", {"task_id": str(task_id)})
         q = Question.model_validate(
             questions_sql.insert(
                 conn,

@@ -32,7 +32,14 @@ from makima.domain.supervisors import (
     check_timestamp,
     compaction,
 )
-from makima.errors import BadRequest, Conflict, InvalidRequest, NotFound, SupervisorDead, SupervisorNotFound
+from makima.errors import (
+    Conflict,
+    Inconsistent,
+    StaleTimestamp,
+    SupervisorDead,
+    SupervisorNotFound,
+    UnknownReference,
+)
 from makima.services.common import load_contract, record, require_not_paused, require_workable, scope
 
 # What a service hands its ``answer`` (built inside its transaction: see ``get_state``) turns into.
@@ -57,7 +64,7 @@ def _daemon_of(conn: Conn, contract: Contract, daemon_id: UUID | None) -> dict[s
         return None
     daemon = daemons_sql.get(conn, daemon_id, contract.owner_id)
     if daemon is None:
-        raise NotFound(f"daemon {daemon_id} not found", {"daemon_id": str(daemon_id)})
+        raise UnknownReference(f"daemon {daemon_id} not found", {"daemon_id": str(daemon_id)})
     return daemon
 
 
@@ -236,10 +243,10 @@ def heartbeat(
 ) -> HeartbeatAnswer:
     """One supervisor's heartbeat. Refusals are errors here (the batch endpoint reports them per item)."""
     if hb.contract_id is not None and hb.contract_id != contract_id:
-        raise BadRequest("contract_id in the body differs from the path", {"contract_id": str(hb.contract_id)})
+        raise Inconsistent("contract_id in the body differs from the path", {"contract_id": str(hb.contract_id)})
     problem = _validate(hb, datetime.now(UTC))
     if problem:
-        raise InvalidRequest(problem, {"field": "timestamp"})
+        raise StaleTimestamp(problem, {"field": "timestamp"})
     answer = ingest_heartbeats(db, principal, [hb.model_copy(update={"contract_id": contract_id})], monitor=monitor)[0]
     if not answer.accepted and not answer.superseded:
         with transaction(db) as conn:
@@ -421,7 +428,7 @@ def save_state(
                 {"generation": sup["generation"], "save_seq": sup["save_seq"], "reason": "stale_sequence"},
             )
         if s.conversation_offset > sup["conversation_length"]:
-            raise BadRequest(
+            raise Inconsistent(
                 f"conversation_offset {s.conversation_offset} leaves a gap after {sup['conversation_length']} messages",
                 {"conversation_length": sup["conversation_length"]},
             )

@@ -8,14 +8,20 @@ from fastapi import Response, status
 
 from makima.api.deps import DB, Caller, Events
 from makima.api.idempotency import idempotent
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TokenCreate, TokenIssued, TokenList, TokenOut, UserCreate, UserList, UserOut
+from makima.errors import Conflict, NotFound, ValidationFailed
 from makima.services import auth
 
 router = make_router("admin")
 
 
-@router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Conflict, creates={"user_id": "$response.body#/id"}),
+)
 @idempotent
 def create_user(body: UserCreate, db: DB, caller: Caller) -> UserOut:
     return UserOut.model_validate(auth.create_user(db, caller, name=body.name, role=body.role).model_dump())
@@ -26,19 +32,29 @@ def list_users(db: DB, caller: Caller) -> UserList:
     return UserList(users=[UserOut.model_validate(u.model_dump()) for u in auth.list_users(db, caller)])
 
 
-@router.post("/users/{user_id}/tokens", response_model=TokenIssued, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/users/{user_id}/tokens",
+    response_model=TokenIssued,
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(NotFound, ValidationFailed),
+)
 def issue_token(user_id: UUID, body: TokenCreate, db: DB, caller: Caller) -> TokenIssued:
     """The token's secret is in this response and nowhere else: it is stored only as a digest."""
     issued = auth.issue_token(db, caller, user_id, name=body.name, kind=body.kind)
     return TokenIssued(**issued.token.model_dump(), token=issued.secret)
 
 
-@router.get("/users/{user_id}/tokens", response_model=TokenList)
+@router.get("/users/{user_id}/tokens", response_model=TokenList, responses=raises(NotFound))
 def list_tokens(user_id: UUID, db: DB, caller: Caller) -> TokenList:
     return TokenList(tokens=[TokenOut.model_validate(t.model_dump()) for t in auth.list_tokens(db, caller, user_id)])
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=raises(NotFound),
+)
 def revoke_token(token_id: UUID, db: DB, caller: Caller, events: Events) -> Response:
     """The token stops working for new requests as the revocation commits; its open monitor
     connections are then closed by the deployment (``EventSink.token_revoked``), and nothing is sent

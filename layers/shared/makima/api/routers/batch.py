@@ -16,11 +16,13 @@ from makima.api.compat import STATUS_VIEW, shown
 from makima.api.deps import DB, Caller, Config, FeatureFlags, Policy, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body
+from makima.domain.strict import NO_BOOL, Bool, Int
+from makima.errors import FeatureDisabled, ValidationFailed
 from makima.flags import Flag, require
 from makima.services import batch as svc
 from makima.services.stale import threshold_of
 
-router = make_router("batch")
+router = make_router("batch", FeatureDisabled, ValidationFailed)
 # Batch operations are part of the monitoring_dashboard feature (seed phase 5): 404 FEATURE_DISABLED while off.
 router.dependencies.append(feature(Flag.MONITORING_DASHBOARD))
 router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
@@ -37,11 +39,8 @@ class BatchIn(Body):
         description="archive_old, pause_all, resume_all, cleanup_archived, restart_stale or cleanup_worktrees.",
         examples=["archive_old"],
     )
-    older_than_hours: float | None = Field(
+    older_than_hours: Annotated[float, Field(ge=0, le=svc.MAX_AGE_HOURS, allow_inf_nan=False), NO_BOOL] | None = Field(
         default=None,
-        ge=0,
-        le=svc.MAX_AGE_HOURS,
-        allow_inf_nan=False,
         description="Hours, fractions allowed (0.5 is 30 minutes). archive_old and cleanup_archived (required): "
         "finished / archived before now minus this. restart_stale: idle for longer than this (default: the "
         "configured stale threshold). cleanup_worktrees: task or contract finished before now minus this "
@@ -66,8 +65,8 @@ class BatchIn(Body):
     reason: str | None = Field(
         default=None, pattern=TEXT, max_length=2000, description="Recorded in each contract's event."
     )
-    dry_run: bool = Field(default=False, description="List what would be affected; write nothing.")
-    limit: int = Field(
+    dry_run: Bool = Field(default=False, description="List what would be affected; write nothing.")
+    limit: Int = Field(
         default=svc.DEFAULT_LIMIT, ge=1, le=svc.MAX_LIMIT, description="At most this many contracts are acted on."
     )
 

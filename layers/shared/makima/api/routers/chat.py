@@ -11,9 +11,10 @@ from makima.api.deps import DB, Caller
 from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router
 from makima.api.schemas import MessageCreate, MessageList, MessageOut
+from makima.errors import ContractNotFound
 from makima.services import chat as svc
 
-router = make_router("chat")
+router = make_router("chat", ContractNotFound)
 
 
 @router.post("/contracts/{contract_id}/messages", response_model=MessageOut, status_code=status.HTTP_201_CREATED)

@@ -12,12 +12,14 @@ from pydantic import BaseModel, Field
 
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Policy, feature
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import Body, ContractOut
+from makima.domain.strict import Bool
+from makima.errors import ContractNotFound, FeatureDisabled, InvalidTransition, ValidationFailed
 from makima.flags import Flag
 from makima.services import completion as svc
 
-router = make_router("completion")
+router = make_router("completion", ContractNotFound, FeatureDisabled)
 router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 router.dependencies.append(feature(Flag.AUTO_COMPLETE))
 
@@ -32,7 +34,7 @@ class PhaseReadinessOut(BaseModel):
 
 
 class CompletionCheckIn(Body):
-    confirmed: bool = Field(
+    confirmed: Bool = Field(
         default=False,
         description="Complete the contract now if it would_complete (the phase guard's or a disabled "
         "auto-complete's explicit yes). Without it the call only checks and changes nothing.",
@@ -48,7 +50,7 @@ class CompletionCheckOut(BaseModel):
 
 
 class AutoCompleteIn(Body):
-    enabled: bool
+    enabled: Bool
 
 
 @router.get("/contracts/{contract_id}/phase-readiness", response_model=PhaseReadinessOut)
@@ -64,7 +66,11 @@ def phase_readiness(contract_id: UUID, db: DB, caller: Caller, policy: Policy) -
     )
 
 
-@router.post("/contracts/{contract_id}/check-completion", response_model=CompletionCheckOut)
+@router.post(
+    "/contracts/{contract_id}/check-completion",
+    response_model=CompletionCheckOut,
+    responses=raises(InvalidTransition, ValidationFailed),
+)
 def check_completion(
     contract_id: UUID, db: DB, caller: Caller, policy: Policy, body: CompletionCheckIn | None = None
 ) -> CompletionCheckOut:

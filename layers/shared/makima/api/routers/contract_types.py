@@ -3,15 +3,15 @@ their team's own types here, without a code change."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Path
-from pydantic import BaseModel
+from fastapi import Body, Path
+from pydantic import BaseModel, ValidationError
 
 from makima.api.deps import DB, Caller
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.domain.contract_types import ContractTypeDefinition
-from makima.errors import BadRequest
+from makima.errors import Conflict, Inconsistent, InvalidDefinition, NotFound
 from makima.services import contract_types as svc
 
 router = make_router("contract-types")
@@ -27,15 +27,37 @@ def list_contract_types(db: DB, _: Caller) -> ContractTypeList:
     return ContractTypeList(contract_types=svc.list_types(db))
 
 
-@router.get("/contract-types/{name}", response_model=ContractTypeDefinition)
+@router.get("/contract-types/{name}", response_model=ContractTypeDefinition, responses=raises(NotFound))
 def get_contract_type(name: TypeName, db: DB, _: Caller) -> ContractTypeDefinition:
     return svc.get_type(db, name)
 
 
-@router.put("/contract-types/{name}", response_model=ContractTypeDefinition)
-def put_contract_type(name: TypeName, body: ContractTypeDefinition, db: DB, caller: Caller) -> ContractTypeDefinition:
+@router.put(
+    "/contract-types/{name}",
+    response_model=ContractTypeDefinition,
+    responses=raises(Conflict, Inconsistent, InvalidDefinition),
+    # The body is read as JSON and validated here (below), against the same model the document shows.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContractTypeDefinition"}}},
+        }
+    },
+)
+def put_contract_type(
+    name: TypeName, body: Annotated[dict[str, Any], Body()], db: DB, caller: Caller
+) -> ContractTypeDefinition:
     """Create or revise a custom type (admin). Gates may only name the phase's deliverables and
-    registered validators; a revision raises ``version`` and keeps the phases contracts are in."""
-    if body.name != name:
-        raise BadRequest("the body's name must match the path", {"path": name, "body": body.name})
-    return svc.put_type(db, caller, body)
+    registered validators; a revision raises ``version`` and keeps the phases contracts are in.
+
+    Validated here rather than by FastAPI so that a definition whose parts do not fit together is
+    ``InvalidDefinition`` (422 ``INVALID_REQUEST``, declared as a refusal the schema cannot foresee)."""
+    try:
+        definition = ContractTypeDefinition.model_validate(body)
+    except ValidationError as exc:
+        errors = [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        where = ".".join(errors[0]["loc"][1:]) or "body"
+        raise InvalidDefinition(f"{where}: {errors[0]['msg']}", {"errors": errors}) from None
+    if definition.name != name:
+        raise Inconsistent("the body's name must match the path", {"path": name, "body": definition.name})
+    return svc.put_type(db, caller, definition)

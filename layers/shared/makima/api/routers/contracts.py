@@ -10,18 +10,30 @@ from fastapi import Query, status
 from makima.api.compat import STATUS_VIEW, StatusView, View
 from makima.api.deps import DB, Caller, Config, Policy
 from makima.api.idempotency import idempotent
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import ContractCreate, ContractDetailOut, ContractList, ContractOut, ContractUpdate
-from makima.domain.durations import parse_duration
+from makima.domain.durations import DURATION, parse_duration
 from makima.domain.statuses import LEGACY_STATUSES, ContractStatus, legacy_group
-from makima.errors import BadRequest
+from makima.errors import (
+    BadRequest,
+    ContractNotFound,
+    InvalidCursor,
+    InvalidTransition,
+    ValidationFailed,
+    VersionConflict,
+)
 from makima.services import contracts as svc
 
 router = make_router("contracts")
 router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
-@router.post("/contracts", response_model=ContractOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/contracts",
+    response_model=ContractOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(ValidationFailed, creates={"contract_id": "$response.body#/id"}),
+)
 @idempotent
 def create_contract(body: ContractCreate, db: DB, caller: Caller, config: Config, policy: Policy) -> ContractOut:
     return ContractOut.of(
@@ -65,7 +77,7 @@ def _statuses(raw: str | None, waiting: bool, view: StatusView) -> list[Contract
     return chosen or None
 
 
-@router.get("/contracts", response_model=ContractList)
+@router.get("/contracts", response_model=ContractList, responses=raises(InvalidCursor))
 def list_contracts(
     db: DB,
     caller: Caller,
@@ -78,7 +90,12 @@ def list_contracts(
     phase: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_-]{0,63}$")] = None,
     stale: bool = False,
     threshold: Annotated[
-        str | None, Query(max_length=20, description="Staleness threshold: 30m, 2h, 7d (default 30m).")
+        str | None,
+        Query(
+            max_length=20,
+            pattern=DURATION,
+            description="Staleness threshold: 30m, 2h, 7d; a bare number is minutes (default 30m).",
+        ),
     ] = None,
     waiting: Annotated[bool, Query(description="Only contracts waiting for input.")] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -106,12 +123,16 @@ def list_contracts(
     return ContractList(contracts=[ContractOut.of(c) for c in page.contracts], next_cursor=page.next_cursor)
 
 
-@router.get("/contracts/{contract_id}", response_model=ContractDetailOut)
+@router.get("/contracts/{contract_id}", response_model=ContractDetailOut, responses=raises(ContractNotFound))
 def get_contract(contract_id: UUID, db: DB, caller: Caller) -> ContractDetailOut:
     return ContractDetailOut.of_detail(svc.get_contract(db, caller, contract_id))
 
 
-@router.patch("/contracts/{contract_id}", response_model=ContractOut)
+@router.patch(
+    "/contracts/{contract_id}",
+    response_model=ContractOut,
+    responses=raises(ContractNotFound, VersionConflict, InvalidTransition),
+)
 def update_contract(contract_id: UUID, body: ContractUpdate, db: DB, caller: Caller) -> ContractOut:
     return ContractOut.of(
         svc.update_contract(

@@ -12,8 +12,10 @@ from pydantic import BaseModel, Field
 
 from makima.api.deps import DB, Caller, Config
 from makima.api.idempotency import idempotent
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TEXT, Body
+from makima.domain.strict import Int
+from makima.errors import Conflict, NotFound, UnknownReference
 from makima.services import daemons as svc
 
 router = make_router("daemons")
@@ -24,7 +26,7 @@ class DaemonRegister(Body):
         min_length=1, max_length=200, pattern=TEXT, description="Stable per host: re-registering revives it."
     )
     hostname: str = Field(default="", max_length=255, pattern=TEXT)
-    capacity: int = Field(default=1, ge=0, le=10_000)
+    capacity: Int = Field(default=1, ge=0, le=10_000)
 
 
 class DaemonOut(BaseModel):
@@ -106,7 +108,12 @@ class ClaimIn(Body):
     daemon_id: UUID
 
 
-@router.post("/daemons", response_model=DaemonRegistered, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/daemons",
+    response_model=DaemonRegistered,
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(creates={"daemon_id": "$response.body#/id"}),
+)
 @idempotent
 def register(body: DaemonRegister, db: DB, caller: Caller, settings: Config) -> DaemonRegistered:
     daemon = svc.register(db, caller, name=body.name, hostname=body.hostname, capacity=body.capacity)
@@ -115,7 +122,9 @@ def register(body: DaemonRegister, db: DB, caller: Caller, settings: Config) -> 
     )
 
 
-@router.post("/daemons/{daemon_id}/heartbeat", response_model=DaemonHeartbeatAnswer)
+@router.post(
+    "/daemons/{daemon_id}/heartbeat", response_model=DaemonHeartbeatAnswer, responses=raises(NotFound, UnknownReference)
+)
 def daemon_heartbeat(
     daemon_id: UUID, db: DB, caller: Caller, settings: Config, body: DaemonHeartbeat | None = None
 ) -> DaemonHeartbeatAnswer:
@@ -132,12 +141,12 @@ def daemon_heartbeat(
     )
 
 
-@router.get("/daemons/{daemon_id}/worktrees", response_model=WorktreeList)
+@router.get("/daemons/{daemon_id}/worktrees", response_model=WorktreeList, responses=raises(NotFound))
 def list_worktrees(daemon_id: UUID, db: DB, caller: Caller) -> WorktreeList:
     return WorktreeList(worktrees=[WorktreeRecord(**w.model_dump()) for w in svc.worktrees(db, caller, daemon_id)])
 
 
-@router.post("/daemons/{daemon_id}/worktrees/removed", response_model=RemovedAnswer)
+@router.post("/daemons/{daemon_id}/worktrees/removed", response_model=RemovedAnswer, responses=raises(NotFound))
 def worktrees_removed(daemon_id: UUID, body: WorktreesRemoved, db: DB, caller: Caller) -> RemovedAnswer:
     return RemovedAnswer(confirmed=svc.confirm_removed(db, caller, daemon_id, body.paths))
 
@@ -147,6 +156,6 @@ def reassignable(db: DB, caller: Caller, limit: Annotated[int, Query(ge=1, le=50
     return ReassignableList(tasks=[ReassignableTask(**t.model_dump()) for t in svc.reassignable(db, caller, limit)])
 
 
-@router.post("/tasks/{task_id}/claim", response_model=ReassignableTask)
+@router.post("/tasks/{task_id}/claim", response_model=ReassignableTask, responses=raises(UnknownReference, Conflict))
 def claim(task_id: UUID, body: ClaimIn, db: DB, caller: Caller) -> ReassignableTask:
     return ReassignableTask(**svc.claim(db, caller, task_id, body.daemon_id).model_dump())

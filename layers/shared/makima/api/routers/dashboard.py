@@ -11,11 +11,12 @@ from pydantic import BaseModel, Field
 from makima.api.deps import DB, Caller, Config, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import EventOut
+from makima.errors import FeatureDisabled
 from makima.flags import Flag
 from makima.services import dashboard as svc
 from makima.services.stale import threshold_of
 
-router = make_router("dashboard")
+router = make_router("dashboard", FeatureDisabled)
 router.dependencies.append(feature(Flag.MONITORING_DASHBOARD))
 
 

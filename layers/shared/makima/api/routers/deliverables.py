@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Policy
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import (
     ContractOut,
     DeliverableComplete,
@@ -16,9 +16,10 @@ from makima.api.schemas import (
     DeliverableOut,
     PhaseOut,
 )
+from makima.errors import ContractNotFound, InvalidDeliverable, InvalidTransition, ValidationFailed
 from makima.services import contracts as svc
 
-router = make_router("deliverables")
+router = make_router("deliverables", ContractNotFound)
 router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
@@ -28,7 +29,11 @@ class DeliverablesByPhase(BaseModel):
     phases: list[PhaseOut]
 
 
-@router.post("/contracts/{contract_id}/deliverables", response_model=DeliverableCompleted)
+@router.post(
+    "/contracts/{contract_id}/deliverables",
+    response_model=DeliverableCompleted,
+    responses=raises(InvalidDeliverable, InvalidTransition, ValidationFailed),
+)
 def complete_deliverable(
     contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller, policy: Policy
 ) -> DeliverableCompleted:

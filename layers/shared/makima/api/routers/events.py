@@ -10,9 +10,10 @@ from fastapi import Query
 from makima.api.deps import DB, Caller
 from makima.api.routers._common import make_router
 from makima.api.schemas import EventList, EventOut
+from makima.errors import ContractNotFound
 from makima.services import contracts as svc
 
-router = make_router("events")
+router = make_router("events", ContractNotFound)
 
 
 @router.get("/contracts/{contract_id}/events", response_model=EventList)

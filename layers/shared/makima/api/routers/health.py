@@ -12,7 +12,7 @@ from makima.api.routers._common import make_router
 from makima.api.schemas import Health
 from makima.errors import DatabaseUnavailable
 
-router = make_router("health")
+router = make_router("health", common=())  # no token, no body: only its own 503
 log = logging.getLogger("makima.api")
 
 

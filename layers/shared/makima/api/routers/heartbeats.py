@@ -11,15 +11,16 @@ from pydantic import BaseModel, Field
 from makima.api.after_write import HANDLED
 from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, Events, feature
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import Body
 from makima.domain.supervisors import Heartbeat
+from makima.errors import ContractNotFound, FeatureDisabled, Inconsistent, StaleTimestamp, SupervisorNotFound
 from makima.flags import Flag
 from makima.services import supervisors as svc
 from makima.services.monitor import EventSink
 from makima.services.supervisors import HeartbeatMonitor
 
-router = make_router("heartbeats")
+router = make_router("heartbeats", FeatureDisabled)
 router.dependencies.append(feature(Flag.SUPERVISOR_HEARTBEAT))
 MAX_BATCH = 500
 
@@ -54,7 +55,11 @@ def _handled_by(request: Request, events: EventSink | None) -> HeartbeatMonitor 
     return events.heartbeats
 
 
-@router.post("/contracts/{contract_id}/supervisor/heartbeat", response_model=HeartbeatAnswerOut)
+@router.post(
+    "/contracts/{contract_id}/supervisor/heartbeat",
+    response_model=HeartbeatAnswerOut,
+    responses=raises(ContractNotFound, SupervisorNotFound, Inconsistent, StaleTimestamp),
+)
 async def heartbeat(
     contract_id: UUID, body: Heartbeat, db: DB, caller: Caller, events: Events, settings: Config
 ) -> HeartbeatAnswerOut:

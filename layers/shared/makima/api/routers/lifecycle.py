@@ -6,17 +6,29 @@ from uuid import UUID
 
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, FeatureFlags, Policy
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import ContractOut, PhaseChange, StatusChange
 from makima.domain.statuses import LEGACY_STATUSES
+from makima.errors import (
+    ContractNotFound,
+    FeatureDisabled,
+    InvalidTransition,
+    PhaseGuardRequired,
+    ValidationFailed,
+    VersionConflict,
+)
 from makima.flags import Flag, require
 from makima.services import contracts as svc
 
-router = make_router("lifecycle")
+router = make_router("lifecycle", ContractNotFound, VersionConflict, InvalidTransition)
 router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
-@router.post("/contracts/{contract_id}/phase", response_model=ContractOut)
+@router.post(
+    "/contracts/{contract_id}/phase",
+    response_model=ContractOut,
+    responses=raises(PhaseGuardRequired, ValidationFailed),
+)
 def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller, policy: Policy) -> ContractOut:
     """409 VERSION_CONFLICT when ``expected_version`` is not current; 400 VALIDATION_FAILED (with
     ``missing_requirements``) when the current phase's gate is not met, a phase is skipped or the move goes
@@ -37,7 +49,7 @@ def change_phase(contract_id: UUID, body: PhaseChange, db: DB, caller: Caller, p
     )
 
 
-@router.post("/contracts/{contract_id}/status", response_model=ContractOut)
+@router.post("/contracts/{contract_id}/status", response_model=ContractOut, responses=raises(FeatureDisabled))
 def change_status(
     contract_id: UUID, body: StatusChange, db: DB, caller: Caller, flags: FeatureFlags, policy: Policy
 ) -> ContractOut:

@@ -10,15 +10,17 @@ Part of the ``monitoring_dashboard`` feature: 404 ``FEATURE_DISABLED`` while it 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from makima.api.deps import DB, Config, Scraper, feature
-from makima.api.routers._common import ERROR_RESPONSES
+from makima.api.routers._common import make_router
+from makima.errors import FeatureDisabled
 from makima.flags import Flag
 from makima.services import metrics as svc
 from makima.services.stale import threshold_of
 
-router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES, dependencies=[feature(Flag.MONITORING_DASHBOARD)])
+router = make_router("metrics", FeatureDisabled, prefix="")
+router.dependencies.append(feature(Flag.MONITORING_DASHBOARD))
 
 
 @router.get(

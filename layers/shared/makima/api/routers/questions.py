@@ -10,19 +10,29 @@ from fastapi import Query, status
 
 from makima.api.deps import DB, Caller, Policy
 from makima.api.idempotency import idempotent
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import QuestionAnswer, QuestionCreate, QuestionList, QuestionOut
 from makima.domain.models import Question
+from makima.errors import Conflict, ContractNotFound, InvalidTransition, NotFound, UnknownReference
 from makima.services import questions as svc
 
-router = make_router("questions")
+router = make_router("questions", ContractNotFound)
 
 
 def _out(q: Question) -> QuestionOut:
     return QuestionOut.model_validate(q.model_dump())
 
 
-@router.post("/contracts/{contract_id}/questions", response_model=QuestionOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/contracts/{contract_id}/questions",
+    response_model=QuestionOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(
+        InvalidTransition,
+        UnknownReference,
+        creates={"contract_id": "$response.body#/contract_id", "question_id": "$response.body#/id"},
+    ),
+)
 @idempotent
 def ask_question(contract_id: UUID, body: QuestionCreate, db: DB, caller: Caller, policy: Policy) -> QuestionOut:
     return _out(
@@ -51,13 +61,21 @@ def list_questions(
     return QuestionList(questions=[_out(q) for q in qs])
 
 
-@router.post("/contracts/{contract_id}/questions/{question_id}/answer", response_model=QuestionOut)
+@router.post(
+    "/contracts/{contract_id}/questions/{question_id}/answer",
+    response_model=QuestionOut,
+    responses=raises(NotFound, Conflict, InvalidTransition),
+)
 def answer_question(
     contract_id: UUID, question_id: UUID, body: QuestionAnswer, db: DB, caller: Caller, policy: Policy
 ) -> QuestionOut:
     return _out(svc.answer_question(db, caller, contract_id, question_id, answer=body.answer, policy=policy))
 
 
-@router.post("/contracts/{contract_id}/questions/{question_id}/ack", response_model=QuestionOut)
+@router.post(
+    "/contracts/{contract_id}/questions/{question_id}/ack",
+    response_model=QuestionOut,
+    responses=raises(NotFound, Conflict),
+)
 def acknowledge_answer(contract_id: UUID, question_id: UUID, db: DB, caller: Caller) -> QuestionOut:
     return _out(svc.acknowledge_answer(db, caller, contract_id, question_id))

@@ -16,14 +16,28 @@ from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, feature
 from makima.api.idempotency import idempotent
 from makima.api.json_bounds import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_QUESTIONS_BYTES, bounded
-from makima.api.routers._common import make_router
+from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TEXT, Body, ContractOut
+from makima.domain.strict import NO_BOOL, Bool, Int
 from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
+from makima.errors import (
+    Conflict,
+    ContractNotFound,
+    FeatureDisabled,
+    Inconsistent,
+    InvalidTransition,
+    NotFound,
+    SupervisorDead,
+    SupervisorNotFound,
+    UnknownReference,
+)
 from makima.flags import Flag
 from makima.services import restoration, sync_waits
 from makima.services import supervisors as svc
 
-router = make_router("supervisors")
+router = make_router(
+    "supervisors", ContractNotFound, SupervisorNotFound, InvalidTransition, NotFound, Conflict, FeatureDisabled
+)
 router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 HEARTBEATS = [feature(Flag.SUPERVISOR_HEARTBEAT)]
 
@@ -93,7 +107,10 @@ class SupervisorStarted(BaseModel):
 
 
 @router.post(
-    "/contracts/{contract_id}/supervisor", response_model=SupervisorStarted, status_code=status.HTTP_201_CREATED
+    "/contracts/{contract_id}/supervisor",
+    response_model=SupervisorStarted,
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(UnknownReference, creates={"contract_id": "$request.path.contract_id"}),
 )
 @idempotent
 def start_supervisor(
@@ -148,10 +165,8 @@ def heartbeat_history(
 
 
 class SyncRequest(Body):
-    wait_seconds: float | None = Field(
+    wait_seconds: Annotated[float, Field(ge=0, le=svc.MAX_SYNC_WAIT), NO_BOOL] | None = Field(
         default=None,
-        ge=0,
-        le=svc.MAX_SYNC_WAIT,
         description="How long to wait for the supervisor's next heartbeat to collect the request. By default "
         "about one heartbeat interval (at most 25 s); 0 asks without waiting.",
     )
@@ -172,7 +187,10 @@ class SyncAnswer(BaseModel):
     "/contracts/{contract_id}/supervisor/sync",
     response_model=SyncAnswer,
     dependencies=HEARTBEATS,
-    responses={202: {"model": SyncAnswer, "description": "Not synced within the wait; the request stands."}},
+    responses={
+        **raises(SupervisorDead),
+        202: {"model": SyncAnswer, "description": "Not synced within the wait; the request stands."},
+    },
 )
 async def sync(
     contract_id: UUID,
@@ -261,13 +279,13 @@ def _persisted(w: svc.StateWindow) -> Response:
 
 
 class StateSaveIn(Body):
-    generation: int = Field(ge=1, description="The generation the supervisor runs as (from start or restore).")
-    seq: int = Field(ge=1, description="Above the last accepted save's; a lower one is refused (409).")
+    generation: Int = Field(ge=1, description="The generation the supervisor runs as (from start or restore).")
+    seq: Int = Field(ge=1, description="Above the last accepted save's; a lower one is refused (409).")
     save_point: SavePoint
     state: SupervisorState
     phase: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     current_activity: str = Field(default="", max_length=2000, pattern=TEXT)
-    conversation_offset: int = Field(default=0, ge=0, description="How many messages the server already has.")
+    conversation_offset: Int = Field(default=0, ge=0, description="How many messages the server already has.")
     conversation_append: list[Annotated[dict[str, Any], bounded(MAX_MESSAGE_BYTES)]] = Field(
         default_factory=list,
         max_length=500,
@@ -284,7 +302,7 @@ class StateSaveIn(Body):
     spawned_task_ids: list[UUID] = Field(default_factory=list, max_length=1000)
     waiting_on_task_ids: list[UUID] = Field(default_factory=list, max_length=1000)
     error: str | None = Field(default=None, max_length=10_000, pattern=TEXT)
-    checkpoint: bool = Field(default=False, description="Also keep this state as the last checkpoint.")
+    checkpoint: Bool = Field(default=False, description="Also keep this state as the last checkpoint.")
 
 
 @router.get("/contracts/{contract_id}/supervisor/state", response_model=PersistedState)
@@ -314,7 +332,7 @@ class StateSaved(BaseModel):
     updated_at: datetime
 
 
-@router.put("/contracts/{contract_id}/supervisor/state", response_model=StateSaved)
+@router.put("/contracts/{contract_id}/supervisor/state", response_model=StateSaved, responses=raises(Inconsistent))
 def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller, settings: Config) -> StateSaved:
     s = svc.save_state(
         db,
@@ -364,7 +382,9 @@ class RestorationOut(BaseModel):
     heartbeat_interval_seconds: int = Field(description=INTERVAL_DOC)
 
 
-@router.post("/contracts/{contract_id}/supervisor/restore", response_model=RestorationOut)
+@router.post(
+    "/contracts/{contract_id}/supervisor/restore", response_model=RestorationOut, responses=raises(UnknownReference)
+)
 def restore(contract_id: UUID, db: DB, caller: Caller, settings: Config, body: RestoreIn | None = None) -> Response:
     interval = settings.contracts.heartbeat_interval_seconds
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -18,6 +20,8 @@ from makima.db.sync_notices import LISTENER_NAME, SYNC_CHANNEL
 from makima.local.sync_listener import SyncListener
 from tests.conftest import Caller
 from tests.integration.test_supervisors import start
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +47,16 @@ def test_the_heartbeat_collecting_a_sync_notifies_its_contract(
         assert _notices(listener) == [sup.contract_id]
         assert sup.beat().status_code == 200
         assert _notices(listener) == []
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` without its side effect on the main thread: it leaves no current event loop, and
+    Mangum (the Lambda handler tests later in the session) asks for one."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def _listener_pid(database_url: str) -> int | None:
@@ -83,11 +97,11 @@ def test_the_listener_wakes_the_contracts_waiters_and_survives_losing_its_connec
             assert sup.beat().json()["sync_requested"] is True
 
         # Woken by the collecting heartbeat's commit (the act returns after it), at once
-        took = asyncio.run(woken_within(sup.contract_id, ask_and_collect, 2.0))
+        took = _run(woken_within(sup.contract_id, ask_and_collect, 2.0))
         assert took is not None
         assert took < 0.1
         # a waiter of another contract is not
-        assert asyncio.run(woken_within(other.contract_id, ask_and_collect, 0.3)) is None
+        assert _run(woken_within(other.contract_id, ask_and_collect, 0.3)) is None
 
         # When the server ends the listener's session, it comes back on a new one and wakes all waiters
         first = _listener_pid(database_url)
@@ -97,12 +111,12 @@ def test_the_listener_wakes_the_contracts_waiters_and_survives_losing_its_connec
             with psycopg.connect(database_url, autocommit=True) as conn:
                 conn.execute("SELECT pg_terminate_backend(%s)", (first,))
 
-        took = asyncio.run(woken_within(other.contract_id, terminate, 5.0))
+        took = _run(woken_within(other.contract_id, terminate, 5.0))
         assert took is not None
         assert took < 0.9  # by the reconnection (not by the 1 s reads while down)
         _until(lambda: _listener_pid(database_url) not in (None, first))
         assert listener.reconnects >= 1
-        took = asyncio.run(woken_within(sup.contract_id, ask_and_collect, 2.0))
+        took = _run(woken_within(sup.contract_id, ask_and_collect, 2.0))
         assert took is not None
         assert took < 0.1
         assert listener.waiting() == 0

@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from makima.domain.bounds import INT4_MAX
+
 
 class TaskRequirementKind(StrEnum):
     NONE = "none"
@@ -26,7 +28,7 @@ class TaskRequirement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     require: TaskRequirementKind = TaskRequirementKind.NONE
-    count: int | None = Field(default=None, ge=1, description="For min_complete.")
+    count: int | None = Field(default=None, ge=1, le=INT4_MAX, description="For min_complete.")
     names: tuple[str, ...] = Field(default=(), description="For named.")
 
     @model_validator(mode="after")

@@ -3,17 +3,19 @@ with the smallest app. Behind the ``supervisor_heartbeat`` flag."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, GetPydanticSchema, ValidationError
+from pydantic_core import core_schema
 
 from makima.api.after_write import HANDLED
 from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, Events, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import Body
-from makima.domain.supervisors import Heartbeat
+from makima.domain.supervisors import Heartbeat, InvalidHeartbeat
 from makima.flags import Flag
 from makima.services import supervisors as svc
 from makima.services.monitor import EventSink
@@ -24,19 +26,63 @@ router.dependencies.append(feature(Flag.SUPERVISOR_HEARTBEAT))
 MAX_BATCH = 500
 
 
+class FieldError(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
 class HeartbeatAnswerOut(BaseModel):
-    task_id: UUID
+    task_id: UUID | None = Field(description="Null only for a batch item without a readable task_id.")
     accepted: bool
     error: str | None = None
+    code: str | None = Field(
+        default=None,
+        description="Why it was refused: INVALID_REQUEST (a field; see errors), SUPERVISOR_NOT_FOUND, "
+        "CONFLICT (superseded).",
+    )
+    errors: list[FieldError] | None = Field(default=None, description="The fields at fault of an invalid item.")
     sync_requested: bool = Field(default=False, description="Send your full state (PUT …/supervisor/state) now.")
     restart_requested: bool = Field(default=False, description="Restart yourself (save, stop, restore).")
     superseded: bool = Field(default=False, description="You were restored elsewhere: stop.")
     heartbeat_interval_seconds: int = Field(description="Beat at this interval (the service's setting).")
 
 
+def _item(value: Any, handler: core_schema.ValidatorFunctionWrapHandler) -> Heartbeat | InvalidHeartbeat:
+    """A batch item is validated on its own: an invalid one becomes an ``InvalidHeartbeat`` answered
+    with its own error, instead of failing the whole batch (and the valid heartbeats in it) with a 422."""
+    try:
+        hb = handler(value)
+        assert isinstance(hb, Heartbeat)
+        return hb
+    except ValidationError as exc:
+        errors = [
+            {"loc": [str(p) for p in e["loc"]], "msg": str(e["msg"]), "type": str(e["type"])} for e in exc.errors()
+        ]
+        where = ".".join(errors[0]["loc"]) or "item"
+        return InvalidHeartbeat(_task_id(value), f"{where}: {errors[0]['msg']}", errors)
+
+
+def _task_id(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value["task_id"])) if isinstance(value, dict) and "task_id" in value else None
+    except ValueError:
+        return None
+
+
+# The OpenAPI document shows a Heartbeat; validation keeps the invalid ones as InvalidHeartbeat.
+HeartbeatItem = Annotated[
+    Heartbeat | InvalidHeartbeat,
+    GetPydanticSchema(lambda _, handler: core_schema.no_info_wrap_validator_function(_item, handler(Heartbeat))),
+]
+
+
 class HeartbeatBatch(Body):
+    """A malformed envelope (not an object, unknown fields, no list, more than 500 items) is a 422; an
+    item is answered on its own in ``results``."""
+
     daemon_id: UUID | None = Field(default=None, description="The daemon sending the batch (marks it live).")
-    heartbeats: list[Heartbeat] = Field(min_length=1, max_length=MAX_BATCH)
+    heartbeats: list[HeartbeatItem] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class HeartbeatBatchAnswer(BaseModel):
@@ -60,7 +106,9 @@ async def heartbeat(
 ) -> HeartbeatAnswerOut:
     monitor = events.heartbeats if events is not None else None
     answer = await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)
-    return HeartbeatAnswerOut(**vars(answer), heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds)
+    return HeartbeatAnswerOut.model_validate(
+        {**vars(answer), "heartbeat_interval_seconds": settings.contracts.heartbeat_interval_seconds}
+    )
 
 
 @router.post("/supervisors/heartbeats", response_model=HeartbeatBatchAnswer)
@@ -74,7 +122,9 @@ async def heartbeat_batch(
     accepted = sum(a.accepted for a in answers)
     interval = settings.contracts.heartbeat_interval_seconds
     return HeartbeatBatchAnswer(
-        results=[HeartbeatAnswerOut(**vars(a), heartbeat_interval_seconds=interval) for a in answers],
+        results=[
+            HeartbeatAnswerOut.model_validate({**vars(a), "heartbeat_interval_seconds": interval}) for a in answers
+        ],
         accepted=accepted,
         rejected=len(answers) - accepted,
         heartbeat_interval_seconds=interval,

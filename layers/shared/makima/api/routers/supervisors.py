@@ -14,6 +14,7 @@ from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Config, feature
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
+from makima.domain.bounds import INT4_MAX, MAX_SEQ
 from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
 from makima.flags import Flag
 from makima.services import restoration
@@ -226,13 +227,22 @@ def _persisted(s: SupervisorRecord, history: list[Any]) -> PersistedState:
 
 
 class StateSaveIn(Body):
-    generation: int = Field(ge=1, description="The generation the supervisor runs as (from start or restore).")
-    seq: int = Field(ge=1, description="Above the last accepted save's; a lower one is refused (409).")
+    generation: int = Field(
+        ge=1, le=INT4_MAX, description="The generation the supervisor runs as (from start or restore)."
+    )
+    seq: int = Field(
+        ge=1,
+        le=MAX_SEQ,
+        description="Above the last accepted save's (a lower one is refused, 409) and at most 2^32 above it "
+        "(422): count by one.",
+    )
     save_point: SavePoint
     state: SupervisorState
     phase: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     current_activity: str = Field(default="", max_length=2000, pattern=TEXT)
-    conversation_offset: int = Field(default=0, ge=0, description="How many messages the server already has.")
+    conversation_offset: int = Field(
+        default=0, ge=0, le=INT4_MAX, description="How many messages the server already has."
+    )
     conversation_append: list[dict[str, Any]] = Field(default_factory=list, max_length=500)
     pending_questions: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
     spawned_task_ids: list[UUID] = Field(default_factory=list, max_length=1000)

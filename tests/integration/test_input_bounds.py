@@ -1,7 +1,7 @@
 """Issue 13, defect 4: integers within their columns, and a heartbeat batch answered item by item.
 
 One out-of-range ``generation`` used to turn a whole batch of up to 500 heartbeats into an error (the
-valid ones dropped with it); ``seq`` 2^63−1 was stored, after which every save was a 409.
+valid ones dropped with it); ``seq`` 2^63-1 was stored, after which every save was a 409.
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ def test_one_bad_item_is_refused_alone_and_the_rest_of_the_batch_is_ingested(cli
     results = out["results"]
     assert [x["accepted"] for x in results] == [True, False, False, False, True]
     assert [x["code"] for x in results] == [None, "INVALID_REQUEST", "INVALID_REQUEST", "INVALID_REQUEST", None]
-    assert results[1]["task_id"] == b.task_id and results[3]["task_id"] is None
-    assert results[1]["errors"][0]["loc"] == ["generation"] and "generation" in results[1]["error"]
+    assert results[1]["task_id"] == b.task_id
+    assert results[3]["task_id"] is None
+    assert results[1]["errors"][0]["loc"] == ["generation"]
+    assert "generation" in results[1]["error"]
     assert results[2]["errors"][0]["loc"] == ["state"]
     assert (a.status()["progress"], b.status()["progress"]) == (11, 22)
 

@@ -84,14 +84,16 @@ def _kind(field: IntegerField) -> str:
 def test_the_walk_finds_the_integers_of_the_defect() -> None:
     names = {f.where for f in request_integers()}
     assert {"Heartbeat.generation", "StateSaveIn.seq", "StateSaveIn.generation", "DaemonRegister.capacity"} <= names
-    assert any(n.endswith("?limit") for n in names) and any(n.endswith("?after_id") for n in names)
+    assert any(n.endswith("?limit") for n in names)
+    assert any(n.endswith("?after_id") for n in names)
 
 
 def test_every_request_integer_has_both_bounds_within_its_column() -> None:
     unbounded = [f.where for f in request_integers() if f.minimum is None or f.maximum is None]
     assert not unbounded, f"request integers without ge/le: {unbounded}"
     for f in request_integers():
-        assert f.minimum is not None and f.maximum is not None
+        assert f.minimum is not None
+        assert f.maximum is not None
         top = {"integer": INT4_MAX, "counter": MAX_SEQ, "id": MAX_ID}[_kind(f)]
         assert INT4_MIN <= f.minimum <= f.maximum <= top, f
 
@@ -99,7 +101,8 @@ def test_every_request_integer_has_both_bounds_within_its_column() -> None:
 @given(st.data())
 def test_any_admitted_value_fits_its_column_with_room_to_count(data: st.DataObject) -> None:
     for f in request_integers():
-        assert f.minimum is not None and f.maximum is not None
+        assert f.minimum is not None
+        assert f.maximum is not None
         value = data.draw(st.integers(f.minimum, f.maximum), label=f.where)
         if _kind(f) == "integer":
             assert INT4_MIN <= value <= INT4_MAX

@@ -19,8 +19,10 @@ from makima.db import heartbeats as heartbeats_sql
 from makima.db import supervisors as supervisors_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain import monitor as monitor_event
+from makima.domain import paging
 from makima.domain.bounds import MAX_SEQ_STEP
 from makima.domain.models import Contract
+from makima.domain.paging import Page
 from makima.domain.principals import Principal
 from makima.domain.supervisors import (
     CHECKPOINT_SAVE_POINTS,
@@ -257,18 +259,42 @@ def heartbeat(
 # How far back the heartbeat history goes (seed 3.2): the endpoint shows no older row, and the
 # retention job drops the partitions past it (``maintain_heartbeat_partitions``).
 HEARTBEAT_RETENTION = timedelta(hours=24)
+# Rows of one (received_at, sent_at) a history cursor may skip: one batch holds at most 500 heartbeats.
+HISTORY_MAX_SKIP = 10_000
 
 
 def heartbeat_history(
-    db: Database, principal: Principal, contract_id: UUID, limit: int, *, now: datetime | None = None
-) -> list[HeartbeatRecord]:
-    """The newest heartbeats of the contract's supervisor received in the last 24 hours at ``now``."""
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    limit: int,
+    *,
+    cursor: str | None = None,
+    now: datetime | None = None,
+) -> Page[HeartbeatRecord]:
+    """A page of the heartbeats of the contract's supervisor received in the last 24 hours at ``now``,
+    newest first. The cursor is the last row's (received_at, sent_at) and how many rows of that key
+    were returned so far (``db/heartbeats.py: history``)."""
     since = (now or datetime.now(UTC)) - HEARTBEAT_RETENTION
+    before, skip = None, 0
+    if cursor:
+        received, sent, skip = paging.decode_cursor(cursor, (datetime, datetime, int))
+        before = (received, sent)
+        if skip < 0 or skip > HISTORY_MAX_SKIP:
+            raise BadRequest("invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor[:100]})
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id)
-        rows = heartbeats_sql.history(conn, sup["task_id"], limit, since=since)
-    return [HeartbeatRecord.model_validate(r) for r in rows]
+        rows = heartbeats_sql.history(conn, sup["task_id"], limit + 1, since=since, before=before, skip=skip)
+    items = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit and items:
+        last = (items[-1]["received_at"], items[-1]["sent_at"])
+        same = sum(1 for r in items if (r["received_at"], r["sent_at"]) == last)
+        # rows of the cursor's key seen on earlier pages count too, when this page did not move past it
+        seen = same + (skip if before == last else 0)
+        next_cursor = paging.encode_cursor((*last, seen))
+    return Page([HeartbeatRecord.model_validate(r) for r in items], next_cursor)
 
 
 # --- status and sync ------------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query, Response, status
+from fastapi import Response, status
 from pydantic import BaseModel, Field
 
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Config, feature
+from makima.api.paging import Cursor, limit_query, next_cursor
 from makima.api.routers._common import make_router
 from makima.api.schemas import TEXT, Body, ContractOut
 from makima.domain.bounds import INT4_MAX, MAX_SEQ
@@ -120,14 +121,18 @@ class HeartbeatRecord(BaseModel):
 
 class HeartbeatHistory(BaseModel):
     heartbeats: list[HeartbeatRecord]
+    next_cursor: str | None = next_cursor()
 
 
 @router.get("/contracts/{contract_id}/supervisor/heartbeats", response_model=HeartbeatHistory, dependencies=HEARTBEATS)
 def heartbeat_history(
-    contract_id: UUID, db: DB, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 10
+    contract_id: UUID, db: DB, caller: Caller, cursor: Cursor = None, limit: Annotated[int, limit_query(1000)] = 10
 ) -> HeartbeatHistory:
-    rows = svc.heartbeat_history(db, caller, contract_id, limit)
+    """Newest first, a page at a time, over the last 24 hours."""
+    page = svc.heartbeat_history(db, caller, contract_id, limit, cursor=cursor)
+    rows = page.items
     return HeartbeatHistory(
+        next_cursor=page.next_cursor,
         heartbeats=[
             HeartbeatRecord(
                 timestamp=r.sent_at,
@@ -139,7 +144,7 @@ def heartbeat_history(
                 pending_task_ids=r.pending_task_ids,
             )
             for r in rows
-        ]
+        ],
     )
 
 

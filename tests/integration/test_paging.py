@@ -130,7 +130,7 @@ def test_events_and_messages_still_continue_from_after_id(
         client.post(f"{base}/messages", json={"content": f"m{i}"}, headers=user.headers)
     first = client.get(f"{base}/events", params={"limit": 1}, headers=user.headers).json()
     rest = client.get(f"{base}/events", params={"after_id": first["last_id"]}, headers=user.headers).json()
-    assert [e["id"] for e in rest["events"]][0] > first["last_id"]
+    assert next(e["id"] for e in rest["events"]) > first["last_id"]
     both = client.get(
         f"{base}/events", params={"after_id": first["last_id"], "cursor": first["next_cursor"]}, headers=user.headers
     )

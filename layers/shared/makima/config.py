@@ -70,6 +70,9 @@ class ContractsConfig(BaseModel):
     heartbeat_timeout_seconds: int = Field(default=120, ge=1, le=86400)
     stale_detection_interval_seconds: int = Field(default=60, ge=1, le=86400)
     stale_threshold_minutes: int = Field(default=30, ge=1, le=525600)
+    # Worktrees a daemon confirmed removed are kept this long (a record of what was cleaned up), then
+    # the hourly worktree_retention job deletes them.
+    removed_worktree_retention_days: int = Field(default=7, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _timeout_outlives_interval(self) -> ContractsConfig:

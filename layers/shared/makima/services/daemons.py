@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -87,6 +87,26 @@ def worktrees(
         _load(conn, principal, daemon_id)
         rows = daemons_sql.list_worktrees(conn, daemon_id, after=after, limit=limit + 1)
     return paging.mapped(paging.page_of(rows, limit, lambda r: (r["path"],)), WorktreeRecord.model_validate)
+
+
+# Worktrees deleted per transaction by the retention job: short locks, however many piled up.
+PURGE_BATCH = 1000
+
+
+def purge_removed_worktrees(
+    db: Database, retention: timedelta, *, now: datetime | None = None, batch: int = PURGE_BATCH
+) -> int:
+    """Delete the worktrees confirmed removed (or dropped from a report) more than ``retention`` before
+    ``now`` (the scheduled ``worktree_retention`` job), a batch per transaction; how many went. Active
+    worktrees and those waiting for removal are never touched."""
+    before = (now or datetime.now(UTC)) - retention
+    purged = 0
+    while True:
+        with transaction(db) as conn:
+            n = daemons_sql.purge_removed(conn, before=before, limit=batch)
+        purged += n
+        if n < batch:
+            return purged
 
 
 def reassignable(db: Database, principal: Principal, limit: int, *, cursor: str | None = None) -> Page[TaskClaim]:

@@ -7,6 +7,8 @@ tasks and questions grew without end.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,6 +137,11 @@ def test_events_and_messages_still_continue_from_after_id(
         f"{base}/events", params={"after_id": first["last_id"], "cursor": first["next_cursor"]}, headers=user.headers
     )
     assert (both.status_code, both.json()["error"]["code"]) == (400, "BAD_REQUEST")
+    # a cursor of another list, or a tampered one, is a 400 before it reaches the database
+    for key in ([10**22], [-1], ["x"], [1, 2], {"id": 1}):
+        cursor = base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+        r = client.get(f"{base}/messages", params={"cursor": cursor}, headers=user.headers)
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "BAD_REQUEST"), (key, r.text)
     msgs = client.get(f"{base}/messages", headers=user.headers).json()["messages"]
     after = client.get(f"{base}/messages", params={"after_id": msgs[0]["id"]}, headers=user.headers).json()
     assert [m["id"] for m in after["messages"]] == [m["id"] for m in msgs[1:]]

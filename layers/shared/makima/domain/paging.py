@@ -14,10 +14,11 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from makima.domain.bounds import MAX_ID
 from makima.errors import BadRequest
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ def _typed(value: Any, kind: type) -> Any:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             raise ValueError("a cursor's time carries its zone")
-        return parsed
+        return parsed.astimezone(UTC)  # OverflowError at the ends of the range: a tampered cursor
     if kind is UUID:
         return UUID(value)
     if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
@@ -99,6 +100,6 @@ def after_id(cursor: str | None, after: int) -> int:
     if after:
         raise BadRequest("pass either cursor or after_id, not both", {"after_id": after})
     (ident,) = decode_cursor(cursor, (int,))
-    if ident < 0:
+    if not 0 <= ident <= MAX_ID:  # a tampered one must not reach the bigint comparison
         raise _invalid(cursor)
     return int(ident)

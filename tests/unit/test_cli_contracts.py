@@ -783,3 +783,11 @@ def test_names_print_as_typed(server: FakeServer, config_file: Path) -> None:
 
 def test_compact_line_stays_on_one_line() -> None:
     assert compact_line(contract(name="two\nlines")) == "3f6c2a1e active plan two lines"
+
+
+def test_admin_list_users_reads_every_page(server: FakeServer, config_file: Path) -> None:
+    server.routes[("GET", "/users")] = paged("users", [{"id": f"u{i}", "name": f"n{i}"} for i in range(450)])
+    result = run("admin", "list-users", "--api-url", "http://api.test", env={"MAKIMA_TOKEN": "tok"})
+    assert result.exit_code == 0, result.output
+    assert [u["id"] for u in json.loads(result.stdout)["users"]] == [f"u{i}" for i in range(450)]
+    assert len(server.calls("GET", "/users")) == 3

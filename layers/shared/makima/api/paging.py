@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import Field
 
-from makima.domain.paging import MAX_CURSOR_CHARS
+from makima.domain.paging import CURSOR_PATTERN, MAX_CURSOR_CHARS
 
 Cursor = Annotated[
     str | None,
     Query(
         max_length=MAX_CURSOR_CHARS,
+        pattern=CURSOR_PATTERN,
         description="The next_cursor of the previous page; omit for the first page. Opaque.",
     ),
 ]

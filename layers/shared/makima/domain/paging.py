@@ -23,9 +23,11 @@ from makima.errors import BadRequest
 
 T = TypeVar("T")
 KeyPart = datetime | UUID | str | int
-# The largest cursor a client may pass back (a query parameter's max_length): the longest key is a
-# worktree path (4096 characters of up to 4 UTF-8 bytes), which base64 grows by a third.
-MAX_CURSOR_CHARS = 22_000
+# The largest cursor a client may pass back (a query parameter's max_length), small enough for any
+# request line (uvicorn's h11 takes 16 KiB of request line and headers, API Gateway 10 KB). The longest
+# key is a worktree path: one of up to 4096 bytes (Linux's PATH_MAX) is a cursor of about 5,500.
+MAX_CURSOR_CHARS = 8_000
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"  # base64url without padding
 
 
 @dataclass(frozen=True)

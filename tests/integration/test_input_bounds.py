@@ -155,3 +155,11 @@ def test_a_contract_type_version_beyond_integer_is_422(client: TestClient, make_
     r = client.put(f"{API}/contract-types/bounds-type", json={**body, "version": INT4_MAX + 1}, headers=admin.headers)
     assert (r.status_code, r.json()["error"]["code"]) == (422, "INVALID_REQUEST"), r.text
     assert client.put(f"{API}/contract-types/bounds-type", json=body, headers=admin.headers).status_code == 200
+
+
+def test_a_staleness_threshold_beyond_the_calendar_is_400(client: TestClient, user: Caller) -> None:
+    # 999999999 days is a timedelta, but "now" minus it is before year 1: it used to be a 500
+    for threshold in ("999999999d", "99999999h"):
+        r = client.get(f"{API}/contracts", params={"stale": True, "threshold": threshold}, headers=user.headers)
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "BAD_REQUEST"), r.text
+    assert client.get(f"{API}/contracts", params={"threshold": "5200w"}, headers=user.headers).status_code == 200

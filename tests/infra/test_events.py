@@ -31,6 +31,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "schedule/scheduled.json": EventBridgeModel,
     "schedule/supervisor_timeouts.json": EventBridgeModel,
     "schedule/heartbeat_retention.json": EventBridgeModel,
+    "schedule/worktree_retention.json": EventBridgeModel,
     "schedule/stale_detector.json": EventBridgeModel,
     "schedule/outbox_sweeper.json": EventBridgeModel,
     "schedule/backfill.json": EventBridgeModel,

@@ -30,10 +30,11 @@ from tests.infra.cfn import ROOT, load_template, resources_of_type
 pytestmark = pytest.mark.infra
 
 # The design: supervisor timeouts, stale detection (seed 5.2's 60 s) and the outbox sweep every minute,
-# heartbeat retention every hour.
+# heartbeat retention and removed-worktree retention every hour.
 EXPECTED_SCHEDULES = {
     "supervisor_timeouts": "rate(1 minute)",
     "heartbeat_retention": "rate(1 hour)",
+    "worktree_retention": "rate(1 hour)",
     "stale_detector": "rate(1 minute)",
     "outbox_sweeper": "rate(1 minute)",
     "backfill": "rate(5 minutes)",

@@ -46,6 +46,7 @@ READS = {"GET", "HEAD", "OPTIONS"}
 SCHEDULE_JOBS = {
     "supervisor_timeouts": scheduled.supervisor_timeouts,
     "heartbeat_retention": scheduled.heartbeat_retention,
+    "worktree_retention": scheduled.worktree_retention,
     "stale_detector": scheduled.stale_detector,
     "outbox_sweeper": scheduled.outbox_sweeper,
     "backfill": scheduled.backfill,
@@ -318,6 +319,7 @@ def test_asynchronous_invocations_end_in_a_queue(translated: Template, functions
         "BroadcasterFunction",
         "SupervisorTimeoutsFunction",
         "HeartbeatRetentionFunction",
+        "WorktreeRetentionFunction",
         "StaleDetectorFunction",
         "OutboxSweeperFunction",
         "BackfillFunction",
@@ -445,6 +447,7 @@ def test_only_the_broadcaster_posts_and_only_the_publishers_publish(
         "BroadcasterFunction",
         "SupervisorTimeoutsFunction",
         "HeartbeatRetentionFunction",
+        "WorktreeRetentionFunction",
         "MigrateFunction",
         "WebFunction",
     }
@@ -891,6 +894,7 @@ def test_parameter_values_reach_the_settings(raw: Template, monkeypatch: pytest.
         "StaleDetectionIntervalSeconds": "300",
         "StaleThresholdMinutes": "90",
         "SupervisorConversationMaxBytes": "524288",
+        "RemovedWorktreeRetentionDays": "30",
     }
     env = raw["Globals"]["Function"]["Environment"]["Variables"]
     monkeypatch.delenv("MAKIMA_CONFIG", raising=False)
@@ -907,6 +911,7 @@ def test_parameter_values_reach_the_settings(raw: Template, monkeypatch: pytest.
         stale_detection_interval_seconds=300,
         stale_threshold_minutes=90,
         supervisor_conversation_max_bytes=524288,
+        removed_worktree_retention_days=30,
     )
 
 

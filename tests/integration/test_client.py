@@ -636,3 +636,32 @@ def test_a_create_retried_after_a_503_that_followed_its_commit_makes_one_contrac
     assert transport.keys == [transport.keys[0]] * 2
     mine = [c for c in api.get("/contracts", limit=100)["contracts"] if c["name"] == name]
     assert [c["id"] for c in mine] == [created["id"]]
+
+
+# --- paged lists (issue 13, defect 6) -----------------------------------------------------------------
+
+
+def test_the_sdk_reads_whole_lists_page_after_page(
+    api: MakimaApi, daemon_api: MakimaApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given lists longer than a page (pages of 2 here)
+    import makima.client.api as client_api
+
+    monkeypatch.setattr(client_api, "PAGE_SIZE", 2)
+    c = api.create_contract("pages")
+    daemon_api.request("POST", f"/contracts/{c['id']}/tasks", json={"name": "supervisor", "is_supervisor": True})
+    for i in range(5):
+        api.spawn_task(c["id"], f"t{i}")
+        daemon_api.ask_question(c["id"], f"q{i}?")
+        api.request("POST", f"/contracts/{c['id']}/messages", json={"content": f"m{i}"})
+    daemon = api.register_daemon("pages-host")
+    api.daemon_heartbeat(daemon["id"], [{"path": f"/w/{i}"} for i in range(5)])
+    before = api.stats.requests
+    # Then each list comes back whole, in order, one request per page
+    assert [t["name"] for t in api.tasks(c["id"]) if not t["is_supervisor"]] == [f"t{i}" for i in range(5)]
+    assert api.stats.requests - before == 3
+    assert [q["question"] for q in api.questions(c["id"])] == [f"q{i}?" for i in range(5)]
+    assert [q["question"] for q in api.questions(c["id"], status="pending")] == [f"q{i}?" for i in range(5)]
+    assert [m["content"] for m in api.messages(c["id"])] == [f"m{i}" for i in range(5)]
+    assert [w["path"] for w in api.worktrees(daemon["id"])] == [f"/w/{i}" for i in range(5)]
+    assert {"simple"} <= {t["name"] for t in api.contract_types()}

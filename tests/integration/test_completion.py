@@ -142,7 +142,7 @@ def test_concurrent_deliverables_in_the_terminal_phase_both_land(db: PooledDatab
     for t in threads:
         t.join()
     assert not errors
-    events = contracts_svc.list_events(db, user.principal, c.id, limit=1000)
+    events = contracts_svc.list_events(db, user.principal, c.id, limit=1000).items
     assert [e.type for e in events].count("deliverable_completed") == 2
 
 
@@ -173,7 +173,7 @@ def test_racing_deliverables_advance_a_phase_exactly_once(db: PooledDatabase, us
             t.join()
         after = contracts_svc.get_contract(db, user.principal, c.id).contract
         assert after.phase == "plan"
-        events = contracts_svc.list_events(db, user.principal, c.id, limit=1000)
+        events = contracts_svc.list_events(db, user.principal, c.id, limit=1000).items
         auto = [e for e in events if e.type == "phase_changed" and e.payload.get("auto")]
         assert [(e.payload["old_phase"], e.payload["new_phase"]) for e in auto] == [("specify", "plan")]
 

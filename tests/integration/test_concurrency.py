@@ -47,5 +47,5 @@ def test_concurrent_phase_changes_at_one_version(db: PooledDatabase, make_caller
     assert Counter(outcomes) == {"ok": 1, "VERSION_CONFLICT": RACERS - 1}
     after = svc.get_contract(db, owner.principal, contract.id).contract
     assert after.version == 2
-    events = svc.list_events(db, owner.principal, contract.id)
+    events = svc.list_events(db, owner.principal, contract.id).items
     assert [e.type for e in events].count("phase_changed") == 1

@@ -459,7 +459,7 @@ def test_stale_detected_carries_the_seeds_stale_duration(db: PooledDatabase, use
 
     detect_stale_contracts(db, timedelta(minutes=30))
 
-    events = [e for e in contracts_svc.list_events(db, user.principal, c.id) if e.type == "stale_detected"]
+    events = [e for e in contracts_svc.list_events(db, user.principal, c.id).items if e.type == "stale_detected"]
     assert len(events) == 1
     payload = events[0].payload
     assert 7190 <= payload["stale_duration"] <= 7300

@@ -149,12 +149,14 @@ def test_errors_are_not_stored(client: TestClient, user: Caller, db: PooledDatab
     assert "idempotent-replayed" not in retried.headers
 
 
-@pytest.mark.parametrize("key", [b"", b"x" * (MAX_KEY_LENGTH + 1), "caf\u00e9".encode(), b"tab\there"])
-def test_a_bad_key_is_400_and_creates_nothing(client: TestClient, user: Caller, db: PooledDatabase, key: bytes) -> None:
+@pytest.mark.parametrize("key", [b"", b"x" * (MAX_KEY_LENGTH + 1), "caf\u00e9".encode(), b"tab\there", b"inner\x7fdel"])
+def test_a_bad_key_is_refused_and_creates_nothing(
+    client: TestClient, user: Caller, db: PooledDatabase, key: bytes
+) -> None:
     headers: dict[str, str | bytes] = {**user.headers, "Idempotency-Key": key}
     answer = client.post(CONTRACTS, json={"name": "badkey", "contract_type": "simple"}, headers=headers)
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["error"]["code"] == "BAD_REQUEST"
+    # (against the header's declared pattern: 422, like any parameter; one that slipped past it: 400)
+    assert (answer.status_code, answer.json()["error"]["code"]) in {(422, "INVALID_REQUEST"), (400, "BAD_REQUEST")}
     assert _contracts_named(db, user, "badkey") == 0
 
 

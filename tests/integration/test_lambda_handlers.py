@@ -123,7 +123,14 @@ SUPERVISED_EVENTS = {n for n in EXPECTED_STATUS if n.startswith(("supervisors_",
 }
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 # Invoked by EventBridge schedules, with events/schedule/<function>.json: tests/integration/test_scheduled_handlers.py
-SCHEDULED_FUNCTIONS = {"supervisor_timeouts", "heartbeat_retention", "stale_detector", "outbox_sweeper", "backfill"}
+SCHEDULED_FUNCTIONS = {
+    "supervisor_timeouts",
+    "heartbeat_retention",
+    "worktree_retention",
+    "stale_detector",
+    "outbox_sweeper",
+    "backfill",
+}
 # The monitor's WebSocket routes and the broadcaster: tests/integration/test_monitor_aws.py
 EVENT_FUNCTIONS = {"monitor", "broadcaster"}
 # The migration custom resource (tests/integration/test_migration_resource.py) and the static dashboard

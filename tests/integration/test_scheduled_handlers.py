@@ -242,6 +242,72 @@ def test_heartbeat_retention_creates_partitions_ahead_and_drops_expired_ones(
     assert not expired & set(again["dropped"])
 
 
+# --- worktree retention (issue 13, defect 6) -------------------------------------------------------------
+
+
+def test_worktree_retention_deletes_only_worktrees_removed_past_the_retention(
+    db: PooledDatabase, database_url: str, make_caller: Callable[..., Caller], output: Output
+) -> None:
+    # Given a daemon's worktrees: two dropped from its report (one of them 10 days ago), one it still
+    # holds (reported long ago), and one waiting for removal since long ago
+    owner = make_caller()
+    daemon = daemons_svc.register(
+        db, owner.principal, name=f"retention-{uuid.uuid4().hex[:8]}", hostname="", capacity=1
+    )
+    paths = ["/old-removed", "/new-removed", "/held", "/asked-back"]
+    daemons_svc.daemon_heartbeat(db, owner.principal, daemon.id, worktrees=[{"path": p} for p in paths])
+    daemons_svc.daemon_heartbeat(db, owner.principal, daemon.id, worktrees=[{"path": p} for p in paths[2:]])
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE worktrees SET removed_at = now() - interval '10 days' "
+            "WHERE daemon_id = %s AND path = '/old-removed'",
+            (daemon.id,),
+        )
+        conn.execute(
+            "UPDATE worktrees SET reported_at = now() - interval '60 days' WHERE daemon_id = %s AND path = '/held'",
+            (daemon.id,),
+        )
+        conn.execute(
+            "UPDATE worktrees SET state = 'removal_requested', requested_at = now() - interval '60 days' "
+            "WHERE daemon_id = %s AND path = '/asked-back'",
+            (daemon.id,),
+        )
+
+    def held() -> list[str]:
+        return [w.path for w in daemons_svc.worktrees(db, owner.principal, daemon.id, limit=100).items]
+
+    output()
+    # When the worktree-retention function runs on its schedule (7 days by default)
+    result = run("worktree_retention")
+    logs, metrics = output()
+
+    # Then only the worktree removed 10 days ago is gone; what it did is logged and counted
+    assert result["job"] == "worktree_retention"
+    assert result["purged"] >= 1
+    assert result["retention_days"] == 7
+    assert held() == ["/asked-back", "/held", "/new-removed"]
+    (purged,) = [r for r in logs if r["message"] == "removed worktrees purged"]
+    assert purged["purged"] == result["purged"]
+    assert metrics["WorktreesPurged"] == result["purged"]
+
+    # And eight days on (a controllable clock), the one removed today goes too; held ones never do
+    from makima.lambda_support import scheduled
+
+    later = scheduled.worktree_retention(db, now=datetime.now(UTC) + timedelta(days=8))
+    assert later["purged"] >= 1
+    assert held() == ["/asked-back", "/held"]
+
+
+def test_purging_goes_in_batches(db: PooledDatabase, make_caller: Callable[..., Caller]) -> None:
+    owner = make_caller()
+    daemon = daemons_svc.register(db, owner.principal, name=f"batches-{uuid.uuid4().hex[:8]}", hostname="", capacity=1)
+    daemons_svc.daemon_heartbeat(db, owner.principal, daemon.id, worktrees=[{"path": f"/{i}"} for i in range(25)])
+    daemons_svc.daemon_heartbeat(db, owner.principal, daemon.id, worktrees=[])
+    far = datetime.now(UTC) + timedelta(days=3650)
+    assert daemons_svc.purge_removed_worktrees(db, timedelta(days=1), now=far, batch=10) >= 25
+    assert daemons_svc.worktrees(db, owner.principal, daemon.id).items == []
+
+
 # --- failures -------------------------------------------------------------------------------------------
 
 

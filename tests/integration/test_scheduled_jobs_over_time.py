@@ -35,7 +35,7 @@ def _db_now(db: PooledDatabase) -> datetime:
 
 
 def _events(db: PooledDatabase, owner: Principal, contract_id: uuid.UUID, type: str) -> list[dict[str, Any]]:
-    return [e.payload for e in contracts_svc.list_events(db, owner, contract_id, limit=1000) if e.type == type]
+    return [e.payload for e in contracts_svc.list_events(db, owner, contract_id, limit=1000).items if e.type == type]
 
 
 def test_a_contract_goes_stale_once_per_idle_spell_as_time_passes(

@@ -118,6 +118,8 @@ def test_a_heartbeat_updates_status_history_and_activity(sup: Sup, database_url:
         "task_id": sup.task_id,
         "accepted": True,
         "error": None,
+        "code": None,
+        "errors": None,
         "sync_requested": False,
         "restart_requested": False,
         "superseded": False,

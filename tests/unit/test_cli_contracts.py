@@ -643,17 +643,38 @@ def test_export_to_a_file_and_to_stdout(server: FakeServer, config_file: Path, t
         assert json.loads(out.stdout)["contract"]["id"] == CID
 
 
-def test_export_follows_event_pages(server: FakeServer, config_file: Path) -> None:
+def paged(key: str, items: list[Any]) -> Callable[[httpx.Request], Reply]:
+    """A paged list (``limit`` + opaque ``cursor``, ``next_cursor``) of ``items``."""
+
+    def answer(request: httpx.Request) -> Reply:
+        start = int(request.url.params.get("cursor", "at-0").removeprefix("at-"))
+        end = start + int(request.url.params["limit"])
+        return 200, {key: items[start:end], "next_cursor": f"at-{end}" if end < len(items) else None}
+
+    return answer
+
+
+def test_export_follows_every_list_to_its_last_page(server: FakeServer, config_file: Path) -> None:
+    # Given lists longer than one page (issue 13: the lists are paged)
     _export_routes(server)
-
-    def events(request: httpx.Request) -> Reply:
-        after = int(request.url.params["after_id"])
-        ids = range(after + 1, min(after + 1000, 1500) + 1)
-        return 200, {"events": [{"id": i, "type": "x"} for i in ids], "last_id": ids[-1] if ids else after}
-
-    server.routes[("GET", f"/contracts/{CID}/events")] = events
+    server.routes[("GET", f"/contracts/{CID}/events")] = paged("events", [{"id": i, "type": "x"} for i in range(1500)])
+    server.routes[("GET", f"/contracts/{CID}/tasks")] = paged("tasks", [{"id": f"t{i}"} for i in range(450)])
+    server.routes[("GET", f"/contracts/{CID}/questions")] = paged("questions", [{"id": f"q{i}"} for i in range(201)])
+    # Then the export holds every item, once
     doc = json.loads(contracts_cmd("export", CID).stdout)
-    assert [e["id"] for e in doc["events"]] == list(range(1, 1501))
+    assert [e["id"] for e in doc["events"]] == list(range(1500))
+    assert [t["id"] for t in doc["tasks"]] == [f"t{i}" for i in range(450)]
+    assert [q["id"] for q in doc["questions"]] == [f"q{i}" for i in range(201)]
+    assert len(server.calls("GET", f"/contracts/{CID}/tasks")) == 3
+
+
+def test_health_counts_every_pending_question(server: FakeServer, config_file: Path) -> None:
+    _health_routes(server)
+    pending = [{"id": f"q{i}", "question": "?", "created_at": iso(datetime.now(UTC))} for i in range(250)]
+    server.routes[("GET", f"/contracts/{CID}/questions")] = paged("questions", pending)
+    report = json.loads(contracts_cmd("health", CID, "--format", "json").stdout)
+    assert len(server.calls("GET", f"/contracts/{CID}/questions")) == 2
+    assert [q["id"] for q in report["pending_questions"]] == [f"q{i}" for i in range(250)]
 
 
 def test_export_bad_values(server: FakeServer, config_file: Path, tmp_path: Path) -> None:
@@ -762,3 +783,11 @@ def test_names_print_as_typed(server: FakeServer, config_file: Path) -> None:
 
 def test_compact_line_stays_on_one_line() -> None:
     assert compact_line(contract(name="two\nlines")) == "3f6c2a1e active plan two lines"
+
+
+def test_admin_list_users_reads_every_page(server: FakeServer, config_file: Path) -> None:
+    server.routes[("GET", "/users")] = paged("users", [{"id": f"u{i}", "name": f"n{i}"} for i in range(450)])
+    result = run("admin", "list-users", "--api-url", "http://api.test", env={"MAKIMA_TOKEN": "tok"})
+    assert result.exit_code == 0, result.output
+    assert [u["id"] for u in json.loads(result.stdout)["users"]] == [f"u{i}" for i in range(450)]
+    assert len(server.calls("GET", "/users")) == 3

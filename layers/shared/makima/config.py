@@ -92,6 +92,9 @@ class ContractsConfig(BaseModel):
     # past it, a save compacts the oldest messages away (services/supervisors.py). The answers that carry
     # the conversation page it (GET …/state?after_seq=), so this bounds storage, not response size.
     supervisor_conversation_max_bytes: int = Field(default=DEFAULT_CONVERSATION_MAX_BYTES, ge=262_144, le=268_435_456)
+    # Worktrees a daemon confirmed removed are kept this long (a record of what was cleaned up), then
+    # the hourly worktree_retention job deletes them.
+    removed_worktree_retention_days: int = Field(default=7, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _timeout_outlives_interval(self) -> ContractsConfig:

@@ -117,6 +117,14 @@ class Inconsistent(BadRequest):
     beyond_schema = True
 
 
+class OutOfBounds(InvalidRequest):
+    """A value within the schema's bounds that the stored state puts out of bounds (a save's ``seq``
+    jumping too far above the last accepted one), or free-form JSON past bounds a schema cannot state
+    (depth, size, NUL): the code of any invalid request, but no schema can predict it."""
+
+    beyond_schema = True
+
+
 class StaleTimestamp(InvalidRequest):
     """A timestamp too far from the server's clock (a heartbeat's): well-formed, refused by the clock."""
 

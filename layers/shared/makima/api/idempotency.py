@@ -43,9 +43,12 @@ _KEY_PARAMETER = Annotated[
     str | None,
     Header(
         alias=KEY_HEADER,
+        # Printable ASCII, no space at either end (HTTP strips it, so the server would see another key).
+        pattern=rf"^[\x21-\x7e](?:[\x20-\x7e]{{0,{MAX_KEY_LENGTH - 2}}}[\x21-\x7e])?$",
         description="Makes this create safe to resend: the same key with the same request within 24 h "
         "answers the first result again (`Idempotent-Replayed: true`); with another request, 422 "
-        f"IDEMPOTENCY_KEY_REUSED. 1 to {MAX_KEY_LENGTH} printable ASCII characters; a UUID per request.",
+        f"IDEMPOTENCY_KEY_REUSED. 1 to {MAX_KEY_LENGTH} printable ASCII characters, no space at either end "
+        "(else 422 INVALID_REQUEST); a UUID per request.",
     ),
 ]
 # Set on every decorated endpoint, so a test can prove every creating POST is covered.

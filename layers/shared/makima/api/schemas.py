@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from makima.api.compat import StatusView, current_view
+from makima.api.paging import next_cursor
 from makima.domain.models import ApiToken, ChatMessage, Contract, ContractEvent, Question, Task, User
 from makima.domain.principals import Role
 from makima.domain.statuses import LEGACY_STATUS, ContractStatus
@@ -183,7 +184,8 @@ class EventOut(BaseModel):
 
 class EventList(BaseModel):
     events: list[EventOut]
-    last_id: int = Field(description="Pass as after_id to continue from here.")
+    last_id: int = Field(description="Pass as after_id to continue from here (or follow next_cursor).")
+    next_cursor: str | None = next_cursor()
 
 
 # --- tasks --------------------------------------------------------------------------------------------
@@ -206,6 +208,7 @@ class TaskOut(Task):
 
 class TaskList(BaseModel):
     tasks: list[TaskOut]
+    next_cursor: str | None = next_cursor()
 
 
 # --- questions ----------------------------------------------------------------------------------------
@@ -228,6 +231,7 @@ class QuestionOut(Question):
 
 class QuestionList(BaseModel):
     questions: list[QuestionOut]
+    next_cursor: str | None = next_cursor()
 
 
 # --- chat ---------------------------------------------------------------------------------------------
@@ -243,6 +247,7 @@ class MessageOut(ChatMessage):
 
 class MessageList(BaseModel):
     messages: list[MessageOut]
+    next_cursor: str | None = next_cursor()
 
 
 # --- users and tokens ---------------------------------------------------------------------------------
@@ -259,6 +264,7 @@ class UserOut(User):
 
 class UserList(BaseModel):
     users: list[UserOut]
+    next_cursor: str | None = next_cursor()
 
 
 class TokenCreate(Body):
@@ -278,6 +284,7 @@ class TokenIssued(TokenOut):
 
 class TokenList(BaseModel):
     tokens: list[TokenOut]
+    next_cursor: str | None = next_cursor()
 
 
 # --- health -------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 # Exit statuses scripts can rely on.
 EXIT_API_ERROR = 1
 EXIT_UNREACHABLE = 3
+# Items per request when a command reads a whole list (the lists allow up to 500 per page).
+PAGE_SIZE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,19 @@ class Api:
             typer.echo(answer.line(), err=True)
             raise typer.Exit(EXIT_API_ERROR)
         return answer
+
+    def every(self, path: str, key: str, params: dict[str, Any] | None = None, page_size: int = PAGE_SIZE) -> list[Any]:
+        """Every item of a paged list, following ``next_cursor`` to the last page (an error answer ends
+        the command, as ``call``)."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            query = {**(params or {}), "limit": page_size, **({"cursor": cursor} if cursor else {})}
+            page = self.call("GET", path, params=query)
+            items.extend(page[key])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
 
 
 def print_json(data: Any) -> None:

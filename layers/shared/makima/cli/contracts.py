@@ -173,14 +173,7 @@ def _connect(ctx: typer.Context, given: str) -> tuple[Api, str]:
 
 
 def all_events(api: Api, contract_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        page = api.call("GET", f"/contracts/{contract_id}/events", params={"after_id": after, "limit": EVENTS_PAGE})
-        events.extend(page["events"])
-        if len(page["events"]) < EVENTS_PAGE:
-            return events
-        after = page["last_id"]
+    return api.every(f"/contracts/{contract_id}/events", "events", page_size=EVENTS_PAGE)
 
 
 def _supervisor(api: Api, contract_id: str) -> dict[str, Any] | None:
@@ -397,8 +390,8 @@ def show(
     api, cid = _connect(ctx, contract_id)
     data: dict[str, Any] = {"contract": api.call("GET", f"/contracts/{cid}")}
     if verbose:
-        data["tasks"] = api.call("GET", f"/contracts/{cid}/tasks")["tasks"]
-        data["questions"] = api.call("GET", f"/contracts/{cid}/questions")["questions"]
+        data["tasks"] = api.every(f"/contracts/{cid}/tasks", "tasks")
+        data["questions"] = api.every(f"/contracts/{cid}/questions", "questions")
         data["supervisor"] = _supervisor(api, cid)
         data["recent_events"] = all_events(api, cid)[-RECENT_EVENTS:]
     if fmt is TextFormat.json:
@@ -538,7 +531,7 @@ def health(
     contract = api.call("GET", f"/contracts/{cid}")
     supervisor = _supervisor(api, cid)
     readiness = optional(api, f"/contracts/{cid}/phase-readiness", frozenset({"FEATURE_DISABLED"}))
-    pending = api.call("GET", f"/contracts/{cid}/questions", params={"status": "pending"})["questions"]
+    pending = api.every(f"/contracts/{cid}/questions", "questions", {"status": "pending"})
     seconds = parse_duration(threshold or DEFAULT_THRESHOLD).total_seconds()
     now = datetime.now(UTC)
     report = assess(contract, supervisor, readiness, pending, seconds, now)
@@ -698,8 +691,8 @@ def export(
         "exported_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "contract": api.call("GET", f"/contracts/{cid}"),
         "deliverables": api.call("GET", f"/contracts/{cid}/deliverables")["phases"],
-        "tasks": api.call("GET", f"/contracts/{cid}/tasks")["tasks"],
-        "questions": api.call("GET", f"/contracts/{cid}/questions")["questions"],
+        "tasks": api.every(f"/contracts/{cid}/tasks", "tasks"),
+        "questions": api.every(f"/contracts/{cid}/questions", "questions"),
         "events": all_events(api, cid),
         "supervisor": _supervisor(api, cid),
     }

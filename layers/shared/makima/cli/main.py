@@ -172,8 +172,8 @@ def admin_create_user(
 
 @admin_app.command("list-users")
 def admin_list_users(api_url: ApiUrl = DEFAULT_API_URL, token: Token = None) -> None:
-    """List users. Example: makima admin list-users"""
-    print_json(Api(api_url, token).call("GET", "/users"))
+    """List users (all of them, page after page). Example: makima admin list-users"""
+    print_json({"users": Api(api_url, token).every("/users", "users")})
 
 
 @admin_app.command("issue-token")

@@ -30,7 +30,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,8 @@ NOT_TRANSIENT_CODES = frozenset({"SUPERVISOR_DEAD"})
 # Transient whatever their status: another attempt of the same request is running.
 TRANSIENT_CODES = frozenset({"IDEMPOTENCY_IN_PROGRESS"})
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Items per page when the SDK follows a list's cursor to its end (the lists allow up to 500).
+PAGE_SIZE = 200
 
 # Raised before anything was sent: always safe to retry.
 _NOT_SENT: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -232,6 +234,20 @@ class MakimaApi:
         """``replayable``: a creating POST, which the API runs once per ``Idempotency-Key``."""
         return self.request("POST", path, json=body, replayable=replayable)
 
+    def pages(self, path: str, key: str, *, page_size: int | None = None, **params: Any) -> Iterator[JSON]:
+        """Every item of a paged list (``limit`` + ``cursor``), following ``next_cursor`` to its end; the
+        pages are fetched as the items are consumed."""
+        cursor: str | None = None
+        while True:
+            page = self.get(path, **params, limit=page_size or PAGE_SIZE, cursor=cursor)
+            yield from page[key]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def every(self, path: str, key: str, **params: Any) -> list[JSON]:
+        return list(self.pages(path, key, **params))
+
     # --- health ---------------------------------------------------------------------------------------
 
     def health(self) -> JSON:
@@ -257,7 +273,19 @@ class MakimaApi:
     def issue_token(self, user_id: str, *, kind: str = "user", name: str = "") -> JSON:
         return dict(self.post(f"/users/{user_id}/tokens", {"kind": kind, "name": name}))
 
+    def users(self) -> list[JSON]:
+        """All users (every page; admins only)."""
+        return self.every("/users", "users")
+
+    def tokens(self, user_id: str) -> list[JSON]:
+        """All the user's tokens (every page)."""
+        return self.every(f"/users/{user_id}/tokens", "tokens")
+
     # --- contracts ------------------------------------------------------------------------------------
+
+    def contract_types(self) -> list[JSON]:
+        """All contract types (every page)."""
+        return self.every("/contract-types", "contract_types")
 
     def contract_type(self, name: str) -> JSON:
         """``{name, phases: [{id, name, deliverables: [{id, name}], ...}], ...}``."""
@@ -301,7 +329,8 @@ class MakimaApi:
     # --- tasks ----------------------------------------------------------------------------------------
 
     def tasks(self, contract_id: str) -> list[JSON]:
-        return list(self.get(f"/contracts/{contract_id}/tasks")["tasks"])
+        """All the contract's tasks (every page)."""
+        return self.every(f"/contracts/{contract_id}/tasks", "tasks")
 
     def spawn_task(self, contract_id: str, name: str) -> JSON:
         return dict(self.post(f"/contracts/{contract_id}/tasks", {"name": name}, replayable=True))
@@ -321,8 +350,14 @@ class MakimaApi:
         return dict(self.post(f"/contracts/{contract_id}/questions", body, replayable=True))
 
     def questions(self, contract_id: str, *, status: str | None = None, undelivered: bool = False) -> list[JSON]:
-        found = self.get(f"/contracts/{contract_id}/questions", status=status, undelivered=undelivered or None)
-        return list(found["questions"])
+        """All the contract's questions of that status (every page)."""
+        return self.every(
+            f"/contracts/{contract_id}/questions", "questions", status=status, undelivered=undelivered or None
+        )
+
+    def messages(self, contract_id: str) -> list[JSON]:
+        """All the contract's chat messages (every page)."""
+        return self.every(f"/contracts/{contract_id}/messages", "messages")
 
     def answer_question(self, contract_id: str, question_id: str, answer: str) -> JSON:
         return dict(self.post(f"/contracts/{contract_id}/questions/{question_id}/answer", {"answer": answer}))
@@ -339,10 +374,15 @@ class MakimaApi:
         body: JSON = {} if worktrees is None else {"worktrees": [dict(w) for w in worktrees]}
         return dict(self.post(f"/daemons/{daemon_id}/heartbeat", body))
 
+    def worktrees(self, daemon_id: str) -> list[JSON]:
+        """All the worktrees the service knows of the daemon (every page)."""
+        return self.every(f"/daemons/{daemon_id}/worktrees", "worktrees")
+
     def worktrees_removed(self, daemon_id: str, paths: Sequence[str]) -> JSON:
         return dict(self.post(f"/daemons/{daemon_id}/worktrees/removed", {"paths": list(paths)}))
 
     def reassignable_tasks(self, limit: int = 100) -> list[JSON]:
+        """The oldest ``limit`` adoptable tasks (one page: a daemon takes what it has room for)."""
         return list(self.get("/tasks/reassignable", limit=limit)["tasks"])
 
     def claim_task(self, task_id: str, daemon_id: str) -> JSON:

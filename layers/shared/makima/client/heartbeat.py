@@ -32,17 +32,19 @@ class HeartbeatAnswer:
     restart_requested: bool = False  # restart: save, stop, restore
     superseded: bool = False  # restored elsewhere under a newer generation: stop
     heartbeat_interval: float | None = None  # the service's interval (None from an older service)
+    code: str | None = None  # why it was refused (INVALID_REQUEST, SUPERVISOR_NOT_FOUND, CONFLICT)
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> HeartbeatAnswer:
         return cls(
-            task_id=str(body.get("task_id", "")),
+            task_id=str(body.get("task_id") or ""),
             accepted=bool(body.get("accepted", False)),
             error=body.get("error"),
             sync_requested=bool(body.get("sync_requested", False)),
             restart_requested=bool(body.get("restart_requested", False)),
             superseded=bool(body.get("superseded", False)),
             heartbeat_interval=interval_of(body),
+            code=body.get("code"),
         )
 
 

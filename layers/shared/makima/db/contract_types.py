@@ -15,6 +15,19 @@ def get(conn: Conn, name: str) -> dict[str, Any] | None:
     ).fetchone()
 
 
+def list_page(conn: Conn, *, after: str | None, limit: int) -> list[dict[str, Any]]:
+    """By name, keyset-paginated on it (the primary key)."""
+    return conn.execute(
+        """
+        SELECT name, description, version, definition, builtin FROM contract_types
+         WHERE %(after)s::text IS NULL OR name > %(after)s
+         ORDER BY name
+         LIMIT %(limit)s
+        """,
+        {"after": after, "limit": limit},
+    ).fetchall()
+
+
 def list_all(conn: Conn) -> list[dict[str, Any]]:
     return conn.execute(
         "SELECT name, description, version, definition, builtin FROM contract_types ORDER BY name"

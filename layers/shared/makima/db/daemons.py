@@ -71,21 +71,25 @@ _ADOPTABLE = """
 """
 
 
-def reassignable_tasks(conn: Conn, owner_id: UUID | None, limit: int) -> list[dict[str, Any]]:
-    """Live tasks another daemon may claim (``_ADOPTABLE``), oldest first."""
+def reassignable_tasks(
+    conn: Conn, owner_id: UUID | None, limit: int, *, after: tuple[datetime, UUID] | None = None
+) -> list[dict[str, Any]]:
+    """Live tasks another daemon may claim (``_ADOPTABLE``), oldest first, keyset-paginated on
+    (created_at, id)."""
     return conn.execute(
         f"""
-        SELECT t.id, t.contract_id, t.name, t.status, t.is_supervisor, t.daemon_id
+        SELECT t.id, t.contract_id, t.name, t.status, t.is_supervisor, t.daemon_id, t.created_at
           FROM tasks t
           JOIN contracts c ON c.id = t.contract_id
          WHERE t.status IN ('pending', 'running')
            AND {_ADOPTABLE}
            AND c.status NOT IN ('completed', 'failed', 'archived')
            AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
-         ORDER BY t.created_at
+           AND (%(ts)s::timestamptz IS NULL OR (t.created_at, t.id) > (%(ts)s, %(id)s::uuid))
+         ORDER BY t.created_at, t.id
          LIMIT %(limit)s
         """,
-        {"owner": owner_id, "limit": limit},
+        {"owner": owner_id, "limit": limit, "ts": after[0] if after else None, "id": after[1] if after else None},
     ).fetchall()
 
 
@@ -194,12 +198,35 @@ def worktrees_of_contract(conn: Conn, contract_id: UUID) -> list[dict[str, Any]]
     ).fetchall()
 
 
-def list_worktrees(conn: Conn, daemon_id: UUID) -> list[dict[str, Any]]:
+def list_worktrees(conn: Conn, daemon_id: UUID, *, after: str | None, limit: int) -> list[dict[str, Any]]:
+    """By path, keyset-paginated on it (the primary key is (daemon_id, path))."""
     return conn.execute(
-        "SELECT path, branch, task_id, contract_id, state, reported_at, requested_at, removed_at "
-        "FROM worktrees WHERE daemon_id = %s ORDER BY path",
-        (daemon_id,),
+        """
+        SELECT path, branch, task_id, contract_id, state, reported_at, requested_at, removed_at
+          FROM worktrees
+         WHERE daemon_id = %(daemon)s AND (%(after)s::text IS NULL OR path > %(after)s)
+         ORDER BY path
+         LIMIT %(limit)s
+        """,
+        {"daemon": daemon_id, "after": after, "limit": limit},
     ).fetchall()
+
+
+def purge_removed(conn: Conn, *, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` worktrees confirmed removed before ``before`` (the retention job's batch:
+    a short transaction each, however many have piled up)."""
+    cur = conn.execute(
+        """
+        DELETE FROM worktrees w
+         USING (SELECT daemon_id, path FROM worktrees
+                 WHERE state = 'removed' AND removed_at < %(before)s
+                 LIMIT %(limit)s
+                   FOR UPDATE SKIP LOCKED) old
+         WHERE w.daemon_id = old.daemon_id AND w.path = old.path
+        """,
+        {"before": before, "limit": limit},
+    )
+    return cur.rowcount
 
 
 def request_removal_for_contract(conn: Conn, contract_id: UUID) -> list[dict[str, Any]]:

@@ -156,16 +156,39 @@ def ingest(
     return conn.execute(_INGEST, params).fetchall()
 
 
-def history(conn: Conn, task_id: UUID, limit: int, *, since: datetime) -> list[dict[str, Any]]:
+def history(
+    conn: Conn,
+    task_id: UUID,
+    limit: int,
+    *,
+    since: datetime,
+    before: tuple[datetime, datetime] | None = None,
+    skip: int = 0,
+) -> list[dict[str, Any]]:
     """The newest heartbeats of ``task_id`` received at or after ``since`` (partitions keep rows a
-    little longer than the retention, so the age is filtered here, not left to the dropping)."""
+    little longer than the retention, so the age is filtered here, not left to the dropping).
+
+    Paged by (received_at, sent_at), newest first: ``before`` is the key of the last row already seen
+    and ``skip`` how many rows of exactly that key were seen (the history has no unique id, and one
+    batch may hold two heartbeats of a supervisor sent at the same instant); the rest of the order
+    makes the rows of one key come in the same order each time."""
     return conn.execute(
         """
         SELECT sent_at, received_at, state, phase, current_activity, progress, pending_task_ids
-          FROM supervisor_heartbeats WHERE task_id = %s AND received_at >= %s
-         ORDER BY received_at DESC LIMIT %s
+          FROM supervisor_heartbeats
+         WHERE task_id = %(task)s AND received_at >= %(since)s
+           AND (%(rcv)s::timestamptz IS NULL OR (received_at, sent_at) <= (%(rcv)s, %(sent)s::timestamptz))
+         ORDER BY received_at DESC, sent_at DESC, state, phase, progress, current_activity
+         LIMIT %(limit)s OFFSET %(skip)s
         """,
-        (task_id, since, limit),
+        {
+            "task": task_id,
+            "since": since,
+            "rcv": before[0] if before else None,
+            "sent": before[1] if before else None,
+            "limit": limit,
+            "skip": skip,
+        },
     ).fetchall()
 
 

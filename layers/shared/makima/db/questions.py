@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +42,37 @@ def get(conn: Conn, contract_id: UUID, question_id: UUID, *, for_update: bool = 
         f"SELECT {_COLUMNS} FROM questions WHERE id = %s AND contract_id = %s {lock}",
         (question_id, contract_id),
     ).fetchone()
+
+
+def list_page(
+    conn: Conn,
+    contract_id: UUID,
+    *,
+    status: str | None,
+    undelivered: bool,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Oldest first, keyset-paginated on (created_at, id) (``idx_questions_contract``)."""
+    return conn.execute(
+        f"""
+        SELECT {_COLUMNS} FROM questions
+         WHERE contract_id = %(c)s
+           AND (%(status)s::text IS NULL OR status = %(status)s)
+           AND (NOT %(undelivered)s OR delivered_at IS NULL)
+           AND (%(ts)s::timestamptz IS NULL OR (created_at, id) > (%(ts)s, %(id)s::uuid))
+         ORDER BY created_at, id
+         LIMIT %(limit)s
+        """,
+        {
+            "c": contract_id,
+            "status": status,
+            "undelivered": undelivered,
+            "ts": after[0] if after else None,
+            "id": after[1] if after else None,
+            "limit": limit,
+        },
+    ).fetchall()
 
 
 def list_for_contract(conn: Conn, contract_id: UUID, *, status: str | None, undelivered: bool) -> list[dict[str, Any]]:

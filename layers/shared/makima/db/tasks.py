@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +40,22 @@ def get(conn: Conn, contract_id: UUID, task_id: UUID, *, for_update: bool = Fals
     return conn.execute(
         f"SELECT {_COLUMNS} FROM tasks WHERE id = %s AND contract_id = %s {lock}", (task_id, contract_id)
     ).fetchone()
+
+
+def list_page(
+    conn: Conn, contract_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int
+) -> list[dict[str, Any]]:
+    """Oldest first, keyset-paginated on (created_at, id) (``idx_tasks_contract``)."""
+    return conn.execute(
+        f"""
+        SELECT {_COLUMNS} FROM tasks
+         WHERE contract_id = %(c)s
+           AND (%(ts)s::timestamptz IS NULL OR (created_at, id) > (%(ts)s, %(id)s::uuid))
+         ORDER BY created_at, id
+         LIMIT %(limit)s
+        """,
+        {"c": contract_id, "ts": after[0] if after else None, "id": after[1] if after else None, "limit": limit},
+    ).fetchall()
 
 
 def list_for_contract(conn: Conn, contract_id: UUID) -> list[dict[str, Any]]:

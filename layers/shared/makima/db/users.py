@@ -31,8 +31,17 @@ def get_user_by_name(conn: Conn, name: str) -> dict[str, Any] | None:
     return conn.execute("SELECT id, name, role, created_at FROM users WHERE name = %s", (name,)).fetchone()
 
 
-def list_users(conn: Conn) -> list[dict[str, Any]]:
-    return conn.execute("SELECT id, name, role, created_at FROM users ORDER BY created_at, name").fetchall()
+def list_users(conn: Conn, *, after: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+    """Oldest first, keyset-paginated on (created_at, name) (names are unique)."""
+    return conn.execute(
+        """
+        SELECT id, name, role, created_at FROM users
+         WHERE %(ts)s::timestamptz IS NULL OR (created_at, name) > (%(ts)s, %(name)s::text)
+         ORDER BY created_at, name
+         LIMIT %(limit)s
+        """,
+        {"ts": after[0] if after else None, "name": after[1] if after else None, "limit": limit},
+    ).fetchall()
 
 
 def insert_token(conn: Conn, *, user_id: UUID, name: str, kind: str, token_hash: bytes, prefix: str) -> dict[str, Any]:
@@ -67,9 +76,17 @@ def token_by_hash(conn: Conn, token_hash: bytes) -> dict[str, Any] | None:
     return conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = %s", (token_hash,)).fetchone()
 
 
-def list_tokens(conn: Conn, user_id: UUID) -> list[dict[str, Any]]:
+def list_tokens(conn: Conn, user_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int) -> list[dict[str, Any]]:
+    """Oldest first, keyset-paginated on (created_at, id)."""
     return conn.execute(
-        f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE user_id = %s ORDER BY created_at", (user_id,)
+        f"""
+        SELECT {_TOKEN_COLUMNS} FROM api_tokens
+         WHERE user_id = %(user)s
+           AND (%(ts)s::timestamptz IS NULL OR (created_at, id) > (%(ts)s, %(id)s::uuid))
+         ORDER BY created_at, id
+         LIMIT %(limit)s
+        """,
+        {"user": user_id, "ts": after[0] if after else None, "id": after[1] if after else None, "limit": limit},
     ).fetchall()
 
 

@@ -12,6 +12,7 @@ from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from makima.domain.bounds import INT4_MAX
 from makima.domain.gates import PhaseGate, validator_names
 from makima.domain.strict import Int
 from makima.errors import InvalidDeliverable, ValidationFailed
@@ -60,7 +61,7 @@ class ContractTypeDefinition(BaseModel):
 
     name: str = Field(pattern=_SLUG)
     description: str = ""
-    version: Int = Field(default=1, ge=1)
+    version: Int = Field(default=1, ge=1, le=INT4_MAX)
     phases: tuple[PhaseDefinition, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

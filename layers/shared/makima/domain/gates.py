@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from makima.domain.bounds import INT4_MAX
 from makima.domain.strict import NO_BOOL, Bool
 
 
@@ -29,7 +30,9 @@ class TaskRequirement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     require: TaskRequirementKind = TaskRequirementKind.NONE
-    count: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(default=None, description="For min_complete.")
+    count: Annotated[int, Field(ge=1, le=INT4_MAX), NO_BOOL] | None = Field(
+        default=None, description="For min_complete."
+    )
     names: tuple[str, ...] = Field(default=(), description="For named.")
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from makima.domain.bounds import INT4_MAX
 from makima.domain.models import Record
 from makima.domain.strict import NO_BOOL, Int, Timestamp
 
@@ -53,7 +54,7 @@ class Heartbeat(BaseModel):
     progress: Int = Field(default=0, ge=0, le=100)
     pending_task_ids: list[UUID] = Field(default_factory=list, max_length=MAX_PENDING_TASKS)
     timestamp: Timestamp
-    generation: Annotated[int, Field(ge=1), NO_BOOL] | None = Field(
+    generation: Annotated[int, Field(ge=1, le=INT4_MAX), NO_BOOL] | None = Field(
         default=None, description="The generation the sender was restored as."
     )
 
@@ -63,6 +64,17 @@ class Heartbeat(BaseModel):
         if value.tzinfo is None:
             raise ValueError("timestamp must carry a timezone (e.g. 2026-11-24T10:30:00Z)")
         return value
+
+
+@dataclass(frozen=True)
+class InvalidHeartbeat:
+    """A batch item that is not a valid heartbeat (a field out of range, a missing one, not an object).
+    It is answered on its own, with ``INVALID_REQUEST`` and the fields at fault, while the rest of the
+    batch is ingested: one bad sender must not drop the other supervisors' heartbeats."""
+
+    task_id: UUID | None  # when the item carried a readable one, so the sender can tell which it was
+    message: str
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 def check_timestamp(sent: datetime, now: datetime) -> str | None:

@@ -32,7 +32,7 @@ from makima.lambda_support.metrics import emit_event_metrics
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
 from makima.services import backfill as backfill_svc
-from makima.services import stale, supervisors
+from makima.services import daemons, stale, supervisors
 from makima.services.monitor import drain_outbox
 
 Job = Callable[[Database], dict[str, Any]]
@@ -85,6 +85,16 @@ def heartbeat_retention(db: Database) -> dict[str, Any]:
     # ("created" is a LogRecord attribute: the keys say what was created)
     logger.info("heartbeat partitions maintained", extra={"partitions_created": created, "partitions_dropped": dropped})
     return {"created": created, "dropped": dropped}
+
+
+def worktree_retention(db: Database, *, now: datetime | None = None) -> dict[str, Any]:
+    """Worktrees removed longer ago than ``[contracts] removed_worktree_retention_days`` are deleted
+    (a batch per transaction). ``now``: the clock the age is measured against (tests move it)."""
+    days = get_settings().contracts.removed_worktree_retention_days
+    purged = daemons.purge_removed_worktrees(db, timedelta(days=days), now=now)
+    metrics.add_metric(name="WorktreesPurged", unit=MetricUnit.Count, value=purged)
+    logger.info("removed worktrees purged", extra={"purged": purged, "retention_days": days})
+    return {"purged": purged, "retention_days": days}
 
 
 def _publisher() -> EventBridgePublisher:

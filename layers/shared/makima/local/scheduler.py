@@ -13,7 +13,7 @@ from datetime import timedelta
 from makima.config import Settings
 from makima.db.connection import Database
 from makima.flags import Flag, Flags, build_flags
-from makima.services import backfill, stale, supervisors
+from makima.services import backfill, daemons, stale, supervisors
 from makima.services.monitor import Publisher, drain_outbox
 
 log = logging.getLogger("makima.scheduler")
@@ -37,6 +37,7 @@ def jobs_for(db: Database, settings: Settings, publisher: Publisher, flags: Flag
     while that flag is off."""
     timeout = timedelta(seconds=settings.contracts.heartbeat_timeout_seconds)
     threshold = stale.threshold_of(settings.contracts)
+    worktree_retention = timedelta(days=settings.contracts.removed_worktree_retention_days)
     gate = flags if flags is not None else build_flags(settings)
 
     def supervisor_timeouts() -> object:
@@ -46,6 +47,7 @@ def jobs_for(db: Database, settings: Settings, publisher: Publisher, flags: Flag
     return [
         Job("supervisor_timeouts", 60.0, supervisor_timeouts),
         Job("heartbeat_retention", 3600.0, lambda: supervisors.maintain_heartbeat_partitions(db)),
+        Job("worktree_retention", 3600.0, lambda: daemons.purge_removed_worktrees(db, worktree_retention)),
         Job(
             "stale_detector",
             float(settings.contracts.stale_detection_interval_seconds),

@@ -10,13 +10,16 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from makima.db import users as users_sql
 from makima.db.connection import Conn, Database, transaction
+from makima.domain import paging
 from makima.domain.models import ApiToken, User
+from makima.domain.paging import Page
 from makima.domain.principals import Principal, Role
 from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from makima.services.common import require_admin
@@ -88,10 +91,13 @@ def create_user(db: Database, principal: Principal, *, name: str, role: Role) ->
         return User.model_validate(row)
 
 
-def list_users(db: Database, principal: Principal) -> list[User]:
+def list_users(db: Database, principal: Principal, *, cursor: str | None = None, limit: int = 100) -> Page[User]:
+    """A page of the users, oldest first (admins only)."""
     require_admin(principal)
+    after = paging.decode_cursor(cursor, (datetime, str)) if cursor else None
     with transaction(db) as conn:
-        return [User.model_validate(r) for r in users_sql.list_users(conn)]
+        rows = users_sql.list_users(conn, after=(after[0], after[1]) if after else None, limit=limit + 1)
+    return paging.mapped(paging.page_of(rows, limit, lambda r: (r["created_at"], r["name"])), User.model_validate)
 
 
 @dataclass(frozen=True)
@@ -130,15 +136,20 @@ def _refuse_daemon(principal: Principal, action: str) -> None:
         raise Forbidden(f"a daemon token cannot {action}; a person (the user or an admin) can")
 
 
-def list_tokens(db: Database, principal: Principal, user_id: UUID) -> list[ApiToken]:
-    """Admins list anyone's tokens, a user their own (404 for another's); a daemon token none (403)."""
+def list_tokens(
+    db: Database, principal: Principal, user_id: UUID, *, cursor: str | None = None, limit: int = 100
+) -> Page[ApiToken]:
+    """Admins list anyone's tokens, a user their own (404 for another's); a daemon token none (403).
+    A page, oldest first."""
     _refuse_daemon(principal, "list tokens")
     if not principal.is_admin and principal.user_id != user_id:
         raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})
+    after = paging.decode_cursor(cursor, (datetime, UUID)) if cursor else None
     with transaction(db) as conn:
         if users_sql.get_user(conn, user_id) is None:
             raise NotFound(f"user {user_id} not found", {"user_id": str(user_id)})
-        return [ApiToken.model_validate(r) for r in users_sql.list_tokens(conn, user_id)]
+        rows = users_sql.list_tokens(conn, user_id, after=(after[0], after[1]) if after else None, limit=limit + 1)
+    return paging.mapped(paging.page_of(rows, limit, lambda r: (r["created_at"], r["id"])), ApiToken.model_validate)
 
 
 def revoke_token(db: Database, principal: Principal, token_id: UUID) -> ApiToken:

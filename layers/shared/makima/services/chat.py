@@ -7,7 +7,9 @@ from uuid import UUID
 from makima.db import chat as chat_sql
 from makima.db import contracts as contracts_sql
 from makima.db.connection import Database, transaction
+from makima.domain import paging
 from makima.domain.models import ChatMessage
+from makima.domain.paging import Page
 from makima.domain.principals import Principal, Role
 from makima.services.common import load_contract, record
 
@@ -27,11 +29,17 @@ def post_message(db: Database, principal: Principal, contract_id: UUID, *, conte
 
 
 def list_messages(
-    db: Database, principal: Principal, contract_id: UUID, *, after_id: int = 0, limit: int = 100
-) -> list[ChatMessage]:
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    after_id: int = 0,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> Page[ChatMessage]:
+    """A page of the contract's messages, oldest first, after ``after_id`` or ``cursor``."""
+    after = paging.after_id(cursor, after_id)
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
-        return [
-            ChatMessage.model_validate(r)
-            for r in chat_sql.list_for_contract(conn, contract_id, after_id=after_id, limit=limit)
-        ]
+        rows = chat_sql.list_for_contract(conn, contract_id, after_id=after, limit=limit + 1)
+    return paging.mapped(paging.page_of(rows, limit, lambda r: (r["id"],)), ChatMessage.model_validate)

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from makima.db import contract_types as types_sql
 from makima.db.connection import Database, transaction
+from makima.domain import paging
 from makima.domain.contract_types import ContractTypeDefinition
+from makima.domain.paging import Page
 from makima.domain.principals import Principal
 from makima.errors import Conflict, NotFound
 from makima.services.common import require_admin
 
 
-def list_types(db: Database) -> list[ContractTypeDefinition]:
+def list_types(db: Database, *, cursor: str | None = None, limit: int = 100) -> Page[ContractTypeDefinition]:
+    """A page of the contract types, by name."""
+    after = paging.decode_cursor(cursor, (str,))[0] if cursor else None
     with transaction(db) as conn:
-        return [ContractTypeDefinition.model_validate(r["definition"]) for r in types_sql.list_all(conn)]
+        rows = types_sql.list_page(conn, after=after, limit=limit + 1)
+    return paging.mapped(
+        paging.page_of(rows, limit, lambda r: (r["name"],)),
+        lambda r: ContractTypeDefinition.model_validate(r["definition"]),
+    )
 
 
 def get_type(db: Database, name: str) -> ContractTypeDefinition:

@@ -3,9 +3,6 @@ deliverables (1.1) and the event log."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +11,7 @@ from uuid import UUID
 from makima.db import contracts as contracts_sql
 from makima.db import events as events_sql
 from makima.db.connection import Database, transaction
+from makima.domain import paging
 from makima.domain.contract_types import ContractTypeDefinition
 from makima.domain.gates import phase_move
 from makima.domain.models import CompletedDeliverable, Contract, ContractEvent
@@ -21,7 +19,6 @@ from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
 from makima.errors import (
     Forbidden,
-    InvalidCursor,
     InvalidTransition,
     PhaseGuardRequired,
     ValidationFailed,
@@ -132,17 +129,12 @@ def get_contract(db: Database, principal: Principal, contract_id: UUID) -> Contr
 
 
 def encode_cursor(contract: Contract) -> str:
-    raw = json.dumps([contract.created_at.isoformat(), str(contract.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode_cursor((contract.created_at, contract.id))
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created, ident = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created), UUID(ident)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidCursor("invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor}) from exc
+    created, ident = paging.decode_cursor(cursor, (datetime, UUID))
+    return created, ident
 
 
 @dataclass(frozen=True)
@@ -370,11 +362,17 @@ def complete_deliverable(
 
 
 def list_events(
-    db: Database, principal: Principal, contract_id: UUID, *, after_id: int = 0, limit: int = 100
-) -> list[ContractEvent]:
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    after_id: int = 0,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> paging.Page[ContractEvent]:
+    """A page of the contract's event log, oldest first, after ``after_id`` or ``cursor``."""
+    after = paging.after_id(cursor, after_id)
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
-        return [
-            ContractEvent.model_validate(r)
-            for r in events_sql.list_for_contract(conn, contract_id, after_id=after_id, limit=limit)
-        ]
+        rows = events_sql.list_for_contract(conn, contract_id, after_id=after, limit=limit + 1)
+    return paging.mapped(paging.page_of(rows, limit, lambda r: (r["id"],)), ContractEvent.model_validate)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from makima.db import daemons as daemons_sql
 from makima.db.connection import Conn, Database, transaction
+from makima.domain import paging
+from makima.domain.paging import Page
 from makima.domain.principals import Principal, Role
 from makima.domain.supervisors import DaemonRecord, TaskClaim, WorktreeRecord
 from makima.errors import Conflict, Forbidden, NotFound, UnknownReference
@@ -74,17 +77,47 @@ def confirm_removed(db: Database, principal: Principal, daemon_id: UUID, paths: 
         return daemons_sql.confirm_removed(conn, daemon_id, paths)
 
 
-def worktrees(db: Database, principal: Principal, daemon_id: UUID) -> list[WorktreeRecord]:
+def worktrees(
+    db: Database, principal: Principal, daemon_id: UUID, *, cursor: str | None = None, limit: int = 100
+) -> Page[WorktreeRecord]:
+    """A page of the daemon's worktrees, by path (``removed`` ones too, until the retention job
+    purges them)."""
+    after = paging.decode_cursor(cursor, (str,))[0] if cursor else None
     with transaction(db) as conn:
         _load(conn, principal, daemon_id)
-        return [WorktreeRecord.model_validate(w) for w in daemons_sql.list_worktrees(conn, daemon_id)]
+        rows = daemons_sql.list_worktrees(conn, daemon_id, after=after, limit=limit + 1)
+    return paging.mapped(paging.page_of(rows, limit, lambda r: (r["path"],)), WorktreeRecord.model_validate)
 
 
-def reassignable(db: Database, principal: Principal, limit: int) -> list[TaskClaim]:
+# Worktrees deleted per transaction by the retention job: short locks, however many piled up.
+PURGE_BATCH = 1000
+
+
+def purge_removed_worktrees(
+    db: Database, retention: timedelta, *, now: datetime | None = None, batch: int = PURGE_BATCH
+) -> int:
+    """Delete the worktrees confirmed removed (or dropped from a report) more than ``retention`` before
+    ``now`` (the scheduled ``worktree_retention`` job), a batch per transaction; how many went. Active
+    worktrees and those waiting for removal are never touched."""
+    before = (now or datetime.now(UTC)) - retention
+    purged = 0
+    while True:
+        with transaction(db) as conn:
+            n = daemons_sql.purge_removed(conn, before=before, limit=batch)
+        purged += n
+        if n < batch:
+            return purged
+
+
+def reassignable(db: Database, principal: Principal, limit: int, *, cursor: str | None = None) -> Page[TaskClaim]:
     """Tasks another daemon may adopt: of dead daemons, and supervisors stopped cleanly or dead with a
-    restart asked for."""
+    restart asked for. A page, oldest first."""
+    after = paging.decode_cursor(cursor, (datetime, UUID)) if cursor else None
     with transaction(db) as conn:
-        return [TaskClaim.model_validate(t) for t in daemons_sql.reassignable_tasks(conn, scope(principal), limit)]
+        rows = daemons_sql.reassignable_tasks(
+            conn, scope(principal), limit + 1, after=(after[0], after[1]) if after else None
+        )
+    return paging.mapped(paging.page_of(rows, limit, lambda r: (r["created_at"], r["id"])), TaskClaim.model_validate)
 
 
 def claim(db: Database, principal: Principal, task_id: UUID, daemon_id: UUID) -> TaskClaim:

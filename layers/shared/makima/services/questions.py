@@ -3,6 +3,7 @@ collects the answer."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -10,7 +11,9 @@ from makima.db import contracts as contracts_sql
 from makima.db import questions as questions_sql
 from makima.db import tasks as tasks_sql
 from makima.db.connection import Database, transaction
+from makima.domain import paging
 from makima.domain.models import Question
+from makima.domain.paging import Page
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
 from makima.errors import Conflict, Forbidden, NotFound, UnknownReference
@@ -117,11 +120,22 @@ def list_questions(
     *,
     status: str | None = None,
     undelivered: bool = False,
-) -> list[Question]:
+    cursor: str | None = None,
+    limit: int = 100,
+) -> Page[Question]:
+    """A page of the contract's questions, oldest first."""
+    after = paging.decode_cursor(cursor, (datetime, UUID)) if cursor else None
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
-        rows = questions_sql.list_for_contract(conn, contract_id, status=status, undelivered=undelivered)
-        return [Question.model_validate(r) for r in rows]
+        rows = questions_sql.list_page(
+            conn,
+            contract_id,
+            status=status,
+            undelivered=undelivered,
+            after=(after[0], after[1]) if after else None,
+            limit=limit + 1,
+        )
+    return paging.mapped(paging.page_of(rows, limit, lambda r: (r["created_at"], r["id"])), Question.model_validate)
 
 
 def acknowledge_answer(db: Database, principal: Principal, contract_id: UUID, question_id: UUID) -> Question:

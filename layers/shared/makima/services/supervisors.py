@@ -5,7 +5,7 @@ Restoration lives in ``services/restoration.py``; daemons and worktrees in ``ser
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -18,7 +18,10 @@ from makima.db import heartbeats as heartbeats_sql
 from makima.db import supervisors as supervisors_sql
 from makima.db.connection import Conn, Database, transaction
 from makima.domain import monitor as monitor_event
+from makima.domain import paging
+from makima.domain.bounds import MAX_SEQ_STEP
 from makima.domain.models import Contract
+from makima.domain.paging import Page
 from makima.domain.principals import Principal
 from makima.domain.supervisors import (
     CHECKPOINT_SAVE_POINTS,
@@ -26,6 +29,7 @@ from makima.domain.supervisors import (
     DEFAULT_CONVERSATION_MAX_BYTES,
     Heartbeat,
     HeartbeatRecord,
+    InvalidHeartbeat,
     SavePoint,
     SupervisorRecord,
     SupervisorState,
@@ -35,6 +39,9 @@ from makima.domain.supervisors import (
 from makima.errors import (
     Conflict,
     Inconsistent,
+    InvalidCursor,
+    InvalidRequest,
+    OutOfBounds,
     StaleTimestamp,
     SupervisorDead,
     SupervisorNotFound,
@@ -116,12 +123,18 @@ def start_supervisor(
 
 @dataclass(frozen=True)
 class HeartbeatAnswer:
-    task_id: UUID
+    task_id: UUID | None  # None only for a batch item too malformed to name its supervisor
     accepted: bool
     error: str | None = None
     sync_requested: bool = False
     restart_requested: bool = False
     superseded: bool = False
+    code: str | None = None  # the error code of a refused heartbeat (errors.py), as a request would get it
+    errors: list[dict[str, Any]] | None = None  # the fields at fault of an invalid batch item
+
+
+def _refused(task_id: UUID | None, code: str, message: str, **more: Any) -> HeartbeatAnswer:
+    return HeartbeatAnswer(task_id, False, message, code=code, **more)
 
 
 # Told of accepted heartbeats (their monitor envelopes) and whether state-change events were logged.
@@ -165,24 +178,27 @@ def _state_changed(
 def ingest_heartbeats(
     db: Database,
     principal: Principal,
-    heartbeats: list[Heartbeat],
+    heartbeats: Sequence[Heartbeat | InvalidHeartbeat],
     *,
     daemon_id: UUID | None = None,
     monitor: HeartbeatMonitor | None = None,
 ) -> list[HeartbeatAnswer]:
-    """Apply a batch in one statement. Each heartbeat is accepted or refused on its own (bad timestamp,
-    unknown supervisor); the answer tells each supervisor what the server wants from it. ``monitor``
+    """Apply a batch in one statement. Each heartbeat is accepted or refused on its own, with the error
+    code a request of its own would get (``INVALID_REQUEST``: a malformed item or a bad timestamp;
+    ``SUPERVISOR_NOT_FOUND``; ``CONFLICT``: superseded); the answer tells each supervisor what the
+    server wants from it. ``monitor``
     gets the monitor envelopes of the accepted ones (heartbeats are not in the event log), and whether
     the statement logged events (state changes), which then wait in the outbox."""
     now = datetime.now(UTC)
     answers: dict[int, HeartbeatAnswer] = {}
     valid: list[tuple[int, Heartbeat]] = []
     for i, hb in enumerate(heartbeats):
-        problem = _validate(hb, now)
-        if problem:
-            answers[i] = HeartbeatAnswer(hb.task_id, False, problem)
+        if isinstance(hb, InvalidHeartbeat):
+            answers[i] = _refused(hb.task_id, InvalidRequest.code, hb.message, errors=hb.errors)
+        elif problem := _validate(hb, now):
+            answers[i] = _refused(hb.task_id, InvalidRequest.code, problem)
         elif hb.contract_id is None:
-            answers[i] = HeartbeatAnswer(hb.task_id, False, "contract_id is required in a batch")
+            answers[i] = _refused(hb.task_id, InvalidRequest.code, "contract_id is required in a batch")
         else:
             valid.append((i, hb))
     # One statement (state, history, contract activity, daemon, events), so no BEGIN/COMMIT around it.
@@ -199,11 +215,11 @@ def ingest_heartbeats(
     for position, (i, hb) in enumerate(valid, start=1):
         r = by_position.get(position)
         if r is None:
-            answers[i] = HeartbeatAnswer(hb.task_id, False, "no such supervisor on that contract")
+            answers[i] = _refused(hb.task_id, SupervisorNotFound.code, "no such supervisor on that contract")
         elif r["superseded"]:
-            answers[i] = HeartbeatAnswer(
+            answers[i] = _refused(
                 hb.task_id,
-                False,
+                Conflict.code,
                 f"superseded: the supervisor was restored as generation {r['generation']}",
                 superseded=True,
             )
@@ -258,18 +274,44 @@ def heartbeat(
 # How far back the heartbeat history goes (seed 3.2): the endpoint shows no older row, and the
 # retention job drops the partitions past it (``maintain_heartbeat_partitions``).
 HEARTBEAT_RETENTION = timedelta(hours=24)
+# Rows of one (received_at, sent_at) a history cursor may skip: one batch holds at most 500 heartbeats.
+HISTORY_MAX_SKIP = 10_000
 
 
 def heartbeat_history(
-    db: Database, principal: Principal, contract_id: UUID, limit: int, *, now: datetime | None = None
-) -> list[HeartbeatRecord]:
-    """The newest heartbeats of the contract's supervisor received in the last 24 hours at ``now``."""
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    limit: int,
+    *,
+    cursor: str | None = None,
+    now: datetime | None = None,
+) -> Page[HeartbeatRecord]:
+    """A page of the heartbeats of the contract's supervisor received in the last 24 hours at ``now``,
+    newest first. The cursor is the last row's (received_at, sent_at) and how many rows of that key
+    were returned so far (``db/heartbeats.py: history``)."""
     since = (now or datetime.now(UTC)) - HEARTBEAT_RETENTION
+    before, skip = None, 0
+    if cursor:
+        received, sent, skip = paging.decode_cursor(cursor, (datetime, datetime, int))
+        before = (received, sent)
+        if skip < 0 or skip > HISTORY_MAX_SKIP:
+            raise InvalidCursor(
+                "invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor[:100]}
+            )
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = load_supervisor(conn, contract_id)
-        rows = heartbeats_sql.history(conn, sup["task_id"], limit, since=since)
-    return [HeartbeatRecord.model_validate(r) for r in rows]
+        rows = heartbeats_sql.history(conn, sup["task_id"], limit + 1, since=since, before=before, skip=skip)
+    items = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit and items:
+        last = (items[-1]["received_at"], items[-1]["sent_at"])
+        same = sum(1 for r in items if (r["received_at"], r["sent_at"]) == last)
+        # rows of the cursor's key seen on earlier pages count too, when this page did not move past it
+        seen = same + (skip if before == last else 0)
+        next_cursor = paging.encode_cursor((*last, seen))
+    return Page([HeartbeatRecord.model_validate(r) for r in items], next_cursor)
 
 
 # --- status and sync ------------------------------------------------------------------------------------
@@ -426,6 +468,12 @@ def save_state(
             raise Conflict(
                 f"stale save: sequence {s.seq} is not above the last accepted {sup['save_seq']}",
                 {"generation": sup["generation"], "save_seq": sup["save_seq"], "reason": "stale_sequence"},
+            )
+        if s.seq > sup["save_seq"] + MAX_SEQ_STEP:
+            # One wrong value must not push the counter to its top, where every later save would be stale.
+            raise OutOfBounds(
+                f"seq {s.seq} jumps more than {MAX_SEQ_STEP} above the last accepted {sup['save_seq']}: count by one",
+                {"field": "seq", "save_seq": sup["save_seq"], "max_step": MAX_SEQ_STEP},
             )
         if s.conversation_offset > sup["conversation_length"]:
             raise Inconsistent(

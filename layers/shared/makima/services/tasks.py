@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 import psycopg
@@ -10,7 +11,9 @@ from makima.db import contracts as contracts_sql
 from makima.db import supervisors as supervisors_sql
 from makima.db import tasks as tasks_sql
 from makima.db.connection import Conn, Database, transaction
+from makima.domain import paging
 from makima.domain.models import Contract, Task
+from makima.domain.paging import Page
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
 from makima.domain.tasks import FINISHED, TaskStatus, check_task_transition
@@ -83,10 +86,15 @@ def spawn_task_locked(
     return task
 
 
-def list_tasks(db: Database, principal: Principal, contract_id: UUID) -> list[Task]:
+def list_tasks(
+    db: Database, principal: Principal, contract_id: UUID, *, cursor: str | None = None, limit: int = 100
+) -> Page[Task]:
+    """A page of the contract's tasks, oldest first."""
+    after = paging.decode_cursor(cursor, (datetime, UUID)) if cursor else None
     with transaction(db) as conn:
         load_contract(conn, principal, contract_id)
-        return [Task.model_validate(r) for r in tasks_sql.list_for_contract(conn, contract_id)]
+        rows = tasks_sql.list_page(conn, contract_id, after=(after[0], after[1]) if after else None, limit=limit + 1)
+    return paging.mapped(paging.page_of(rows, limit, lambda r: (r["created_at"], r["id"])), Task.model_validate)
 
 
 def get_task(db: Database, principal: Principal, contract_id: UUID, task_id: UUID) -> Task:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import Response, status
 
 from makima.api.deps import DB, Caller, Events
 from makima.api.idempotency import idempotent
+from makima.api.paging import Cursor, limit_query
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TokenCreate, TokenIssued, TokenList, TokenOut, UserCreate, UserList, UserOut
 from makima.errors import Conflict, NotFound, ValidationFailed
@@ -28,8 +30,12 @@ def create_user(body: UserCreate, db: DB, caller: Caller) -> UserOut:
 
 
 @router.get("/users", response_model=UserList)
-def list_users(db: DB, caller: Caller) -> UserList:
-    return UserList(users=[UserOut.model_validate(u.model_dump()) for u in auth.list_users(db, caller)])
+def list_users(
+    db: DB, caller: Caller, cursor: Cursor = None, limit: Annotated[int, limit_query(500)] = 100
+) -> UserList:
+    """Oldest first, a page at a time."""
+    page = auth.list_users(db, caller, cursor=cursor, limit=limit)
+    return UserList(users=[UserOut.model_validate(u.model_dump()) for u in page.items], next_cursor=page.next_cursor)
 
 
 @router.post(
@@ -45,8 +51,12 @@ def issue_token(user_id: UUID, body: TokenCreate, db: DB, caller: Caller) -> Tok
 
 
 @router.get("/users/{user_id}/tokens", response_model=TokenList, responses=raises(NotFound))
-def list_tokens(user_id: UUID, db: DB, caller: Caller) -> TokenList:
-    return TokenList(tokens=[TokenOut.model_validate(t.model_dump()) for t in auth.list_tokens(db, caller, user_id)])
+def list_tokens(
+    user_id: UUID, db: DB, caller: Caller, cursor: Cursor = None, limit: Annotated[int, limit_query(500)] = 100
+) -> TokenList:
+    """Oldest first, a page at a time."""
+    page = auth.list_tokens(db, caller, user_id, cursor=cursor, limit=limit)
+    return TokenList(tokens=[TokenOut.model_validate(t.model_dump()) for t in page.items], next_cursor=page.next_cursor)
 
 
 @router.delete(

@@ -9,8 +9,10 @@ from fastapi import Query, status
 
 from makima.api.deps import DB, Caller
 from makima.api.idempotency import idempotent
+from makima.api.paging import Cursor, limit_query
 from makima.api.routers._common import make_router
 from makima.api.schemas import MessageCreate, MessageList, MessageOut
+from makima.domain.bounds import MAX_ID
 from makima.errors import ContractNotFound
 from makima.services import chat as svc
 
@@ -28,8 +30,12 @@ def list_messages(
     contract_id: UUID,
     db: DB,
     caller: Caller,
-    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID, description="Messages after this id (or pass cursor).")] = 0,
+    cursor: Cursor = None,
+    limit: Annotated[int, limit_query(500)] = 100,
 ) -> MessageList:
-    msgs = svc.list_messages(db, caller, contract_id, after_id=after_id, limit=limit)
-    return MessageList(messages=[MessageOut.model_validate(m.model_dump()) for m in msgs])
+    """Oldest first, a page at a time."""
+    page = svc.list_messages(db, caller, contract_id, after_id=after_id, cursor=cursor, limit=limit)
+    return MessageList(
+        messages=[MessageOut.model_validate(m.model_dump()) for m in page.items], next_cursor=page.next_cursor
+    )

@@ -9,6 +9,7 @@ from fastapi import Body, Path
 from pydantic import BaseModel, ValidationError
 
 from makima.api.deps import DB, Caller
+from makima.api.paging import Cursor, limit_query, next_cursor
 from makima.api.routers._common import make_router, raises
 from makima.domain.contract_types import ContractTypeDefinition
 from makima.errors import Conflict, Inconsistent, InvalidDefinition, NotFound
@@ -20,11 +21,16 @@ TypeName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 
 class ContractTypeList(BaseModel):
     contract_types: list[ContractTypeDefinition]
+    next_cursor: str | None = next_cursor()
 
 
 @router.get("/contract-types", response_model=ContractTypeList)
-def list_contract_types(db: DB, _: Caller) -> ContractTypeList:
-    return ContractTypeList(contract_types=svc.list_types(db))
+def list_contract_types(
+    db: DB, _: Caller, cursor: Cursor = None, limit: Annotated[int, limit_query(500)] = 100
+) -> ContractTypeList:
+    """By name, a page at a time."""
+    page = svc.list_types(db, cursor=cursor, limit=limit)
+    return ContractTypeList(contract_types=page.items, next_cursor=page.next_cursor)
 
 
 @router.get("/contract-types/{name}", response_model=ContractTypeDefinition, responses=raises(NotFound))

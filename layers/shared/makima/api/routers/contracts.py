@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -25,6 +26,7 @@ from makima.errors import (
 from makima.services import contracts as svc
 
 router = make_router("contracts")
+MAX_THRESHOLD = timedelta(days=36_500)
 router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
@@ -111,6 +113,8 @@ def list_contracts(
             )
         except ValueError as exc:
             raise BadRequest(str(exc), {"threshold": threshold}) from None
+        if stale_threshold > MAX_THRESHOLD:  # "now - threshold" must stay a date (999999999d is not)
+            raise BadRequest(f"threshold {threshold!r} is too long: at most 100 years", {"threshold": threshold})
     page = svc.list_contracts(
         db,
         caller,

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query, status
+from fastapi import status
 from pydantic import BaseModel, Field
 
 from makima.api.deps import DB, Caller, Config
 from makima.api.idempotency import idempotent
+from makima.api.paging import Cursor, limit_query, next_cursor
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TEXT, Body
 from makima.domain.strict import Int
@@ -19,6 +20,9 @@ from makima.errors import Conflict, NotFound, UnknownReference
 from makima.services import daemons as svc
 
 router = make_router("daemons")
+# The worktrees one daemon heartbeat may report (and confirm removed in one request): a report
+# replaces the last one, so this also bounds what a daemon holds. More than a host runs at once.
+MAX_REPORTED_WORKTREES = 1000
 
 
 class DaemonRegister(Body):
@@ -55,7 +59,9 @@ class WorktreeIn(Body):
 
 class DaemonHeartbeat(Body):
     worktrees: list[WorktreeIn] | None = Field(
-        default=None, max_length=10_000, description="Everything the daemon holds now (replaces the last report)."
+        default=None,
+        max_length=MAX_REPORTED_WORKTREES,
+        description=f"Everything the daemon holds now (replaces the last report); at most {MAX_REPORTED_WORKTREES}.",
     )
 
 
@@ -73,7 +79,9 @@ class DaemonHeartbeatAnswer(BaseModel):
 
 
 class WorktreesRemoved(Body):
-    paths: list[str] = Field(min_length=1, max_length=10_000)
+    paths: list[Annotated[str, Field(min_length=1, max_length=4096, pattern=TEXT)]] = Field(
+        min_length=1, max_length=MAX_REPORTED_WORKTREES
+    )
 
 
 class RemovedAnswer(BaseModel):
@@ -89,6 +97,7 @@ class WorktreeRecord(WorktreeOut):
 
 class WorktreeList(BaseModel):
     worktrees: list[WorktreeRecord]
+    next_cursor: str | None = next_cursor()
 
 
 class ReassignableTask(BaseModel):
@@ -102,6 +111,7 @@ class ReassignableTask(BaseModel):
 
 class ReassignableList(BaseModel):
     tasks: list[ReassignableTask]
+    next_cursor: str | None = next_cursor()
 
 
 class ClaimIn(Body):
@@ -142,8 +152,12 @@ def daemon_heartbeat(
 
 
 @router.get("/daemons/{daemon_id}/worktrees", response_model=WorktreeList, responses=raises(NotFound))
-def list_worktrees(daemon_id: UUID, db: DB, caller: Caller) -> WorktreeList:
-    return WorktreeList(worktrees=[WorktreeRecord(**w.model_dump()) for w in svc.worktrees(db, caller, daemon_id)])
+def list_worktrees(
+    daemon_id: UUID, db: DB, caller: Caller, cursor: Cursor = None, limit: Annotated[int, limit_query(1000)] = 100
+) -> WorktreeList:
+    """By path, a page at a time."""
+    page = svc.worktrees(db, caller, daemon_id, cursor=cursor, limit=limit)
+    return WorktreeList(worktrees=[WorktreeRecord(**w.model_dump()) for w in page.items], next_cursor=page.next_cursor)
 
 
 @router.post("/daemons/{daemon_id}/worktrees/removed", response_model=RemovedAnswer, responses=raises(NotFound))
@@ -152,8 +166,14 @@ def worktrees_removed(daemon_id: UUID, body: WorktreesRemoved, db: DB, caller: C
 
 
 @router.get("/tasks/reassignable", response_model=ReassignableList)
-def reassignable(db: DB, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> ReassignableList:
-    return ReassignableList(tasks=[ReassignableTask(**t.model_dump()) for t in svc.reassignable(db, caller, limit)])
+def reassignable(
+    db: DB, caller: Caller, cursor: Cursor = None, limit: Annotated[int, limit_query(500)] = 100
+) -> ReassignableList:
+    """Oldest first, a page at a time."""
+    page = svc.reassignable(db, caller, limit, cursor=cursor)
+    return ReassignableList(
+        tasks=[ReassignableTask(**t.model_dump()) for t in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.post("/tasks/{task_id}/claim", response_model=ReassignableTask, responses=raises(UnknownReference, Conflict))

@@ -3,17 +3,19 @@ with the smallest app. Behind the ``supervisor_heartbeat`` flag."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, GetCoreSchemaHandler, GetPydanticSchema, TypeAdapter, ValidationError
+from pydantic_core import core_schema
 
 from makima.api.after_write import HANDLED
 from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, Events, feature
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import Body
-from makima.domain.supervisors import Heartbeat
+from makima.domain.supervisors import Heartbeat, InvalidHeartbeat
 from makima.errors import ContractNotFound, FeatureDisabled, Inconsistent, StaleTimestamp, SupervisorNotFound
 from makima.flags import Flag
 from makima.services import supervisors as svc
@@ -25,19 +27,78 @@ router.dependencies.append(feature(Flag.SUPERVISOR_HEARTBEAT))
 MAX_BATCH = 500
 
 
+class FieldError(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
 class HeartbeatAnswerOut(BaseModel):
-    task_id: UUID
+    task_id: UUID | None = Field(description="Null only for a batch item without a readable task_id.")
     accepted: bool
     error: str | None = None
+    code: str | None = Field(
+        default=None,
+        description="Why it was refused: INVALID_REQUEST (a field; see errors), SUPERVISOR_NOT_FOUND, "
+        "CONFLICT (superseded).",
+    )
+    errors: list[FieldError] | None = Field(default=None, description="The fields at fault of an invalid item.")
     sync_requested: bool = Field(default=False, description="Send your full state (PUT …/supervisor/state) now.")
     restart_requested: bool = Field(default=False, description="Restart yourself (save, stop, restore).")
     superseded: bool = Field(default=False, description="You were restored elsewhere: stop.")
     heartbeat_interval_seconds: int = Field(description="Beat at this interval (the service's setting).")
 
 
+_ONE = TypeAdapter(Heartbeat)
+
+
+def _items(value: Any, handler: core_schema.ValidatorFunctionWrapHandler) -> list[Heartbeat | InvalidHeartbeat]:
+    """The batch's items, each validated on its own: an invalid one becomes an ``InvalidHeartbeat``
+    answered with its own error, instead of failing the whole batch (and the valid heartbeats in it)
+    with a 422. The usual, all-valid batch is validated in one pass of pydantic-core; only a batch
+    with a bad item is gone through again item by item. A list of the wrong length stays a 422."""
+    try:
+        items: list[Heartbeat | InvalidHeartbeat] = handler(value)
+        return items
+    except ValidationError:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATCH:
+            raise
+        return [_item(v) for v in value]
+
+
+def _item(value: Any) -> Heartbeat | InvalidHeartbeat:
+    try:
+        return _ONE.validate_python(value)
+    except ValidationError as exc:
+        errors = [
+            {"loc": [str(p) for p in e["loc"]], "msg": str(e["msg"]), "type": str(e["type"])} for e in exc.errors()
+        ]
+        where = ".".join(errors[0]["loc"]) or "item"
+        return InvalidHeartbeat(_task_id(value), f"{where}: {errors[0]['msg']}", errors)
+
+
+def _task_id(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value["task_id"])) if isinstance(value, dict) and "task_id" in value else None
+    except ValueError:
+        return None
+
+
+def _items_schema(_: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    batch = core_schema.list_schema(handler(Heartbeat), min_length=1, max_length=MAX_BATCH)
+    return core_schema.no_info_wrap_validator_function(_items, batch)
+
+
+# The OpenAPI document shows a list of Heartbeat; validation keeps the invalid ones as InvalidHeartbeat.
+HeartbeatItems = Annotated[list[Heartbeat | InvalidHeartbeat], GetPydanticSchema(_items_schema)]
+
+
 class HeartbeatBatch(Body):
+    """A malformed envelope (not an object, unknown fields, no list, none or more than 500 items) is a
+    422; an item is answered on its own in ``results``."""
+
     daemon_id: UUID | None = Field(default=None, description="The daemon sending the batch (marks it live).")
-    heartbeats: list[Heartbeat] = Field(min_length=1, max_length=MAX_BATCH)
+    heartbeats: HeartbeatItems
 
 
 class HeartbeatBatchAnswer(BaseModel):
@@ -65,7 +126,9 @@ async def heartbeat(
 ) -> HeartbeatAnswerOut:
     monitor = events.heartbeats if events is not None else None
     answer = await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)
-    return HeartbeatAnswerOut(**vars(answer), heartbeat_interval_seconds=settings.contracts.heartbeat_interval_seconds)
+    return HeartbeatAnswerOut.model_validate(
+        {**vars(answer), "heartbeat_interval_seconds": settings.contracts.heartbeat_interval_seconds}
+    )
 
 
 @router.post("/supervisors/heartbeats", response_model=HeartbeatBatchAnswer)
@@ -79,7 +142,9 @@ async def heartbeat_batch(
     accepted = sum(a.accepted for a in answers)
     interval = settings.contracts.heartbeat_interval_seconds
     return HeartbeatBatchAnswer(
-        results=[HeartbeatAnswerOut(**vars(a), heartbeat_interval_seconds=interval) for a in answers],
+        results=[
+            HeartbeatAnswerOut.model_validate({**vars(a), "heartbeat_interval_seconds": interval}) for a in answers
+        ],
         accepted=accepted,
         rejected=len(answers) - accepted,
         heartbeat_interval_seconds=interval,

@@ -10,6 +10,7 @@ from fastapi import Query, status
 
 from makima.api.deps import DB, Caller, Policy
 from makima.api.idempotency import idempotent
+from makima.api.paging import Cursor, limit_query
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import QuestionAnswer, QuestionCreate, QuestionList, QuestionOut
 from makima.domain.models import Question
@@ -56,9 +57,14 @@ def list_questions(
     caller: Caller,
     status_: Annotated[Literal["pending", "answered"] | None, Query(alias="status")] = None,
     undelivered: Annotated[bool, Query(description="Only answers the supervisor has not acknowledged.")] = False,
+    cursor: Cursor = None,
+    limit: Annotated[int, limit_query(500)] = 100,
 ) -> QuestionList:
-    qs = svc.list_questions(db, caller, contract_id, status=status_, undelivered=undelivered)
-    return QuestionList(questions=[_out(q) for q in qs])
+    """Oldest first, a page at a time."""
+    page = svc.list_questions(
+        db, caller, contract_id, status=status_, undelivered=undelivered, cursor=cursor, limit=limit
+    )
+    return QuestionList(questions=[_out(q) for q in page.items], next_cursor=page.next_cursor)
 
 
 @router.post(

@@ -16,8 +16,10 @@ from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, feature
 from makima.api.idempotency import idempotent
 from makima.api.json_bounds import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_QUESTIONS_BYTES, bounded
+from makima.api.paging import Cursor, limit_query, next_cursor
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TEXT, Body, ContractOut
+from makima.domain.bounds import INT4_MAX, MAX_SEQ
 from makima.domain.strict import NO_BOOL, Bool, Int
 from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
 from makima.errors import (
@@ -27,6 +29,7 @@ from makima.errors import (
     Inconsistent,
     InvalidTransition,
     NotFound,
+    OutOfBounds,
     SupervisorDead,
     SupervisorNotFound,
     UnknownReference,
@@ -141,14 +144,18 @@ class HeartbeatRecord(BaseModel):
 
 class HeartbeatHistory(BaseModel):
     heartbeats: list[HeartbeatRecord]
+    next_cursor: str | None = next_cursor()
 
 
 @router.get("/contracts/{contract_id}/supervisor/heartbeats", response_model=HeartbeatHistory, dependencies=HEARTBEATS)
 def heartbeat_history(
-    contract_id: UUID, db: DB, caller: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 10
+    contract_id: UUID, db: DB, caller: Caller, cursor: Cursor = None, limit: Annotated[int, limit_query(1000)] = 10
 ) -> HeartbeatHistory:
-    rows = svc.heartbeat_history(db, caller, contract_id, limit)
+    """Newest first, a page at a time, over the last 24 hours."""
+    page = svc.heartbeat_history(db, caller, contract_id, limit, cursor=cursor)
+    rows = page.items
     return HeartbeatHistory(
+        next_cursor=page.next_cursor,
         heartbeats=[
             HeartbeatRecord(
                 timestamp=r.sent_at,
@@ -160,7 +167,7 @@ def heartbeat_history(
                 pending_task_ids=r.pending_task_ids,
             )
             for r in rows
-        ]
+        ],
     )
 
 
@@ -279,13 +286,22 @@ def _persisted(w: svc.StateWindow) -> Response:
 
 
 class StateSaveIn(Body):
-    generation: Int = Field(ge=1, description="The generation the supervisor runs as (from start or restore).")
-    seq: Int = Field(ge=1, description="Above the last accepted save's; a lower one is refused (409).")
+    generation: Int = Field(
+        ge=1, le=INT4_MAX, description="The generation the supervisor runs as (from start or restore)."
+    )
+    seq: Int = Field(
+        ge=1,
+        le=MAX_SEQ,
+        description="Above the last accepted save's (a lower one is refused, 409) and at most 2^32 above it "
+        "(422): count by one.",
+    )
     save_point: SavePoint
     state: SupervisorState
     phase: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
     current_activity: str = Field(default="", max_length=2000, pattern=TEXT)
-    conversation_offset: Int = Field(default=0, ge=0, description="How many messages the server already has.")
+    conversation_offset: Int = Field(
+        default=0, ge=0, le=INT4_MAX, description="How many messages the server already has."
+    )
     conversation_append: list[Annotated[dict[str, Any], bounded(MAX_MESSAGE_BYTES)]] = Field(
         default_factory=list,
         max_length=500,
@@ -332,7 +348,9 @@ class StateSaved(BaseModel):
     updated_at: datetime
 
 
-@router.put("/contracts/{contract_id}/supervisor/state", response_model=StateSaved, responses=raises(Inconsistent))
+@router.put(
+    "/contracts/{contract_id}/supervisor/state", response_model=StateSaved, responses=raises(Inconsistent, OutOfBounds)
+)
 def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller, settings: Config) -> StateSaved:
     s = svc.save_state(
         db,

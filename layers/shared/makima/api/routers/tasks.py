@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import status
 
 from makima.api.deps import DB, Caller, Policy
 from makima.api.idempotency import idempotent
+from makima.api.paging import Cursor, limit_query
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TaskCreate, TaskList, TaskOut, TaskStatusChange
 from makima.errors import Conflict, ContractNotFound, InvalidTransition, NotFound, ValidationFailed
@@ -34,8 +36,12 @@ def spawn_task(contract_id: UUID, body: TaskCreate, db: DB, caller: Caller) -> T
 
 
 @router.get("/contracts/{contract_id}/tasks", response_model=TaskList)
-def list_tasks(contract_id: UUID, db: DB, caller: Caller) -> TaskList:
-    return TaskList(tasks=[TaskOut.model_validate(t.model_dump()) for t in svc.list_tasks(db, caller, contract_id)])
+def list_tasks(
+    contract_id: UUID, db: DB, caller: Caller, cursor: Cursor = None, limit: Annotated[int, limit_query(500)] = 100
+) -> TaskList:
+    """Oldest first, a page at a time."""
+    page = svc.list_tasks(db, caller, contract_id, cursor=cursor, limit=limit)
+    return TaskList(tasks=[TaskOut.model_validate(t.model_dump()) for t in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/contracts/{contract_id}/tasks/{task_id}", response_model=TaskOut, responses=raises(NotFound))

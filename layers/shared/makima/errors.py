@@ -139,6 +139,13 @@ class InvalidDefinition(InvalidRequest):
     beyond_schema = True
 
 
+class UnknownSupervisorTask(SupervisorNotFound):
+    """A heartbeat whose body names a task that is not the contract's live supervisor (or a contract with
+    none): the seed's 404 ``SUPERVISOR_NOT_FOUND``, about an id in the body as much as the URL's."""
+
+    about_body = True
+
+
 class UnknownReference(NotFound):
     """The body names a task or a daemon that does not exist or is another owner's. The URL's resource
     exists; the answer is still the 404 ``NOT_FOUND`` a missing one gets, so that another tenant's ids

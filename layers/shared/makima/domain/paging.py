@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from makima.domain.bounds import MAX_ID
-from makima.errors import BadRequest, InvalidCursor
+from makima.errors import Inconsistent, InvalidCursor
 
 T = TypeVar("T")
 KeyPart = datetime | UUID | str | int
@@ -27,7 +27,7 @@ KeyPart = datetime | UUID | str | int
 # request line (uvicorn's h11 takes 16 KiB of request line and headers, API Gateway 10 KB). The longest
 # key is a worktree path: one of up to 4096 bytes (Linux's PATH_MAX) is a cursor of about 5,500.
 MAX_CURSOR_CHARS = 8_000
-CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"  # base64url without padding
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"  # base64url without padding (an empty one is no cursor: omit it)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def after_id(cursor: str | None, after: int) -> int:
     if cursor is None:
         return after
     if after:
-        raise BadRequest("pass either cursor or after_id, not both", {"after_id": after})
+        raise Inconsistent("pass either cursor or after_id, not both", {"after_id": after})
     (ident,) = decode_cursor(cursor, (int,))
     if not 0 <= ident <= MAX_ID:  # a tampered one must not reach the bigint comparison
         raise _invalid(cursor)

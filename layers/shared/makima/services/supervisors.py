@@ -46,6 +46,7 @@ from makima.errors import (
     SupervisorDead,
     SupervisorNotFound,
     UnknownReference,
+    UnknownSupervisorTask,
 )
 from makima.services.common import load_contract, record, require_not_paused, require_workable, scope
 
@@ -267,7 +268,10 @@ def heartbeat(
     if not answer.accepted and not answer.superseded:
         with transaction(db) as conn:
             load_contract(conn, principal, contract_id)  # ContractNotFound for other owners
-        raise _not_found(contract_id)
+        raise UnknownSupervisorTask(
+            f"contract {contract_id} has no supervisor with task {hb.task_id}",
+            {"contract_id": str(contract_id), "task_id": str(hb.task_id)},
+        )
     return answer
 
 

@@ -11,6 +11,7 @@ the document; tests/e2e/test_schemathesis.py fuzzes it).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +26,7 @@ from makima.errors import (
     Forbidden,
     IdempotencyInProgress,
     IdempotencyKeyReused,
+    InvalidCursor,
     InvalidRequest,
     MakimaError,
     PayloadTooLarge,
@@ -134,6 +136,8 @@ class MakimaRouter(APIRouter):
         errors = (*self.errors, *own.pop(_RAISES, ()))
         if getattr(endpoint, IDEMPOTENT_MARKER, False):  # @idempotent: the key's own refusals
             errors = (*errors, IdempotencyKeyReused, IdempotencyInProgress)
+        if "cursor" in inspect.signature(endpoint).parameters:  # a paged list: a cursor it did not hand out
+            errors = (*errors, InvalidCursor)
         creates = own.pop(CREATES, None)
         if creates:
             kwargs["openapi_extra"] = {**(kwargs.get("openapi_extra") or {}), CREATES: creates}

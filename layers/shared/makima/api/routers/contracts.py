@@ -26,7 +26,9 @@ from makima.errors import (
 from makima.services import contracts as svc
 
 router = make_router("contracts")
-MAX_THRESHOLD = timedelta(days=36_500)
+# The longest threshold the parameter's pattern admits (five digits of weeks, about 1,900 years): "now"
+# minus it is still a date, which a longer one would not be (999999999d used to be a 500).
+MAX_THRESHOLD = timedelta(weeks=99_999)
 router.dependencies.append(STATUS_VIEW)  # the legacy status view (api/compat.py)
 
 
@@ -114,7 +116,7 @@ def list_contracts(
         except ValueError as exc:
             raise BadRequest(str(exc), {"threshold": threshold}) from None
         if stale_threshold > MAX_THRESHOLD:  # "now - threshold" must stay a date (999999999d is not)
-            raise BadRequest(f"threshold {threshold!r} is too long: at most 100 years", {"threshold": threshold})
+            raise BadRequest(f"threshold {threshold!r} is too long: at most 99999w", {"threshold": threshold})
     page = svc.list_contracts(
         db,
         caller,

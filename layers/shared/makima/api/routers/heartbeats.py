@@ -7,7 +7,16 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Request
-from pydantic import BaseModel, Field, GetCoreSchemaHandler, GetPydanticSchema, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    GetPydanticSchema,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from makima.api.after_write import HANDLED
@@ -16,7 +25,7 @@ from makima.api.deps import DB, Caller, Config, Events, feature
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import Body
 from makima.domain.supervisors import Heartbeat, InvalidHeartbeat
-from makima.errors import ContractNotFound, FeatureDisabled, Inconsistent, StaleTimestamp, SupervisorNotFound
+from makima.errors import ContractNotFound, FeatureDisabled, Inconsistent, StaleTimestamp, UnknownSupervisorTask
 from makima.flags import Flag
 from makima.services import supervisors as svc
 from makima.services.monitor import EventSink
@@ -89,8 +98,21 @@ def _items_schema(_: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSche
     return core_schema.no_info_wrap_validator_function(_items, batch)
 
 
-# The OpenAPI document shows a list of Heartbeat; validation keeps the invalid ones as InvalidHeartbeat.
-HeartbeatItems = Annotated[list[Heartbeat | InvalidHeartbeat], GetPydanticSchema(_items_schema)]
+def _items_json_schema(schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    """What the document says of the items: each is meant to be a Heartbeat, and any item is accepted
+    into the batch, an invalid one answered with its own error in ``results`` (so a schema that required
+    Heartbeat items would call an answered batch "a schema-violating request accepted")."""
+    json_schema = handler(schema)
+    json_schema["items"] = {
+        "anyOf": [json_schema["items"], {}],
+        "description": "A Heartbeat (with contract_id). An item that is not one is refused on its own, "
+        "in its result (code INVALID_REQUEST); the others are ingested.",
+    }
+    return json_schema
+
+
+# The document shows a list of (meant to be) Heartbeat; validation keeps the invalid ones as InvalidHeartbeat.
+HeartbeatItems = Annotated[list[Heartbeat | InvalidHeartbeat], GetPydanticSchema(_items_schema, _items_json_schema)]
 
 
 class HeartbeatBatch(Body):
@@ -119,7 +141,7 @@ def _handled_by(request: Request, events: EventSink | None) -> HeartbeatMonitor 
 @router.post(
     "/contracts/{contract_id}/supervisor/heartbeat",
     response_model=HeartbeatAnswerOut,
-    responses=raises(ContractNotFound, SupervisorNotFound, Inconsistent, StaleTimestamp),
+    responses=raises(ContractNotFound, UnknownSupervisorTask, Inconsistent, StaleTimestamp),
 )
 async def heartbeat(
     contract_id: UUID, body: Heartbeat, db: DB, caller: Caller, events: Events, settings: Config

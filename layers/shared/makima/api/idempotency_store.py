@@ -19,8 +19,8 @@ when the request must have died before committing).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -43,7 +43,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import D
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from makima.db import idempotency as records
-from makima.db.connection import Conn, Database, transaction
+from makima.db.connection import Conn, Database, WithinTransaction, transaction
 from makima.errors import IdempotencyInProgress, IdempotencyKeyReused, MakimaError
 
 # The prefix of every key (Powertools' default is the decorated function's dotted name, which a
@@ -59,21 +59,6 @@ class Answer:
     headers: dict[str, str]
     body: Any
     replayed: bool = False
-
-
-class InTransaction:
-    """A ``Database`` whose every connection is one connection inside an open transaction: what the
-    endpoint of a keyed request gets, so the services' ``transaction(db)`` are savepoints of it."""
-
-    def __init__(self, conn: Conn) -> None:
-        self._conn = conn
-
-    @contextmanager
-    def connection(self) -> Iterator[Conn]:
-        yield self._conn
-
-    def close(self) -> None:
-        """Nothing: the layer that opened the transaction ends it."""
 
 
 def _at(epoch_seconds: float) -> datetime:
@@ -96,13 +81,13 @@ class PostgresPersistenceLayer(BasePersistenceLayer):
 
     # --- the request's transaction ---------------------------------------------------------------------
 
-    def begin(self) -> InTransaction:
+    def begin(self) -> WithinTransaction:
         """Open the transaction the request runs in (committed by ``_update_record``)."""
         stack = ExitStack()
         conn: Conn = stack.enter_context(self.db.connection())
         stack.enter_context(conn.transaction())
         self._open, self._conn = stack, conn
-        return InTransaction(conn)
+        return WithinTransaction(conn)
 
     def commit(self) -> None:
         """Commit the request's transaction if it is still open: only when Powertools did not store the

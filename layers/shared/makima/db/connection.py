@@ -166,3 +166,20 @@ class SingleConnectionDatabase:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class WithinTransaction:
+    """A ``Database`` that is one already open transaction. A service run through it opens its
+    "transaction" as a savepoint of that one (psycopg nests ``conn.transaction()`` as SAVEPOINT), so a
+    caller that must commit several services' writes together (a batch under the locks it holds, a
+    keyed create with its stored answer) reuses the services unchanged, without a commit of their own."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        yield self._conn
+
+    def close(self) -> None:
+        """Nothing: whoever opened the transaction ends it."""

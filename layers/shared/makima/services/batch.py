@@ -38,8 +38,7 @@ and leaves ``affected_ids`` (contract ids) empty.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -50,7 +49,7 @@ import psycopg
 
 from makima.db import batch as batch_sql
 from makima.db import events as events_sql
-from makima.db.connection import Conn, Database, transaction
+from makima.db.connection import Conn, Database, WithinTransaction, transaction
 from makima.domain.metrics import BATCH_OPERATION_EVENT
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import TERMINAL, ContractStatus
@@ -140,23 +139,6 @@ class BatchResult:
 Outcome = ItemError | Literal["affected", "skipped"]
 
 
-class _Within:
-    """A ``Database`` that is one already open transaction. A service run through it opens its
-    "transaction" as a savepoint of that one (psycopg nests ``conn.transaction()`` as SAVEPOINT), so
-    the batch reuses the services unchanged, on its own connection, under the locks it already holds,
-    without a commit of their own."""
-
-    def __init__(self, conn: Conn) -> None:
-        self._conn = conn
-
-    @contextmanager
-    def connection(self) -> Iterator[Conn]:
-        yield self._conn
-
-    def close(self) -> None:
-        return None
-
-
 # --- validation -----------------------------------------------------------------------------------------
 
 
@@ -243,13 +225,15 @@ Action = Callable[[Conn, Principal, UUID, str, CompletionPolicy], None]
 
 def _move(status: ContractStatus) -> Action:
     def act(conn: Conn, principal: Principal, contract_id: UUID, reason: str, policy: CompletionPolicy) -> None:
-        contracts_svc.change_status(_Within(conn), principal, contract_id, status=status, reason=reason, policy=policy)
+        contracts_svc.change_status(
+            WithinTransaction(conn), principal, contract_id, status=status, reason=reason, policy=policy
+        )
 
     return act
 
 
 def _restart(conn: Conn, principal: Principal, contract_id: UUID, reason: str, policy: CompletionPolicy) -> None:
-    supervisors_svc.restart_supervisor(_Within(conn), principal, contract_id, reason=reason)
+    supervisors_svc.restart_supervisor(WithinTransaction(conn), principal, contract_id, reason=reason)
 
 
 def _delete(conn: Conn, principal: Principal, contract_id: UUID, reason: str, policy: CompletionPolicy) -> None:

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
 from makima.api.app import OPENAPI_URL, create_app
+from makima.api.errors import method_not_allowed
 from makima.api.routers import ALL_ROUTERS
 from makima.config import FeatureFlagsConfig
 from makima.flags import flag_document
@@ -48,6 +49,10 @@ def _routes(routes: list[BaseRoute]) -> Routes:
             continue
         if path.startswith(f"{PREFIX}/docs"):
             continue  # Swagger UI: a local convenience, not part of the deployed API
+        if not getattr(route, "include_in_schema", True) and getattr(route, "endpoint", None) is method_not_allowed:
+            # a literal path's 405 guard (api/errors.py): on AWS its request reaches the function through
+            # the parameterised route it would otherwise fall into, which answers the same 405
+            continue
         found |= {(method, path) for method in route.methods or () if method != "HEAD"}
     return found
 

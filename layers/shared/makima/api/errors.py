@@ -89,7 +89,7 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(set().union(*(methods for _, methods in literal or matching)))
 
 
-async def _not_allowed(_: Request) -> Response:
+async def method_not_allowed(_: Request) -> Response:
     raise StarletteHTTPException(405)
 
 
@@ -102,7 +102,7 @@ def claim_literal_paths(app: FastAPI) -> None:
         own = set().union(*(m for p, _, m in served if p == path))
         shadowing = set().union(*(m for p, regex, m in served if "{" in p and regex.match(path)))
         if shadowing - own:
-            guard = Route(path, _not_allowed, methods=sorted(shadowing - own), include_in_schema=False)
+            guard = Route(path, method_not_allowed, methods=sorted(shadowing - own), include_in_schema=False)
             app.router.routes.insert(0, guard)
 
 

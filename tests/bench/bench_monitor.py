@@ -68,8 +68,9 @@ from makima.config import MonitorConfig
 from makima.db import monitor as monitor_sql
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.migrate import migrate
+from makima.domain.models import User
 from makima.domain.monitor import Subscriber, from_log, public, route
-from makima.domain.principals import Role
+from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
 from makima.local.monitor import MONITOR_PATH
 from makima.services import auth
@@ -114,15 +115,20 @@ class World:
     contract_id: str
 
 
+def bench_owner(db: PooledDatabase) -> tuple[Principal, User, auth.IssuedToken]:
+    """A fresh database's admin, the owner the bench works as, and a user token of that owner."""
+    with transaction(db) as conn:
+        secret = auth.ensure_admin(conn, name="bench-admin", token=f"mkm_bench_{uuid.uuid4().hex}")
+        assert secret is not None
+        admin = auth.resolve_with(conn, secret)
+    owner = auth.create_user(db, admin, name="bench-owner", role=Role.USER)
+    return admin, owner, auth.issue_token(db, admin, owner.id, name="bench-monitor", kind="user")
+
+
 def build_world(url: str) -> World:
     db = PooledDatabase(url, min_size=1, max_size=1)
     try:
-        with transaction(db) as conn:
-            secret = auth.ensure_admin(conn, name="bench-admin", token=f"mkm_bench_{uuid.uuid4().hex}")
-            assert secret is not None
-            admin = auth.resolve_with(conn, secret)
-        owner = auth.create_user(db, admin, name="bench-owner", role=Role.USER)
-        issued = auth.issue_token(db, admin, owner.id, name="bench-monitor", kind="user")
+        _, _, issued = bench_owner(db)
         principal = auth.resolve(db, issued.secret)
         contract = contracts_svc.create_contract(
             db, principal, name="bench fan-out", description="", contract_type="simple", phase_guard=False
@@ -402,12 +408,8 @@ def load_log(url: str, events: int) -> tuple[uuid.UUID, uuid.UUID]:
     (admin user id, owner id)."""
     db = PooledDatabase(url, min_size=1, max_size=1)
     try:
-        with transaction(db) as conn:
-            secret = auth.ensure_admin(conn, name="bench-admin", token=f"mkm_bench_{uuid.uuid4().hex}")
-            assert secret is not None
-            admin = auth.resolve_with(conn, secret)
-        owner = auth.create_user(db, admin, name="bench-owner", role=Role.USER)
-        owner_principal = auth.resolve(db, auth.issue_token(db, admin, owner.id, name="t", kind="user").secret)
+        admin, owner, issued = bench_owner(db)
+        owner_principal = auth.resolve(db, issued.secret)
         ids = []
         for i in range(100):
             c = contracts_svc.create_contract(

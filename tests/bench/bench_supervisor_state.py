@@ -32,7 +32,7 @@ from makima.domain.principals import Role
 from makima.domain.supervisors import SavePoint
 from makima.services import auth
 from tests.bench.bench_contracts import bench_database
-from tests.integration.test_client import LiveServer
+from tests.integration.live import LiveServer
 
 MB = 1_000_000
 

@@ -13,6 +13,7 @@ from makima.api.app import create_app
 from makima.db.connection import PooledDatabase
 from tests.conftest import Caller
 from tests.declared import undeclared
+from tests.integration.live import LiveServer
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +68,11 @@ def lambda_container(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iter
     yield
     runtime.reset()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def live(db: PooledDatabase) -> Iterator[LiveServer]:
+    """The app under uvicorn, one per test module."""
+    server = LiveServer(create_app(db)).start()
+    yield server
+    server.stop()

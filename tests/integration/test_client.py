@@ -6,7 +6,6 @@ server for 429 and for a connection that dies after the request was sent."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import uuid
@@ -19,8 +18,6 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from makima.api.app import create_app
 from makima.client import ApiError, ApiUnreachable, MakimaApi, RetryPolicy, StaleSave, Superseded
@@ -33,49 +30,10 @@ from makima.db.migrate import migrate
 from makima.domain.supervisors import SavePoint, SupervisorState
 from makima.services import auth
 from tests.conftest import Caller, set_database_reachable
+from tests.integration.live import LiveServer, free_port
 
 pytestmark = pytest.mark.integration
 FAST = RetryPolicy(attempts=8, base_delay=0.05, max_delay=0.5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """The app under uvicorn on a thread, as ``makima dev`` serves it."""
-
-    def __init__(self, app: FastAPI, port: int | None = None) -> None:
-        self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive(), "uvicorn stopped"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def live(db: PooledDatabase) -> Iterator[LiveServer]:
-    server = LiveServer(create_app(db)).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from makima.config import ContractsConfig
 from makima.db.connection import PooledDatabase
 from makima.domain.supervisors import SavePoint
 from tests.conftest import Caller
-from tests.integration.test_client import FAST, LiveServer
+from tests.integration.live import LiveServer
+from tests.integration.test_client import FAST
 from tests.integration.test_supervisors import Sup, start
 
 pytestmark = pytest.mark.integration
@@ -152,15 +153,6 @@ def test_a_restore_whose_answer_cannot_be_built_changes_nothing(sup: Sup, databa
 
 
 # --- defect 2: the stored conversation and the answers are bounded ---------------------------------------
-
-
-@pytest.fixture(scope="module")
-def live(db: PooledDatabase) -> Iterator[LiveServer]:
-    from makima.api.app import create_app
-
-    server = LiveServer(create_app(db)).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

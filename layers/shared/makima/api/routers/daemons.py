@@ -16,6 +16,7 @@ from makima.api.paging import Cursor, limit_query, next_cursor
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TEXT, Body
 from makima.domain.strict import Int
+from makima.domain.supervisors import DaemonRecord
 from makima.errors import Conflict, NotFound, UnknownReference
 from makima.services import daemons as svc
 
@@ -33,15 +34,8 @@ class DaemonRegister(Body):
     capacity: Int = Field(default=1, ge=0, le=10_000)
 
 
-class DaemonOut(BaseModel):
-    id: UUID
-    owner_id: UUID
-    name: str
-    hostname: str
-    capacity: int
-    status: str
-    registered_at: datetime
-    last_heartbeat_at: datetime
+class DaemonOut(DaemonRecord):
+    """A daemon as the API shows it: the service's record, under the name the OpenAPI document has."""
 
 
 INTERVAL_DOC = "Beat (daemon and supervisor heartbeats) at this interval: the service's heartbeat_interval_seconds."

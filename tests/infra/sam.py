@@ -95,23 +95,27 @@ TRANSFORM = textwrap.dedent(
 
     with open(sys.argv[1], encoding="utf-8") as f:
         template = yaml_parse(f.read())
+    parameters = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     for resource in template["Resources"].values():
         for key in ("CodeUri", "ContentUri"):
             if key in resource.get("Properties", {}):
                 resource["Properties"][key] = "s3://bucket/key.zip"
-    out = transform(template, {}, NoManagedPolicies())
+    out = transform(template, parameters, NoManagedPolicies())
     with open(sys.argv[2], "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1, default=str)
     """
 )
 
 
-def translate(env: dict[str, str], work: Path) -> Path:
-    """Translate template.yaml to CloudFormation JSON in ``work``; returns the JSON file."""
+def translate(env: dict[str, str], work: Path, parameters: dict[str, str] | None = None) -> Path:
+    """Translate template.yaml to CloudFormation JSON in ``work``, with the deploy's ``parameters`` (the
+    ones SAM itself resolves; defaults otherwise) as CloudFormation hands them to the transform;
+    returns the JSON file."""
     script = work / "transform.py"
     script.write_text(TRANSFORM, encoding="utf-8")
     out = work / "template.json"
-    result = run([str(SAM_PYTHON), str(script), str(TEMPLATE), str(out)], env, 120)
+    args = [str(SAM_PYTHON), str(script), str(TEMPLATE), str(out), json.dumps(parameters or {})]
+    result = run(args, env, 120)
     assert result.returncode == 0, result.stderr[-5000:]
     return out
 

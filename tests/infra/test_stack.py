@@ -30,11 +30,22 @@ from makima.config import ContractsConfig, DashboardConfig, DatabaseConfig, Moni
 from makima.lambda_support import eventbridge, migrations, scheduled, websocket
 from makima.lambda_support.migrations import DEFAULT_WAIT_SECONDS, RESPONSE_MARGIN_SECONDS, migrations_hash
 from makima.lambda_support.observability import NAMESPACE, SERVICE, metrics
-from tests.infra.cfn import load_template, resources_of_type
+from tests.infra.cfn import (
+    Template,
+    as_list,
+    depends_on,
+    http_functions,
+    http_routes,
+    load_template,
+    of_type,
+    referenced,
+    resolve,
+    resources_of,
+    resources_of_type,
+)
 
 pytestmark = pytest.mark.infra
 
-Template = dict[str, Any]
 
 PUBLIC_ROUTES = {
     ("GET", "/api/v1/health"),
@@ -43,6 +54,10 @@ PUBLIC_ROUTES = {
     ("GET", "/dashboard/{name}"),
 }
 READS = {"GET", "HEAD", "OPTIONS"}
+# The functions that never reach PostgreSQL: the static page, and the parameters check (it only validates).
+NO_DATABASE = {"web", "parameters_check"}
+# The logical id suffix of the alias SAM makes for AutoPublishAlias: live (what the HTTP API invokes).
+ALIAS = "Aliaslive"
 SCHEDULE_JOBS = {
     "supervisor_timeouts": scheduled.supervisor_timeouts,
     "heartbeat_retention": scheduled.heartbeat_retention,
@@ -69,45 +84,6 @@ DATA_SERVICES = ("secretsmanager", "rds", "rds-db", "events", "sqs", "sns", "dyn
 # --- Reading the translated template --------------------------------------------------------------------
 
 
-def _resources(t: Template) -> dict[str, dict[str, Any]]:
-    resources: dict[str, dict[str, Any]] = t["Resources"]
-    return resources
-
-
-def _of_type(t: Template, kind: str) -> dict[str, dict[str, Any]]:
-    return {name: r for name, r in _resources(t).items() if r["Type"] == kind}
-
-
-def _referenced(value: Any) -> set[str]:
-    """Logical ids ``value`` refers to (Ref, GetAtt, ${X} / ${X.Attr} in Sub), pseudo parameters aside."""
-    found: set[str] = set()
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if key == "Ref" and isinstance(inner, str):
-                found.add(inner)
-            elif key == "Fn::GetAtt":
-                found.add(str(inner[0] if isinstance(inner, list) else inner.split(".")[0]))
-            elif key == "Fn::Sub":
-                text, variables = (inner, {}) if isinstance(inner, str) else (inner[0], inner[1])
-                names = {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text)}
-                found |= names - set(variables)
-                found |= _referenced(variables)
-            else:
-                found |= _referenced(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            found |= _referenced(inner)
-    return {name for name in found if not name.startswith("AWS::")}
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _depends_on(resource: dict[str, Any]) -> set[str]:
-    return {str(d) for d in _as_list(resource.get("DependsOn") or [])}
-
-
 @pytest.fixture(scope="module")
 def raw() -> Template:
     return load_template()
@@ -124,19 +100,7 @@ def folders(raw: Template) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def functions(translated: Template) -> dict[str, dict[str, Any]]:
-    return _of_type(translated, "AWS::Lambda::Function")
-
-
-def _http_routes(raw: Template) -> dict[str, set[tuple[str, str]]]:
-    """Function logical id -> the (METHOD, path) of its HttpApi events."""
-    return {
-        name: {
-            (str(ev["Properties"]["Method"]).upper(), str(ev["Properties"]["Path"]))
-            for ev in (fn["Properties"].get("Events") or {}).values()
-            if ev["Type"] == "HttpApi"
-        }
-        for name, fn in resources_of_type(raw, "AWS::Serverless::Function").items()
-    }
+    return of_type(translated, "AWS::Lambda::Function")
 
 
 # --- What the code uses (the expectations are derived, not restated) ---------------------------------------
@@ -175,11 +139,11 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
     """Function logical id -> what its code does that needs a permission."""
     import importlib
 
-    routes = _http_routes(raw)
+    routes = http_routes(raw)
     expected: dict[str, set[str]] = {}
     for name, folder in folders.items():
         caps: set[str] = set()
-        if folder != "web":  # everything but the static page reaches PostgreSQL
+        if folder not in NO_DATABASE:
             caps.add("read-database-secret")
         if routes[name] and folder != "web":
             router = importlib.import_module(f"makima.api.routers.{folder}").router
@@ -225,16 +189,17 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
 
 def test_every_http_route_reaches_its_function_through_the_authorizer(translated: Template, raw: Template) -> None:
     # Given the HTTP API's OpenAPI body as CloudFormation gets it, and the routes each function declares
-    body = _resources(translated)["HttpApi"]["Properties"]["Body"]
-    declared = {route: name for name, routes in _http_routes(raw).items() for route in routes}
+    body = resources_of(translated)["HttpApi"]["Properties"]["Body"]
+    declared = {route: name for name, routes in http_routes(raw).items() for route in routes}
     scheme = body["components"]["securitySchemes"]["TokenAuthorizer"]["x-amazon-apigateway-authorizer"]
 
     # Then the authorizer is the AuthorizerFunction's, keyed on the Authorization header, cached 60 s by
     # default (AuthorizerCacheSeconds: test_the_authorizer_cache_is_a_parameter_and_0_turns_it_off)
-    assert _referenced(scheme["authorizerUri"]) == {"AuthorizerFunction"}
+    assert referenced(scheme["authorizerUri"]) == {"AuthorizerFunction"}
     assert scheme["identitySource"] == ["$request.header.Authorization"]
-    assert _resolve(scheme["authorizerResultTtlInSeconds"], translated, {}) == 60
-    # And every route of the API integrates its function, behind the authorizer unless public
+    assert resolve(scheme["authorizerResultTtlInSeconds"], translated, {}) == 60
+    # And every route of the API integrates its function's live alias (what CodeDeploy shifts), behind
+    # the authorizer unless public
     served: set[tuple[str, str]] = set()
     for path, methods in body["paths"].items():
         for method, operation in methods.items():
@@ -243,7 +208,7 @@ def test_every_http_route_reaches_its_function_through_the_authorizer(translated
             integration = operation["x-amazon-apigateway-integration"]
             assert integration["type"] == "aws_proxy", route
             assert integration["payloadFormatVersion"] == "2.0", route
-            assert _referenced(integration["uri"]) == {declared[route]}, route
+            assert referenced(integration["uri"]) == {declared[route] + ALIAS}, route
             security: list[dict[str, list[str]]] = (
                 [{"NONE": []}] if route in PUBLIC_ROUTES else [{"TokenAuthorizer": []}]
             )
@@ -253,21 +218,21 @@ def test_every_http_route_reaches_its_function_through_the_authorizer(translated
 
 def test_api_gateway_may_invoke_exactly_the_http_functions(translated: Template, raw: Template) -> None:
     # Given the Lambda permissions CloudFormation creates
-    permissions = _of_type(translated, "AWS::Lambda::Permission")
+    permissions = of_type(translated, "AWS::Lambda::Permission")
     by_principal: dict[str, set[str]] = {}
     for permission in permissions.values():
         props = permission["Properties"]
         assert props["Action"] == "lambda:InvokeFunction"
         assert "SourceArn" in props, "a permission names the API or rule that may invoke"
-        by_principal.setdefault(props["Principal"], set()).update(_referenced(props["FunctionName"]))
+        by_principal.setdefault(props["Principal"], set()).update(referenced(props["FunctionName"]))
 
-    # Then API Gateway invokes the HTTP functions, the authorizer and the monitor; EventBridge the
-    # scheduled functions and the broadcaster; nothing else invokes anything
-    http = {name for name, routes in _http_routes(raw).items() if routes}
+    # Then API Gateway invokes the HTTP functions (their live aliases), the authorizer and the monitor;
+    # EventBridge the scheduled functions and the broadcaster; nothing else invokes anything
+    http = {name + ALIAS for name in http_functions(raw)}
     assert by_principal.pop("apigateway.amazonaws.com") == http | {"AuthorizerFunction", "MonitorFunction"}
     rule_targets = {
-        _referenced(target["Arn"]).pop()
-        for rule in _of_type(translated, "AWS::Events::Rule").values()
+        referenced(target["Arn"]).pop()
+        for rule in of_type(translated, "AWS::Events::Rule").values()
         for target in rule["Properties"]["Targets"]
     }
     assert by_principal.pop("events.amazonaws.com") == rule_targets
@@ -281,7 +246,7 @@ def test_every_function_logs_with_retention_traces_and_runs_in_the_private_subne
     translated: Template, functions: dict[str, dict[str, Any]]
 ) -> None:
     # Given every function CloudFormation creates, and every log group
-    groups = _of_type(translated, "AWS::Logs::LogGroup")
+    groups = of_type(translated, "AWS::Logs::LogGroup")
     by_name = {json.dumps(g["Properties"].get("LogGroupName"), sort_keys=True) for g in groups.values()}
     assert len(functions) >= 20
 
@@ -303,19 +268,19 @@ def test_every_function_logs_with_retention_traces_and_runs_in_the_private_subne
 def test_asynchronous_invocations_end_in_a_queue(translated: Template, functions: dict[str, dict[str, Any]]) -> None:
     # Given the functions something invokes asynchronously: EventBridge rules' targets (schedules and the
     # bus) and custom resources' service tokens
-    resources = _resources(translated)
+    resources = resources_of(translated)
     configs = {
-        _referenced(c["Properties"]["FunctionName"]).pop(): c["Properties"]
-        for c in _of_type(translated, "AWS::Lambda::EventInvokeConfig").values()
+        referenced(c["Properties"]["FunctionName"]).pop(): c["Properties"]
+        for c in of_type(translated, "AWS::Lambda::EventInvokeConfig").values()
     }
-    queues = _of_type(translated, "AWS::SQS::Queue")
-    policies = _of_type(translated, "AWS::SQS::QueuePolicy")
+    queues = of_type(translated, "AWS::SQS::Queue")
+    policies = of_type(translated, "AWS::SQS::QueuePolicy")
     targets = [
         (rule_name, target)
-        for rule_name, rule in _of_type(translated, "AWS::Events::Rule").items()
+        for rule_name, rule in of_type(translated, "AWS::Events::Rule").items()
         for target in rule["Properties"]["Targets"]
     ]
-    assert {_referenced(t["Arn"]).pop() for _, t in targets} == {
+    assert {referenced(t["Arn"]).pop() for _, t in targets} == {
         "BroadcasterFunction",
         "SupervisorTimeoutsFunction",
         "HeartbeatRetentionFunction",
@@ -326,34 +291,34 @@ def test_asynchronous_invocations_end_in_a_queue(translated: Template, functions
     }
 
     for rule_name, target in targets:
-        function = _referenced(target["Arn"]).pop()
+        function = referenced(target["Arn"]).pop()
         # Then a failed invocation goes to an SQS queue of the stack (Lambda's on-failure destination),
         # after at most one retry ...
         config = configs[function]
         assert config["MaximumRetryAttempts"] <= 1, function
-        queue = _referenced(config["DestinationConfig"]["OnFailure"]["Destination"]).pop()
+        queue = referenced(config["DestinationConfig"]["OnFailure"]["Destination"]).pop()
         assert queue in queues, function
         assert queues[queue]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
         # ... and so does an event the rule cannot deliver, which the queue's policy lets in from this
         # rule only
-        assert _referenced(target["DeadLetterConfig"]["Arn"]) == {queue}, rule_name
+        assert referenced(target["DeadLetterConfig"]["Arn"]) == {queue}, rule_name
         assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 3600, rule_name
-        (policy,) = (p["Properties"] for p in policies.values() if _referenced(p["Properties"]["Queues"]) == {queue})
+        (policy,) = (p["Properties"] for p in policies.values() if referenced(p["Properties"]["Queues"]) == {queue})
         (statement,) = policy["PolicyDocument"]["Statement"]
         assert statement["Principal"] == {"Service": "events.amazonaws.com"}
         assert statement["Action"] == "sqs:SendMessage"
-        assert _referenced(statement["Resource"]) == {queue}
-        assert _referenced(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == {rule_name}
-    # And the migration function, run by CloudFormation, is not retried: CloudFormation waits for its
-    # one answer (or its ServiceTimeout) and fails the deployment otherwise
+        assert referenced(statement["Resource"]) == {queue}
+        assert referenced(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == {rule_name}
+    # And the custom resources' functions (migrations, the parameters check), run by CloudFormation, are
+    # not retried: CloudFormation waits for one answer (or the ServiceTimeout) and fails the deploy otherwise
     tokens = {
-        _referenced(r["Properties"]["ServiceToken"]).pop()
+        referenced(r["Properties"]["ServiceToken"]).pop()
         for r in resources.values()
         if r["Type"] == "AWS::CloudFormation::CustomResource" or r["Type"].startswith("Custom::")
     }
-    assert tokens == {"MigrateFunction"}
-    assert configs["MigrateFunction"]["MaximumRetryAttempts"] == 0
-    assert set(configs) == {_referenced(t["Arn"]).pop() for _, t in targets} | tokens
+    assert tokens == {"MigrateFunction", "ParametersCheckFunction"}
+    assert all(configs[token]["MaximumRetryAttempts"] == 0 for token in tokens)
+    assert set(configs) == {referenced(t["Arn"]).pop() for _, t in targets} | tokens
     assert set(configs) <= set(functions)
 
 
@@ -362,22 +327,22 @@ def test_asynchronous_invocations_end_in_a_queue(translated: Template, functions
 
 def _statements(translated: Template, role: dict[str, Any]) -> list[dict[str, Any]]:
     """The statements of a role's inline policies and of the stack's managed policies it is given."""
-    managed = _of_type(translated, "AWS::IAM::ManagedPolicy")
-    found = [s for p in role["Properties"].get("Policies", []) for s in _as_list(p["PolicyDocument"]["Statement"])]
+    managed = of_type(translated, "AWS::IAM::ManagedPolicy")
+    found = [s for p in role["Properties"].get("Policies", []) for s in as_list(p["PolicyDocument"]["Statement"])]
     for arn in role["Properties"].get("ManagedPolicyArns", []):
         if isinstance(arn, str):
             assert arn.startswith("arn:aws:iam::aws:policy/"), arn
             assert arn.removeprefix("arn:aws:iam::aws:policy/") in AWS_MANAGED_POLICIES, arn
             continue
-        (name,) = _referenced(arn)
-        found += _as_list(managed[name]["Properties"]["PolicyDocument"]["Statement"])
+        (name,) = referenced(arn)
+        found += as_list(managed[name]["Properties"]["PolicyDocument"]["Statement"])
     return found
 
 
 def _capability(statement: dict[str, Any]) -> str:
     """What one statement allows, named as ``expected_capabilities`` names it (and checked exactly)."""
-    actions = sorted(_as_list(statement["Action"]))
-    resources = _referenced(statement["Resource"])
+    actions = sorted(as_list(statement["Action"]))
+    resources = referenced(statement["Resource"])
     condition = statement.get("Condition")
     if actions == ["secretsmanager:GetSecretValue"] and resources == {"DatabaseSecret"} and not condition:
         return "read-database-secret"
@@ -390,10 +355,10 @@ def _capability(statement: dict[str, Any]) -> str:
     if actions == ["events:PutEvents"] and resources == {"EventBus"}:
         assert statement["Resource"] == {"Fn::GetAtt": ["EventBus", "Arn"]}
         assert condition is not None, "PutEvents is limited to one source"
-        (source,) = _as_list(condition["StringEquals"]["events:source"])
+        (source,) = as_list(condition["StringEquals"]["events:source"])
         return f"publish:{source}"
     if actions == ["execute-api:ManageConnections"] and resources == {"MonitorApi"} and not condition:
-        arns = sorted(r["Fn::Sub"] for r in _as_list(statement["Resource"]))
+        arns = sorted(r["Fn::Sub"] for r in as_list(statement["Resource"]))
         allowed = [a.rsplit(":${MonitorApi}/", 1)[1] for a in arns]
         if allowed == ["live/DELETE/@connections/*"]:
             # Closing the connections only (the admin function, for the tokens it revokes)
@@ -410,20 +375,20 @@ def _capability(statement: dict[str, Any]) -> str:
 def test_each_function_may_do_exactly_what_its_code_does(
     translated: Template, functions: dict[str, dict[str, Any]], expected_capabilities: dict[str, set[str]]
 ) -> None:
-    roles = _of_type(translated, "AWS::IAM::Role")
+    roles = of_type(translated, "AWS::IAM::Role")
     assert set(expected_capabilities) == set(functions)
     for name, fn in functions.items():
         # Given the role CloudFormation creates for the function
-        (role_name,) = _referenced(fn["Properties"]["Role"])
+        (role_name,) = referenced(fn["Properties"]["Role"])
         statements = _statements(translated, roles[role_name])
 
         for statement in statements:
             # Then no statement uses a wildcard action (let alone on a data service), nor "*" as resource
-            actions = _as_list(statement["Action"])
+            actions = as_list(statement["Action"])
             assert statement["Effect"] == "Allow", name
             assert not [a for a in actions if "*" in a], f"{name}: wildcard action in {statement}"
             assert not [a for a in actions if a.split(":")[0] in DATA_SERVICES and a.endswith("*")], name
-            assert "*" not in _as_list(statement["Resource"]), f"{name}: Resource '*' in {statement}"
+            assert "*" not in as_list(statement["Resource"]), f"{name}: Resource '*' in {statement}"
         # And the statements are exactly the capabilities its code uses
         capabilities = [_capability(s) for s in statements]
         assert len(capabilities) == len(set(capabilities)), f"{name}: a capability granted twice"
@@ -457,28 +422,9 @@ def test_only_the_broadcaster_posts_and_only_the_publishers_publish(
     assert "read-feature-flags" not in expected_capabilities["MigrateFunction"]
 
 
-def _resolve(value: Any, template: Template, parameters: dict[str, str]) -> Any:
-    """``value`` as CloudFormation would resolve it for ``parameters`` (defaults otherwise): enough of
-    Fn::If, Fn::Equals, Fn::Not and Ref to parameters for the conditions this template uses."""
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, inner),) = value.items()
-        if key == "Ref" and inner in template["Parameters"]:
-            return str(parameters.get(inner, template["Parameters"][inner].get("Default")))
-        if key == "Fn::Equals":
-            left, right = (_resolve(v, template, parameters) for v in inner)
-            return str(left) == str(right)
-        if key == "Fn::Not":
-            return not _resolve(inner[0], template, parameters)
-        if key == "Fn::If":
-            condition, then, otherwise = inner
-            holds = _resolve(template["Conditions"][condition], template, parameters)
-            return _resolve(then if holds else otherwise, template, parameters)
-    return value
-
-
 def test_the_authorizer_cache_is_a_parameter_and_0_turns_it_off(translated: Template, raw: Template) -> None:
     # Given the authorizer as CloudFormation gets it (in the HTTP API's OpenAPI body) and the parameter
-    scheme = _resources(translated)["HttpApi"]["Properties"]["Body"]["components"]["securitySchemes"]
+    scheme = resources_of(translated)["HttpApi"]["Properties"]["Body"]["components"]["securitySchemes"]
     authorizer = scheme["TokenAuthorizer"]["x-amazon-apigateway-authorizer"]
     parameter = raw["Parameters"]["AuthorizerCacheSeconds"]
     assert parameter["Type"] == "Number"
@@ -489,7 +435,7 @@ def test_the_authorizer_cache_is_a_parameter_and_0_turns_it_off(translated: Temp
         # Then each value reaches authorizerResultTtlInSeconds as that integer - 0 included, given
         # explicitly (left out, API Gateway would cache for 300 s) - and not as the string a Ref to a
         # Number parameter would make of it
-        ttl = _resolve(authorizer["authorizerResultTtlInSeconds"], translated, {"AuthorizerCacheSeconds": str(value)})
+        ttl = resolve(authorizer["authorizerResultTtlInSeconds"], translated, {"AuthorizerCacheSeconds": str(value)})
         assert type(ttl) is int, (value, ttl)
         assert ttl == int(value)
         # And the identity source stays the Authorization header (the cache key; with the cache off, a
@@ -498,7 +444,7 @@ def test_the_authorizer_cache_is_a_parameter_and_0_turns_it_off(translated: Temp
 
 
 def test_the_proxy_may_read_the_database_secret_and_nothing_else(translated: Template) -> None:
-    role = _resources(translated)["DatabaseProxyRole"]["Properties"]
+    role = resources_of(translated)["DatabaseProxyRole"]["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "rds.amazonaws.com"}
     assert "ManagedPolicyArns" not in role
     (statement,) = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
@@ -514,15 +460,15 @@ def test_the_proxy_may_read_the_database_secret_and_nothing_else(translated: Tem
 
 def test_the_websocket_monitor_routes_integration_and_route_response(translated: Template) -> None:
     # Given the monitor API's routes, integration, route responses and stage
-    resources = _resources(translated)
-    (api_name,) = (n for n, r in _of_type(translated, "AWS::ApiGatewayV2::Api").items() if n != "HttpApi")
+    resources = resources_of(translated)
+    (api_name,) = (n for n, r in of_type(translated, "AWS::ApiGatewayV2::Api").items() if n != "HttpApi")
     api = resources[api_name]["Properties"]
     routes = {
         r["Properties"]["RouteKey"]: (name, r["Properties"])
-        for name, r in _of_type(translated, "AWS::ApiGatewayV2::Route").items()
-        if _referenced(r["Properties"]["ApiId"]) == {api_name}
+        for name, r in of_type(translated, "AWS::ApiGatewayV2::Route").items()
+        if referenced(r["Properties"]["ApiId"]) == {api_name}
     }
-    (integration_name,) = _of_type(translated, "AWS::ApiGatewayV2::Integration")
+    (integration_name,) = of_type(translated, "AWS::ApiGatewayV2::Integration")
     integration = resources[integration_name]["Properties"]
 
     # Then it is a WebSocket API routing on the message's action, with $connect, $default and
@@ -531,42 +477,45 @@ def test_the_websocket_monitor_routes_integration_and_route_response(translated:
     assert api["RouteSelectionExpression"] == "$request.body.action"
     assert set(routes) == {"$connect", "$default", "$disconnect"}
     assert integration["IntegrationType"] == "AWS_PROXY"
-    assert _referenced(integration["IntegrationUri"]) == {"MonitorFunction"}
+    assert referenced(integration["IntegrationUri"]) == {"MonitorFunction"}
     for key, (_, route) in routes.items():
         assert route["Target"] == {"Fn::Sub": f"integrations/${{{integration_name}}}"}, key
     assert routes["$connect"][1]["AuthorizationType"] == "NONE"  # the function checks ?token=
     # And $default is two-way: the function's answer goes back on the connection
     default_name, default = routes["$default"]
     assert default["RouteResponseSelectionExpression"] == "$default"
-    (response,) = _of_type(translated, "AWS::ApiGatewayV2::RouteResponse").values()
+    (response,) = of_type(translated, "AWS::ApiGatewayV2::RouteResponse").values()
     assert response["Properties"]["RouteResponseKey"] == "$default"
-    assert _referenced(response["Properties"]["RouteId"]) == {default_name}
+    assert referenced(response["Properties"]["RouteId"]) == {default_name}
     # And the stage is live, deployed, throttled and logged; API Gateway may invoke the function
     (stage_resource,) = (
         s
-        for s in _of_type(translated, "AWS::ApiGatewayV2::Stage").values()
-        if _referenced(s["Properties"]["ApiId"]) == {api_name}
+        for s in of_type(translated, "AWS::ApiGatewayV2::Stage").values()
+        if referenced(s["Properties"]["ApiId"]) == {api_name}
     )
     stage = stage_resource["Properties"]
     assert stage["StageName"] == "live"
     assert stage["AutoDeploy"] is True
-    assert stage["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+    assert stage["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "MonitorThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "MonitorThrottlingBurstLimit"},
+    }
     assert "AccessLogSettings" in stage
-    assert _depends_on(stage_resource) >= {name for name, _ in routes.values()}
+    assert depends_on(stage_resource) >= {name for name, _ in routes.values()}
 
 
 def test_the_broadcaster_takes_contract_events_and_replay_requests_from_the_bus(translated: Template) -> None:
     # Given the rules on the stack's bus
     rules = [
         r["Properties"]
-        for r in _of_type(translated, "AWS::Events::Rule").values()
-        if _referenced(r["Properties"].get("EventBusName")) == {"EventBus"}
+        for r in of_type(translated, "AWS::Events::Rule").values()
+        if referenced(r["Properties"].get("EventBusName")) == {"EventBus"}
     ]
 
     # Then exactly one, to the broadcaster, matching both sources the code publishes with
     (rule,) = rules
     (target,) = rule["Targets"]
-    assert _referenced(target["Arn"]) == {"BroadcasterFunction"}
+    assert referenced(target["Arn"]) == {"BroadcasterFunction"}
     assert set(rule["EventPattern"]["source"]) == {eventbridge.SOURCE, eventbridge.MONITOR_SOURCE}
     assert set(rule["EventPattern"]) == {"source"}
 
@@ -575,15 +524,15 @@ def test_the_broadcaster_takes_contract_events_and_replay_requests_from_the_bus(
 
 
 def test_the_network_private_subnets_endpoints_and_nat(translated: Template) -> None:
-    resources = _resources(translated)
+    resources = resources_of(translated)
     # Two private subnets in two zones, one public subnet for the NAT gateway
     a, b = resources["PrivateSubnetA"]["Properties"], resources["PrivateSubnetB"]["Properties"]
     assert a["AvailabilityZone"] != b["AvailabilityZone"]
-    for subnet in _of_type(translated, "AWS::EC2::Subnet").values():
+    for subnet in of_type(translated, "AWS::EC2::Subnet").values():
         assert subnet["Properties"]["MapPublicIpOnLaunch"] is False
     private_routes = [
         r["Properties"]
-        for r in _of_type(translated, "AWS::EC2::Route").values()
+        for r in of_type(translated, "AWS::EC2::Route").values()
         if r["Properties"]["RouteTableId"] == {"Ref": "PrivateRouteTable"}
     ]
     assert private_routes == [
@@ -598,8 +547,10 @@ def test_the_network_private_subnets_endpoints_and_nat(translated: Template) -> 
     # API (and its private DNS would break public API calls); that goes through the NAT gateway.
     endpoints = {
         r["Properties"]["ServiceName"]["Fn::Sub"].rsplit(".", 1)[1]: r["Properties"]
-        for r in _of_type(translated, "AWS::EC2::VPCEndpoint").values()
+        for r in of_type(translated, "AWS::EC2::VPCEndpoint").values()
     }
+    # (and S3 through a gateway endpoint: the custom resources' answers, test_deployment.py)
+    assert endpoints.pop("s3")["VpcEndpointType"] == "Gateway"
     assert set(endpoints) == {"secretsmanager", "appconfigdata", "events"}
     for service, endpoint in endpoints.items():
         assert endpoint["VpcEndpointType"] == "Interface", service
@@ -609,11 +560,11 @@ def test_the_network_private_subnets_endpoints_and_nat(translated: Template) -> 
 
 def _rules(translated: Template, group: str, direction: str) -> list[dict[str, Any]]:
     """The ingress or egress rules of a security group: inline and separate resources."""
-    resources = _resources(translated)
+    resources = resources_of(translated)
     inline = list(resources[group]["Properties"].get(f"SecurityGroup{direction}", []))
     kind = f"AWS::EC2::SecurityGroup{direction}"
     separate = [
-        r["Properties"] for r in _of_type(translated, kind).values() if r["Properties"]["GroupId"] == {"Ref": group}
+        r["Properties"] for r in of_type(translated, kind).values() if r["Properties"]["GroupId"] == {"Ref": group}
     ]
     return inline + separate
 
@@ -625,7 +576,7 @@ def test_security_groups_open_only_the_database_path(translated: Template) -> No
         for rule in _rules(translated, group, direction):
             if rule.get("IpProtocol") == "icmp" and rule.get("CidrIp") == "255.255.255.255/32":
                 continue  # the "nothing" rule that replaces the default allow-all egress
-            peer = _referenced(rule[key]).pop() if key in rule else rule["CidrIp"]
+            peer = referenced(rule[key]).pop() if key in rule else rule["CidrIp"]
             assert rule["IpProtocol"] == "tcp", rule
             assert rule["FromPort"] == rule["ToPort"], rule
             found.add((int(rule["FromPort"]), peer))
@@ -644,7 +595,7 @@ def test_security_groups_open_only_the_database_path(translated: Template) -> No
 
 
 def test_the_database_its_secret_and_the_proxy(translated: Template, functions: dict[str, dict[str, Any]]) -> None:
-    resources = _resources(translated)
+    resources = resources_of(translated)
     secret = resources["DatabaseSecret"]["Properties"]["GenerateSecretString"]
     database = resources["Database"]
     db = database["Properties"]
@@ -681,7 +632,7 @@ def test_the_database_its_secret_and_the_proxy(translated: Template, functions: 
     assert auth["IAMAuth"] == "DISABLED"  # password auth through the secret: no rds-db:connect anywhere
     assert proxy["VpcSecurityGroupIds"] == [{"Ref": "ProxySecurityGroup"}]
     assert target_group["DBInstanceIdentifiers"] == [{"Ref": "Database"}]
-    assert _referenced(target_group["DBProxyName"]) == {"DatabaseProxy"}
+    assert referenced(target_group["DBProxyName"]) == {"DatabaseProxy"}
     # And every function is pointed at the proxy and the secret
     for name, fn in functions.items():
         env = fn["Properties"]["Environment"]["Variables"]
@@ -695,11 +646,11 @@ def test_the_database_its_secret_and_the_proxy(translated: Template, functions: 
 def test_migrations_run_at_deploy_before_any_new_code(
     translated: Template, functions: dict[str, dict[str, Any]]
 ) -> None:
-    resources = _resources(translated)
-    (name,) = _of_type(translated, "AWS::CloudFormation::CustomResource")
+    resources = resources_of(translated)
+    (name,) = of_type(translated, "AWS::CloudFormation::CustomResource")
     migrations = resources[name]
     props = migrations["Properties"]
-    layer = next(n for n in _of_type(translated, "AWS::Lambda::LayerVersion"))
+    layer = next(n for n in of_type(translated, "AWS::Lambda::LayerVersion"))
 
     # The custom resource runs the migration function, and runs it again whenever the migrations
     # (their hash, equal to the files') or the layer they ship in change
@@ -711,7 +662,7 @@ def test_migrations_run_at_deploy_before_any_new_code(
     assert props["StatementTimeoutSeconds"] == {"Ref": "DatabaseStatementTimeoutSeconds"}
     assert props["IdleInTransactionTimeoutSeconds"] == {"Ref": "DatabaseIdleInTransactionTimeoutSeconds"}
     # ... once the database is reachable through the proxy with the attached secret
-    assert _depends_on(migrations) >= {"DatabaseProxyTargetGroup", "DatabaseSecretAttachment", "SecretsManagerEndpoint"}
+    assert depends_on(migrations) >= {"DatabaseProxyTargetGroup", "DatabaseSecretAttachment", "SecretsManagerEndpoint"}
     # ... and answers before CloudFormation gives up: it waits for the database at most the
     # function's timeout less the margin it keeps to answer, and CloudFormation waits longer still
     timeout = functions["MigrateFunction"]["Properties"]["Timeout"]
@@ -719,17 +670,18 @@ def test_migrations_run_at_deploy_before_any_new_code(
     assert wait == DEFAULT_WAIT_SECONDS
     assert wait + RESPONSE_MARGIN_SECONDS < timeout <= 900
     assert int(props["ServiceTimeout"]) > timeout
-    # And every other function's new code exists only once the migrations are in
+    # And every other function's new code exists only once the migrations are in (the parameters
+    # check runs before the database even exists)
     for fn_name, fn in functions.items():
-        if fn_name != "MigrateFunction":
-            assert name in _depends_on(fn), f"{fn_name} must DependsOn {name}"
+        if fn_name not in {"MigrateFunction", "ParametersCheckFunction"}:
+            assert name in depends_on(fn), f"{fn_name} must DependsOn {name}"
 
 
 # --- Alarms and outputs ----------------------------------------------------------------------------------------
 
 
 def _alarms(translated: Template) -> list[dict[str, Any]]:
-    return [a["Properties"] for a in _of_type(translated, "AWS::CloudWatch::Alarm").values()]
+    return [a["Properties"] for a in of_type(translated, "AWS::CloudWatch::Alarm").values()]
 
 
 def _dimension(alarm: dict[str, Any], name: str) -> Any:
@@ -749,7 +701,7 @@ def test_alarms_on_every_function_queue_and_dead_supervisors(
 
     def alarmed(namespace: str, metric: str, dimension: str) -> set[str]:
         return {
-            _referenced(_dimension(a, dimension)).pop()
+            referenced(_dimension(a, dimension)).pop()
             for a in alarms
             if a.get("Namespace") == namespace and a.get("MetricName") == metric and _dimension(a, dimension)
         }
@@ -765,7 +717,7 @@ def test_alarms_on_every_function_queue_and_dead_supervisors(
             "GreaterThanOrEqualToThreshold",
         )
     # Any message in any dead-letter queue
-    queues = set(_of_type(translated, "AWS::SQS::Queue"))
+    queues = set(of_type(translated, "AWS::SQS::Queue"))
     assert alarmed("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName") == queues
     # Supervisors marked dead: the EMF metric the supervisor_timeouts job emits, with its dimensions
     assert "SupervisorsMarkedDead" in scheduled.supervisor_timeouts.__code__.co_consts
@@ -787,7 +739,7 @@ def test_alarms_on_every_function_queue_and_dead_supervisors(
         m.get("MetricStat", {}).get("Metric", {}).get("MetricName") == "5xx" for a in api_alarms for m in a["Metrics"]
     )
     # And the topic, with an e-mail subscription when the parameter gives an address
-    subscription = _resources(translated)["AlarmEmailSubscription"]
+    subscription = resources_of(translated)["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["TopicArn"] == {"Ref": "AlarmTopic"}
 
@@ -807,13 +759,13 @@ def test_outputs(translated: Template) -> None:
     assert outputs["DatabaseSecretArn"]["Value"] == {"Ref": "DatabaseSecret"}
     # The first admin's token, which the migration function registers
     assert outputs["AdminTokenSecretArn"]["Value"] == {"Ref": "AdminTokenSecret"}
-    admin = _resources(translated)["AdminTokenSecret"]["Properties"]["GenerateSecretString"]
+    admin = resources_of(translated)["AdminTokenSecret"]["Properties"]["GenerateSecretString"]
     assert admin["GenerateStringKey"] == "token"
     assert admin["PasswordLength"] >= 32
-    migrate_env = _resources(translated)["MigrateFunction"]["Properties"]["Environment"]["Variables"]
+    migrate_env = resources_of(translated)["MigrateFunction"]["Properties"]["Environment"]["Variables"]
     assert migrate_env["ADMIN_TOKEN_SECRET_ARN"] == {"Ref": "AdminTokenSecret"}
     # Every dead-letter queue's URL, to look at what failed
-    for queue in _of_type(translated, "AWS::SQS::Queue"):
+    for queue in of_type(translated, "AWS::SQS::Queue"):
         assert outputs[f"{queue}Url"]["Value"] == {"Ref": queue}
 
 
@@ -822,7 +774,7 @@ def test_outputs(translated: Template) -> None:
 
 def test_the_dashboard_page_is_told_its_origins_at_deploy_time(raw: Template, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given the web function's environment and the template's parameters
-    env = _resources(raw)["WebFunction"]["Properties"]["Environment"]["Variables"]
+    env = resources_of(raw)["WebFunction"]["Properties"]["Environment"]["Variables"]
     outputs = raw["Outputs"]
     parameters = raw["Parameters"]
 

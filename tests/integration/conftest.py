@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,6 +71,39 @@ def lambda_container(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iter
     yield
     runtime.reset()
     get_settings.cache_clear()
+
+
+Output = Callable[[], tuple[list[dict[str, Any]], dict[str, float]]]
+
+
+@pytest.fixture
+def output(capsys: pytest.CaptureFixture[str]) -> Iterator[Output]:
+    """``output()``: what the handlers wrote since the last call, as CloudWatch would read it: the JSON
+    log lines (the Powertools logger's stream, redirected here), and the EMF metrics printed to stdout
+    (name -> value, summed)."""
+    from makima.lambda_support import observability
+
+    handler = observability.logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    logged = io.StringIO()
+    previous = handler.setStream(logged)
+
+    def read() -> tuple[list[dict[str, Any]], dict[str, float]]:
+        logs = [json.loads(line) for line in logged.getvalue().splitlines() if line.startswith("{")]
+        logged.seek(0)
+        logged.truncate()
+        values: dict[str, float] = {}
+        for line in capsys.readouterr().out.splitlines():
+            record = json.loads(line) if line.startswith("{") else {}
+            for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
+                for metric in directive["Metrics"]:
+                    values[metric["Name"]] = values.get(metric["Name"], 0.0) + sum(record[metric["Name"]])
+        return logs, values
+
+    try:
+        yield read
+    finally:
+        handler.setStream(previous)
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from makima.services import contracts as contracts_svc
 from makima.services import daemons as daemons_svc
 from makima.services import supervisors as supervisors_svc
 from tests.conftest import Caller
+from tests.integration.conftest import Output
 
 pytestmark = [
     pytest.mark.integration,
@@ -135,7 +136,7 @@ SCHEDULED_FUNCTIONS = {
 EVENT_FUNCTIONS = {"monitor", "broadcaster"}
 # The migration custom resource (tests/integration/test_migration_resource.py) and the static dashboard
 # page (events/web/, tests/infra/test_sam.py): no HTTP API sample events of their own here.
-DEPLOY_AND_PAGE_FUNCTIONS = {"migrate", "web"}
+DEPLOY_AND_PAGE_FUNCTIONS = {"migrate", "parameters_check", "web"}
 
 
 def function_of(event_name: str) -> str:
@@ -758,3 +759,25 @@ def test_every_http_function_has_sample_events() -> None:
     others = SCHEDULED_FUNCTIONS | EVENT_FUNCTIONS | DEPLOY_AND_PAGE_FUNCTIONS
     assert not with_events & others
     assert with_events | {"authorizer"} | others == set(FUNCTIONS)
+
+
+def test_every_http_answer_is_counted_and_a_5xx_as_a_server_error(
+    monkeypatch: pytest.MonkeyPatch, world: World, output: Output
+) -> None:
+    # Given a warm container answering a read (200) and a request it refuses (404)
+    assert invoke("contracts", load_event("http/contracts_get", world.ids(world.owner)))["statusCode"] == 200
+    missing = load_event("http/contracts_get", {**world.ids(world.owner), CONTRACT_ID: str(uuid.uuid4())})
+    assert invoke("contracts", missing)["statusCode"] == 404
+    _, metrics = output()
+
+    # Then each answer is counted (the deployment canary's denominator), neither as a server error
+    assert metrics.get("HttpAnswers") == 2
+    assert "HttpServerErrors" not in metrics
+
+    # And when the database is gone, the 503 counts as a server error: what rolls a bad deploy back
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none?connect_timeout=1")
+    monkeypatch.setenv("MAKIMA_DB_CONNECT_TIMEOUT", "1")
+    runtime.reset()
+    assert invoke("contracts", load_event("http/contracts_get", world.ids(world.owner)))["statusCode"] == 503
+    _, metrics = output()
+    assert metrics == {"HttpAnswers": 1, "HttpServerErrors": 1}

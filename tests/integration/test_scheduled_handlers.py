@@ -5,11 +5,8 @@ of ``template.yaml`` invoke them on AWS.
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,11 +23,12 @@ from makima.errors import DatabaseUnavailable
 
 # Imported now, not by the first handler a test invokes: the Powertools logger keeps the stdout of the
 # moment it is created, and a test's captured stdout is closed after that test.
-from makima.lambda_support import observability, runtime
+from makima.lambda_support import runtime
 from makima.services import contracts as contracts_svc
 from makima.services import daemons as daemons_svc
 from makima.services import supervisors as supervisors_svc
 from tests.conftest import Caller
+from tests.integration.conftest import Output
 from tests.integration.test_lambda_handlers import (
     EVENTS,
     FUNCTIONS,
@@ -46,37 +44,6 @@ pytestmark = pytest.mark.integration
 def run(job: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
     """Invoke the scheduled function ``job`` with its sample event (or ``event``), as EventBridge would."""
     return handler_of(job)(event if event is not None else load_event(f"schedule/{job}"), FakeContext())
-
-
-Output = Callable[[], tuple[list[dict[str, Any]], dict[str, float]]]
-
-
-@pytest.fixture
-def output(capsys: pytest.CaptureFixture[str]) -> Iterator[Output]:
-    """``output()``: what the handlers wrote since the last call, as CloudWatch would read it: the JSON
-    log lines (the Powertools logger's stream, redirected here), and the EMF metrics printed to stdout
-    (name -> value, summed)."""
-    handler = observability.logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    logged = io.StringIO()
-    previous = handler.setStream(logged)
-
-    def read() -> tuple[list[dict[str, Any]], dict[str, float]]:
-        logs = [json.loads(line) for line in logged.getvalue().splitlines() if line.startswith("{")]
-        logged.seek(0)
-        logged.truncate()
-        values: dict[str, float] = {}
-        for line in capsys.readouterr().out.splitlines():
-            record = json.loads(line) if line.startswith("{") else {}
-            for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
-                for metric in directive["Metrics"]:
-                    values[metric["Name"]] = values.get(metric["Name"], 0.0) + sum(record[metric["Name"]])
-        return logs, values
-
-    try:
-        yield read
-    finally:
-        handler.setStream(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from typing import Any, cast
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 SERVICE = "makima-contracts"
@@ -36,6 +37,17 @@ def route_package_logs() -> None:
 
 if os.environ.get("LAMBDA_TASK_ROOT"):
     route_package_logs()
+
+
+def count_http_answer(status: int) -> None:
+    """Count an HTTP function's answer, and a 5xx among them (EMF, namespace Makima): the signal a
+    deployment's canary is judged on. A handled failure answers 500 without failing the invocation, so
+    Lambda's own Errors metric never sees it; API Gateway's 5xx metric does, but an alarm on it cannot
+    gate the functions' aliases (the API refers to them: a dependency cycle)."""
+    metrics.add_metric(name="HttpAnswers", unit=MetricUnit.Count, value=1)
+    if status >= 500:
+        metrics.add_metric(name="HttpServerErrors", unit=MetricUnit.Count, value=1)
+
 
 LambdaHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 

@@ -1,4 +1,4 @@
-"""CloudFormation custom resource: refuses parameter values the functions would refuse, before the stack builds on them."""
+"""CloudFormation custom resource: refuses parameters the functions would refuse, before anything uses them."""
 
 from makima.lambda_support.parameters_check import make_parameters_check_handler
 

@@ -41,9 +41,9 @@ def check(kind: str, endpoint: ResponseEndpoint, settings: dict[str, str] | None
     event["LogicalResourceId"] = "ParametersCheck"
     event["ResourceType"] = "Custom::ParametersCheck"
     event["ResponseURL"] = f"{endpoint.url}/response/{kind}?X-Amz-Signature=abc"
-    properties = {"ServiceToken": event["ServiceToken"]}
+    properties: dict[str, Any] = {"ServiceToken": event["ServiceToken"]}
     if settings is not None:
-        properties["Settings"] = settings  # type: ignore[assignment]
+        properties["Settings"] = settings
     event["ResourceProperties"] = properties
     handler_of("parameters_check")(event, FakeContext())
     answer: dict[str, Any] = endpoint.only().body

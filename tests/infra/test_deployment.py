@@ -10,8 +10,10 @@ import re
 from typing import Any
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from makima.config import ContractsConfig, DatabaseConfig, MonitorConfig, RateLimitsConfig
+from makima.db.migrate import own_session
 from makima.lambda_support import observability
 from makima.lambda_support.parameters_check import RefusedParameters, settings_of
 from tests.infra.cfn import (
@@ -214,6 +216,26 @@ def test_every_custom_resource_outlives_the_path_of_its_answer(translated: Templ
     migrations = depends_on(resources["DatabaseMigrations"])
     assert {"PrivateDefaultRoute", "PublicDefaultRoute", "PublicSubnetRouteTableAssociation"} <= migrations
     assert "InternetGatewayAttachment" in _closure(translated, "DatabaseMigrations")
+
+
+# --- Migrations reach the instance itself -------------------------------------------------------------------
+
+
+def test_the_migrations_connect_to_the_instance_because_the_proxy_refuses_their_sessions(raw: Template) -> None:
+    # Given migrate's own sessions: they lift the role's time limits with libpq startup options, which
+    # RDS Proxy refuses ("Feature not supported: RDS Proxy currently doesn't support command-line options")
+    url = "postgresql://makima:secret@proxy.example:5432/makima?sslmode=require"
+    assert "statement_timeout=0" in str(conninfo_to_dict(own_session(url))["options"])
+    migrate = raw["Resources"]["MigrateFunction"]["Properties"]
+
+    # Then the migration function connects to the instance's own endpoint, through a group of its own
+    # that the database admits, while every other function keeps the proxy (test_stack.py)
+    assert migrate["Environment"]["Variables"]["DB_HOST"] == {"Fn::GetAtt": ["Database", "Endpoint.Address"]}
+    assert migrate["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "MigrateSecurityGroup"}]
+    ingress = raw["Resources"]["DatabaseFromMigrateIngress"]["Properties"]
+    assert ingress["GroupId"] == {"Ref": "DatabaseSecurityGroup"}
+    assert ingress["SourceSecurityGroupId"] == {"Ref": "MigrateSecurityGroup"}
+    assert (ingress["FromPort"], ingress["ToPort"]) == (5432, 5432)
 
 
 # --- Network: a NAT gateway per zone, on one parameter ---------------------------------------------------------

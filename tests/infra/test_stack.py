@@ -256,8 +256,11 @@ def test_every_function_logs_with_retention_traces_and_runs_in_the_private_subne
         assert json.dumps({"Fn::Sub": f"/aws/lambda/${{{name}}}"}) in by_name, f"{name} has no log group"
         # ... X-Ray tracing on, and the VPC's private subnets behind the functions' security group
         assert props["TracingConfig"] == {"Mode": "Active"}, name
+        security = [{"Ref": "FunctionSecurityGroup"}] + (
+            [{"Ref": "MigrateSecurityGroup"}] if name == "MigrateFunction" else []
+        )
         assert props["VpcConfig"] == {
-            "SecurityGroupIds": [{"Ref": "FunctionSecurityGroup"}],
+            "SecurityGroupIds": security,
             "SubnetIds": [{"Ref": "PrivateSubnetA"}, {"Ref": "PrivateSubnetB"}],
         }, name
     # And every log group of the stack (functions, APIs, database, proxy) keeps the stack's retention
@@ -582,13 +585,16 @@ def test_security_groups_open_only_the_database_path(translated: Template) -> No
             found.add((int(rule["FromPort"]), peer))
         return found
 
-    # Then PostgreSQL flows functions -> proxy -> database only, HTTPS to the endpoints from the
-    # functions and the proxy, and the functions' HTTPS out (the management API through the NAT)
+    # Then PostgreSQL flows functions -> proxy -> database, and migration function -> database, only;
+    # HTTPS to the endpoints from the functions and the proxy, and the functions' HTTPS out (the
+    # management API through the NAT)
     assert peers("FunctionSecurityGroup", "Ingress") == set()
     assert peers("FunctionSecurityGroup", "Egress") == {(5432, "ProxySecurityGroup"), (443, "0.0.0.0/0")}
     assert peers("ProxySecurityGroup", "Ingress") == {(5432, "FunctionSecurityGroup")}
     assert peers("ProxySecurityGroup", "Egress") == {(5432, "DatabaseSecurityGroup"), (443, "EndpointSecurityGroup")}
-    assert peers("DatabaseSecurityGroup", "Ingress") == {(5432, "ProxySecurityGroup")}
+    assert peers("DatabaseSecurityGroup", "Ingress") == {(5432, "ProxySecurityGroup"), (5432, "MigrateSecurityGroup")}
+    assert peers("MigrateSecurityGroup", "Ingress") == set()
+    assert peers("MigrateSecurityGroup", "Egress") == {(5432, "DatabaseSecurityGroup")}
     assert peers("DatabaseSecurityGroup", "Egress") == set()
     assert peers("EndpointSecurityGroup", "Ingress") == {(443, "FunctionSecurityGroup"), (443, "ProxySecurityGroup")}
     assert peers("EndpointSecurityGroup", "Egress") == set()
@@ -633,10 +639,12 @@ def test_the_database_its_secret_and_the_proxy(translated: Template, functions: 
     assert proxy["VpcSecurityGroupIds"] == [{"Ref": "ProxySecurityGroup"}]
     assert target_group["DBInstanceIdentifiers"] == [{"Ref": "Database"}]
     assert referenced(target_group["DBProxyName"]) == {"DatabaseProxy"}
-    # And every function is pointed at the proxy and the secret
+    # And every function is pointed at the proxy and the secret, the migration function at the instance
+    # itself (test_deployment.py: migrate's sessions use startup options, which the proxy refuses)
     for name, fn in functions.items():
         env = fn["Properties"]["Environment"]["Variables"]
-        assert env["DB_HOST"] == {"Fn::GetAtt": ["DatabaseProxy", "Endpoint"]}, name
+        host = ["Database", "Endpoint.Address"] if name == "MigrateFunction" else ["DatabaseProxy", "Endpoint"]
+        assert env["DB_HOST"] == {"Fn::GetAtt": host}, name
         assert env["DB_SECRET_ARN"] == {"Ref": "DatabaseSecret"}, name
 
 

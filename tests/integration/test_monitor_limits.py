@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -393,6 +394,52 @@ def test_a_token_may_hold_only_so_many_open_monitors(
     _open(db, auth.resolve(db, issued.secret), "d", limits)
     svc.disconnect(db, first)
     svc.connect(db, third, owner.principal, ENDPOINT, limits)
+
+
+def test_two_connects_of_one_token_for_its_last_place_take_turns(
+    db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    # Given a token with one place left, taken by a connect whose transaction has not committed yet
+    owner = make_caller()
+    p = owner.principal
+    outcomes: list[bool] = []
+    with transaction(db) as first:
+        assert monitor_sql.add_connection(
+            first,
+            f"lim-x-{uuid.uuid4().hex[:8]}",
+            p.user_id,
+            is_admin=False,
+            endpoint=ENDPOINT,
+            token_id=p.token_id,
+            max_per_token=1,
+        )
+
+        # When a second connect of the same token comes meanwhile
+        def second() -> None:
+            with transaction(db) as conn:
+                outcomes.append(
+                    monitor_sql.add_connection(
+                        conn,
+                        f"lim-y-{uuid.uuid4().hex[:8]}",
+                        p.user_id,
+                        is_admin=False,
+                        endpoint=ENDPOINT,
+                        token_id=p.token_id,
+                        max_per_token=1,
+                    )
+                )
+
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(timeout=0.5)
+
+        # Then it waits for the first (the token's row lock), not counting past it
+        assert waiting.is_alive()
+        assert outcomes == []
+    waiting.join(timeout=10)
+
+    # And once the first committed, it finds the place taken
+    assert outcomes == [False]
 
 
 def test_messages_past_the_tokens_budget_are_refused_until_it_refills(

@@ -209,8 +209,13 @@ class LedgerCursor(psycopg.Cursor[DictRow]):
 def _peer_closed(conn: Conn) -> bool:
     """Whether the server (or RDS Proxy) has spoken on this idle connection: nothing is expected on an
     idle session that does not LISTEN, so a readable socket is the end of the session (EOF, or the
-    FATAL message of a terminated backend) arriving. No round trip: one ``select`` on the socket."""
+    FATAL message of a terminated backend) arriving. No round trip: one ``poll`` of the socket. (A
+    spurious wake-up costs a reconnect, never a wrong answer.)"""
     try:
+        if hasattr(select, "poll"):  # no FD_SETSIZE limit, unlike select()
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         readable, _, _ = select.select([conn.fileno()], [], [], 0)
     except (OSError, ValueError, psycopg.Error):
         return True

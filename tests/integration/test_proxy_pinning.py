@@ -8,9 +8,10 @@ for the container's life.
 
 The representative request paths run here over the one container connection, as handlers in one
 warm container would: the authorizer, HTTP writes and reads (create contract, heartbeat, supervisor
-state, dashboard, batch), the monitor's ``$connect`` / ``$default`` / ``$disconnect`` and the
-broadcaster's replay. Each enough times for psycopg to prepare what it would prepare. Then the text of
-every statement the container sent is scanned, and the same session is inspected.
+state, dashboard, batch), the monitor's ``$connect`` / ``$default`` / ``$disconnect``, the
+broadcaster's replay, and every scheduled job. The requests run enough times for psycopg to prepare
+what it would prepare. Then the text of every statement the container sent is scanned, and the same
+session is inspected.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from psycopg.rows import DictRow
 from makima.db.connection import PooledDatabase
 from makima.lambda_support import runtime
 from tests.integration.test_lambda_handlers import (  # noqa: F401  (world: a fixture used here)
+    SCHEDULED_FUNCTIONS,
     FakeContext,
     World,
     _authorizer_event,
     _http_event,
     handler_of,
     invoke,
+    load_event,
     world,
 )
 from tests.integration.test_monitor_aws import Aws, aws, broadcast, connect, send  # noqa: F401  (aws: a fixture)

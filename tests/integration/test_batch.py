@@ -414,12 +414,14 @@ def test_an_item_that_fails_after_writing_is_undone_alone(
 
 
 def _wait_for_lock_wait(database_url: str, timeout: float = 10.0) -> None:
-    """Until some session of the test database waits for a row lock."""
+    """Until some session of the test database waits for a row lock: tries ``NOWAIT`` again and again
+    (``db/batch.py: locked``), its last statement the refused lock."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(database_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE '%%FOR UPDATE NOWAIT%%' AND pid <> pg_backend_pid()"
             ).fetchone()
             if row and row[0]:
                 return
@@ -431,7 +433,7 @@ def test_a_contract_changed_while_the_batch_waits_for_it_is_rechecked(
     db: PooledDatabase, setup: Setup, boss: Caller, user: Caller, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given two active contracts, one being completed by a transaction that has not committed yet
-    monkeypatch.setattr(batch_svc, "LOCK_TIMEOUT", "30s")
+    monkeypatch.setattr(batch_svc, "LOCK_TIMEOUT", timedelta(seconds=30))
     ids = sorted([setup.contract(user, "active") for _ in range(2)])
     results: list[batch_svc.BatchResult] = []
     with psycopg.connect(database_url) as other:
@@ -457,7 +459,7 @@ def test_a_contract_held_by_another_change_is_an_error_and_the_rest_is_done(
     client: TestClient, setup: Setup, boss: Caller, user: Caller, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given three active contracts, the middle one locked by a long transaction
-    monkeypatch.setattr(batch_svc, "LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(batch_svc, "LOCK_TIMEOUT", timedelta(milliseconds=200))
     ids = sorted([setup.contract(user, "active") for _ in range(3)])
     since = setup.last_event_id()
     with psycopg.connect(database_url) as other:
@@ -898,7 +900,7 @@ def test_a_worktree_held_by_another_change_is_an_error_and_the_rest_is_done(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given two orphaned worktrees, the first locked by a long transaction (a daemon's report, say)
-    monkeypatch.setattr(batch_svc, "LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(batch_svc, "LOCK_TIMEOUT", timedelta(milliseconds=200))
     cid = setup.contract(fleet.owner, "active")
     task = fleet.task(cid)
     fleet.heartbeat([{"path": p, "task_id": task} for p in ("/l/1", "/l/2")])

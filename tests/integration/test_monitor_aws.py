@@ -33,7 +33,7 @@ from makima.db.connection import PooledDatabase, transaction
 from makima.domain.monitor import from_log
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
-from makima.lambda_support import connections, runtime
+from makima.lambda_support import connections, runtime, websocket
 from makima.lambda_support.eventbridge import EventBridgePublisher, PublishFailed
 from makima.lambda_support.http import make_http_handler
 from makima.lambda_support.websocket import ManagementApiSender
@@ -113,9 +113,11 @@ def aws(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[Aws]:
     monkeypatch.delenv("DB_SECRET_ARN", raising=False)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "1")
     runtime.reset()
+    connections.forget_clients()  # a warm container's clients belong to another moto world
     with mock_aws():
         yield Aws()
     runtime.reset()
+    connections.forget_clients()
 
 
 def ws_event(kind: str, connection_id: str, **fields: Any) -> dict[str, Any]:
@@ -164,6 +166,32 @@ def forget_earlier_events(db: PooledDatabase) -> None:
     published at once, instead of pushed through moto's bus (minutes, late in a long session)."""
     with transaction(db) as conn:
         conn.execute("UPDATE contract_events SET published_at = now() WHERE published_at IS NULL")
+
+
+def test_the_broadcaster_keeps_one_management_client_with_a_connection_per_thread(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a warm broadcaster container, and what it hands each broadcast
+    senders: list[Any] = []
+    real = monitor_svc.broadcast
+
+    def spy(database: Any, events: Any, sender: Any, *args: Any, **kwargs: Any) -> Any:
+        senders.append(sender)
+        return real(database, events, sender, *args, **kwargs)
+
+    monkeypatch.setattr(monitor_svc, "broadcast", spy)
+
+    # When it broadcasts two events (two invocations)
+    for _ in range(2):
+        handler_of("broadcaster")(load_event("eventbridge/published_status_changed"), FakeContext())
+
+    # Then both posted through the same client, whose pool has a connection for each posting thread
+    first, second = senders
+    assert first.client is second.client
+    assert first.client.meta.config.max_pool_connections == websocket.MAX_WORKERS == 32
+    assert first.client.meta.endpoint_url == ENDPOINT
+    # And the closer of the revocation path, for the same endpoint, is that client too
+    assert connections.ManagementApiCloser(ENDPOINT).client is first.client
 
 
 # --- $connect / $default / $disconnect --------------------------------------------------------------

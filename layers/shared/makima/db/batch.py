@@ -9,18 +9,31 @@ is locked (``lock_candidate``). Under READ COMMITTED a ``SELECT … FOR UPDATE``
 transaction re-evaluates its WHERE clause on the row as committed, so a contract that stopped matching
 in between (completed, resumed, deleted) comes back as no row: the batch never acts on a stale reading.
 
+A candidate is locked ``NOWAIT`` and, while another transaction holds it, tried again for a bounded
+time (``locked``): a contract held by a long change becomes one item's error instead of stalling the
+whole batch. Not ``lock_timeout``: setting it (``set_config``, even transaction-local) pins the RDS
+Proxy session of the Lambda container for its life. Each try is a new statement, so the predicate is
+evaluated again on the row as last committed, as a waiting ``FOR UPDATE`` would.
+
 An admin's batch spans every owner; a user's (the cleanup operations only) is scoped by ``owner_id`` in
 the same predicate, so another owner's contract is never listed, locked or touched.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, LiteralString
 from uuid import UUID
 
+import psycopg
+
 from makima.db.connection import Conn
+
+# The first pause between two tries of a held lock, doubled up to the longest.
+_FIRST_PAUSE = 0.01
+_LONGEST_PAUSE = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +68,21 @@ def _params(selection: Selection) -> dict[str, Any]:
     }
 
 
-def set_lock_timeout(conn: Conn, timeout: str) -> None:
-    """Bound how long this transaction waits for any row lock (``'2s'``): a contract held by a long
-    change becomes one item's error instead of stalling the whole batch."""
-    conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+def locked(conn: Conn, query: LiteralString, params: dict[str, Any], wait: timedelta) -> dict[str, Any] | None:
+    """The row of ``query`` (a ``SELECT … FOR UPDATE NOWAIT``), locked, or None when nothing matches;
+    while another transaction holds the row, tried again (with growing pauses) for ``wait``, then
+    ``LockNotAvailable``. Each try runs in a savepoint, so a refused one leaves the transaction usable."""
+    give_up = time.monotonic() + wait.total_seconds()
+    pause = _FIRST_PAUSE
+    while True:
+        try:
+            with conn.transaction():
+                return conn.execute(query, params).fetchone()
+        except psycopg.errors.LockNotAvailable:
+            if time.monotonic() + pause > give_up:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, _LONGEST_PAUSE)
 
 
 def candidates(conn: Conn, selection: Selection, *, after: UUID | None, limit: int) -> list[dict[str, Any]]:
@@ -79,13 +103,16 @@ def candidates(conn: Conn, selection: Selection, *, after: UUID | None, limit: i
     ).fetchall()
 
 
-def lock_candidate(conn: Conn, selection: Selection, contract_id: UUID) -> bool:
+def lock_candidate(conn: Conn, selection: Selection, contract_id: UUID, *, wait: timedelta) -> bool:
     """Lock the contract ``FOR UPDATE`` if it still matches ``selection``; False when it no longer does
-    (or is gone). The row lock is held until the caller's transaction (or savepoint) ends."""
-    row = conn.execute(
-        f"SELECT c.id FROM contracts c WHERE c.id = %(id)s AND {_MATCHES} FOR UPDATE",
+    (or is gone). The row lock is held until the caller's transaction (or savepoint) ends. Held by
+    another transaction for longer than ``wait``: ``LockNotAvailable``."""
+    row = locked(
+        conn,
+        f"SELECT c.id FROM contracts c WHERE c.id = %(id)s AND {_MATCHES} FOR UPDATE NOWAIT",
         {**_params(selection), "id": contract_id},
-    ).fetchone()
+        wait,
+    )
     return row is not None
 
 
@@ -172,19 +199,24 @@ def worktree_candidates(
     ).fetchall()
 
 
-def lock_worktree(conn: Conn, selection: WorktreeSelection, daemon_id: UUID, path: str) -> dict[str, Any] | None:
+def lock_worktree(
+    conn: Conn, selection: WorktreeSelection, daemon_id: UUID, path: str, *, wait: timedelta
+) -> dict[str, Any] | None:
     """Lock the worktree ``FOR UPDATE`` if it is still orphaned and selected; its ``contract_id`` and the
     contract's ``owner_id`` as they are now (null when gone), or None when it no longer matches (the
-    daemon removed it, or reported it again for work that is not finished)."""
-    return conn.execute(
+    daemon removed it, or reported it again for work that is not finished). Held by another
+    transaction for longer than ``wait``: ``LockNotAvailable``."""
+    return locked(
+        conn,
         f"""
         SELECT w.contract_id, (SELECT c.owner_id FROM contracts c WHERE c.id = w.contract_id) AS owner_id
           FROM worktrees w
          WHERE w.daemon_id = %(daemon)s AND w.path = %(path)s AND {_ORPHANED}
-           FOR UPDATE
+           FOR UPDATE NOWAIT
         """,
         {**_worktree_params(selection), "daemon": daemon_id, "path": path},
-    ).fetchone()
+        wait,
+    )
 
 
 def request_worktree_removal(conn: Conn, daemon_id: UUID, path: str) -> None:

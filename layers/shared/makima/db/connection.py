@@ -6,18 +6,36 @@ ended a session idle in a transaction past ``idle_in_transaction_session_timeout
 set by ``makima.db.migrate``) into ``DatabaseTimeout`` (503), so callers never see a driver traceback.
 Neither caches a broken connection: the next request reconnects, so service recovers by itself when
 PostgreSQL returns (and after a session the server ended).
+
+The single connection of a Lambda container reaches PostgreSQL through RDS Proxy, which multiplexes
+client sessions over its database connections between transactions, unless a session changes session
+state: then it is *pinned* to one database connection until the client disconnects. So that connection
+never prepares statements (``prepare_threshold=None``: every statement is an unnamed Parse/Bind/Execute,
+which the proxy multiplexes), and nothing sent on it sets a parameter, takes an advisory lock, listens,
+declares a cursor or creates a temporary table (``tests/integration/test_proxy_pinning.py``). The pool
+of the local stack talks to PostgreSQL directly, and keeps psycopg's default (prepared after 5 runs).
+
+A warm container's connection may have been closed by the proxy while idle (its idle client timeout, a
+failover): ``SingleConnectionDatabase`` looks at the socket before each use (a closed peer leaves it
+readable: no round trip) and reconnects; and, for a request that still meets a broken connection left
+from an earlier request before anything of it could have committed, says so (``should_rerun``) so the
+Lambda handler re-runs the request once on a new connection (``lambda_support/runtime.py: reconnecting``).
 """
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import IsolationLevel
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -41,6 +59,21 @@ def transaction(db: Database) -> Iterator[Conn]:
     """One short explicit transaction: commit on success, roll back on any exception."""
     with db.connection() as conn, conn.transaction():
         yield conn
+
+
+@contextmanager
+def snapshot(conn: Conn) -> Iterator[Conn]:
+    """One read-only REPEATABLE READ transaction on ``conn`` (idle, not in a transaction): every
+    statement in it sees the same snapshot. The characteristics travel in the ``BEGIN`` itself
+    (``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``), not in a ``SET TRANSACTION`` statement,
+    which RDS Proxy takes for a session change and pins the session for."""
+    conn.isolation_level, conn.read_only = IsolationLevel.REPEATABLE_READ, True
+    try:
+        with conn.transaction():
+            yield conn
+    finally:
+        if not (conn.closed or conn.broken):
+            conn.isolation_level, conn.read_only = None, None
 
 
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
@@ -76,7 +109,12 @@ def _translate(exc: psycopg.Error, conn: Conn | None) -> Exception | None:
 
 
 class PooledDatabase:
-    """A psycopg-pool pool: the local stack and tests, where many requests run at once."""
+    """A psycopg-pool pool: the local stack and tests, where many requests run at once.
+
+    It talks to PostgreSQL directly (no RDS Proxy), so its connections keep psycopg's default
+    ``prepare_threshold``: a statement run 5 times on a connection is prepared, and planned once."""
+
+    CONNECT_OPTIONS: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> None:
         self.url = url
@@ -88,7 +126,7 @@ class PooledDatabase:
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            kwargs={"row_factory": dict_row, "autocommit": True},
+            kwargs=dict(self.CONNECT_OPTIONS),
             # A connection that died while idle (server restart) is replaced before it is handed out.
             check=self._check_if_idle,
             reconnect_timeout=0,
@@ -121,32 +159,124 @@ class PooledDatabase:
         self.pool.close()
 
 
+@dataclass
+class _Ledger:
+    """What one request did on the container's connection, for ``should_rerun``.
+
+    ``reused``: the connection the request started with, opened by an earlier request (None: none
+    was open). ``may_have_committed``: something the request sent may have committed — a statement
+    sent outside a transaction (autocommit: it commits as it runs, and a lost answer does not say it
+    did not), or a statement that succeeded inside one (its COMMIT may follow). ``broken``: the
+    ``reused`` connection failed under the request."""
+
+    reused: Conn | None = None
+    may_have_committed: bool = False
+    broken: bool = False
+    rerun: bool = False  # this is already the re-run
+
+
+# The ledger of each open single connection, read by its cursors.
+_LEDGERS: weakref.WeakKeyDictionary[Conn, _Ledger] = weakref.WeakKeyDictionary()
+
+
+class LedgerCursor(psycopg.Cursor[DictRow]):
+    """The cursor of the single connection: notes in the request's ledger when what it sends may commit."""
+
+    def _before(self) -> bool:
+        ledger = _LEDGERS.get(self.connection)
+        outside = self.connection.info.transaction_status == TransactionStatus.IDLE
+        if ledger is not None and outside:
+            ledger.may_have_committed = True
+        return outside
+
+    def _after(self, outside: bool) -> None:
+        ledger = _LEDGERS.get(self.connection)
+        if ledger is not None and not outside:
+            ledger.may_have_committed = True
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        outside = self._before()
+        result = super().execute(*args, **kwargs)
+        self._after(outside)
+        return result
+
+    def executemany(self, *args: Any, **kwargs: Any) -> None:
+        outside = self._before()
+        super().executemany(*args, **kwargs)
+        self._after(outside)
+
+
+def _peer_closed(conn: Conn) -> bool:
+    """Whether the server (or RDS Proxy) has spoken on this idle connection: nothing is expected on an
+    idle session that does not LISTEN, so a readable socket is the end of the session (EOF, or the
+    FATAL message of a terminated backend) arriving. No round trip: one ``poll`` of the socket. (A
+    spurious wake-up costs a reconnect, never a wrong answer.)"""
+    try:
+        if hasattr(select, "poll"):  # no FD_SETSIZE limit, unlike select()
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
 class SingleConnectionDatabase:
     """One connection per process, opened lazily and re-opened after a failure (Lambda containers).
 
     A Lambda container serves one request at a time; the lock only guards against the threadpool
-    FastAPI runs sync endpoints in.
+    FastAPI runs sync endpoints in. The connection prepares no statement (``prepare_threshold=None``:
+    RDS Proxy pins a session that prepares one). ``begin_request`` / ``should_rerun`` let the
+    handler re-run a request that met a connection broken while idle (see the module docstring).
     """
+
+    # psycopg's connect options for the container's connection (tests/unit/test_connect_options.py).
+    CONNECT_OPTIONS: dict[str, Any] = {
+        "row_factory": dict_row,
+        "autocommit": True,
+        "prepare_threshold": None,
+        "cursor_factory": LedgerCursor,
+    }
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
         self._conn: Conn | None = None
         self._lock = threading.Lock()
+        self._ledger = _Ledger()
+
+    def connect_options(self) -> dict[str, Any]:
+        return {**self.CONNECT_OPTIONS, "connect_timeout": max(1, int(self.connect_timeout))}
 
     def _connect(self) -> Conn:
+        conn = self._conn
+        if conn is not None and not (conn.closed or conn.broken) and _peer_closed(conn):
+            conn.close()  # closed by the server or the proxy while idle: nothing of this request was sent on it
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
-                self._conn = psycopg.connect(
-                    self.url,
-                    row_factory=dict_row,
-                    autocommit=True,
-                    connect_timeout=max(1, int(self.connect_timeout)),
-                )
+                self._conn = psycopg.connect(self.url, **self.connect_options())
             except psycopg.OperationalError as exc:
                 self._conn = None
                 raise _unavailable(exc) from exc
+            _LEDGERS[self._conn] = self._ledger
         return self._conn
+
+    def begin_request(self, *, rerun: bool = False) -> None:
+        """A new request (or the re-run of one) starts: its ledger starts empty."""
+        with self._lock:
+            alive = self._conn is not None and not (self._conn.closed or self._conn.broken)
+            self._ledger = _Ledger(reused=self._conn if alive else None, rerun=rerun)
+            if self._conn is not None:
+                _LEDGERS[self._conn] = self._ledger
+
+    def should_rerun(self) -> bool:
+        """Whether the request that just ended should run once more on a new connection: the
+        connection it started with, left open by an earlier request, broke under it before anything
+        it sent could have committed (a BEGIN, or the first statements of a transaction that never
+        reached COMMIT); and it is not already the re-run."""
+        ledger = self._ledger
+        return ledger.broken and not ledger.may_have_committed and not ledger.rerun
 
     @contextmanager
     def connection(self) -> Iterator[Conn]:
@@ -157,6 +287,8 @@ class SingleConnectionDatabase:
             except (psycopg.OperationalError, *_TIMEOUTS) as exc:
                 if _is_connection_failure(exc, conn):
                     self._conn = None
+                    if conn is self._ledger.reused:
+                        self._ledger.broken = True
                 translated = _translate(exc, conn)
                 if translated is not None:
                     raise translated from exc

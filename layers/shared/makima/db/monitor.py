@@ -40,10 +40,14 @@ def add_connection(
     the connection, and nothing is sent on it meanwhile.
 
     With ``max_per_token`` (> 0), a token that already holds that many connections gets no new one:
-    False, nothing written. Connects of one token are serialised by a transaction-level advisory lock
-    on it, so two at once cannot both take the last place; counting uses idx_monitor_connections_token."""
+    False, nothing written. Connects of one token are serialised by a lock on the token's row (``FOR
+    NO KEY UPDATE``, held to the end of the transaction), so two at once cannot both take the last
+    place; counting uses idx_monitor_connections_token. A row lock, not an advisory lock: RDS Proxy pins
+    the session of a client that takes an advisory lock, even a transaction-level one. The mode is the
+    weakest that conflicts with itself: it does not block the foreign-key checks of rows that name the
+    token (``FOR KEY SHARE``), and a token's ``last_used_at`` touch skips a locked row."""
     if max_per_token > 0 and token_id is not None:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 7317))", (str(token_id),))
+        conn.execute("SELECT 1 FROM api_tokens WHERE id = %s FOR NO KEY UPDATE", (token_id,))
         row = conn.execute(
             "SELECT count(*) AS n FROM monitor_connections WHERE token_id = %s AND connection_id <> %s",
             (token_id, connection_id),
@@ -319,11 +323,6 @@ def log_head(conn: Conn) -> int:
     """The newest event id (0 for an empty log): one step down the primary key."""
     row = conn.execute("SELECT COALESCE(max(id), 0) AS head FROM contract_events").fetchone()
     return int(row["head"]) if row else 0
-
-
-def limit_statement_time(conn: Conn, seconds: float) -> None:
-    """This transaction's statements are cancelled after ``seconds`` (a replay's deadline)."""
-    conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{max(1, int(seconds * 1000))}ms",))
 
 
 # --- stale episodes ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,15 +20,42 @@ from makima.errors import Unauthorized
 
 log = logging.getLogger("makima.monitor")
 
+# Threads the broadcaster posts from at once (``websocket.ManagementApiSender``); the client's pool of
+# HTTP connections is sized to them, so no thread waits for a connection another holds (botocore's
+# default pool is 10: 22 of 32 threads would queue, and discard connections they opened meanwhile).
+POSTING_THREADS = 32
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
 
 def management_client(endpoint: str) -> Any:
-    """A management API client for ``endpoint``: short timeouts, no retries, so one slow call never
-    holds a revocation or a broadcast for long (tests replace this to stub the calls)."""
-    import boto3
-    from botocore.config import Config
+    """This container's management API client for ``endpoint``: one per endpoint, created on first use
+    (importing a handler builds none) and kept, so a warm container reuses its TLS connections to API
+    Gateway from one event to the next instead of building a client per event. Short timeouts, no
+    retries, so one slow call never holds a revocation or a broadcast for long; a pool of
+    ``POSTING_THREADS`` connections. Clients are thread-safe; building one is not, hence the lock.
+    (Tests replace this to stub the calls.)"""
+    with _clients_lock:
+        client = _clients.get(endpoint)
+        if client is None:
+            import boto3
+            from botocore.config import Config
 
-    config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"})
-    return boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=config)
+            config = Config(
+                connect_timeout=1,
+                read_timeout=2,
+                retries={"max_attempts": 1, "mode": "standard"},
+                max_pool_connections=POSTING_THREADS,
+            )
+            client = _clients[endpoint] = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=config)
+        return client
+
+
+def forget_clients() -> None:
+    """Drop the kept clients (tests: each moto world starts with none)."""
+    with _clients_lock:
+        _clients.clear()
 
 
 def delete_connections(client: Any, connection_ids: Sequence[str]) -> set[str]:

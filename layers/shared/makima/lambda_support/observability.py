@@ -18,6 +18,8 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from makima.lambda_support.runtime import reconnecting
+
 SERVICE = "makima-contracts"
 NAMESPACE = "Makima"
 
@@ -58,8 +60,9 @@ API_GATEWAY_REQUEST_ID = correlation_paths.API_GATEWAY_HTTP
 def observed(handler: LambdaHandler, *, correlation_id_path: str = API_GATEWAY_REQUEST_ID) -> LambdaHandler:
     """``handler`` with the standard stack: Lambda context and correlation id in every log line, an
     X-Ray subsegment (the response is not recorded: it may hold a freshly issued token), and the
-    metrics of the invocation flushed as EMF, a cold-start count included."""
-    with_metrics = metrics.log_metrics(handler, capture_cold_start_metric=True)
+    metrics of the invocation flushed as EMF, a cold-start count included; and the request run once
+    more when the container's connection broke before anything of it committed (``reconnecting``)."""
+    with_metrics = metrics.log_metrics(cast(LambdaHandler, reconnecting(handler)), capture_cold_start_metric=True)
     with_trace = tracer.capture_lambda_handler(with_metrics, capture_response=False)
     # clear_state: keys appended during one invocation (e.g. the caller) must not leak into the next.
     with_logs = logger.inject_lambda_context(with_trace, correlation_id_path=correlation_id_path, clear_state=True)

@@ -10,13 +10,18 @@ Where PostgreSQL is comes from, in order:
 The container keeps one connection (``SingleConnectionDatabase``), re-opened after a failure. Handlers
 hold ``CONTAINER_DATABASE``, a stand-in that builds the real one when a request first needs it, so
 importing a handler never touches the network and ``reset()`` can point a warm container elsewhere.
+
+Every handler runs through ``reconnecting`` (applied by ``observability.observed``): a request whose
+connection, left open by an earlier request, turns out broken before anything the request sent could
+have committed (the proxy closed it while idle, a failover) is run once more on a new connection,
+instead of answering 503 (``SingleConnectionDatabase.should_rerun`` says when).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -171,6 +176,30 @@ def reset() -> None:
         if _database is not None:
             _database.close()
         _database = None
+
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def reconnecting(handler: Handler) -> Handler:
+    """``handler``, re-run once when its request met a broken connection before anything of it could
+    have committed (a whole unit of work: re-running it is the request arriving once more). A request
+    that may have committed something, and a connection opened by the request itself that fails (the
+    database is down), answer as they did: 503 ``DATABASE_UNAVAILABLE``, no loop."""
+
+    def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        database = _database
+        if database is not None:
+            database.begin_request()
+        response = handler(event, context)
+        database = _database
+        if database is not None and database.should_rerun():
+            log.warning("the container's database connection was closed while idle; running the request again")
+            database.begin_request(rerun=True)
+            response = handler(event, context)
+        return response
+
+    return handle
 
 
 class ContainerDatabase:

@@ -9,6 +9,8 @@
   the replays the monitor routes ask for.
 - ``ManagementApiSender``: the ``Sender``: one thread per connection (bounded), short timeouts and no
   retries, so one slow or dead client costs the others nothing; 410 Gone means forget the connection.
+  It posts through the container's one client per endpoint (``connections.management_client``), whose
+  pool holds a connection per thread.
 
 A connection's token is checked at ``$connect`` and on every message: once it is revoked, ``$default``
 answers ``UNAUTHORIZED`` and asks the broadcaster to close the connection (a ``monitor.close`` request),
@@ -31,17 +33,16 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from makima.config import get_settings
 from makima.errors import DatabaseUnavailable, FeatureDisabled, Forbidden, TooManyConnections, Unauthorized
 from makima.flags import Flag, Flags, build_flags
-from makima.lambda_support.connections import ManagementApiCloser, delete_connections
+from makima.lambda_support import connections
+from makima.lambda_support.connections import POSTING_THREADS, ManagementApiCloser, delete_connections
 from makima.lambda_support.eventbridge import CLOSE, MONITOR_SOURCE, REPLAY, EventBridgePublisher
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import get_database
@@ -50,9 +51,9 @@ from makima.services import monitor as svc
 
 log = logging.getLogger("makima.monitor")
 
-MAX_WORKERS = 32
-# A client that cannot take a message within this is skipped for this event (not forgotten).
-_CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"})
+# Threads posting at once; the management client's connection pool has as many connections. A client
+# that cannot take a message within its timeouts is skipped for this event (not forgotten).
+MAX_WORKERS = POSTING_THREADS
 
 
 def endpoint_of(event: Mapping[str, Any]) -> str:
@@ -68,7 +69,7 @@ def endpoint_of(event: Mapping[str, Any]) -> str:
 class ManagementApiSender:
     def __init__(self, endpoint: str, client: Any | None = None) -> None:
         self.endpoint = endpoint
-        self.client = client or boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_CLIENT_CONFIG)
+        self.client = client or connections.management_client(endpoint)
 
     def _post_all(self, connection_id: str, messages: Sequence[Mapping[str, Any]]) -> bool:
         """Post in order; False when the connection is gone."""
@@ -105,7 +106,7 @@ class ClosingSender:
     (closed) rather than posted to, and reported gone so the broadcaster forgets it."""
 
     def __init__(self, endpoint: str, client: Any | None = None) -> None:
-        self.client = client or boto3.client("apigatewaymanagementapi", endpoint_url=endpoint, config=_CLIENT_CONFIG)
+        self.client = client or connections.management_client(endpoint)
 
     def send(self, deliveries: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[str]:
         delete_connections(self.client, list(deliveries))  # gone already, or unreachable: forgotten either way

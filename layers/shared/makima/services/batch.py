@@ -88,7 +88,9 @@ _AGE_REQUIRED = frozenset({BatchOperation.ARCHIVE_OLD, BatchOperation.CLEANUP_AR
 USER_OPERATIONS = frozenset({BatchOperation.ARCHIVE_OLD, BatchOperation.CLEANUP_ARCHIVED})
 
 CHUNK_SIZE = 100  # contracts (or worktrees) per transaction: bounds the locks held and the work lost to a failure
-LOCK_TIMEOUT = "2s"  # the longest an item waits for a contract another change holds
+# The longest an item waits for a contract (or worktree) another change holds: tried NOWAIT again and
+# again meanwhile (db/batch.py: locked), since lock_timeout would pin the Lambda's RDS Proxy session.
+LOCK_TIMEOUT = timedelta(seconds=2)
 DEFAULT_LIMIT = 1000  # a batch is one HTTP request: on AWS it must end within API Gateway's 29 s
 MAX_LIMIT = 10_000
 MAX_AGE_HOURS = 876_000  # 100 years: any real threshold, and far from datetime's range
@@ -276,7 +278,7 @@ def _apply(
     """One contract, all or nothing: a savepoint around the lock, the re-check and the change."""
     try:
         with conn.transaction():
-            if not batch_sql.lock_candidate(conn, selection, contract_id):
+            if not batch_sql.lock_candidate(conn, selection, contract_id, wait=LOCK_TIMEOUT):
                 return "skipped"
             ACTIONS[operation](conn, principal, contract_id, reason, policy)
     except MakimaError as exc:
@@ -321,7 +323,7 @@ def _request_removal(
     daemon_id, path = row["daemon_id"], row["path"]
     try:
         with conn.transaction():
-            now = batch_sql.lock_worktree(conn, selection, daemon_id, path)
+            now = batch_sql.lock_worktree(conn, selection, daemon_id, path, wait=LOCK_TIMEOUT)
             if now is None:
                 return "skipped"
             batch_sql.request_worktree_removal(conn, daemon_id, path)
@@ -397,8 +399,6 @@ def _walk(
     while remaining > 0:
         wanted = min(CHUNK_SIZE, remaining)
         with transaction(db) as conn:
-            if not request.dry_run:
-                batch_sql.set_lock_timeout(conn, LOCK_TIMEOUT)
             chunk = fetch(conn, after, wanted)
             for row in chunk:
                 outcome = act(conn, row)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from makima.db import dashboard as dashboard_sql
-from makima.db.connection import Database
+from makima.db.connection import Database, snapshot
 from makima.domain.dashboard import Dashboard
 from makima.domain.models import ContractEvent
 from makima.domain.principals import Principal
@@ -17,9 +17,8 @@ __all__ = ["Dashboard", "dashboard"]
 
 def dashboard(db: Database, principal: Principal, *, stale_threshold: timedelta, limit: int = 50) -> Dashboard:
     owner = scope(principal)
-    with db.connection() as conn, conn.transaction():
-        # One REPEATABLE READ snapshot, so the counts and the lists agree with each other.
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    # One REPEATABLE READ snapshot, so the counts and the lists agree with each other.
+    with db.connection() as conn, snapshot(conn):
         return Dashboard(
             status_counts=dashboard_sql.status_counts(conn, owner),
             phase_counts=dashboard_sql.phase_counts(conn, owner),

@@ -489,16 +489,21 @@ def _replay_pass(
     sent: int,
 ) -> tuple[int, int, Outcome]:
     """Send the view's events in (``cursor``, ``until``], page by page, while its token is live, the
-    deadline is ahead and the event budget lasts; (new cursor, total sent, outcome)."""
+    deadline is ahead and the event budget lasts; (new cursor, total sent, outcome).
+
+    The deadline is checked before each page is read and before each chunk is sent; a page's
+    statements themselves are bounded by the role's ``statement_timeout`` only. A per-transaction
+    ``statement_timeout`` would cancel a slow page at the deadline, but setting it (``set_config``,
+    even transaction-local) pins the broadcaster's RDS Proxy session for the container's life, and RDS
+    Proxy forwards no cancel request. A page is one index-driven statement of at most ``_REPLAY_PAGE``
+    rows, so a replay overruns its deadline by one slow page at most."""
     cid = view.connection_id
     while True:
         left = limits.replay_max_events - sent
-        remaining = deadline - clock()
-        if remaining <= 0:
+        if deadline - clock() <= 0:
             return cursor, sent, "deadline"
         try:
             with transaction(database) as conn:
-                monitor_sql.limit_statement_time(conn, remaining)
                 if not monitor_sql.is_authorized(conn, cid):
                     return cursor, sent, "refused"
                 # One more than the budget: whether there is more than it (then reload) or exactly it.

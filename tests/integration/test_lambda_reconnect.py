@@ -27,6 +27,7 @@ from makima.db.connection import PooledDatabase, transaction
 from makima.lambda_support import runtime
 from makima.services import contracts as contracts_svc
 from tests.conftest import Caller
+from tests.integration.conftest import Output
 from tests.integration.test_lambda_handlers import invoke, load_event
 
 pytestmark = [
@@ -95,7 +96,7 @@ def test_a_connection_ended_between_two_requests_is_replaced_and_the_request_com
 
 
 def test_a_broken_connection_found_by_the_request_reruns_it_once(
-    db: PooledDatabase, make_caller: Callable[..., Caller], monkeypatch: pytest.MonkeyPatch
+    db: PooledDatabase, make_caller: Callable[..., Caller], monkeypatch: pytest.MonkeyPatch, output: Output
 ) -> None:
     # Given a warm container whose backend ended while idle, and the look at the socket missing it
     # (the end arriving just after it, say): the request itself meets the broken connection
@@ -122,6 +123,8 @@ def test_a_broken_connection_found_by_the_request_reruns_it_once(
     assert runs == [name, name]
     assert _named(db, name) == 1
     assert _container_backend() != first
+    # And it is one answer, not a server error: a deployment's canary is not judged on it
+    assert output()[1] == {"HttpAnswers": 2}  # the warm-up request and this one
 
 
 def test_a_connection_that_dies_after_the_request_committed_is_not_rerun(

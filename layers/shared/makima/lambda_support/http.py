@@ -16,7 +16,7 @@ from makima.api.app import create_app
 from makima.api.concurrency import call_inline
 from makima.api.routers import ALL_ROUTERS
 from makima.lambda_support.eventbridge import lambda_events
-from makima.lambda_support.observability import LambdaHandler, count_http_answer, observed
+from makima.lambda_support.observability import LambdaHandler, observed
 from makima.lambda_support.runtime import CONTAINER_DATABASE
 
 
@@ -53,7 +53,6 @@ def make_http_handler(*routers: APIRouter) -> LambdaHandler:
     def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # Mangum declares its own (structurally equal) context protocol; the object is the same.
         response: dict[str, Any] = asgi(event, cast(Any, context))
-        count_http_answer(int(response.get("statusCode") or 500))
         return response
 
-    return observed(handle)
+    return observed(handle, http=True)

@@ -57,12 +57,30 @@ LambdaHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 API_GATEWAY_REQUEST_ID = correlation_paths.API_GATEWAY_HTTP
 
 
-def observed(handler: LambdaHandler, *, correlation_id_path: str = API_GATEWAY_REQUEST_ID) -> LambdaHandler:
+def _counting_answers(handler: LambdaHandler) -> LambdaHandler:
+    """``handler``, its HTTP answer counted (``count_http_answer``) once, whatever ran inside it."""
+
+    def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        response = handler(event, context)
+        count_http_answer(int(response.get("statusCode") or 500))
+        return response
+
+    return handle
+
+
+def observed(
+    handler: LambdaHandler, *, correlation_id_path: str = API_GATEWAY_REQUEST_ID, http: bool = False
+) -> LambdaHandler:
     """``handler`` with the standard stack: Lambda context and correlation id in every log line, an
     X-Ray subsegment (the response is not recorded: it may hold a freshly issued token), and the
     metrics of the invocation flushed as EMF, a cold-start count included; and the request run once
-    more when the container's connection broke before anything of it committed (``reconnecting``)."""
-    with_metrics = metrics.log_metrics(cast(LambdaHandler, reconnecting(handler)), capture_cold_start_metric=True)
+    more when the container's connection broke before anything of it committed (``reconnecting``).
+    ``http``: an HTTP function's handler, whose answer is counted after that decision (a re-run
+    request is one answer, not a 503 and a 200)."""
+    inner = cast(LambdaHandler, reconnecting(handler))
+    if http:
+        inner = _counting_answers(inner)
+    with_metrics = metrics.log_metrics(inner, capture_cold_start_metric=True)
     with_trace = tracer.capture_lambda_handler(with_metrics, capture_response=False)
     # clear_state: keys appended during one invocation (e.g. the caller) must not leak into the next.
     with_logs = logger.inject_lambda_context(with_trace, correlation_id_path=correlation_id_path, clear_state=True)

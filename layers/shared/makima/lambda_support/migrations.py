@@ -51,6 +51,7 @@ from aws_lambda_powertools.utilities.data_classes import CloudFormationCustomRes
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from makima.errors import DatabaseUnavailable
+from makima.lambda_support import deletion_protection
 from makima.lambda_support.observability import LambdaHandler, logger, metrics, observed
 from makima.lambda_support.runtime import DatabaseEnvironment, read_secret
 
@@ -287,6 +288,16 @@ def send_response(url: str, body: Mapping[str, Any]) -> None:
             time.sleep(attempt)
 
 
+def _time_left(context: LambdaContext) -> float:
+    """The invocation's time left, less the margin kept to answer CloudFormation (15 minutes when the
+    context cannot tell: a hand-made one)."""
+    try:
+        remaining = context.get_remaining_time_in_millis() / 1000.0
+    except Exception:
+        remaining = 900.0
+    return max(0.0, remaining - RESPONSE_MARGIN_SECONDS)
+
+
 def _wait_seconds(context: LambdaContext) -> float:
     configured = float(os.environ.get("MAKIMA_MIGRATE_WAIT_SECONDS", DEFAULT_WAIT_SECONDS))
     try:
@@ -304,6 +315,10 @@ def _summary(applied: list[str]) -> dict[str, Any]:
 
 
 Outcome = tuple[str, str, dict[str, Any]]
+
+
+class _Failed(Exception):
+    """A failure whose message is the answer's reason as it stands (already redacted)."""
 
 
 def _deploy(url: str, context: LambdaContext, migrate: Migrate) -> Outcome:
@@ -397,34 +412,46 @@ def _roll_back(rollback: Rollback, requested: Mapping[str, Any], context: Lambda
     )
 
 
+def _outcome(request: CloudFormationCustomResourceEvent, context: LambdaContext, migrate: Migrate) -> Outcome:
+    """What to answer ``request``, one of this function's two resources; raises for a FAILED answer."""
+    kind = str(request.request_type)
+    if request.resource_type == deletion_protection.RESOURCE_TYPE:
+        reason, data = deletion_protection.answer(request, _time_left(context))
+        return SUCCESS, reason, data
+    if kind == "Delete":
+        return SUCCESS, "migrations stay applied: a stack operation never undoes them", {}
+    if kind == "Update":
+        rollback = rollback_of(request.resource_properties or {}, request.old_resource_properties or {})
+        if rollback is not None:
+            return _roll_back(rollback, request.resource_properties or {}, context)
+    if kind in {"Create", "Update"}:
+        url = database_url()
+        try:
+            return _deploy(url, context, migrate)
+        except Exception as exc:
+            # An error may quote the database URL: the answer goes without its password
+            raise _Failed(_redacted(f"{type(exc).__name__}: {exc}", url)) from exc
+    return FAILED, f"unknown RequestType {kind!r}", {}
+
+
 def handle_request(
     event: dict[str, Any], context: LambdaContext, migrate: Migrate = _default_migrate
 ) -> dict[str, Any]:
     """Answer one custom-resource request: run what it asks, PUT the outcome to its ``ResponseURL``, and
     return the response body (for the logs and the tests)."""
     request = CloudFormationCustomResourceEvent(event)
-    request_type = str(request.request_type)
-    logger.append_keys(request_type=request_type, logical_resource_id=request.logical_resource_id)
-    status, reason = FAILED, ""
+    logger.append_keys(request_type=str(request.request_type), logical_resource_id=request.logical_resource_id)
+    if request.resource_type == deletion_protection.RESOURCE_TYPE:
+        physical = deletion_protection.physical_id(request)
+    else:
+        physical = request.physical_resource_id or PHYSICAL_RESOURCE_ID
     data: dict[str, Any] = {}
-    url: str | None = None
     try:
-        rollback = None
-        if request_type == "Update":
-            rollback = rollback_of(request.resource_properties or {}, request.old_resource_properties or {})
-        if request_type == "Delete":
-            status, reason = SUCCESS, "migrations stay applied: a stack operation never undoes them"
-        elif rollback is not None:
-            status, reason, data = _roll_back(rollback, request.resource_properties or {}, context)
-        elif request_type in {"Create", "Update"}:
-            url = database_url()
-            status, reason, data = _deploy(url, context, migrate)
-        else:
-            reason = f"unknown RequestType {request_type!r}"
+        status, reason, data = _outcome(request, context, migrate)
     except Exception as exc:
-        status = FAILED
-        reason = _redacted(f"{type(exc).__name__}: {exc}", url)
-        logger.exception("migrations failed")
+        status, data = FAILED, {}
+        reason = str(exc) if isinstance(exc, _Failed) else f"{type(exc).__name__}: {exc}"
+        logger.exception("custom resource request failed")
         metrics.add_metric(name="MigrationsFailed", unit=MetricUnit.Count, value=1)
     if status == FAILED:
         # Where the whole story is: the Reason shows in the stack's events, the traceback is in the log.
@@ -432,7 +459,7 @@ def handle_request(
     body = {
         "Status": status,
         "Reason": reason[: REASON_LIMIT + 200],
-        "PhysicalResourceId": request.physical_resource_id or PHYSICAL_RESOURCE_ID,
+        "PhysicalResourceId": physical,
         "StackId": request.stack_id,
         "RequestId": request.request_id,
         "LogicalResourceId": request.logical_resource_id,

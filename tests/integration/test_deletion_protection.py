@@ -168,7 +168,8 @@ def test_an_instance_busy_right_after_its_creation_is_tried_again(
 
     client = boto3.client("rds", region_name=REGION)
     stubber = Stubber(client)
-    expected = {"DBInstanceIdentifier": INSTANCE, "DeletionProtection": True, "ApplyImmediately": True}
+    # (ApplyImmediately False: True would also apply whatever waits for the maintenance window)
+    expected = {"DBInstanceIdentifier": INSTANCE, "DeletionProtection": True, "ApplyImmediately": False}
     stubber.add_client_error(
         "modify_db_instance", "InvalidDBInstanceState", "backing-up", 400, expected_params=expected
     )

@@ -7,8 +7,11 @@ so the rollback of a failed first deploy, and a stack delete, would stop at the 
 on the instance, so CloudFormation creates it after the instance and deletes it before:
 
 - ``Create`` / ``Update``: protection as the ``DeletionProtection`` property says (the template's
-  ``DatabaseDeletionProtection`` parameter, "true" by default): ``ModifyDBInstance`` with
-  ``ApplyImmediately``. The instance is then protected against a delete outside CloudFormation.
+  ``DatabaseDeletionProtection`` parameter, "true" by default), through ``ModifyDBInstance``. The
+  instance is then protected against a delete outside CloudFormation. RDS applies a change of deletion
+  protection at once whatever ``ApplyImmediately`` says; the call says False, because True would also
+  apply at once every modification waiting for the maintenance window (an instance class change, with
+  its downtime).
 - ``Delete``: protection off, so that CloudFormation can delete the instance next (which still leaves
   its final snapshot: ``DeletionPolicy: Snapshot``). An instance that is gone already is success.
 
@@ -57,12 +60,13 @@ def _error_code(exc: Exception) -> str:
 
 
 def set_deletion_protection(rds: RdsClient, instance: str, protect: bool, *, seconds: float) -> None:
-    """Turn ``instance``'s deletion protection on or off at once, trying again for up to ``seconds``
-    while RDS says the instance is busy. Raises botocore's ``ClientError`` otherwise."""
+    """Turn ``instance``'s deletion protection on or off (at once: RDS does not defer this one), trying
+    again for up to ``seconds`` while RDS says the instance is busy. Raises botocore's ``ClientError``
+    otherwise."""
     deadline = time.monotonic() + max(0.0, seconds)
     while True:
         try:
-            rds.modify_db_instance(DBInstanceIdentifier=instance, DeletionProtection=protect, ApplyImmediately=True)
+            rds.modify_db_instance(DBInstanceIdentifier=instance, DeletionProtection=protect, ApplyImmediately=False)
             return
         except Exception as exc:
             left = deadline - time.monotonic()

@@ -173,8 +173,11 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
         if "_monitor_disabled" in code:
             expected[name].add("read-feature-flags")
     # The migration function registers the bootstrap admin token (from the secret the template makes)
-    assert "ensure_bootstrap_admin" in migrations.handle_request.__code__.co_names
+    assert "ensure_bootstrap_admin" in migrations._deploy.__code__.co_names
     expected["MigrateFunction"].add("read-admin-token")
+    # ... and answers the database's deletion protection resource (rds:ModifyDBInstance, that instance)
+    if "deletion_protection" in migrations._outcome.__code__.co_names:
+        expected["MigrateFunction"].add("protect-database")
     # Sending its failed invocations to its own queue: every function with an on-failure destination
     for name, fn in resources_of_type(raw, "AWS::Serverless::Function").items():
         config = fn["Properties"].get("EventInvokeConfig") or {}
@@ -370,6 +373,12 @@ def _capability(statement: dict[str, Any]) -> str:
         # flag is off, and those of revoked tokens); not reading their details
         assert allowed == ["live/DELETE/@connections/*", "live/POST/@connections/*"]
         return "manage-monitor-connections"
+    if actions == ["rds:ModifyDBInstance"] and resources == {"Database"} and not condition:
+        # This instance only (its identifier is the Ref of Database), not any instance of the account
+        assert statement["Resource"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:db:${Database}"
+        }, statement
+        return "protect-database"
     if actions == ["sqs:SendMessage"] and len(resources) == 1 and not condition:
         return f"send:{resources.pop()}"
     raise AssertionError(f"a statement no function should need: {statement}")
@@ -683,6 +692,82 @@ def test_migrations_run_at_deploy_before_any_new_code(
     for fn_name, fn in functions.items():
         if fn_name not in {"MigrateFunction", "ParametersCheckFunction"}:
             assert name in depends_on(fn), f"{fn_name} must DependsOn {name}"
+
+
+def _network_path(t: Template, subnets: set[str]) -> set[str]:
+    """The resources a function in ``subnets`` reaches AWS's public endpoints through: the subnets'
+    route-table associations, the routes of those tables (and any gateway endpoint on them), and, for a
+    route through a NAT gateway, the same for the NAT's own subnet (its route to the internet gateway).
+    CloudFormation must not delete any of them before a custom resource served from ``subnets`` answers."""
+    resources = _resources(t)
+    path: set[str] = set()
+    todo = set(subnets)
+    seen: set[str] = set()
+    while todo:
+        subnet = todo.pop()
+        seen.add(subnet)
+        for name, association in _of_type(t, "AWS::EC2::SubnetRouteTableAssociation").items():
+            if _referenced(association["Properties"]["SubnetId"]) != {subnet}:
+                continue
+            path.add(name)
+            (table,) = _referenced(association["Properties"]["RouteTableId"])
+            for route_name, route in _of_type(t, "AWS::EC2::Route").items():
+                if _referenced(route["Properties"]["RouteTableId"]) == {table}:
+                    path.add(route_name)
+                    for nat in _referenced(route["Properties"].get("NatGatewayId")):
+                        todo |= _referenced(resources[nat]["Properties"]["SubnetId"]) - seen
+            for endpoint_name, endpoint in _of_type(t, "AWS::EC2::VPCEndpoint").items():
+                if table in _referenced(endpoint["Properties"].get("RouteTableIds")):
+                    path.add(endpoint_name)
+    return path
+
+
+def test_the_database_can_be_deleted_by_cloudformation_and_is_protected_otherwise(
+    translated: Template, raw: Template, functions: dict[str, dict[str, Any]]
+) -> None:
+    resources = _resources(translated)
+    database = resources["Database"]
+    # Given the instance: no deletion protection of its own, so that the rollback of a failed first
+    # deploy, and a stack delete, can delete it (leaving its final snapshot)
+    assert "DeletionProtection" not in database["Properties"]
+    assert database["DeletionPolicy"] == "Snapshot"
+    # Then a custom resource of the migration function turns protection on from the parameter (on by
+    # default) once the instance exists, and off before CloudFormation deletes it (it depends on it)
+    (name,) = (n for n, r in resources.items() if r["Type"] == "Custom::DatabaseDeletionProtection")
+    guard = resources[name]
+    props = guard["Properties"]
+    assert props["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
+    assert props["DBInstanceIdentifier"] == {"Ref": "Database"}
+    assert props["DeletionProtection"] == {"Ref": "DatabaseDeletionProtection"}
+    parameter = raw["Parameters"]["DatabaseDeletionProtection"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("true", ["true", "false"])
+    assert int(props["ServiceTimeout"]) > functions["MigrateFunction"]["Properties"]["Timeout"]
+    # And it answers through the whole network path of the function (RDS's API and the response URL
+    # are reached through the NAT gateway or a gateway endpoint): CloudFormation deletes none of it first
+    subnets = _referenced(functions["MigrateFunction"]["Properties"]["VpcConfig"]["SubnetIds"])
+    path = _network_path(translated, subnets)
+    assert {"PrivateDefaultRoute", "PublicDefaultRoute"} <= path
+    assert _depends_on(guard) >= path | {"MigrateFunctionLogGroup"}, path - _depends_on(guard)
+    # And the function may change that one instance (the only RDS permission of any function)
+    roles = _of_type(translated, "AWS::IAM::Role")
+    for fn_name, fn in functions.items():
+        (role_name,) = _referenced(fn["Properties"]["Role"])
+        rds = [s for s in _statements(translated, roles[role_name]) if "rds:" in json.dumps(s["Action"])]
+        if fn_name == "MigrateFunction":
+            assert [_capability(s) for s in rds] == ["protect-database"]
+        else:
+            assert rds == [], fn_name
+
+
+def test_a_failed_first_deploy_leaves_nothing_behind_but_its_final_snapshot(translated: Template) -> None:
+    resources = _resources(translated)
+    # The database secret is kept when the stack is deleted (restoring the final snapshot needs it),
+    # but not by the rollback of the create that made it: each failed try would leave one behind
+    secret = resources["DatabaseSecret"]
+    assert (secret["DeletionPolicy"], secret["UpdateReplacePolicy"]) == ("RetainExceptOnCreate", "Retain")
+    # Nothing else is kept past the stack (the instance leaves its final snapshot)
+    kept = {n for n, r in resources.items() if r.get("DeletionPolicy") not in (None, "Delete")}
+    assert kept == {"DatabaseSecret", "Database"}
 
 
 # --- Alarms and outputs ----------------------------------------------------------------------------------------

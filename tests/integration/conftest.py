@@ -16,6 +16,7 @@ from makima.api.app import create_app
 from makima.db.connection import PooledDatabase
 from tests.conftest import Caller
 from tests.declared import undeclared
+from tests.integration.cfn_response import ResponseEndpoint, response_endpoint
 from tests.integration.live import LiveServer
 
 
@@ -112,3 +113,10 @@ def live(db: PooledDatabase) -> Iterator[LiveServer]:
     server = LiveServer(create_app(db)).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[ResponseEndpoint]:
+    """Where a custom-resource function PUTs its answer to CloudFormation, recorded."""
+    with response_endpoint() as recorder:
+        yield recorder

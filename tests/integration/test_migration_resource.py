@@ -13,8 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from makima.errors import Unauthorized
 from makima.lambda_support import migrations, runtime
 from makima.services import auth
 from tests.conftest import set_database_reachable
+from tests.integration.cfn_response import LongContext, ResponseEndpoint
 from tests.integration.test_lambda_handlers import FakeContext, handler_of, load_event
 
 pytestmark = [
@@ -40,63 +39,6 @@ pytestmark = [
 ]
 
 MIGRATIONS = sorted(p.stem for p in Path(migrations_dir()).glob("*.sql") if not p.stem.endswith(".rollback"))
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class ResponseEndpoint:
-    """A local HTTP server that records what is PUT to it, as S3 would take CloudFormation's answer."""
-
-    url: str
-    received: list[Received] = field(default_factory=list)
-    status: int = 200
-
-    def only(self) -> Received:
-        assert len(self.received) == 1, self.received
-        return self.received[0]
-
-
-@pytest.fixture
-def endpoint() -> Iterator[ResponseEndpoint]:
-    recorder = ResponseEndpoint(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length))
-            recorder.received.append(Received("PUT", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(recorder.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield recorder
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@dataclass
-class LongContext(FakeContext):
-    """The migration function's context: 15 minutes to run, as the template gives it."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 @pytest.fixture
@@ -479,3 +421,211 @@ def test_url_from_secret_quotes_credentials_and_keeps_tls() -> None:
     )
     with pytest.raises(ValueError, match="username and host"):
         migrations.url_from_secret({"password": "x"})
+
+
+# --- Update rollbacks (issue 14, item 6) ---------------------------------------------------------------------
+# In an update rollback CloudFormation sends an Update whose ResourceProperties are the previous release's
+# and whose OldResourceProperties are those of the release that failed. The layer version only grows, so
+# the previous release's is the lower one.
+
+LAYER = "arn:aws:lambda:eu-west-1:123456789012:layer:makima-contracts-shared"
+UNKNOWN_HASH = "sha256:" + "f" * 64  # a newer release's migrations, which this code does not ship
+
+
+def properties(migrations_hash: str, layer_version: int, **more: str) -> dict[str, str]:
+    return {
+        "ServiceToken": "arn:aws:lambda:eu-west-1:123456789012:function:makima-contracts-MigrateFunction-AbCdEf123456",
+        "ServiceTimeout": "1200",
+        "MigrationsHash": migrations_hash,
+        "SharedLayer": f"{LAYER}:{layer_version}",
+        **more,
+    }
+
+
+def update(endpoint: ResponseEndpoint, requested: dict[str, str], old: dict[str, str]) -> dict[str, Any]:
+    event = request("update", endpoint)
+    event["ResourceProperties"] = requested
+    event["OldResourceProperties"] = old
+    return event
+
+
+def older_release_hash() -> str:
+    """The MigrationsHash of a release one migration older than the shipped one."""
+    (older,) = [h for h, ids in migrations.release_migrations().items() if list(ids) == MIGRATIONS[:-1]]
+    return older
+
+
+def role_settings(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+            " JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = current_database() AND r.rolname = current_user"
+        ).fetchone()
+    assert row is not None
+    return dict(str(item).split("=", 1) for item in row[0])
+
+
+def test_release_hashes_are_those_of_the_shipped_chain_and_its_prefixes() -> None:
+    # Given the hashes this code knows: its own migrations' and every older release's (a prefix)
+    known = migrations.release_migrations()
+
+    # Then its own is the MigrationsHash of the template, and each older one names a prefix of the chain
+    assert list(known[migrations.migrations_hash()]) == MIGRATIONS
+    assert sorted(len(ids) for ids in known.values()) == list(range(len(MIGRATIONS) + 1))
+    for ids in known.values():
+        assert list(ids) == MIGRATIONS[: len(ids)]
+
+
+@pytest.mark.parametrize(
+    ("requested", "old", "is_rollback"),
+    [
+        # The migrate function not rolled back yet: the requested migrations are an older release's
+        ("older", "own", True),
+        # The function already rolled back: its own migrations requested, a newer release's are old ones
+        ("own", "unknown", True),
+        # A deploy of a newer release: its own migrations, the layer version grows
+        ("own", "older", False),
+        ("own", "own", False),
+    ],
+)
+def test_a_rollback_is_recognised_by_its_layer_version_or_an_older_release(
+    requested: str, old: str, is_rollback: bool
+) -> None:
+    hashes = {"own": migrations.migrations_hash(), "older": older_release_hash(), "unknown": UNKNOWN_HASH}
+    before, after = (7, 8) if is_rollback else (8, 7)
+    found = migrations.rollback_of(properties(hashes[requested], before), properties(hashes[old], after))
+    assert (found is not None) == is_rollback
+    if found is not None and requested == "older":
+        assert list(found.release or ()) == MIGRATIONS[:-1]
+
+
+def test_layer_versions_of_another_layer_or_unreadable_are_no_evidence() -> None:
+    own = migrations.migrations_hash()
+    other = {**properties(own, 3), "SharedLayer": "arn:aws:lambda:eu-west-1:123456789012:layer:another:9"}
+    assert migrations.rollback_of(properties(own, 7), other) is None
+    assert migrations.rollback_of(properties(own, 7), {**properties(own, 8), "SharedLayer": "nonsense"}) is None
+    assert migrations.rollback_of(properties(own, 7), {}) is None
+    # ... while an older release's migrations are evidence enough by themselves
+    assert migrations.rollback_of(properties(older_release_hash(), 7), {}) is not None
+
+
+@pytest.mark.parametrize("order", ["function-not-rolled-back-yet", "function-rolled-back-first"])
+def test_a_rollback_with_the_database_unreachable_answers_success_with_a_warning(
+    endpoint: ResponseEndpoint,
+    environment: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    order: str,
+) -> None:
+    # Given a database nothing answers at (a closed port; a short wait), and the Update of an update
+    # rollback, served by the newer code or by the code rolled back already
+    environment("postgresql://makima:s3cretpassw0rd@127.0.0.1:1/makima?connect_timeout=1")
+    monkeypatch.setenv("MAKIMA_MIGRATE_WAIT_SECONDS", "1")
+    own = migrations.migrations_hash()
+    if order == "function-not-rolled-back-yet":
+        event = update(endpoint, properties(older_release_hash(), 7), properties(own, 8))
+    else:
+        event = update(endpoint, properties(own, 7), properties(UNKNOWN_HASH, 8))
+    caplog.set_level(logging.INFO)
+
+    # When the function handles it
+    invoke(event, LongContext())
+
+    # Then it answers SUCCESS (the release rolled back to had its migrations applied when it deployed),
+    # says it could not verify, and warns in the log; nothing leaks the password
+    answer = endpoint.only().body
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert answer["Data"]["Rollback"] is True
+    assert answer["Data"]["Verified"] is False
+    assert answer["Data"]["Applied"] == 0
+    assert "not verified" in answer["Reason"]
+    assert "s3cretpassw0rd" not in json.dumps(answer)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "rollback" in r.getMessage()]
+    assert warnings, caplog.text
+    assert "s3cretpassw0rd" not in caplog.text
+
+
+def test_a_forward_update_with_the_database_unreachable_still_fails(
+    endpoint: ResponseEndpoint, environment: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an unreachable database and a deploy of a newer release (the layer version grows)
+    environment("postgresql://makima@127.0.0.1:1/makima?connect_timeout=1")
+    monkeypatch.setenv("MAKIMA_MIGRATE_WAIT_SECONDS", "1")
+    own = migrations.migrations_hash()
+    invoke(update(endpoint, properties(own, 8), properties(older_release_hash(), 7)), LongContext())
+
+    # Then the deploy fails (and rolls back): its migrations could not be applied
+    answer = endpoint.only().body
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith("OperationalError: ")
+
+
+def test_a_rollback_verifies_the_release_and_never_runs_the_failed_release_migration(
+    fresh_database: Callable[[str], str],
+    endpoint: ResponseEndpoint,
+    environment: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    # Given a stack deployed with the shipped migrations (statement timeout 20 s)
+    shipped = tmp_path / "migrations"
+    shutil.copytree(migrations_dir(), shipped)
+    monkeypatch.setattr(migrate_module, "migrations_dir", lambda: str(shipped))
+    url = fresh_database("makima_cfn")
+    environment(url)
+    previous = migrations.migrations_hash()
+    limits = {"StatementTimeoutSeconds": "20", "IdleInTransactionTimeoutSeconds": "60"}
+    invoke(request("create", endpoint))
+    # ... and a release whose new migration fails, deployed with other limits: the deploy fails
+    (shipped / "9999_broken.sql").write_text(
+        f"-- depends: {MIGRATIONS[-1]}\nCREATE TABLE half_done (id int);\nSELECT 1 / 0;\n", encoding="utf-8"
+    )
+    newer = migrations.migrations_hash()
+    monkeypatch.setenv("MAKIMA_DATABASE__STATEMENT_TIMEOUT_SECONDS", "7")
+    from makima.config import get_settings
+
+    get_settings.cache_clear()
+    failed = {"StatementTimeoutSeconds": "7", "IdleInTransactionTimeoutSeconds": "60"}
+    invoke(update(endpoint, properties(newer, 8, **failed), properties(previous, 7, **limits)))
+    assert endpoint.received[-1].body["Status"] == "FAILED"
+    # (as if it had set its limits before failing: a release whose migrations pass can fail elsewhere)
+    migrate_module.set_role_timeouts(url, migrate_module.RoleTimeouts(7, 60))
+    assert role_settings(url)["statement_timeout"] == "7000ms"
+    caplog.set_level(logging.INFO)
+
+    # When CloudFormation rolls the stack back, and the newer function code answers the rollback's Update
+    try:
+        invoke(update(endpoint, properties(previous, 7, **limits), properties(newer, 8, **failed)))
+    finally:
+        get_settings.cache_clear()
+
+    # Then the answer is SUCCESS: the previous release's migrations are all applied (verified), the
+    # failed release's migration was not tried again, and the previous release's limits are back
+    answer = endpoint.received[-1].body
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert answer["Data"] == {"Rollback": True, "Verified": True, "Applied": 0, "Missing": ""}
+    assert applied_migrations(url) == MIGRATIONS
+    assert "half_done" not in tables(url)
+    assert role_settings(url)["statement_timeout"] == "20000ms"
+    assert any("rollback" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+
+
+def test_a_rollback_to_a_release_whose_migrations_were_undone_by_hand_fails(
+    fresh_database: Callable[[str], str], endpoint: ResponseEndpoint, environment: Callable[[str], None]
+) -> None:
+    # Given a stack whose newest migration an operator rolled back by hand (makima db rollback)
+    url = fresh_database("makima_cfn")
+    environment(url)
+    invoke(request("create", endpoint))
+    assert migrate_module.rollback(url, 1) == [MIGRATIONS[-1]]
+
+    # When a failed update of a newer release rolls back to the release that has that migration
+    own = migrations.migrations_hash()
+    invoke(update(endpoint, properties(own, 7), properties(UNKNOWN_HASH, 8)))
+
+    # Then the rollback's Update fails, naming what is missing, and applies nothing
+    answer = endpoint.received[-1].body
+    assert answer["Status"] == "FAILED"
+    assert MIGRATIONS[-1] in answer["Reason"]
+    assert applied_migrations(url) == MIGRATIONS[:-1]

@@ -4,22 +4,15 @@ local HTTP server standing in for the pre-signed S3 ``ResponseURL``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.cfn_response import ResponseEndpoint, response_endpoint
 from tests.infra.cfn import load_template
+from tests.integration.cfn_response import ResponseEndpoint
 from tests.integration.test_lambda_handlers import FakeContext, handler_of, load_event
 
 pytestmark = [pytest.mark.filterwarnings("ignore:No application metrics to publish")]
-
-
-@pytest.fixture
-def endpoint() -> Iterator[ResponseEndpoint]:
-    with response_endpoint() as recorder:
-        yield recorder
 
 
 def settings_property(**chosen: str) -> dict[str, str]:

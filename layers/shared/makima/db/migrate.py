@@ -285,6 +285,19 @@ def drop_invalid_indexes(url: str) -> list[str]:
     return [name for _, name in names]
 
 
+def chain() -> list[str]:
+    """The ids of the shipped migrations in the order yoyo applies them (their ``-- depends:`` order).
+    Each release ships the chain of the one before with migrations added at its end, so an older
+    release's migrations are a prefix of this list. Reads the files only (no database)."""
+    from yoyo import read_migrations
+    from yoyo.migrations import topological_sort
+
+    migrations = read_migrations(migrations_dir())
+    for migration in migrations:
+        migration.load()
+    return [m.id for m in topological_sort(migrations)]
+
+
 def applied_migrations(url: str) -> list[str]:
     backend, migrations = _backend_and_migrations(url)
     return [m.id for m in migrations if backend.is_applied(m)]

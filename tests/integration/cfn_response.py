@@ -1,5 +1,5 @@
-"""CloudFormation's side of a custom resource in tests: a local HTTP server standing in for the pre-signed
-S3 ``ResponseURL`` a custom-resource function PUTs its answer to, recording each answer."""
+"""CloudFormation's side of a custom resource in tests: a local HTTP server standing in for the pre-signed S3
+``ResponseURL`` (it records what is PUT to it), and the context of a function with 15 minutes to run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.integration.test_lambda_handlers import FakeContext
 
 
 @dataclass
@@ -35,7 +37,7 @@ class ResponseEndpoint:
 
 @contextmanager
 def response_endpoint() -> Iterator[ResponseEndpoint]:
-    """A ``ResponseEndpoint`` serving on 127.0.0.1 until the block ends."""
+    """A ``ResponseEndpoint`` listening on localhost while the block runs."""
     recorder = ResponseEndpoint(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -60,3 +62,11 @@ def response_endpoint() -> Iterator[ResponseEndpoint]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@dataclass
+class LongContext(FakeContext):
+    """The migration function's context: 15 minutes to run, as the template gives it."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000

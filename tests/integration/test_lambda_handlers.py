@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -36,7 +36,9 @@ from makima.services import contracts as contracts_svc
 from makima.services import daemons as daemons_svc
 from makima.services import supervisors as supervisors_svc
 from tests.conftest import Caller
-from tests.integration.conftest import Output
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Output
 
 pytestmark = [
     pytest.mark.integration,

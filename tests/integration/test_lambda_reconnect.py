@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -27,8 +27,10 @@ from makima.db.connection import PooledDatabase, transaction
 from makima.lambda_support import runtime
 from makima.services import contracts as contracts_svc
 from tests.conftest import Caller
-from tests.integration.conftest import Output
 from tests.integration.test_lambda_handlers import invoke, load_event
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Output
 
 pytestmark = [
     pytest.mark.integration,

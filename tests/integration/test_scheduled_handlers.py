@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -28,7 +28,6 @@ from makima.services import contracts as contracts_svc
 from makima.services import daemons as daemons_svc
 from makima.services import supervisors as supervisors_svc
 from tests.conftest import Caller
-from tests.integration.conftest import Output
 from tests.integration.test_lambda_handlers import (
     EVENTS,
     FUNCTIONS,
@@ -37,6 +36,9 @@ from tests.integration.test_lambda_handlers import (
     handler_of,
     load_event,
 )
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Output
 
 pytestmark = pytest.mark.integration
 

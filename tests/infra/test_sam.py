@@ -209,7 +209,7 @@ def test_built_functions_run_on_the_layer_alone(
     builds: Builds, sam_env: dict[str, str], tmp_path: Path, architecture: str, python: str
 ) -> None:
     # Given the runtime's interpreter on the architecture (native, or aarch64 under qemu's user-mode
-    # emulator), with no site-packages: only the stdlib, the layer built for both, and the function
+    # emulator), with no site-packages: only the stdlib, the layer built for them, and the function
     command = _smoke_command(architecture, python)
     build = builds.get(architecture, python)
     emulated = architecture != HOST

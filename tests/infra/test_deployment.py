@@ -138,8 +138,34 @@ def test_the_parameters_check_sees_every_setting_the_functions_get_and_runs_firs
     # Then the check is asked about exactly those, with the same parameters
     assert settings == _settings_variables(raw)
     assert check["Properties"]["ServiceToken"] == {"Fn::GetAtt": ["ParametersCheckFunction", "Arn"]}
-    # And the database waits for it: a refused combination fails before anything slow is created
+    # And the database and the migrations wait for it: a refused combination fails before anything slow
+    # is created, or anything moved
     assert "ParametersCheck" in depends_on(raw["Resources"]["Database"])
+    assert "ParametersCheck" in depends_on(raw["Resources"]["DatabaseMigrations"])
+    # And every new layer runs it again, so that a layer that cannot start (built for the other
+    # Architecture) fails the deploy within its ServiceTimeout, before the migrations' 20 minutes
+    assert check["Properties"]["SharedLayer"] == {"Ref": "SharedLayer"}
+    migrations = raw["Resources"]["DatabaseMigrations"]["Properties"]
+    assert int(check["Properties"]["ServiceTimeout"]) <= 300 < int(migrations["ServiceTimeout"])
+
+
+@pytest.mark.parametrize(
+    ("architecture", "runtime", "allowed"),
+    [("arm64", "python3.11", False), ("arm64", "python3.12", True), ("x86_64", "python3.11", True)],
+)
+def test_a_runtime_sam_cannot_build_for_the_architecture_is_refused_before_the_change_set(
+    raw: Template, architecture: str, runtime: str, allowed: bool
+) -> None:
+    # Given CloudFormation's rules, evaluated for the two parameters
+    parameters = {"Architecture": architecture, "Runtime": runtime}
+    verdicts = []
+    for rule in raw["Rules"].values():
+        if resolve(rule["RuleCondition"], raw, parameters):
+            verdicts += [resolve(a["Assert"], raw, parameters) for a in rule["Assertions"]]
+    # Then python3.11 on arm64 is refused (psycopg-binary's aarch64 wheels need a newer glibc than
+    # Lambda's python3.11 has), everything else passes
+    assert all(verdicts) is allowed
+    assert runtime in raw["Parameters"]["Runtime"]["AllowedValues"]
 
 
 def _values(parameter: dict[str, Any]) -> list[str]:

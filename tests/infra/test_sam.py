@@ -3,12 +3,17 @@
 - ``sam validate --lint``: the SAM template, with cfn-lint's SAM-aware rules.
 - cfn-lint on the CloudFormation JSON that aws-sam-translator makes of it (what CloudFormation
   receives): no error and no warning; a rule ignored here is listed in ``IGNORED_CHECKS`` with why.
-- ``sam build``: the layer holds the package and its pinned dependencies for the runtime, and every
-  built function imports and answers from the layer alone.
+- ``sam build``: the layer holds the package and its pinned dependencies for the runtime, built for
+  each architecture (``Architecture``: every compiled file's ELF machine and every wheel's tag are that
+  architecture's), and every built function imports and answers from the layer alone, on x86_64 and on
+  aarch64 (``tests/infra/builds.py``: the functions are built once, the layer once per architecture).
 
 Needs ``.venv-sam`` (``make install``) and, for the build, the runtime's interpreter (python3.12 by
 default) on PATH or under pyenv; ``sam build`` also needs the package registry. Without them these
-tests are skipped, unless ``MAKIMA_REQUIRE_SAM`` is set (``tests/infra/sam.py``).
+tests are skipped, unless ``MAKIMA_REQUIRE_SAM`` is set (``tests/infra/sam.py``). On an x86_64 machine
+the arm64 layer is imported by an aarch64 CPython under qemu's user-mode emulator (``make install``:
+``tests/infra/aarch64_python.sh``); that CPython is 3.13, so that layer is also built for python3.13 and
+that interpreter is needed on the machine too (pyenv).
 """
 
 from __future__ import annotations
@@ -17,17 +22,17 @@ import json
 import subprocess
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.infra import sam
+from tests.infra.builds import ELF_MACHINE, HOST, WHEEL_PLATFORM, Builds, elf_files, interpreter, wheel_tags
 from tests.infra.cfn import ROOT, TEMPLATE, http_functions, load_template, resources_of_type
 from tests.infra.sam import CFN_LINT, SAM, load_json, run, runtime, translate
 
 pytestmark = pytest.mark.infra
 
-BUILD_TIMEOUT = 900
 # cfn-lint rules not applied to the translated template, each with its reason. (None today; the
 # informational I-rules are not run at all.)
 IGNORED_CHECKS: dict[str, str] = {}
@@ -35,36 +40,16 @@ IGNORED_CHECKS: dict[str, str] = {}
 # values, and what comes out holds the value, no longer a Ref (cfn-lint then calls them unused, W2001).
 # test_deployment_type_reaches_codedeploy shows each is used.
 RESOLVED_BY_THE_TRANSFORM = {"DeploymentType"}
+# The aarch64 CPython `make install` provides on an x86_64 machine (tests/infra/aarch64_python.sh says why
+# it is not the default runtime's): the arm64 layer built for it is imported under emulation.
+EMULATED_RUNTIME = "python3.13"
+# Known compiled extensions of the layer, each of which must be there for the architecture it was built for.
+EXTENSIONS = ("pydantic_core/_pydantic_core", "psycopg_binary/_psycopg", "psycopg_binary/pq", "yaml/_yaml")
 
 
-@dataclass(frozen=True)
-class Build:
-    dir: Path
-    seconds: float
-    output: str
-
-
-@pytest.fixture(scope="module")
-def build(sam_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Build:
-    work = tmp_path_factory.mktemp("sam")
-    started = time.monotonic()
-    result = run(
-        [
-            str(SAM),
-            "build",
-            "--no-cached",  # samconfig.toml caches; a test builds from scratch
-            "--template-file",
-            str(TEMPLATE),
-            "--build-dir",
-            str(work / "build"),
-        ],
-        sam_env,
-        BUILD_TIMEOUT,
-    )
-    seconds = time.monotonic() - started
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"sam build failed after {seconds:.0f}s:\n{output[-5000:]}"
-    return Build(work / "build", seconds, output)
+@pytest.fixture(scope="session")
+def builds(sam_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    return Builds(sam_env, tmp_path_factory.mktemp("sam"))
 
 
 def test_sam_validate_lint(sam_tools: dict[str, str]) -> None:
@@ -103,11 +88,11 @@ def test_deployment_type_reaches_codedeploy(sam_tools: dict[str, str], tmp_path:
         assert config == ["CodeDeployDefault.Lambda${ConfigName}", {"ConfigName": deployment}], name
 
 
-def test_sam_build_makes_the_layer_and_every_function(build: Build) -> None:
-    # Given a finished sam build
-    assert "Build Succeeded" in build.output
-    layer = build.dir / "SharedLayer" / "python"
-    print(f"sam build took {build.seconds:.1f}s")  # shown with -s: the build time, for the record
+def test_sam_build_makes_the_layer_and_every_function(builds: Builds) -> None:
+    # Given a finished sam build of the template's defaults
+    build = builds.default
+    layer = build.layer
+    print(f"sam build ({build.architecture}, everything) took {build.seconds:.1f}s")  # shown with -s
 
     # Then the layer holds the makima package where Lambda imports it (/opt/python/makima) ...
     assert (layer / "makima" / "__init__.py").is_file()
@@ -120,10 +105,45 @@ def test_sam_build_makes_the_layer_and_every_function(build: Build) -> None:
     assert list((layer / "pydantic_core").glob(f"*cpython-{runtime().removeprefix('python').replace('.', '')}*.so"))
     for package in ("uvicorn", "typer", "pgserver", "rich"):
         assert not (layer / package).exists(), f"{package} is local-only and must not ship in the layer"
-    # And every function is its thin app.py
+    # And every function is its thin app.py, nothing compiled: the same files for every architecture
     template = load_template()
     for name in resources_of_type(template, "AWS::Serverless::Function"):
-        assert (build.dir / name / "app.py").is_file(), name
+        assert (build.functions / name / "app.py").is_file(), name
+        assert not elf_files(build.functions / name), f"{name} holds compiled code"
+
+
+@pytest.mark.parametrize("architecture", sorted(ELF_MACHINE))
+def test_the_layer_is_built_for_the_architecture(builds: Builds, architecture: str) -> None:
+    # Given the layer built for an architecture (the defaults' build, or the layer alone for the other)
+    build = builds.get(architecture, runtime())
+    what = "everything" if build == builds.default else "the layer"
+    print(f"sam build ({architecture}, {what}) took {build.seconds:.1f}s")
+
+    # When every compiled file of it is read: its ELF header's machine, whatever the file's name
+    compiled = elf_files(build.layer)
+    names = {str(path.relative_to(build.layer)) for path in compiled}
+
+    # Then the known extension modules are there, and every compiled file, the libraries the wheels
+    # bundle (psycopg-binary's libpq, OpenSSL...) included, is for that architecture and no other
+    for extension in EXTENSIONS:
+        assert any(name.startswith(extension) and ".cpython-" in name for name in names), f"{extension} missing"
+    wrong = {str(p.relative_to(build.layer)): m for p, m in compiled.items() if m != ELF_MACHINE[architecture]}
+    assert not wrong, f"not {architecture} (e_machine {ELF_MACHINE[architecture]}): {wrong}"
+    # And pip chose the wheels for it: each is pure Python (any platform) or built for this CPython on
+    # this architecture
+    python = "cp" + runtime().removeprefix("python").replace(".", "")
+    binary = set()
+    for dist, tags in wheel_tags(build.layer).items():
+        assert tags, f"{dist} has no wheel tag"
+        for tag in tags:
+            interpreter_tag, abi, platform_tag = tag.split("-")
+            if platform_tag == "any":
+                continue
+            assert abi in {python, "abi3"}, f"{dist}: {tag} is not for {python}"
+            binary.add(dist.split("-")[0].lower())
+            assert interpreter_tag == python, f"{dist}: {tag} is not for {python}"
+            assert platform_tag.endswith(WHEEL_PLATFORM[architecture]), f"{dist}: {tag} is not for {architecture}"
+    assert {"pydantic_core", "psycopg_binary"} <= binary
 
 
 SMOKE = textwrap.dedent(
@@ -180,12 +200,44 @@ SMOKE = textwrap.dedent(
 )
 
 
-def test_built_functions_run_on_the_layer_alone(build: Build, sam_env: dict[str, str], tmp_path: Path) -> None:
-    # Given the runtime's interpreter with no site-packages: only the stdlib, the layer and the function
+def _smoke_command(architecture: str, python: str) -> list[str]:
+    """How to run ``python`` on ``architecture`` here; a failure under MAKIMA_REQUIRE_SAM (``make
+    install`` provides both: the host's runtime, and an emulated aarch64 CPython on an x86_64 host)."""
+    command = interpreter(architecture, python)
+    if command is None:
+        where = "on PATH nor under pyenv" if architecture == HOST else "under qemu-aarch64-static"
+        sam.unavailable(f"no {architecture} {python} {where} (make install: tests/infra/aarch64_python.sh)")
+    return command
+
+
+# The emulated run alone takes one to two minutes on two cores (20 to 30 times the native one).
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    ("architecture", "python"),
+    # The arm64 layer of the runtime itself (python3.12) has no aarch64 interpreter to run on here
+    # (Debian ships none); its compiled files and wheel tags are held by
+    # test_the_layer_is_built_for_the_architecture, and the same layer built for the emulated CPython runs.
+    [("x86_64", runtime()), ("arm64", EMULATED_RUNTIME)],
+    ids=lambda value: str(value),
+)
+def test_built_functions_run_on_the_layer_alone(
+    builds: Builds, sam_env: dict[str, str], tmp_path: Path, architecture: str, python: str
+) -> None:
+    # Given the runtime's interpreter on the architecture (native, or aarch64 under qemu's user-mode
+    # emulator), with no site-packages: only the stdlib, the layer built for them, and the function
+    command = _smoke_command(architecture, python)
+    build = builds.get(architecture, python)
+    emulated = architecture != HOST
+    if emulated:
+        # Byte-compiled natively first (bytecode is the same on every processor): compiling the layer
+        # under emulation would double the emulated run
+        native = sam.interpreter_dir(python)
+        assert native is not None, f"{python} built the layer, so it is here"
+        args = [str(native / python), "-m", "compileall", "-q", "-j0", str(build.layer), str(build.functions)]
+        subprocess.run(args, capture_output=True, timeout=300, check=True)
     script = tmp_path / "smoke.py"
     script.write_text(SMOKE, encoding="utf-8")
     env = {"PATH": sam_env["PATH"], "HOME": str(tmp_path), "POWERTOOLS_TRACE_DISABLED": "1", "LANG": "C.UTF-8"}
-    layer = build.dir / "SharedLayer" / "python"
     functions = resources_of_type(load_template(), "AWS::Serverless::Function")
     names = sorted(functions)
     scheduled = {
@@ -198,15 +250,18 @@ def test_built_functions_run_on_the_layer_alone(build: Build, sam_env: dict[str,
     # When every built function is imported (the migration function included: importing it touches
     # nothing); health, the OpenAPI document, the authorizer, the dashboard page and the scheduled
     # jobs run
-    args = [str(layer), str(build.dir), str(ROOT / "events"), json.dumps(names), json.dumps(scheduled)]
+    args = [str(build.layer), str(build.functions), str(ROOT / "events"), json.dumps(names), json.dumps(scheduled)]
+    started = time.monotonic()
     result = subprocess.run(
-        [runtime(), "-S", "-I", str(script), *args],
+        [*command, "-S", "-I", str(script), *args],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900 if emulated else 120,
         check=False,
     )
+    seconds = time.monotonic() - started
+    print(f"the smoke run ({architecture}, {python}{', emulated' if emulated else ''}) took {seconds:.1f}s")
 
     # Then they import, and answer: no database configured is a 503, not a crash
     assert result.returncode == 0, result.stderr[-5000:]

@@ -365,4 +365,5 @@ def test_event_counts_are_index_only_scans_of_the_type_index(db: PooledDatabase)
     live_indexes = {"idx_contracts_stale", "idx_contracts_live_created", "idx_contracts_owner_live_created"}
     on_contracts = [n for n in nodes if n.get("Relation Name") == "contracts" and "last_activity_at" in str(n)]
     assert on_contracts, nodes
-    assert all(n.get("Index Name") in live_indexes for n in on_contracts), on_contracts
+    chosen = [(n["Node Type"], n.get("Index Name"), n.get("Index Cond"), n.get("Filter")) for n in on_contracts]
+    assert all(n.get("Index Name") in live_indexes for n in on_contracts), chosen

@@ -25,7 +25,7 @@ import pytest
 
 from makima.config import MonitorConfig
 from makima.db import monitor as monitor_sql
-from makima.db.connection import PooledDatabase, transaction
+from makima.db.connection import Conn, PooledDatabase, transaction
 from makima.domain.monitor import Subscriber, from_log, route
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
@@ -403,31 +403,19 @@ def test_two_connects_of_one_token_for_its_last_place_take_turns(
     owner = make_caller()
     p = owner.principal
     outcomes: list[bool] = []
-    with transaction(db) as first:
-        assert monitor_sql.add_connection(
-            first,
-            f"lim-x-{uuid.uuid4().hex[:8]}",
-            p.user_id,
-            is_admin=False,
-            endpoint=ENDPOINT,
-            token_id=p.token_id,
-            max_per_token=1,
+
+    def connect(conn: Conn, name: str) -> bool:
+        return monitor_sql.add_connection(
+            conn, name, p.user_id, is_admin=False, endpoint=ENDPOINT, token_id=p.token_id, max_per_token=1
         )
+
+    with transaction(db) as first:
+        assert connect(first, f"lim-x-{uuid.uuid4().hex[:8]}")
 
         # When a second connect of the same token comes meanwhile
         def second() -> None:
             with transaction(db) as conn:
-                outcomes.append(
-                    monitor_sql.add_connection(
-                        conn,
-                        f"lim-y-{uuid.uuid4().hex[:8]}",
-                        p.user_id,
-                        is_admin=False,
-                        endpoint=ENDPOINT,
-                        token_id=p.token_id,
-                        max_per_token=1,
-                    )
-                )
+                outcomes.append(connect(conn, f"lim-y-{uuid.uuid4().hex[:8]}"))
 
         waiting = threading.Thread(target=second)
         waiting.start()

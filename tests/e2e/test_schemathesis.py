@@ -1,7 +1,7 @@
 """Property-based fuzzing of every operation of the OpenAPI schema against the running local stack, with
-every check schemathesis has (``--checks all``) and its stateful phase (chains along the document's
-links: create a contract, then use it): no 5xx, every answer's status, code, headers and body as
-documented, schema-valid requests accepted, 405 with ``Allow``."""
+every check schemathesis has (each switched on in the generated configuration) and its stateful phase
+(chains along the document's links: create a contract, then use it): no 5xx, every answer's status,
+code, headers and body as documented, schema-valid requests accepted, 405 with ``Allow``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.config import SchemathesisConfig
+from schemathesis.core.result import Ok
 
+from makima.api.app import create_app
+from makima.api.routers import ALL_ROUTERS
+from makima.lambda_support import runtime
 from tests.conftest import server_dir
 from tests.e2e.conftest import Stack, start_stack, stop_stack
 
@@ -49,6 +56,12 @@ REJECTED = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428"
 SYNC = "/api/v1/contracts/{contract_id}/supervisor/sync"
 
 
+def every_check() -> list[str]:
+    """The name of every check the installed schemathesis has (its own and any registered)."""
+    load_all_checks()
+    return sorted(CHECKS.get_all_names())
+
+
 def fuzz_config(document: dict[str, Any]) -> str:
     """schemathesis' configuration (TOML), generated from the document, itself generated from the error
     classes, so neither can drift:
@@ -72,10 +85,14 @@ def fuzz_config(document: dict[str, Any]) -> str:
       /tasks/reassignable, where it is null for a task no daemon holds, and sent it as a path id.
     """
     declares_413 = any("413" in op["responses"] for item in document["paths"].values() for op in item.values())
-    blocks = [
-        '[phases.stateful.inference]\nalgorithms = ["location-headers"]',
-        f"[checks.negative_data_rejection]\nexpected-statuses = {json.dumps(REJECTED + ['413'] * declares_413)}",
-    ]
+    rejected = f"expected-statuses = {json.dumps(REJECTED + ['413'] * declares_413)}"
+    blocks = ['[phases.stateful.inference]\nalgorithms = ["location-headers"]']
+    # Every check, switched on here rather than by `--checks all`: the CLI's choice overrides every
+    # operation's own, so an operation's "enabled = false" below would not hold under it.
+    for name in every_check():
+        blocks.append(
+            f"[checks.{name}]\nenabled = true" + (f"\n{rejected}" if name == "negative_data_rejection" else "")
+        )
     for path, item in document["paths"].items():
         for op in item.values():
             lines = []
@@ -120,8 +137,6 @@ def test_no_failure_with_every_check_and_the_stateful_phase(fuzzed: Stack, tmp_p
             f"{stack.api}/openapi.json",
             "-H",
             f"Authorization: Bearer {token}",
-            "--checks",
-            "all",
             "--phases",
             "examples,coverage,fuzzing,stateful",
             "--exclude-path",
@@ -156,3 +171,43 @@ def test_no_failure_with_every_check_and_the_stateful_phase(fuzzed: Stack, tmp_p
     assert result.returncode == 0, summary
     assert "✅ Stateful" in summary, summary
     assert " failures" not in summary.split("SUMMARY")[-1].lower(), summary
+
+
+def test_the_configuration_holds_per_operation_in_every_phase(tmp_path: Path) -> None:
+    # Given the configuration generated from the document, loaded as the run loads it
+    document = create_app(runtime.CONTAINER_DATABASE, routers=ALL_ROUTERS).openapi()  # nothing connects
+    path = tmp_path / "schemathesis.toml"
+    path.write_text(fuzz_config(document))
+    schema = schemathesis.openapi.from_dict(document, config=SchemathesisConfig.from_path(str(path)))
+    about_the_body = {
+        f"{method.upper()} {url}"
+        for url, item in document["paths"].items()
+        for method, op in item.items()
+        if any(r.get("x-about-the-body") for r in op["responses"].values())
+    }
+    assert about_the_body
+
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operation = result.ok()
+        for phase in ("examples", "coverage", "fuzzing", "stateful"):
+            checks = schema.config.checks_config_for(operation=operation, phase=phase)
+            # Then every check is on for every operation, in every phase ...
+            enabled = {name for name in every_check() if checks.get_by_name(name=name).enabled}
+            expected = set(every_check()) - (
+                {"ensure_resource_availability"} if operation.label in about_the_body else set()
+            )
+            # ... but the one an operation whose 404 may be about its body leaves out, the stateful
+            # phase included (a created daemon, then its heartbeat naming an unknown task: 404 by design)
+            assert enabled == expected, (operation.label, phase)
+
+    # And that is why the run does not pass `--checks all`: the CLI's choice overrides the operations'
+    # own, and the stateful phase then read a 404 about a body's task id as "the created daemon is gone"
+    config = SchemathesisConfig.from_path(str(path))
+    config.projects.override.checks.update(included_check_names=["all"])
+    overridden = schemathesis.openapi.from_dict(document, config=config)
+    heartbeat = next(
+        r.ok() for r in overridden.get_all_operations() if isinstance(r, Ok) and r.ok().label in about_the_body
+    )
+    checks = overridden.config.checks_config_for(operation=heartbeat, phase="stateful")
+    assert checks.get_by_name(name="ensure_resource_availability").enabled

@@ -2,7 +2,8 @@
 
 Run it (a script, not a pytest test):
 
-    .venv/bin/python -m tests.bench.bench_api [--quick] [--rounds 3] [--json FILE] [--check]
+    .venv/bin/python -m tests.bench.bench_api [--quick] [--rounds 3] [--requests 300] [--json FILE] [--check]
+    # --only status-1,list,... (a subset), --show-sql (print the statements recorded for each workload)
 
 It makes a fresh database (``bench_contracts.bench_database``: a new database on the DATABASE_URL server,
 dropped at the end; without DATABASE_URL an embedded PostgreSQL), migrates it and loads: 100 supervised
@@ -24,10 +25,12 @@ the workload's cycle, e.g. pause/resume) go through it. Request ``g`` of the seq
 replayed as recorded request ``j = g mod c`` with its parameters carried forward ``(g - j) / c``
 cycles: integers by the step between recorded requests ``j`` and ``j + c`` (a save's seq and offset),
 identifiers that differed between the two replaced by new ones (a created contract's id), timestamps
-that differed set to now. Every replayed INSERT/UPDATE/DELETE must touch as many rows as it did when
-recorded, so a replay that stopped doing the same work fails loudly instead of measuring something
-else. What the raw path leaves out is exactly what the API adds: HTTP, routing, validation, auth
-logic, serialisation, the pool, our Python around each statement.
+that differed set to now, and a parameter an earlier statement of the request returned (the ids the
+outbox drain claimed) taken from the replay's own rows. With one client, every replayed statement must
+return or touch as many rows as it did when recorded, so a replay that stopped doing the same work
+fails loudly (``Diverged``) instead of measuring something else. What the raw path leaves out is exactly
+what the API adds: HTTP, routing, validation, auth logic, serialisation, the pool, our Python around
+each statement.
 
 Each workload runs ``--rounds`` rounds of API then raw (interleaved, so a noisy neighbour on the 2
 shared cores hits both); rates are medians over rounds, the ratio API/raw the median of the rounds'
@@ -135,7 +138,6 @@ class Statement:
     params: Any
     rowcount: int
     many: bool = False  # executemany: params is a sequence of parameter sets
-    writes: bool = False  # an INSERT, UPDATE or DELETE
     first_column: list[Any] = field(default_factory=list)  # what it returned (recorded), for ``feeds``
     # Parameters that are what an earlier statement of the request returned (the outbox drain marks
     # the ids its SELECT claimed): (parameter index or name, that statement's number in the request,
@@ -145,12 +147,6 @@ class Statement:
     @property
     def text(self) -> str:
         return self.query if isinstance(self.query, str) else repr(self.query)
-
-    @classmethod
-    def of(cls, query: Any, params: Any, rowcount: int, many: bool = False) -> Statement:
-        text = query if isinstance(query, str) else repr(query)
-        words = text.split(None, 1)
-        return cls(query, params, rowcount, many, bool(words) and words[0].upper() in ("INSERT", "UPDATE", "DELETE"))
 
 
 @dataclass
@@ -171,7 +167,7 @@ class RecordingCursor(psycopg.Cursor[DictRow]):
         result = super().execute(query, params, **kwargs)
         conn = self.connection
         if isinstance(conn, RecordingConnection):
-            statement = Statement.of(query, params, self.rowcount)
+            statement = Statement(query, params, self.rowcount)
             if self.description is not None:
                 rows = self.fetchall()
                 if rows:
@@ -185,7 +181,7 @@ class RecordingCursor(psycopg.Cursor[DictRow]):
         super().executemany(query, params, **kwargs)
         conn = self.connection
         if isinstance(conn, RecordingConnection):
-            conn.sink().append(Statement.of(query, params, self.rowcount, many=True))
+            conn.sink().append(Statement(query, params, self.rowcount, many=True))
 
 
 class RecordingConnection(psycopg.Connection[DictRow]):
@@ -286,7 +282,7 @@ class Carry:
             return Tx(a.isolation, a.read_only, ops)
         assert isinstance(b, Statement)
         params = _value(a.params, b.params, k, now, fresh)
-        return Statement(a.query, params, a.rowcount, a.many, a.writes, feeds=a.feeds)
+        return Statement(a.query, params, a.rowcount, a.many, feeds=a.feeds)
 
 
 def _flat(script: Script) -> Iterator[Statement]:

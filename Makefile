@@ -89,6 +89,22 @@ test: install lint typecheck $(CHROMIUM) ## The whole suite: lint, types, unit, 
 .PHONY: pr
 pr: test ## Everything a change must pass
 
+# Every benchmark in tests/bench, each sized to finish in a minute or two on 2 cores (their defaults are
+# the figures of docs/performance.md, and take longer), then bench_api with its floors (docs/performance.md,
+# "API benchmark (issue 15)"): exits non-zero when the API falls too far behind the raw SQL of the same
+# statements. Each makes its own fresh database (DATABASE_URL server, else embedded). Not part of `make test`.
+BENCH := $(BIN)/python -m tests.bench
+.PHONY: bench
+bench: $(VENV)/.installed ## Run every benchmark, then bench_api --check (fails below a ratio floor)
+	$(BENCH).bench_contracts --contracts 10000 --requests 100
+	$(BENCH).bench_dashboard --contracts 10000 --supervisors 100 --events 50000 --requests 50
+	$(BENCH).bench_heartbeats --supervisors 1000 --seconds 3
+	$(BENCH).bench_idempotency --requests 100
+	$(BENCH).bench_monitor --connections 100 --events 20
+	$(BENCH).bench_revocation --connections 200 --rounds 50
+	$(BENCH).bench_supervisor_state --saves 5 --messages 100
+	$(BENCH).bench_api --check
+
 .PHONY: clean
 clean: ## Remove build output (keeps the venvs and .makima data)
 	rm -rf .aws-sam build .pytest_cache .mypy_cache .ruff_cache

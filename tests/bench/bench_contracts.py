@@ -619,6 +619,8 @@ class Bench:
         return state, ("plan" if state["phase"] == "execute" else "execute")
 
     def run_phase_change(self) -> Result:
+        """Back and forth between plan and execute: a person's forced move (going back, or past a gate the
+        generated contracts never met, is refused without ``force``), recorded like any phase change."""
         result = Result("phase change", rows=1)
         if not self.movable:
             print("  no active contract to move: phase change skipped", flush=True)
@@ -627,7 +629,13 @@ class Bench:
         def service() -> None:
             state, target = self._next()
             moved = svc.change_phase(
-                self.db, self.owner, state["id"], phase=target, expected_version=state["version"], confirmed=True
+                self.db,
+                self.owner,
+                state["id"],
+                phase=target,
+                expected_version=state["version"],
+                confirmed=True,
+                force=True,
             )
             state["phase"], state["version"] = moved.phase, moved.version
 
@@ -635,7 +643,7 @@ class Bench:
             state, target = self._next()
             r = self.client.post(
                 f"{API}/contracts/{state['id']}/phase",
-                json={"phase": target, "expected_version": state["version"], "confirmed": True},
+                json={"phase": target, "expected_version": state["version"], "confirmed": True, "force": True},
                 headers=self.headers("owner"),
             )
             if r.status_code != 200:

@@ -3,30 +3,30 @@ replayed (the same key again), in-process (the app under TestClient, no network)
 
 Run it (a script, not a pytest test):
 
-    DATABASE_URL=postgresql://… .venv/bin/python -m tests.bench.bench_idempotency [--requests 300]
+    .venv/bin/python -m tests.bench.bench_idempotency [--requests 300]
 
-It creates a ``makima_bench_<random>`` database on the DATABASE_URL server (dropped at the end), migrates
-it, and prints for each mode the median and 95th percentile latency and the transactions committed per
-request (``pg_stat_database.xact_commit``; the rate limiter's leases included, as in every mode).
+It creates a fresh database (``bench_contracts.bench_database``: on the DATABASE_URL server, else an
+embedded PostgreSQL; dropped at the end), migrates it, and prints for each mode the median and 95th
+percentile latency and the transactions committed per request (``pg_stat_database.xact_commit``; the
+rate limiter's leases included, as in every mode).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import psycopg
 from fastapi.testclient import TestClient
 
 from makima.api.app import create_app
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.migrate import migrate
 from makima.services import auth
+from tests.bench.bench_contracts import bench_database
 
 
 def _commits(db: PooledDatabase, name: str) -> int:
@@ -57,13 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    server = os.environ["DATABASE_URL"]
-    name = f"makima_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(server)
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-    try:
+    # A fresh database (DATABASE_URL server, or an embedded PostgreSQL without it), dropped at the end.
+    with bench_database() as (url, _):
+        name = urlsplit(url).path.lstrip("/")
         migrate(url)
         db = PooledDatabase(url)
         with transaction(db) as conn:
@@ -83,9 +79,6 @@ def main() -> None:
             _run("fresh key", args.requests, lambda i: post({**headers, "Idempotency-Key": f"k{i}"}), db, name)
             _run("replay (same key)", args.requests, lambda i: post({**headers, "Idempotency-Key": f"k{i}"}), db, name)
         db.close()
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

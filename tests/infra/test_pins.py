@@ -12,7 +12,7 @@ from tests.infra.cfn import ROOT
 pytestmark = pytest.mark.infra
 
 # Local stack and CLI only: a function never imports them, and they would only grow the layer.
-NOT_IN_LAYER = {"uvicorn", "typer", "rich", "pgserver", "httpx", "websockets", "textual"}
+NOT_IN_LAYER = {"uvicorn", "uvloop", "httptools", "typer", "rich", "pgserver", "httpx", "websockets", "textual"}
 
 
 def _name(requirement: str) -> str:

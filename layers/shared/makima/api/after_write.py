@@ -4,6 +4,8 @@ events is done (its transaction committed before the response was sent).
 Reads never write events, so GET/HEAD/OPTIONS are skipped, and so are requests whose endpoint handed
 its events to the sink itself (``HANDLED`` in ``request.state``: the heartbeat endpoints). A failing
 pipeline is logged and never turns a successful write into an error: the sweeper publishes what is left.
+A sink that only wakes its own publisher (``committed_blocks`` false: the local stack's pump) is told on
+the event loop, without a threadpool hop.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class PublishAfterWrite:
         if (scope.get("state") or {}).get(HANDLED):
             return
         try:
-            await blocking(self.events.committed)
+            if self.events.committed_blocks:
+                await blocking(self.events.committed)
+            else:
+                self.events.committed()
         except Exception:
             log.exception("publishing events after a write failed; the sweeper will retry")

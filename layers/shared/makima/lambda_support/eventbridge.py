@@ -98,6 +98,8 @@ class LambdaEvents:
     some monitor asked for them (checked at most every few seconds per container: most of the time
     nobody watches heartbeats, and a PutEvents per heartbeat would be the costliest part of ingest)."""
 
+    committed_blocks = True  # drains the outbox itself (inline in a Lambda container anyway)
+
     def __init__(self, database: Database, publisher: EventBridgePublisher) -> None:
         self.database = database
         self.publisher = publisher

@@ -236,6 +236,8 @@ class OutboxPump:
         self._wake.set()
         self._thread.join(timeout=10)
 
+    committed_blocks = False  # the pump's thread drains the outbox; a request only wakes it
+
     def committed(self) -> None:
         self._wake.set()
 

@@ -206,11 +206,15 @@ def serve(
             # collection about every second under fan-out to 1,000 monitors (docs/performance.md).
             gc.set_threshold(50_000, 20, 100)
             # ws_max_size: a monitor message is small (docs/api.md, "Monitor"); uvicorn's default would read
-            # and buffer 16 MiB of one.
+            # and buffer 16 MiB of one. uvloop and httptools (C event loop and HTTP parser, pinned): the
+            # pure-Python h11 parser and asyncio loop were a fifth of a request's CPU (docs/performance.md,
+            # "Where a request's time goes"); named, not "auto", so a missing one fails at start.
             config = uvicorn.Config(
                 app,
                 host=host,
                 port=port,
+                loop="uvloop",
+                http="httptools",
                 log_level="warning",
                 access_log=False,
                 ws_per_message_deflate=False,

@@ -89,7 +89,13 @@ class EventSink(Protocol):
     even looked at, which keeps the hottest path at one round trip. ``token_revoked`` after a token's
     revocation committed: close the monitor connections opened with it, now (never raises: the
     revocation stands either way, and the broadcaster, the messages and the local sweep refuse and
-    close those connections too)."""
+    close those connections too).
+
+    ``committed_blocks``: whether ``committed`` does the publishing itself (a database transaction:
+    the API runs it in the threadpool) or only wakes a publisher of its own (called on the event loop:
+    a threadpool hop per write just to set an Event cost more than the wake)."""
+
+    committed_blocks: bool
 
     def committed(self) -> None: ...
 

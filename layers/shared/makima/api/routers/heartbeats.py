@@ -144,9 +144,9 @@ def _handled_by(request: Request, events: EventSink | None) -> HeartbeatMonitor 
     responses=raises(ContractNotFound, UnknownSupervisorTask, Inconsistent, StaleTimestamp),
 )
 async def heartbeat(
-    contract_id: UUID, body: Heartbeat, db: DB, caller: Caller, events: Events, settings: Config
+    request: Request, contract_id: UUID, body: Heartbeat, db: DB, caller: Caller, events: Events, settings: Config
 ) -> HeartbeatAnswerOut:
-    monitor = events.heartbeats if events is not None else None
+    monitor = _handled_by(request, events)
     answer = await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)
     return HeartbeatAnswerOut.model_validate(
         {**vars(answer), "heartbeat_interval_seconds": settings.contracts.heartbeat_interval_seconds}

@@ -234,6 +234,8 @@ class SyncSink:
     """The stack's outbox pump, drained in the request's thread right after it (the stack's pump thread
     does it just after): its statements are recorded with the request's."""
 
+    committed_blocks = True  # it drains the outbox itself: the API runs it in the threadpool
+
     def __init__(self, db: RecordingDatabase) -> None:
         self.pump = OutboxPump(db, LocalHub(endpoint="bench:record"))
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -413,20 +414,18 @@ def test_an_item_that_fails_after_writing_is_undone_alone(
     assert setup.events(ids[1]) == before
 
 
-def _wait_for_lock_wait(database_url: str, timeout: float = 10.0) -> None:
-    """Until some session of the test database waits for a row lock: tries ``NOWAIT`` again and again
-    (``db/batch.py: locked``), its last statement the refused lock."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND query LIKE '%%FOR UPDATE NOWAIT%%' AND pid <> pg_backend_pid()"
-            ).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.02)
-    raise AssertionError("the batch never waited for the lock")
+def _lock_refusals(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once the batch was refused a row lock (``NOWAIT``) and pauses to try again (``db/batch.py:
+    locked``). (Watching ``pg_stat_activity`` for the ``NOWAIT`` statement missed it now and then: it
+    runs for microseconds between the pauses.)"""
+    refused = threading.Event()
+
+    def pause(seconds: float) -> None:
+        refused.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(batch_sql, "time", SimpleNamespace(monotonic=time.monotonic, sleep=pause))
+    return refused
 
 
 def test_a_contract_changed_while_the_batch_waits_for_it_is_rechecked(
@@ -434,6 +433,7 @@ def test_a_contract_changed_while_the_batch_waits_for_it_is_rechecked(
 ) -> None:
     # Given two active contracts, one being completed by a transaction that has not committed yet
     monkeypatch.setattr(batch_svc, "LOCK_TIMEOUT", timedelta(seconds=30))
+    refused = _lock_refusals(monkeypatch)
     ids = sorted([setup.contract(user, "active") for _ in range(2)])
     results: list[batch_svc.BatchResult] = []
     with psycopg.connect(database_url) as other:
@@ -445,7 +445,7 @@ def test_a_contract_changed_while_the_batch_waits_for_it_is_rechecked(
 
         # When the batch reaches that contract, and the other transaction then commits
         batch.start()
-        _wait_for_lock_wait(database_url)
+        assert refused.wait(timeout=30), "the batch never met the lock"
         other.commit()
     batch.join(timeout=30)
 

@@ -119,7 +119,8 @@ def depends_on(resource: dict[str, Any]) -> set[str]:
 
 def resolve(value: Any, template: Template, parameters: dict[str, str]) -> Any:
     """``value`` as CloudFormation would resolve it for ``parameters`` (defaults otherwise): enough of
-    Fn::If, Fn::Equals, Fn::Not and Ref to parameters for the conditions this template uses."""
+    Fn::If, Fn::Equals, Fn::Not, Fn::Or, Fn::Select, Fn::Split and Ref to parameters for the conditions
+    and rules this template uses."""
     if isinstance(value, dict) and len(value) == 1:
         ((key, inner),) = value.items()
         if key == "Ref" and inner in template["Parameters"]:
@@ -129,6 +130,14 @@ def resolve(value: Any, template: Template, parameters: dict[str, str]) -> Any:
             return str(left) == str(right)
         if key == "Fn::Not":
             return not resolve(inner[0], template, parameters)
+        if key == "Fn::Or":
+            return any(resolve(v, template, parameters) for v in inner)
+        if key == "Fn::Split":
+            separator, text = inner
+            return str(resolve(text, template, parameters)).split(separator)
+        if key == "Fn::Select":
+            index, items = inner
+            return resolve(items, template, parameters)[int(index)]
         if key == "Fn::If":
             condition, then, otherwise = inner
             holds = resolve(template["Conditions"][condition], template, parameters)

@@ -448,15 +448,4 @@ def test_alarms_on_the_database_and_its_proxy(raw: Template) -> None:
     credits = watching("AWS/RDS", "CPUCreditBalance")
     condition = raw["Conditions"][credits["Condition"]]
     for instance_class, burstable in (("db.t4g.small", True), ("db.t3.medium", True), ("db.m7g.large", False)):
-        assert _holds(condition, raw, {"DatabaseInstanceClass": instance_class}) is burstable, instance_class
-
-
-def _holds(condition: Any, raw: Template, parameters: dict[str, str]) -> bool:
-    """``condition`` evaluated for ``parameters``: Fn::Or / Fn::Equals over Fn::Select of Fn::Split."""
-    if "Fn::Or" in condition:
-        return any(_holds(c, raw, parameters) for c in condition["Fn::Or"])
-    left, right = condition["Fn::Equals"]
-    index, split = left["Fn::Select"]
-    separator, value = split["Fn::Split"]
-    text = parameters.get(value["Ref"], raw["Parameters"][value["Ref"]]["Default"])
-    return bool(text.split(separator)[index] == right)
+        assert resolve(condition, raw, {"DatabaseInstanceClass": instance_class}) is burstable, instance_class

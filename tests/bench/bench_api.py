@@ -72,6 +72,7 @@ from makima.local.monitor import LocalHub, OutboxPump
 from makima.services import auth
 from makima.services import contracts as contracts_svc
 from makima.services import supervisors as supervisors_svc
+from makima.services.principal_cache import PrincipalCache
 from tests.bench.bench_contracts import _CONTRACT_COLUMNS, _contract_row, _copy_sql, bench_database, percentile
 from tests.bench.bench_heartbeats import ENV as HEARTBEAT_ENV
 from tests.bench.bench_heartbeats import Supervisor, World, _single_body, build_world, start_stack
@@ -872,7 +873,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         recording = RecordingDatabase(url)
         from makima.config import get_settings
 
-        with _test_client(create_app(recording, settings=get_settings(), events=SyncSink(recording))) as app_client:
+        # The stack's principal cache: a token is looked up on its first request only (the recording's
+        # first attempt of each workload may include it; record() takes a steady pair of recordings).
+        principals = PrincipalCache()
+        principals.resume()
+        app = create_app(recording, settings=get_settings(), events=SyncSink(recording), principals=principals)
+        with _test_client(app) as app_client:
             for w in chosen:
                 record(app_client, w)
         recording.close()

@@ -40,6 +40,7 @@ CHAIN = [
     "0017_monitor_replay_deadline",
     "0017b_contract_events_status_moves_index",
     "0019_idempotency",
+    "0020_token_revocation_notice",
 ]
 
 

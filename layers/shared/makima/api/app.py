@@ -23,6 +23,7 @@ from makima.db.connection import Database
 from makima.domain.rate_limits import Limit, Limits
 from makima.flags import build_flags
 from makima.services.monitor import EventSink
+from makima.services.principal_cache import PrincipalCache
 from makima.services.rate_limits import Clock, RateLimiter
 from makima.services.sync_waits import PollingWaits, SyncWaits, WaitLimiter
 from makima.services.token_usage import UsageRecorder
@@ -38,10 +39,13 @@ def create_app(
     events: EventSink | None = None,
     clock: Clock | None = None,
     sync_waits: SyncWaits | None = None,
+    principals: PrincipalCache | None = None,
 ) -> FastAPI:
     """The app serving ``routers`` over ``database``. ``clock``: the rate limiter's (tests move it).
     ``sync_waits``: what wakes sync waits (the local stack's LISTEN connection); by default a
-    backing-off schedule of reads (services/sync_waits.py)."""
+    backing-off schedule of reads (services/sync_waits.py). ``principals``: the cache of live tokens'
+    principals, kept true by that same listener (services/principal_cache.py); None: every request
+    looks its token up."""
     settings = settings or get_settings()
     app = FastAPI(
         title="makima contracts",
@@ -55,6 +59,7 @@ def create_app(
     app.state.settings = settings
     app.state.flags = functools.cache(lambda: build_flags(settings))
     app.state.events = events
+    app.state.principals = principals
     app.state.rate_limiter = rate_limiter(database, settings, clock)
     app.state.sync_waits = sync_waits or PollingWaits()
     app.state.sync_wait_limiter = WaitLimiter(per_token=settings.sync.waits_per_token, total=settings.sync.waits_max)

@@ -17,6 +17,7 @@ from makima.services import auth
 from makima.services.common import require_api_access
 from makima.services.completion import CompletionPolicy
 from makima.services.monitor import EventSink
+from makima.services.principal_cache import PrincipalCache
 from makima.services.rate_limits import RateLimiter
 from makima.services.token_usage import UsageRecorder
 
@@ -40,6 +41,12 @@ async def get_events(request: Request) -> EventSink | None:
     """Where this deployment sends events (None in apps built without a pipeline, e.g. some tests)."""
     events: EventSink | None = request.app.state.events
     return events
+
+
+async def get_principals(request: Request) -> PrincipalCache | None:
+    """The local stack's principal cache (None elsewhere): a route that revokes a token forgets it."""
+    principals: PrincipalCache | None = request.app.state.principals
+    return principals
 
 
 async def get_flags(request: Request) -> Flags:
@@ -86,7 +93,8 @@ def _authorizer_context(request: Request) -> dict[str, Any] | None:
 
 async def _authenticate(request: Request, db: Database, background: BackgroundTasks) -> Principal:
     """The caller, whatever its kind: from the authorizer's context on AWS, else its bearer token checked
-    against the database, its use recorded after the response (``services/token_usage.py``)."""
+    against the database (or the local stack's cache of live tokens, which revocations empty:
+    ``services/principal_cache.py``), its use recorded after the response (``services/token_usage.py``)."""
     ctx = _authorizer_context(request)
     if ctx is not None:
         token_id = ctx.get("token_id")
@@ -95,7 +103,11 @@ async def _authenticate(request: Request, db: Database, background: BackgroundTa
             role=Role(str(ctx["role"])),
             token_id=UUID(str(token_id)) if token_id else None,
         )
-    principal = await run_in_threadpool(auth.resolve, db, auth.bearer(request.headers.get("authorization")))
+    token = auth.bearer(request.headers.get("authorization"))
+    principals: PrincipalCache | None = request.app.state.principals
+    principal = auth.cached(principals, token) if principals is not None else None
+    if principal is None:  # not cached (or no cache: tests, Lambda): one SELECT, off the event loop
+        principal = await run_in_threadpool(auth.resolve, db, token, principals)
     usage: UsageRecorder = request.app.state.token_usage
     on_lambda = isinstance(request.scope.get("aws.event"), dict)
     if not on_lambda and principal.token_id is not None and (at := usage.due(principal.token_id)) is not None:
@@ -146,3 +158,4 @@ Config = Annotated[Settings, Depends(get_app_settings)]
 FeatureFlags = Annotated[Flags, Depends(get_flags)]
 Policy = Annotated[CompletionPolicy, Depends(get_policy)]
 Events = Annotated[EventSink | None, Depends(get_events)]
+Principals = Annotated[PrincipalCache | None, Depends(get_principals)]

@@ -36,6 +36,7 @@ from makima.local.monitor import (
 from makima.local.scheduler import Scheduler, jobs_for
 from makima.local.sync_listener import SyncListener
 from makima.services.auth import AdminTokenOutcome, ensure_admin, register_admin_token
+from makima.services.principal_cache import PrincipalCache
 
 if TYPE_CHECKING:
     from makima.client.fleet import FleetHandle
@@ -190,9 +191,15 @@ def serve(
         hub = LocalHub(endpoint=f"local:{socket.gethostname()}:{port}")
         forget_previous_connections(backing.database, hub.endpoint)
         pump = OutboxPump(backing.database, hub, flags=flags).start()
-        # One LISTEN connection wakes every waiting sync call (they hold no thread, no pooled connection).
-        sync_listener = SyncListener(backing.url, connect_timeout=settings.db_connect_timeout).start()
-        app = create_app(backing.database, settings=settings, events=pump, sync_waits=sync_listener)
+        # One LISTEN connection wakes every waiting sync call (they hold no thread, no pooled connection)
+        # and keeps the principal cache true (a revoked token is forgotten as its notice arrives).
+        principals = PrincipalCache()
+        sync_listener = SyncListener(
+            backing.url, connect_timeout=settings.db_connect_timeout, principals=principals
+        ).start()
+        app = create_app(
+            backing.database, settings=settings, events=pump, sync_waits=sync_listener, principals=principals
+        )
         from makima.local.web import mount_dashboard
 
         mount_dashboard(app, settings.dashboard)

@@ -1,5 +1,6 @@
-"""The local stack's sync wake-ups: one thread holding one LISTEN connection fans the NOTIFY of each
-collected sync request (db/sync_notices.py) out to the requests waiting for it.
+"""The local stack's notices: one thread holding one LISTEN connection fans the NOTIFY of each collected
+sync request (db/sync_notices.py) out to the requests waiting for it, and forgets each revoked token in
+the process's principal cache (services/principal_cache.py).
 
 A waiting request is a coroutine parked on an ``asyncio.Event`` of its own event loop; this thread
 sets it with ``call_soon_threadsafe``. So however many requests wait, they hold no threadpool thread
@@ -8,7 +9,9 @@ and no pooled connection: the only connection is this one.
 Losing the connection (PostgreSQL restarted, the backend terminated, the network cut) loses the notices
 sent meanwhile, so: while it is down, waiters fall back to reading every ``DOWN_POLL`` seconds; once
 it is back (re-opened with backoff up to ``RETRY_CAP``), every waiter is woken to read once, which
-finds whatever was delivered in the gap.
+finds whatever was delivered in the gap. The principal cache answers only while the LISTEN is held:
+it is suspended (emptied, unused) as the connection is lost and resumed empty once it is back, so a
+revocation whose notice fell in the gap is still looked up.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from uuid import UUID
 import psycopg
 
 from makima.db import sync_notices
+from makima.services.principal_cache import PrincipalCache
 from makima.services.sync_waits import SyncWaits, Wakeup
 
 log = logging.getLogger("makima.sync")
@@ -66,8 +70,16 @@ class _Waiter:
 class SyncListener(SyncWaits):
     """Start it once per process (``start``), before serving; ``stop`` at shutdown."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0, keepalive: float = KEEPALIVE) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 5.0,
+        keepalive: float = KEEPALIVE,
+        principals: PrincipalCache | None = None,
+    ) -> None:
         self.url = url
+        self.principals = principals
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.listening = threading.Event()  # the LISTEN is in place
@@ -121,6 +133,8 @@ class SyncListener(SyncWaits):
             w.wake()
 
     def _close(self) -> None:
+        if self.principals is not None:
+            self.principals.suspend()
         self.listening.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -133,12 +147,18 @@ class SyncListener(SyncWaits):
             try:
                 self._conn = sync_notices.connect_listener(self.url, connect_timeout=self.connect_timeout)
                 self.listening.set()
+                if self.principals is not None:
+                    self.principals.resume()
                 delay = RETRY_FIRST
                 self._wake_all()  # whatever was delivered before the LISTEN took effect is read now
                 pinged = time.monotonic()
                 while not self._stop.is_set():
-                    for contract_id in sync_notices.notices(self._conn, timeout=STOP_WITHIN):
-                        self._wake(contract_id)
+                    for channel, id_ in sync_notices.notices(self._conn, timeout=STOP_WITHIN):
+                        if channel == sync_notices.TOKEN_CHANNEL:
+                            if self.principals is not None:
+                                self.principals.forget(id_)
+                        else:
+                            self._wake(id_)
                     if time.monotonic() - pinged >= self.keepalive:
                         sync_notices.ping(self._conn)
                         pinged = time.monotonic()

@@ -23,6 +23,7 @@ from makima.domain.paging import Page
 from makima.domain.principals import Principal, Role
 from makima.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from makima.services.common import require_admin
+from makima.services.principal_cache import PrincipalCache
 
 log = logging.getLogger("makima.auth")
 
@@ -53,21 +54,39 @@ def principal_from_row(row: dict[str, object]) -> Principal:
     return Principal(user_id=UUID(str(row["user_id"])), role=role, token_id=UUID(str(row["token_id"])))
 
 
-def resolve_with(conn: Conn, token: str | None) -> Principal:
-    if not token:
-        raise Unauthorized("missing bearer token: send Authorization: Bearer <token>")
-    row = users_sql.resolve_token(conn, hash_token(token))
+_MISSING = "missing bearer token: send Authorization: Bearer <token>"
+
+
+def _principal_of(conn: Conn, digest: bytes) -> Principal:
+    row = users_sql.resolve_token(conn, digest)
     if row is None:
         raise Unauthorized("invalid or revoked token")
     return principal_from_row(row)
 
 
-def resolve(db: Database, token: str | None) -> Principal:
-    """The principal of a token; ``Unauthorized`` when it is missing, unknown or revoked."""
+def resolve_with(conn: Conn, token: str | None) -> Principal:
     if not token:
-        raise Unauthorized("missing bearer token: send Authorization: Bearer <token>")
+        raise Unauthorized(_MISSING)
+    return _principal_of(conn, hash_token(token))
+
+
+def resolve(db: Database, token: str | None, principals: PrincipalCache | None = None) -> Principal:
+    """The principal of a token; ``Unauthorized`` when it is missing, unknown or revoked. With
+    ``principals`` (the local stack's cache), a live token's principal is kept for its next requests."""
+    if not token:
+        raise Unauthorized(_MISSING)
+    digest = hash_token(token)
+    generation = principals.generation() if principals is not None else 0  # read before the SELECT
     with db.connection() as conn:
-        return resolve_with(conn, token)
+        principal = _principal_of(conn, digest)
+    if principals is not None:
+        principals.remember(digest, principal, generation)
+    return principal
+
+
+def cached(principals: PrincipalCache, token: str | None) -> Principal | None:
+    """The cached principal of ``token`` (no round trip); None: ``resolve`` it."""
+    return principals.lookup(hash_token(token)) if token else None
 
 
 def bearer(header: str | None) -> str | None:

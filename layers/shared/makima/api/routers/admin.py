@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import Response, status
 
-from makima.api.deps import DB, Caller, Events
+from makima.api.deps import DB, Caller, Events, Principals
 from makima.api.idempotency import idempotent
 from makima.api.paging import Cursor, limit_query
 from makima.api.routers._common import make_router, raises
@@ -65,11 +65,15 @@ def list_tokens(
     response_class=Response,
     responses=raises(NotFound),
 )
-def revoke_token(token_id: UUID, db: DB, caller: Caller, events: Events) -> Response:
-    """The token stops working for new requests as the revocation commits; its open monitor
-    connections are then closed by the deployment (``EventSink.token_revoked``), and nothing is sent
-    on them meanwhile. (On AWS the HTTP API may still accept it for the authorizer cache's TTL.)"""
+def revoke_token(token_id: UUID, db: DB, caller: Caller, events: Events, principals: Principals) -> Response:
+    """The token stops working for new requests as the revocation commits (this process's principal
+    cache forgets it before the answer; other processes' caches as the trigger's notice reaches them);
+    its open monitor connections are then closed by the deployment (``EventSink.token_revoked``), and
+    nothing is sent on them meanwhile. (On AWS the HTTP API may still accept it for the authorizer
+    cache's TTL.)"""
     auth.revoke_token(db, caller, token_id)
+    if principals is not None:
+        principals.forget(token_id)
     if events is not None:
         events.token_revoked(token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -217,6 +217,29 @@ def claim_unpublished(
     ).fetchall()
 
 
+def take_unpublished(conn: Conn, limit: int) -> list[dict[str, Any]]:
+    """Mark the oldest unpublished events published and return them, in one statement (its own
+    transaction on an autocommit connection): the in-process publisher's drain (``drain_in_process``).
+    Rows another drain holds are skipped; RETURNING's order is not the subquery's: the caller sorts."""
+    return conn.execute(
+        f"""
+        UPDATE contract_events SET published_at = now()
+         WHERE id IN (SELECT id FROM contract_events
+                       WHERE published_at IS NULL
+                       ORDER BY id
+                       LIMIT %s
+                         FOR UPDATE SKIP LOCKED)
+        RETURNING {_EVENT_COLUMNS}
+        """,
+        (limit,),
+    ).fetchall()
+
+
+def mark_unpublished(conn: Conn, ids: Sequence[int]) -> None:
+    """Put events back in the outbox (their publish failed after ``take_unpublished``)."""
+    conn.execute("UPDATE contract_events SET published_at = NULL WHERE id = ANY(%s)", (list(ids),))
+
+
 def mark_published(conn: Conn, ids: Sequence[int]) -> None:
     conn.execute("UPDATE contract_events SET published_at = now() WHERE id = ANY(%s)", (list(ids),))
 

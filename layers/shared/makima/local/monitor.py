@@ -283,10 +283,10 @@ class OutboxPump:
         beats: list[Mapping[str, Any]] = []
         while not self._heartbeats.empty():
             beats.extend(self._heartbeats.get_nowait())
-        published = svc.drain_outbox(self.database, self.publisher)
+        published = svc.drain_in_process(self.database, self.publisher)
         if beats:
             self.publisher.publish(beats)
-        return len(published)
+        return published
 
     def _loop(self) -> None:
         while not self._stop.is_set():

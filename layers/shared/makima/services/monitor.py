@@ -139,6 +139,34 @@ def drain_outbox(
     return published
 
 
+def drain_in_process(database: Database, publisher: Publisher, *, batch: int = 500, max_batches: int = 20) -> int:
+    """``drain_outbox`` for a publisher whose subscribers live in this process (the local stack's hub):
+    the events are marked published and read back in one statement, then published; if the publish
+    fails they are put back in the outbox for the next sweep. Returns how many were published.
+
+    The claim-publish-mark transaction of ``drain_outbox`` guards against a crash between publishing and
+    marking; here a crash takes the subscribers with it (they reconnect and replay from the log), so
+    marking first loses nothing and saves three of the four round trips of every drain, the one that
+    follows every write on the local stack (issue 15, docs/performance.md)."""
+    published = 0
+    for _ in range(max_batches):
+        with database.connection() as conn:
+            rows = monitor_sql.take_unpublished(conn, batch)
+        if not rows:
+            break
+        rows.sort(key=lambda r: int(r["id"]))
+        try:
+            publisher.publish([from_log(r) for r in rows])
+        except BaseException:
+            with database.connection() as conn:
+                monitor_sql.mark_unpublished(conn, [r["id"] for r in rows])
+            raise
+        published += len(rows)
+        if len(rows) < batch:
+            break
+    return published
+
+
 # --- broadcaster ---------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ the document; tests/e2e/test_schemathesis.py fuzzes it).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
@@ -18,6 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from makima.api.concurrency import blocking
 from makima.api.idempotency import MARKER as IDEMPOTENT_MARKER
 from makima.errors import (
     BadRequest,
@@ -142,7 +144,27 @@ class MakimaRouter(APIRouter):
         if creates:
             kwargs["openapi_extra"] = {**(kwargs.get("openapi_extra") or {}), CREATES: creates}
         # An explicit response (health's 503 with its own body) wins over the generated one.
-        super().add_api_route(path, endpoint, responses={**error_responses(errors), **own}, **kwargs)
+        super().add_api_route(path, in_one_hop(endpoint), responses={**error_responses(errors), **own}, **kwargs)
+
+
+def in_one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain ``def`` endpoint as an ``async def`` that runs it in the threadpool (``blocking``).
+
+    FastAPI runs a plain endpoint in the threadpool, then validates its answer against the response
+    model in the threadpool *again* (a second hand-off per request, ``serialize_response``); an ``async``
+    endpoint's answer is validated on the event loop, where checking an instance of the model is a type
+    check. So each request of a plain endpoint now takes one thread hand-off instead of two, and none in a
+    Lambda (``blocking`` calls inline there), where each hand-off started a thread (issue 15,
+    docs/performance.md). FastAPI reads the parameters and their annotations through ``__wrapped__``, so
+    the operation is unchanged."""
+    if inspect.iscoroutinefunction(endpoint):
+        return endpoint
+
+    @functools.wraps(endpoint)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return await blocking(endpoint, *args, **kwargs)
+
+    return run
 
 
 def make_router(tag: str, *errors: type[MakimaError], common: Errors = COMMON, prefix: str = PREFIX) -> MakimaRouter:

@@ -183,3 +183,24 @@ def test_a_fresh_connection_that_fails_is_503_after_one_attempt(
     assert response["statusCode"] == 503
     assert json.loads(response["body"])["error"]["code"] == "DATABASE_UNAVAILABLE"
     assert attempts == ["connect"]
+
+
+def test_a_read_that_meets_a_broken_connection_is_rerun_too(
+    db: PooledDatabase, make_caller: Callable[..., Caller], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reads on the local stack's pool go without BEGIN/COMMIT (``db/connection.py: reading``, issue 15);
+    # the container's connection keeps the transaction, so that a read that meets a connection the proxy
+    # closed is still known to have committed nothing, and runs again instead of answering 503.
+    owner = make_caller()
+    assert invoke("contracts", _create_event(owner, "listed"))["statusCode"] == 201
+    first = _container_backend()
+    _terminate(db, first)
+    monkeypatch.setattr(connection_module, "_peer_closed", lambda conn: False)
+    event = load_event("http/contracts_list", {"mkm_placeholder_token": owner.token})
+    event["requestContext"]["authorizer"]["lambda"].update(
+        user_id=str(owner.principal.user_id), role="user", token_id=str(owner.principal.token_id)
+    )
+    response = invoke("contracts", event)
+    assert response["statusCode"] == 200, response
+    assert [c["name"] for c in json.loads(response["body"])["contracts"]] == ["listed"]
+    assert _container_backend() != first

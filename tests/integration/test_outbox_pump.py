@@ -8,52 +8,18 @@ test_scheduled_jobs_over_time.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from makima.db import monitor as monitor_sql
-from makima.db.connection import Conn, PooledDatabase, transaction
+from makima.db.connection import PooledDatabase, transaction
 from makima.services import monitor as svc
 from tests.conftest import Caller
+from tests.integration.round_trips import Counting
 
 pytestmark = pytest.mark.integration
-
-
-class Counting:
-    """The database, counting what each drain sends: statements and transactions (a round trip each,
-    plus one for a COMMIT)."""
-
-    def __init__(self, db: PooledDatabase) -> None:
-        self.db = db
-        self.calls: list[str] = []
-
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
-        with self.db.connection() as conn:
-            yield _CountingConn(conn, self.calls)
-
-    def close(self) -> None:
-        pass
-
-
-class _CountingConn:
-    def __init__(self, conn: Conn, calls: list[str]) -> None:
-        self._conn = conn
-        self._calls = calls
-
-    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        self._calls.append("execute")
-        return self._conn.execute(query, *args, **kwargs)
-
-    def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        self._calls.append("transaction")
-        return self._conn.transaction(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
 
 
 class Recording:

@@ -205,6 +205,8 @@ def reconnecting(handler: Handler) -> Handler:
 class ContainerDatabase:
     """A ``Database`` that is whatever ``get_database()`` currently returns."""
 
+    reads_in_transaction = True  # as the SingleConnectionDatabase it stands for (db/connection.py: reading)
+
     def connection(self) -> Any:
         return get_database().connection()
 

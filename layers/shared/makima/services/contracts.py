@@ -10,7 +10,7 @@ from uuid import UUID
 
 from makima.db import contracts as contracts_sql
 from makima.db import events as events_sql
-from makima.db.connection import Database, transaction
+from makima.db.connection import Database, reading, transaction
 from makima.domain import paging
 from makima.domain.contract_types import ContractTypeDefinition
 from makima.domain.gates import phase_move
@@ -121,7 +121,7 @@ def create_contract(
 
 
 def get_contract(db: Database, principal: Principal, contract_id: UUID) -> ContractDetail:
-    with transaction(db) as conn:
+    with reading(db) as conn:
         contract = load_contract(conn, principal, contract_id)
         ctype = load_type(conn, contract.contract_type)
         completed = _completed(conn, contract_id)
@@ -155,7 +155,7 @@ def list_contracts(
 ) -> ContractPage:
     after = decode_cursor(cursor) if cursor else None
     stale_before = datetime.now(UTC) - stale_threshold if stale_threshold is not None else None
-    with transaction(db) as conn:
+    with reading(db) as conn:
         rows = contracts_sql.list_page(
             conn,
             owner_id=scope(principal),

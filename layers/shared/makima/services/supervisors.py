@@ -16,7 +16,7 @@ from makima.db import daemons as daemons_sql
 from makima.db import events as events_sql
 from makima.db import heartbeats as heartbeats_sql
 from makima.db import supervisors as supervisors_sql
-from makima.db.connection import Conn, Database, transaction
+from makima.db.connection import Conn, Database, reading, transaction
 from makima.domain import monitor as monitor_event
 from makima.domain import paging
 from makima.domain.bounds import MAX_SEQ_STEP
@@ -563,8 +563,8 @@ def get_state(
     answer: Callable[[StateWindow], T],
 ) -> T:
     """The persisted state with a page of its conversation (``StateWindow``), turned into the answer by
-    ``answer`` inside the transaction, so an answer that cannot be built fails here."""
-    with transaction(db) as conn:
+    ``answer`` here, so an answer that cannot be built fails here."""
+    with reading(db) as conn:
         load_contract(conn, principal, contract_id)
         sup = SupervisorRecord.model_validate(load_supervisor(conn, contract_id))
         history, cursor = conversation_window(

@@ -1,0 +1,59 @@
+"""The round trips of the hot requests on the local stack's pool (issue 15: "fewer, not faster"): a read
+sends its SELECTs and nothing else (no BEGIN/COMMIT: ``db/connection.py: reading``), a known token is
+not looked up (``services/principal_cache.py``), and a write is its one transaction. The Lambda
+container's reads keep their transaction: tests/integration/test_lambda_reconnect.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from makima.api.app import create_app
+from makima.db.connection import PooledDatabase
+from makima.services.principal_cache import PrincipalCache
+from tests.conftest import Caller
+from tests.integration.round_trips import Counting
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def counted(db: PooledDatabase) -> Iterator[tuple[TestClient, Counting]]:
+    counting = Counting(db)
+    principals = PrincipalCache()
+    principals.resume()  # as the stack's, its listener connected
+    with TestClient(create_app(counting, principals=principals)) as client:
+        yield client, counting
+
+
+def _send(client: TestClient, counting: Counting, caller: Caller, method: str, path: str, **kw: Any) -> list[str]:
+    client.get("/api/v1/contracts?limit=1", headers=caller.headers)  # the token, known from now on
+    counting.calls.clear()
+    r = client.request(method, path, headers=caller.headers, **kw)
+    assert r.status_code < 300, r.text
+    return list(counting.calls)
+
+
+def test_reads_send_their_selects_and_nothing_else(
+    counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    client, counting = counted
+    contract = new_contract(user, name="trips")["id"]
+    assert _send(client, counting, user, "GET", "/api/v1/contracts?status=created&limit=50") == ["execute"]
+    assert "transaction" not in _send(client, counting, user, "GET", f"/api/v1/contracts/{contract}")
+    r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    assert _send(client, counting, user, "GET", f"/api/v1/contracts/{contract}/supervisor/state") == ["execute"] * 3
+
+
+def test_a_status_change_is_one_transaction(
+    counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    client, counting = counted
+    contract = new_contract(user, name="trips-status")
+    body = {"status": "active", "expected_version": contract["version"]}
+    calls = _send(client, counting, user, "POST", f"/api/v1/contracts/{contract['id']}/status", json=body)
+    assert calls.count("transaction") == 1

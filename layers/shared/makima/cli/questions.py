@@ -200,7 +200,10 @@ def answer(
     reply = answer_text(text, question)
     answered = api.answer_question(cid, str(question["id"]), reply)
     contract = api.contract(cid)
-    waiting = f", waiting for {contract['waiting_for']}" if contract.get("waiting_for") else ""
+    waiting = ""
+    if contract.get("waiting_for"):  # "question:<uuid>": the id at the width the other commands show
+        kind, _, ref = str(contract["waiting_for"]).partition(":")
+        waiting = f", waiting for {kind}" + (f" {short_id(ref)}" if ref else "")
     typer.echo(
         f"{short_id(cid)} question {short_id(answered['id'])} answered; contract {contract['status']}{waiting} "
         f"(version {contract['version']})"

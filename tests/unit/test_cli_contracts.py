@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from makima.cli import config
 from makima.cli import login as login_mod
 from makima.cli.config import read_file
-from makima.cli.contracts import assess
+from makima.cli.contracts import assess, stale_on_server
 from makima.cli.main import app
 from makima.cli.output import ago, compact_line, human_duration
 
@@ -492,6 +492,28 @@ def test_health_takes_staleness_from_the_api(server: FakeServer, config_file: Pa
     # and the other way round: stale by the API while the local clock sees fresh activity
     _health_routes(server, stale_at=("2h",))
     assert contracts_cmd("health", CID, "--threshold", "2h").exit_code == 2
+
+
+def test_staleness_reads_the_stale_list_only_down_to_the_contract(server: FakeServer, config_file: Path) -> None:
+    mine = contract(created_at=iso(NOW - timedelta(days=1)))
+    newer = [
+        contract(f"00000000-0000-4000-8000-00000000000{i}", created_at=iso(NOW - timedelta(hours=i))) for i in (1, 2, 3)
+    ]
+    older = contract(CID2, created_at=iso(NOW - timedelta(days=2)))
+    pages = {None: (newer[:2], "p2"), "p2": ([newer[2], older], "p3")}
+
+    def stale_list(request: httpx.Request) -> Reply:
+        items, following = pages[request.url.params.get("cursor")]
+        return 200, {"contracts": items, "next_cursor": following}
+
+    server.routes[("GET", "/contracts")] = stale_list
+    api = config.connect("http://api.test", "t")
+    # an older contract on page 2: the contract would have come before it, so it is not stale; page 3 is
+    # never asked for (it would be a KeyError in the fake)
+    assert stale_on_server(api, mine, "30m") is False
+    assert [r.url.params.get("cursor") for r in server.calls("GET", "/contracts")] == [None, "p2"]
+    pages["p2"] = ([newer[2], mine], "p3")
+    assert stale_on_server(api, mine, "30m") is True
 
 
 def test_health_without_readiness(server: FakeServer, config_file: Path) -> None:

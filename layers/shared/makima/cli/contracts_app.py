@@ -12,7 +12,7 @@ Contract ids: a full UUID, or a prefix of at least 4 characters that matches exa
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,10 +23,43 @@ from makima.cli.params import is_full_id, parse_contract_ids
 from makima.cli.secrets import warn_when_typed
 from makima.client.api import MakimaApi
 
+if TYPE_CHECKING:
+    from typer._click.core import Context  # typer's own click (0.29 vendors it)
+
 PAGE_SIZE = 200  # the API's largest page of contracts
 
+# The order of ``makima contracts --help``: a contract's life, then reading it, then housekeeping (modules
+# register in import order, which is no order for a reader). A command missing here comes last.
+HELP_ORDER = (
+    "create",
+    "list",
+    "show",
+    "health",
+    "status",
+    "pause",
+    "resume",
+    "advance",
+    "auto-complete",
+    "questions",
+    "answer",
+    "deliverables",
+    "complete",
+    "events",
+    "monitor",
+    "restart-supervisor",
+    "export",
+    "cleanup",
+)
+
+
+class ContractsGroup(ApiErrorsGroup):
+    def list_commands(self, ctx: Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: HELP_ORDER.index(n) if n in HELP_ORDER else len(HELP_ORDER))
+
+
 app = typer.Typer(
-    cls=ApiErrorsGroup,
+    cls=ContractsGroup,
     help="Work with contracts: create, list, show, health, status, pause/resume, advance, auto-complete, "
     "questions/answer, deliverables/complete, events, restart-supervisor, export, cleanup, monitor."
     '\n\n\b\nExamples:\n  makima contracts create "Add login" --type simple --guard\n'

@@ -19,8 +19,6 @@ from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from typer._click.core import Context  # typer's own click (0.29 vendors it)
-else:
-    Context = typer.Context
 
 from makima.client.api import ApiError, ApiUnreachable
 

@@ -87,6 +87,8 @@ def test_status(owner: Owner) -> None:
     )
     assert owner.cli("status", cid, "running").exit_code == 2
     assert owner.get(f"/contracts/{cid}")["version"] == 3
+    doc = _cli_json(owner, "status", cid, "active")
+    assert (doc["contract"]["status"], doc["contract"]["version"]) == ("active", 4)
 
 
 def test_auto_complete(owner: Owner) -> None:
@@ -124,7 +126,10 @@ def test_questions_and_answers(owner: Owner) -> None:
 
     answered = owner.cli("answer", cid[:8], first["id"][:8], "Stripe")
     assert answered.exit_code == 0, answered.output
-    assert answered.stdout.startswith(f"{cid[:8]} question {first['id'][:8]} answered; contract waiting_for_input")
+    assert answered.stdout == (
+        f"{cid[:8]} question {first['id'][:8]} answered; contract waiting_for_input, "
+        f"waiting for question {second['id'][:8]} (version 3)\n"
+    )
     again = owner.cli("answer", cid, first["id"], "Adyen")
     assert (again.exit_code, again.stderr) == (
         1,

@@ -122,6 +122,8 @@ def test_status_sends_the_version_it_read(server: FakeServer, config_file: Path)
     assert result.stdout == "3f6c2a1e Add login: active → blocked (version 8)\n"
     body = server.body(server.calls("POST")[-1])
     assert body == {"status": "blocked", "reason": "no credentials", "expected_version": 7}
+    doc = json.loads(contracts_cmd("status", CID, "blocked", "--format", "json").stdout)
+    assert (doc["contract"]["status"], doc["contract"]["version"]) == ("blocked", 8)
 
 
 def test_status_version_conflict_is_exit_1_with_its_code(server: FakeServer, config_file: Path) -> None:
@@ -164,6 +166,8 @@ def test_auto_complete_on_and_off(server: FakeServer, config_file: Path) -> None
     assert off.stdout == "3f6c2a1e Add login: auto-complete off (status active, phase plan, version 4)\n"
     assert contracts_cmd("auto-complete", CID, "on").stdout.startswith("3f6c2a1e Add login: auto-complete on")
     assert [server.body(r) for r in server.calls("PUT")] == [{"enabled": False}, {"enabled": True}]
+    doc = json.loads(contracts_cmd("auto-complete", CID, "off", "--format", "json").stdout)
+    assert doc["contract"]["auto_complete_enabled"] is False
     server.routes[("PUT", f"/contracts/{CID}/auto-complete")] = error(404, "FEATURE_DISABLED", "auto_complete is off")
     assert contracts_cmd("auto-complete", CID, "on").stderr == "error: FEATURE_DISABLED: auto_complete is off\n"
 
@@ -209,6 +213,8 @@ def test_answer_from_the_argument_with_a_prefix(server: FakeServer, config_file:
     (sent,) = server.calls("POST")
     assert sent.url.path.endswith(f"/questions/{QID}/answer")
     assert server.body(sent) == {"answer": "Use PostgreSQL"}
+    doc = json.loads(contracts_cmd("answer", CID, QID2, "Later", "--format", "json").stdout)
+    assert (doc["question"]["id"], doc["question"]["answer"], doc["contract"]["version"]) == (QID2, "Later", 5)
 
 
 def test_answer_from_stdin(server: FakeServer, config_file: Path) -> None:

@@ -26,7 +26,7 @@ from rich.text import Text
 from makima.cli.contracts_app import ContractId, app, open_contract
 from makima.cli.errors import EXIT_USAGE, fail
 from makima.cli.output import ago, console, one_line, print_json, short_id
-from makima.cli.params import is_full_id
+from makima.cli.params import TextFormat, is_full_id
 from makima.client.api import MakimaApi
 
 MAX_ANSWER = 100_000  # the API's bound (QuestionAnswer)
@@ -185,6 +185,10 @@ def answer(
             show_default=False,
         ),
     ] = None,
+    fmt: Annotated[
+        TextFormat,
+        typer.Option("--format", help='text, or json ({"question": <answered>, "contract": <contract>}).'),
+    ] = TextFormat.text,
 ) -> None:
     """Answer a supervisor's question. The contract stops waiting for input once its last pending
     question is answered; the supervisor collects the answer on its next heartbeat.
@@ -200,6 +204,9 @@ def answer(
     reply = answer_text(text, question)
     answered = api.answer_question(cid, str(question["id"]), reply)
     contract = api.contract(cid)
+    if fmt is TextFormat.json:
+        print_json({"question": answered, "contract": contract})
+        return
     waiting = ""
     if contract.get("waiting_for"):  # "question:<uuid>": the id at the width the other commands show
         kind, _, ref = str(contract["waiting_for"]).partition(":")

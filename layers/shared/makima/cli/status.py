@@ -15,18 +15,24 @@ from typing import Annotated, Any
 import typer
 
 from makima.cli.contracts_app import ContractId, app, open_contract
-from makima.cli.output import one_line, short_id
-from makima.cli.params import STATUSES
+from makima.cli.output import one_line, print_json, short_id
+from makima.cli.params import STATUSES, TextFormat
 
 
-def set_status(ctx: typer.Context, given: str, status: str, reason: str | None) -> None:
-    """Move the contract to ``status`` at the version just read and say what changed."""
+def set_status(
+    ctx: typer.Context, given: str, status: str, reason: str | None, fmt: TextFormat = TextFormat.text
+) -> None:
+    """Move the contract to ``status`` at the version just read and say what changed (``json``:
+    ``{"contract": <the contract after>}``)."""
     api, cid = open_contract(ctx, given)
     before = api.contract(cid)
     body: dict[str, Any] = {"status": status, "expected_version": before["version"]}
     if reason:
         body["reason"] = reason
     after = api.post(f"/contracts/{cid}/status", body)
+    if fmt is TextFormat.json:
+        print_json({"contract": after})
+        return
     change = f"{before['status']} → {after['status']}"
     typer.echo(f"{short_id(cid)} {one_line(after['name'])}: {change} (version {after['version']})")
 
@@ -54,6 +60,9 @@ def status(
             "--reason", help="Why (recorded in the status_changed event; shown as blocked or failure reason)."
         ),
     ] = None,
+    fmt: Annotated[
+        TextFormat, typer.Option("--format", help='text, or json ({"contract": <the contract after>}).')
+    ] = TextFormat.text,
 ) -> None:
     """Set a contract's status (at the version just read: a concurrent change is refused with
     VERSION_CONFLICT). The API refuses a move its status table does not allow (INVALID_TRANSITION, with
@@ -65,7 +74,7 @@ def status(
       makima contracts status 3f6c2a1e failed --reason "abandoned"
       makima contracts status 3f6c2a1e active
     """
-    set_status(ctx, contract_id, new_status, reason)
+    set_status(ctx, contract_id, new_status, reason, fmt)
 
 
 class Switch(StrEnum):
@@ -78,6 +87,9 @@ def auto_complete(
     ctx: typer.Context,
     contract_id: ContractId,
     switch: Annotated[Switch, typer.Argument(metavar="on|off", help="on or off.", show_default=False)],
+    fmt: Annotated[
+        TextFormat, typer.Option("--format", help='text, or json ({"contract": <the contract after>}).')
+    ] = TextFormat.text,
 ) -> None:
     """Switch a contract's auto-complete: with it on, a phase whose requirements are met advances by
     itself, and the last phase completes the contract. Answers FEATURE_DISABLED (exit 1) while the
@@ -90,6 +102,9 @@ def auto_complete(
     """
     api, cid = open_contract(ctx, contract_id)
     after = api.request("PUT", f"/contracts/{cid}/auto-complete", json={"enabled": switch is Switch.on})
+    if fmt is TextFormat.json:
+        print_json({"contract": after})
+        return
     state = "on" if after["auto_complete_enabled"] else "off"
     typer.echo(
         f"{short_id(cid)} {one_line(after['name'])}: auto-complete {state} "

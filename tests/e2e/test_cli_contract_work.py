@@ -1,8 +1,9 @@
 """``makima contracts create``, ``status``, ``auto-complete``, ``questions``/``answer``,
 ``deliverables``/``complete`` and ``events [--follow]`` against the running local stack (the ``stack``
 fixture of ``conftest.py``, and the per-test users of ``test_cli_contracts.py``): what each prints, what
-it changed (read back over HTTP), its refusals with their codes and exit statuses; ``events --follow``
-and ``answer`` from standard input through a real ``python -m makima.cli.main`` subprocess."""
+it changed (read back over HTTP), its refusals with their codes and exit statuses; ``events --follow``,
+``answer`` from standard input, and in ``$EDITOR`` on a pseudo-terminal, through a real
+``python -m makima.cli.main`` subprocess."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,6 +149,32 @@ def test_questions_and_answers(owner: Owner) -> None:
     assert done[first["id"]]["answer"] == "Stripe"
     assert done[second["id"]]["answer"] == "No: refunds come later.\nSee the plan."
     assert owner.get(f"/contracts/{cid}")["status"] == "active"
+
+
+def test_answer_in_the_editor_on_a_terminal(owner: Owner, tmp_path: Path) -> None:
+    cid = owner.create("asking in an editor")
+    q = owner.post(f"/contracts/{cid}/questions", {"question": "Which region?"})
+    shown = tmp_path / "shown.md"
+    # stdin a terminal (a pseudo-terminal), no TEXT: $EDITOR runs on the file, which it copies and answers in
+    editor = f'sh -c \'cp "$0" {shown}; printf "eu-west-1, near the users\\n" >> "$0"\''
+    leader, follower = os.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "makima.cli.main", "contracts", "answer", cid, q["id"][:8]],
+            env={**os.environ, **owner.env, "EDITOR": editor, "VISUAL": ""},
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert done.returncode == 0, done.stderr
+    assert "#   Which region?" in shown.read_text()
+    (answered,) = owner.get(f"/contracts/{cid}/questions")["questions"]
+    assert answered["answer"] == "eu-west-1, near the users"
 
 
 # --- deliverables, complete ---------------------------------------------------------------------------

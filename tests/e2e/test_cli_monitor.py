@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import pytest
 
-from makima.cli.client import Api
+from makima.cli.config import connect
 from makima.cli.monitor import describe, load_contracts, text_line
 from makima.cli.monitor_stream import Filter, Item, Notice, Selection, events, monitor_url
 from makima.cli.tui import Board, HttpLookup, MonitorApp
@@ -596,7 +596,7 @@ def test_the_dashboard_follows_the_live_stack(stack: Stack) -> None:
 
     async def scenario() -> None:
         flt = Filter(include_heartbeats=True)
-        contracts, stale = load_contracts(Api(stack.base_url, owner.token), None, None, False)
+        contracts, stale = load_contracts(connect(stack.base_url, owner.token), None, None, False)
         board = Board()
         board.load(contracts, stale)
         url = monitor_url(stack.base_url)
@@ -709,7 +709,7 @@ def screenshot(api_url: str, token: str, path: Path, settle: float = 8.0) -> Non
 
     async def take() -> None:
         flt = Filter(include_heartbeats=True)
-        contracts, stale = load_contracts(Api(api_url, token), None, None, False)
+        contracts, stale = load_contracts(connect(api_url, token), None, None, False)
         board = Board()
         board.load(contracts, stale)
         url = monitor_url(api_url)

@@ -18,9 +18,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from makima.cli import cleanup
-from makima.cli.client import Api
-from makima.cli.config import CliConfig
+from makima.cli import cleanup, config
 from makima.cli.main import app
 
 pytestmark = pytest.mark.unit
@@ -139,16 +137,8 @@ def log_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake(monkeypatch: pytest.MonkeyPatch, log_file: Path) -> FakeApi:
     api = FakeApi()
 
-    def connect(self: CliConfig) -> Api:
-        client = Api(self.api_url, self.token)
-        client.http = httpx.Client(
-            base_url=f"{client.base}/api/v1",
-            headers=client.http.headers,
-            transport=httpx.MockTransport(api.handle),
-        )
-        return client
-
-    monkeypatch.setattr(CliConfig, "api", connect)
+    # ``api.handle`` looked up per request: a test may replace it
+    monkeypatch.setattr(config, "TRANSPORT", httpx.MockTransport(lambda request: api.handle(request)))
     return api
 
 
@@ -513,8 +503,7 @@ def test_log_path_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_a_run_of_several_requests_shows_a_progress_bar_on_a_terminal(fake: FakeApi, tmp_path: Path) -> None:
     fake.items["archive_old"] = items = [contract(f"c{i}") for i in range(120)]
-    api = Api(API_URL, TOKEN)
-    api.http = httpx.Client(base_url=f"{API_URL}/api/v1", transport=httpx.MockTransport(fake.handle))
+    api = config.connect(API_URL, TOKEN)  # over the fake's transport
     screen = io.StringIO()
     err = Console(file=screen, force_terminal=True, width=100)
     with (tmp_path / "log").open("a") as stream:

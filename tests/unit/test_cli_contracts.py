@@ -17,10 +17,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from makima.cli import config
 from makima.cli import login as login_mod
-from makima.cli.client import Api
 from makima.cli.config import read_file
-from makima.cli.contracts import assess
+from makima.cli.contracts import assess, stale_on_server
 from makima.cli.main import app
 from makima.cli.output import ago, compact_line, human_duration
 
@@ -46,6 +46,7 @@ def contract(cid: str = CID, **fields: Any) -> dict[str, Any]:
         "version": 3,
         "phase_guard": False,
         "last_activity_at": iso(datetime.now(UTC)),
+        "created_at": iso(NOW - timedelta(days=1)),
         "waiting_for": None,
         "blocked_reason": None,
         "failure_reason": None,
@@ -114,16 +115,7 @@ class FakeServer:
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
     fake = FakeServer()
-    real_init = Api.__init__
-
-    def init(self: Api, base_url: str, token: str | None, timeout: float = 30.0) -> None:
-        real_init(self, base_url, token, timeout)
-        headers = dict(self.http.headers)
-        self.http = httpx.Client(
-            base_url=f"{self.base}/api/v1", headers=headers, transport=httpx.MockTransport(fake.handle)
-        )
-
-    monkeypatch.setattr(Api, "__init__", init)
+    monkeypatch.setattr(config, "TRANSPORT", httpx.MockTransport(fake.handle))
     return fake
 
 
@@ -419,7 +411,7 @@ def test_show_bad_format(server: FakeServer, config_file: Path) -> None:
 def test_assess_healthy_and_its_reasons() -> None:
     fresh = contract(last_activity_at=iso(NOW - timedelta(minutes=5)))
     readiness = {"phase": "plan", "ready": False, "status": "not_ready", "missing": ["Deliverable: x"]}
-    h = assess(fresh, SUPERVISOR, readiness, [{"id": "q", "question": "?"}], 1800, NOW)
+    h = assess(fresh, SUPERVISOR, readiness, [{"id": "q", "question": "?"}], False, 1800, NOW)
     assert h["healthy"]
     assert h["problems"] == []
     assert h["activity"] == {
@@ -431,28 +423,37 @@ def test_assess_healthy_and_its_reasons() -> None:
     assert h["supervisor"]["liveness"] == "alive"
     assert h["phase_readiness"] == readiness
     assert len(h["pending_questions"]) == 1
-    assert assess(fresh, None, None, [], 1800, NOW)["supervisor"] == {"liveness": "none"}
+    assert assess(fresh, None, None, [], False, 1800, NOW)["supervisor"] == {"liveness": "none"}
 
 
 def test_assess_unhealthy() -> None:
     old = contract(last_activity_at=iso(NOW - timedelta(hours=3)))
-    stale = assess(old, None, None, [], 1800, NOW)
+    stale = assess(old, None, None, [], True, 1800, NOW)
     assert not stale["healthy"]
     assert stale["activity"]["stale"]
     assert stale["problems"] == ["stale: no activity for 3h (threshold 30m)"]
-    assert assess(old, None, None, [], 4 * 3600, NOW)["healthy"]  # a longer threshold
-    dead = assess(contract(), SUPERVISOR | {"alive": False, "state": "interrupted"}, None, [], 1800, NOW)
+    assert assess(old, None, None, [], False, 4 * 3600, NOW)["healthy"]  # not stale at a longer threshold
+    dead = assess(contract(), SUPERVISOR | {"alive": False, "state": "interrupted"}, None, [], False, 1800, NOW)
     assert dead["problems"] == ["supervisor dead (state interrupted)"]
     assert dead["supervisor"]["liveness"] == "dead"
-    failed = assess(contract(status="failed", failure_reason="boom"), None, None, [], 1800, NOW)
+    failed = assess(contract(status="failed", failure_reason="boom"), None, None, [], False, 1800, NOW)
     assert failed["problems"] == ["status failed: boom"]
     # finished work is never stale, and a dead supervisor of a finished contract does not matter
     done = contract(status="completed", last_activity_at=iso(NOW - timedelta(days=9)))
-    assert assess(done, SUPERVISOR | {"alive": False}, None, [], 1800, NOW)["healthy"]
+    assert assess(done, SUPERVISOR | {"alive": False}, None, [], False, 1800, NOW)["healthy"]
 
 
-def _health_routes(server: FakeServer, **fields: Any) -> None:
-    server.routes[("GET", f"/contracts/{CID}")] = (200, contract(**fields))
+def _health_routes(server: FakeServer, stale_at: tuple[str, ...] = (), **fields: Any) -> None:
+    """The health command's answers; the API's stale list holds the contract at the thresholds ``stale_at``."""
+    subject = contract(**fields)
+    server.routes[("GET", f"/contracts/{CID}")] = (200, subject)
+
+    def stale_list(request: httpx.Request) -> Reply:
+        params = request.url.params
+        assert (params["stale"], params["status"], params["phase"]) == ("true", subject["status"], subject["phase"])
+        return 200, {"contracts": [subject] if params["threshold"] in stale_at else [], "next_cursor": None}
+
+    server.routes[("GET", "/contracts")] = stale_list
     server.routes[("GET", f"/contracts/{CID}/supervisor/status")] = error(404, "SUPERVISOR_NOT_FOUND", "none")
     server.routes[("GET", f"/contracts/{CID}/phase-readiness")] = (
         200,
@@ -470,13 +471,49 @@ def test_health_exit_statuses(server: FakeServer, config_file: Path) -> None:
     assert "plan: ready" in ok.stdout
     assert server.calls("GET", f"/contracts/{CID}/questions")[0].url.params["status"] == "pending"
 
-    _health_routes(server, last_activity_at=iso(datetime.now(UTC) - timedelta(hours=1)))
+    _health_routes(server, stale_at=("30m",), last_activity_at=iso(datetime.now(UTC) - timedelta(hours=1)))
     bad = contracts_cmd("health", CID, "--format", "json")
     assert bad.exit_code == 2
     doc = json.loads(bad.stdout)
     assert doc["healthy"] is False
     assert doc["activity"]["stale"] is True
     assert contracts_cmd("health", CID, "--threshold", "2h").exit_code == 0
+
+
+def test_health_takes_staleness_from_the_api(server: FakeServer, config_file: Path) -> None:
+    # The local clock says 3 hours idle (a clock ahead of the database's, say); the API, whose clock and
+    # rule decide, does not list the contract as stale: healthy.
+    _health_routes(server, stale_at=(), last_activity_at=iso(datetime.now(UTC) - timedelta(hours=3)))
+    result = contracts_cmd("health", CID, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["activity"]["stale"] is False
+    (asked,) = server.calls("GET", "/contracts")
+    assert asked.url.params["threshold"] == "30m"
+    # and the other way round: stale by the API while the local clock sees fresh activity
+    _health_routes(server, stale_at=("2h",))
+    assert contracts_cmd("health", CID, "--threshold", "2h").exit_code == 2
+
+
+def test_staleness_reads_the_stale_list_only_down_to_the_contract(server: FakeServer, config_file: Path) -> None:
+    mine = contract(created_at=iso(NOW - timedelta(days=1)))
+    newer = [
+        contract(f"00000000-0000-4000-8000-00000000000{i}", created_at=iso(NOW - timedelta(hours=i))) for i in (1, 2, 3)
+    ]
+    older = contract(CID2, created_at=iso(NOW - timedelta(days=2)))
+    pages = {None: (newer[:2], "p2"), "p2": ([newer[2], older], "p3")}
+
+    def stale_list(request: httpx.Request) -> Reply:
+        items, following = pages[request.url.params.get("cursor")]
+        return 200, {"contracts": items, "next_cursor": following}
+
+    server.routes[("GET", "/contracts")] = stale_list
+    api = config.connect("http://api.test", "t")
+    # an older contract on page 2: the contract would have come before it, so it is not stale; page 3 is
+    # never asked for (it would be a KeyError in the fake)
+    assert stale_on_server(api, mine, "30m") is False
+    assert [r.url.params.get("cursor") for r in server.calls("GET", "/contracts")] == [None, "p2"]
+    pages["p2"] = ([newer[2], mine], "p3")
+    assert stale_on_server(api, mine, "30m") is True
 
 
 def test_health_without_readiness(server: FakeServer, config_file: Path) -> None:
@@ -512,9 +549,13 @@ def test_pause_and_resume(server: FakeServer, config_file: Path) -> None:
     result = contracts_cmd("pause", CID, "--reason", "Waiting for review")
     assert result.exit_code == 0, result.output
     assert result.stdout == "3f6c2a1e Add login: active → paused (version 4)\n"
-    assert server.body(server.calls("POST")[-1]) == {"status": "paused", "reason": "Waiting for review"}
+    assert server.body(server.calls("POST")[-1]) == {
+        "status": "paused",
+        "reason": "Waiting for review",
+        "expected_version": 3,  # the version just read: a concurrent change is refused
+    }
     assert contracts_cmd("resume", CID).exit_code == 0
-    assert server.body(server.calls("POST")[-1]) == {"status": "active"}
+    assert server.body(server.calls("POST")[-1]) == {"status": "active", "expected_version": 3}
 
 
 def test_resume_refused(server: FakeServer, config_file: Path) -> None:

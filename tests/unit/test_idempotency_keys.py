@@ -3,15 +3,13 @@ decorated; the SDK sends one key per logical POST, the same on each retry; the C
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 from fastapi.routing import APIRoute
 
 from makima.api.idempotency import MARKER
 from makima.api.routers import ALL_ROUTERS
-from makima.cli.client import Api
+from makima.cli import config
 from makima.client import MakimaApi, RetryPolicy
 from makima.client.api import ApiUnreachable
 
@@ -111,11 +109,15 @@ def test_the_cli_sends_a_fresh_key_with_each_post() -> None:
         seen.append(request)
         return httpx.Response(201, json={})
 
-    api = Api("http://api.test", "t")
-    api.http = httpx.Client(base_url="http://api.test/api/v1", transport=httpx.MockTransport(answer))
-    calls: list[tuple[str, dict[str, Any]]] = [("POST", {"json": {}}), ("POST", {"json": {}}), ("GET", {})]
-    for method, kwargs in calls:
-        api.call(method, "/users", **kwargs)
+    # The CLI's client (config.connect: the SDK's, with the CLI's retry policy)
+    config.TRANSPORT = httpx.MockTransport(answer)
+    try:
+        api = config.connect("http://api.test", "t")
+    finally:
+        config.TRANSPORT = None
+    api.post("/users", {})
+    api.post("/users", {})
+    api.get("/users")
     first, second, read = (r.headers.get("idempotency-key") for r in seen)
     assert first
     assert second

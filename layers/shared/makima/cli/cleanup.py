@@ -59,12 +59,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from makima.cli.client import EXIT_API_ERROR, Api, ApiFailure
 from makima.cli.contracts_app import app, config_of
+from makima.cli.errors import EXIT_API_ERROR, EXIT_USAGE, report
 from makima.cli.output import ago, console, one_line, parse_time, short_id, status_text
+from makima.client.api import ApiError, ApiUnreachable, MakimaApi
 from makima.domain.durations import parse_duration
 
-EXIT_USAGE = 2
 CHUNK_SIZE = 50  # items per apply request: small enough to stay far from a request's time limit
 PREVIEW_LIMIT = 10_000  # the batch API's largest limit: a dry run lists at most this many
 SHOWN = 100  # rows of the dry-run table; the count and the log cover the rest
@@ -171,18 +171,21 @@ def interactive() -> bool:
 # --- the API ------------------------------------------------------------------------------------------
 
 
-def post_batch(api: Api, body: dict[str, Any]) -> dict[str, Any]:
-    """``POST /contracts/batch``; an error answer ends the command with the CLI's one line, a 403 saying
-    what a user token may clean up (its own contracts) and what needs an admin (worktrees)."""
-    answer = api.attempt("POST", "/contracts/batch", json=body)
-    if isinstance(answer, ApiFailure):
-        refused(answer)
-    result: dict[str, Any] = answer
+def post_batch(api: MakimaApi, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /contracts/batch``; an error answer ends the command with the CLI's one line (``typer.Exit``,
+    so a run in chunks can say how far it got), a 403 saying what a user token may clean up (its own
+    contracts) and what needs an admin (worktrees)."""
+    try:
+        result: dict[str, Any] = api.post("/contracts/batch", body)
+    except ApiError as exc:
+        refused(exc)
     return result
 
 
-def refused(answer: ApiFailure) -> NoReturn:
+def refused(answer: ApiError) -> NoReturn:
     """End the command on an error answer of the batch API, with the CLI's one line."""
+    if isinstance(answer, ApiUnreachable):
+        report(answer)
     message = answer.message
     if answer.status == 403:
         message += (
@@ -350,7 +353,7 @@ def _progress(err: Console, chunks: int) -> Progress:
 
 
 def apply(
-    api: Api, step: Step, base: dict[str, Any], items: list[dict[str, Any]], log: CleanupLog, err: Console
+    api: MakimaApi, step: Step, base: dict[str, Any], items: list[dict[str, Any]], log: CleanupLog, err: Console
 ) -> Outcome:
     """Send ``items`` back in chunks; what each chunk did is logged before the next one is sent."""
     outcome = Outcome()
@@ -453,14 +456,14 @@ def cleanup(
     failed = 0
     for step in steps:
         base: dict[str, Any] = {"operation": step.operation, "older_than_hours": hours_of(age)}
-        first = api.attempt("POST", "/contracts/batch", json={**base, "dry_run": True, "limit": PREVIEW_LIMIT})
-        if isinstance(first, ApiFailure):
+        try:
+            preview: dict[str, Any] = api.post("/contracts/batch", {**base, "dry_run": True, "limit": PREVIEW_LIMIT})
+        except ApiError as first:
             if everything and step is WORKTREES and first.status == 403:
                 # --all with a user token: the worktrees are an admin's (fleet-wide); the rest is the user's own
                 typer.echo(f"{step.flag}: skipped (orphaned worktrees are cleaned up by an admin)")
                 continue
             refused(first)
-        preview: dict[str, Any] = first
         items = _items(step, preview)
         _show(out, step, items, older_than, datetime.now(UTC))
         if dry_run or not items:

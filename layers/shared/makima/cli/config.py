@@ -14,7 +14,21 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from makima.cli.client import DEFAULT_API_URL, Api
+import httpx
+
+from makima.client.api import MakimaApi, RetryPolicy
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+# A person waits on the CLI: a few quick retries of what is safe to retry (an unreachable API, 503, 429),
+# then the error, rather than the daemons' patient policy.
+CLI_RETRY = RetryPolicy(attempts=3, base_delay=0.2, max_delay=2.0)
+# The HTTP transport of every client the CLI builds (None: the network). Unit tests set an in-memory one.
+TRANSPORT: httpx.BaseTransport | None = None
+
+
+def connect(api_url: str, token: str | None) -> MakimaApi:
+    """The SDK's client of the API at ``api_url`` (with or without ``/api/v1``), as the CLI uses it."""
+    return MakimaApi(api_url, token, retry=CLI_RETRY, transport=TRANSPORT)
 
 
 def config_path() -> Path:
@@ -31,8 +45,8 @@ class CliConfig:
     token: str | None
     source: str  # where the token came from: flag, environment, file, or none
 
-    def api(self) -> Api:
-        return Api(self.api_url, self.token)
+    def api(self) -> MakimaApi:
+        return connect(self.api_url, self.token)
 
 
 def read_file(path: Path | None = None) -> dict[str, str]:

@@ -1,11 +1,9 @@
 """``makima contracts`` commands: list, show, health, pause, resume, advance, restart-supervisor, export.
 
-Every command talks to the API through the group's connection (``contracts_app.config_of``). Exit
-statuses: 0 done; 1 the API refused (one line ``error: CODE: message`` on stderr); 2 a usage error (a bad
-option value), and for ``health`` an unhealthy contract; 3 the API cannot be reached.
-
-Contract ids: a full UUID, or a prefix of at least 4 characters that matches exactly one of the caller's
-200 newest contracts (one extra request).
+Every command talks to the API through the group's connection (``contracts_app.open_contract``: the
+SDK's client). Exit statuses (``errors.py``): 0 done; 1 the API refused (one line ``error: CODE: message``
+on stderr); 2 a usage error (a bad option value), and for ``health`` an unhealthy contract; 3 the API
+cannot be reached.
 
 JSON shapes (stable; fields may be added, never removed or renamed):
 
@@ -24,13 +22,13 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
-from makima.cli.client import EXIT_API_ERROR, Api, ApiFailure
-from makima.cli.contracts_app import app, config_of
+from makima.cli.contracts_app import ContractId, app, config_of, open_contract
+from makima.cli.errors import fail
 from makima.cli.output import (
     ago,
     compact_line,
@@ -43,7 +41,9 @@ from makima.cli.output import (
     short_id,
     status_text,
 )
-from makima.cli.params import STATUSES, is_full_id, parse_contract_ids, parse_statuses
+from makima.cli.params import STATUSES, TextFormat, parse_statuses
+from makima.cli.status import set_status
+from makima.client.api import ApiError, MakimaApi
 from makima.domain.durations import DURATION, parse_duration
 from makima.domain.statuses import TERMINAL
 
@@ -60,11 +60,6 @@ class ListFormat(StrEnum):
     table = "table"
     json = "json"
     compact = "compact"
-
-
-class TextFormat(StrEnum):
-    text = "text"
-    json = "json"
 
 
 class ExportFormat(StrEnum):
@@ -102,22 +97,6 @@ def _check_phase(value: str | None) -> str | None:
     return value
 
 
-def _check_id(value: str) -> str:
-    try:
-        (contract_id,) = parse_contract_ids([value])
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    return contract_id
-
-
-ContractId = Annotated[
-    str,
-    typer.Argument(
-        callback=_check_id,
-        help="Contract id: a full UUID, or a unique prefix (4+ characters) of one of your 200 newest contracts.",
-        show_default=False,
-    ),
-]
 Threshold = Annotated[
     str | None,
     typer.Option(
@@ -132,51 +111,21 @@ Threshold = Annotated[
 # --- talking to the API -------------------------------------------------------------------------------
 
 
-def fail(code: str, message: str, exit_code: int = EXIT_API_ERROR) -> NoReturn:
-    """The CLI's one-line error (as ``cli/client.py`` prints it) and a non-zero exit."""
-    typer.echo(f"error: {code}: {message}", err=True)
-    raise typer.Exit(exit_code)
-
-
-def attempt(api: Api, method: str, path: str, **kwargs: Any) -> Any:
-    """``Api.attempt``: an error answer comes back as an ``ApiFailure`` for the command to handle."""
-    return api.attempt(method, path, **kwargs)
-
-
-def optional(api: Api, path: str, absent: frozenset[str], **kwargs: Any) -> Any:
-    """GET ``path``; None when the API answers one of the ``absent`` codes, the error line otherwise."""
-    answer = attempt(api, "GET", path, **kwargs)
-    if isinstance(answer, ApiFailure):
-        if answer.code in absent:
+def optional(api: MakimaApi, path: str, absent: frozenset[str]) -> Any:
+    """GET ``path``; None when the API answers one of the ``absent`` codes (other errors rise)."""
+    try:
+        return api.get(path)
+    except ApiError as exc:
+        if exc.code in absent:
             return None
-        fail(answer.code, answer.message)
-    return answer
+        raise
 
 
-def resolve_id(api: Api, given: str) -> str:
-    """A full UUID as is; a prefix resolved among the caller's 200 newest contracts."""
-    if is_full_id(given):
-        return given
-    page = api.call("GET", "/contracts", params={"limit": PAGE_SIZE})
-    matches = [c for c in page["contracts"] if str(c["id"]).startswith(given)]
-    if not matches:
-        fail("CONTRACT_NOT_FOUND", f"no contract id starts with {given!r} (among your 200 newest; give the full id)")
-    if len(matches) > 1:
-        ids = ", ".join(short_id(c["id"]) + "…" for c in matches[:5])
-        fail("AMBIGUOUS_ID", f"{given!r} matches {len(matches)} contracts ({ids}); give more of the id")
-    return str(matches[0]["id"])
-
-
-def _connect(ctx: typer.Context, given: str) -> tuple[Api, str]:
-    api = config_of(ctx).api()
-    return api, resolve_id(api, given)
-
-
-def all_events(api: Api, contract_id: str) -> list[dict[str, Any]]:
+def all_events(api: MakimaApi, contract_id: str) -> list[dict[str, Any]]:
     return api.every(f"/contracts/{contract_id}/events", "events", page_size=EVENTS_PAGE)
 
 
-def _supervisor(api: Api, contract_id: str) -> dict[str, Any] | None:
+def _supervisor(api: MakimaApi, contract_id: str) -> dict[str, Any] | None:
     sup: dict[str, Any] | None = optional(
         api, f"/contracts/{contract_id}/supervisor/status", frozenset({"SUPERVISOR_NOT_FOUND"})
     )
@@ -239,7 +188,7 @@ def list_contracts(
         query = dict(params, limit=min(PAGE_SIZE, limit - len(contracts)))
         if cursor:
             query["cursor"] = cursor
-        page = api.call("GET", "/contracts", params=query)
+        page = api.get("/contracts", **query)
         contracts.extend(page["contracts"])
         cursor = page.get("next_cursor")
         if not cursor:
@@ -387,11 +336,11 @@ def show(
     Example:
       makima contracts show 3f6c2a1e --verbose
     """
-    api, cid = _connect(ctx, contract_id)
-    data: dict[str, Any] = {"contract": api.call("GET", f"/contracts/{cid}")}
+    api, cid = open_contract(ctx, contract_id)
+    data: dict[str, Any] = {"contract": api.contract(cid)}
     if verbose:
-        data["tasks"] = api.every(f"/contracts/{cid}/tasks", "tasks")
-        data["questions"] = api.every(f"/contracts/{cid}/questions", "questions")
+        data["tasks"] = api.tasks(cid)
+        data["questions"] = api.questions(cid)
         data["supervisor"] = _supervisor(api, cid)
         data["recent_events"] = all_events(api, cid)[-RECENT_EVENTS:]
     if fmt is TextFormat.json:
@@ -406,30 +355,52 @@ def show(
 # --- health -------------------------------------------------------------------------------------------
 
 
+def stale_on_server(api: MakimaApi, contract: dict[str, Any], threshold: str) -> bool:
+    """Whether the API counts ``contract`` stale at ``threshold`` (``GET /contracts?stale=true``: not
+    finished, no activity for longer than the threshold, by the database's clock).
+
+    The API has no staleness field on one contract, so this asks the stale list narrowed to the
+    contract's status and phase and reads it newest first until the contract, or one created before it
+    (then it is not in the list): one request unless many stale contracts of that status and phase are
+    newer than it."""
+    mine = (parse_time(contract["created_at"]), str(contract["id"]))
+    pages = api.pages(
+        "/contracts", "contracts", stale="true", threshold=threshold, status=contract["status"], phase=contract["phase"]
+    )
+    for c in pages:
+        if str(c["id"]) == mine[1]:
+            return True
+        created = parse_time(c["created_at"])
+        if created is not None and mine[0] is not None and (created, str(c["id"])) < mine:
+            return False
+    return False
+
+
 def assess(
     contract: dict[str, Any],
     supervisor: dict[str, Any] | None,
     readiness: dict[str, Any] | None,
     pending: list[dict[str, Any]],
+    stale: bool,
     threshold_seconds: float,
     now: datetime,
 ) -> dict[str, Any]:
-    """The ``health --format json`` document. Unhealthy: the contract is ``failed`` or ``blocked``; or it
-    is not finished and has been idle past the threshold (stale); or its supervisor is dead while it is
-    not finished. Waiting for answers, a phase not ready and no supervisor are reported, not unhealthy."""
+    """The ``health --format json`` document. Unhealthy: the contract is ``failed`` or ``blocked``; or the
+    API counts it stale (``stale``: not finished, idle past the threshold); or its supervisor is dead
+    (the API's ``alive``) while it is not finished. Waiting for answers, a phase not ready and no
+    supervisor are reported, not unhealthy. ``idle_seconds`` is shown only (the API has no per-contract
+    idle time: it is ``now`` minus ``last_activity_at``)."""
     status = contract["status"]
     terminal = status in {s.value for s in TERMINAL}
     last = parse_time(contract.get("last_activity_at"))
     idle = (now - last).total_seconds() if last else None
-    stale = bool(not terminal and idle is not None and idle > threshold_seconds)
     problems: list[str] = []
     if status in ("failed", "blocked"):
         reason = contract.get("failure_reason") or contract.get("blocked_reason")
         problems.append(f"status {status}" + (f": {one_line(reason)}" if reason else ""))
-    if stale and idle is not None:
-        problems.append(
-            f"stale: no activity for {human_duration(idle)} (threshold {human_duration(threshold_seconds)})"
-        )
+    if stale:
+        idle_text = f" for {human_duration(idle)}" if idle is not None else ""
+        problems.append(f"stale: no activity{idle_text} (threshold {human_duration(threshold_seconds)})")
     if supervisor is None:
         sup: dict[str, Any] = {"liveness": "none"}
     else:
@@ -521,20 +492,24 @@ def health(
     fmt: Annotated[TextFormat, typer.Option("--format", help="text or json.")] = TextFormat.text,
 ) -> None:
     """A contract's health: status, staleness against --threshold, supervisor liveness, phase readiness,
-    pending questions. Exit 0 healthy, 2 unhealthy (failed or blocked; stale; supervisor dead).
+    pending questions, each as the API judges it (staleness: GET /contracts?stale=true, by the
+    database's clock; liveness: the supervisor's alive). Exit 0 healthy, 2 unhealthy (failed or
+    blocked; stale; supervisor dead).
 
     \b
     Example:
       makima contracts health 3f6c2a1e --threshold 2h || echo "needs attention"
     """
-    api, cid = _connect(ctx, contract_id)
-    contract = api.call("GET", f"/contracts/{cid}")
+    api, cid = open_contract(ctx, contract_id)
+    contract = api.contract(cid)
     supervisor = _supervisor(api, cid)
     readiness = optional(api, f"/contracts/{cid}/phase-readiness", frozenset({"FEATURE_DISABLED"}))
-    pending = api.every(f"/contracts/{cid}/questions", "questions", {"status": "pending"})
-    seconds = parse_duration(threshold or DEFAULT_THRESHOLD).total_seconds()
+    pending = api.questions(cid, status="pending")
+    threshold = threshold or DEFAULT_THRESHOLD
+    seconds = parse_duration(threshold).total_seconds()
+    stale = stale_on_server(api, contract, threshold)
     now = datetime.now(UTC)
-    report = assess(contract, supervisor, readiness, pending, seconds, now)
+    report = assess(contract, supervisor, readiness, pending, stale, seconds, now)
     if fmt is TextFormat.json:
         print_json(report)
     else:
@@ -544,17 +519,6 @@ def health(
 
 
 # --- pause, resume, advance, restart-supervisor -------------------------------------------------------
-
-
-def _set_status(ctx: typer.Context, given: str, status: str, reason: str | None) -> None:
-    api, cid = _connect(ctx, given)
-    before = api.call("GET", f"/contracts/{cid}")
-    body: dict[str, Any] = {"status": status}
-    if reason:
-        body["reason"] = reason
-    after = api.call("POST", f"/contracts/{cid}/status", json=body)
-    change = f"{before['status']} → {after['status']}"
-    typer.echo(f"{short_id(cid)} {one_line(after['name'])}: {change} (version {after['version']})")
 
 
 @app.command("pause")
@@ -569,7 +533,7 @@ def pause(
     Example:
       makima contracts pause 3f6c2a1e --reason "Waiting for review"
     """
-    _set_status(ctx, contract_id, "paused", reason)
+    set_status(ctx, contract_id, "paused", reason)
 
 
 @app.command("resume")
@@ -584,7 +548,7 @@ def resume(
     Example:
       makima contracts resume 3f6c2a1e
     """
-    _set_status(ctx, contract_id, "active", reason)
+    set_status(ctx, contract_id, "active", reason)
 
 
 @app.command("advance")
@@ -612,33 +576,34 @@ def advance(
       makima contracts advance 3f6c2a1e --phase execute --force
       makima contracts advance 3f6c2a1e --phase plan --force --reason "back to planning"
     """
-    api, cid = _connect(ctx, contract_id)
-    before = api.call("GET", f"/contracts/{cid}")
+    api, cid = open_contract(ctx, contract_id)
+    before = api.contract(cid)
     body: dict[str, Any] = {"phase": phase, "expected_version": before["version"], "confirmed": force}
     if force:
         body["force"] = True
     if reason:
         body["reason"] = reason
-    answer = attempt(api, "POST", f"/contracts/{cid}/phase", json=body)
-    if isinstance(answer, ApiFailure):
-        d = answer.details
-        if answer.code == "PHASE_GUARD_REQUIRED":
+    try:
+        answer = api.post(f"/contracts/{cid}/phase", body)
+    except ApiError as refusal:
+        d = refusal.details
+        if refusal.code == "PHASE_GUARD_REQUIRED":
             done = f"{d.get('completed_count', '?')}/{d.get('total_count', '?')}"
             fail(
-                answer.code,
+                refusal.code,
                 f"{short_id(cid)} has the phase guard on: re-run with --force to confirm "
                 f"{d.get('current_phase', before['phase'])} → {d.get('target_phase', phase)} "
                 f"({done} deliverables of {d.get('current_phase', before['phase'])} complete)",
             )
-        if answer.code == "VALIDATION_FAILED" and "missing_requirements" in d:
+        if refusal.code == "VALIDATION_FAILED" and "missing_requirements" in d:
             missing = "; ".join(str(m) for m in d["missing_requirements"])
             fail(
-                answer.code,
+                refusal.code,
                 f"{short_id(cid)} cannot move {d.get('current_phase', before['phase'])} → "
                 f"{d.get('target_phase', phase)}: requirements not met: {missing}. "
                 "Re-run with --force to move anyway (recorded as forced).",
             )
-        fail(answer.code, answer.message)
+        raise
     typer.echo(
         f"{short_id(cid)} {one_line(answer['name'])}: phase {before['phase']} → {answer['phase']} "
         f"(version {answer['version']})"
@@ -657,8 +622,8 @@ def restart_supervisor(
     Example:
       makima contracts restart-supervisor 3f6c2a1e --reason "stuck on a tool call"
     """
-    api, cid = _connect(ctx, contract_id)
-    sup = api.call("POST", f"/contracts/{cid}/supervisor/restart", json={"reason": reason} if reason else {})
+    api, cid = open_contract(ctx, contract_id)
+    sup = api.post(f"/contracts/{cid}/supervisor/restart", {"reason": reason} if reason else {})
     liveness = "alive" if sup.get("alive") else "dead"
     typer.echo(
         f"{short_id(cid)}: restart requested for supervisor {short_id(sup['task_id'])} "
@@ -685,14 +650,14 @@ def export(
     Example:
       makima contracts export 3f6c2a1e --format json --output contract.json
     """
-    api, cid = _connect(ctx, contract_id)
+    api, cid = open_contract(ctx, contract_id)
     doc: dict[str, Any] = {
         "format_version": EXPORT_FORMAT_VERSION,
         "exported_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "contract": api.call("GET", f"/contracts/{cid}"),
-        "deliverables": api.call("GET", f"/contracts/{cid}/deliverables")["phases"],
-        "tasks": api.every(f"/contracts/{cid}/tasks", "tasks"),
-        "questions": api.every(f"/contracts/{cid}/questions", "questions"),
+        "contract": api.contract(cid),
+        "deliverables": api.deliverables(cid)["phases"],
+        "tasks": api.tasks(cid),
+        "questions": api.questions(cid),
         "events": all_events(api, cid),
         "supervisor": _supervisor(api, cid),
     }

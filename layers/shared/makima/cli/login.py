@@ -9,11 +9,9 @@ from typing import Annotated
 
 import typer
 
-from makima.cli.client import DEFAULT_API_URL, Api
-from makima.cli.config import read_file, write_file
+from makima.cli.config import DEFAULT_API_URL, connect, read_file, write_file
+from makima.cli.errors import EXIT_USAGE
 from makima.cli.secrets import choose
-
-EXIT_USAGE = 2
 
 
 def _interactive() -> bool:
@@ -71,6 +69,6 @@ def login(
     if not token:
         typer.echo("error: the token is empty", err=True)
         raise typer.Exit(EXIT_USAGE)
-    Api(url, token).call("GET", "/contracts", params={"limit": 1})  # an unknown token: error: UNAUTHORIZED
+    connect(url, token).get("/contracts", limit=1)  # an unknown token: error: UNAUTHORIZED (errors.py)
     path = write_file(url, token)
     typer.echo(f"logged in to {url}: token saved to {path} (mode 0600)")

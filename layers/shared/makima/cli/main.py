@@ -1,5 +1,6 @@
-"""``makima``: run the local stack, migrate the database, administer users and tokens.
+"""``makima``: run the local stack, migrate the database, administer users and tokens, work with contracts.
 
+\b
 Examples:
   makima dev                                 # local stack on http://127.0.0.1:8000
   MAKIMA_ADMIN_TOKEN=... makima dev --port 9000 --data-dir /tmp/pg
@@ -8,6 +9,8 @@ Examples:
   makima db migrate                          # against DATABASE_URL or the embedded data dir
   makima admin create-user alice
   makima admin issue-token <user-id> --kind daemon
+  makima contracts create "Add login" --type simple
+  makima contracts list --status active --stale
 """
 
 from __future__ import annotations
@@ -19,14 +22,21 @@ import typer
 
 import makima.cli.cleanup  # noqa: F401, RUF100  (registers contracts cleanup)
 import makima.cli.contracts  # noqa: F401, RUF100  (registers the contracts commands)
+import makima.cli.create  # noqa: F401, RUF100  (registers contracts create)
+import makima.cli.deliverables  # noqa: F401, RUF100  (registers contracts deliverables, complete)
+import makima.cli.events  # noqa: F401, RUF100  (registers contracts events)
 import makima.cli.monitor  # noqa: F401, RUF100  (registers contracts monitor)
+import makima.cli.questions  # noqa: F401, RUF100  (registers contracts questions, answer)
+import makima.cli.status  # noqa: F401, RUF100  (registers contracts status, auto-complete)
 from makima.cli import login
-from makima.cli.client import DEFAULT_API_URL, Api, print_json
+from makima.cli.config import DEFAULT_API_URL, connect
 from makima.cli.contracts_app import app as contracts_app
+from makima.cli.errors import ApiErrorsGroup
+from makima.cli.output import print_json
 from makima.cli.secrets import choose, warn_when_typed
 from makima.config import Settings
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(cls=ApiErrorsGroup, help=__doc__, no_args_is_help=True, rich_markup_mode=None)
 db_app = typer.Typer(help="Schema migrations (each has a rollback).", no_args_is_help=True)
 admin_app = typer.Typer(help="Users and API tokens (needs an admin token).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -167,13 +177,13 @@ def admin_create_user(
     token: Token = None,
 ) -> None:
     """Create a user. Example: makima admin create-user alice --role user"""
-    print_json(Api(api_url, token).call("POST", "/users", json={"name": name, "role": role}))
+    print_json(connect(api_url, token).create_user(name, role))
 
 
 @admin_app.command("list-users")
 def admin_list_users(api_url: ApiUrl = DEFAULT_API_URL, token: Token = None) -> None:
     """List users (all of them, page after page). Example: makima admin list-users"""
-    print_json({"users": Api(api_url, token).every("/users", "users")})
+    print_json({"users": connect(api_url, token).users()})
 
 
 @admin_app.command("issue-token")
@@ -191,13 +201,13 @@ def admin_issue_token(
 
     Example: makima admin issue-token 3f6c...e1 --kind daemon --name build-host-1
     """
-    print_json(Api(api_url, token).call("POST", f"/users/{user_id}/tokens", json={"name": name, "kind": kind}))
+    print_json(connect(api_url, token).issue_token(user_id, kind=kind, name=name))
 
 
 @admin_app.command("revoke-token")
 def admin_revoke_token(token_id: str, api_url: ApiUrl = DEFAULT_API_URL, token: Token = None) -> None:
     """Revoke a token at once. Example: makima admin revoke-token 9b1d...07"""
-    Api(api_url, token).call("DELETE", f"/tokens/{token_id}")
+    connect(api_url, token).request("DELETE", f"/tokens/{token_id}")
     typer.echo(f"revoked {token_id}")
 
 

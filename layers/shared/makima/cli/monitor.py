@@ -19,10 +19,9 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from makima.cli.client import EXIT_API_ERROR, EXIT_UNREACHABLE, Api
 from makima.cli.config import CliConfig
-from makima.cli.contracts import resolve_id
-from makima.cli.contracts_app import app, config_of
+from makima.cli.contracts_app import app, config_of, resolve_id
+from makima.cli.errors import EXIT_API_ERROR, EXIT_UNREACHABLE
 from makima.cli.monitor_stream import (
     Filter,
     MonitorError,
@@ -34,6 +33,7 @@ from makima.cli.monitor_stream import (
 )
 from makima.cli.output import human_duration, one_line
 from makima.cli.params import is_full_id, parse_contract_ids, parse_statuses
+from makima.client.api import MakimaApi
 
 # Contracts the dashboard loads at start (pages of 200 from GET /contracts).
 MAX_LOADED = 1000
@@ -164,13 +164,13 @@ def json_line(event: Mapping[str, Any]) -> str:
 
 
 def load_contracts(
-    api: Api, contract_ids: tuple[str, ...] | None, statuses: tuple[str, ...] | None, stale_only: bool
+    api: MakimaApi, contract_ids: tuple[str, ...] | None, statuses: tuple[str, ...] | None, stale_only: bool
 ) -> tuple[list[dict[str, Any]], set[str]]:
     """The contracts to show at start, and which of them are stale now (GET /contracts?stale=true)."""
     stale_rows = _list(api, statuses, stale=True)
     stale = {str(c["id"]) for c in stale_rows}
     if contract_ids is not None:
-        found = [dict(api.call("GET", f"/contracts/{cid}")) for cid in contract_ids]
+        found = [api.contract(cid) for cid in contract_ids]
         wanted = [c for c in found if statuses is None or c.get("status") in statuses]
         if stale_only:
             wanted = [c for c in wanted if str(c["id"]) in stale]
@@ -180,7 +180,7 @@ def load_contracts(
     return wanted, stale
 
 
-def _list(api: Api, statuses: tuple[str, ...] | None, *, stale: bool) -> list[dict[str, Any]]:
+def _list(api: MakimaApi, statuses: tuple[str, ...] | None, *, stale: bool) -> list[dict[str, Any]]:
     params: dict[str, str | int] = {"limit": _PAGE}
     if statuses:
         params["status"] = ",".join(statuses)
@@ -188,7 +188,7 @@ def _list(api: Api, statuses: tuple[str, ...] | None, *, stale: bool) -> list[di
         params["stale"] = "true"
     out: list[dict[str, Any]] = []
     while len(out) < MAX_LOADED:
-        page = api.call("GET", "/contracts", params=params)
+        page = api.get("/contracts", **params)
         out.extend(page["contracts"])
         if not page.get("next_cursor"):
             break

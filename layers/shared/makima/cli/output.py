@@ -16,21 +16,21 @@ small on purpose:
   ACTIVITY, VER), readable on 80 columns: the name is cut with an ellipsis to what is left.
 - ``one_line(text)``: text with its line breaks and tabs turned into spaces.
 - ``compact_line(contract)``: ``"<id8> <status> <phase> <name>"``, one line per contract.
-- ``print_json(data)``: indented, key-sorted JSON on stdout (re-exported from ``cli/client.py``).
+- ``print_json(data)``: indented, key-sorted JSON on stdout.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-
-from makima.cli.client import print_json
 
 __all__ = [
     "STATUS_STYLES",
@@ -63,6 +63,10 @@ STATUS_STYLES: dict[str, str] = {
 # is left of the console's width goes to NAME.
 _FIXED = 8 + 17 + 8 + 8 + 3 + 2 * 5
 _MIN_NAME = 12
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 def console(stderr: bool = False) -> Console:

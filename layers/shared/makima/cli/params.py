@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from enum import StrEnum
 from uuid import UUID
 
 from makima.domain.monitor import MAX_CONTRACT_IDS
 from makima.domain.statuses import ContractStatus
+
+
+class TextFormat(StrEnum):
+    """``--format`` of the commands that print one thing: text for people, json for scripts."""
+
+    text = "text"
+    json = "json"
+
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in ContractStatus)
 _ID_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,35}$")

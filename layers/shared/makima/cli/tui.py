@@ -9,21 +9,23 @@ a status bar.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import httpx
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Log, Static
 
+from makima.cli import config
 from makima.cli.monitor import short_id, text_line
 from makima.cli.monitor_stream import Item, MonitorError, Notice, Selection
 from makima.cli.output import STATUS_STYLES
+from makima.client.api import NO_RETRY, ApiError, MakimaApi
 
 # Events that move a contract's last_activity_at (docs/api.md, "Activity and staleness"): after one, the
 # contract is not stale any more.
@@ -403,23 +405,18 @@ class MonitorApp(App[None]):
 
 
 class HttpLookup:
-    """``GET /api/v1/contracts/{id}``; None when it fails (the row keeps what the events told)."""
+    """``GET /api/v1/contracts/{id}`` through the SDK's client, on a worker thread so the UI's loop never
+    waits on it; None when it fails (the row keeps what the events told)."""
 
-    def __init__(self, api_url: str, token: str, timeout: float = 10.0) -> None:
-        self.base = api_url.rstrip("/").removesuffix("/api/v1") + "/api/v1"
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.timeout = timeout
+    def __init__(self, api_url: str, token: str) -> None:
+        # One attempt: a name is a nicety, and the contract's next event asks again.
+        self.api = MakimaApi(api_url, token, timeout=10.0, retry=NO_RETRY, transport=config.TRANSPORT)
 
     async def get(self, contract_id: str) -> Mapping[str, Any] | None:
         try:
-            async with httpx.AsyncClient(headers=self.headers, timeout=self.timeout) as client:
-                response = await client.get(f"{self.base}/contracts/{contract_id}")
-        except httpx.HTTPError:
+            return await asyncio.to_thread(self.api.contract, contract_id)
+        except ApiError:
             return None
-        if response.status_code != 200:
-            return None
-        body = response.json()
-        return body if isinstance(body, dict) else None
 
 
 def _styled(row: Row) -> dict[str, str | Text]:

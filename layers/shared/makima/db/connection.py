@@ -39,7 +39,10 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from makima.db import json_codec
 from makima.errors import DatabaseTimeout, DatabaseUnavailable
+
+json_codec.install()  # jsonb read with orjson (db/json_codec.py), for every connection of the process
 
 Conn = psycopg.Connection[DictRow]
 

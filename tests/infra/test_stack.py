@@ -14,6 +14,7 @@ held to the production rules of docs/operations.md.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Iterator
@@ -130,7 +131,10 @@ def _router_revokes_tokens(router: APIRouter) -> bool:
     monitor connections through the management API."""
     assert "stack_closers" in eventbridge.LambdaEvents.token_revoked.__code__.co_names
     return any(
-        "token_revoked" in route.endpoint.__code__.co_names for route in router.routes if isinstance(route, APIRoute)
+        # unwrapped: a plain endpoint is registered inside its one-hop wrapper (api/routers/_common.py)
+        "token_revoked" in inspect.unwrap(route.endpoint).__code__.co_names
+        for route in router.routes
+        if isinstance(route, APIRoute)
     )
 
 

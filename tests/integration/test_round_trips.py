@@ -57,3 +57,21 @@ def test_a_status_change_is_one_transaction(
     body = {"status": "active", "expected_version": contract["version"]}
     calls = _send(client, counting, user, "POST", f"/api/v1/contracts/{contract['id']}/status", json=body)
     assert calls.count("transaction") == 1
+
+
+def test_a_resume_reads_its_phase_gate_in_one_statement(
+    counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    """A contract that becomes active evaluates its gate (deliverables done, tasks, pending questions):
+    one statement (db/completion.py), where it was three."""
+    client, counting = counted
+    contract = new_contract(user, name="trips-resume")
+    url = f"/api/v1/contracts/{contract['id']}/status"
+    r = client.post(url, json={"status": "active", "expected_version": contract["version"]}, headers=user.headers)
+    assert r.status_code == 200, r.text
+    r = client.post(url, json={"status": "paused", "expected_version": r.json()["version"]}, headers=user.headers)
+    assert r.status_code == 200, r.text
+    body = {"status": "active", "expected_version": r.json()["version"]}
+    calls = _send(client, counting, user, "POST", url, json=body)
+    # the contract locked, its status set, the event, its type, the gate's work: five, in one transaction
+    assert calls == ["transaction"] + ["execute"] * 5

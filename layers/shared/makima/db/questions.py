@@ -121,10 +121,3 @@ def mark_delivered(conn: Conn, question_id: UUID) -> dict[str, Any]:
     ).fetchone()
     assert row is not None
     return row
-
-
-def count_pending(conn: Conn, contract_id: UUID) -> int:
-    row = conn.execute(
-        "SELECT count(*) AS n FROM questions WHERE contract_id = %s AND status = 'pending'", (contract_id,)
-    ).fetchone()
-    return int(row["n"]) if row else 0

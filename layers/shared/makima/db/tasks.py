@@ -82,18 +82,6 @@ def set_status(conn: Conn, task_id: UUID, *, status: str, error: str | None) -> 
     return row
 
 
-def work_of_phase(conn: Conn, contract_id: UUID, phase: str) -> list[dict[str, Any]]:
-    """The non-supervisor tasks spawned in ``phase``: what a phase gate counts."""
-    return conn.execute(
-        """
-        SELECT name, status FROM tasks
-         WHERE contract_id = %s AND phase = %s AND NOT is_supervisor
-         ORDER BY created_at, id
-        """,
-        (contract_id, phase),
-    ).fetchall()
-
-
 def close_open(conn: Conn, contract_id: UUID, *, reason: str) -> list[dict[str, Any]]:
     """Finish every task still open when the contract completes: supervisors as completed (their work
     is done), other tasks as failed with ``reason`` (nobody will finish them)."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from makima.db import completion as completion_sql
 from makima.db import contracts as contracts_sql
 from makima.db import daemons as daemons_sql
-from makima.db import questions as questions_sql
 from makima.db import supervisors as supervisors_sql
 from makima.db import tasks as tasks_sql
 from makima.db.connection import Conn, Database, transaction
@@ -61,20 +61,14 @@ class CompletionPolicy:
 
 def snapshot(conn: Conn, contract: Contract, ctype: ContractTypeDefinition) -> PhaseSnapshot:
     phase = ctype.phase(contract.phase)
-    done = {
-        r["deliverable_id"]
-        for r in contracts_sql.completed_deliverables(conn, contract.id)
-        if r["phase"] == contract.phase
-    }
+    work = completion_sql.phase_work(conn, contract.id, contract.phase)  # one round trip (db/completion.py)
     return PhaseSnapshot(
         contract_type=ctype.name,
         phase=contract.phase,
         phase_deliverables=tuple((d.id, d.name) for d in phase.deliverables),
-        completed_deliverables=frozenset(done),
-        tasks=tuple(
-            TaskView(r["name"], r["status"]) for r in tasks_sql.work_of_phase(conn, contract.id, contract.phase)
-        ),
-        pending_questions=questions_sql.count_pending(conn, contract.id),
+        completed_deliverables=work.completed,
+        tasks=tuple(TaskView(name, status) for name, status in work.tasks),
+        pending_questions=work.pending_questions,
     )
 
 

@@ -22,7 +22,15 @@ from tests.integration.test_lambda_handlers import FakeContext
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
 ROOT = Path(__file__).resolve().parents[2]
-PATHS = ("/dashboard", "/dashboard/", "/dashboard/dashboard.js", "/dashboard/dashboard.css", "/dashboard/nope.js")
+PATHS = (
+    "/dashboard",
+    "/dashboard/",
+    "/dashboard/dashboard.js",
+    "/dashboard/contracts.js",
+    "/dashboard/contract.js",
+    "/dashboard/dashboard.css",
+    "/dashboard/nope.js",
+)
 MONITOR = "wss://wxyz987654.execute-api.eu-west-1.amazonaws.com/live"
 
 

@@ -157,11 +157,18 @@
 
   function testid(node, value) { node.setAttribute("data-testid", value); return node; }
 
+  // The page has a <base href="/dashboard/">, against which a bare "#/contracts" would resolve to another
+  // document (/dashboard/ is not /dashboard): every in-page link names this document explicitly, so
+  // following it only changes the hash.
+  function here(hash) { return window.location.pathname + window.location.search + hash; }
+
   function link(href, className, text) {
     var a = el("a", className, text);
-    a.setAttribute("href", href);
+    a.setAttribute("href", href.charAt(0) === "#" ? here(href) : href);
     return a;
   }
+
+  document.querySelectorAll('a[href^="#"]').forEach(function (a) { a.setAttribute("href", here(a.getAttribute("href"))); });
 
   function contractHref(id, query) {
     var q = new URLSearchParams(query || {}).toString();

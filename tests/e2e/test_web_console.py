@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
+import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
@@ -259,6 +260,26 @@ def test_a_deep_link_shows_the_whole_contract_and_follows_it_live(stack: Stack, 
     expect(page.locator(f"[data-testid=events] li[data-contract-id='{other['id']}']")).to_have_count(1, timeout=10_000)
 
 
+def test_the_dashboards_stale_list_links_to_the_contract_page(stack: Stack, page: Page) -> None:
+    # Given a contract idle for two hours (aged under the API)
+    with stack.client() as http:
+        contract = make(http, f"stale-{uuid.uuid4().hex[:6]}")
+        assert http.post(f"/contracts/{contract['id']}/status", json={"status": "active"}).status_code == 200
+    with psycopg.connect(stack.database_url(), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE contracts SET last_activity_at = now() - interval '2 hours' WHERE id = %s", (contract["id"],)
+        )
+
+    # When the owner follows it from the dashboard's stale list
+    sign_in(page, stack)
+    page.click(f"[data-testid=stale-list] li[data-contract-id='{contract['id']}'] a")
+
+    # Then its page opens, in the same document
+    expect(page.get_by_test_id("contract-name")).to_have_text(contract["name"])
+    expect(page.locator("[data-nav=contracts]")).to_have_attribute("aria-current", "page")
+    assert page.url.endswith(f"/dashboard#/contracts/{contract['id']}")
+
+
 def test_a_link_to_an_unknown_contract_says_so(stack: Stack, page: Page) -> None:
     sign_in(page, stack, f"/contracts/{uuid.uuid4()}")
     expect(page.get_by_test_id("contract-error")).to_contain_text("No contract")
@@ -415,6 +436,14 @@ def test_mark_a_deliverable_toggle_auto_complete_advance_and_restart(stack: Stac
         assert get(http, f"/contracts/{cid}")["phase"] == "specify"
         forced = [e for e in get(http, f"/contracts/{cid}/events")["events"] if e["type"] == "phase_changed"]
         assert forced[-1]["payload"]["forced"] is True
+
+    # When the owner writes to the supervisor
+    page.fill("#chat-input", "Please keep the notes short")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_test_id("chat")).to_contain_text("Please keep the notes short")
+    with stack.client() as http:
+        messages = get(http, f"/contracts/{cid}/messages")["messages"]
+        assert [(m["role"], m["content"]) for m in messages] == [("user", "Please keep the notes short")]
 
     # When the supervisor is restarted, with a reason
     page.get_by_test_id("action-restart").click()

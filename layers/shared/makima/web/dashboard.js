@@ -256,7 +256,11 @@
   var refreshing = false;
   var refreshAgain = false;
 
+  var dashboardStale = false; // an event came while another view was shown
+
   function scheduleRefresh() {
+    // Only the dashboard view shows what /contracts/dashboard says: the others re-read their own data.
+    if (currentView && currentView !== "dashboard") { dashboardStale = true; return; }
     var now = Date.now();
     if (refreshTimer === null) refreshFirstAsked = now;
     else clearTimeout(refreshTimer);
@@ -783,7 +787,14 @@
   // #/ the dashboard; #/contracts[?filters] the list; #/contracts/<id>[?answer=1] a contract's page.
 
   var views = {
-    dashboard: { show: function () { if (lastData) render(lastData); }, hide: function () {}, reset: function () {} },
+    dashboard: {
+      show: function () {
+        if (lastData) render(lastData);
+        if (dashboardStale) { dashboardStale = false; refresh(); }
+      },
+      hide: function () {},
+      reset: function () { dashboardStale = false; },
+    },
   };
   var currentView = null;
 

@@ -437,6 +437,17 @@ def test_mark_a_deliverable_toggle_auto_complete_advance_and_restart(stack: Stac
         forced = [e for e in get(http, f"/contracts/{cid}/events")["events"] if e["type"] == "phase_changed"]
         assert forced[-1]["payload"]["forced"] is True
 
+    # When moved back to research, from the other-phases menu (a person's override: the API lists why not)
+    page.select_option("#move-phase", "research")
+    page.get_by_test_id("action-move").click()
+    expect(page.get_by_test_id("dialog")).to_contain_text("Move to research?")
+    confirm_dialog(page)
+    expect(page.get_by_test_id("dialog")).to_contain_text("not met")
+    confirm_dialog(page)
+    expect(page.get_by_test_id("action-result")).to_have_text("Moved to research.")
+    with stack.client() as http:
+        assert get(http, f"/contracts/{cid}")["phase"] == "research"
+
     # When the owner writes to the supervisor
     page.fill("#chat-input", "Please keep the notes short")
     page.get_by_role("button", name="Send", exact=True).click()

@@ -272,6 +272,23 @@
     if (next && !guardTarget(c)) {
       actions.appendChild(button("Advance to " + m.plain(next) + "…", "action-advance", function () { movePhase(next); }));
     }
+    var others = c.phases.filter(function (p) { return p !== c.phase && p !== next; });
+    if (others.length) {
+      // Any other phase: skipping ahead or going back is a person's override (force), which the API
+      // asks for with the unmet requirements; the dialog shows them before anything moves.
+      var wrap = el("span", "move-other");
+      var select = el("select");
+      select.id = "move-phase";
+      select.setAttribute("aria-label", "Move to another phase");
+      others.forEach(function (p) {
+        var o = el("option", "", m.plain(p));
+        o.value = p;
+        select.appendChild(o);
+      });
+      wrap.appendChild(select);
+      wrap.appendChild(button("Move…", "action-move", function () { movePhase(select.value); }));
+      actions.appendChild(wrap);
+    }
     if (data.supervisor) {
       actions.appendChild(button("Restart supervisor…", "action-restart", function () { restart(); }));
     }
@@ -816,11 +833,11 @@
     if (c.phase_guard) return send(false, false);
     var list = deliverablesOf(c.phase);
     return ask({
-      title: "Advance to " + m.plain(target) + "?",
+      title: "Move to " + m.plain(target) + "?",
       text: "Phase " + m.plain(c.phase) + ": " + list.filter(function (d) { return d.completed; }).length + " of " +
         list.length + " deliverables done.",
       items: list.map(function (x) { return { text: x.name, done: !!x.completed }; }),
-      confirm: "Advance",
+      confirm: "Move",
     }).then(function (a) { if (a.ok) return send(false, false); });
   }
 

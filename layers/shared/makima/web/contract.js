@@ -42,6 +42,7 @@
   var rendered = {}; // section -> JSON of what it shows
   var openAnswer = null; // the question id whose answer box is open
   var drafts = new Map(); // question id -> what was typed
+  var moveChoice = null; // the phase picked in "Move to another phase", kept across re-renders
   var wantAnswer = null; // from ?answer=: "1" (the first pending question) or a question id
   var loading = null;
   var again = false;
@@ -177,14 +178,26 @@
     if (!data) return;
     var c = data.contract;
     document.title = c.name + " · makima";
-    if (changed("head", [c, data.supervisor ? data.supervisor.task_id : null])) renderHead();
-    if (changed("guard", [c, data.byPhase])) renderGuardHeld();
-    if (changed("deliverables", [data.byPhase, c.phase, c.status])) renderDeliverables();
+    if (changed("head", [c, data.supervisor ? data.supervisor.task_id : null])) keepingFocus("contract-actions", renderHead);
+    if (changed("guard", [c, data.byPhase])) keepingFocus("guard-held", renderGuardHeld);
+    if (changed("deliverables", [data.byPhase, c.phase, c.status])) keepingFocus("deliverables", renderDeliverables);
     if (changed("questions", [data.questions, openAnswer])) renderQuestions();
     if (changed("tasks", data.tasks)) renderTasks();
     if (changed("chat", data.messages)) renderChat();
     renderSupervisor();
     renderTimeline();
+  }
+
+  // A live re-render must not drop a keyboard user's place: focus returns to the control of the same
+  // test id (or id) if it is still there.
+  function keepingFocus(hostId, fn) {
+    var active = document.activeElement;
+    var host = $(hostId);
+    var key = active && host.contains(active) ? (active.getAttribute("data-testid") || active.id) : null;
+    fn();
+    if (!key) return;
+    var again = host.querySelector('[data-testid="' + key + '"]') || document.getElementById(key);
+    if (again && host.contains(again)) again.focus();
   }
 
   function fact(dl, label, value, key) {
@@ -285,6 +298,8 @@
         o.value = p;
         select.appendChild(o);
       });
+      if (others.indexOf(moveChoice) >= 0) select.value = moveChoice;
+      select.addEventListener("change", function () { moveChoice = select.value; });
       wrap.appendChild(select);
       wrap.appendChild(button("Move…", "action-move", function () { movePhase(select.value); }));
       actions.appendChild(wrap);
@@ -925,6 +940,7 @@
     timeline.clear();
     rendered = {};
     openAnswer = null;
+    moveChoice = null;
     drafts.clear();
     clearTimeout(timer);
     ["contract-facts", "contract-phases", "contract-actions", "questions", "deliverables", "tasks", "chat",

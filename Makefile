@@ -45,8 +45,16 @@ $(AARCH64)/.installed: tests/infra/aarch64_python.sh
 	SUDO="$(SUDO)" bash tests/infra/aarch64_python.sh $(AARCH64)
 	touch $@
 
+# axe-core for the web page's accessibility tests, from the npm registry (npm pack), pinned and checked
+# against its sha512 integrity (tests/e2e/axe.py), into the git-ignored .cache/.
+AXE := .cache/axe-core-4.10.3/axe.min.js
+$(AXE): tests/e2e/axe.py
+	command -v npm >/dev/null || ($(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm)
+	$(PYTHON) -m tests.e2e.axe
+
 .PHONY: install
-install: $(VENV)/.installed $(SAM_VENV)/.installed $(AARCH64)/.installed ## Install the app (and the SAM CLI in its own venv)
+install: $(VENV)/.installed $(SAM_VENV)/.installed $(AARCH64)/.installed $(AXE) ## Install the app (and the SAM CLI in its own venv)
 
 .PHONY: dev
 dev: $(VENV)/.installed ## Start the local stack (embedded PostgreSQL unless DATABASE_URL is set); DEMO=N adds a demo fleet
@@ -75,7 +83,7 @@ integration: $(VENV)/.installed ## Integration tests (real PostgreSQL, in-proces
 	$(BIN)/pytest tests/integration -q
 
 .PHONY: e2e
-e2e: $(VENV)/.installed $(CHROMIUM) ## End-to-end tests against the local stack (includes schemathesis, the web page)
+e2e: $(VENV)/.installed $(CHROMIUM) $(AXE) ## End-to-end tests against the local stack (includes schemathesis, the web page)
 	MAKIMA_REQUIRE_BROWSER=1 $(BIN)/pytest tests/e2e -q
 
 .PHONY: infra
@@ -83,7 +91,7 @@ infra: $(VENV)/.installed $(SAM_VENV)/.installed $(AARCH64)/.installed ## Templa
 	PATH="$(PY312_BIN):$$PATH" MAKIMA_REQUIRE_SAM=1 $(BIN)/pytest tests/infra -q
 
 .PHONY: test
-test: install lint typecheck $(CHROMIUM) ## The whole suite: lint, types, unit, integration, e2e, infra
+test: install lint typecheck $(CHROMIUM) $(AXE) ## The whole suite: lint, types, unit, integration, e2e, infra
 	PATH="$(PY312_BIN):$$PATH" MAKIMA_REQUIRE_SAM=1 MAKIMA_REQUIRE_BROWSER=1 $(BIN)/pytest tests -q
 
 .PHONY: pr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,15 @@ from tests.integration.test_lambda_handlers import FakeContext
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:No application metrics to publish")]
 
 ROOT = Path(__file__).resolve().parents[2]
-PATHS = ("/dashboard", "/dashboard/", "/dashboard/dashboard.js", "/dashboard/dashboard.css", "/dashboard/nope.js")
+PATHS = (
+    "/dashboard",
+    "/dashboard/",
+    "/dashboard/dashboard.js",
+    "/dashboard/contracts.js",
+    "/dashboard/contract.js",
+    "/dashboard/dashboard.css",
+    "/dashboard/nope.js",
+)
 MONITOR = "wss://wxyz987654.execute-api.eu-west-1.amazonaws.com/live"
 
 
@@ -118,3 +127,27 @@ def test_the_web_function_without_configuration_allows_its_own_origin_only(
     environment.delenv("MAKIMA_DASHBOARD__MONITOR_URL", raising=False)
     response = web_handler()(page_event(), FakeContext())
     assert connect_src(response["headers"]) == "'self'"
+
+
+def test_the_web_function_serves_every_script_and_stylesheet_the_page_names(environment: pytest.MonkeyPatch) -> None:
+    """Issue 16 split the page's script into several files: on AWS each must come from the same
+    ``/dashboard/{name}`` route, with the page's CSP (script-src 'self' covers them; nothing inline)."""
+    # Given the web function, and the page it serves
+    environment.setenv("MAKIMA_DASHBOARD__MONITOR_URL", MONITOR)
+    handler = web_handler()
+    page = handler(page_event(), FakeContext())
+    names = re.findall(r'<script src="([^"]+)"', page["body"]) + re.findall(
+        r'<link rel="stylesheet" href="([^"]+)"', page["body"]
+    )
+    assert {"dashboard.js", "contracts.js", "contract.js", "dashboard.css"} <= set(names)
+    assert "<script>" not in page["body"]
+    for name in names:
+        # When each file is asked for the way API Gateway passes it
+        event: dict[str, Any] = json.loads((ROOT / "events" / "web" / "dashboard_file.json").read_text())
+        event["rawPath"] = event["requestContext"]["http"]["path"] = f"/dashboard/{name}"
+        event["pathParameters"] = {"name": name}
+        response = handler(event, FakeContext())
+        # Then it is there, with the page's headers
+        assert response["statusCode"] == 200, name
+        assert connect_src(response["headers"]) == connect_src(page["headers"]), name
+        assert (ROOT / "layers" / "shared" / "makima" / "web" / name).read_text() == response["body"], name

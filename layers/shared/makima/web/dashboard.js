@@ -1,4 +1,9 @@
-/* makima contracts: the web dashboard.
+/* makima contracts: the web console's core, and its dashboard view.
+ *
+ * This file holds what every view shares (configuration, the token, the API, the one WebSocket monitor,
+ * the hash router, DOM helpers) and exposes it as window.makima for the other views: contracts.js (the
+ * contract list, #/contracts) and contract.js (a contract's page and its actions, #/contracts/<id>).
+ * The dashboard itself is #/ (the default).
  *
  * Shows GET /api/v1/contracts/dashboard and follows the WebSocket monitor
  * (/api/v1/contracts/monitor): each event is prepended to "Recent events" and the dashboard is fetched
@@ -152,6 +157,24 @@
 
   function testid(node, value) { node.setAttribute("data-testid", value); return node; }
 
+  // The page has a <base href="/dashboard/">, against which a bare "#/contracts" would resolve to another
+  // document (/dashboard/ is not /dashboard): every in-page link names this document explicitly, so
+  // following it only changes the hash.
+  function here(hash) { return window.location.pathname + window.location.search + hash; }
+
+  function link(href, className, text) {
+    var a = el("a", className, text);
+    a.setAttribute("href", href.charAt(0) === "#" ? here(href) : href);
+    return a;
+  }
+
+  document.querySelectorAll('a[href^="#"]').forEach(function (a) { a.setAttribute("href", here(a.getAttribute("href"))); });
+
+  function contractHref(id, query) {
+    var q = new URLSearchParams(query || {}).toString();
+    return "#/contracts/" + encodeURIComponent(id) + (q ? "?" + q : "");
+  }
+
   function humanise(word) {
     if (!word) return "";
     var s = String(word).replace(/_/g, " ");
@@ -198,22 +221,28 @@
 
   // --- API ------------------------------------------------------------------------------------------
 
-  function ApiError(status, code, message) {
+  function ApiError(status, code, message, details) {
     this.status = status;
     this.code = code || "HTTP_" + status;
     this.message = message || "HTTP " + status;
+    this.details = details || {};
   }
 
-  function api(path) {
-    return fetch(apiBase + "/api/v1" + path, {
-      headers: { Authorization: "Bearer " + token, Accept: "application/json" },
-      cache: "no-store",
-      credentials: "omit",
-    }).then(function (res) {
+  // GET path, or send body (JSON) with method. A change is never retried by the page: a 409 is shown.
+  function api(path, method, body) {
+    var headers = { Authorization: "Bearer " + token, Accept: "application/json" };
+    var init = { headers: headers, cache: "no-store", credentials: "omit", method: method || "GET" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(apiBase + "/api/v1" + path, init).then(function (res) {
       return res.json().catch(function () { return null; }).then(function (body) {
         if (!res.ok) {
           var err = body && body.error ? body.error : {};
-          throw new ApiError(res.status, err.code, err.message);
+          var apiErr = new ApiError(res.status, err.code, err.message, err.details);
+          if (res.status === 401 && token) signOut("The API refused this token (" + apiErr.message + ").");
+          throw apiErr;
         }
         return body;
       });
@@ -227,7 +256,11 @@
   var refreshing = false;
   var refreshAgain = false;
 
+  var dashboardStale = false; // an event came while another view was shown
+
   function scheduleRefresh() {
+    // Only the dashboard view shows what /contracts/dashboard says: the others re-read their own data.
+    if (currentView && currentView !== "dashboard") { dashboardStale = true; return; }
     var now = Date.now();
     if (refreshTimer === null) refreshFirstAsked = now;
     else clearTimeout(refreshTimer);
@@ -402,7 +435,8 @@
       var li = el("li", "item");
       li.setAttribute("data-contract-id", c.id);
       var body = el("div", "item-body");
-      body.appendChild(el("div", "item-title", c.name));
+      // "Waiting for input" opens the contract with its answer box (or the phase confirmation) ready.
+      body.appendChild(link(contractHref(c.id, { answer: "1" }), "item-title", c.name));
       var what = c.question || (c.waitingFor && !WAITING_LABELS[c.waitingFor] ? c.waitingFor : "");
       if (what) body.appendChild(el("div", "item-sub", what));
       li.appendChild(body);
@@ -419,7 +453,7 @@
       var li = el("li", "item");
       li.setAttribute("data-contract-id", c.id);
       var body = el("div", "item-body");
-      body.appendChild(el("div", "item-title", c.name));
+      body.appendChild(link(contractHref(c.id), "item-title", c.name));
       var last = new Date(c.lastActivity);
       var sub = el("div", "item-sub", "last activity " + when(last));
       body.appendChild(sub);
@@ -530,7 +564,8 @@
       if (detail) head.appendChild(el("span", "event-detail", detail));
       body.appendChild(head);
       var meta = el("div", "event-meta");
-      meta.appendChild(el("span", "event-contract", contractLabel(e.contract_id)));
+      if (e.contract_id) meta.appendChild(link(contractHref(e.contract_id), "event-contract", contractLabel(e.contract_id)));
+      else meta.appendChild(el("span", "event-contract", contractLabel(e.contract_id)));
       var who = actorKind(e.actor);
       if (who) { meta.appendChild(el("span", "sep", "·")); meta.appendChild(el("span", "event-actor", who)); }
       body.appendChild(meta);
@@ -585,6 +620,28 @@
 
   var CLOSE_UNAUTHORIZED = 4401;
 
+  // One socket for every view. On a contract's page it is narrowed to that contract, heartbeats included
+  // (for its chart); back on the fleet views it widens again, resuming from where the narrowing began so
+  // that no other contract's event is lost (the replay is de-duplicated by id).
+  var focus = null; // the contract id the monitor is narrowed to
+  var focusMark = 0; // lastEventId when it was narrowed
+
+  function monitorFilter(after) {
+    var filter = { include_stale: true, include_heartbeats: !!focus };
+    if (focus) filter.contract_ids = [focus];
+    if (after) filter.last_event_id = String(after);
+    return filter;
+  }
+
+  function focusMonitor(contractId) {
+    contractId = contractId || null;
+    if (contractId === focus) return;
+    var resumeFrom = focus && !contractId ? focusMark : lastEventId;
+    if (!focus) focusMark = lastEventId;
+    focus = contractId;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(monitorFilter(resumeFrom)));
+  }
+
   function monitorUrl() {
     var url = new URL(monitorBase);
     url.searchParams.set("token", token);
@@ -603,11 +660,7 @@
       return;
     }
     ws = sock;
-    sock.onopen = function () {
-      var filter = { include_stale: true, include_heartbeats: false };
-      if (lastEventId) filter.last_event_id = String(lastEventId);
-      sock.send(JSON.stringify(filter));
-    };
+    sock.onopen = function () { sock.send(JSON.stringify(monitorFilter(lastEventId))); };
     sock.onmessage = function (msg) {
       if (ws !== sock) return;
       var m;
@@ -650,6 +703,7 @@
       if (/^\d+$/.test(String(m.last_event_id))) lastEventId = Math.max(lastEventId, Number(m.last_event_id));
       $("conn").title = "Missed events not replayed (" + (m.reason || "limit") + "): reloaded the dashboard";
       refresh();
+      notify({ type: "reload" });
       return;
     }
     if (m.type === "error" && m.code === "UNAUTHORIZED") {
@@ -661,10 +715,18 @@
       return;
     }
     if (m.id === undefined || !m.type) return;
-    if (addEvent(fromMonitor(m), true)) {
+    var e = fromMonitor(m);
+    // Heartbeats (ids "hb:…", not logged) feed the contract page only, never the fleet's event list.
+    if (m.type !== "heartbeat" && addEvent(e, true)) {
       renderEventsSoon();
       scheduleRefresh();
     }
+    notify(e);
+  }
+
+  var listeners = [];
+  function notify(e) {
+    listeners.forEach(function (fn) { try { fn(e); } catch (err) { window.setTimeout(function () { throw err; }); } });
   }
 
   function scheduleReconnect() {
@@ -714,8 +776,68 @@
     lookups.clear();
     lastEventId = 0;
     lastData = null;
+    focus = null;
+    focusMark = 0;
+    Object.keys(views).forEach(function (name) { views[name].reset(); });
+    currentView = null;
     showLogin(message);
   }
+
+  // --- views and the hash router ---------------------------------------------------------------------
+  // #/ the dashboard; #/contracts[?filters] the list; #/contracts/<id>[?answer=1] a contract's page.
+
+  var views = {
+    dashboard: {
+      show: function () {
+        if (lastData) render(lastData);
+        if (dashboardStale) { dashboardStale = false; refresh(); }
+      },
+      hide: function () {},
+      reset: function () { dashboardStale = false; },
+    },
+  };
+  var currentView = null;
+
+  function parseHash() {
+    var hash = window.location.hash.replace(/^#/, "") || "/";
+    var q = hash.indexOf("?");
+    var path = q >= 0 ? hash.slice(0, q) : hash;
+    var query = new URLSearchParams(q >= 0 ? hash.slice(q + 1) : "");
+    var parts = path.split("/").filter(Boolean);
+    if (parts[0] === "contracts" && parts[1]) {
+      var id = "";
+      try { id = decodeURIComponent(parts[1]); } catch (e) { id = parts[1]; }
+      return { name: "contract", arg: id, query: query };
+    }
+    if (parts[0] === "contracts") return { name: "contracts", arg: null, query: query };
+    return { name: "dashboard", arg: null, query: query };
+  }
+
+  function route(moveFocus) {
+    if (!token) return;
+    var where = parseHash();
+    var view = views[where.name] ? where.name : "dashboard";
+    if (currentView && currentView !== view) views[currentView].hide();
+    currentView = view;
+    Object.keys(views).forEach(function (name) {
+      var section = $("view-" + name);
+      if (section) section.hidden = name !== view;
+    });
+    document.querySelectorAll("[data-nav]").forEach(function (a) {
+      var here = a.getAttribute("data-nav") === (view === "contract" ? "contracts" : view);
+      if (here) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+    });
+    focusMonitor(view === "contract" ? where.arg : null);
+    views[view].show(where.arg, where.query);
+    if (moveFocus) {
+      // Screen readers hear the new view's heading; keyboard users start from it.
+      var heading = document.querySelector("#view-" + view + " h1");
+      if (heading) heading.focus({ preventScroll: false });
+    }
+  }
+
+  window.addEventListener("hashchange", function () { route(true); });
 
   function start() {
     if (!apiBase || !token) { showLogin(""); return; }
@@ -725,6 +847,7 @@
     $("signout").hidden = false;
     $("api-host").textContent = apiBase.replace(/^https?:\/\//, "");
     $("foot-api").textContent = apiBase + "/api/v1";
+    route(false);
     var mine = session;
     refresh().then(function (ok) {
       if (mine !== session || !token) return;
@@ -753,7 +876,9 @@
   }
 
   // While the monitor is down the page still follows, more slowly.
-  setInterval(function () { if (token && connState !== "live") refresh(); }, POLL_WHEN_NOT_LIVE_MS);
+  setInterval(function () {
+    if (token && connState !== "live") { refresh(); notify({ type: "reload" }); }
+  }, POLL_WHEN_NOT_LIVE_MS);
   // Relative times ("2 min ago") move on by themselves.
   setInterval(function () { if (token && events.size) renderEvents(); }, 15000);
   var resizeTimer = null;
@@ -762,5 +887,39 @@
     resizeTimer = setTimeout(function () { if (lastData) render(lastData); }, 150);
   });
 
-  start();
+  // What the other views (contracts.js, contract.js) use. They register themselves before the page
+  // starts: deferred scripts all run before DOMContentLoaded.
+  window.makima = {
+    api: api,
+    ApiError: ApiError,
+    $: $,
+    el: el,
+    svg: svg,
+    link: link,
+    testid: testid,
+    humanise: humanise,
+    plain: plain,
+    shortId: shortId,
+    ago: ago,
+    when: when,
+    clock: clock,
+    idle: idle,
+    describe: describe,
+    category: category,
+    actorKind: actorKind,
+    contractHref: contractHref,
+    fromApi: fromApi,
+    names: names,
+    STATUSES: STATUSES,
+    STATUS_COLORS: STATUS_COLORS,
+    WAITING_LABELS: WAITING_LABELS,
+    session: function () { return session; },
+    live: function () { return connState === "live"; },
+    onEvent: function (fn) { listeners.push(fn); },
+    register: function (name, view) { views[name] = view; },
+    route: route,
+  };
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();

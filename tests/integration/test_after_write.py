@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from makima.api.after_write import PublishAfterWrite
 from makima.api.app import create_app
+from makima.db import events as events_sql
 from makima.db.connection import PooledDatabase
 from makima.lambda_support.eventbridge import LambdaEvents
 from makima.local.monitor import OutboxPump
@@ -40,6 +42,7 @@ class Sink:
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
+    events_sql.logged()  # a write that logged an event
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 
@@ -92,3 +95,51 @@ def test_a_single_heartbeat_is_left_to_the_heartbeat_hook(db: PooledDatabase, us
             assert r.json()["accepted"] is True
     assert sink.logged == [True, False]  # the first one logged the state change, the second nothing
     assert sink.threads == []
+
+
+def test_a_write_that_logged_no_event_is_not_handed_to_the_pipeline(db: PooledDatabase, user: Caller) -> None:
+    """Issue 15: the outbox was handed over after every write; a state save that logs nothing (no
+    compaction) had the pump (locally a statement, on Lambda a drain transaction) find nothing. Now only
+    a write that logged an event is handed over; one that did still is, once."""
+    from tests.integration.test_supervisors import start
+
+    sink = Sink(committed_blocks=True)
+    with TestClient(create_app(db, events=sink)) as client:
+        sup = start(client, user, name="quiet-save")
+        sup.save(seq=1, conversation_append=[{"role": "user", "content": "hello"}])  # the first: a state change
+        sink.threads.clear()
+        before = len(sup.events())
+        sup.save(seq=2, conversation_offset=1, conversation_append=[{"role": "assistant", "content": "hi"}])
+        assert len(sup.events()) == before  # this save logged nothing ...
+        assert sink.threads == []  # ... and the pipeline was not asked to look
+        r = client.post(sup.url("/status"), json={"status": "paused"}, headers=user.headers)  # logs status_changed
+        assert r.status_code == 200, r.text
+        assert len(sink.threads) == 1
+        r = client.post(sup.url("/status"), json={"status": "paused"}, headers=user.headers)  # refused: nothing
+        assert r.status_code == 400, r.text
+        assert len(sink.threads) == 1
+
+
+def test_every_statement_that_logs_an_event_says_so() -> None:
+    """The sites that insert into contract_events call ``events.logged()`` (a site that did not would see
+    its events wait for the next sweep): every function of db/ whose SQL inserts into the log."""
+    import ast
+    import inspect
+
+    from makima import db as db_package
+
+    root = Path(inspect.getfile(db_package)).parent
+    missing = []
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = {
+            node.targets[0].id: ast.unparse(node.value)
+            for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+        }
+        for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+            source = ast.unparse(fn)
+            used = " ".join(v for k, v in constants.items() if k in source)
+            if "INSERT INTO contract_events" in source + used and "logged()" not in source:
+                missing.append(f"{path.name}: {fn.name}")
+    assert missing == []

@@ -1,7 +1,18 @@
-"""SQL for the event log / outbox (``contract_events``)."""
+"""SQL for the event log / outbox (``contract_events``), and whether the work in progress logged any.
+
+``watching`` / ``logged``: the after-write middleware (api/after_write.py) hands the outbox to the event
+pipeline only after a request that logged an event; most state saves and many writes log none, and each
+handed-off outbox was a drain (a statement locally, a transaction on Lambda) that found nothing (issue 15).
+Every statement that inserts into ``contract_events`` calls ``logged`` (here, ``db/heartbeats.py``,
+``db/monitor.py``; tests/integration/test_after_write.py checks the sites). A site missed would only
+delay its events to the next sweep (a second locally, the outbox sweeper on AWS), never lose them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +21,28 @@ from psycopg.types.json import Jsonb
 from makima.db.connection import Conn
 
 _COLUMNS = "id, contract_id, type, payload, actor, created_at"
+
+# The watch of the request in progress: a mutable holder, so that a statement run in a worker thread
+# (its context a copy of the request's) marks the request's own.
+_WATCH: ContextVar[list[bool] | None] = ContextVar("makima_events_logged", default=None)
+
+
+@contextmanager
+def watching() -> Iterator[Callable[[], bool]]:
+    """Within the block, note whether any event was logged; yields the question."""
+    holder: list[bool] = []
+    token = _WATCH.set(holder)
+    try:
+        yield lambda: bool(holder)
+    finally:
+        _WATCH.reset(token)
+
+
+def logged() -> None:
+    """An event is being written: the watch in progress, if any, says so."""
+    holder = _WATCH.get()
+    if holder is not None and not holder:
+        holder.append(True)
 
 
 def append(
@@ -22,6 +55,7 @@ def append(
     actor: str,
 ) -> dict[str, Any]:
     """Write one event in the caller's transaction, so it commits (or not) with the change it records."""
+    logged()
     row = conn.execute(
         f"""
         INSERT INTO contract_events (contract_id, owner_id, type, payload, actor)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from makima.db import events as events_sql
 from makima.db.connection import Conn
 from makima.db.sync_notices import SYNC_CHANNEL
 
@@ -138,6 +139,7 @@ def ingest(
     are absent. ``daemon_id`` (one of ``owner_id``'s daemons) is marked live; events name ``actor``."""
     if not rows and daemon_id is None:
         return []
+    events_sql.logged()  # it may log state changes (the heartbeat endpoints hand theirs over themselves)
     params = {
         "task_ids": [r["task_id"] for r in rows],
         "contract_ids": [r["contract_id"] for r in rows],

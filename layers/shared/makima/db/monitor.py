@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from makima.db import events as events_sql
 from makima.db.connection import Conn
 
 _EVENT_COLUMNS = "id, contract_id, owner_id, type, payload, actor, created_at"
@@ -398,6 +399,7 @@ def report_stale(
     (``last_activity_at`` moved) ends it, and the next idle spell is a new episode. Candidates come
     from idx_contracts_stale (live contracts by last activity), not a scan of every contract.
     """
+    events_sql.logged()
     return conn.execute(
         REPORT_STALE_SQL, {"threshold": threshold, "limit": limit, "actor": actor, "now": now}
     ).fetchall()

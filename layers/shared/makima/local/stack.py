@@ -201,8 +201,10 @@ def serve(
             backing.database, settings=settings, events=pump, sync_waits=sync_listener, principals=principals
         )
         from makima.local.web import mount_dashboard
+        from makima.mcp_server.http import mount_mcp
 
         mount_dashboard(app, settings.dashboard)
+        mount_mcp(app, port=port, host=host)  # MCP over streamable HTTP at /mcp (docs/integrations.md)
         mount_monitor(app, backing.database, hub, flags, settings.monitor)
         scheduler = Scheduler(jobs_for(backing.database, settings, pump.publisher, flags)).start()
         fleet = _start_demo(backing, settings, host, port, admin_token, demo) if demo > 0 else None

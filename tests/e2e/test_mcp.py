@@ -424,6 +424,13 @@ def test_http_acts_only_under_the_bearer_token_of_the_request(stack: Stack, peop
         assert answer.status_code == 401, (headers, query, answer.text)
         assert answer.json()["error"]["code"] == "UNAUTHORIZED"
         assert answer.headers["www-authenticate"].startswith("Bearer")
+    # ... and a metrics token (GET /metrics only) is refused as on every API route but that one
+    with stack.client() as admin:
+        admin_id = next(u["id"] for u in admin.get("/users").json()["users"] if u["role"] == "admin")
+        metrics = admin.post(f"/users/{admin_id}/tokens", json={"kind": "metrics", "name": "mcp-metrics"}).json()
+    scraper = httpx.post(url, json=init, headers={**accept, "Authorization": f"Bearer {metrics['token']}"}, timeout=10)
+    assert scraper.status_code == 403, scraper.text
+    assert scraper.json()["error"]["code"] == "FORBIDDEN"
     # ... while the header's token is served
     ok = httpx.post(url, json=init, headers={**accept, "Authorization": f"Bearer {people.user_token}"}, timeout=10)
     assert ok.status_code == 200, ok.text

@@ -180,6 +180,7 @@ def serve(
             print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
             print(f"makima: monitor on ws://{host}:{port}/api/v1/contracts/monitor?token=…", flush=True)
             print(f"makima: dashboard on http://{host}:{port}/dashboard (sign in with the token)", flush=True)
+            print(f"makima: MCP (streamable HTTP) on http://{host}:{port}/mcp (Authorization: Bearer …)", flush=True)
             if settings.flags_file:
                 print(
                     f"makima: feature flags: {settings.flags_file} (re-read every {settings.flags_max_age:g} s)",

@@ -155,7 +155,12 @@ def _supervisor_tools(server: MCPServer[Any], access: Access) -> None:
         ones. Marking it again is harmless (already_completed). When this completes the phase's requirements
         the phase may advance by itself: the answer's contract shows the phase after it."""
         cid, did = str(contract_id), deliverable_id
-        return await access.tool(ctx, lambda api: api.complete_deliverable(cid, did, phase=phase))
+
+        def work(api: MakimaApi) -> JSON:
+            marked = api.complete_deliverable(cid, did, phase=phase)
+            return {**marked, "contract": summary(marked["contract"])}
+
+        return await access.tool(ctx, work)
 
     @server.tool(annotations=WRITE)
     async def spawn_task(

@@ -279,6 +279,11 @@ async def _drive(owner: Agent, sup: Agent) -> None:
     still = await sup.call("get_contract_context", contract_id=cid)
     assert still["contract"]["phase"] == "plan"
 
+    # ... and the supervisor cannot confirm in the owner's place
+    self_confirmed = await sup.raw("confirm_phase_change", contract_id=cid)
+    assert _error(self_confirmed)["code"] == "FORBIDDEN"
+    assert (await sup.call("get_contract_context", contract_id=cid))["contract"]["phase"] == "plan"
+
     # When the owner finds what waits for them and confirms
     waiting = await owner.call("list_contracts", waiting=True)
     assert [c["id"] for c in waiting["contracts"]] == [cid]

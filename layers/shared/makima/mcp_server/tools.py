@@ -579,11 +579,13 @@ def _owner_tools(server: MCPServer[Any], access: Access) -> None:
         stops when a phase is ready (status waiting_for_input, waiting_for 'phase_confirmation:<phase>')
         or when it is ready to complete ('completion_confirmation'); this moves it on, or completes it. It
         also moves a contract whose supervisor asked for a phase change. Check show_contract first: it
-        shows what was delivered."""
+        shows what was delivered. People only: a supervisor's (daemon) token is refused with FORBIDDEN,
+        since the guard exists for a person to look before the contract moves on."""
         cid = str(contract_id)
 
         def work(api: MakimaApi) -> JSON:
             contract = api.contract(cid)
+            require_person(api, contract)
             waiting_for = str(contract.get("waiting_for") or "")
             if phase is None and waiting_for == "completion_confirmation":
                 checked = api.check_completion(cid, confirmed=True)
@@ -626,6 +628,25 @@ def _owner_tools(server: MCPServer[Any], access: Access) -> None:
         requirements were met meanwhile it advances (or completes) at once."""
         cid = str(contract_id)
         return await access.tool(ctx, lambda api: _set_status(api, cid, ContractStatus.ACTIVE, reason))
+
+
+def require_person(api: MakimaApi, contract: JSON) -> None:
+    """Refuse a daemon (supervisor) token: ``FORBIDDEN``. The API lets every caller send ``confirmed``
+    (seed 1.3: supervisors too must send it), so the phase guard's question, "has a person seen this?",
+    is asked here, for the tool that is the owner's yes. The check is a read the API answers 403 to daemon
+    tokens only (listing the owner's tokens: people and admins may, one item is asked for)."""
+    try:
+        api.get(f"/users/{contract['owner_id']}/tokens", limit=1)
+    except ApiError as exc:
+        if exc.code != "FORBIDDEN":
+            raise
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "confirm_phase_change is the owner's confirmation of the phase guard: a supervisor's (daemon) "
+            "token cannot give it. Tell the owner the phase is ready (ask_owner or send_message) and wait.",
+            {"contract_id": contract["id"]},
+        ) from exc
 
 
 def _set_status(api: MakimaApi, cid: str, status: ContractStatus, reason: str | None) -> JSON:

@@ -3,17 +3,26 @@ and e2e (the local stack) tests."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
+
 
 class Driver:
-    """One contract, created on construction. ``client`` is any httpx client (FastAPI's TestClient is
-    one); ``prefix`` is what goes before ``/contracts`` on it."""
+    """One contract, created on construction. ``client`` is an httpx client or Starlette's TestClient
+    (an ``httpx2`` client once ``httpx2`` is installed, as the ``mcp`` SDK brings it: Starlette prefers it);
+    ``prefix`` is what goes before ``/contracts`` on it."""
 
     def __init__(
-        self, client: httpx.Client, headers: dict[str, str], contract_type: str, prefix: str = "/api/v1", **fields: Any
+        self,
+        client: httpx.Client | TestClient,
+        headers: dict[str, str],
+        contract_type: str,
+        prefix: str = "/api/v1",
+        **fields: Any,
     ) -> None:
         self.client, self.headers, self.prefix = client, headers, prefix
         r = client.post(

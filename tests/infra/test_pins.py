@@ -12,7 +12,19 @@ from tests.infra.cfn import ROOT
 pytestmark = pytest.mark.infra
 
 # Local stack and CLI only: a function never imports them, and they would only grow the layer.
-NOT_IN_LAYER = {"uvicorn", "uvloop", "httptools", "typer", "rich", "pgserver", "httpx", "websockets", "textual"}
+NOT_IN_LAYER = {
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "typer",
+    "rich",
+    "pgserver",
+    "httpx",
+    "websockets",
+    "textual",
+    # The MCP server runs in makima mcp (stdio) and on the local stack (/mcp); no function serves it yet.
+    "mcp",
+}
 
 
 def _name(requirement: str) -> str:

@@ -153,7 +153,8 @@ def test_errors_are_not_stored(client: TestClient, user: Caller, db: PooledDatab
 def test_a_bad_key_is_refused_and_creates_nothing(
     client: TestClient, user: Caller, db: PooledDatabase, key: bytes
 ) -> None:
-    headers: dict[str, str | bytes] = {**user.headers, "Idempotency-Key": key}
+    headers: dict[bytes, bytes] = {k.encode(): v.encode() for k, v in user.headers.items()}
+    headers[b"Idempotency-Key"] = key
     answer = client.post(CONTRACTS, json={"name": "badkey", "contract_type": "simple"}, headers=headers)
     # (against the header's declared pattern: 422, like any parameter; one that slipped past it: 400)
     assert (answer.status_code, answer.json()["error"]["code"]) in {(422, "INVALID_REQUEST"), (400, "BAD_REQUEST")}

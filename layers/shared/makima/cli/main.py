@@ -11,6 +11,7 @@ Examples:
   makima admin issue-token <user-id> --kind daemon
   makima contracts create "Add login" --type simple
   makima contracts list --status active --stale
+  MAKIMA_TOKEN=... makima mcp --api-url http://127.0.0.1:8000   # MCP server on stdio
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import makima.cli.events  # noqa: F401, RUF100  (registers contracts events)
 import makima.cli.monitor  # noqa: F401, RUF100  (registers contracts monitor)
 import makima.cli.questions  # noqa: F401, RUF100  (registers contracts questions, answer)
 import makima.cli.status  # noqa: F401, RUF100  (registers contracts status, auto-complete)
-from makima.cli import login
+from makima.cli import login, mcp
 from makima.cli.config import DEFAULT_API_URL, connect
 from makima.cli.contracts_app import app as contracts_app
 from makima.cli.errors import ApiErrorsGroup
@@ -43,6 +44,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(contracts_app, name="contracts")
 app.command("login")(login.login)
+app.command("mcp")(mcp.mcp)
 
 DataDir = Annotated[
     str | None,

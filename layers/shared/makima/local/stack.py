@@ -180,6 +180,7 @@ def serve(
             print(f"makima: API on http://{host}:{port}/api/v1 (OpenAPI at /api/v1/openapi.json)", flush=True)
             print(f"makima: monitor on ws://{host}:{port}/api/v1/contracts/monitor?token=…", flush=True)
             print(f"makima: dashboard on http://{host}:{port}/dashboard (sign in with the token)", flush=True)
+            print(f"makima: MCP (streamable HTTP) on http://{host}:{port}/mcp (Authorization: Bearer …)", flush=True)
             if settings.flags_file:
                 print(
                     f"makima: feature flags: {settings.flags_file} (re-read every {settings.flags_max_age:g} s)",
@@ -201,8 +202,10 @@ def serve(
             backing.database, settings=settings, events=pump, sync_waits=sync_listener, principals=principals
         )
         from makima.local.web import mount_dashboard
+        from makima.mcp_server.http import mount_mcp
 
         mount_dashboard(app, settings.dashboard)
+        mount_mcp(app, port=port, host=host)  # MCP over streamable HTTP at /mcp (docs/integrations.md)
         mount_monitor(app, backing.database, hub, flags, settings.monitor)
         scheduler = Scheduler(jobs_for(backing.database, settings, pump.publisher, flags)).start()
         fleet = _start_demo(backing, settings, host, port, admin_token, demo) if demo > 0 else None

@@ -374,6 +374,11 @@ def describe(script: Script, indent: str = "    ") -> Iterator[str]:
             yield f"{indent}{' '.join(op.text.split())[:100]}"
 
 
+# The outbox drain (services/monitor.py: drain_in_process): the stack under test drains the same outbox on
+# its own (its pump's sweep, every second), so a replayed drain may find the events already taken.
+_DRAIN = "UPDATE contract_events SET published_at"
+
+
 def replay(
     conn: psycopg.Connection[Any], script: Script, strict: bool = True, returned: list[list[Any]] | None = None
 ) -> None:
@@ -401,7 +406,7 @@ def replay(
                 params[key] = returned[n] if whole else returned[n][0]
         cur = conn.execute(op.query, params)
         returned.append([r[0] for r in cur.fetchall()] if cur.description is not None else [])
-        if strict and cur.rowcount != op.rowcount:
+        if strict and cur.rowcount != op.rowcount and not " ".join(op.text.split()).startswith(_DRAIN):
             words = " ".join(op.text.split()[:4])
             raise Diverged(f"replayed {words}... returned or touched {cur.rowcount} rows, recorded {op.rowcount}")
 

@@ -22,7 +22,7 @@ from makima.domain.gates import PhaseSnapshot, Readiness, ReadinessResult, TaskV
 from makima.domain.models import Contract
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
-from makima.services.common import load_contract, load_type, record, transition
+from makima.services.common import check_version, load_contract, load_type, record, transition
 
 PHASE_CONFIRMATION = "phase_confirmation:"
 COMPLETION_CONFIRMATION = "completion_confirmation"
@@ -245,9 +245,13 @@ def check_completion(
         return CompletionCheck(contract, True, True, True, [])
 
 
-def set_auto_complete(db: Database, principal: Principal, contract_id: UUID, *, enabled: bool) -> Contract:
+def set_auto_complete(
+    db: Database, principal: Principal, contract_id: UUID, *, enabled: bool, expected_version: int | None = None
+) -> Contract:
+    """Switch the contract's auto-complete; ``VersionConflict`` when ``expected_version`` is stale."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
+        check_version(contract, expected_version)
         if contract.auto_complete_enabled == enabled:
             return contract
         updated = Contract.model_validate(contracts_sql.set_auto_complete(conn, contract_id, enabled))

@@ -22,9 +22,9 @@ from makima.errors import (
     InvalidTransition,
     PhaseGuardRequired,
     ValidationFailed,
-    VersionConflict,
 )
 from makima.services.common import (
+    check_version,
     load_contract,
     load_type,
     record,
@@ -64,19 +64,6 @@ def _phase_deliverables(
 
 def _completed(conn: Any, contract_id: UUID) -> list[CompletedDeliverable]:
     return [CompletedDeliverable.model_validate(r) for r in contracts_sql.completed_deliverables(conn, contract_id)]
-
-
-def _check_version(contract: Contract, expected: int | None) -> None:
-    if expected is not None and expected != contract.version:
-        raise VersionConflict(
-            f"contract {contract.id} is at version {contract.version}, not {expected}",
-            {
-                "expected": expected,
-                "actual": contract.version,
-                "current_phase": contract.phase,
-                "current_status": contract.status.value,
-            },
-        )
 
 
 def create_contract(
@@ -182,7 +169,7 @@ def update_contract(
 ) -> Contract:
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
-        _check_version(contract, expected_version)
+        check_version(contract, expected_version)
         new_name = name if name is not None else contract.name
         new_description = description if description is not None else contract.description
         new_guard = phase_guard if phase_guard is not None else contract.phase_guard
@@ -233,7 +220,7 @@ def change_phase(
     policy = policy or CompletionPolicy.off()
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
-        _check_version(contract, expected_version)
+        check_version(contract, expected_version)
         require_workable(contract, "change phase")
         require_not_paused(contract, "change phase")
         ctype = load_type(conn, contract.contract_type)
@@ -305,7 +292,7 @@ def change_status(
     move: the gate is evaluated in the same transaction, as after any change that may satisfy one."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
-        _check_version(contract, expected_version)
+        check_version(contract, expected_version)
         updated = transition(conn, principal, contract, status, reason)
         if updated.status is not ContractStatus.ACTIVE:
             return updated
@@ -327,12 +314,15 @@ def complete_deliverable(
     *,
     deliverable_id: str,
     phase: str | None = None,
+    expected_version: int | None = None,
     policy: CompletionPolicy | None = None,
 ) -> DeliverableResult:
     """Mark a deliverable complete (Task 1.1). Validated against the contract's type before anything is
-    written; marking twice is harmless and records one event."""
+    written; marking twice is harmless and records one event. ``VersionConflict`` when
+    ``expected_version`` is given and stale."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
+        check_version(contract, expected_version)
         require_workable(contract, "complete a deliverable")
         ctype = load_type(conn, contract.contract_type)
         target_phase = phase or contract.phase

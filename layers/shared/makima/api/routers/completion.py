@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Policy, feature
 from makima.api.routers._common import make_router, raises
-from makima.api.schemas import Body, ContractOut
+from makima.api.schemas import Body, ContractOut, ExpectedVersion
 from makima.domain.strict import Bool
-from makima.errors import ContractNotFound, FeatureDisabled, InvalidTransition, ValidationFailed
+from makima.errors import ContractNotFound, FeatureDisabled, InvalidTransition, ValidationFailed, VersionConflict
 from makima.flags import Flag
 from makima.services import completion as svc
 
@@ -51,6 +51,7 @@ class CompletionCheckOut(BaseModel):
 
 class AutoCompleteIn(Body):
     enabled: Bool
+    expected_version: ExpectedVersion = None
 
 
 @router.get("/contracts/{contract_id}/phase-readiness", response_model=PhaseReadinessOut)
@@ -84,6 +85,8 @@ def check_completion(
     )
 
 
-@router.put("/contracts/{contract_id}/auto-complete", response_model=ContractOut)
+@router.put("/contracts/{contract_id}/auto-complete", response_model=ContractOut, responses=raises(VersionConflict))
 def set_auto_complete(contract_id: UUID, body: AutoCompleteIn, db: DB, caller: Caller) -> ContractOut:
-    return ContractOut.of(svc.set_auto_complete(db, caller, contract_id, enabled=body.enabled))
+    return ContractOut.of(
+        svc.set_auto_complete(db, caller, contract_id, enabled=body.enabled, expected_version=body.expected_version)
+    )

@@ -91,6 +91,27 @@ def test_a_stale_deliverable_mark_is_refused(client: TestClient, user: Caller) -
     assert (ok["deliverable_id"], ok["already_completed"]) == ("plan-document", False)
 
 
+def test_a_stale_confirmed_completion_is_refused(client: TestClient, user: Caller) -> None:
+    # Given a contract in its last phase with every requirement met, waiting for the owner's yes
+    d, _ = _contract(client, user)
+    for deliverable in ("plan-document",):
+        d.deliver(deliverable)
+    moved = d.post("/phase", {"phase": "execute", "expected_version": d.get()["version"], "force": True})
+    for deliverable in ("implementation", "pull-request"):
+        d.deliver(deliverable)
+    version = int(moved["version"])
+    assert d.post("/check-completion")["would_complete"] is True
+    # When the owner confirms with a version from before the move
+    r = client.post(
+        d.url("/check-completion"), json={"confirmed": True, "expected_version": version - 1}, headers=user.headers
+    )
+    # Then 409 and it is not completed; with the current version it is
+    _refused(r, version)
+    assert d.get()["status"] == "active"
+    ok = d.post("/check-completion", {"confirmed": True, "expected_version": version})
+    assert ok["completed"] is True
+
+
 @pytest.mark.parametrize("bad", [0, -1, True, 2_147_483_648])
 def test_an_expected_version_that_is_no_version_is_a_validation_error(
     client: TestClient, user: Caller, bad: Any

@@ -211,7 +211,13 @@ class CompletionCheck:
 
 
 def check_completion(
-    db: Database, principal: Principal, contract_id: UUID, policy: CompletionPolicy, *, confirmed: bool = False
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    policy: CompletionPolicy,
+    *,
+    confirmed: bool = False,
+    expected_version: int | None = None,
 ) -> CompletionCheck:
     """Seed 2.4: is the contract ready to complete? A check: it changes nothing unless ``confirmed``.
 
@@ -220,9 +226,12 @@ def check_completion(
     ``confirmed`` such a contract is completed by this call (the phase guard's and a disabled
     auto-complete's explicit yes); without it nothing is written, whatever the auto-complete settings:
     a check a dashboard or a supervisor polls must not finish the contract behind the owner's back.
+    ``VersionConflict`` when ``expected_version`` is given and the contract is at another (checked under
+    the row lock when confirmed, before anything is written).
     """
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=confirmed)
+        check_version(contract, expected_version)
         ctype = load_type(conn, contract.contract_type)
         if contract.status is ContractStatus.COMPLETED:
             return CompletionCheck(contract, True, False, True, [])

@@ -39,6 +39,7 @@ class CompletionCheckIn(Body):
         description="Complete the contract now if it would_complete (the phase guard's or a disabled "
         "auto-complete's explicit yes). Without it the call only checks and changes nothing.",
     )
+    expected_version: ExpectedVersion = None
 
 
 class CompletionCheckOut(BaseModel):
@@ -70,12 +71,15 @@ def phase_readiness(contract_id: UUID, db: DB, caller: Caller, policy: Policy) -
 @router.post(
     "/contracts/{contract_id}/check-completion",
     response_model=CompletionCheckOut,
-    responses=raises(InvalidTransition, ValidationFailed),
+    responses=raises(InvalidTransition, ValidationFailed, VersionConflict),
 )
 def check_completion(
     contract_id: UUID, db: DB, caller: Caller, policy: Policy, body: CompletionCheckIn | None = None
 ) -> CompletionCheckOut:
-    r = svc.check_completion(db, caller, contract_id, policy, confirmed=bool(body and body.confirmed))
+    body = body or CompletionCheckIn()
+    r = svc.check_completion(
+        db, caller, contract_id, policy, confirmed=body.confirmed, expected_version=body.expected_version
+    )
     return CompletionCheckOut(
         ready=r.ready,
         would_complete=r.would_complete,

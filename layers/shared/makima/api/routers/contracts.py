@@ -120,7 +120,7 @@ def list_contracts(
         ContractSort,
         Query(
             description="created: newest first (the default); activity: most recently active first "
-            "(last_activity_at). A cursor continues only the sort it came from (400 INVALID_CURSOR otherwise)."
+            "(last_activity_at). A cursor continues only the sort it came from (400 BAD_REQUEST otherwise)."
         ),
     ] = ContractSort.CREATED,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -41,6 +41,7 @@ from makima.api.app import create_app
 from makima.db.connection import Conn, PooledDatabase, transaction
 from makima.db.embedded import start_embedded
 from makima.db.migrate import migrate
+from makima.domain.contract_lists import ContractSort
 from makima.domain.durations import parse_duration
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
@@ -451,6 +452,9 @@ class ListOp:
     phase: str | None = None
     stale: str | None = None  # a threshold as the API takes it: "30m", "30d"
     deep: bool = False  # fetch page PAGE_DEPTH (cursor from walking the pages before it)
+    contract_type: str | None = None
+    search: str | None = None  # the name search (q)
+    sort: ContractSort = ContractSort.CREATED
 
     @property
     def stale_threshold(self) -> timedelta | None:
@@ -465,6 +469,12 @@ class ListOp:
         if self.stale:
             q["stale"] = "true"
             q["threshold"] = self.stale
+        if self.contract_type:
+            q["contract_type"] = self.contract_type
+        if self.search:
+            q["q"] = self.search
+        if self.sort is not ContractSort.CREATED:
+            q["sort"] = self.sort.value
         return q
 
 
@@ -480,6 +490,17 @@ LIST_OPS: tuple[ListOp, ...] = (
     # an ordered index walk finds no row to stop on and reads every contract in scope.
     ListOp("worst: owner, stale>30d (none)", "owner", stale="30d"),
     ListOp("worst: admin, stale>30d (none)", "admin", stale="30d"),
+    # Issue 16: the console's list, sorted by activity, filtered by type, searched by name. Names are
+    # "bench contract <i>": "contract 12" matches about one in a hundred; "no such name" matches none, so
+    # the owner's search reads every one of the owner's contracts (the cost of a substring ILIKE).
+    ListOp("list owner, sort=activity", "owner", sort=ContractSort.ACTIVITY),
+    ListOp(f"list owner, sort=activity, page {PAGE_DEPTH}", "owner", deep=True, sort=ContractSort.ACTIVITY),
+    ListOp("list owner, type=simple", "owner", contract_type="simple"),
+    ListOp("list owner, q=contract 12", "owner", search="contract 12"),
+    ListOp("list owner, q=contract 12, activity", "owner", search="contract 12", sort=ContractSort.ACTIVITY),
+    ListOp("list admin, sort=activity", "admin", sort=ContractSort.ACTIVITY),
+    ListOp("worst: owner, q (none)", "owner", search="no such name"),
+    ListOp("worst: admin, q (none)", "admin", search="no such name"),
 )
 
 
@@ -547,6 +568,9 @@ class Bench:
             statuses=op.statuses,
             phase=op.phase,
             stale_threshold=op.stale_threshold,
+            contract_type=op.contract_type,
+            search=op.search,
+            sort=op.sort,
             cursor=cursor,
             limit=PAGE,
         )

@@ -102,7 +102,10 @@ def test_auto_complete(owner: Owner) -> None:
     owner.post(f"/contracts/{cid}/status", {"status": "active"})
     owner.post(f"/contracts/{cid}/deliverables", {"deliverable_id": "plan-document"})
     assert owner.get(f"/contracts/{cid}")["phase"] == "plan"  # off: it does not advance by itself
-    on = owner.cli("auto-complete", cid, "on")
+    version = owner.get(f"/contracts/{cid}")["version"]
+    stale = owner.cli("auto-complete", cid, "on", "--expected-version", str(version - 1))
+    assert (stale.exit_code, owner.get(f"/contracts/{cid}")["auto_complete_enabled"]) == (1, False)
+    on = owner.cli("auto-complete", cid, "on", "--expected-version", str(version))
     assert on.stdout.startswith(f"{cid[:8]} switched: auto-complete on (status active, phase plan, version ")
     assert owner.get(f"/contracts/{cid}")["auto_complete_enabled"] is True
     assert owner.cli("auto-complete", cid, "maybe").exit_code == 2
@@ -126,7 +129,15 @@ def test_questions_and_answers(owner: Owner) -> None:
     pending = _cli_json(owner, "questions", cid, "--status", "pending")["questions"]
     assert [q["id"] for q in pending] == [first["id"], second["id"]]
 
-    answered = owner.cli("answer", cid[:8], first["id"][:8], "Stripe")
+    # an answer decided on an older version is refused, nothing answered
+    stale = owner.cli("answer", cid, first["id"], "Adyen", "--expected-version", "2")
+    assert stale.exit_code == 1
+    assert stale.stderr.startswith("error: VERSION_CONFLICT: ")
+    assert [q["id"] for q in _cli_json(owner, "questions", cid, "--status", "pending")["questions"]] == [
+        first["id"],
+        second["id"],
+    ]
+    answered = owner.cli("answer", cid[:8], first["id"][:8], "Stripe", "--expected-version", "3")
     assert answered.exit_code == 0, answered.output
     assert answered.stdout == (
         f"{cid[:8]} question {first['id'][:8]} answered; contract waiting_for_input, "

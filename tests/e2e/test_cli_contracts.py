@@ -154,6 +154,24 @@ def test_list_filters(fleet_owner: tuple[Owner, Fleet]) -> None:
     assert o.ids("--stale", "--threshold", "1d") == []
 
 
+def test_list_search_type_and_activity_sort(fleet_owner: tuple[Owner, Fleet]) -> None:
+    o, f = fleet_owner
+    # the name search, ignoring case, newest first
+    assert o.ids("--search", "FORGOTTEN") == [f.stale_paused, f.stale_active]
+    assert o.ids("-q", "forgotten", "--status", "active") == [f.stale_active]
+    assert o.ids("--search", "nothing of the kind") == []
+    # the type, exact
+    assert o.ids("--type", "specification") == [f.paused]
+    assert o.ids("--type", "spec") == []
+    # by latest activity: the idle ones last, the longest idle at the end (created the other way round)
+    by_activity = o.ids("--sort", "activity")
+    assert set(by_activity) == set(o.ids())
+    assert by_activity[-2:] == [f.stale_active, f.stale_paused]
+    assert o.ids("--search", "forgotten", "--sort", "activity") == [f.stale_active, f.stale_paused]
+    # and -n takes the first of that order
+    assert o.ids("--sort", "activity", "-n", "3") == by_activity[:3]
+
+
 def test_list_filters_combine(fleet_owner: tuple[Owner, Fleet]) -> None:
     o, f = fleet_owner
     assert o.ids("--stale", "--status", "active") == [f.stale_active]
@@ -357,7 +375,12 @@ def test_restart_supervisor(owner: Owner) -> None:
     assert none.exit_code == 1
     assert none.stderr.startswith("error: SUPERVISOR_NOT_FOUND: ")
     task_id = owner.post(f"/contracts/{cid}/supervisor", {})["supervisor"]["task_id"]
-    result = owner.cli("restart-supervisor", cid, "--reason", "stuck")
+    version = owner.get(f"/contracts/{cid}")["version"]
+    stale = owner.cli("restart-supervisor", cid, "--expected-version", str(version - 1))
+    assert stale.exit_code == 1
+    assert stale.stderr.startswith("error: VERSION_CONFLICT: ")
+    assert owner.get(f"/contracts/{cid}/supervisor/status")["restart_requested"] is False
+    result = owner.cli("restart-supervisor", cid, "--reason", "stuck", "--expected-version", str(version))
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"{cid[:8]}: restart requested for supervisor {task_id[:8]} (alive")
     assert owner.get(f"/contracts/{cid}/supervisor/status")["restart_requested"] is True

@@ -134,22 +134,32 @@ def test_the_list_searches_filters_sorts_pages_and_follows_changes(stack: Stack,
         paused = http.post(f"/contracts/{made[4]['id']}/status", json={"status": "paused"})
         assert paused.status_code == 200, paused.text
         http.post(f"/contracts/{made[4]['id']}/messages", json={"content": "news"}).raise_for_status()
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/v1/contracts?" in r.url else None)
 
     # When the list is opened from a link that searches for the batch
     sign_in(page, stack, f"/contracts?q={tag}")
     rows = page.locator("[data-testid=contracts-table] tbody tr[data-contract-id]")
 
-    # Then it shows them 25 a page, the most recently active first
-    expect(page.get_by_test_id("contracts-count")).to_have_text("27 contracts")
+    # Then it shows them 25 a page, the most recently active first, as the API searched and sorted them
+    expect(page.get_by_test_id("contracts-count")).to_have_text("Contracts 1\u201325, more on the next page")
     expect(rows).to_have_count(25)
-    expect(page.get_by_test_id("page-info")).to_have_text("Page 1 of 2")
+    expect(page.get_by_test_id("page-info")).to_have_text("Page 1")
     expect(rows.first).to_have_attribute("data-contract-id", made[4]["id"])
     expect(page.locator("#th-activity")).to_have_attribute("aria-sort", "descending")
+    assert any(f"q={tag}" in u and "sort=activity" in u and "limit=25" in u for u in asked), asked
+    # And the next page is the API's, from the first page's cursor
     page.click("#page-next")
     expect(rows).to_have_count(2)
+    expect(page.get_by_test_id("contracts-count")).to_have_text("Contracts 26\u201327 of 27")
+    expect(page.get_by_test_id("page-info")).to_have_text("Page 2 of 2")
     assert "page=2" in page.url
+    assert "cursor=" in asked[-1], asked[-1]
+    page.click("#page-prev")
+    expect(rows).to_have_count(25)
+    expect(rows.first).to_have_attribute("data-contract-id", made[4]["id"])
 
-    # When filtered by status (in the API) and by type (in the page)
+    # When filtered by status and by type (both in the API)
     page.select_option("#f-status", "paused")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text(f"{tag} 04")
@@ -157,26 +167,52 @@ def test_the_list_searches_filters_sorts_pages_and_follows_changes(stack: Stack,
     page.select_option("#f-status", "")
     page.select_option("#f-type", "simple")
     expect(page.get_by_test_id("contracts-count")).to_have_text("9 contracts")
+    assert "contract_type=simple" in asked[-1], asked[-1]
     page.select_option("#f-type", "")
-    page.select_option("#f-sort", "name")
-    expect(rows.first).to_contain_text(f"{tag} 00")
-    page.select_option("#f-sort", "activity_asc")
-    expect(page.locator("#th-activity")).to_have_attribute("aria-sort", "ascending")
+    # And sorted by creation, newest first (the paused one was created fifth)
+    page.select_option("#f-sort", "created")
+    expect(rows.first).to_contain_text(f"{tag} 26")
+    expect(page.locator("#th-activity")).not_to_have_attribute("aria-sort", "descending")
+    assert "sort=created" in page.url
     page.select_option("#f-sort", "activity")
+    # And a narrower search, typed
+    page.fill("#f-q", f"{tag} 1")
+    expect(rows).to_have_count(10)
+    expect(page.get_by_test_id("contracts-count")).to_have_text("10 contracts")
+    page.fill("#f-q", tag)
+    expect(rows).to_have_count(25)
 
     # When another contract of the batch is created and one is resumed, through the API
     with stack.client() as http:
         late = make(http, f"{tag} late")
         assert http.post(f"/contracts/{made[4]['id']}/status", json={"status": "active"}).status_code == 200
 
-    # Then the list follows without a reload: 28 now, the newest activity on top
-    expect(page.get_by_test_id("contracts-count")).to_have_text("28 contracts", timeout=10_000)
+    # Then the list follows without a reload: the new one and the resumed one on the first page
+    expect(page.locator(f"tr[data-contract-id='{late['id']}']")).to_be_visible(timeout=10_000)
     expect(page.locator(f"tr[data-contract-id='{made[4]['id']}']")).to_have_attribute("data-status", "active")
 
     # And a row's link opens the contract's page
     page.click(f"tr[data-contract-id='{late['id']}'] a")
     expect(page.get_by_test_id("contract-name")).to_have_text(f"{tag} late")
     assert page.url.endswith(f"#/contracts/{late['id']}")
+
+
+def test_a_link_to_a_later_page_walks_to_it(stack: Stack, page: Page) -> None:
+    # Given 30 contracts of one batch
+    tag = f"pg-{uuid.uuid4().hex[:6]}"
+    with stack.client() as http:
+        made = [make(http, f"{tag} {i:02}", "simple") for i in range(30)]
+    # When a link to their second page, newest first, is opened
+    sign_in(page, stack, f"/contracts?q={tag}&sort=created&page=2")
+    rows = page.locator("[data-testid=contracts-table] tbody tr[data-contract-id]")
+    # Then it shows the five oldest, and a link past the end shows the last page
+    expect(rows).to_have_count(5)
+    expect(rows.first).to_have_attribute("data-contract-id", made[4]["id"])
+    expect(page.get_by_test_id("page-info")).to_have_text("Page 2 of 2")
+    page.goto(f"{stack.base_url}/dashboard#/contracts?q={tag}&sort=created&page=7")
+    expect(page).to_have_url(f"{stack.base_url}/dashboard#/contracts?q={tag}&sort=created&page=2")
+    expect(page.get_by_test_id("page-info")).to_have_text("Page 2 of 2")
+    expect(rows).to_have_count(5)
 
 
 # --- the contract page ----------------------------------------------------------------------------------
@@ -428,7 +464,8 @@ def test_mark_a_deliverable_toggle_auto_complete_advance_and_restart(stack: Stac
     # missing and the owner moves anyway (force)
     page.get_by_test_id("action-advance").click()
     expect(page.get_by_test_id("dialog")).to_contain_text("1 of 1 deliverables done")
-    confirm_dialog(page)
+    # the API's refusal reopens the same <dialog> at once: it may never be seen hidden in between
+    page.click("#dialog-ok")
     expect(page.get_by_test_id("dialog")).to_contain_text("not met")
     confirm_dialog(page)
     expect(page.get_by_test_id("action-result")).to_have_text("Moved to specify.")
@@ -441,7 +478,7 @@ def test_mark_a_deliverable_toggle_auto_complete_advance_and_restart(stack: Stac
     page.select_option("#move-phase", "research")
     page.get_by_test_id("action-move").click()
     expect(page.get_by_test_id("dialog")).to_contain_text("Move to research?")
-    confirm_dialog(page)
+    page.click("#dialog-ok")
     expect(page.get_by_test_id("dialog")).to_contain_text("not met")
     confirm_dialog(page)
     expect(page.get_by_test_id("action-result")).to_have_text("Moved to research.")
@@ -497,16 +534,51 @@ def test_a_change_made_meanwhile_is_shown_never_overwritten(stack: Stack, page: 
         assert (now["status"], now["version"]) == ("active", theirs["version"])
     expect(page.get_by_test_id("fact-version")).to_have_text(str(theirs["version"]))
 
-    # When it changes again, and the owner toggles auto-complete (an API call without expected_version)
+    # When it changes again, and the owner toggles auto-complete (with expected_version, as every action)
     with stack.client() as http:
         again = http.post(f"/contracts/{cid}/status", json={"status": "paused"}).json()
     page.get_by_test_id("action-auto-complete").click()
     confirm_dialog(page)
 
-    # Then the page checked the version first: the same notice, and no change made
+    # Then the API refused it (409): the same notice, and no change made
     expect(notice).to_contain_text(f"version {again['version']}")
     with stack.client() as http:
         assert get(http, f"/contracts/{cid}")["auto_complete_enabled"] is True
+
+
+def test_an_answer_to_a_contract_changed_meanwhile_is_refused_and_kept_to_send_again(stack: Stack, page: Page) -> None:
+    # Given the page open on a contract waiting for its question's answer, its monitor silent
+    quiet_monitor(page)
+    with stack.client() as http:
+        contract, _ = with_supervisor(http, f"stale-answer-{uuid.uuid4().hex[:6]}")
+        cid = contract["id"]
+        question = http.post(f"/contracts/{cid}/questions", json={"question": "Which region?"}).json()
+        seen = get(http, f"/contracts/{cid}")
+    open_contract(page, stack, seen, f"?answer={question['id']}")
+    expect(page.get_by_test_id("fact-version")).to_have_text(str(seen["version"]))
+    page.get_by_test_id("answer-input").fill("eu-west-1")
+
+    # When someone else changes the contract meanwhile, and the owner sends the answer
+    with stack.client() as http:
+        theirs = http.patch(f"/contracts/{cid}", json={"description": "moved to another account"}).json()
+        assert theirs["version"] == seen["version"] + 1
+    page.get_by_test_id("answer-send").click()
+
+    # Then the answer is refused (409 VERSION_CONFLICT), shown as changed since it was loaded, nothing written
+    notice = page.get_by_test_id("conflict")
+    expect(notice).to_contain_text("Changed since you loaded it")
+    expect(notice).to_contain_text(f"version {theirs['version']}")
+    with stack.client() as http:
+        assert get(http, f"/contracts/{cid}/questions")["questions"][0]["status"] == "pending"
+    expect(page.get_by_test_id("fact-version")).to_have_text(str(theirs["version"]))
+
+    # And the owner, having seen the new state, sends the kept answer again: accepted
+    expect(page.get_by_test_id("answer-input")).to_have_value("eu-west-1")
+    page.get_by_test_id("answer-send").click()
+    expect(page.get_by_test_id("action-result")).to_have_text("Answer sent.")
+    with stack.client() as http:
+        answered = get(http, f"/contracts/{cid}/questions")["questions"][0]
+        assert (answered["status"], answered["answer"]) == ("answered", "eu-west-1")
 
 
 def test_an_answer_to_a_question_answered_meanwhile_is_refused_with_the_notice(stack: Stack, page: Page) -> None:

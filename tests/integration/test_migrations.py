@@ -41,6 +41,7 @@ CHAIN = [
     "0017b_contract_events_status_moves_index",
     "0019_idempotency",
     "0020_token_revocation_notice",
+    "0021_contract_activity_sort_indexes",
 ]
 
 

@@ -168,6 +168,8 @@ def test_auto_complete_on_and_off(server: FakeServer, config_file: Path) -> None
     assert [server.body(r) for r in server.calls("PUT")] == [{"enabled": False}, {"enabled": True}]
     doc = json.loads(contracts_cmd("auto-complete", CID, "off", "--format", "json").stdout)
     assert doc["contract"]["auto_complete_enabled"] is False
+    assert contracts_cmd("auto-complete", CID, "on", "--expected-version", "4").exit_code == 0
+    assert server.body(server.calls("PUT")[-1]) == {"enabled": True, "expected_version": 4}
     server.routes[("PUT", f"/contracts/{CID}/auto-complete")] = error(404, "FEATURE_DISABLED", "auto_complete is off")
     assert contracts_cmd("auto-complete", CID, "on").stderr == "error: FEATURE_DISABLED: auto_complete is off\n"
 
@@ -215,6 +217,8 @@ def test_answer_from_the_argument_with_a_prefix(server: FakeServer, config_file:
     assert server.body(sent) == {"answer": "Use PostgreSQL"}
     doc = json.loads(contracts_cmd("answer", CID, QID2, "Later", "--format", "json").stdout)
     assert (doc["question"]["id"], doc["question"]["answer"], doc["contract"]["version"]) == (QID2, "Later", 5)
+    assert contracts_cmd("answer", CID, QID2, "Later", "--expected-version", "5").exit_code == 0
+    assert server.body(server.calls("POST")[-1]) == {"answer": "Later", "expected_version": 5}
 
 
 def test_answer_from_stdin(server: FakeServer, config_file: Path) -> None:
@@ -334,6 +338,26 @@ def test_deliverables_text_and_json(server: FakeServer, config_file: Path) -> No
     assert json.loads(contracts_cmd("deliverables", CID, "--format", "json").stdout) == PHASES
 
 
+def test_complete_refused_for_a_change_made_in_between(server: FakeServer, config_file: Path) -> None:
+    server.routes[("GET", f"/contracts/{CID}")] = (200, contract(version=3))
+    server.routes[("POST", f"/contracts/{CID}/deliverables")] = error(
+        409, "VERSION_CONFLICT", "contract is at version 4, not 3"
+    )
+    result = contracts_cmd("complete", CID, "plan-document")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: VERSION_CONFLICT: contract is at version 4, not 3 (it changed meanwhile")
+    # --expected-version names the version the caller decided on, instead of the one just read
+    assert contracts_cmd("complete", CID, "plan-document", "--expected-version", "2").exit_code == 1
+    assert server.body(server.calls("POST")[-1])["expected_version"] == 2
+
+
+@pytest.mark.parametrize("args", [["--expected-version", "0"], ["--expected-version", "x"]])
+def test_expected_version_bad_values(args: list[str], server: FakeServer, config_file: Path) -> None:
+    for command in (["complete", CID, "plan-document"], ["auto-complete", CID, "on"], ["answer", CID, QID, "yes"]):
+        assert contracts_cmd(*command, *args).exit_code == 2, command
+    assert server.requests == []
+
+
 @pytest.mark.parametrize("args", [[CID], [CID, ""], [CID, "x" * 65], [CID, "ok", "--phase", "Plan"]])
 def test_complete_bad_values(args: list[str], server: FakeServer, config_file: Path) -> None:
     assert contracts_cmd("complete", *args).exit_code == 2
@@ -356,14 +380,19 @@ def test_complete_says_what_moved(server: FakeServer, config_file: Path) -> None
     result = contracts_cmd("complete", CID, "plan-document", "--phase", "plan")
     assert result.exit_code == 0, result.output
     assert result.stdout == "3f6c2a1e plan/plan-document completed; phase plan → execute (version 4)\n"
-    assert server.body(server.calls("POST")[-1]) == {"deliverable_id": "plan-document", "phase": "plan"}
+    # sent at the version just read: a change in between is the API's VERSION_CONFLICT, not an overwrite
+    assert server.body(server.calls("POST")[-1]) == {
+        "deliverable_id": "plan-document",
+        "phase": "plan",
+        "expected_version": 3,
+    }
     server.routes[("POST", f"/contracts/{CID}/deliverables")] = (
         200,
         done | {"already_completed": True, "contract": contract(version=3)},
     )
     again = contracts_cmd("complete", CID, "plan-document")
     assert again.stdout == "3f6c2a1e plan/plan-document was already complete (version 3)\n"
-    assert server.body(server.calls("POST")[-1]) == {"deliverable_id": "plan-document"}
+    assert server.body(server.calls("POST")[-1]) == {"deliverable_id": "plan-document", "expected_version": 3}
 
 
 def test_complete_unknown_deliverable_lists_the_valid_ones(server: FakeServer, config_file: Path) -> None:

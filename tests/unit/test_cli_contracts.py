@@ -158,6 +158,16 @@ def test_list_sends_every_filter_combined(server: FakeServer, config_file: Path)
     }
 
 
+def test_list_sends_the_search_the_type_and_the_sort(server: FakeServer, config_file: Path) -> None:
+    server.routes[("GET", "/contracts")] = (200, {"contracts": [contract()], "next_cursor": None})
+    result = contracts_cmd("list", "--search", "Auth 100%", "--type", "specification", "--sort", "activity")
+    assert result.exit_code == 0, result.output
+    assert contracts_cmd("list", "-q", "x", "--sort", "created").exit_code == 0
+    first, second = (dict(r.url.params) for r in server.calls("GET", "/contracts"))
+    assert first == {"q": "Auth 100%", "contract_type": "specification", "sort": "activity", "limit": "50"}
+    assert second == {"q": "x", "limit": "50"}  # created is the API's default
+
+
 def test_list_stale_defaults_to_30m_and_threshold_implies_stale(server: FakeServer, config_file: Path) -> None:
     server.routes[("GET", "/contracts")] = (200, {"contracts": [], "next_cursor": None})
     assert contracts_cmd("list", "--stale").exit_code == 0
@@ -177,6 +187,10 @@ def test_list_stale_defaults_to_30m_and_threshold_implies_stale(server: FakeServ
         ["--threshold", "soon"],
         ["--threshold", "2x"],
         ["--phase", "Not A Phase"],
+        ["--type", "Not A Type"],
+        ["--search", ""],
+        ["--search", "x" * 101],
+        ["--sort", "name"],
         ["--format", "yaml"],
         ["-n", "0"],
         ["--limit", "many"],
@@ -644,6 +658,8 @@ def test_restart_supervisor(server: FakeServer, config_file: Path) -> None:
     assert server.body(server.requests[-1]) == {"reason": "stuck"}
     assert contracts_cmd("restart-supervisor", CID).exit_code == 0
     assert server.body(server.requests[-1]) == {}
+    assert contracts_cmd("restart-supervisor", CID, "--expected-version", "7").exit_code == 0
+    assert server.body(server.requests[-1]) == {"expected_version": 7}
     server.routes[("POST", f"/contracts/{CID}/supervisor/restart")] = error(404, "SUPERVISOR_NOT_FOUND", "none")
     assert contracts_cmd("restart-supervisor", CID).stderr == "error: SUPERVISOR_NOT_FOUND: none\n"
 

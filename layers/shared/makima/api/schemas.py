@@ -28,6 +28,19 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The version an owner's action was decided on (issue 16): a 409 VERSION_CONFLICT, with the current
+# version, when the contract has changed since; absent, nothing is checked (the clients from before it).
+ExpectedVersion = Annotated[
+    Annotated[int, Field(ge=1, le=2_147_483_647), NO_BOOL] | None,
+    Field(
+        default=None,
+        description="The contract's version the action was decided on: 409 VERSION_CONFLICT (with the "
+        "current version) and nothing changed when the contract has changed since. Omit it to act "
+        "whatever the version.",
+    ),
+]
+
+
 # --- errors -------------------------------------------------------------------------------------------
 
 
@@ -158,6 +171,7 @@ class StatusChange(Body):
 class DeliverableComplete(Body):
     deliverable_id: str = Field(min_length=1, max_length=64)
     phase: str | None = Field(default=None, pattern=_SLUG, description="Defaults to the current phase.")
+    expected_version: ExpectedVersion = None
 
 
 class DeliverableCompleted(BaseModel):
@@ -223,6 +237,7 @@ class QuestionCreate(Body):
 
 class QuestionAnswer(Body):
     answer: str = Field(pattern=TEXT, min_length=1, max_length=100_000)
+    expected_version: ExpectedVersion = None
 
 
 class QuestionOut(Question):

@@ -41,9 +41,10 @@ from makima.cli.output import (
     short_id,
     status_text,
 )
-from makima.cli.params import STATUSES, TextFormat, parse_statuses
+from makima.cli.params import STATUSES, ExpectedVersion, TextFormat, parse_statuses
 from makima.cli.status import set_status
 from makima.client.api import ApiError, MakimaApi
+from makima.domain.contract_lists import MAX_SEARCH_CHARS, ContractSort
 from makima.domain.durations import DURATION, parse_duration
 from makima.domain.statuses import TERMINAL
 
@@ -88,6 +89,20 @@ def _check_threshold(value: str | None) -> str | None:
     value = value.strip().lower()
     if not re.fullmatch(DURATION, value):  # what the API takes (its document's pattern)
         raise typer.BadParameter(f"invalid duration {value!r}: at most five digits and a unit (e.g. 30m, 2h, 7d)")
+    return value
+
+
+def _check_type(value: str | None) -> str | None:
+    if value is not None and not _PHASE.match(value):  # type names have the phase ids' form
+        raise typer.BadParameter(f"{value!r} is not a contract type name (lowercase letters, digits, - and _)")
+    return value
+
+
+def _check_search(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or len(value) > MAX_SEARCH_CHARS or "\x00" in value:
+        raise typer.BadParameter(f"give 1 to {MAX_SEARCH_CHARS} characters (no NUL)")
     return value
 
 
@@ -155,6 +170,23 @@ def list_contracts(
     phase: Annotated[
         str | None, typer.Option("--phase", callback=_check_phase, help="Only contracts in this phase.")
     ] = None,
+    contract_type: Annotated[
+        str | None, typer.Option("--type", callback=_check_type, help="Only contracts of this type (exact name).")
+    ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search",
+            "-q",
+            callback=_check_search,
+            help="Only contracts whose name contains this text, ignoring case "
+            f"(at most {MAX_SEARCH_CHARS} characters).",
+        ),
+    ] = None,
+    sort: Annotated[
+        ContractSort,
+        typer.Option("--sort", help="created: newest first; activity: most recently active first."),
+    ] = ContractSort.CREATED,
     fmt: Annotated[ListFormat, typer.Option("--format", help='table, json ({"contracts": [...]}) or compact.')] = (
         ListFormat.table
     ),
@@ -162,16 +194,24 @@ def list_contracts(
         int, typer.Option("--limit", "-n", min=1, help="At most this many contracts (pages are followed).")
     ] = 50,
 ) -> None:
-    """List your contracts, newest first. Filters combine (AND); --threshold implies --stale.
+    """List your contracts, newest first (or by latest activity). The server filters, searches and
+    sorts; filters combine (AND); --threshold implies --stale.
 
     \b
     Examples:
       makima contracts list --status active,paused --phase plan
       makima contracts list --stale --threshold 2h --format compact
       makima contracts list --waiting --format json -n 500
+      makima contracts list --search auth --type specification --sort activity
     """
     api = config_of(ctx).api()
     params: dict[str, Any] = {}
+    if sort is not ContractSort.CREATED:
+        params["sort"] = sort.value
+    if contract_type:
+        params["contract_type"] = contract_type
+    if search:
+        params["q"] = search
     if status:
         params["status"] = status
     if phase:
@@ -615,15 +655,17 @@ def restart_supervisor(
     ctx: typer.Context,
     contract_id: ContractId,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded in the event).")] = None,
+    expected_version: ExpectedVersion = None,
 ) -> None:
     """Ask the contract's supervisor to restart: the request rides on its next heartbeat answer.
 
     \b
-    Example:
+    Examples:
       makima contracts restart-supervisor 3f6c2a1e --reason "stuck on a tool call"
+      makima contracts restart-supervisor 3f6c2a1e --expected-version 7
     """
     api, cid = open_contract(ctx, contract_id)
-    sup = api.post(f"/contracts/{cid}/supervisor/restart", {"reason": reason} if reason else {})
+    sup = api.request_restart(cid, reason=reason, expected_version=expected_version)
     liveness = "alive" if sup.get("alive") else "dead"
     typer.echo(
         f"{short_id(cid)}: restart requested for supervisor {short_id(sup['task_id'])} "

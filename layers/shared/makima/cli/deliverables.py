@@ -16,7 +16,7 @@ from rich.text import Text
 
 from makima.cli.contracts_app import ContractId, app, open_contract
 from makima.cli.output import console, one_line, print_json, short_id
-from makima.cli.params import TextFormat
+from makima.cli.params import ExpectedVersion, TextFormat
 
 _PHASE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
@@ -92,8 +92,11 @@ def complete(
         typer.Option("--phase", callback=_check_phase, help="The phase it belongs to (default: the current phase)."),
     ] = None,
     fmt: Annotated[TextFormat, typer.Option("--format", help="text, or json (the API's answer).")] = TextFormat.text,
+    expected_version: ExpectedVersion = None,
 ) -> None:
     """Mark a deliverable complete. Completing one that is already complete changes nothing (and says so).
+    It is sent at the version just read (or --expected-version): a change made in between is refused
+    with VERSION_CONFLICT (exit 1), nothing marked.
 
     \b
     Examples:
@@ -102,7 +105,8 @@ def complete(
     """
     api, cid = open_contract(ctx, contract_id)
     before = api.contract(cid)
-    result = api.complete_deliverable(cid, deliverable, phase=phase)
+    version = expected_version if expected_version is not None else int(before["version"])
+    result = api.complete_deliverable(cid, deliverable, phase=phase, expected_version=version)
     if fmt is TextFormat.json:
         print_json(result)
         return

@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Annotated
 from uuid import UUID
+
+import typer
 
 from makima.domain.monitor import MAX_CONTRACT_IDS
 from makima.domain.statuses import ContractStatus
@@ -20,6 +23,20 @@ class TextFormat(StrEnum):
 
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in ContractStatus)
+
+# The contract's version an action was decided on (`show` prints it): the API refuses the action with
+# VERSION_CONFLICT (exit 1), changing nothing, when the contract has changed since.
+ExpectedVersion = Annotated[
+    int | None,
+    typer.Option(
+        "--expected-version",
+        min=1,
+        max=2_147_483_647,
+        metavar="VERSION",
+        help="Act only if the contract is still at this version (see `show`): "
+        "otherwise VERSION_CONFLICT, nothing changed.",
+    ),
+]
 _ID_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,35}$")
 
 

@@ -26,7 +26,7 @@ from rich.text import Text
 from makima.cli.contracts_app import ContractId, app, open_contract
 from makima.cli.errors import EXIT_USAGE, fail
 from makima.cli.output import ago, console, one_line, print_json, short_id
-from makima.cli.params import TextFormat, is_full_id
+from makima.cli.params import ExpectedVersion, TextFormat, is_full_id
 from makima.client.api import MakimaApi
 
 MAX_ANSWER = 100_000  # the API's bound (QuestionAnswer)
@@ -189,6 +189,7 @@ def answer(
         TextFormat,
         typer.Option("--format", help='text, or json ({"question": <answered>, "contract": <contract>}).'),
     ] = TextFormat.text,
+    expected_version: ExpectedVersion = None,
 ) -> None:
     """Answer a supervisor's question. The contract stops waiting for input once its last pending
     question is answered; the supervisor collects the answer on its next heartbeat.
@@ -198,11 +199,12 @@ def answer(
       makima contracts answer 3f6c2a1e 9b1d07c2 "Use PostgreSQL"
       makima contracts answer 3f6c2a1e 9b1d07c2 - < answer.md
       makima contracts answer 3f6c2a1e 9b1d07c2          # opens $EDITOR
+      makima contracts answer 3f6c2a1e 9b1d07c2 "Use PostgreSQL" --expected-version 4
     """
     api, cid = open_contract(ctx, contract_id)
     question = _pending_question(api, cid, question_id)
     reply = answer_text(text, question)
-    answered = api.answer_question(cid, str(question["id"]), reply)
+    answered = api.answer_question(cid, str(question["id"]), reply, expected_version=expected_version)
     contract = api.contract(cid)
     if fmt is TextFormat.json:
         print_json({"question": answered, "contract": contract})

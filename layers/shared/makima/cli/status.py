@@ -3,8 +3,8 @@ switch); ``pause`` and ``resume`` (``contracts.py``) are ``set_status`` with a f
 
 A status change is sent with ``expected_version``, the version just read: a change made by someone else
 in between is refused with ``VERSION_CONFLICT`` (exit 1) instead of being overwritten. The
-auto-complete switch takes no version (the API's ``PUT …/auto-complete`` sets a value: the last one
-wins, whatever happened before).
+auto-complete switch reads nothing first (it sets a value: the last one wins) unless
+``--expected-version`` names the version it was decided on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import typer
 
 from makima.cli.contracts_app import ContractId, app, open_contract
 from makima.cli.output import one_line, print_json, short_id
-from makima.cli.params import STATUSES, TextFormat
+from makima.cli.params import STATUSES, ExpectedVersion, TextFormat
 
 
 def set_status(
@@ -90,6 +90,7 @@ def auto_complete(
     fmt: Annotated[
         TextFormat, typer.Option("--format", help='text, or json ({"contract": <the contract after>}).')
     ] = TextFormat.text,
+    expected_version: ExpectedVersion = None,
 ) -> None:
     """Switch a contract's auto-complete: with it on, a phase whose requirements are met advances by
     itself, and the last phase completes the contract. Answers FEATURE_DISABLED (exit 1) while the
@@ -99,9 +100,10 @@ def auto_complete(
     Examples:
       makima contracts auto-complete 3f6c2a1e off
       makima contracts auto-complete 3f6c2a1e on
+      makima contracts auto-complete 3f6c2a1e off --expected-version 5
     """
     api, cid = open_contract(ctx, contract_id)
-    after = api.request("PUT", f"/contracts/{cid}/auto-complete", json={"enabled": switch is Switch.on})
+    after = api.set_auto_complete(cid, switch is Switch.on, expected_version=expected_version)
     if fmt is TextFormat.json:
         print_json({"contract": after})
         return

@@ -301,10 +301,15 @@ class MakimaApi:
     def deliverables(self, contract_id: str) -> JSON:
         return dict(self.get(f"/contracts/{contract_id}/deliverables"))
 
-    def complete_deliverable(self, contract_id: str, deliverable_id: str, *, phase: str | None = None) -> JSON:
+    def complete_deliverable(
+        self, contract_id: str, deliverable_id: str, *, phase: str | None = None, expected_version: int | None = None
+    ) -> JSON:
+        """``expected_version``: the version the caller decided on (VERSION_CONFLICT if it moved)."""
         body: JSON = {"deliverable_id": deliverable_id}
         if phase:
             body["phase"] = phase
+        if expected_version is not None:
+            body["expected_version"] = expected_version
         return dict(self.post(f"/contracts/{contract_id}/deliverables", body))
 
     def phase_readiness(self, contract_id: str) -> JSON:
@@ -320,8 +325,19 @@ class MakimaApi:
     def change_status(self, contract_id: str, status: str, *, reason: str | None = None) -> JSON:
         return dict(self.post(f"/contracts/{contract_id}/status", {"status": status, "reason": reason}))
 
-    def check_completion(self, contract_id: str, *, confirmed: bool = False) -> JSON:
-        return dict(self.post(f"/contracts/{contract_id}/check-completion", {"confirmed": confirmed}))
+    def check_completion(
+        self, contract_id: str, *, confirmed: bool = False, expected_version: int | None = None
+    ) -> JSON:
+        body: JSON = {"confirmed": confirmed}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        return dict(self.post(f"/contracts/{contract_id}/check-completion", body))
+
+    def set_auto_complete(self, contract_id: str, enabled: bool, *, expected_version: int | None = None) -> JSON:
+        body: JSON = {"enabled": enabled}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        return dict(self.request("PUT", f"/contracts/{contract_id}/auto-complete", json=body))
 
     def events(self, contract_id: str, *, after_id: int | None = None, limit: int = 1000) -> JSON:
         return dict(self.get(f"/contracts/{contract_id}/events", after_id=after_id, limit=limit))
@@ -359,8 +375,13 @@ class MakimaApi:
         """All the contract's chat messages (every page)."""
         return self.every(f"/contracts/{contract_id}/messages", "messages")
 
-    def answer_question(self, contract_id: str, question_id: str, answer: str) -> JSON:
-        return dict(self.post(f"/contracts/{contract_id}/questions/{question_id}/answer", {"answer": answer}))
+    def answer_question(
+        self, contract_id: str, question_id: str, answer: str, *, expected_version: int | None = None
+    ) -> JSON:
+        body: JSON = {"answer": answer}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        return dict(self.post(f"/contracts/{contract_id}/questions/{question_id}/answer", body))
 
     def acknowledge_answer(self, contract_id: str, question_id: str) -> JSON:
         return dict(self.post(f"/contracts/{contract_id}/questions/{question_id}/ack"))
@@ -414,8 +435,15 @@ class MakimaApi:
     def request_sync(self, contract_id: str, *, wait_seconds: float = 0.0) -> JSON:
         return dict(self.post(f"/contracts/{contract_id}/supervisor/sync", {"wait_seconds": wait_seconds}))
 
-    def request_restart(self, contract_id: str, *, reason: str | None = None) -> JSON:
-        return dict(self.post(f"/contracts/{contract_id}/supervisor/restart", {"reason": reason}))
+    def request_restart(
+        self, contract_id: str, *, reason: str | None = None, expected_version: int | None = None
+    ) -> JSON:
+        body: JSON = {}
+        if reason:
+            body["reason"] = reason
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        return dict(self.post(f"/contracts/{contract_id}/supervisor/restart", body))
 
     def state_page(self, contract_id: str, *, after_seq: int | None = None) -> JSON:
         """One answer of ``GET …/supervisor/state``: the state and one page of its conversation."""

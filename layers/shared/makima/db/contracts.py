@@ -65,6 +65,22 @@ def get(conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: boo
     ).fetchone()
 
 
+# The two orders of the contract list (domain/contract_lists.py), each a keyset on an index that has it:
+# (owner_id,) created_at DESC, id DESC (idx_contracts_owner_created, idx_contracts_created) and
+# (owner_id,) last_activity_at DESC, id DESC (migration 0021). The column is spelled out here, never
+# taken from the caller.
+_ORDERS = {
+    "created": (
+        "(created_at, id) < (%(after_at)s, %(after_id)s::uuid)",
+        "ORDER BY created_at DESC, id DESC",
+    ),
+    "activity": (
+        "(last_activity_at, id) < (%(after_at)s, %(after_id)s::uuid)",
+        "ORDER BY last_activity_at DESC, id DESC",
+    ),
+}
+
+
 def list_page(
     conn: Conn,
     *,
@@ -74,27 +90,38 @@ def list_page(
     stale_before: datetime | None,
     after: tuple[datetime, UUID] | None,
     limit: int,
+    contract_type: str | None = None,
+    name_like: str | None = None,
+    sort: str = "created",
 ) -> list[dict[str, Any]]:
-    """Newest first, keyset-paginated on (created_at, id). Stale means: not terminal and no activity
-    since ``stale_before``."""
+    """A page in ``sort``'s order (``created``: newest first; ``activity``: most recently active first),
+    keyset-paginated after ``after``. Stale means: not terminal and no activity since ``stale_before``.
+    ``name_like`` is an ILIKE pattern (escaped by the caller: domain/contract_lists.like_pattern); it
+    filters the rows the order's index walk reads, so it costs at most one pass over the owner's contracts
+    (docs/performance.md, "Contracts at scale")."""
+    after_clause, order_by = _ORDERS[sort]
     return conn.execute(
         f"""
         SELECT {_COLUMNS} FROM contracts
          WHERE (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
            AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
            AND (%(phase)s::text IS NULL OR phase = %(phase)s)
+           AND (%(ctype)s::text IS NULL OR contract_type = %(ctype)s)
+           AND (%(name_like)s::text IS NULL OR name ILIKE %(name_like)s)
            AND (%(stale)s::timestamptz IS NULL
                 OR (last_activity_at < %(stale)s AND status NOT IN ('completed', 'failed', 'archived')))
-           AND (%(after_ts)s::timestamptz IS NULL OR (created_at, id) < (%(after_ts)s, %(after_id)s::uuid))
-         ORDER BY created_at DESC, id DESC
+           AND (%(after_at)s::timestamptz IS NULL OR {after_clause})
+         {order_by}
          LIMIT %(limit)s
         """,
         {
             "owner": owner_id,
             "statuses": statuses,
             "phase": phase,
+            "ctype": contract_type,
+            "name_like": name_like,
             "stale": stale_before,
-            "after_ts": after[0] if after else None,
+            "after_at": after[0] if after else None,
             "after_id": after[1] if after else None,
             "limit": limit,
         },

@@ -74,10 +74,10 @@ def decode_cursor(cursor: str, kinds: Sequence[type]) -> tuple[Any, ...]:
             raise ValueError("not this list's cursor")
         return tuple(_typed(v, k) for v, k in zip(parts, kinds, strict=True))
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, OverflowError) as exc:
-        raise _invalid(cursor) from exc
+        raise invalid_cursor(cursor) from exc
 
 
-def _invalid(cursor: str) -> InvalidCursor:
+def invalid_cursor(cursor: str) -> InvalidCursor:
     return InvalidCursor("invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor[:100]})
 
 
@@ -103,5 +103,5 @@ def after_id(cursor: str | None, after: int) -> int:
         raise Inconsistent("pass either cursor or after_id, not both", {"after_id": after})
     (ident,) = decode_cursor(cursor, (int,))
     if not 0 <= ident <= MAX_ID:  # a tampered one must not reach the bigint comparison
-        raise _invalid(cursor)
+        raise invalid_cursor(cursor)
     return int(ident)

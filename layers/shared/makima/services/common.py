@@ -13,12 +13,29 @@ from makima.domain.contract_types import ContractTypeDefinition
 from makima.domain.models import Contract
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus, check_transition, is_terminal
-from makima.errors import ContractNotFound, Forbidden, InvalidTransition, ValidationFailed
+from makima.errors import ContractNotFound, Forbidden, InvalidTransition, ValidationFailed, VersionConflict
 
 
 def scope(principal: Principal) -> UUID | None:
     """The owner a query is restricted to; None (everyone) for admins only."""
     return None if principal.is_admin else principal.user_id
+
+
+def check_version(contract: Contract, expected: int | None) -> None:
+    """``VersionConflict`` (409) when the caller names a version and the contract is at another: the
+    caller acted on a state that has changed since it read it. Call it with the contract's row locked
+    and before anything is written, so a refused request changes nothing. ``None`` checks nothing (the
+    callers that never read the contract, and the clients from before the parameter)."""
+    if expected is not None and expected != contract.version:
+        raise VersionConflict(
+            f"contract {contract.id} is at version {contract.version}, not {expected}",
+            {
+                "expected": expected,
+                "actual": contract.version,
+                "current_phase": contract.phase,
+                "current_status": contract.status.value,
+            },
+        )
 
 
 def require_admin(principal: Principal) -> None:

@@ -22,7 +22,7 @@ from makima.domain.gates import PhaseSnapshot, Readiness, ReadinessResult, TaskV
 from makima.domain.models import Contract
 from makima.domain.principals import Principal
 from makima.domain.statuses import ContractStatus
-from makima.services.common import load_contract, load_type, record, transition
+from makima.services.common import check_version, load_contract, load_type, record, transition
 
 PHASE_CONFIRMATION = "phase_confirmation:"
 COMPLETION_CONFIRMATION = "completion_confirmation"
@@ -211,7 +211,13 @@ class CompletionCheck:
 
 
 def check_completion(
-    db: Database, principal: Principal, contract_id: UUID, policy: CompletionPolicy, *, confirmed: bool = False
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    policy: CompletionPolicy,
+    *,
+    confirmed: bool = False,
+    expected_version: int | None = None,
 ) -> CompletionCheck:
     """Seed 2.4: is the contract ready to complete? A check: it changes nothing unless ``confirmed``.
 
@@ -220,9 +226,12 @@ def check_completion(
     ``confirmed`` such a contract is completed by this call (the phase guard's and a disabled
     auto-complete's explicit yes); without it nothing is written, whatever the auto-complete settings:
     a check a dashboard or a supervisor polls must not finish the contract behind the owner's back.
+    ``VersionConflict`` when ``expected_version`` is given and the contract is at another (checked under
+    the row lock when confirmed, before anything is written).
     """
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=confirmed)
+        check_version(contract, expected_version)
         ctype = load_type(conn, contract.contract_type)
         if contract.status is ContractStatus.COMPLETED:
             return CompletionCheck(contract, True, False, True, [])
@@ -245,9 +254,13 @@ def check_completion(
         return CompletionCheck(contract, True, True, True, [])
 
 
-def set_auto_complete(db: Database, principal: Principal, contract_id: UUID, *, enabled: bool) -> Contract:
+def set_auto_complete(
+    db: Database, principal: Principal, contract_id: UUID, *, enabled: bool, expected_version: int | None = None
+) -> Contract:
+    """Switch the contract's auto-complete; ``VersionConflict`` when ``expected_version`` is stale."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
+        check_version(contract, expected_version)
         if contract.auto_complete_enabled == enabled:
             return contract
         updated = Contract.model_validate(contracts_sql.set_auto_complete(conn, contract_id, enabled))

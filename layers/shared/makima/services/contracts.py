@@ -11,7 +11,8 @@ from uuid import UUID
 from makima.db import contracts as contracts_sql
 from makima.db import events as events_sql
 from makima.db.connection import Database, reading, transaction
-from makima.domain import paging
+from makima.domain import contract_lists, paging
+from makima.domain.contract_lists import ContractSort
 from makima.domain.contract_types import ContractTypeDefinition
 from makima.domain.gates import phase_move
 from makima.domain.models import CompletedDeliverable, Contract, ContractEvent
@@ -22,9 +23,9 @@ from makima.errors import (
     InvalidTransition,
     PhaseGuardRequired,
     ValidationFailed,
-    VersionConflict,
 )
 from makima.services.common import (
+    check_version,
     load_contract,
     load_type,
     record,
@@ -64,19 +65,6 @@ def _phase_deliverables(
 
 def _completed(conn: Any, contract_id: UUID) -> list[CompletedDeliverable]:
     return [CompletedDeliverable.model_validate(r) for r in contracts_sql.completed_deliverables(conn, contract_id)]
-
-
-def _check_version(contract: Contract, expected: int | None) -> None:
-    if expected is not None and expected != contract.version:
-        raise VersionConflict(
-            f"contract {contract.id} is at version {contract.version}, not {expected}",
-            {
-                "expected": expected,
-                "actual": contract.version,
-                "current_phase": contract.phase,
-                "current_status": contract.status.value,
-            },
-        )
 
 
 def create_contract(
@@ -128,13 +116,15 @@ def get_contract(db: Database, principal: Principal, contract_id: UUID) -> Contr
         return ContractDetail(contract, ctype, _phase_deliverables(ctype, contract.phase, completed), completed)
 
 
-def encode_cursor(contract: Contract) -> str:
-    return paging.encode_cursor((contract.created_at, contract.id))
+def encode_cursor(contract: Contract, sort: ContractSort = ContractSort.CREATED) -> str:
+    """The cursor after ``contract`` in ``sort``'s order (domain/contract_lists.py)."""
+    at = contract.last_activity_at if sort is ContractSort.ACTIVITY else contract.created_at
+    return contract_lists.encode_cursor(sort, at, contract.id)
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    created, ident = paging.decode_cursor(cursor, (datetime, UUID))
-    return created, ident
+def decode_cursor(cursor: str, sort: ContractSort = ContractSort.CREATED) -> tuple[datetime, UUID]:
+    """The key a page continues after; ``InvalidCursor`` for a cursor of another sort or list."""
+    return contract_lists.decode_cursor(sort, cursor)
 
 
 @dataclass(frozen=True)
@@ -150,10 +140,18 @@ def list_contracts(
     statuses: list[ContractStatus] | None = None,
     phase: str | None = None,
     stale_threshold: timedelta | None = None,
+    contract_type: str | None = None,
+    search: str | None = None,
+    sort: ContractSort = ContractSort.CREATED,
     cursor: str | None = None,
     limit: int = 50,
 ) -> ContractPage:
-    after = decode_cursor(cursor) if cursor else None
+    """A page of the caller's contracts (every owner's for an admin) in ``sort``'s order; the filters
+    combine (AND). ``search`` matches names containing it, ignoring case, taken literally (``%`` and
+    ``_`` are no wildcards). ``InvalidCursor`` for a cursor of another sort or another list. The
+    ``activity`` order is of the moment each page is read: a contract active between two pages moves to
+    the front, so a walk may miss it or show it twice, as any list ordered on a changing value does."""
+    after = decode_cursor(cursor, sort) if cursor else None
     stale_before = datetime.now(UTC) - stale_threshold if stale_threshold is not None else None
     with reading(db) as conn:
         rows = contracts_sql.list_page(
@@ -162,12 +160,15 @@ def list_contracts(
             statuses=[s.value for s in statuses] if statuses is not None else None,
             phase=phase,
             stale_before=stale_before,
+            contract_type=contract_type,
+            name_like=contract_lists.like_pattern(search) if search else None,
+            sort=sort.value,
             after=after,
             limit=limit + 1,
         )
     contracts = [Contract.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
-    return ContractPage(contracts, encode_cursor(contracts[-1]) if more and contracts else None)
+    return ContractPage(contracts, encode_cursor(contracts[-1], sort) if more and contracts else None)
 
 
 def update_contract(
@@ -182,7 +183,7 @@ def update_contract(
 ) -> Contract:
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
-        _check_version(contract, expected_version)
+        check_version(contract, expected_version)
         new_name = name if name is not None else contract.name
         new_description = description if description is not None else contract.description
         new_guard = phase_guard if phase_guard is not None else contract.phase_guard
@@ -233,7 +234,7 @@ def change_phase(
     policy = policy or CompletionPolicy.off()
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
-        _check_version(contract, expected_version)
+        check_version(contract, expected_version)
         require_workable(contract, "change phase")
         require_not_paused(contract, "change phase")
         ctype = load_type(conn, contract.contract_type)
@@ -305,7 +306,7 @@ def change_status(
     move: the gate is evaluated in the same transaction, as after any change that may satisfy one."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
-        _check_version(contract, expected_version)
+        check_version(contract, expected_version)
         updated = transition(conn, principal, contract, status, reason)
         if updated.status is not ContractStatus.ACTIVE:
             return updated
@@ -327,12 +328,15 @@ def complete_deliverable(
     *,
     deliverable_id: str,
     phase: str | None = None,
+    expected_version: int | None = None,
     policy: CompletionPolicy | None = None,
 ) -> DeliverableResult:
     """Mark a deliverable complete (Task 1.1). Validated against the contract's type before anything is
-    written; marking twice is harmless and records one event."""
+    written; marking twice is harmless and records one event. ``VersionConflict`` when
+    ``expected_version`` is given and stale."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
+        check_version(contract, expected_version)
         require_workable(contract, "complete a deliverable")
         ctype = load_type(conn, contract.contract_type)
         target_phase = phase or contract.phase

@@ -17,7 +17,7 @@ from makima.domain.paging import Page
 from makima.domain.principals import Principal, Role
 from makima.domain.statuses import ContractStatus
 from makima.errors import Conflict, Forbidden, NotFound, UnknownReference
-from makima.services.common import load_contract, load_type, record, require_workable, transition
+from makima.services.common import check_version, load_contract, load_type, record, require_workable, transition
 from makima.services.completion import CompletionPolicy, advance_if_ready
 
 QUESTION_PREFIX = "question:"
@@ -82,15 +82,18 @@ def answer_question(
     question_id: UUID,
     *,
     answer: str,
+    expected_version: int | None = None,
     policy: CompletionPolicy | None = None,
 ) -> Question:
     """Only a person answers (not a daemon). When no question is left pending, a contract that was
     waiting for one goes back to ``active``; otherwise ``waiting_for`` names the next one. An answer can
-    be the last thing a phase gate waited for (``no_pending_questions``), so the gate is evaluated."""
+    be the last thing a phase gate waited for (``no_pending_questions``), so the gate is evaluated.
+    ``VersionConflict``, before anything is written, when ``expected_version`` is not the contract's."""
     if principal.role is Role.DAEMON:
         raise Forbidden("questions are answered by the contract's owner, not by a daemon")
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
+        check_version(contract, expected_version)
         row = questions_sql.get(conn, contract_id, question_id, for_update=True)
         if row is None:
             raise NotFound(f"question {question_id} not found", {"question_id": str(question_id)})

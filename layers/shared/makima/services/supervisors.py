@@ -48,7 +48,14 @@ from makima.errors import (
     UnknownReference,
     UnknownSupervisorTask,
 )
-from makima.services.common import load_contract, record, require_not_paused, require_workable, scope
+from makima.services.common import (
+    check_version,
+    load_contract,
+    record,
+    require_not_paused,
+    require_workable,
+    scope,
+)
 
 # What a service hands its ``answer`` (built inside its transaction: see ``get_state``) turns into.
 T = TypeVar("T")
@@ -577,13 +584,15 @@ def get_state(
 
 
 def restart_supervisor(
-    db: Database, principal: Principal, contract_id: UUID, *, reason: str | None
+    db: Database, principal: Principal, contract_id: UUID, *, reason: str | None, expected_version: int | None = None
 ) -> SupervisorRecord:
     """Ask the running supervisor to restart (its next heartbeat answer says so). A dead one reads no
     answer: the request makes its task adoptable instead, so a live daemon claims and restores it
-    (``db/daemons.py``). Recorded as an event either way."""
+    (``db/daemons.py``). Recorded as an event either way. ``VersionConflict``, before anything is
+    written, when ``expected_version`` is not the contract's."""
     with transaction(db) as conn:
         contract = load_contract(conn, principal, contract_id, lock=True)
+        check_version(contract, expected_version)
         require_workable(contract, "restart the supervisor")
         sup = load_supervisor(conn, contract_id, lock=True)
         supervisors_sql.request_restart(conn, sup["task_id"])

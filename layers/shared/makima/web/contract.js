@@ -6,12 +6,12 @@
  * heartbeats included (dashboard.js, focusMonitor): a heartbeat moves the supervisor panel and its chart at
  * once, any other event joins the timeline and re-reads the page (debounced).
  *
- * Actions go through the API as they are: a status or phase change carries expected_version (the version
- * the page shows), so a change made meanwhile comes back 409 VERSION_CONFLICT and is shown as "changed
- * since you loaded it" with the new state, never retried over it. The API takes no expected_version on
- * answer, restart, auto-complete and deliverables: for those the page reads the contract first and stops
- * (with the same notice) if its version moved; an answer to a question answered meanwhile is the API's own
- * 409. Destructive steps ask first, in a modal <dialog>.
+ * Every action carries expected_version (the version the page shows): status and phase changes, answers,
+ * restarts, auto-complete, deliverables and completion. The API compares it under the contract's row lock
+ * in the transaction of the change, so a change made meanwhile comes back 409 VERSION_CONFLICT, nothing
+ * written, and is shown as "changed since you loaded it" with the new state, never retried over it. An
+ * answer to a question answered meanwhile is the API's own 409 too. Destructive steps ask first, in a
+ * modal <dialog>.
  *
  * As everywhere on the page, data reaches the DOM through textContent and attributes only.
  */
@@ -763,26 +763,13 @@
     $("action-result").hidden = true;
   }
 
-  // The API takes no expected_version for this change: read the contract and stop if it moved.
-  function unchanged() {
-    var seen = data.contract.version;
-    return m.api(path()).then(function (now) {
-      if (now.version === seen) return true;
-      conflict("another change moved it from version " + seen + ".", now);
-      return false;
-    });
-  }
-
-  function run(call, message, precheck) {
+  function run(call, message) {
     var mine = generation;
     clearNotices();
-    return (precheck ? unchanged() : Promise.resolve(true)).then(function (go) {
-      if (!go) return null;
-      return call().then(function (result) {
-        if (mine !== generation) return result;
-        said(message);
-        return load().then(function () { return result; });
-      });
+    return call().then(function (result) {
+      if (mine !== generation) return result;
+      said(message);
+      return load().then(function () { return result; });
     }).catch(function (err) {
       if (mine === generation) failed(err);
       return null;
@@ -861,7 +848,8 @@
     ask({ title: "Complete " + c.name + "?", text: "The contract is marked completed; its supervisor stops.",
       confirm: "Complete", danger: true }).then(function (a) {
       if (!a.ok) return;
-      run(function () { return m.api(path("/check-completion"), "POST", { confirmed: true }); }, "Completed.", true);
+      var body = { confirmed: true, expected_version: c.version };
+      run(function () { return m.api(path("/check-completion"), "POST", body); }, "Completed.");
     });
   }
 
@@ -871,8 +859,9 @@
       text: "Its current run is abandoned; a daemon restores it from its last saved state as a new generation.",
       reason: "Reason (optional)", confirm: "Restart", danger: true }).then(function (a) {
       if (!a.ok) return;
-      var body = a.reason ? { reason: a.reason } : {};
-      run(function () { return m.api(path("/supervisor/restart"), "POST", body); }, "Restart asked for.", true);
+      var body = { expected_version: c.version };
+      if (a.reason) body.reason = a.reason;
+      run(function () { return m.api(path("/supervisor/restart"), "POST", body); }, "Restart asked for.");
     });
   }
 
@@ -884,17 +873,18 @@
         : "The contract will wait for you to confirm its completion.",
       confirm: on ? "Turn on" : "Turn off" }).then(function (a) {
       if (!a.ok) return;
-      run(function () { return m.api(path("/auto-complete"), "PUT", { enabled: on }); },
-        "Auto-complete " + (on ? "on" : "off") + ".", true);
+      run(function () { return m.api(path("/auto-complete"), "PUT", { enabled: on, expected_version: c.version }); },
+        "Auto-complete " + (on ? "on" : "off") + ".");
     });
   }
 
   function markDeliverable(phase, d) {
+    var version = data.contract.version;
     ask({ title: "Mark " + d.name + " done?", text: "Recorded as done by you in phase " + m.plain(phase) +
       "; it cannot be undone from here.", confirm: "Mark done" }).then(function (a) {
       if (!a.ok) return;
-      run(function () { return m.api(path("/deliverables"), "POST", { deliverable_id: d.id, phase: phase }); },
-        d.name + " marked done.", true);
+      var body = { deliverable_id: d.id, phase: phase, expected_version: version };
+      run(function () { return m.api(path("/deliverables"), "POST", body); }, d.name + " marked done.");
     });
   }
 
@@ -902,7 +892,8 @@
     sendButton.disabled = true;
     var mine = generation;
     clearNotices();
-    m.api(path("/questions/" + encodeURIComponent(q.id) + "/answer"), "POST", { answer: text }).then(function () {
+    var body = { answer: text, expected_version: data.contract.version };
+    m.api(path("/questions/" + encodeURIComponent(q.id) + "/answer"), "POST", body).then(function () {
       if (mine !== generation) return;
       drafts.delete(q.id);
       openAnswer = null;
@@ -911,6 +902,10 @@
     }, function (err) {
       if (mine !== generation) return;
       sendButton.disabled = false;
+      if (err instanceof m.ApiError && err.code === "VERSION_CONFLICT") {
+        failed(err); // the contract moved: the draft stays, to be sent again on the new state
+        return;
+      }
       if (err instanceof m.ApiError && err.status === 409) {
         drafts.delete(q.id);
         openAnswer = null;

@@ -1,10 +1,11 @@
 /* makima contracts: the contract list (#/contracts), searchable, filterable, paged, live.
  *
- * The filters live in the address (#/contracts?status=paused&q=api&sort=activity&page=2), so a filtered
- * list is a link. GET /api/v1/contracts filters by status, phase, stale and waiting in the database; it has
- * no name search, type filter or sort but newest-first, so the page reads the matching contracts (up to
- * MAX_ROWS, 200 a request) and searches, filters by type, sorts by activity and pages them itself. Any
- * monitor event re-reads the list (debounced) while it is shown.
+ * The filters live in the address (#/contracts?status=paused&q=api&sort=created&page=2), so a filtered
+ * list is a link. GET /api/v1/contracts does the work: it filters (status, phase, stale, waiting, type),
+ * searches names (q) and sorts (activity or created) in the database, and hands out a page of PAGE_SIZE
+ * with a cursor to the next. The page keeps the cursors of the pages it went through, so "Previous page"
+ * goes back without a request it cannot make (a cursor only goes forward); a link to page N walks the N-1
+ * pages before it. Any monitor event re-reads the page shown (debounced) while the list is shown.
  */
 (function () {
   "use strict";
@@ -14,32 +15,36 @@
   var el = m.el;
 
   var PAGE_SIZE = 25;
-  var MAX_ROWS = 2000;
-  var BATCH = 200;
+  var MAX_PAGE = 200; // a link to a deeper page opens the first (the walk to it would be 200 requests)
   var REFRESH_DEBOUNCE_MS = 400;
-  var SORTS = ["activity", "activity_asc", "created", "name"];
+  var TYPING_DEBOUNCE_MS = 250;
+  var SORTS = ["activity", "created"];
 
   var shown = false;
-  var rows = []; // what the API returned for the server-side filters
-  var fetchedKey = null; // the server-side filters rows belong to
-  var truncated = false;
+  var rows = []; // the page shown
+  var more = false; // the API has a next page
+  var cursors = [null]; // cursors[i]: the cursor of page i + 1 (null: the first), for the filters of cursorsKey
+  var cursorsKey = null;
+  var fetchedKey = null; // the filters and page that rows are
   var loading = null;
   var again = false;
   var timer = null;
+  var typing = null;
   var typesLoaded = false;
   var state = { q: "", status: "", phase: "", type: "", stale: false, waiting: false, sort: "activity", page: 1 };
 
   function fromQuery(query) {
     var sort = query.get("sort") || "activity";
+    var page = Math.max(1, parseInt(query.get("page") || "1", 10) || 1);
     return {
-      q: query.get("q") || "",
+      q: (query.get("q") || "").slice(0, 100),
       status: query.get("status") || "",
       phase: query.get("phase") || "",
       type: query.get("type") || "",
       stale: query.get("stale") === "1",
       waiting: query.get("waiting") === "1",
       sort: SORTS.indexOf(sort) >= 0 ? sort : "activity",
-      page: Math.max(1, parseInt(query.get("page") || "1", 10) || 1),
+      page: page > MAX_PAGE ? 1 : page,
     };
   }
 
@@ -57,17 +62,26 @@
     return "#/contracts" + (text ? "?" + text : "");
   }
 
-  function serverKey(s) {
-    return [s.status, s.phase, s.stale ? 1 : 0, s.waiting ? 1 : 0].join("|");
+  // The filters a list of pages (and its cursors) belongs to: any change of them starts at page 1.
+  function filtersKey(s) {
+    return [s.q, s.status, s.phase, s.type, s.stale ? 1 : 0, s.waiting ? 1 : 0, s.sort].join("|");
   }
 
-  function serverQuery(s) {
+  function pageKey(s) {
+    return filtersKey(s) + "|" + s.page;
+  }
+
+  function serverQuery(s, cursor) {
     var q = new URLSearchParams();
-    q.set("limit", String(BATCH));
+    q.set("limit", String(PAGE_SIZE));
+    q.set("sort", s.sort);
+    if (s.q) q.set("q", s.q);
     if (s.status) q.set("status", s.status);
     if (s.phase) q.set("phase", s.phase);
+    if (s.type) q.set("contract_type", s.type);
     if (s.stale) q.set("stale", "true");
     if (s.waiting) q.set("waiting", "true");
+    if (cursor) q.set("cursor", cursor);
     return q;
   }
 
@@ -128,22 +142,34 @@
     };
   }
 
-  function changed() {
-    state = readForm();
+  function writeAddress() {
     // The address follows the filters without adding a history entry per keystroke.
     window.history.replaceState(null, "", window.location.pathname + window.location.search + toQuery(state));
+  }
+
+  function changed() {
+    clearTimeout(typing);
+    typing = null;
+    state = readForm();
+    writeAddress();
     update();
   }
 
-  $("contracts-filters").addEventListener("input", changed);
+  // A search asks the API: wait for a pause in the typing rather than ask at every key.
+  $("contracts-filters").addEventListener("input", function (ev) {
+    clearTimeout(typing);
+    if (ev.target && ev.target.id === "f-q") typing = setTimeout(changed, TYPING_DEBOUNCE_MS);
+    else changed();
+  });
   $("contracts-filters").addEventListener("submit", function (ev) { ev.preventDefault(); changed(); });
 
   function goToPage(page) {
     state.page = page;
-    window.history.replaceState(null, "", window.location.pathname + window.location.search + toQuery(state));
-    render();
-    var table = $("contracts-table");
-    if (table.scrollIntoView) table.scrollIntoView({ block: "nearest" });
+    writeAddress();
+    update().then(function () {
+      var table = $("contracts-table");
+      if (table.scrollIntoView) table.scrollIntoView({ block: "nearest" });
+    });
   }
 
   $("page-prev").addEventListener("click", function () { goToPage(state.page - 1); });
@@ -151,39 +177,47 @@
 
   // --- fetching -------------------------------------------------------------------------------------
 
-  function fetchAll(s) {
+  // The page s.page of s's filters: from the cursor of the page before when it is known, else by walking
+  // from the first page (a link to page N). Resolves to null when the session changed meanwhile.
+  function fetchPage(s) {
     var mine = m.session();
-    var out = [];
-    var base = serverQuery(s);
-    function page(cursor) {
-      var q = new URLSearchParams(base);
-      if (cursor) q.set("cursor", cursor);
-      return m.api("/contracts?" + q.toString()).then(function (body) {
+    var key = filtersKey(s);
+    if (cursorsKey !== key) { cursors = [null]; cursorsKey = key; }
+    var known = cursors.slice();
+    function step(index) {
+      return m.api("/contracts?" + serverQuery(s, known[index]).toString()).then(function (body) {
         if (mine !== m.session()) return null;
-        out = out.concat(body.contracts || []);
-        if (body.next_cursor && out.length < MAX_ROWS) return page(body.next_cursor);
-        return { rows: out, truncated: !!body.next_cursor };
+        var next = body.next_cursor || null;
+        if (cursorsKey === key) cursors[index + 1] = next;
+        known[index + 1] = next;
+        if (index + 1 < s.page && next) return step(index + 1);
+        return { rows: body.contracts || [], more: !!next, page: index + 1 };
       });
     }
-    return page(null);
+    var start = Math.min(s.page - 1, known.length - 1);
+    while (start > 0 && !known[start]) start -= 1;
+    return step(start);
   }
 
   function update() {
-    var key = serverKey(state);
-    if (key === fetchedKey) { render(); return Promise.resolve(); }
+    if (pageKey(state) === fetchedKey) { render(); return Promise.resolve(); }
     return reload();
   }
 
   function reload() {
     if (loading) { again = true; return loading; }
     var s = state;
-    var key = serverKey(s);
     $("contracts-table").setAttribute("aria-busy", "true");
-    loading = fetchAll(s).then(function (result) {
+    loading = fetchPage(s).then(function (result) {
       if (!result) return;
+      if (s !== state && filtersKey(s) !== filtersKey(state)) return; // the filters changed meanwhile
       rows = result.rows;
-      truncated = result.truncated;
-      fetchedKey = key;
+      more = result.more;
+      if (result.page !== s.page) { // the list is shorter than the link's page: its last page
+        s.page = result.page;
+        if (s === state) writeAddress();
+      }
+      fetchedKey = pageKey(s);
       rows.forEach(function (c) { m.names.set(String(c.id), c.name); });
       if (shown) render();
     }, function (err) {
@@ -192,7 +226,7 @@
     }).then(function () {
       loading = null;
       $("contracts-table").removeAttribute("aria-busy");
-      if (again || (shown && serverKey(state) !== fetchedKey)) { again = false; return reload(); }
+      if (again || (shown && pageKey(state) !== fetchedKey)) { again = false; return reload(); }
     });
     return loading;
   }
@@ -210,57 +244,37 @@
 
   // --- rendering ------------------------------------------------------------------------------------
 
-  function time(c, key) {
-    var t = Date.parse(c[key]);
-    return isNaN(t) ? 0 : t;
-  }
-
-  function selected() {
-    var q = state.q.toLowerCase();
-    var out = rows.filter(function (c) {
-      if (state.type && c.contract_type !== state.type) return false;
-      if (q && String(c.name).toLowerCase().indexOf(q) < 0 && String(c.id).indexOf(q) !== 0) return false;
-      return true;
-    });
-    var by = {
-      activity: function (a, b) { return time(b, "last_activity_at") - time(a, "last_activity_at"); },
-      activity_asc: function (a, b) { return time(a, "last_activity_at") - time(b, "last_activity_at"); },
-      created: function (a, b) { return time(b, "created_at") - time(a, "created_at"); },
-      name: function (a, b) { return String(a.name).localeCompare(String(b.name)); },
-    }[state.sort];
-    return out.sort(function (a, b) { return by(a, b) || String(a.id).localeCompare(String(b.id)); });
-  }
-
   function statusTag(status) {
     var tag = el("span", "status status-" + status, m.plain(status));
     return tag;
   }
 
   function render() {
-    var ready = fetchedKey === serverKey(state);
-    var list = ready ? selected() : [];
-    var pages = Math.max(1, Math.ceil(list.length / PAGE_SIZE));
-    if (state.page > pages) state.page = pages;
-    var start = (state.page - 1) * PAGE_SIZE;
-    var pageRows = list.slice(start, start + PAGE_SIZE);
+    var ready = fetchedKey === pageKey(state);
     var body = $("contracts-rows");
-    if (!pageRows.length) {
+    if (!ready || !rows.length) {
       var tr = el("tr", "empty-row");
       var td = el("td", "empty", !ready ? "Loading…" : "No contract matches these filters.");
       td.colSpan = 5;
       tr.appendChild(td);
       body.replaceChildren(tr);
     } else {
-      body.replaceChildren.apply(body, pageRows.map(row));
+      body.replaceChildren.apply(body, rows.map(row));
     }
-    var count = list.length + (truncated ? "+" : "") + (list.length === 1 ? " contract" : " contracts");
-    $("contracts-count").textContent = ready ? count : "Loading…";
-    $("page-info").textContent = "Page " + state.page + " of " + pages;
+    // No total comes with a page (counting every match would cost what the page saves): the count is
+    // exact on the last page, and says there are more before it.
+    var first = (state.page - 1) * PAGE_SIZE;
+    var count;
+    if (!ready) count = "Loading…";
+    else if (state.page === 1 && !more) count = rows.length + (rows.length === 1 ? " contract" : " contracts");
+    else if (more) count = "Contracts " + (first + 1) + "–" + (first + rows.length) + ", more on the next page";
+    else count = "Contracts " + (first + 1) + "–" + (first + rows.length) + " of " + (first + rows.length);
+    $("contracts-count").textContent = count;
+    $("page-info").textContent = "Page " + state.page + (ready && !more ? " of " + state.page : "");
     $("page-prev").disabled = state.page <= 1;
-    $("page-next").disabled = state.page >= pages;
+    $("page-next").disabled = !ready || !more;
     var th = $("th-activity");
     if (state.sort === "activity") th.setAttribute("aria-sort", "descending");
-    else if (state.sort === "activity_asc") th.setAttribute("aria-sort", "ascending");
     else th.removeAttribute("aria-sort");
   }
 
@@ -300,10 +314,13 @@
       render();
       reload();
     },
-    hide: function () { shown = false; clearTimeout(timer); },
+    hide: function () { shown = false; clearTimeout(timer); clearTimeout(typing); },
     reset: function () {
       shown = false;
       rows = [];
+      more = false;
+      cursors = [null];
+      cursorsKey = null;
       fetchedKey = null;
       typesLoaded = false;
       clearTimeout(timer);

@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 from makima.api.compat import STATUS_VIEW
 from makima.api.deps import DB, Caller, Policy, feature
 from makima.api.routers._common import make_router, raises
-from makima.api.schemas import Body, ContractOut
+from makima.api.schemas import Body, ContractOut, ExpectedVersion
 from makima.domain.strict import Bool
-from makima.errors import ContractNotFound, FeatureDisabled, InvalidTransition, ValidationFailed
+from makima.errors import ContractNotFound, FeatureDisabled, InvalidTransition, ValidationFailed, VersionConflict
 from makima.flags import Flag
 from makima.services import completion as svc
 
@@ -39,6 +39,7 @@ class CompletionCheckIn(Body):
         description="Complete the contract now if it would_complete (the phase guard's or a disabled "
         "auto-complete's explicit yes). Without it the call only checks and changes nothing.",
     )
+    expected_version: ExpectedVersion = None
 
 
 class CompletionCheckOut(BaseModel):
@@ -51,6 +52,7 @@ class CompletionCheckOut(BaseModel):
 
 class AutoCompleteIn(Body):
     enabled: Bool
+    expected_version: ExpectedVersion = None
 
 
 @router.get("/contracts/{contract_id}/phase-readiness", response_model=PhaseReadinessOut)
@@ -69,12 +71,15 @@ def phase_readiness(contract_id: UUID, db: DB, caller: Caller, policy: Policy) -
 @router.post(
     "/contracts/{contract_id}/check-completion",
     response_model=CompletionCheckOut,
-    responses=raises(InvalidTransition, ValidationFailed),
+    responses=raises(InvalidTransition, ValidationFailed, VersionConflict),
 )
 def check_completion(
     contract_id: UUID, db: DB, caller: Caller, policy: Policy, body: CompletionCheckIn | None = None
 ) -> CompletionCheckOut:
-    r = svc.check_completion(db, caller, contract_id, policy, confirmed=bool(body and body.confirmed))
+    body = body or CompletionCheckIn()
+    r = svc.check_completion(
+        db, caller, contract_id, policy, confirmed=body.confirmed, expected_version=body.expected_version
+    )
     return CompletionCheckOut(
         ready=r.ready,
         would_complete=r.would_complete,
@@ -84,6 +89,8 @@ def check_completion(
     )
 
 
-@router.put("/contracts/{contract_id}/auto-complete", response_model=ContractOut)
+@router.put("/contracts/{contract_id}/auto-complete", response_model=ContractOut, responses=raises(VersionConflict))
 def set_auto_complete(contract_id: UUID, body: AutoCompleteIn, db: DB, caller: Caller) -> ContractOut:
-    return ContractOut.of(svc.set_auto_complete(db, caller, contract_id, enabled=body.enabled))
+    return ContractOut.of(
+        svc.set_auto_complete(db, caller, contract_id, enabled=body.enabled, expected_version=body.expected_version)
+    )

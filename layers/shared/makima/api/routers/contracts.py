@@ -13,6 +13,7 @@ from makima.api.deps import DB, Caller, Config, Policy
 from makima.api.idempotency import idempotent
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import ContractCreate, ContractDetailOut, ContractList, ContractOut, ContractUpdate
+from makima.domain.contract_lists import MAX_SEARCH_CHARS, ContractSort
 from makima.domain.durations import DURATION, parse_duration
 from makima.domain.statuses import LEGACY_STATUSES, ContractStatus, legacy_group
 from makima.errors import (
@@ -102,9 +103,30 @@ def list_contracts(
         ),
     ] = None,
     waiting: Annotated[bool, Query(description="Only contracts waiting for input.")] = False,
+    contract_type: Annotated[
+        str | None, Query(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Only contracts of this type (exact name).")
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_SEARCH_CHARS,
+            pattern=r"^[^\x00]*$",
+            description="Only contracts whose name contains this text, ignoring case; % and _ match "
+            f"themselves. At most {MAX_SEARCH_CHARS} characters.",
+        ),
+    ] = None,
+    sort: Annotated[
+        ContractSort,
+        Query(
+            description="created: newest first (the default); activity: most recently active first "
+            "(last_activity_at). A cursor continues only the sort it came from (400 BAD_REQUEST otherwise)."
+        ),
+    ] = ContractSort.CREATED,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ContractList:
+    """The caller's contracts (every owner's for an admin), a page at a time; the filters combine (AND)."""
     stale_threshold = None
     if stale or threshold is not None:
         try:
@@ -123,6 +145,9 @@ def list_contracts(
         statuses=_statuses(status_, waiting, view),
         phase=phase,
         stale_threshold=stale_threshold,
+        contract_type=contract_type,
+        search=q,
+        sort=sort,
         cursor=cursor,
         limit=limit,
     )

@@ -16,7 +16,7 @@ from makima.api.schemas import (
     DeliverableOut,
     PhaseOut,
 )
-from makima.errors import ContractNotFound, InvalidDeliverable, InvalidTransition, ValidationFailed
+from makima.errors import ContractNotFound, InvalidDeliverable, InvalidTransition, ValidationFailed, VersionConflict
 from makima.services import contracts as svc
 
 router = make_router("deliverables", ContractNotFound)
@@ -32,14 +32,20 @@ class DeliverablesByPhase(BaseModel):
 @router.post(
     "/contracts/{contract_id}/deliverables",
     response_model=DeliverableCompleted,
-    responses=raises(InvalidDeliverable, InvalidTransition, ValidationFailed),
+    responses=raises(InvalidDeliverable, InvalidTransition, ValidationFailed, VersionConflict),
 )
 def complete_deliverable(
     contract_id: UUID, body: DeliverableComplete, db: DB, caller: Caller, policy: Policy
 ) -> DeliverableCompleted:
     """400 INVALID_DELIVERABLE, listing the valid ids, when the deliverable is not one of the phase's."""
     result = svc.complete_deliverable(
-        db, caller, contract_id, deliverable_id=body.deliverable_id, phase=body.phase, policy=policy
+        db,
+        caller,
+        contract_id,
+        deliverable_id=body.deliverable_id,
+        phase=body.phase,
+        expected_version=body.expected_version,
+        policy=policy,
     )
     d = result.deliverable
     return DeliverableCompleted(

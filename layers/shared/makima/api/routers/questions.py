@@ -14,7 +14,7 @@ from makima.api.paging import Cursor, limit_query
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import QuestionAnswer, QuestionCreate, QuestionList, QuestionOut
 from makima.domain.models import Question
-from makima.errors import Conflict, ContractNotFound, InvalidTransition, NotFound, UnknownReference
+from makima.errors import Conflict, ContractNotFound, InvalidTransition, NotFound, UnknownReference, VersionConflict
 from makima.services import questions as svc
 
 router = make_router("questions", ContractNotFound)
@@ -70,12 +70,22 @@ def list_questions(
 @router.post(
     "/contracts/{contract_id}/questions/{question_id}/answer",
     response_model=QuestionOut,
-    responses=raises(NotFound, Conflict, InvalidTransition),
+    responses=raises(NotFound, Conflict, InvalidTransition, VersionConflict),
 )
 def answer_question(
     contract_id: UUID, question_id: UUID, body: QuestionAnswer, db: DB, caller: Caller, policy: Policy
 ) -> QuestionOut:
-    return _out(svc.answer_question(db, caller, contract_id, question_id, answer=body.answer, policy=policy))
+    return _out(
+        svc.answer_question(
+            db,
+            caller,
+            contract_id,
+            question_id,
+            answer=body.answer,
+            expected_version=body.expected_version,
+            policy=policy,
+        )
+    )
 
 
 @router.post(

@@ -18,7 +18,7 @@ from makima.api.idempotency import idempotent
 from makima.api.json_bounds import MAX_DEPTH, MAX_MESSAGE_BYTES, MAX_QUESTIONS_BYTES, bounded
 from makima.api.paging import Cursor, limit_query, next_cursor
 from makima.api.routers._common import make_router, raises
-from makima.api.schemas import TEXT, Body, ContractOut
+from makima.api.schemas import TEXT, Body, ContractOut, ExpectedVersion
 from makima.domain.bounds import INT4_MAX, MAX_SEQ
 from makima.domain.strict import NO_BOOL, Bool, Int
 from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
@@ -33,6 +33,7 @@ from makima.errors import (
     SupervisorDead,
     SupervisorNotFound,
     UnknownReference,
+    VersionConflict,
 )
 from makima.flags import Flag
 from makima.services import restoration, sync_waits
@@ -414,8 +415,16 @@ def restore(contract_id: UUID, db: DB, caller: Caller, settings: Config, body: R
 
 class RestartIn(Body):
     reason: str | None = Field(default=None, max_length=2000, pattern=TEXT)
+    expected_version: ExpectedVersion = None
 
 
-@router.post("/contracts/{contract_id}/supervisor/restart", response_model=SupervisorStatus)
+@router.post(
+    "/contracts/{contract_id}/supervisor/restart",
+    response_model=SupervisorStatus,
+    responses=raises(VersionConflict),
+)
 def restart(contract_id: UUID, db: DB, caller: Caller, body: RestartIn | None = None) -> SupervisorStatus:
-    return SupervisorStatus.of(svc.restart_supervisor(db, caller, contract_id, reason=body.reason if body else None))
+    body = body or RestartIn()
+    return SupervisorStatus.of(
+        svc.restart_supervisor(db, caller, contract_id, reason=body.reason, expected_version=body.expected_version)
+    )

@@ -1,0 +1,3 @@
+-- transactional: false
+DROP INDEX CONCURRENTLY IF EXISTS idx_contracts_activity;
+DROP INDEX CONCURRENTLY IF EXISTS idx_contracts_owner_activity;

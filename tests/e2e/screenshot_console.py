@@ -11,11 +11,6 @@ headless Chromium (Debian's, never a downloaded one) at 1400x900. Takes about a 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +18,9 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import server_dir
-from tests.e2e.browser import CHROMIUM, VIEWPORT, launch_chromium
+from tests.e2e.browser import VIEWPORT, launch_chromium
 from tests.e2e.conftest import ADMIN_TOKEN
-from tests.e2e.screenshot_dashboard import _port, _say, _wait_healthy
+from tests.e2e.screenshot_dashboard import _say, demo_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "Single sign-on for enterprise"
@@ -68,21 +62,7 @@ def _seed(http: httpx.Client) -> str:
 
 
 def take(out_dir: Path) -> None:
-    if not os.access(CHROMIUM, os.X_OK):
-        raise SystemExit(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    root = server_dir()
-    port = _port()
-    base = f"http://127.0.0.1:{port}"
-    log = root / "stack.log"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["MAKIMA_ADMIN_TOKEN"] = ADMIN_TOKEN
-    args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--data-dir", str(root / "pgdata")]
-    args += ["--demo", "4"]
-    _say(f"starting makima dev --demo 4 on {base}")
-    with log.open("w") as sink:
-        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        _wait_healthy(base, proc, log)
+    with demo_stack(4) as base:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         with httpx.Client(base_url=f"{base}/api/v1", headers=headers, timeout=30) as http:
             cid = _seed(http)
@@ -111,14 +91,6 @@ def take(out_dir: Path) -> None:
             finally:
                 browser.close()
         _say(f"saved console-list.png, console-contract.png, console-answer.png in {out_dir}")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ never a downloaded one) at 1400x900. Takes about two minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +86,10 @@ def _ready(dashboard: dict[str, Any]) -> bool:
     )
 
 
-def take(out: Path) -> None:
+@contextlib.contextmanager
+def demo_stack(demo: int, env_extra: dict[str, str] | None = None) -> Iterator[str]:
+    """``makima dev --demo N`` (admin token ``ADMIN_TOKEN``) on a fresh embedded PostgreSQL, once healthy:
+    its base URL; stopped and its data removed after (the screenshot scripts share it)."""
     if not os.access(CHROMIUM, os.X_OK):
         raise SystemExit(f"{CHROMIUM} is not installed (apt-get install chromium)")
     root = server_dir()
@@ -92,15 +97,28 @@ def take(out: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     log = root / "stack.log"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["MAKIMA_CONTRACTS__STALE_THRESHOLD_MINUTES"] = "1"
-    args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--data-dir", str(root / "pgdata")]
-    args += ["--demo", "5"]
     env["MAKIMA_ADMIN_TOKEN"] = ADMIN_TOKEN
-    _say(f"starting makima dev --demo 5 on {base}")
+    env.update(env_extra or {})
+    args = [sys.executable, "-m", "makima.cli.main", "dev", "--port", str(port), "--data-dir", str(root / "pgdata")]
+    args += ["--demo", str(demo)]
+    _say(f"starting makima dev --demo {demo} on {base}")
     with log.open("w") as sink:
         proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         _wait_healthy(base, proc, log)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def take(out: Path) -> None:
+    with demo_stack(5, {"MAKIMA_CONTRACTS__STALE_THRESHOLD_MINUTES": "1"}) as base:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         with httpx.Client(base_url=f"{base}/api/v1", headers=headers, timeout=30) as http:
             _seed(http)
@@ -127,14 +145,6 @@ def take(out: Path) -> None:
             finally:
                 browser.close()
         _say(f"saved {out}")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

@@ -12,36 +12,21 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from unittest.mock import ANY
 
 import httpx
 import pytest
 from playwright.sync_api import (
-    Browser,
     Page,
     WebSocketRoute,
     expect,
 )
 
-from tests.e2e.browser import VIEWPORT
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
 def open_dashboard(page: Page, stack: Stack, token: str | None = None) -> None:

@@ -91,6 +91,16 @@ def _authorizer_context(request: Request) -> dict[str, Any] | None:
     return ctx if isinstance(ctx, dict) and "user_id" in ctx else None
 
 
+async def principal_of(db: Database, principals: PrincipalCache | None, token: str | None) -> Principal:
+    """The principal of a bearer token (``Unauthorized`` when missing, unknown or revoked): the local
+    stack's cache of live tokens first (no round trip), else one SELECT off the event loop. The API's
+    dependencies and the MCP endpoint's gate (``mcp_server/http.py``) both check tokens here."""
+    principal = auth.cached(principals, token) if principals is not None else None
+    if principal is None:  # not cached (or no cache: tests, Lambda)
+        principal = await run_in_threadpool(auth.resolve, db, token, principals)
+    return principal
+
+
 async def _authenticate(request: Request, db: Database, background: BackgroundTasks) -> Principal:
     """The caller, whatever its kind: from the authorizer's context on AWS, else its bearer token checked
     against the database (or the local stack's cache of live tokens, which revocations empty:
@@ -103,11 +113,7 @@ async def _authenticate(request: Request, db: Database, background: BackgroundTa
             role=Role(str(ctx["role"])),
             token_id=UUID(str(token_id)) if token_id else None,
         )
-    token = auth.bearer(request.headers.get("authorization"))
-    principals: PrincipalCache | None = request.app.state.principals
-    principal = auth.cached(principals, token) if principals is not None else None
-    if principal is None:  # not cached (or no cache: tests, Lambda): one SELECT, off the event loop
-        principal = await run_in_threadpool(auth.resolve, db, token, principals)
+    principal = await principal_of(db, request.app.state.principals, auth.bearer(request.headers.get("authorization")))
     usage: UsageRecorder = request.app.state.token_usage
     on_lambda = isinstance(request.scope.get("aws.event"), dict)
     if not on_lambda and principal.token_id is not None and (at := usage.due(principal.token_id)) is not None:

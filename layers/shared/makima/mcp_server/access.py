@@ -29,6 +29,7 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.types import CallToolResult, TextContent
 
 from makima.client.api import ApiError, MakimaApi, RetryPolicy
+from makima.services import auth
 
 JSON = dict[str, Any]
 # A model waits on each call: a few quick retries of what is safe to retry (unreachable, 503, 429), then
@@ -41,16 +42,11 @@ CALL_TIMEOUT = 30.0
 
 
 def bearer_of(headers: Mapping[str, str] | None) -> str | None:
-    """The token of an ``Authorization: Bearer …`` header (None when absent or another scheme)."""
+    """The token of a request's ``Authorization: Bearer …`` header (None when absent or another scheme),
+    read as the API reads it (``services/auth.py: bearer``)."""
     if not headers:
         return None
-    value = headers.get("authorization") or headers.get("Authorization")
-    if not value:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    return auth.bearer(headers.get("authorization") or headers.get("Authorization"))
 
 
 @dataclass

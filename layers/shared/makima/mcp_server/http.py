@@ -24,17 +24,16 @@ from typing import Any
 from fastapi import FastAPI
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from makima.api.deps import principal_of
 from makima.api.errors import error_response
 from makima.db.connection import Database
 from makima.errors import MakimaError, Unauthorized
 from makima.mcp_server.access import Access, bearer_of
 from makima.mcp_server.server import build_server
-from makima.services import auth
 from makima.services.common import require_api_access
 from makima.services.principal_cache import PrincipalCache
 
@@ -73,14 +72,11 @@ class BearerGate:
 
 
 def local_verifier(database: Database, principals: PrincipalCache | None) -> Verify:
-    """The API's own token check (``api/deps.py``): the principal cache first, else one query off the
-    event loop; a metrics token is refused as on every API route but ``/metrics``."""
+    """The API's own token check (``api/deps.py: principal_of``): the principal cache first, else one
+    query off the event loop; a metrics token is refused as on every API route but ``/metrics``."""
 
     async def verify(token: str) -> None:
-        principal = auth.cached(principals, token) if principals is not None else None
-        if principal is None:
-            principal = await run_in_threadpool(auth.resolve, database, token, principals)
-        require_api_access(principal)
+        require_api_access(await principal_of(database, principals, token))
 
     return verify
 

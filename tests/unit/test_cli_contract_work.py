@@ -65,6 +65,7 @@ def test_root_help_shows_one_example_per_line() -> None:
     assert "makima db migrate                          # against DATABASE_URL or the embedded data dir" in examples
     assert "makima admin create-user alice" in examples
     assert all(line.count("makima ") == 1 for line in examples)
+    assert lines[2].strip().startswith("makima: run the local stack")  # no reStructuredText quoting shown
 
 
 # --- create -------------------------------------------------------------------------------------------

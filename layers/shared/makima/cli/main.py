@@ -1,4 +1,4 @@
-"""``makima``: run the local stack, migrate the database, administer users and tokens, work with contracts.
+"""makima: run the local stack, migrate the database, administer users and tokens, work with contracts.
 
 \b
 Examples:

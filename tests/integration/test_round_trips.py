@@ -46,7 +46,8 @@ def test_reads_send_their_selects_and_nothing_else(
     assert "transaction" not in _send(client, counting, user, "GET", f"/api/v1/contracts/{contract}")
     r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
     assert r.status_code == 201, r.text
-    assert _send(client, counting, user, "GET", f"/api/v1/contracts/{contract}/supervisor/state") == ["execute"] * 3
+    # the contract with its supervisor in one SELECT, then the page of the conversation
+    assert _send(client, counting, user, "GET", f"/api/v1/contracts/{contract}/supervisor/state") == ["execute"] * 2
 
 
 def test_a_status_change_is_one_transaction(
@@ -75,3 +76,32 @@ def test_a_resume_reads_its_phase_gate_in_one_statement(
     calls = _send(client, counting, user, "POST", url, json=body)
     # the contract locked, its status set, the event, its type, the gate's work: five, in one transaction
     assert calls == ["transaction"] + ["execute"] * 5
+
+
+def test_a_state_save_is_one_transaction_of_three_statements(
+    counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    """A save that appends a message and leaves the state as it was (the common one, issue 15): the
+    contract with its supervisor locked (one SELECT), the append, the state's UPDATE with the contract's
+    activity in it. It was five statements: the contract and the supervisor read apart, the activity
+    written apart."""
+    client, counting = counted
+    contract = new_contract(user, name="trips-save")["id"]
+    r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    url = f"/api/v1/contracts/{contract}/supervisor/state"
+
+    def save(seq: int) -> dict[str, Any]:
+        return {
+            "generation": 1, "seq": seq, "save_point": "llm_response", "state": "working", "phase": "plan",
+            "conversation_offset": seq - 1, "conversation_append": [{"role": "assistant", "content": f"m{seq}"}],
+        }  # fmt: skip
+
+    r = client.put(url, json=save(1), headers=user.headers)  # the state changes: one event more
+    assert r.status_code == 200, r.text
+    before = client.get(f"/api/v1/contracts/{contract}", headers=user.headers).json()["last_activity_at"]
+    calls = _send(client, counting, user, "PUT", url, json=save(2))
+    assert calls == ["transaction"] + ["execute"] * 3
+    state = client.get(url, headers=user.headers).json()
+    assert (state["save_seq"], state["conversation_length"]) == (2, 2)
+    assert client.get(f"/api/v1/contracts/{contract}", headers=user.headers).json()["last_activity_at"] > before

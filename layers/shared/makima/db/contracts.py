@@ -16,6 +16,13 @@ _COLUMNS = """id, owner_id, name, description, contract_type, phase, status, ver
     status_changed_at, last_activity_at, waiting_for, blocked_reason, failure_reason,
     auto_complete_enabled, completion_detected_at, created_at, updated_at"""
 
+
+def columns_as(alias: str, prefix: str) -> str:
+    """The contract's columns of table ``alias``, each renamed ``prefix`` + its name: for a query that
+    reads a contract beside another row whose column names overlap (db/supervisors.py: with_contract)."""
+    return ", ".join(f"{alias}.{c} AS {prefix}{c}" for c in (c.strip() for c in _COLUMNS.split(",")))
+
+
 # Every UPDATE that bumps the version goes through this: one transaction moves the version by exactly one,
 # however many of its steps change the contract (phase then status, an auto-advance chain, completing then
 # completed, a batch's savepoints). The row remembers which transaction bumped it last; a second bump by the

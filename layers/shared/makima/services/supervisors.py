@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from makima.db import contracts as contracts_sql
 from makima.db import daemons as daemons_sql
 from makima.db import events as events_sql
 from makima.db import heartbeats as heartbeats_sql
@@ -51,6 +50,7 @@ from makima.errors import (
 from makima.services.common import (
     check_version,
     load_contract,
+    not_found,
     record,
     require_not_paused,
     require_workable,
@@ -70,6 +70,19 @@ def load_supervisor(conn: Conn, contract_id: UUID, *, lock: bool = False) -> dic
     if row is None:
         raise _not_found(contract_id)
     return row
+
+
+def load_with_contract(
+    conn: Conn, principal: Principal, contract_id: UUID, *, lock: bool = False
+) -> tuple[Contract, dict[str, Any]]:
+    """The caller's contract and its supervisor (row-locked when ``lock``) in one statement:
+    ``ContractNotFound`` first, as ``load_contract`` then ``load_supervisor`` would answer."""
+    contract, sup = supervisors_sql.with_contract(conn, contract_id, scope(principal), for_update=lock)
+    if contract is None:
+        raise not_found(contract_id)
+    if sup is None:
+        raise _not_found(contract_id)
+    return Contract.model_validate(contract), sup
 
 
 def _daemon_of(conn: Conn, contract: Contract, daemon_id: UUID | None) -> dict[str, Any] | None:
@@ -311,8 +324,7 @@ def heartbeat_history(
                 "invalid cursor: pass back the next_cursor of a previous page", {"cursor": cursor[:100]}
             )
     with transaction(db) as conn:
-        load_contract(conn, principal, contract_id)
-        sup = load_supervisor(conn, contract_id)
+        _, sup = load_with_contract(conn, principal, contract_id)
         rows = heartbeats_sql.history(conn, sup["task_id"], limit + 1, since=since, before=before, skip=skip)
     items = rows[:limit]
     next_cursor = None
@@ -330,8 +342,7 @@ def heartbeat_history(
 
 def status(db: Database, principal: Principal, contract_id: UUID) -> SupervisorRecord:
     with transaction(db) as conn:
-        load_contract(conn, principal, contract_id)
-        return SupervisorRecord.model_validate(load_supervisor(conn, contract_id))
+        return SupervisorRecord.model_validate(load_with_contract(conn, principal, contract_id)[1])
 
 
 # The longest a sync call waits for the supervisor's next heartbeat: API Gateway ends an HTTP API
@@ -367,8 +378,7 @@ def ask_sync(db: Database, principal: Principal, contract_id: UUID) -> SyncAsked
     stopped (it saved at ``shutdown``); restore or restart it. Waiting for the heartbeat is
     ``services/sync_waits.py``."""
     with transaction(db) as conn:
-        load_contract(conn, principal, contract_id)
-        sup = load_supervisor(conn, contract_id, lock=True)
+        _, sup = load_with_contract(conn, principal, contract_id, lock=True)
         if sup["dead_at"] is not None or sup["stopped_at"] is not None:
             dead = sup["dead_at"] is not None
             raise SupervisorDead(
@@ -468,8 +478,7 @@ def save_state(
     last accepted one. The conversation grows by appending at ``conversation_offset``; past
     ``max_conversation_bytes`` its oldest messages are compacted away (``_append_and_compact``)."""
     with transaction(db) as conn:
-        contract = load_contract(conn, principal, contract_id)
-        sup = load_supervisor(conn, contract_id, lock=True)
+        contract, sup = load_with_contract(conn, principal, contract_id, lock=True)
         if s.generation != sup["generation"]:
             raise Conflict(
                 f"stale save: generation {s.generation}, the supervisor is now generation {sup['generation']}",
@@ -521,7 +530,9 @@ def save_state(
                 "current_activity": s.current_activity,
                 "at": datetime.now(UTC).isoformat(),
             }
-        row = supervisors_sql.save(conn, sup["task_id"], fields)
+        # The contract's activity (Task 1.5) in the state's own UPDATE; a light heartbeat save is not activity.
+        touch = contract_id if s.save_point is not SavePoint.HEARTBEAT else None
+        row = supervisors_sql.save(conn, sup["task_id"], fields, touch_contract=touch)
         if sup["state"] != s.state.value:
             record(
                 conn,
@@ -533,8 +544,6 @@ def save_state(
                 new_state=s.state.value,
                 recovered=False,
             )
-        if s.save_point is not SavePoint.HEARTBEAT:
-            contracts_sql.touch_activity(conn, contract_id)
         return SupervisorRecord.model_validate(row)
 
 
@@ -572,8 +581,7 @@ def get_state(
     """The persisted state with a page of its conversation (``StateWindow``), turned into the answer by
     ``answer`` here, so an answer that cannot be built fails here."""
     with reading(db) as conn:
-        load_contract(conn, principal, contract_id)
-        sup = SupervisorRecord.model_validate(load_supervisor(conn, contract_id))
+        sup = SupervisorRecord.model_validate(load_with_contract(conn, principal, contract_id)[1])
         history, cursor = conversation_window(
             conn, sup.task_id, start=sup.conversation_start, length=sup.conversation_length, after_seq=after_seq
         )

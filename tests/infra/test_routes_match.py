@@ -165,7 +165,7 @@ def test_the_mcp_function_serves_mcp_behind_the_authorizer_and_calls_this_stacks
     http_events: dict[str, dict[str, dict[str, Any]]],
 ) -> None:
     # Given the MCP function, its layer, its API URL parameter and the policy that reads it
-    from makima.lambda_support.mcp import API_URL_PARAMETER
+    from makima.lambda_support.mcp import API_URL_PARAMETER, LAMBDA_MAX_WAIT_SECONDS
 
     (name,) = (n for n, fn in functions.items() if _folder(fn) == MCP_FOLDER)
     props = functions[name]["Properties"]
@@ -195,6 +195,10 @@ def test_the_mcp_function_serves_mcp_behind_the_authorizer_and_calls_this_stacks
     assert statement["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/${AWS::StackName}/mcp/api-url"
     }
+    # And a waiting tool call ends well within the function's timeout (itself under API Gateway's 30 s):
+    # the cap leaves at least 10 s for asking the question, the last poll and a cold start
+    timeout = props.get("Timeout", template["Globals"]["Function"]["Timeout"])
+    assert LAMBDA_MAX_WAIT_SECONDS + 10 <= timeout <= 29
     # And the MCP SDK comes in its own layer, on top of the shared one, for this function only
     assert props["Layers"] == [{"Ref": "McpLayer"}]
     assert all("Layers" not in fn["Properties"] for n, fn in functions.items() if n != name)

@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from makima.api.errors import error_response
-from makima.lambda_support.observability import LambdaHandler, observed
+from makima.lambda_support.observability import LambdaHandler, logger, observed
 from makima.mcp_server.access import Access
 from makima.mcp_server.http import MCP_PATH, BearerGate
 from makima.mcp_server.server import build_server
@@ -63,9 +63,12 @@ def parameter_api_url(name: str | None = None) -> str:
     if not name:
         raise ApiUrlUnavailable(f"{API_URL_PARAMETER} is not set")
     import boto3  # here: only this function pays for it, once per container
+    from botocore.config import Config
 
+    # Short: a read that hangs must leave the request time to answer its 503 well within 29 s.
+    config = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 2})
     try:
-        value = str(boto3.client("ssm").get_parameter(Name=name)["Parameter"]["Value"])
+        value = str(boto3.client("ssm", config=config).get_parameter(Name=name)["Parameter"]["Value"])
     except Exception as exc:  # any failure to read is the same answer: unavailable for now
         raise ApiUrlUnavailable(f"cannot read {name}: {type(exc).__name__}") from exc
     parts = urlsplit(value)
@@ -107,9 +110,9 @@ class McpLambdaApp:
         try:
             server = self.server()
         except ApiUrlUnavailable as exc:
-            await error_response(503, "SERVICE_UNAVAILABLE", f"the MCP server cannot reach the API: {exc}")(
-                scope, receive, send
-            )
+            logger.warning("the MCP server has no API URL yet", extra={"reason": str(exc)})
+            message = "the MCP server cannot reach the API yet; retry"
+            await error_response(503, "SERVICE_UNAVAILABLE", message)(scope, receive, send)
             return
         server.streamable_http_app(stateless_http=True, json_response=True, transport_security=NO_HOST_CHECK)
         manager = server.session_manager  # this invocation's: a manager runs once
@@ -120,7 +123,7 @@ class McpLambdaApp:
 def _no_stream() -> JSONResponse:
     """405 for GET: no standalone SSE stream here (answers come in each POST's JSON response)."""
     body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Method Not Allowed: no SSE stream"}}
-    return JSONResponse(body, status_code=405, headers={"Allow": "POST, DELETE"})
+    return JSONResponse(body, status_code=405, headers={"Allow": "POST"})
 
 
 def make_mcp_handler(

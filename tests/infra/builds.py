@@ -2,8 +2,9 @@
 machine of a compiled file, the tags of the layer's wheels, and the interpreter to import a build with.
 
 The functions are pure Python (``tests/infra/test_architecture.py``): they are built once, for the
-template's default architecture, with the layer; for any other architecture or runtime only the layer
-is built (``sam build SharedLayer``), and the functions of the first build are imported on it.
+template's default architecture, with the layers; for any other architecture or runtime only the layers
+are built (``sam build SharedLayer``, ``sam build McpLayer``), and the functions of the first build are
+imported on them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from tests.infra.cfn import ROOT, TEMPLATE, load_template
 
 BUILD_TIMEOUT = 900
 LAYER = "SharedLayer"
+# The MCP function's own layer, on top of the shared one for that function only.
+MCP_LAYER = "McpLayer"
+LAYERS = (LAYER, MCP_LAYER)
 # ELF e_machine of each Lambda architecture (the System V ABI's EM_X86_64 and EM_AARCH64).
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 # How each architecture ends a wheel's platform tag (manylinux2014_aarch64, manylinux_2_17_x86_64, ...).
@@ -40,10 +44,11 @@ def default_architecture() -> str:
 class Build:
     architecture: str
     runtime: str
-    layer: Path  # the layer's python/ folder (/opt/python on Lambda)
-    functions: Path  # a folder per function (the first build's when only the layer was built)
+    layer: Path  # the shared layer's python/ folder (/opt/python on Lambda)
+    functions: Path  # a folder per function (the first build's when only the layers were built)
     seconds: float
     output: str
+    mcp_layer: Path  # the MCP function's layer's python/ folder (laid over /opt/python for that function)
 
 
 class Builds:
@@ -68,14 +73,30 @@ class Builds:
         return self._done[key]
 
     def _build(self, architecture: str, runtime: str, functions: Path | None) -> Build:
-        out = self._work / f"{architecture}-{runtime}"
+        if functions is None:
+            return self._build_one(architecture, runtime, None, self._work / f"{architecture}-{runtime}")
+        shared = self._build_one(architecture, runtime, LAYER, self._work / f"{architecture}-{runtime}")
+        mcp = self._build_one(architecture, runtime, MCP_LAYER, self._work / f"{architecture}-{runtime}-mcp")
+        return Build(
+            architecture,
+            runtime,
+            shared.layer,
+            functions,
+            shared.seconds + mcp.seconds,
+            shared.output + mcp.output,
+            mcp.mcp_layer,
+        )
+
+    def _build_one(self, architecture: str, runtime: str, resource: str | None, out: Path) -> Build:
+        """``sam build`` of everything (``resource`` None, the template's defaults) or of one layer."""
+        functions = None if resource is None else out
         env = self._env
         if runtime != sam.runtime():
             interpreter = sam.interpreter_dir(runtime)
             if interpreter is None:
                 sam.unavailable(f"{runtime} is not on PATH nor under pyenv (sam build needs it for that runtime)")
             env = {**env, "PATH": f"{interpreter}{os.pathsep}{env.get('PATH', '')}"}
-        args = [str(sam.SAM), "build", *([] if functions is None else [LAYER])]
+        args = [str(sam.SAM), "build", *([] if resource is None else [resource])]
         args += ["--no-cached", "--template-file", str(TEMPLATE), "--build-dir", str(out)]  # no samconfig cache
         if functions is not None:  # the defaults' build takes the template's defaults as they are
             args += ["--parameter-overrides", f"Architecture={architecture} Runtime={runtime}"]
@@ -87,7 +108,9 @@ class Builds:
             f"sam build {architecture} {runtime} failed after {seconds:.0f}s:\n{output[-5000:]}"
         )
         assert "Build Succeeded" in output
-        return Build(architecture, runtime, out / LAYER / "python", functions or out, seconds, output)
+        return Build(
+            architecture, runtime, out / LAYER / "python", functions or out, seconds, output, out / MCP_LAYER / "python"
+        )
 
 
 def elf_machine(path: Path) -> int | None:

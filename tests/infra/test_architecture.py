@@ -33,7 +33,8 @@ def test_architecture_is_a_parameter_arm64_by_default() -> None:
 def test_the_functions_and_the_layer_follow_the_architecture() -> None:
     # Given the raw template
     template = load_template()
-    layer = template["Resources"]["SharedLayer"]
+    layers = resources_of_type(template, "AWS::Serverless::LayerVersion")
+    assert set(layers) == {"SharedLayer", "McpLayer"}
 
     # Then every function runs on it (no function names another) ...
     assert template["Globals"]["Function"]["Architectures"] == [ARCHITECTURE]
@@ -41,8 +42,9 @@ def test_the_functions_and_the_layer_follow_the_architecture() -> None:
         assert "Architectures" not in function["Properties"], f"{name} must keep the global Architectures"
     # ... and the layer is built for it and declared for it (sam build resolves a Ref in Metadata the way
     # it does BuildMethod's: --parameter-overrides Architecture=x86_64 builds x86_64 wheels)
-    assert layer["Properties"]["CompatibleArchitectures"] == [ARCHITECTURE]
-    assert layer["Metadata"]["BuildArchitecture"] == ARCHITECTURE
+    for layer in layers.values():
+        assert layer["Properties"]["CompatibleArchitectures"] == [ARCHITECTURE]
+        assert layer["Metadata"]["BuildArchitecture"] == ARCHITECTURE
 
 
 def test_what_cloudformation_receives_follows_the_architecture(translated: dict[str, Any]) -> None:
@@ -51,11 +53,11 @@ def test_what_cloudformation_receives_follows_the_architecture(translated: dict[
     functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Lambda::Function"}
     layers = [v for v in resources.values() if v["Type"] == "AWS::Lambda::LayerVersion"]
 
-    # Then each function and the one layer carry the parameter
+    # Then each function and both layers (the shared one, the MCP function's) carry the parameter
     assert functions
     for name, function in functions.items():
         assert function["Properties"]["Architectures"] == [ARCHITECTURE], name
-    assert [layer["Properties"]["CompatibleArchitectures"] for layer in layers] == [[ARCHITECTURE]]
+    assert [layer["Properties"]["CompatibleArchitectures"] for layer in layers] == [[ARCHITECTURE]] * 2
 
 
 def test_the_functions_are_pure_python() -> None:

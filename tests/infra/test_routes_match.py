@@ -35,6 +35,9 @@ PREFIX = "/api/v1"
 # which an HTTP API route cannot express (the page is linked without it).
 WEB_FOLDER = "web"
 DASHBOARD_ROUTES: Routes = {("GET", "/dashboard"), ("GET", "/dashboard/{name}")}
+# The MCP function (makima.lambda_support.mcp): the MCP server's one path, not a router of the API.
+MCP_FOLDER = "mcp"
+MCP_ROUTES: Routes = {("POST", "/mcp"), ("GET", "/mcp"), ("DELETE", "/mcp")}
 PUBLIC_ROUTES: Routes = {("GET", f"{PREFIX}/health"), ("GET", OPENAPI_URL), *DASHBOARD_ROUTES}
 FUNCTIONS_DIR = ROOT / "functions"
 
@@ -103,7 +106,7 @@ def test_template_routes_are_the_fastapi_routes(
     # Given every HttpApi event of the template's API functions, and the whole app's route table
     template_routes: Routes = set()
     for name, events in http_events.items():
-        if _folder(functions[name]) == WEB_FOLDER:
+        if _folder(functions[name]) in (WEB_FOLDER, MCP_FOLDER):
             continue
         routes = _template_routes(events)
         assert not routes & template_routes, f"routes served by two functions: {routes & template_routes}"
@@ -123,6 +126,7 @@ def test_each_function_serves_exactly_its_router(
     # Given the HTTP API functions of the template (all with HttpApi events but the dashboard page's)
     folders = {_folder(fn): name for name, fn in functions.items() if http_events[name]}
     folders.pop(WEB_FOLDER)
+    folders.pop(MCP_FOLDER)
 
     # Then there is one per router of ALL_ROUTERS, named after its module
     assert {id(_router_of(folder)) for folder in folders} == {id(r) for r in ALL_ROUTERS}
@@ -153,6 +157,52 @@ def test_the_web_function_serves_the_dashboard_page(
     assert page_routes - {("GET", "/dashboard/")} == DASHBOARD_ROUTES
     others = {r for n, events in http_events.items() if n != name for r in _template_routes(events)}
     assert not others & DASHBOARD_ROUTES
+
+
+def test_the_mcp_function_serves_mcp_behind_the_authorizer_and_calls_this_stacks_api(
+    template: dict[str, Any],
+    functions: dict[str, dict[str, Any]],
+    http_events: dict[str, dict[str, dict[str, Any]]],
+) -> None:
+    # Given the MCP function, its layer, its API URL parameter and the policy that reads it
+    from makima.lambda_support.mcp import API_URL_PARAMETER, LAMBDA_MAX_WAIT_SECONDS
+
+    (name,) = (n for n, fn in functions.items() if _folder(fn) == MCP_FOLDER)
+    props = functions[name]["Properties"]
+    resources = template["Resources"]
+    default = resources["HttpApi"]["Properties"]["Auth"]["DefaultAuthorizer"]
+
+    # Then it serves /mcp, POST, GET and DELETE, on the HTTP API, through the API's authorizer
+    assert _template_routes(http_events[name]) == MCP_ROUTES
+    for ev_name, ev in http_events[name].items():
+        assert ev["ApiId"] == {"Ref": "HttpApi"}, ev_name
+        assert (ev.get("Auth") or {}).get("Authorizer", default) == default, ev_name
+    others = {r for n, events in http_events.items() if n != name for r in _template_routes(events)}
+    assert not others & MCP_ROUTES
+    # And its tools' one destination is this stack's own API: the parameter the function is told the
+    # name of holds the HttpApi's URL, the very value of the ApiUrl output (never anything of a request)
+    (parameter,) = (r for r in resources.values() if r["Type"] == "AWS::SSM::Parameter")
+    env = props["Environment"]["Variables"]
+    assert env[API_URL_PARAMETER] == parameter["Properties"]["Name"] == {"Fn::Sub": "/${AWS::StackName}/mcp/api-url"}
+    assert parameter["Properties"]["Value"] == template["Outputs"]["ApiUrl"]["Value"]
+    assert parameter["Properties"]["Value"] == {
+        "Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+    }
+    # ... which it may read, that one parameter, and nothing else of SSM
+    (policy,) = props["Policies"]
+    (statement,) = resources[policy["Ref"]]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "ssm:GetParameter"
+    assert statement["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/${AWS::StackName}/mcp/api-url"
+    }
+    # And a waiting tool call ends well within the function's timeout (itself under API Gateway's 30 s):
+    # the cap leaves at least 10 s for asking the question, the last poll and a cold start
+    timeout = props.get("Timeout", template["Globals"]["Function"]["Timeout"])
+    assert LAMBDA_MAX_WAIT_SECONDS + 10 <= timeout <= 29
+    # And the MCP SDK comes in its own layer, on top of the shared one, for this function only
+    assert props["Layers"] == [{"Ref": "McpLayer"}]
+    assert all("Layers" not in fn["Properties"] for n, fn in functions.items() if n != name)
+    assert resources["McpLayer"]["Properties"]["ContentUri"] == "layers/mcp/"
 
 
 def test_function_folders_match_the_template(functions: dict[str, dict[str, Any]]) -> None:

@@ -105,11 +105,23 @@ def test_sam_build_makes_the_layer_and_every_function(builds: Builds) -> None:
     assert list((layer / "pydantic_core").glob(f"*cpython-{runtime().removeprefix('python').replace('.', '')}*.so"))
     for package in ("uvicorn", "typer", "pgserver", "rich"):
         assert not (layer / package).exists(), f"{package} is local-only and must not ship in the layer"
+    # ... nor the MCP SDK, which the MCP function's own layer brings (with httpx, its tools' client)
+    assert not (layer / "mcp").exists()
+    for package in ("mcp", "httpx", "mcp_types"):
+        assert (build.mcp_layer / package).is_dir(), f"{package} missing from the MCP layer"
+    shared_size, mcp_size = _size(layer), _size(build.mcp_layer)
+    print(f"layers unpacked: shared {shared_size / 1e6:.1f} MB, mcp {mcp_size / 1e6:.1f} MB")
+    # Lambda's limit is 250 MB unpacked for a function and all its layers
+    assert shared_size + mcp_size < 200e6
     # And every function is its thin app.py, nothing compiled: the same files for every architecture
     template = load_template()
     for name in resources_of_type(template, "AWS::Serverless::Function"):
         assert (build.functions / name / "app.py").is_file(), name
         assert not elf_files(build.functions / name), f"{name} holds compiled code"
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 @pytest.mark.parametrize("architecture", sorted(ELF_MACHINE))
@@ -129,20 +141,29 @@ def test_the_layer_is_built_for_the_architecture(builds: Builds, architecture: s
         assert any(name.startswith(extension) and ".cpython-" in name for name in names), f"{extension} missing"
     wrong = {str(p.relative_to(build.layer)): m for p, m in compiled.items() if m != ELF_MACHINE[architecture]}
     assert not wrong, f"not {architecture} (e_machine {ELF_MACHINE[architecture]}): {wrong}"
+    # And so is every compiled file of the MCP function's layer (cryptography, rpds-py, cffi...)
+    mcp_compiled = elf_files(build.mcp_layer)
+    assert mcp_compiled, "the MCP layer's compiled dependencies are missing"
+    wrong = {str(p.relative_to(build.mcp_layer)): m for p, m in mcp_compiled.items() if m != ELF_MACHINE[architecture]}
+    assert not wrong, f"MCP layer not {architecture} (e_machine {ELF_MACHINE[architecture]}): {wrong}"
     # And pip chose the wheels for it: each is pure Python (any platform) or built for this CPython on
-    # this architecture
+    # this architecture (or for the stable ABI of an older one, abi3, which this CPython runs)
     python = "cp" + runtime().removeprefix("python").replace(".", "")
     binary = set()
-    for dist, tags in wheel_tags(build.layer).items():
-        assert tags, f"{dist} has no wheel tag"
-        for tag in tags:
-            interpreter_tag, abi, platform_tag = tag.split("-")
-            if platform_tag == "any":
-                continue
-            assert abi in {python, "abi3"}, f"{dist}: {tag} is not for {python}"
-            binary.add(dist.split("-")[0].lower())
-            assert interpreter_tag == python, f"{dist}: {tag} is not for {python}"
-            assert platform_tag.endswith(WHEEL_PLATFORM[architecture]), f"{dist}: {tag} is not for {architecture}"
+    for layer in (build.layer, build.mcp_layer):
+        for dist, tags in wheel_tags(layer).items():
+            assert tags, f"{dist} has no wheel tag"
+            for tag in tags:
+                interpreter_tag, abi, platform_tag = tag.split("-")
+                if platform_tag == "any":
+                    continue
+                assert abi in {python, "abi3"}, f"{dist}: {tag} is not for {python}"
+                binary.add(dist.split("-")[0].lower())
+                if abi == "abi3":
+                    assert int(interpreter_tag[3:]) <= int(python[3:]), f"{dist}: {tag} is not for {python}"
+                else:
+                    assert interpreter_tag == python, f"{dist}: {tag} is not for {python}"
+                assert platform_tag.endswith(WHEEL_PLATFORM[architecture]), f"{dist}: {tag} is not for {architecture}"
     assert {"pydantic_core", "psycopg_binary"} <= binary
 
 
@@ -152,6 +173,7 @@ SMOKE = textwrap.dedent(
 
     layer, functions, events, names = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
     scheduled = json.loads(sys.argv[5])  # function -> its events/schedule sample
+    mcp_layer = sys.argv[6]  # the MCP function's own layer, laid over the shared one for it alone
     sys.path.insert(0, layer)
 
     class Context:
@@ -177,7 +199,8 @@ SMOKE = textwrap.dedent(
 
     out = {}
     for name in names:
-        load(name)
+        if name != "McpFunction":
+            load(name)
     health = load("HealthFunction")
     out["health"] = health(event("http/health_get"), Context())
     out["openapi"] = health(event("http/health_openapi"), Context())
@@ -195,6 +218,14 @@ SMOKE = textwrap.dedent(
         except Exception as exc:  # a failed run must raise: Lambda retries it, then the queue gets it
             out["scheduled"][name] = type(exc).__name__
     out["boto3_from_layer"] = __import__("boto3").__file__.startswith(layer)
+    # The MCP function last, on both its layers (as /opt/python holds them for it): without a token a
+    # request is refused (401), and GET is refused (405) without reaching the API
+    sys.path.insert(0, mcp_layer)
+    mcp = load("McpFunction")
+    anonymous = event("http/mcp_post")
+    anonymous["headers"].pop("authorization")
+    out["mcp"] = [mcp(anonymous, Context())["statusCode"], mcp(event("http/mcp_get"), Context())["statusCode"]]
+    out["mcp_from_its_layer"] = __import__("mcp").__file__.startswith(mcp_layer)
     print("SMOKE=" + json.dumps(out))
     """
 )
@@ -234,6 +265,7 @@ def test_built_functions_run_on_the_layer_alone(
         native = sam.interpreter_dir(python)
         assert native is not None, f"{python} built the layer, so it is here"
         args = [str(native / python), "-m", "compileall", "-q", "-j0", str(build.layer), str(build.functions)]
+        args.append(str(build.mcp_layer))
         subprocess.run(args, capture_output=True, timeout=300, check=True)
     script = tmp_path / "smoke.py"
     script.write_text(SMOKE, encoding="utf-8")
@@ -251,6 +283,7 @@ def test_built_functions_run_on_the_layer_alone(
     # nothing); health, the OpenAPI document, the authorizer, the dashboard page and the scheduled
     # jobs run
     args = [str(build.layer), str(build.functions), str(ROOT / "events"), json.dumps(names), json.dumps(scheduled)]
+    args.append(str(build.mcp_layer))
     started = time.monotonic()
     result = subprocess.run(
         [*command, "-S", "-I", str(script), *args],
@@ -278,3 +311,6 @@ def test_built_functions_run_on_the_layer_alone(
     # And a scheduled job without its database fails the invocation (no silent success)
     assert out["scheduled"] == dict.fromkeys(scheduled, "DatabaseUnavailable")
     assert out["boto3_from_layer"] is True
+    # And the MCP function runs on its two layers: 401 without a token, 405 for the stream it has not
+    assert out["mcp"] == [401, 405]
+    assert out["mcp_from_its_layer"] is True

@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 from makima.api.deps import get_flags
 from makima.config import ContractsConfig, DashboardConfig, DatabaseConfig, MonitorConfig, RateLimitsConfig, Settings
 from makima.lambda_support import eventbridge, migrations, scheduled, websocket
+from makima.lambda_support import mcp as mcp_lambda
 from makima.lambda_support.migrations import DEFAULT_WAIT_SECONDS, RESPONSE_MARGIN_SECONDS, migrations_hash
 from makima.lambda_support.observability import NAMESPACE, SERVICE, metrics
 from tests.infra.cfn import (
@@ -55,8 +56,11 @@ PUBLIC_ROUTES = {
     ("GET", "/dashboard/{name}"),
 }
 READS = {"GET", "HEAD", "OPTIONS"}
-# The functions that never reach PostgreSQL: the static page, and the parameters check (it only validates).
-NO_DATABASE = {"web", "parameters_check"}
+# The functions that never reach PostgreSQL: the static page, the parameters check (it only validates),
+# and the MCP server (its tools call the HTTP API).
+NO_DATABASE = {"web", "parameters_check", "mcp"}
+# HTTP functions that serve no router of the API: the dashboard page, the MCP server.
+NOT_ROUTERS = {"web", "mcp"}
 # The logical id suffix of the alias SAM makes for AutoPublishAlias: live (what the HTTP API invokes).
 ALIAS = "Aliaslive"
 SCHEDULE_JOBS = {
@@ -149,7 +153,7 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
         caps: set[str] = set()
         if folder not in NO_DATABASE:
             caps.add("read-database-secret")
-        if routes[name] and folder != "web":
+        if routes[name] and folder not in NOT_ROUTERS:
             router = importlib.import_module(f"makima.api.routers.{folder}").router
             if _router_reads_flags(router):
                 caps.add("read-feature-flags")
@@ -176,6 +180,9 @@ def expected_capabilities(folders: dict[str, str], raw: Template) -> dict[str, s
     for name, code in (("MonitorFunction", monitor_code), ("BroadcasterFunction", broadcaster_code)):
         if "_monitor_disabled" in code:
             expected[name].add("read-feature-flags")
+    # The MCP function reads the API's URL (the parameter it is told the name of) at its first request
+    assert "get_parameter" in mcp_lambda.parameter_api_url.__code__.co_names
+    expected["McpFunction"].add("read-mcp-api-url")
     # The migration function registers the bootstrap admin token (from the secret the template makes)
     assert "ensure_bootstrap_admin" in migrations._deploy.__code__.co_names
     expected["MigrateFunction"].add("read-admin-token")
@@ -383,6 +390,13 @@ def _capability(statement: dict[str, Any]) -> str:
             "Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:db:${Database}"
         }, statement
         return "protect-database"
+    if actions == ["ssm:GetParameter"] and not resources and not condition:
+        # One parameter, by its name (the API's URL for the MCP function's tools), not any of the account
+        assert statement["Resource"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
+            "/${AWS::StackName}/mcp/api-url"
+        }, statement
+        return "read-mcp-api-url"
     if actions == ["sqs:SendMessage"] and len(resources) == 1 and not condition:
         return f"send:{resources.pop()}"
     raise AssertionError(f"a statement no function should need: {statement}")
@@ -671,7 +685,7 @@ def test_migrations_run_at_deploy_before_any_new_code(
     (name,) = of_type(translated, "AWS::CloudFormation::CustomResource")
     migrations = resources[name]
     props = migrations["Properties"]
-    layer = next(n for n in of_type(translated, "AWS::Lambda::LayerVersion"))
+    layer = next(n for n in of_type(translated, "AWS::Lambda::LayerVersion") if n.startswith("SharedLayer"))
 
     # The custom resource runs the migration function, and runs it again whenever the migrations
     # (their hash, equal to the files') or the layer they ship in change

@@ -29,6 +29,7 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.types import CallToolResult, TextContent
 
 from makima.client.api import ApiError, MakimaApi, RetryPolicy
+from makima.mcp_server.waits import MAX_WAIT_SECONDS
 from makima.services import auth
 
 JSON = dict[str, Any]
@@ -54,11 +55,14 @@ class Access:
     """How a tool reaches the API: ``api_url`` (with or without ``/api/v1``) and either one ``token`` for
     the whole process (stdio) or, when None, the bearer token of each request (HTTP).
 
-    ``transport``: the httpx transport of the clients (None: the network; tests may pass another)."""
+    ``transport``: the httpx transport of the clients (None: the network; tests may pass another).
+    ``max_wait_seconds``: the longest a tool waits for an owner's answer in one call (lower where the
+    HTTP request carrying the call has a shorter limit: API Gateway's 30 s, ``lambda_support/mcp.py``)."""
 
     api_url: str
     token: str | None = None
     transport: httpx.BaseTransport | None = None
+    max_wait_seconds: float = MAX_WAIT_SECONDS
     _shared: MakimaApi | None = field(default=None, init=False, repr=False)
     _limiter: anyio.CapacityLimiter | None = field(default=None, init=False, repr=False)
 

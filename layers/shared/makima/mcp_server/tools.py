@@ -292,7 +292,7 @@ def _supervisor_tools(server: MCPServer[Any], access: Access) -> None:
             if task_id:
                 body["task_id"] = str(task_id)
             asked = api.post(f"/contracts/{cid}/questions", body, replayable=True)
-            return wait_for_answer(api, cid, str(asked["id"]), wait_seconds)
+            return wait_for_answer(api, cid, str(asked["id"]), min(wait_seconds, access.max_wait_seconds))
 
         return await access.tool(ctx, work)
 
@@ -305,7 +305,9 @@ def _supervisor_tools(server: MCPServer[Any], access: Access) -> None:
         wait_seconds ran out: call again later. Works after a restart too: the question lives in the
         contract, not in this conversation."""
         cid, qid = str(contract_id), str(question_id)
-        return await access.tool(ctx, lambda api: wait_for_answer(api, cid, qid, wait_seconds))
+        return await access.tool(
+            ctx, lambda api: wait_for_answer(api, cid, qid, min(wait_seconds, access.max_wait_seconds))
+        )
 
     @server.tool(annotations=WRITE)
     async def send_message(

@@ -116,6 +116,13 @@ EXPECTED_STATUS = {
     "admin_list_tokens": 200,
     "admin_revoke_token": 204,
     "metrics_get": 200,
+    "checkpoints_put": 200,
+    "checkpoints_put_writes": 200,
+    "checkpoints_search": 200,
+    "checkpoints_copy": 200,
+    "checkpoints_delete_thread": 200,
+    "checkpoints_delete_runs": 200,
+    "checkpoints_prune": 200,
 }
 ADMIN_EVENTS = {"contract_types_put", "batch_archive_old", "metrics_get"}
 # Events answered in the Prometheus text format rather than JSON.

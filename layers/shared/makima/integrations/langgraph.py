@@ -92,11 +92,19 @@ class _AsyncApi:
     """The async twin of ``MakimaApi.request``: the same retry policy and error mapping (module
     docstring of ``makima.client.api``), over ``httpx.AsyncClient``."""
 
-    def __init__(self, base_url: str, token: str | None, *, timeout: float, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float,
+        retry: RetryPolicy,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url
         self.retry = retry
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout)
+        self.http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -143,13 +151,18 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         page_size: int = PAGE_SIZE,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport``/``async_transport``: httpx's, for a proxy or a test (default: the network)."""
         super().__init__(serde=serde)
         self.api_url = api_url
         self.retry = retry or RetryPolicy()
         self.page_size = page_size
         self._timeout = timeout
         self._token = token
+        self._transport = transport
+        self._async_transport = async_transport
         self._sync: MakimaApi | None = None
         self._async: _AsyncApi | None = None
         # contract id -> the generation this saver holds it as (bound once per instance)
@@ -170,13 +183,21 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
     @property
     def api(self) -> MakimaApi:
         if self._sync is None:
-            self._sync = MakimaApi(self.api_url, self._token, timeout=self._timeout, retry=self.retry)
+            self._sync = MakimaApi(
+                self.api_url, self._token, timeout=self._timeout, retry=self.retry, transport=self._transport
+            )
         return self._sync
 
     @property
     def aapi(self) -> _AsyncApi:
         if self._async is None:
-            self._async = _AsyncApi(self.api.base_url, self._token, timeout=self._timeout, retry=self.retry)
+            self._async = _AsyncApi(
+                self.api.base_url,
+                self._token,
+                timeout=self._timeout,
+                retry=self.retry,
+                transport=self._async_transport,
+            )
         return self._async
 
     def _call(self, method: str, path: str, *, json: Any = None, params: Any = None, replayable: bool = False) -> Any:

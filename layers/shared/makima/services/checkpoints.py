@@ -47,7 +47,7 @@ from makima.errors import Conflict, NotFound, PayloadTooLarge, SupervisorNotFoun
 from makima.services.common import load_contract
 
 # LangGraph's INTERRUPT channel: a graph that stopped to ask for input.
-INTERRUPT_CHANNEL = "__interrupt__"
+INTERRUPT_CHANNEL = "__interrupt__"  # langgraph.checkpoint.serde.types.INTERRUPT (the server does not import langgraph)
 _LIVE_TASK = ("pending", "running")
 
 

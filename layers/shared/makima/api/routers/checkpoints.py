@@ -33,6 +33,7 @@ from makima.domain.checkpoints import (
     MAX_TASK_PATH_CHARS,
     MAX_THREAD_ID_CHARS,
     MAX_TYPE_CHARS,
+    MAX_WRITES_PER_REQUEST,
     CheckpointKey,
     CheckpointPut,
     ListQuery,
@@ -136,7 +137,7 @@ class WritesIn(Supervised):
     checkpoint_id: CheckpointId
     task_id: Annotated[str, Field(min_length=1, max_length=MAX_TASK_ID_CHARS, pattern=TEXT)]
     task_path: Annotated[str, Field(max_length=MAX_TASK_PATH_CHARS, pattern=TEXT)] = ""
-    writes: list[WriteIn] = Field(min_length=1, max_length=1000)
+    writes: list[WriteIn] = Field(min_length=1, max_length=MAX_WRITES_PER_REQUEST)
 
 
 class SearchIn(Body):

@@ -145,13 +145,21 @@ def test_a_bound_graph_is_the_contracts_supervisor(stack: Stack, owner: Owner) -
         assert sup.json()["heartbeat_count"] >= 3
         first_beat = sup.json()["last_heartbeat"]
 
-        # When a second saver instance (a new process) touches the thread
+        # A process that only reads the thread does not take the contract over
+        with MakimaCheckpointSaver(api_url=stack.base_url, token=owner.token) as reader:
+            assert reader.get_tuple(config) is not None
+            assert len(list(reader.list(config))) == len(history)
+        assert api.get(f"/contracts/{contract_id}/supervisor/status").json()["generation"] == 1
+
+        # When a new saver instance (a restarted process) runs the thread, and then another one
         old = MakimaCheckpointSaver(api_url=stack.base_url, token=owner.token)
-        old.get_tuple(config)  # binds: restores the supervisor as the next generation
+        _graph(old).invoke({"steps": []}, config)  # its first write binds: the supervisor restored as 2
+        assert api.get(f"/contracts/{contract_id}/supervisor/status").json()["generation"] == 2
         new = MakimaCheckpointSaver(api_url=stack.base_url, token=owner.token)
-        assert new.get_tuple(config) is not None  # binds again: the old one is superseded
-        _graph(new).invoke({"steps": []}, config)
-        assert api.get(f"/contracts/{contract_id}/supervisor/status").json()["last_heartbeat"] > first_beat
+        _graph(new).invoke({"steps": []}, config)  # binds again, as 3: the old one is superseded
+        status = api.get(f"/contracts/{contract_id}/supervisor/status").json()
+        assert status["generation"] == 3
+        assert status["last_heartbeat"] > first_beat
         # Then the old instance's next write is refused, and stored nothing
         before = len(list(new.list(config)))
         with pytest.raises(Superseded) as refused:
@@ -170,12 +178,13 @@ def test_a_bound_graph_is_the_contracts_supervisor(stack: Stack, owner: Owner) -
             assert list(stranger.list(thread_only)) == []
             assert list(stranger.list(None)) == []
             with pytest.raises(ApiError) as hidden:
-                stranger.get_tuple(config)
+                _graph(stranger).invoke({"steps": []}, config)
             assert hidden.value.status == 404
             assert hidden.value.code == "CONTRACT_NOT_FOUND"
             stranger.delete_thread(config["configurable"]["thread_id"])
         with MakimaCheckpointSaver(api_url=stack.base_url, token=owner.token) as again:
             assert again.get_tuple(thread_only) is not None
+        assert api.get(f"/contracts/{contract_id}/supervisor/status").json()["generation"] == 3
 
 
 def test_from_env(stack: Stack, owner: Owner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,12 +11,14 @@ Checkpoints are serialised by the saver's ``serde`` (LangGraph's ``JsonPlusSeria
 and stored whole, as the serde's ``(type, bytes)``; the server never reads them. Threads belong to the
 token's owner (a daemon token's user): another owner's token sees none of them.
 
-A config that names ``configurable.contract_id`` binds the thread to that contract: the first call of
-this saver instance that names it makes the saver the contract's supervisor (``POST
-/checkpoints/bind``: a supervisor is started when the contract has none, otherwise the existing one
-is restored under a new generation), and every checkpoint and write it then stores is also that
-supervisor's heartbeat. When another saver instance binds the contract later, this one's writes are
-refused with ``Superseded`` (409 ``CONFLICT``): the process that was replaced must stop.
+A config that names ``configurable.contract_id`` binds the thread to that contract: the first write
+(checkpoint or pending writes) of this saver instance that names it makes the saver the contract's
+supervisor (``POST /checkpoints/bind``: a supervisor is started when the contract has none, otherwise
+the existing one is restored under a new generation), and every checkpoint and write it then stores is
+also that supervisor's heartbeat. Reads never bind: a process that only inspects a thread
+(``get_state``, ``list``) does not take the contract over from the one running it. When another saver
+instance binds the contract later, this one's writes are refused with ``Superseded`` (409
+``CONFLICT``): the process that was replaced must stop.
 
 Both classes implement every method, sync and async (the sync saver's ``a*`` methods speak asyncio
 too, and the async saver's sync ones use a blocking client), so either works in ``invoke`` and
@@ -349,7 +351,6 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
     # --- sync ------------------------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        self._supervision(config)
         try:
             item = self._call("GET", "/checkpoints/tuple", params=self._tuple_params(config))
         except ApiError as exc:
@@ -367,7 +368,6 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Newest first; the server's pages are fetched as the checkpoints are consumed."""
-        self._supervision(config)
         body = self._search_body(config, filter, before)
         seen, cursor = 0, None
         while limit is None or seen < limit:
@@ -432,7 +432,6 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
     # --- async -----------------------------------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        await self._asupervision(config)
         try:
             item = await self._acall("GET", "/checkpoints/tuple", params=self._tuple_params(config))
         except ApiError as exc:
@@ -449,7 +448,6 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        await self._asupervision(config)
         body = self._search_body(config, filter, before)
         seen, cursor = 0, None
         while limit is None or seen < limit:

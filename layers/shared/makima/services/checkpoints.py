@@ -44,6 +44,8 @@ from makima.domain.paging import Page
 from makima.domain.principals import Principal
 from makima.domain.supervisors import MAX_ACTIVITY_CHARS, SupervisorState
 from makima.errors import Conflict, NotFound, PayloadTooLarge, SupervisorNotFound
+from makima.services import restoration
+from makima.services import supervisors as supervisors_svc
 from makima.services.common import load_contract
 
 # LangGraph's INTERRUPT channel: a graph that stopped to ask for input.
@@ -81,9 +83,6 @@ def bind(db: Database, principal: Principal, contract_id: UUID) -> Binding:
     otherwise restore it under a new generation (the previous holder's later writes are refused as
     superseded). ``ContractNotFound`` for another owner's contract; the start's and the restore's own
     refusals (a finished or paused contract) as they are."""
-    from makima.services import restoration
-    from makima.services import supervisors as supervisors_svc
-
     with reading(db) as conn:
         load_contract(conn, principal, contract_id)
         current = supervisors_sql.current(conn, contract_id)

@@ -394,3 +394,15 @@ def test_binding_a_finished_contract_is_refused(
     r = _bind(client, user, cid)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "INVALID_TRANSITION"
+
+
+def test_a_paused_contract_keeps_its_bound_supervisor(
+    client: TestClient, user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    cid = new_contract(user)["id"]
+    assert _bind(client, user, cid).json()["generation"] == 1
+    paused = client.post(f"/api/v1/contracts/{cid}/status", json={"status": "paused"}, headers=user.headers)
+    assert paused.status_code == 200, paused.text
+    # A paused contract's supervisor can still be taken over (a restarted process), and still beats
+    assert _bind(client, user, cid).json()["generation"] == 2
+    assert _put(client, user, _thread(), "1", contract_id=cid, generation=2).status_code == 200

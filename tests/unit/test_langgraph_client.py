@@ -197,3 +197,21 @@ def test_from_env_needs_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAKIMA_API_URL", "http://makima.test:9000")
     saver = AsyncMakimaCheckpointSaver.from_env()
     assert saver.api.base_url == "http://makima.test:9000/api/v1"
+
+
+def test_the_async_saver_binds_once_even_when_tasks_write_at_once(loop: asyncio.AbstractEventLoop) -> None:
+    rec = Recorder(
+        {
+            ("POST", "/api/v1/checkpoints/bind"): [httpx.Response(200, json={"generation": 7})],
+            ("PUT", "/api/v1/checkpoints/writes"): [httpx.Response(200, json={"stored": 1})],
+        }
+    )
+    config: RunnableConfig = {"configurable": {"thread_id": "t", "checkpoint_id": "c1", "contract_id": "c-1"}}
+
+    async def run() -> None:
+        async with _async_saver(rec) as saver:
+            await asyncio.gather(*(saver.aput_writes(config, [("a", i)], f"task-{i}") for i in range(3)))
+
+    loop.run_until_complete(run())
+    assert len(rec.bodies("POST", "/api/v1/checkpoints/bind")) == 1
+    assert {b["generation"] for b in rec.bodies("PUT", "/api/v1/checkpoints/writes")} == {7}

@@ -84,7 +84,32 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PUT", f"{API}/contract-types/{{name}}"): CUSTOM_TYPE,
     ("POST", f"{API}/contracts/batch"): {"operation": "pause_all", "dry_run": True},
+    ("PUT", f"{API}/checkpoints"): {
+        "thread_id": "auth-probe-thread",
+        "checkpoint_id": "probe-1",
+        "type": "msgpack",
+        "checkpoint": "AA==",
+    },
+    ("PUT", f"{API}/checkpoints/writes"): {
+        "thread_id": "auth-probe-thread",
+        "checkpoint_id": "probe-1",
+        "task_id": "t",
+        "writes": [{"idx": 0, "channel": "c", "type": "msgpack", "value": "AA=="}],
+    },
+    ("POST", f"{API}/checkpoints/search"): {"thread_id": "auth-probe-thread"},
+    ("POST", f"{API}/checkpoints/delete-runs"): {"run_ids": ["auth-probe-run"]},
+    ("POST", f"{API}/checkpoints/copy"): {"source_thread_id": "auth-probe-thread", "target_thread_id": "auth-copy"},
+    ("POST", f"{API}/checkpoints/prune"): {"thread_ids": ["auth-probe-thread"], "strategy": "delete"},
+    ("POST", f"{API}/checkpoints/bind"): {"contract_id": "{contract_id}"},
 }
+# Query parameters a route needs besides its path's.
+PARAMS: dict[tuple[str, str], dict[str, str]] = {
+    ("GET", f"{API}/checkpoints/tuple"): {"thread_id": "auth-probe-thread"},
+    ("DELETE", f"{API}/checkpoints"): {"thread_id": "auth-probe-thread"},
+}
+# LangGraph checkpoints are the caller's own store, not resources found by id: another owner's calls
+# act on their own (empty) threads. What each answers them: test_another_owners_token_sees_no_checkpoint.
+CHECKPOINTS = f"{API}/checkpoints"
 
 
 def routes(client: TestClient) -> list[tuple[str, str]]:
@@ -119,7 +144,13 @@ def world(client: TestClient, make_caller: Callable[..., Caller]) -> dict[str, A
 
 def call(client: TestClient, method: str, path: str, ids: dict[str, str], headers: dict[str, str]) -> Any:
     url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
-    return client.request(method, url, json=BODIES.get((method, path)), headers=headers)
+    body = BODIES.get((method, path))
+    if body is not None:  # ids named in a body ("{contract_id}")
+        body = {
+            k: ids[v[1:-1]] if isinstance(v, str) and v[1:-1] in ids and v.startswith("{") else v
+            for k, v in body.items()
+        }
+    return client.request(method, url, json=body, params=PARAMS.get((method, path)), headers=headers)
 
 
 def test_every_route_is_covered_by_a_body_or_takes_none(client: TestClient) -> None:
@@ -153,15 +184,23 @@ def test_a_revoked_token_is_refused_everywhere(client: TestClient, world: dict[s
 
 def test_another_owners_token_sees_nothing(client: TestClient, world: dict[str, Any]) -> None:
     for method, path in routes(client):
-        if (method, path) in PUBLIC or (method, path) in {
-            ("GET", f"{API}/contracts"),
-            ("POST", f"{API}/contracts"),
-            ("GET", f"{API}/contract-types"),
-            ("GET", f"{API}/contract-types/{{name}}"),
-            ("POST", f"{API}/daemons"),  # B registers a daemon of B's own
-            ("GET", f"{API}/tasks/reassignable"),  # B's own (empty) list
-            ("GET", f"{API}/contracts/dashboard"),  # B's own dashboard (scoping: tests/integration/test_dashboard.py)
-        }:
+        if (
+            (method, path) in PUBLIC
+            or (method, path)
+            in {
+                ("GET", f"{API}/contracts"),
+                ("POST", f"{API}/contracts"),
+                ("GET", f"{API}/contract-types"),
+                ("GET", f"{API}/contract-types/{{name}}"),
+                ("POST", f"{API}/daemons"),  # B registers a daemon of B's own
+                ("GET", f"{API}/tasks/reassignable"),  # B's own (empty) list
+                (
+                    "GET",
+                    f"{API}/contracts/dashboard",
+                ),  # B's own dashboard (scoping: tests/integration/test_dashboard.py)
+            }
+            or path.startswith(CHECKPOINTS)
+        ):
             continue
         if (method, path) == ("POST", f"{API}/supervisors/heartbeats"):
             r = call(client, method, path, world["ids"], world["b"].headers)
@@ -177,6 +216,42 @@ def test_another_owners_token_sees_nothing(client: TestClient, world: dict[str, 
     # and B's own listing does not contain A's contract
     listed = client.get(f"{API}/contracts", headers=world["b"].headers).json()["contracts"]
     assert world["ids"]["contract_id"] not in {c["id"] for c in listed}
+
+
+def test_another_owners_token_sees_no_checkpoint(client: TestClient, world: dict[str, Any]) -> None:
+    a, b, ids = world["a"].headers, world["b"].headers, world["ids"]
+    # Given A's checkpoint, with a write, in the probe thread (and a run id)
+    put = {**BODIES[("PUT", CHECKPOINTS)], "metadata": {"run_id": "auth-probe-run"}}
+    assert client.put(CHECKPOINTS, json=put, headers=a).status_code == 200
+    assert call(client, "PUT", f"{CHECKPOINTS}/writes", ids, a).status_code == 200
+    expected = {
+        ("PUT", CHECKPOINTS): (200, None),  # B's own thread of that name
+        ("PUT", f"{CHECKPOINTS}/writes"): (200, None),
+        ("GET", f"{CHECKPOINTS}/tuple"): (200, None),  # B's own checkpoint, just put
+        ("POST", f"{CHECKPOINTS}/search"): (200, None),
+        ("POST", f"{CHECKPOINTS}/delete-runs"): (200, 0),
+        ("POST", f"{CHECKPOINTS}/copy"): (200, None),
+        ("POST", f"{CHECKPOINTS}/prune"): (200, None),
+        ("DELETE", CHECKPOINTS): (200, None),
+        ("POST", f"{CHECKPOINTS}/bind"): (404, None),  # A's contract
+    }
+    routes_here = [(m, p) for m, p in routes(client) if p.startswith(CHECKPOINTS)]
+    assert set(routes_here) == set(expected)
+    for method, path in expected:  # in this order: B's put first, its delete last but for bind
+        r = call(client, method, path, ids, b)
+        status, count = expected[(method, path)]
+        assert r.status_code == status, (method, path, r.text)
+        if count is not None:
+            assert r.json()["count"] == count, (method, path)
+        if (method, path) == ("GET", f"{CHECKPOINTS}/tuple"):
+            assert r.json()["pending_writes"][0]["task_id"] == "t"  # B's write, not A's
+        if (method, path) == ("POST", f"{CHECKPOINTS}/bind"):
+            assert r.json()["error"]["code"] == "CONTRACT_NOT_FOUND"
+    # Then A's checkpoint and write are whole, and A alone sees the run
+    mine = client.get(f"{CHECKPOINTS}/tuple", params={"thread_id": "auth-probe-thread"}, headers=a).json()
+    assert mine["metadata"] == {"run_id": "auth-probe-run"}
+    assert len(mine["pending_writes"]) == 1
+    assert client.get(f"{CHECKPOINTS}/tuple", params={"thread_id": "auth-copy"}, headers=a).status_code == 404
 
 
 def test_admin_sees_and_manages_across_owners(

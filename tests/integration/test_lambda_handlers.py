@@ -28,10 +28,12 @@ from makima.api.app import create_app
 from makima.api.routers import ALL_ROUTERS
 from makima.db import supervisors as supervisors_sql
 from makima.db.connection import PooledDatabase, transaction
+from makima.domain.checkpoints import CheckpointKey, CheckpointPut
 from makima.domain.principals import Principal, Role
 from makima.domain.supervisors import Heartbeat, SavePoint, SupervisorState
 from makima.lambda_support import runtime
 from makima.services import auth, questions, tasks
+from makima.services import checkpoints as checkpoints_svc
 from makima.services import contracts as contracts_svc
 from makima.services import daemons as daemons_svc
 from makima.services import supervisors as supervisors_svc
@@ -116,6 +118,15 @@ EXPECTED_STATUS = {
     "admin_list_tokens": 200,
     "admin_revoke_token": 204,
     "metrics_get": 200,
+    "checkpoints_put": 200,
+    "checkpoints_put_writes": 200,
+    "checkpoints_search": 200,
+    "checkpoints_copy": 200,
+    "checkpoints_delete_thread": 200,
+    "checkpoints_delete_runs": 200,
+    "checkpoints_prune": 200,
+    "checkpoints_tuple": 200,  # of the checkpoint the event's setup puts
+    "checkpoints_bind": 200,  # the supervised contract's supervisor, restored as the next generation
 }
 ADMIN_EVENTS = {"contract_types_put", "batch_archive_old", "metrics_get"}
 # Events answered in the Prometheus text format rather than JSON.
@@ -307,6 +318,14 @@ def _http_event(name: str, world: World, db: PooledDatabase) -> dict[str, Any]:
         ids[CONTRACT_ID] = world.supervised_contract_id
     if name == "daemons_claim_task":
         ids[TASK_ID] = world.orphaned_task_id
+    if name == "checkpoints_bind":  # a restore, as supervisors_restore is (the other contract has no supervisor)
+        ids[CONTRACT_ID] = world.supervised_contract_id
+    if name == "checkpoints_tuple":
+        key = CheckpointKey("lambda-sample-tuple", "", "1")
+        put = CheckpointPut(key, None, "msgpack", b"\x80", {"step": 0}, 11)
+        checkpoints_svc.put_checkpoint(
+            db, caller.principal, put, limits=checkpoints_svc.Limits(1 << 20), supervision=None
+        )
     if name == "contract_types_put":
         ids["lambda-sample-type"] = f"lambda-type-{uuid.uuid4().hex[:8]}"  # types are shared by the session
     event = load_event(f"http/{name}", ids)

@@ -31,6 +31,7 @@ NOT_PAGED = {
     "/api/v1/contracts/{contract_id}/supervisor/state": "one supervisor's persisted state (its own endpoint)",
     "/api/v1/contracts/dashboard": "aggregates and top-N lists of fixed size",
     "/api/v1/contract-types/{name}": "one type",
+    "/api/v1/checkpoints/tuple": "one checkpoint's pending writes: bounded by [checkpoints] max_checkpoint_bytes",
 }
 
 

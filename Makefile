@@ -111,6 +111,7 @@ bench: $(VENV)/.installed ## Run every benchmark, then bench_api --check (fails 
 	$(BENCH).bench_monitor --connections 100 --events 20
 	$(BENCH).bench_revocation --connections 200 --rounds 50
 	$(BENCH).bench_supervisor_state --saves 5 --messages 100
+	$(BENCH).bench_langgraph
 	$(BENCH).bench_api --check
 
 .PHONY: clean

@@ -42,6 +42,7 @@ CHAIN = [
     "0019_idempotency",
     "0020_token_revocation_notice",
     "0021_contract_activity_sort_indexes",
+    "0022_langgraph_checkpoints",
 ]
 
 

@@ -33,6 +33,9 @@ The TOML file has the seed's sections::
     replay_max_scanned = 50000
     replay_deadline_seconds = 10
 
+    [checkpoints]            # LangGraph checkpoints (see CheckpointsConfig)
+    max_checkpoint_bytes = 4194304
+
     [database]               # set on the role, in its database, by migrate
     statement_timeout_seconds = 20
     idle_in_transaction_timeout_seconds = 60
@@ -73,6 +76,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from makima.domain.checkpoints import DEFAULT_MAX_CHECKPOINT_BYTES
 from makima.domain.supervisors import DEFAULT_CONVERSATION_MAX_BYTES
 
 
@@ -311,6 +315,26 @@ class IdempotencyConfig(BaseModel):
     in_progress_seconds: int = Field(default=60, ge=1, le=3600)
 
 
+class CheckpointsConfig(BaseModel):
+    """LangGraph checkpoints (``/api/v1/checkpoints``, makima.integrations.langgraph).
+
+    ``max_checkpoint_bytes`` caps one checkpoint with all its pending writes (decoded bytes; 413
+    ``PAYLOAD_TOO_LARGE`` past it) and is also a list page's byte budget, so no request or answer
+    carrying checkpoints grows past it (base64 adds a third: the 4 MiB default stays under Lambda's 6 MB
+    payloads; above it, only for a server that is not behind Lambda). The checkpoint routes accept a
+    body of up to about 4/3 of it, instead of ``max_body_bytes``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_checkpoint_bytes: int = Field(default=DEFAULT_MAX_CHECKPOINT_BYTES, ge=64 * 1024, le=256 * 1024 * 1024)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The body of a request carrying up to ``max_checkpoint_bytes`` in base64, with room for the
+        JSON around it (metadata, keys)."""
+        return (self.max_checkpoint_bytes + 2) // 3 * 4 + 256 * 1024
+
+
 def config_file() -> Path:
     return Path(os.environ.get("MAKIMA_CONFIG", "makima.toml"))
 
@@ -348,6 +372,7 @@ class Settings(BaseSettings):
     database: DatabaseConfig = DatabaseConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
     monitor: MonitorConfig = MonitorConfig()
+    checkpoints: CheckpointsConfig = CheckpointsConfig()
     feature_flags: FeatureFlagsConfig = FeatureFlagsConfig()
     dashboard: DashboardConfig = DashboardConfig()
 

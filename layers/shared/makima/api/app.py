@@ -18,6 +18,7 @@ from makima.api import errors, openapi
 from makima.api.after_write import PublishAfterWrite
 from makima.api.limits import BodySizeLimit
 from makima.api.routers import ALL_ROUTERS
+from makima.api.routers.checkpoints import CHECKPOINTS_PATH
 from makima.config import Settings, get_settings
 from makima.db.connection import Database
 from makima.domain.rate_limits import Limit, Limits
@@ -69,7 +70,11 @@ def create_app(
         app.include_router(router)
     errors.install_routes(app)
     openapi.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        larger={CHECKPOINTS_PATH: max(settings.max_body_bytes, settings.checkpoints.max_body_bytes)},
+    )
     if events is not None:
         app.add_middleware(PublishAfterWrite, events=events)
     return app

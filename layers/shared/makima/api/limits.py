@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,12 +21,24 @@ def _body(limit: int) -> bytes:
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """``max_bytes`` for every request, but those whose path starts with a prefix of ``larger``
+    (``{prefix: limit}``): the LangGraph checkpoint routes carry checkpoints of up to megabytes, and
+    only they may."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = tuple((larger or {}).items())
 
-    async def _reject(self, send: Send) -> None:
-        body = _body(self.max_bytes)
+    def _limit(self, scope: Scope) -> int:
+        path = str(scope.get("path") or "")
+        for prefix, limit in self.larger:
+            if path == prefix or path.startswith(prefix + "/"):
+                return limit
+        return self.max_bytes
+
+    async def _reject(self, send: Send, limit: int) -> None:
+        body = _body(limit)
         await send(
             {
                 "type": "http.response.start",
@@ -42,10 +55,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
 
         if declared is not None:
@@ -65,8 +79,8 @@ class BodySizeLimit:
                 return
             body = message.get("body", b"")
             seen += len(body)
-            if seen > self.max_bytes:
-                await self._reject(send)
+            if seen > limit:
+                await self._reject(send, limit)
                 return
             chunks.append(body)
             more = bool(message.get("more_body", False))

@@ -8,6 +8,7 @@ from makima.api.routers import (
     admin,
     batch,
     chat,
+    checkpoints,
     completion,
     contract_types,
     contracts,
@@ -49,4 +50,6 @@ ALL_ROUTERS: list[APIRouter] = [
     daemons.router,
     admin.router,
     metrics.router,
+    # LangGraph checkpoints: after the hot routers (none of their paths can match another's).
+    checkpoints.router,
 ]

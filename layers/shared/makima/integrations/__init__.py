@@ -1,0 +1,1 @@
+"""Integrations of makima with agent frameworks: ``langgraph`` (a LangGraph checkpointer)."""

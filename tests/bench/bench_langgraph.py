@@ -9,24 +9,28 @@ It makes a fresh database (``bench_contracts.bench_database``: a new database on
 dropped at the end; without DATABASE_URL an embedded PostgreSQL), migrates it, makes an owner with a
 daemon token (``bench_heartbeats.build_world``, what a supervisor host holds) and starts ``makima dev`` on
 it (``bench_heartbeats.start_stack``, with ``bench_api.ENV``'s rate-limit budgets that no client of a
-bench exhausts). ``PostgresSaver`` gets its tables (``setup()``) in that same database.
+bench exhausts). ``PostgresSaver`` gets its tables (``setup()``) in that same database, in a schema of
+their own (``langgraph``: its table ``checkpoints`` would be makima's), over one psycopg connection set
+up as its ``from_conn_string`` sets one up.
 
 What is written is what a graph writes: a real ``StateGraph`` over ``MessagesState`` whose one node
 appends one chat message of about 200 bytes per step runs on an in-memory recorder, and the
-``put(config, checkpoint, metadata, new_versions)`` calls LangGraph made are kept. A checkpoint "of N
-messages" is the recorded step that brought the ``messages`` channel to N + 1 (the whole channel is in
-each checkpoint: that is how LangGraph stores a list channel). Both savers get the same calls:
+``put(config, checkpoint, metadata, new_versions)`` calls LangGraph made are kept, by the number of
+messages in the checkpoint (the whole channel is in each checkpoint: that is how LangGraph stores a
+list channel; ``new_versions`` names the one channel that changed). Every saver gets the same calls:
 
-- per round and size, ``--puts`` timed puts over ``ceil(puts / --steps)`` fresh threads; each thread is
-  first given (untimed) its recorded checkpoint of N - 1 messages, then its next ``--steps`` steps are
-  timed, each put's parent the config the previous put returned: the state stays within N..N + steps;
-- makima's threads are bound each to a contract of its own (``configurable.contract_id``, as an agent
-  binds its thread): the first put of a saver on a thread starts or restores the contract's supervisor,
-  which happens in the untimed first put; every timed put also refreshes the supervisor's liveness.
+- per round and size N, ``--puts`` timed puts over ``ceil(puts / --steps)`` fresh threads; each thread
+  is first given (untimed) the recorded checkpoint of N - 1 messages, then the next ``--steps`` steps
+  are timed (N, N + 1, … messages), each put's parent the config the previous put returned;
+- makima, bound: each thread bound to a contract of its own (``configurable.contract_id``, as an agent
+  binds its thread). The saver's first put on a contract binds it (``POST /checkpoints/bind`` starts the
+  contract's supervisor), in the untimed first put; every timed put is also the supervisor's heartbeat;
+- makima, unbound: the same puts with no ``contract_id`` (a plain checkpoint store): the difference is
+  what the binding costs.
 
-Rounds run makima then PostgresSaver (interleaved, so a noisy neighbour on the 2 shared cores hits
-both); rates are medians over rounds, the ratio makima/PostgresSaver the median of the rounds' ratios,
-latencies (p50/p95 per put) pooled over the rounds. ``--json FILE`` writes the results.
+Each round runs every saver in turn (interleaved, so a noisy neighbour on the 2 shared cores hits all),
+after an untimed warm-up round; rates are medians over rounds, a ratio to PostgresSaver the median of
+the rounds' ratios, latencies (p50/p95 per put) pooled over the rounds. ``--json FILE`` writes the results.
 """
 
 from __future__ import annotations
@@ -46,12 +50,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
+from psycopg.rows import DictRow, dict_row
 
 from makima.db.connection import PooledDatabase
 from makima.db.migrate import migrate
@@ -64,8 +70,12 @@ from tests.bench.bench_heartbeats import build_world, start_stack
 
 SIZES = (10, 200)
 MESSAGE_BYTES = 200
-SAVERS = ("makima", "postgres")
-SAVER_NAMES = {"makima": "MakimaCheckpointSaver (HTTP, local stack)", "postgres": "PostgresSaver (psycopg)"}
+SAVERS = ("makima", "makima-unbound", "postgres")
+SAVER_NAMES = {
+    "makima": "MakimaCheckpointSaver, bound to a contract",
+    "makima-unbound": "MakimaCheckpointSaver, no contract",
+    "postgres": "PostgresSaver (psycopg)",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,10 +161,9 @@ class Outcome:
     def latency(self, saver: str, q: float) -> float:
         return percentile([x for r in self.rounds[saver] for x in r.latencies_ms], q)
 
-    @property
-    def ratio(self) -> float:
-        """makima / PostgresSaver: the median of the rounds' rate ratios."""
-        pairs = zip(self.rounds["makima"], self.rounds["postgres"], strict=True)
+    def ratio(self, saver: str = "makima") -> float:
+        """``saver`` / PostgresSaver: the median of the rounds' rate ratios."""
+        pairs = zip(self.rounds[saver], self.rounds["postgres"], strict=True)
         return statistics.median(m.rate / p.rate for m, p in pairs)
 
 
@@ -194,6 +203,15 @@ def run_round(
     return Round(len(latencies) / elapsed, latencies)
 
 
+def postgres_connection(url: str) -> psycopg.Connection[DictRow]:
+    """What ``PostgresSaver.from_conn_string`` connects with, its search path the schema ``langgraph``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS langgraph")
+    return psycopg.connect(
+        url, autocommit=True, prepare_threshold=0, row_factory=dict_row, options="-c search_path=langgraph"
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Reporting
 
@@ -204,7 +222,7 @@ def print_table(outcomes: Sequence[Outcome]) -> None:
     print("-" * len(head))
     for o in outcomes:
         for s in SAVERS:
-            ratio = f"{o.ratio:9.2f}" if s == "makima" else ""
+            ratio = f"{o.ratio(s):9.2f}" if s != "postgres" else ""
             print(
                 f"{f'{o.size} messages':<14} | {SAVER_NAMES[s]:<42} | {o.rate(s):8,.0f} | "
                 f"{o.latency(s, 0.5):7.2f} | {o.latency(s, 0.95):7.2f} | {ratio:>9}"
@@ -222,10 +240,11 @@ def as_json(outcomes: Sequence[Outcome], facts: dict[str, Any]) -> dict[str, Any
                         "p50_ms": o.latency(s, 0.5),
                         "p95_ms": o.latency(s, 0.95),
                         "rounds": [r.rate for r in o.rounds[s]],
+                        "ratio": o.ratio(s),
                     }
                     for s in SAVERS
                 },
-                "ratio": o.ratio,
+                "ratio": o.ratio(),
             }
             for o in outcomes
         },
@@ -271,11 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with (
                 MakimaCheckpointSaver(api_url=stack.base_url, token=world.token) as makima_saver,
-                PostgresSaver.from_conn_string(url) as postgres_saver,
+                postgres_connection(url) as pg,
             ):
+                postgres_saver = PostgresSaver(pg)
                 postgres_saver.setup()
                 savers: dict[str, tuple[BaseCheckpointSaver[Any], Callable[[], str | None]]] = {
                     "makima": (makima_saver, contract),
+                    "makima-unbound": (makima_saver, lambda: None),
                     "postgres": (postgres_saver, lambda: None),
                 }
                 for o in outcomes:
@@ -286,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for name, (saver, bind) in savers.items():
                             o.rounds[name].append(run_round(saver, recorded, o.size, puts, args.steps, bind))
                     print(
-                        f"  makima {o.rate('makima'):,.0f} puts/s, PostgresSaver {o.rate('postgres'):,.0f} puts/s, "
-                        f"ratio {o.ratio:.2f}",
+                        f"  makima {o.rate('makima'):,.0f} puts/s (unbound {o.rate('makima-unbound'):,.0f}), "
+                        f"PostgresSaver {o.rate('postgres'):,.0f} puts/s, ratio {o.ratio():.2f}",
                         flush=True,
                     )
         finally:

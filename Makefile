@@ -72,7 +72,7 @@ lint: $(VENV)/.installed ## ruff: formatting and lint
 
 .PHONY: typecheck
 typecheck: $(VENV)/.installed ## mypy, strict
-	$(BIN)/mypy layers/shared/makima functions tests
+	$(BIN)/mypy layers/shared/makima functions tests examples
 
 .PHONY: unit
 unit: $(VENV)/.installed ## Unit tests (no I/O)

@@ -26,11 +26,14 @@ Run it against ``makima dev``:
 
     # 2. Resume the thread in a new process: steps 4.. only, then the contract is completed:
     python examples/langgraph_agent.py --api-url http://127.0.0.1:8000 --contract-id <id> --thread-id <thread>
-    #   {"event": "start", …, "resumed": true, "checkpoint_messages": 7}
-    #   {"event": "step", "step": 4, …} …
-    #   {"event": "done", "contract_status": "completed", "messages": …, "steps_here": [4, …]}
+    #   {"event": "start", …, "resumed": true, "checkpoint_messages": 8}   (the request, 3 steps' call
+    #        and result, and the model's reply that called step 4: decided before the kill, not redone)
+    #   {"event": "step", "step": 4, …} … step 7
+    #   {"event": "done", "contract_status": "completed", "messages": 16, "steps_here": [4, 5, 6, 7], …}
 
-    makima contracts events <id>             # the supervisor's restore (generation 2) is in the log
+    makima contracts events <id>             # what makima recorded, the takeover among it:
+    #   #10  …  supervisor_restored  mode fresh, generation 2
+    #   #11  …  supervisor_state_changed  working → initializing (recovered)
 
 ``--crash-after N`` kills the process itself (SIGKILL) at the same point, for a one-terminal demo.
 ``--contract-type`` picks the type of a created contract (``simple`` by default; ``specification`` has

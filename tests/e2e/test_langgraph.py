@@ -23,6 +23,7 @@ from typing import Annotated, Any, TypedDict
 
 import httpx
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import BASE_CAPABILITIES, EXTENDED_CAPABILITIES
 from langgraph.checkpoint.conformance.report import CapabilityReport
@@ -122,7 +123,7 @@ def test_a_bound_graph_is_the_contracts_supervisor(stack: Stack, owner: Owner) -
     with stack.client(owner.token) as api:
         # Given a contract without a supervisor
         contract_id = _contract(api)
-        config = {"configurable": {"thread_id": f"t-{uuid.uuid4()}", "contract_id": contract_id}}
+        config: RunnableConfig = {"configurable": {"thread_id": f"t-{uuid.uuid4()}", "contract_id": contract_id}}
         # When a graph runs with the thread bound to it
         with MakimaCheckpointSaver(api_url=stack.base_url, token=owner.token) as saver:
             result = _graph(saver).invoke({"steps": []}, config)
@@ -161,7 +162,7 @@ def test_a_bound_graph_is_the_contracts_supervisor(stack: Stack, owner: Owner) -
         # And another owner sees nothing of the thread, nor may bind the contract
         other = _owner(stack, "langgraph-other")
         with MakimaCheckpointSaver(api_url=stack.base_url, token=other.token) as stranger:
-            thread_only = {"configurable": {"thread_id": config["configurable"]["thread_id"]}}
+            thread_only: RunnableConfig = {"configurable": {"thread_id": config["configurable"]["thread_id"]}}
             assert stranger.get_tuple(thread_only) is None
             assert list(stranger.list(thread_only)) == []
             assert list(stranger.list(None)) == []
@@ -177,7 +178,7 @@ def test_a_bound_graph_is_the_contracts_supervisor(stack: Stack, owner: Owner) -
 def test_async_saver_runs_a_graph(stack: Stack, owner: Owner) -> None:
     async def run() -> list[str]:
         async with AsyncMakimaCheckpointSaver(api_url=stack.base_url, token=owner.token) as saver:
-            config = {"configurable": {"thread_id": f"a-{uuid.uuid4()}"}}
+            config: RunnableConfig = {"configurable": {"thread_id": f"a-{uuid.uuid4()}"}}
             out = await _graph(saver).ainvoke({"steps": []}, config)
             again = await _graph(saver).ainvoke({"steps": []}, config)
             assert again["steps"] == ["plan", "work", "plan", "work"]

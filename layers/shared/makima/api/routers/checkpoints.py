@@ -45,6 +45,7 @@ from makima.domain.strict import NO_BOOL
 from makima.errors import (
     Conflict,
     ContractNotFound,
+    InvalidCursor,
     InvalidTransition,
     NotFound,
     SupervisorNotFound,
@@ -278,7 +279,7 @@ def get_tuple(
     return _out(svc.get_tuple(db, caller, thread_id, checkpoint_ns, checkpoint_id))
 
 
-@router.post("/checkpoints/search", response_model=CheckpointPage)
+@router.post("/checkpoints/search", response_model=CheckpointPage, responses=raises(InvalidCursor))
 def search(body: SearchIn, db: DB, caller: Caller, settings: Config) -> CheckpointPage:
     """A page of checkpoints, newest first: at most ``limit``, and no more than fit in
     ``max_checkpoint_bytes`` (at least one). A read: it changes nothing, and may be resent."""
@@ -325,7 +326,7 @@ def prune(body: PruneIn, db: DB, caller: Caller) -> Counted:
 @router.post(
     "/checkpoints/bind",
     response_model=BindingOut,
-    responses=raises(ContractNotFound, InvalidTransition, Conflict),
+    responses=raises(ContractNotFound, SupervisorNotFound, InvalidTransition, Conflict),
 )
 def bind(body: BindIn, db: DB, caller: Caller) -> BindingOut:
     """Become the contract's supervisor: start one when it has no live supervisor, otherwise restore it

@@ -236,6 +236,8 @@ def run(args: argparse.Namespace, token: str) -> int:
             checkpoint_messages=len(before.values.get("messages", [])),
             plan_steps=len(plan),
         )
+        # durability="sync": each step's checkpoint is stored before the next step starts, so a kill
+        # loses at most the step in progress (LangGraph's default, "async", writes it meanwhile).
         if resumed:
             # None: no new input; the graph carries on from the thread's last checkpoint.
             final = graph.invoke(None, config, durability="sync")

@@ -10,7 +10,7 @@ What it proves, from the agent's output and from what makima records:
 - the work is done once: the contract is completed, each deliverable was marked once (one
   ``deliverable_completed`` event each), each task exists once;
 - makima saw the takeover: the supervisor was restored under generation 2 (a ``supervisor_restored``
-  event after the kill), and the first process's generation is refused from then on.
+  event after the kill), and a checkpoint under the first process's generation is refused from then on.
 
 The agent is a real OS process (``python examples/langgraph_agent.py``) with a daemon token of the
 contract's owner in ``MAKIMA_TOKEN``, as a supervisor host would run it.
@@ -18,6 +18,7 @@ contract's owner in ``MAKIMA_TOKEN``, as a supervisor host would run it.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -186,24 +187,25 @@ def test_killed_langgraph_agent_resumes_from_its_last_checkpoint_and_finishes_th
         restores = [e for e in events if e["type"] == "supervisor_restored"]
         assert len(restores) == 1, restores
         assert restores[0]["payload"]["generation"] == 2
-        # the killed process's generation is superseded: a save under it is refused
-        stale = http.put(
-            f"/contracts/{cid}/supervisor/state",
+        # the killed process's generation is superseded: its next checkpoint would be refused, and stored
+        # nothing (the thread's newest checkpoint is still the second process's last)
+        newest = ok(http.get("/checkpoints/tuple", params={"thread_id": thread}))
+    with stack.client(daemon) as agent_http:
+        zombie = agent_http.put(
+            "/checkpoints",
             json={
+                "thread_id": thread,
+                "checkpoint_ns": "",
+                "checkpoint_id": "ffffffff-ffff-6fff-bfff-ffffffffffff",  # newer than any uuid6 of today
+                "parent_checkpoint_id": newest["checkpoint_id"],
+                "type": "json",
+                "checkpoint": base64.b64encode(b"{}").decode(),
+                "metadata": {"source": "loop", "step": 99},
+                "contract_id": cid,
                 "generation": 1,
-                "seq": 10_000,
-                "save_point": "heartbeat",
-                "state": "working",
-                "phase": "execute",
-                "current_activity": "",
-                "conversation_offset": 0,
-                "conversation_append": [],
-                "pending_questions": [],
-                "spawned_task_ids": [],
-                "waiting_on_task_ids": [],
-                "error": None,
-                "checkpoint": False,
             },
         )
-        assert stale.status_code == 409, stale.text
-        assert stale.json()["error"]["details"]["reason"] == "superseded"
+        assert zombie.status_code == 409, zombie.text
+        assert zombie.json()["error"]["details"]["reason"] == "superseded"
+        after = ok(agent_http.get("/checkpoints/tuple", params={"thread_id": thread}))
+        assert after["checkpoint_id"] == newest["checkpoint_id"]

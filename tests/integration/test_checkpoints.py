@@ -149,8 +149,8 @@ def test_a_checkpoint_of_megabytes_passes_the_default_limits(client: TestClient,
         {"type": ""},
         {"metadata": {"k": "v\x00"}},
         {"metadata": {"k": "v" * 70_000}},
-        {"contract_id": str(uuid.uuid4())},  # without its generation
-        {"generation": 1},  # without its contract
+        {"checkpoint": "AAA"},  # no padding
+        {"checkpoint": "AA==AA=="},
         {"unknown": 1},
     ],
 )
@@ -161,6 +161,23 @@ def test_bad_input_is_422_and_stores_nothing(client: TestClient, user: Caller, c
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "INVALID_REQUEST"
     assert _search(client, user, thread_id=t).json()["checkpoints"] == []
+
+
+@pytest.mark.parametrize("change", [{"contract_id": str(uuid.uuid4())}, {"generation": 1}])
+def test_a_binding_needs_both_contract_and_generation(
+    client: TestClient, user: Caller, change: dict[str, Any]
+) -> None:
+    t = _thread()
+    r = _put(client, user, t, "1", **change)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "BAD_REQUEST"
+    assert _tuple(client, user, t).status_code == 404
+
+
+def test_a_lone_surrogate_is_refused_not_a_500(client: TestClient, user: Caller) -> None:
+    raw = '{"thread_id": "a\\ud800b", "checkpoint_id": "1", "type": "msgpack", "checkpoint": "AA=="}'
+    r = client.put(API, content=raw.encode(), headers={**user.headers, "content-type": "application/json"})
+    assert r.status_code in (400, 422), r.text
 
 
 def test_writes_are_idempotent_per_task_and_idx(client: TestClient, user: Caller) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Query
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from makima.api.deps import DB, Caller, Config
 from makima.api.json_bounds import bounded
@@ -45,9 +45,11 @@ from makima.domain.strict import NO_BOOL
 from makima.errors import (
     Conflict,
     ContractNotFound,
+    Inconsistent,
     InvalidCursor,
     InvalidTransition,
     NotFound,
+    OutOfBounds,
     SupervisorNotFound,
 )
 from makima.services import checkpoints as svc
@@ -56,20 +58,27 @@ CHECKPOINTS_PATH = f"{PREFIX}/checkpoints"
 router = make_router("checkpoints")
 
 
-def _b64(value: Any) -> Any:
-    """Standard base64 (with padding) to bytes; anything else is a 422."""
-    if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("not base64") from None
-    raise ValueError("a base64 string is expected")
+# Standard base64 with its padding, as the document states it. ``b64decode(validate=True)`` (strict
+# mode) accepts exactly the strings that match it, so validation decodes without running the pattern.
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _decode(value: Any) -> bytes:
+    """Standard base64 to bytes; anything else (not a string, not base64) is a 422."""
+    if not isinstance(value, str):
+        raise ValueError("a base64 string is expected")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not standard base64 (with its padding)") from None
 
 
 Base64 = Annotated[
     bytes,
-    BeforeValidator(_b64),
-    WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": "Standard base64."}),
+    BeforeValidator(_decode),
+    WithJsonSchema(
+        {"type": "string", "pattern": BASE64_PATTERN, "contentEncoding": "base64", "description": "Standard base64."}
+    ),
 ]
 ThreadId = Annotated[str, Field(min_length=1, max_length=MAX_THREAD_ID_CHARS, pattern=TEXT)]
 Namespace = Annotated[str, Field(max_length=MAX_NS_CHARS, pattern=TEXT)]
@@ -89,15 +98,16 @@ class Supervised(Body):
         default=None, description="The generation POST /checkpoints/bind gave; required with contract_id."
     )
 
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> Supervised:
-        if (self.contract_id is None) != (self.generation is None):
-            raise ValueError("contract_id and generation go together")
-        return self
-
     def supervision(self) -> svc.Supervision | None:
-        if self.contract_id is None or self.generation is None:
+        """The binding; ``Inconsistent`` for one of the two without the other (a rule between fields,
+        which the schema does not state)."""
+        if self.contract_id is None and self.generation is None:
             return None
+        if self.contract_id is None or self.generation is None:
+            raise Inconsistent(
+                "contract_id and generation go together",
+                {"contract_id": str(self.contract_id) if self.contract_id else None, "generation": self.generation},
+            )
         return svc.Supervision(self.contract_id, self.generation)
 
 
@@ -107,7 +117,7 @@ class CheckpointIn(Supervised):
     checkpoint_id: CheckpointId
     parent_checkpoint_id: CheckpointId | None = None
     type: TypeName = Field(description="The serde's type tag of the checkpoint bytes (e.g. msgpack).")
-    checkpoint: Base64
+    checkpoint: Base64 = Field(description="The serialised checkpoint, standard base64.")
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -235,7 +245,8 @@ def _limits(settings: Config) -> svc.Limits:
     return svc.Limits(max_checkpoint_bytes=settings.checkpoints.max_checkpoint_bytes)
 
 
-_BOUND = (ContractNotFound, SupervisorNotFound, Conflict)
+# A bound write's refusals, and free-form metadata past its bounds (depth, size, NUL: ``OutOfBounds``).
+_BOUND = (ContractNotFound, SupervisorNotFound, Conflict, Inconsistent, OutOfBounds)
 
 
 @router.put("/checkpoints", response_model=StoredOut, responses=raises(*_BOUND))
@@ -279,7 +290,7 @@ def get_tuple(
     return _out(svc.get_tuple(db, caller, thread_id, checkpoint_ns, checkpoint_id))
 
 
-@router.post("/checkpoints/search", response_model=CheckpointPage, responses=raises(InvalidCursor))
+@router.post("/checkpoints/search", response_model=CheckpointPage, responses=raises(InvalidCursor, OutOfBounds))
 def search(body: SearchIn, db: DB, caller: Caller, settings: Config) -> CheckpointPage:
     """A page of checkpoints, newest first: at most ``limit``, and no more than fit in
     ``max_checkpoint_bytes`` (at least one). A read: it changes nothing, and may be resent."""

@@ -132,6 +132,9 @@ def test_a_bound_graph_is_the_contracts_supervisor(stack: Stack, owner: Owner) -
             assert state.values["steps"] == ["plan", "work"]
             history = list(saver.list({"configurable": {"thread_id": config["configurable"]["thread_id"]}}))
             assert len(history) >= 3
+            # the config's contract_id is in each checkpoint's metadata: a contract's checkpoints, any thread
+            by_contract = list(saver.list(None, filter={"contract_id": contract_id}))
+            assert {c.checkpoint["id"] for c in by_contract} == {c.checkpoint["id"] for c in history}
         # Then the contract has a live supervisor that the checkpoints kept beating
         sup = api.get(f"/contracts/{contract_id}/supervisor/status")
         assert sup.status_code == 200, sup.text
@@ -173,6 +176,16 @@ def test_a_bound_graph_is_the_contracts_supervisor(stack: Stack, owner: Owner) -
             stranger.delete_thread(config["configurable"]["thread_id"])
         with MakimaCheckpointSaver(api_url=stack.base_url, token=owner.token) as again:
             assert again.get_tuple(thread_only) is not None
+
+
+def test_from_env(stack: Stack, owner: Owner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAKIMA_API_URL", stack.base_url)
+    monkeypatch.setenv("MAKIMA_TOKEN", owner.token)
+    with MakimaCheckpointSaver.from_env() as saver:
+        assert saver.get_tuple({"configurable": {"thread_id": f"none-{uuid.uuid4()}"}}) is None
+    monkeypatch.delenv("MAKIMA_TOKEN")
+    with pytest.raises(ValueError, match="MAKIMA_TOKEN"):
+        AsyncMakimaCheckpointSaver.from_env()
 
 
 def test_async_saver_runs_a_graph(stack: Stack, owner: Owner) -> None:

@@ -164,9 +164,7 @@ def test_bad_input_is_422_and_stores_nothing(client: TestClient, user: Caller, c
 
 
 @pytest.mark.parametrize("change", [{"contract_id": str(uuid.uuid4())}, {"generation": 1}])
-def test_a_binding_needs_both_contract_and_generation(
-    client: TestClient, user: Caller, change: dict[str, Any]
-) -> None:
+def test_a_binding_needs_both_contract_and_generation(client: TestClient, user: Caller, change: dict[str, Any]) -> None:
     t = _thread()
     r = _put(client, user, t, "1", **change)
     assert r.status_code == 400, r.text

@@ -34,7 +34,7 @@ import random
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from langchain_core.runnables import RunnableConfig
@@ -158,7 +158,7 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
         self._alock: asyncio.Lock | None = None
 
     @classmethod
-    def from_env(cls, **kwargs: Any) -> Any:
+    def from_env(cls, **kwargs: Any) -> Self:
         """From ``MAKIMA_API_URL`` (default ``http://127.0.0.1:8000``) and ``MAKIMA_TOKEN``."""
         token = os.environ.get("MAKIMA_TOKEN")
         if not token:

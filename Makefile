@@ -72,7 +72,7 @@ lint: $(VENV)/.installed ## ruff: formatting and lint
 
 .PHONY: typecheck
 typecheck: $(VENV)/.installed ## mypy, strict
-	$(BIN)/mypy layers/shared/makima functions tests
+	$(BIN)/mypy layers/shared/makima functions tests examples
 
 .PHONY: unit
 unit: $(VENV)/.installed ## Unit tests (no I/O)
@@ -111,6 +111,7 @@ bench: $(VENV)/.installed ## Run every benchmark, then bench_api --check (fails 
 	$(BENCH).bench_monitor --connections 100 --events 20
 	$(BENCH).bench_revocation --connections 200 --rounds 50
 	$(BENCH).bench_supervisor_state --saves 5 --messages 100
+	$(BENCH).bench_langgraph
 	$(BENCH).bench_api --check
 
 .PHONY: clean

@@ -126,8 +126,10 @@ def _beat(
     Its state: ``waiting_for_user`` on an INTERRUPT write, and on any write of the thread at (or before)
     a checkpoint whose interrupt still waits for the owner; ``working`` otherwise. LangGraph's sync loop
     stores a step's checkpoint and writes from a background thread, so they arrive in any order: the
-    supervisor row is locked before that is read, so a write that raced an interrupt's sees it."""
-    contract = load_contract(conn, principal, supervision.contract_id)
+    supervisor row is locked before that is read, so a write that raced an interrupt's sees it. The
+    contract is locked first, the order restoration and the questions take them in (no deadlock with
+    a bind, nor with the interrupt's question asked later in this transaction)."""
+    contract = load_contract(conn, principal, supervision.contract_id, lock=True)
     sup = supervisors_sql.current(conn, supervision.contract_id, for_update=True)
     waiting = interrupted or (sup is not None and checkpoints_sql.has_open_interrupts(conn, principal.user_id, key))
     state = SupervisorState.WAITING_FOR_USER if waiting else SupervisorState.WORKING

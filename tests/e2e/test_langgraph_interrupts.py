@@ -134,7 +134,18 @@ def test_user_code_can_still_resume_with_a_command(stack: Stack, token: str) -> 
         _graph(saver).invoke({}, config)
         resumed = _graph(saver).invoke(Command(resume="sqlite"), config)
         assert resumed["db"] == "sqlite"
-        assert [q["question"] for q in _questions(api, contract_id)] == [DB_QUESTION, NAME_QUESTION]
+        # The question the code resumed is settled with the value it gave: no owner answer is waited for
+        first, second = _questions(api, contract_id)
+        assert (first["question"], first["status"], first["answer"]) == (DB_QUESTION, "answered", "sqlite")
+        assert first["delivered_at"] is not None
+        assert (second["question"], second["status"]) == (NAME_QUESTION, "pending")
+        done = _graph(saver).invoke(Command(resume={"n": 1}), config)
+        assert done == {"db": "sqlite", "name": {"n": 1}}
+        assert [(q["status"], q["answer"]) for q in _questions(api, contract_id)] == [
+            ("answered", "sqlite"),
+            ("answered", '{"n":1}'),
+        ]
+        assert api.get(f"/contracts/{contract_id}").json()["status"] == "active"
 
 
 def test_an_unbound_thread_asks_nothing(stack: Stack, token: str) -> None:

@@ -15,11 +15,14 @@ from langgraph.types import Interrupt
 
 from makima.client.api import RetryPolicy
 from makima.integrations.langgraph import (
+    MAX_ANSWER_CHARS,
     MAX_QUESTION_CHARS,
+    NULL_TASK_ID,
     RESUME,
     MakimaCheckpointSaver,
     _MakimaSaver,
     interrupt_question,
+    resume_answer,
 )
 
 
@@ -113,3 +116,23 @@ def test_an_answer_becomes_the_tasks_resume_write() -> None:
     ]
     # An answer to an interrupt the task is no longer stopped at changes nothing
     assert _MakimaSaver._resumed(writes, [_asked("gone", "answered", "old")]) == writes
+
+
+def test_a_bound_task_resumed_by_code_sends_its_resume_values_as_text() -> None:
+    bodies: list[Any] = []
+    bound: RunnableConfig = {"configurable": {"thread_id": "t", "checkpoint_id": "1", "contract_id": "c"}}
+    with _capture(bodies) as saver:
+        saver.put_writes(bound, [(RESUME, ["sqlite", {"n": 1}, ""]), ("db", "sqlite")], "task")
+        saver.put_writes(bound, [(RESUME, "sqlite")], NULL_TASK_ID)  # the run's Command: no task's
+        saver.put_writes({"configurable": {"thread_id": "t", "checkpoint_id": "1"}}, [(RESUME, ["x"])], "task")
+    assert bodies[0]["resumed"] == ["sqlite", '{"n":1}', '""']
+    assert "resumed" not in bodies[1]
+    assert "resumed" not in bodies[2]
+
+
+def test_a_resume_answer_is_bounded_text() -> None:
+    assert resume_answer("nul\x00") == "nul"
+    assert resume_answer(None) == "null"
+    long = resume_answer("z" * (MAX_ANSWER_CHARS + 1))
+    assert len(long) == MAX_ANSWER_CHARS
+    assert long.endswith("\u2026")

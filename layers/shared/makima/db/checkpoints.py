@@ -374,3 +374,19 @@ def has_open_interrupts(conn: Conn, owner_id: UUID, key: CheckpointKey) -> bool:
         (owner_id, key.thread_id, key.checkpoint_ns, key.checkpoint_id),
     ).fetchone()
     return bool(row and row["open"])
+
+
+def task_interrupts(conn: Conn, owner_id: UUID, key: CheckpointKey, task_id: str) -> list[dict[str, Any]]:
+    """The task's interrupts at this checkpoint in the order they were asked (LangGraph raises a task's
+    interrupts one after another: the i-th is the one its i-th resume value answers), with their
+    questions' status."""
+    return conn.execute(
+        """
+        SELECT i.interrupt_id, i.question_id, q.status
+          FROM checkpoint_interrupts i JOIN questions q ON q.id = i.question_id
+         WHERE i.owner_id = %s AND i.thread_id = %s AND i.checkpoint_ns = %s AND i.checkpoint_id = %s
+           AND i.task_id = %s
+         ORDER BY i.created_at, i.interrupt_id
+        """,
+        (owner_id, key.thread_id, key.checkpoint_ns, key.checkpoint_id, task_id),
+    ).fetchall()

@@ -31,6 +31,7 @@ MAX_IDS_PER_REQUEST = 1000  # run ids of delete_for_runs, thread ids of prune
 MAX_PAGE_ITEMS = 100
 MAX_INTERRUPT_ID_CHARS = 128  # LangGraph's are 32 hex digits
 MAX_QUESTION_CHARS = 10_000  # as any question (POST .../questions)
+MAX_ANSWER_CHARS = 100_000  # as any answer (POST .../questions/{id}/answer)
 # The default cap on a checkpoint with all its pending writes (decoded bytes). Base64 in JSON makes it
 # about 5.6 MB on the wire: under Lambda's 6 MB request and response payloads.
 DEFAULT_MAX_CHECKPOINT_BYTES = 4 * 1024 * 1024

@@ -79,26 +79,39 @@ PAGE_SIZE = 100
 # resumed with (a list per task, one per interrupt() it passed, in order).
 INTERRUPT = "__interrupt__"
 RESUME = "__resume__"
+# The task id of a run's own writes (a Command's), not a task's.
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
 # A question's bound (POST /contracts/{id}/questions) and the keys a dict interrupt value names it by.
 MAX_QUESTION_CHARS = 10_000
+MAX_ANSWER_CHARS = 100_000
 QUESTION_KEYS = ("question", "text", "message")
+
+
+def _text(value: Any) -> str:
+    """A value as text: a str as is, anything else as compact JSON (its repr when JSON cannot say it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).replace("\x00", "")
+    except (TypeError, ValueError):
+        return repr(value).replace("\x00", "")
+
+
+def resume_answer(value: Any) -> str:
+    """The answer recorded for an interrupt the graph's own code resumed (``Command(resume=value)``):
+    the value as text (``_text``), never empty, at most ``MAX_ANSWER_CHARS``."""
+    text = _text(value) or '""'
+    return text if len(text) <= MAX_ANSWER_CHARS else text[: MAX_ANSWER_CHARS - 1] + "\u2026"
 
 
 def interrupt_question(value: Any) -> str:
     """The question the owner is asked for an ``interrupt(value)``: a str as is; a mapping's
     ``question``, ``text`` or ``message`` (the first that is a non-empty str); anything else as compact
     JSON. Without NUL, never empty, at most ``MAX_QUESTION_CHARS``."""
-    text: str | None = None
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, Mapping):
-        text = next((v for k in QUESTION_KEYS if isinstance(v := value.get(k), str) and v.strip()), None)
-    if text is None:
-        try:
-            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            text = repr(value)
-    text = text.replace("\x00", "")
+    named = None
+    if isinstance(value, Mapping):
+        named = next((v for k in QUESTION_KEYS if isinstance(v := value.get(k), str) and v.strip()), None)
+    text = _text(value if named is None else named)
     if not text.strip():
         text = "(the graph stopped for input)"
     return text if len(text) <= MAX_QUESTION_CHARS else text[: MAX_QUESTION_CHARS - 1] + "\u2026"
@@ -336,6 +349,13 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
             interrupts = self._interrupts(writes)
             if interrupts:
                 body["interrupts"] = interrupts
+            resumed = (
+                next((v for c, v in writes if c == RESUME and isinstance(v, list)), None)
+                if task_id != NULL_TASK_ID
+                else None
+            )
+            if resumed:
+                body["resumed"] = [resume_answer(v) for v in resumed]
         return body
 
     @staticmethod

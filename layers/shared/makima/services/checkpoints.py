@@ -204,6 +204,7 @@ def put_writes(
     limits: Limits,
     supervision: Supervision | None,
     interrupts: Sequence[InterruptAsk] = (),
+    resumed: Sequence[str] = (),
     policy: CompletionPolicy | None = None,
 ) -> int:
     """Store a task's writes against the checkpoint ``key`` (one (task_id, idx) once: a repeat replaces
@@ -212,7 +213,9 @@ def put_writes(
 
     A bound thread's ``interrupts`` (those of its INTERRUPT write) are asked as the contract's
     questions, by its supervisor, in the same transaction (``_ask_interrupts``); any other write of the
-    task acknowledges the answers it was resumed with."""
+    task acknowledges the answers it was resumed with. ``resumed``: the values the task's ``interrupt()``
+    calls returned so far, as text (its RESUME write): an interrupt the graph's own code resumed
+    (``Command(resume=...)``) before the owner answered has its question answered with that value."""
     cap = limits.max_checkpoint_bytes
     size = sum(_write_size(w) for w in writes)
     if too_large(size, cap):
@@ -234,7 +237,7 @@ def put_writes(
         if too_large(total, cap):
             raise _too_large(total, cap, "the checkpoint with its pending writes")
         if supervision is not None and sup_task is not None and writes:
-            _ask_interrupts(conn, principal, key, writes[0].task_id, supervision, sup_task, interrupts, policy)
+            _ask_interrupts(conn, principal, key, writes[0].task_id, supervision, sup_task, interrupts, resumed, policy)
     return len(writes)
 
 
@@ -246,6 +249,7 @@ def _ask_interrupts(
     supervision: Supervision,
     sup_task: UUID,
     interrupts: Sequence[InterruptAsk],
+    resumed: Sequence[str],
     policy: CompletionPolicy | None,
 ) -> None:
     """Each interrupt not asked before in the thread's namespace becomes a question of the contract,
@@ -255,6 +259,13 @@ def _ask_interrupts(
     not hand them out again."""
     owner = principal.user_id
     still_open = [i.interrupt_id for i in interrupts]
+    if resumed:
+        # the graph's own code resumed these before the owner answered: the question is settled
+        for n, link in enumerate(checkpoints_sql.task_interrupts(conn, owner, key, task_id)[: len(resumed)]):
+            if link["status"] == "pending" and link["interrupt_id"] not in still_open:
+                questions_svc.answer_in(
+                    conn, principal, supervision.contract_id, link["question_id"], answer=resumed[n], policy=policy
+                )
     checkpoints_sql.deliver_task_answers(conn, owner, key, task_id, still_open=still_open)
     asked = checkpoints_sql.linked_interrupts(conn, owner, key.thread_id, key.checkpoint_ns, still_open)
     for i in interrupts:

@@ -117,28 +117,44 @@ def answer_question(
     if principal.role is Role.DAEMON:
         raise Forbidden("questions are answered by the contract's owner, not by a daemon")
     with transaction(db) as conn:
-        contract = load_contract(conn, principal, contract_id, lock=True)
-        check_version(contract, expected_version)
-        row = questions_sql.get(conn, contract_id, question_id, for_update=True)
-        if row is None:
-            raise NotFound(f"question {question_id} not found", {"question_id": str(question_id)})
-        if row["status"] != "pending":
-            raise Conflict("question was already answered", {"question_id": str(question_id)})
-        q = Question.model_validate(questions_sql.answer(conn, question_id, answer=answer, answered_by=principal.actor))
-        contracts_sql.touch_activity(conn, contract_id)
-        record(conn, contract, principal, "question_answered", question_id=str(question_id))
-        if contract.status is ContractStatus.WAITING_FOR_INPUT and (contract.waiting_for or "").startswith(
-            QUESTION_PREFIX
-        ):
-            nxt = questions_sql.oldest_pending(conn, contract_id)
-            if nxt is None:
-                contract = transition(conn, principal, contract, ContractStatus.ACTIVE, "question answered")
-            else:
-                contracts_sql.set_waiting_for(conn, contract_id, f"{QUESTION_PREFIX}{nxt['id']}")
-        advance_if_ready(
-            conn, principal, contract, load_type(conn, contract.contract_type), policy or CompletionPolicy.off()
+        return answer_in(
+            conn, principal, contract_id, question_id, answer=answer, expected_version=expected_version, policy=policy
         )
-        return q
+
+
+def answer_in(
+    conn: Conn,
+    principal: Principal,
+    contract_id: UUID,
+    question_id: UUID,
+    *,
+    answer: str,
+    expected_version: int | None = None,
+    policy: CompletionPolicy | None = None,
+) -> Question:
+    """``answer_question`` in the caller's transaction, without its check of who answers: a LangGraph
+    graph that its own code resumed (``Command(resume=...)``) answered its interrupt's question itself
+    (``services/checkpoints.py``)."""
+    contract = load_contract(conn, principal, contract_id, lock=True)
+    check_version(contract, expected_version)
+    row = questions_sql.get(conn, contract_id, question_id, for_update=True)
+    if row is None:
+        raise NotFound(f"question {question_id} not found", {"question_id": str(question_id)})
+    if row["status"] != "pending":
+        raise Conflict("question was already answered", {"question_id": str(question_id)})
+    q = Question.model_validate(questions_sql.answer(conn, question_id, answer=answer, answered_by=principal.actor))
+    contracts_sql.touch_activity(conn, contract_id)
+    record(conn, contract, principal, "question_answered", question_id=str(question_id))
+    if contract.status is ContractStatus.WAITING_FOR_INPUT and (contract.waiting_for or "").startswith(QUESTION_PREFIX):
+        nxt = questions_sql.oldest_pending(conn, contract_id)
+        if nxt is None:
+            contract = transition(conn, principal, contract, ContractStatus.ACTIVE, "question answered")
+        else:
+            contracts_sql.set_waiting_for(conn, contract_id, f"{QUESTION_PREFIX}{nxt['id']}")
+    advance_if_ready(
+        conn, principal, contract, load_type(conn, contract.contract_type), policy or CompletionPolicy.off()
+    )
+    return q
 
 
 def list_questions(

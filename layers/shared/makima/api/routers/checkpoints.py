@@ -22,6 +22,7 @@ from makima.api.routers._common import PREFIX, make_router, raises
 from makima.api.schemas import TEXT, Body
 from makima.domain.bounds import INT4_MAX
 from makima.domain.checkpoints import (
+    MAX_ANSWER_CHARS,
     MAX_CHANNEL_CHARS,
     MAX_CHECKPOINT_ID_CHARS,
     MAX_FILTER_BYTES,
@@ -157,6 +158,13 @@ class WritesIn(Supervised):
         max_length=MAX_WRITES_PER_REQUEST,
         description="A bound thread's interrupts (of its __interrupt__ write): each is asked once as a "
         "question of the contract. Ignored without contract_id.",
+    )
+    resumed: list[Annotated[str, Field(min_length=1, max_length=MAX_ANSWER_CHARS, pattern=TEXT)]] = Field(
+        default_factory=list,
+        max_length=MAX_WRITES_PER_REQUEST,
+        description="A bound thread's task resumed by the graph's own code: the values its interrupt() calls "
+        "returned, as text, in order (its __resume__ write). A question still pending for the i-th interrupt "
+        "is answered with the i-th. Ignored without contract_id.",
     )
 
 
@@ -323,6 +331,7 @@ def put_writes(body: WritesIn, db: DB, caller: Caller, settings: Config, policy:
         limits=_limits(settings),
         supervision=body.supervision(),
         interrupts=[InterruptAsk(i.interrupt_id, i.question) for i in body.interrupts],
+        resumed=body.resumed,
         policy=policy,
     )
     return WritesStored(stored=n)

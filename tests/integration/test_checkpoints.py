@@ -406,3 +406,111 @@ def test_a_paused_contract_keeps_its_bound_supervisor(
     # A paused contract's supervisor can still be taken over (a restarted process), and still beats
     assert _bind(client, user, cid).json()["generation"] == 2
     assert _put(client, user, _thread(), "1", contract_id=cid, generation=2).status_code == 200
+
+
+# --- interrupts as owner questions ------------------------------------------------------------------------
+
+
+def _questions(client: TestClient, caller: Caller, contract_id: str) -> list[dict[str, Any]]:
+    r = client.get(f"/api/v1/contracts/{contract_id}/questions", headers=caller.headers)
+    assert r.status_code == 200, r.text
+    return list(r.json()["questions"])
+
+
+def test_a_bound_interrupt_is_asked_once_and_its_answer_read_back_then_delivered(
+    client: TestClient, user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    cid = new_contract(user)["id"]
+    assert _bind(client, user, cid).status_code == 200
+    t = _thread()
+    ask = [{"interrupt_id": "i-1", "question": "Which database should I use?"}]
+    interrupt = [(-3, "__interrupt__", b"ask")]
+    # An interrupt without the binding asks nothing (there is no contract to ask on)
+    assert _writes(client, user, t, "1", interrupt, interrupts=ask).status_code == 200
+    assert _questions(client, user, cid) == []
+    # Bound: asked once, however often the write is sent
+    for _ in range(2):
+        r = _writes(client, user, t, "1", interrupt, contract_id=cid, generation=1, interrupts=ask)
+        assert r.status_code == 200, r.text
+    [q] = _questions(client, user, cid)
+    assert (q["question"], q["status"]) == ("Which database should I use?", "pending")
+    assert _put(client, user, t, "1", contract_id=cid, generation=1).status_code == 200
+    assert _status(client, user, cid)["state"] == "waiting_for_user"  # its checkpoint still waits
+    [linked] = _tuple(client, user, t, "1").json()["interrupts"]
+    assert linked == {
+        "interrupt_id": "i-1",
+        "task_id": "task-1",
+        "question_id": q["id"],
+        "status": "pending",
+        "answer": None,
+    }
+    # The owner answers: the tuple carries the answer; the task's next write acknowledges it
+    answered = client.post(
+        f"/api/v1/contracts/{cid}/questions/{q['id']}/answer", json={"answer": "postgres"}, headers=user.headers
+    )
+    assert answered.status_code == 200, answered.text
+    assert _tuple(client, user, t, "1").json()["interrupts"][0]["answer"] == "postgres"
+    assert _questions(client, user, cid)[0]["delivered_at"] is None
+    # the task's resume values (its RESUME write) do not overwrite the owner's answer
+    r = _writes(client, user, t, "1", [(0, "db", b"postgres")], contract_id=cid, generation=1, resumed=["other"])
+    assert r.status_code == 200, r.text
+    [q] = _questions(client, user, cid)
+    assert (q["answer"], q["delivered_at"] is not None) == ("postgres", True)
+    assert _status(client, user, cid)["state"] == "working"
+
+
+def test_an_interrupt_the_graphs_code_resumed_is_answered_with_its_value(
+    client: TestClient, user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    cid = new_contract(user)["id"]
+    assert _bind(client, user, cid).status_code == 200
+    t = _thread()
+    for n in (1, 2):  # a node that stops twice: its second interrupt after its first was resumed
+        ask = [{"interrupt_id": f"i-{n}", "question": f"question {n}?"}]
+        r = _writes(
+            client, user, t, "1", [(-3, "__interrupt__", b"ask")], contract_id=cid, generation=1, interrupts=ask
+        )
+        assert r.status_code == 200, r.text
+        if n == 1:
+            # resumed by Command(resume="a"): the task's next write carries its resume values
+            resumed = _writes(
+                client, user, t, "1", [(-4, "__resume__", b"a")], contract_id=cid, generation=1, resumed=["a"]
+            )
+            assert resumed.status_code == 200, resumed.text
+    first, second = _questions(client, user, cid)
+    assert (first["status"], first["answer"], first["delivered_at"] is not None) == ("answered", "a", True)
+    assert second["status"] == "pending"
+    # the task's last write: both values, the second interrupt no longer open
+    r = _writes(client, user, t, "1", [(0, "out", b"ab")], contract_id=cid, generation=1, resumed=["a", "b"])
+    assert r.status_code == 200, r.text
+    assert [(q["status"], q["answer"]) for q in _questions(client, user, cid)] == [("answered", "a"), ("answered", "b")]
+    contract = client.get(f"/api/v1/contracts/{cid}", headers=user.headers).json()
+    assert contract["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [
+        {"interrupt_id": "i", "question": ""},
+        {"interrupt_id": "i", "question": "nul \x00 inside"},
+        {"interrupt_id": "i", "question": "x" * 10_001},
+        {"interrupt_id": "", "question": "q"},
+        {"interrupt_id": "i" * 129, "question": "q"},
+        {"question": "q"},
+    ],
+)
+def test_an_interrupt_out_of_bounds_is_refused_and_stores_nothing(
+    client: TestClient, user: Caller, new_contract: Callable[..., dict[str, Any]], interrupt: dict[str, Any]
+) -> None:
+    cid = new_contract(user)["id"]
+    assert _bind(client, user, cid).status_code == 200
+    t = _thread()
+    r = _writes(
+        client, user, t, "1", [(-3, "__interrupt__", b"ask")], contract_id=cid, generation=1, interrupts=[interrupt]
+    )
+    assert r.status_code == 422, r.text
+    for resumed in ([""], ["nul \x00"], ["a" * 100_001], "text"):
+        r = _writes(client, user, t, "1", [(0, "x", b"v")], contract_id=cid, generation=1, resumed=resumed)
+        assert r.status_code == 422, r.text
+    assert _questions(client, user, cid) == []
+    assert _tuple(client, user, t).status_code == 404

@@ -43,6 +43,7 @@ CHAIN = [
     "0020_token_revocation_notice",
     "0021_contract_activity_sort_indexes",
     "0022_langgraph_checkpoints",
+    "0023_langgraph_interrupt_questions",
 ]
 
 

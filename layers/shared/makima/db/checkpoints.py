@@ -276,3 +276,117 @@ def prune(conn: Conn, owner_id: UUID, thread_ids: Sequence[str], *, keep_latest:
     ).fetchone()
     assert row is not None
     return int(row["checkpoints"])
+
+
+# --- interrupts asked as questions (migration 0023) ---------------------------------------------------
+
+
+def linked_interrupts(conn: Conn, owner_id: UUID, thread_id: str, checkpoint_ns: str, ids: Sequence[str]) -> set[str]:
+    """Which of the interrupt ids were already asked in this thread's namespace."""
+    rows = conn.execute(
+        """
+        SELECT interrupt_id FROM checkpoint_interrupts
+         WHERE owner_id = %s AND thread_id = %s AND checkpoint_ns = %s AND interrupt_id = ANY(%s)
+        """,
+        (owner_id, thread_id, checkpoint_ns, list(ids)),
+    ).fetchall()
+    return {str(r["interrupt_id"]) for r in rows}
+
+
+def link_interrupt(
+    conn: Conn,
+    owner_id: UUID,
+    key: CheckpointKey,
+    task_id: str,
+    interrupt_id: str,
+    contract_id: UUID,
+    question_id: UUID,
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO checkpoint_interrupts (owner_id, thread_id, checkpoint_ns, interrupt_id, checkpoint_id, task_id,
+                                           contract_id, question_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            owner_id,
+            key.thread_id,
+            key.checkpoint_ns,
+            interrupt_id,
+            key.checkpoint_id,
+            task_id,
+            contract_id,
+            question_id,
+        ),
+    )
+
+
+def interrupt_questions(conn: Conn, owner_id: UUID, keys: Sequence[CheckpointKey]) -> list[dict[str, Any]]:
+    """The questions the checkpoints' interrupts were asked as, with their status and answer."""
+    if not keys:
+        return []
+    return conn.execute(
+        """
+        SELECT i.thread_id, i.checkpoint_ns, i.checkpoint_id, i.task_id, i.interrupt_id, i.question_id,
+               q.status, q.answer
+          FROM checkpoint_interrupts i JOIN questions q ON q.id = i.question_id
+         WHERE i.owner_id = %s
+           AND (i.thread_id, i.checkpoint_ns, i.checkpoint_id)
+               IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))
+         ORDER BY i.created_at, i.interrupt_id
+        """,
+        (
+            owner_id,
+            [k.thread_id for k in keys],
+            [k.checkpoint_ns for k in keys],
+            [k.checkpoint_id for k in keys],
+        ),
+    ).fetchall()
+
+
+def deliver_task_answers(
+    conn: Conn, owner_id: UUID, key: CheckpointKey, task_id: str, *, still_open: Sequence[str]
+) -> int:
+    """Mark delivered the answers to the task's interrupts at this checkpoint, except those it is
+    still stopped at (``still_open``): the task wrote again, so it ran past them."""
+    cur = conn.execute(
+        """
+        UPDATE questions q SET delivered_at = now()
+          FROM checkpoint_interrupts i
+         WHERE i.owner_id = %s AND i.thread_id = %s AND i.checkpoint_ns = %s AND i.checkpoint_id = %s
+           AND i.task_id = %s AND NOT (i.interrupt_id = ANY(%s))
+           AND q.id = i.question_id AND q.status = 'answered' AND q.delivered_at IS NULL
+        """,
+        (owner_id, key.thread_id, key.checkpoint_ns, key.checkpoint_id, task_id, list(still_open)),
+    )
+    return cur.rowcount
+
+
+def has_open_interrupts(conn: Conn, owner_id: UUID, key: CheckpointKey) -> bool:
+    """Whether an interrupt of the thread's namespace written at this checkpoint or a later one still
+    waits for the owner's answer."""
+    row = conn.execute(
+        """
+        SELECT EXISTS (SELECT 1 FROM checkpoint_interrupts i JOIN questions q ON q.id = i.question_id
+                        WHERE i.owner_id = %s AND i.thread_id = %s AND i.checkpoint_ns = %s
+                          AND i.checkpoint_id >= %s AND q.status = 'pending') AS open
+        """,
+        (owner_id, key.thread_id, key.checkpoint_ns, key.checkpoint_id),
+    ).fetchone()
+    return bool(row and row["open"])
+
+
+def task_interrupts(conn: Conn, owner_id: UUID, key: CheckpointKey, task_id: str) -> list[dict[str, Any]]:
+    """The task's interrupts at this checkpoint in the order they were asked (LangGraph raises a task's
+    interrupts one after another: the i-th is the one its i-th resume value answers), with their
+    questions' status."""
+    return conn.execute(
+        """
+        SELECT i.interrupt_id, i.question_id, q.status
+          FROM checkpoint_interrupts i JOIN questions q ON q.id = i.question_id
+         WHERE i.owner_id = %s AND i.thread_id = %s AND i.checkpoint_ns = %s AND i.checkpoint_id = %s
+           AND i.task_id = %s
+         ORDER BY i.created_at, i.interrupt_id
+        """,
+        (owner_id, key.thread_id, key.checkpoint_ns, key.checkpoint_id, task_id),
+    ).fetchall()

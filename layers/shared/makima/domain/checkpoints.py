@@ -29,6 +29,9 @@ MAX_FILTER_BYTES = 16 * 1024
 MAX_WRITES_PER_REQUEST = 1000
 MAX_IDS_PER_REQUEST = 1000  # run ids of delete_for_runs, thread ids of prune
 MAX_PAGE_ITEMS = 100
+MAX_INTERRUPT_ID_CHARS = 128  # LangGraph's are 32 hex digits
+MAX_QUESTION_CHARS = 10_000  # as any question (POST .../questions)
+MAX_ANSWER_CHARS = 100_000  # as any answer (POST .../questions/{id}/answer)
 # The default cap on a checkpoint with all its pending writes (decoded bytes). Base64 in JSON makes it
 # about 5.6 MB on the wire: under Lambda's 6 MB request and response payloads.
 DEFAULT_MAX_CHECKPOINT_BYTES = 4 * 1024 * 1024
@@ -76,6 +79,28 @@ class StoredCheckpoint:
     checkpoint: bytes
     metadata: dict[str, Any]
     pending_writes: list[PendingWrite] = field(default_factory=list)
+    # the owner questions its interrupts were asked as (a bound thread's), with any answers
+    interrupts: list[InterruptQuestion] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InterruptAsk:
+    """An interrupt of a bound thread's INTERRUPT write, as the saver sends it: LangGraph's id and the
+    question text the saver made of its value (the server never decodes the serde's bytes)."""
+
+    interrupt_id: str
+    question: str
+
+
+@dataclass(frozen=True)
+class InterruptQuestion:
+    """The question an interrupt was asked as, and its answer once the owner gave one."""
+
+    interrupt_id: str
+    task_id: str
+    question_id: str
+    status: str
+    answer: str | None
 
 
 @dataclass(frozen=True)

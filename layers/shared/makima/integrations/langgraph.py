@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import random
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Self
@@ -68,11 +70,51 @@ from makima.client.api import (
     _retry_after,
 )
 
-__all__ = ["AsyncMakimaCheckpointSaver", "MakimaCheckpointSaver"]
+__all__ = ["AsyncMakimaCheckpointSaver", "MakimaCheckpointSaver", "interrupt_question"]
 
 JSON = dict[str, Any]
 # Checkpoints per page when list() follows the server's pages (the server also bounds a page by bytes).
 PAGE_SIZE = 100
+# LangGraph's channels (langgraph._internal._constants): a task that stopped, and the values it was
+# resumed with (a list per task, one per interrupt() it passed, in order).
+INTERRUPT = "__interrupt__"
+RESUME = "__resume__"
+# The task id of a run's own writes (a Command's), not a task's.
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
+# A question's bound (POST /contracts/{id}/questions) and the keys a dict interrupt value names it by.
+MAX_QUESTION_CHARS = 10_000
+MAX_ANSWER_CHARS = 100_000
+QUESTION_KEYS = ("question", "text", "message")
+
+
+def _text(value: Any) -> str:
+    """A value as text: a str as is, anything else as compact JSON (its repr when JSON cannot say it)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).replace("\x00", "")
+    except (TypeError, ValueError):
+        return repr(value).replace("\x00", "")
+
+
+def resume_answer(value: Any) -> str:
+    """The answer recorded for an interrupt the graph's own code resumed (``Command(resume=value)``):
+    the value as text (``_text``), never empty, at most ``MAX_ANSWER_CHARS``."""
+    text = _text(value) or '""'
+    return text if len(text) <= MAX_ANSWER_CHARS else text[: MAX_ANSWER_CHARS - 1] + "\u2026"
+
+
+def interrupt_question(value: Any) -> str:
+    """The question the owner is asked for an ``interrupt(value)``: a str as is; a mapping's
+    ``question``, ``text`` or ``message`` (the first that is a non-empty str); anything else as compact
+    JSON. Without NUL, never empty, at most ``MAX_QUESTION_CHARS``."""
+    named = None
+    if isinstance(value, Mapping):
+        named = next((v for k in QUESTION_KEYS if isinstance(v := value.get(k), str) and v.strip()), None)
+    text = _text(value if named is None else named)
+    if not text.strip():
+        text = "(the graph stopped for input)"
+    return text if len(text) <= MAX_QUESTION_CHARS else text[: MAX_QUESTION_CHARS - 1] + "\u2026"
 
 
 def _b64(data: bytes) -> str:
@@ -295,7 +337,7 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
             items.append(
                 {"idx": WRITES_IDX_MAP.get(channel, i), "channel": channel, "type": type_, "value": _b64(data)}
             )
-        return {
+        body: JSON = {
             "thread_id": thread_id,
             "checkpoint_ns": ns,
             "checkpoint_id": config["configurable"]["checkpoint_id"],
@@ -303,6 +345,39 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
             "task_path": task_path,
             "writes": items,
         }
+        if self._contract_of(config) is not None:
+            interrupts = self._interrupts(writes)
+            if interrupts:
+                body["interrupts"] = interrupts
+            resumed = (
+                next((v for c, v in writes if c == RESUME and isinstance(v, list)), None)
+                if task_id != NULL_TASK_ID
+                else None
+            )
+            if resumed:
+                body["resumed"] = [resume_answer(v) for v in resumed]
+        return body
+
+    @staticmethod
+    def _interrupts(writes: Sequence[tuple[str, Any]]) -> list[JSON]:
+        """A bound thread's interrupts, as the server asks them: LangGraph's id and the question text
+        (``interrupt_question``), read here from the values themselves, before the serde."""
+        out: list[JSON] = []
+        seen: set[str] = set()
+        for channel, value in writes:
+            if channel != INTERRUPT:
+                continue
+            for interrupt in value if isinstance(value, (list, tuple)) else [value]:
+                interrupt_id = getattr(interrupt, "id", None)
+                if isinstance(interrupt_id, str) and interrupt_id and interrupt_id not in seen:
+                    seen.add(interrupt_id)
+                    out.append(
+                        {
+                            "interrupt_id": interrupt_id,
+                            "question": interrupt_question(getattr(interrupt, "value", None)),
+                        }
+                    )
+        return out
 
     @staticmethod
     def _tuple_params(config: RunnableConfig) -> JSON:
@@ -339,11 +414,110 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
             checkpoint=self.serde.loads_typed((item["type"], _unb64(item["checkpoint"]))),
             metadata=item["metadata"],
             parent_config={"configurable": {**where, "checkpoint_id": parent}} if parent else None,
-            pending_writes=[
-                (w["task_id"], w["channel"], self.serde.loads_typed((w["type"], _unb64(w["value"]))))
-                for w in item["pending_writes"]
-            ],
+            pending_writes=self._resumed(
+                [
+                    (w["task_id"], w["channel"], self.serde.loads_typed((w["type"], _unb64(w["value"]))))
+                    for w in item["pending_writes"]
+                ],
+                item.get("interrupts") or [],
+            ),
         )
+
+    @staticmethod
+    def _resumed(writes: list[tuple[str, str, Any]], asked: Sequence[JSON]) -> list[tuple[str, str, Any]]:
+        """The pending writes with the owner's answers as LangGraph's own resume writes: a task stopped
+        at an interrupt whose question is answered gets the answer appended to its RESUME list (the
+        values its earlier ``interrupt()`` calls returned), exactly what ``Command(resume=...)`` leaves
+        once the task took it, so ``interrupt()`` returns the answer when the task runs again."""
+        answers = {a["interrupt_id"]: a["answer"] for a in asked if a.get("status") == "answered"}
+        if not answers:
+            return writes
+        resume: dict[str, Any] = {}
+        for task_id, channel, value in writes:
+            if channel != INTERRUPT or task_id in resume:
+                continue
+            for interrupt in value if isinstance(value, (list, tuple)) else [value]:
+                if getattr(interrupt, "id", None) in answers:
+                    resume[task_id] = answers[interrupt.id]
+                    break
+        if not resume:
+            return writes
+        out: list[tuple[str, str, Any]] = []
+        for task_id, channel, value in writes:
+            if channel == RESUME and task_id in resume:
+                earlier = value if isinstance(value, list) else [value]
+                value = [*earlier, resume.pop(task_id)]
+            out.append((task_id, channel, value))
+        out.extend((task_id, RESUME, [answer]) for task_id, answer in resume.items())
+        return out
+
+    def _open_questions(self, item: JSON) -> list[str]:
+        """The questions the checkpoint's interrupts still wait on: asked, not answered, and the
+        interrupt still pending (its task did not run past it)."""
+        stopped = {
+            getattr(i, "id", None)
+            for task_id, channel, value in self._tuple(item).pending_writes or []
+            if channel == INTERRUPT
+            for i in (value if isinstance(value, (list, tuple)) else [value])
+        }
+        return [
+            a["question_id"]
+            for a in item.get("interrupts") or []
+            if a.get("status") != "answered" and a["interrupt_id"] in stopped
+        ]
+
+    def _tuple_item(self, config: RunnableConfig) -> JSON | None:
+        try:
+            item: JSON = self._call("GET", "/checkpoints/tuple", params=self._tuple_params(config))
+        except ApiError as exc:
+            if exc.status == 404 and exc.code == "NOT_FOUND":
+                return None
+            raise
+        return item
+
+    async def _atuple_item(self, config: RunnableConfig) -> JSON | None:
+        try:
+            item: JSON = await self._acall("GET", "/checkpoints/tuple", params=self._tuple_params(config))
+        except ApiError as exc:
+            if exc.status == 404 and exc.code == "NOT_FOUND":
+                return None
+            raise
+        return item
+
+    def wait_for_answers(
+        self, config: RunnableConfig, *, timeout: float = 300.0, poll: float = 1.0, max_poll: float = 15.0
+    ) -> bool:
+        """Wait until the owner answered every question the thread's interrupts asked (True), or
+        ``timeout`` seconds passed (False); True at once when none is open. Polls the thread's tuple,
+        ``poll`` seconds first, doubling up to ``max_poll``. Then ``graph.invoke(None, config)``
+        resumes the graph with the answers."""
+        deadline = time.monotonic() + timeout
+        delay = poll
+        while True:
+            item = self._tuple_item(config)
+            if item is None or not self._open_questions(item):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, max_poll)
+
+    async def await_answers(
+        self, config: RunnableConfig, *, timeout: float = 300.0, poll: float = 1.0, max_poll: float = 15.0
+    ) -> bool:
+        """``wait_for_answers`` for asyncio."""
+        deadline = time.monotonic() + timeout
+        delay = poll
+        while True:
+            item = await self._atuple_item(config)
+            if item is None or not self._open_questions(item):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, max_poll)
 
     def _page_size(self, limit: int | None, seen: int) -> int:
         return self.page_size if limit is None else max(1, min(self.page_size, limit - seen))
@@ -351,13 +525,8 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
     # --- sync ------------------------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        try:
-            item = self._call("GET", "/checkpoints/tuple", params=self._tuple_params(config))
-        except ApiError as exc:
-            if exc.status == 404 and exc.code == "NOT_FOUND":
-                return None
-            raise
-        return self._tuple(item)
+        item = self._tuple_item(config)
+        return None if item is None else self._tuple(item)
 
     def list(
         self,
@@ -432,13 +601,8 @@ class _MakimaSaver(BaseCheckpointSaver[str]):
     # --- async -----------------------------------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        try:
-            item = await self._acall("GET", "/checkpoints/tuple", params=self._tuple_params(config))
-        except ApiError as exc:
-            if exc.status == 404 and exc.code == "NOT_FOUND":
-                return None
-            raise
-        return self._tuple(item)
+        item = await self._atuple_item(config)
+        return None if item is None else self._tuple(item)
 
     async def alist(
         self,

@@ -15,6 +15,14 @@ timeout sweep and the dashboard see the agent like any supervisor. A write of an
 process that was replaced) is refused with 409 ``CONFLICT`` (``reason: superseded``) and stores
 nothing. Events: only those the heartbeat and restoration already log (a state change, a restore), never
 one per checkpoint.
+
+Interrupts: LangGraph's human-in-the-loop (``interrupt(value)`` in a node) stores an INTERRUPT write;
+a bound saver sends each interrupt's id and question text with it, and each is asked once as the
+contract's question by its supervisor (``questions.ask_in``, in the write's transaction: the
+``question_asked`` event, ``waiting_for_input``, the dashboard, as any question). The checkpoint's
+tuple carries the linked questions and their answers; the saver turns an answer into LangGraph's
+resume write, so the thread's next run resumes the node with it. The task's next write marks the
+answer delivered.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from makima.domain.checkpoints import (
     Binding,
     CheckpointKey,
     CheckpointPut,
+    InterruptAsk,
+    InterruptQuestion,
     ListQuery,
     PendingWrite,
     PruneStrategy,
@@ -44,9 +54,11 @@ from makima.domain.paging import Page
 from makima.domain.principals import Principal
 from makima.domain.supervisors import MAX_ACTIVITY_CHARS, SupervisorState
 from makima.errors import Conflict, NotFound, PayloadTooLarge, SupervisorNotFound
+from makima.services import questions as questions_svc
 from makima.services import restoration
 from makima.services import supervisors as supervisors_svc
 from makima.services.common import load_contract
+from makima.services.completion import CompletionPolicy
 
 # LangGraph's INTERRUPT channel: a graph that stopped to ask for input.
 INTERRUPT_CHANNEL = "__interrupt__"  # langgraph.checkpoint.serde.types.INTERRUPT (the server does not import langgraph)
@@ -104,11 +116,23 @@ def bind(db: Database, principal: Principal, contract_id: UUID) -> Binding:
     )
 
 
-def _beat(conn: Conn, principal: Principal, supervision: Supervision, *, state: SupervisorState, activity: str) -> None:
+def _beat(
+    conn: Conn, principal: Principal, supervision: Supervision, key: CheckpointKey, *, interrupted: bool, activity: str
+) -> UUID:
     """The supervisor's heartbeat, in the caller's transaction; ``SupervisorNotFound`` when the contract
-    has none (bind first), ``Conflict`` (superseded) when ``generation`` is older than its."""
-    contract = load_contract(conn, principal, supervision.contract_id)
-    sup = supervisors_sql.current(conn, supervision.contract_id)
+    has none (bind first), ``Conflict`` (superseded) when ``generation`` is older than its. Returns the
+    supervisor's task id.
+
+    Its state: ``waiting_for_user`` on an INTERRUPT write, and on any write of the thread at (or before)
+    a checkpoint whose interrupt still waits for the owner; ``working`` otherwise. LangGraph's sync loop
+    stores a step's checkpoint and writes from a background thread, so they arrive in any order: the
+    supervisor row is locked before that is read, so a write that raced an interrupt's sees it. The
+    contract is locked first, the order restoration and the questions take them in (no deadlock with
+    a bind, nor with the interrupt's question asked later in this transaction)."""
+    contract = load_contract(conn, principal, supervision.contract_id, lock=True)
+    sup = supervisors_sql.current(conn, supervision.contract_id, for_update=True)
+    waiting = interrupted or (sup is not None and checkpoints_sql.has_open_interrupts(conn, principal.user_id, key))
+    state = SupervisorState.WAITING_FOR_USER if waiting else SupervisorState.WORKING
     if sup is None:
         raise SupervisorNotFound(
             f"contract {contract.id} has no supervisor: bind the thread first (POST /checkpoints/bind)",
@@ -137,6 +161,7 @@ def _beat(conn: Conn, principal: Principal, supervision: Supervision, *, state: 
             f"superseded: the supervisor was restored as generation {rows[0]['generation']}",
             {"reason": "superseded", "generation": rows[0]["generation"], "contract_id": str(contract.id)},
         )
+    return UUID(str(sup["task_id"]))
 
 
 def _activity(put: CheckpointPut) -> str:
@@ -158,7 +183,7 @@ def put_checkpoint(
         raise _too_large(size, cap, "the checkpoint")
     with transaction(db) as conn:
         if supervision is not None:
-            _beat(conn, principal, supervision, state=SupervisorState.WORKING, activity=_activity(put))
+            _beat(conn, principal, supervision, put.key, interrupted=False, activity=_activity(put))
         checkpoints_sql.upsert(conn, principal.user_id, put)
         total = checkpoints_sql.stored_bytes(conn, principal.user_id, put.key)
         if too_large(total, cap):
@@ -178,29 +203,79 @@ def put_writes(
     *,
     limits: Limits,
     supervision: Supervision | None,
+    interrupts: Sequence[InterruptAsk] = (),
+    resumed: Sequence[str] = (),
+    policy: CompletionPolicy | None = None,
 ) -> int:
     """Store a task's writes against the checkpoint ``key`` (one (task_id, idx) once: a repeat replaces
     it). ``PayloadTooLarge`` when the checkpoint with all its writes would be over the cap; nothing is
-    stored then. Returns how many were stored."""
+    stored then. Returns how many were stored.
+
+    A bound thread's ``interrupts`` (those of its INTERRUPT write) are asked as the contract's
+    questions, by its supervisor, in the same transaction (``_ask_interrupts``); any other write of the
+    task acknowledges the answers it was resumed with. ``resumed``: the values the task's ``interrupt()``
+    calls returned so far, as text (its RESUME write): an interrupt the graph's own code resumed
+    (``Command(resume=...)``) before the owner answered has its question answered with that value."""
     cap = limits.max_checkpoint_bytes
     size = sum(_write_size(w) for w in writes)
     if too_large(size, cap):
         raise _too_large(size, cap, "the writes")
     with transaction(db) as conn:
+        sup_task: UUID | None = None
         if supervision is not None:
             interrupted = any(w.channel == INTERRUPT_CHANNEL for w in writes)
-            _beat(
+            sup_task = _beat(
                 conn,
                 principal,
                 supervision,
-                state=SupervisorState.WAITING_FOR_USER if interrupted else SupervisorState.WORKING,
+                key,
+                interrupted=interrupted,
                 activity=f"langgraph: writes of thread {key.thread_id}",
             )
         checkpoints_sql.upsert_writes(conn, principal.user_id, key, writes)
         total = checkpoints_sql.stored_bytes(conn, principal.user_id, key)
         if too_large(total, cap):
             raise _too_large(total, cap, "the checkpoint with its pending writes")
+        if supervision is not None and sup_task is not None and writes:
+            _ask_interrupts(conn, principal, key, writes[0].task_id, supervision, sup_task, interrupts, resumed, policy)
     return len(writes)
+
+
+def _ask_interrupts(
+    conn: Conn,
+    principal: Principal,
+    key: CheckpointKey,
+    task_id: str,
+    supervision: Supervision,
+    sup_task: UUID,
+    interrupts: Sequence[InterruptAsk],
+    resumed: Sequence[str],
+    policy: CompletionPolicy | None,
+) -> None:
+    """Each interrupt not asked before in the thread's namespace becomes a question of the contract,
+    asked by its supervisor (``questions.ask_in``: its event, ``waiting_for_input``, the dashboard), and
+    is linked to it, so a retried or re-run write asks nothing more. The task's answers to interrupts
+    it no longer stops at are marked delivered: it wrote again, so it ran past them, and a restore does
+    not hand them out again."""
+    owner = principal.user_id
+    still_open = [i.interrupt_id for i in interrupts]
+    if resumed:
+        # the graph's own code resumed these before the owner answered: the question is settled
+        for n, link in enumerate(checkpoints_sql.task_interrupts(conn, owner, key, task_id)[: len(resumed)]):
+            if link["status"] == "pending" and link["interrupt_id"] not in still_open:
+                questions_svc.answer_in(
+                    conn, principal, supervision.contract_id, link["question_id"], answer=resumed[n], policy=policy
+                )
+    checkpoints_sql.deliver_task_answers(conn, owner, key, task_id, still_open=still_open)
+    asked = checkpoints_sql.linked_interrupts(conn, owner, key.thread_id, key.checkpoint_ns, still_open)
+    for i in interrupts:
+        if i.interrupt_id in asked:
+            continue
+        q = questions_svc.ask_in(
+            conn, principal, supervision.contract_id, question=i.question, task_id=sup_task, policy=policy
+        )
+        checkpoints_sql.link_interrupt(conn, owner, key, task_id, i.interrupt_id, supervision.contract_id, q.id)
+        asked.add(i.interrupt_id)
 
 
 # --- reads -----------------------------------------------------------------------------------------
@@ -221,6 +296,18 @@ def _assemble(conn: Conn, owner: UUID, keys: Sequence[CheckpointKey]) -> list[St
                 idx=w["idx"],
             )
         )
+    asked: dict[CheckpointKey, list[InterruptQuestion]] = {}
+    for i in checkpoints_sql.interrupt_questions(conn, owner, keys):
+        k = CheckpointKey(i["thread_id"], i["checkpoint_ns"], i["checkpoint_id"])
+        asked.setdefault(k, []).append(
+            InterruptQuestion(
+                interrupt_id=i["interrupt_id"],
+                task_id=i["task_id"],
+                question_id=str(i["question_id"]),
+                status=i["status"],
+                answer=i["answer"],
+            )
+        )
     out = []
     for r in rows:
         k = CheckpointKey(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"])
@@ -232,6 +319,7 @@ def _assemble(conn: Conn, owner: UUID, keys: Sequence[CheckpointKey]) -> list[St
                 checkpoint=bytes(r["checkpoint"]),
                 metadata=r["metadata"],
                 pending_writes=writes.get(k, []),
+                interrupts=asked.get(k, []),
             )
         )
     return out

@@ -15,20 +15,23 @@ from uuid import UUID
 from fastapi import Query
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from makima.api.deps import DB, Caller, Config
+from makima.api.deps import DB, Caller, Config, Policy
 from makima.api.json_bounds import bounded
 from makima.api.paging import next_cursor
 from makima.api.routers._common import PREFIX, make_router, raises
 from makima.api.schemas import TEXT, Body
 from makima.domain.bounds import INT4_MAX
 from makima.domain.checkpoints import (
+    MAX_ANSWER_CHARS,
     MAX_CHANNEL_CHARS,
     MAX_CHECKPOINT_ID_CHARS,
     MAX_FILTER_BYTES,
     MAX_IDS_PER_REQUEST,
+    MAX_INTERRUPT_ID_CHARS,
     MAX_METADATA_BYTES,
     MAX_NS_CHARS,
     MAX_PAGE_ITEMS,
+    MAX_QUESTION_CHARS,
     MAX_TASK_ID_CHARS,
     MAX_TASK_PATH_CHARS,
     MAX_THREAD_ID_CHARS,
@@ -36,6 +39,7 @@ from makima.domain.checkpoints import (
     MAX_WRITES_PER_REQUEST,
     CheckpointKey,
     CheckpointPut,
+    InterruptAsk,
     ListQuery,
     PendingWrite,
     PruneStrategy,
@@ -131,6 +135,17 @@ class WriteIn(Body):
     value: Base64
 
 
+class InterruptIn(Body):
+    """One interrupt of the INTERRUPT write, as the saver read it (the server never decodes the bytes)."""
+
+    interrupt_id: Annotated[str, Field(min_length=1, max_length=MAX_INTERRUPT_ID_CHARS, pattern=TEXT)] = Field(
+        description="LangGraph's Interrupt.id."
+    )
+    question: Annotated[str, Field(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=TEXT)] = Field(
+        description="The question the owner is asked: the interrupt's value as text."
+    )
+
+
 class WritesIn(Supervised):
     thread_id: ThreadId
     checkpoint_ns: Namespace = ""
@@ -138,6 +153,19 @@ class WritesIn(Supervised):
     task_id: Annotated[str, Field(min_length=1, max_length=MAX_TASK_ID_CHARS, pattern=TEXT)]
     task_path: Annotated[str, Field(max_length=MAX_TASK_PATH_CHARS, pattern=TEXT)] = ""
     writes: list[WriteIn] = Field(min_length=1, max_length=MAX_WRITES_PER_REQUEST)
+    interrupts: list[InterruptIn] = Field(
+        default_factory=list,
+        max_length=MAX_WRITES_PER_REQUEST,
+        description="A bound thread's interrupts (of its __interrupt__ write): each is asked once as a "
+        "question of the contract. Ignored without contract_id.",
+    )
+    resumed: list[Annotated[str, Field(min_length=1, max_length=MAX_ANSWER_CHARS, pattern=TEXT)]] = Field(
+        default_factory=list,
+        max_length=MAX_WRITES_PER_REQUEST,
+        description="A bound thread's task resumed by the graph's own code: the values its interrupt() calls "
+        "returned, as text, in order (its __resume__ write). A question still pending for the i-th interrupt "
+        "is answered with the i-th. Ignored without contract_id.",
+    )
 
 
 class SearchIn(Body):
@@ -197,6 +225,14 @@ class WriteOut(BaseModel):
     value: str = Field(description="Base64.")
 
 
+class InterruptQuestionOut(BaseModel):
+    interrupt_id: str
+    task_id: str
+    question_id: UUID
+    status: str = Field(description="pending or answered.")
+    answer: str | None
+
+
 class CheckpointOut(BaseModel):
     thread_id: str
     checkpoint_ns: str
@@ -206,6 +242,11 @@ class CheckpointOut(BaseModel):
     checkpoint: str = Field(description="Base64.")
     metadata: dict[str, Any]
     pending_writes: list[WriteOut] = Field(description="In LangGraph's replay order (task_path, task_id, idx).")
+    interrupts: list[InterruptQuestionOut] = Field(
+        default_factory=list,
+        description="The questions this checkpoint's interrupts were asked as (a bound thread's), with their "
+        "answers: the saver resumes the interrupted tasks with them.",
+    )
 
 
 class CheckpointPage(BaseModel):
@@ -239,6 +280,16 @@ def _out(c: StoredCheckpoint) -> CheckpointOut:
             )
             for w in c.pending_writes
         ],
+        interrupts=[
+            InterruptQuestionOut.model_construct(
+                interrupt_id=i.interrupt_id,
+                task_id=i.task_id,
+                question_id=UUID(i.question_id),
+                status=i.status,
+                answer=i.answer,
+            )
+            for i in c.interrupts
+        ],
     )
 
 
@@ -261,10 +312,10 @@ def put_checkpoint(body: CheckpointIn, db: DB, caller: Caller, settings: Config)
     return StoredOut(thread_id=key.thread_id, checkpoint_ns=key.checkpoint_ns, checkpoint_id=key.checkpoint_id)
 
 
-@router.put("/checkpoints/writes", response_model=WritesStored, responses=raises(*_BOUND))
-def put_writes(body: WritesIn, db: DB, caller: Caller, settings: Config) -> WritesStored:
+@router.put("/checkpoints/writes", response_model=WritesStored, responses=raises(*_BOUND, InvalidTransition))
+def put_writes(body: WritesIn, db: DB, caller: Caller, settings: Config, policy: Policy) -> WritesStored:
     """Store a task's pending writes for a checkpoint; one (task_id, idx) is stored once (a repeat
-    replaces it)."""
+    replaces it). A bound thread's ``interrupts`` are asked as the contract's questions, each once."""
     key = CheckpointKey(body.thread_id, body.checkpoint_ns, body.checkpoint_id)
     writes = [
         PendingWrite(
@@ -272,7 +323,17 @@ def put_writes(body: WritesIn, db: DB, caller: Caller, settings: Config) -> Writ
         )
         for w in body.writes
     ]
-    n = svc.put_writes(db, caller, key, writes, limits=_limits(settings), supervision=body.supervision())
+    n = svc.put_writes(
+        db,
+        caller,
+        key,
+        writes,
+        limits=_limits(settings),
+        supervision=body.supervision(),
+        interrupts=[InterruptAsk(i.interrupt_id, i.question) for i in body.interrupts],
+        resumed=body.resumed,
+        policy=policy,
+    )
     return WritesStored(stored=n)
 
 

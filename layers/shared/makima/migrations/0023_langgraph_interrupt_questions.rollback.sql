@@ -1,0 +1,2 @@
+-- depends: 0022_langgraph_checkpoints
+DROP TABLE IF EXISTS checkpoint_interrupts;

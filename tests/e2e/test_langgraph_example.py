@@ -19,16 +19,12 @@ contract's owner in ``MAKIMA_TOKEN``, as a supervisor host would run it.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import queue
 import signal
-import subprocess
 import sys
-import threading
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +33,7 @@ import pytest
 
 import makima
 from tests.e2e.conftest import Stack
+from tests.e2e.processes import EventLinesProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -56,32 +53,14 @@ STEPS = [
 KILL_AFTER = 4  # in the execute phase: its task open, none of its deliverables marked
 
 
-@dataclass
-class Agent:
+class Agent(EventLinesProcess):
     """``examples/langgraph_agent.py`` as a process, its JSON lines collected as they come."""
-
-    proc: subprocess.Popen[str]
-    events: list[dict[str, Any]] = field(default_factory=list)
-    lines: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
 
     @classmethod
     def start(cls, stack: Stack, token: str, *args: str) -> Agent:
         cmd = [sys.executable, str(EXAMPLE), "--api-url", stack.base_url, *args]
         env = {**os.environ, "MAKIMA_TOKEN": token, "PYTHONPATH": LAYER}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-        agent = cls(proc)
-        threading.Thread(target=agent._read, daemon=True).start()
-        return agent
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = {"event": "output", "line": line.rstrip()}
-            self.events.append(event)
-            self.lines.put(event)
+        return cls.launch(cmd, env, who="the agent", cwd=ROOT)
 
     def wait_for(self, kind: str, timeout: float = 60.0) -> dict[str, Any]:
         while True:
@@ -92,21 +71,8 @@ class Agent:
             if event["event"] == kind:
                 return event
 
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == kind]
-
     def finish(self, timeout: float = 90.0) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"the agent did not finish in {timeout}s: {self.events[-20:]}") from None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        return super().finish(timeout)
 
 
 def ok(r: httpx.Response) -> Any:

@@ -7,18 +7,14 @@ scripted reference supervisor) talking HTTP to the local stack (``makima dev``).
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +23,7 @@ import pytest
 
 from makima.domain.contract_types import builtin_types
 from tests.e2e.conftest import Stack
+from tests.e2e.processes import EventLinesProcess
 
 pytestmark = pytest.mark.e2e
 SPEC = next(t for t in builtin_types() if t.name == "specification")
@@ -61,13 +58,8 @@ def owner(stack: Stack) -> Iterator[Owner]:
         yield Owner(http, daemon)
 
 
-@dataclass
-class SupervisorProcess:
+class SupervisorProcess(EventLinesProcess):
     """``python -m makima.client.reference`` with its JSON event lines collected as they come."""
-
-    proc: subprocess.Popen[str]
-    events: list[dict[str, Any]] = field(default_factory=list)
-    lines: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
 
     @classmethod
     def start(cls, stack: Stack, token: str, contract_id: str, *args: str) -> SupervisorProcess:
@@ -85,47 +77,13 @@ class SupervisorProcess:
             str(TASKS_PER_PHASE),
             *args,
         ]
-        env = {**os.environ, "MAKIMA_TOKEN": token}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        sp = cls(proc)
-        threading.Thread(target=sp._read, daemon=True).start()
-        return sp
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = {"event": "output", "line": line.rstrip()}
-            self.events.append(event)
-            self.lines.put(event)
-
-    def next_event(self, timeout: float = 20.0) -> dict[str, Any]:
-        return self.lines.get(timeout=timeout)
+        return cls.launch(cmd, {**os.environ, "MAKIMA_TOKEN": token}, who="the supervisor")
 
     def kinds(self) -> list[str]:
         return [str(e["event"]) for e in self.events]
 
     def first(self, kind: str) -> dict[str, Any]:
         return next(e for e in self.events if e["event"] == kind)
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=10) == -signal.SIGKILL
-
-    def finish(self, timeout: float = 45.0) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"the supervisor did not finish in {timeout}s: {self.events[-20:]}") from None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:

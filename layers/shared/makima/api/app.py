@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI
 
 from makima import __version__
-from makima.api import errors, openapi
+from makima.api import errors, lean, openapi
 from makima.api.after_write import PublishAfterWrite
 from makima.api.limits import BodySizeLimit
 from makima.api.routers import ALL_ROUTERS
@@ -41,12 +41,14 @@ def create_app(
     clock: Clock | None = None,
     sync_waits: SyncWaits | None = None,
     principals: PrincipalCache | None = None,
+    lean_routes: bool = True,
 ) -> FastAPI:
     """The app serving ``routers`` over ``database``. ``clock``: the rate limiter's (tests move it).
     ``sync_waits``: what wakes sync waits (the local stack's LISTEN connection); by default a
     backing-off schedule of reads (services/sync_waits.py). ``principals``: the cache of live tokens'
     principals, kept true by that same listener (services/principal_cache.py); None: every request
-    looks its token up."""
+    looks its token up. ``lean_routes``: serve the hottest operations by their lean routes (api/lean.py);
+    False sends every request through FastAPI (the tests compare the two)."""
     settings = settings or get_settings()
     app = FastAPI(
         title="makima contracts",
@@ -66,8 +68,11 @@ def create_app(
     app.state.sync_wait_limiter = WaitLimiter(per_token=settings.sync.waits_per_token, total=settings.sync.waits_max)
     app.state.token_usage = UsageRecorder()  # last_used_at, once a minute per token (api/deps.py)
     errors.install(app)
-    for router in routers if routers is not None else ALL_ROUTERS:
+    served = routers if routers is not None else ALL_ROUTERS
+    for router in served:
         app.include_router(router)
+    if lean_routes:
+        lean.install(app.router.routes, lean.routes_of(served))
     errors.install_routes(app)
     openapi.install(app)
     app.add_middleware(

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query, Request, Response, status
-from pydantic import BaseModel, Field
+from fastapi import BackgroundTasks, Query, Request, Response, status
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from makima.api import lean
 from makima.api.answers import serialized
 from makima.api.compat import STATUS_VIEW
 from makima.api.concurrency import blocking
@@ -428,3 +429,45 @@ def restart(contract_id: UUID, db: DB, caller: Caller, body: RestartIn | None = 
     return SupervisorStatus.of(
         svc.restart_supervisor(db, caller, contract_id, reason=body.reason, expected_version=body.expected_version)
     )
+
+
+# The lean twins of the state's read and save (api/lean.py): the same checks in the same order and the
+# same endpoint functions, without FastAPI's per-request machinery; a read with a query (``after_seq``),
+# the legacy status header or anything but a well-formed JSON body is left to the routes above
+# (docs/performance.md, "Change 15").
+_CONTRACT_ID = TypeAdapter(UUID)
+_STATE_SAVE = TypeAdapter(StateSaveIn)
+
+
+async def _get_state_lean(request: Request, body: bytes) -> Response | None:
+    if not lean.plain(request):
+        return None
+    try:
+        contract_id = _CONTRACT_ID.validate_python(request.path_params["contract_id"])
+    except ValidationError:
+        return None
+    background = BackgroundTasks()
+    caller = await lean.caller(request, background, status_view=True)
+    response = await blocking(get_state, contract_id, request.app.state.database, caller)
+    response.background = background
+    return response
+
+
+async def _save_state_lean(request: Request, body: bytes) -> Response | None:
+    if not lean.plain(request) or not lean.is_json(request):
+        return None
+    try:
+        contract_id = _CONTRACT_ID.validate_python(request.path_params["contract_id"])
+        save = _STATE_SAVE.validate_json(body)
+    except ValidationError:
+        return None
+    background = BackgroundTasks()
+    caller = await lean.caller(request, background, status_view=True)
+    state = request.app.state
+    out = await blocking(save_state, contract_id, save, state.database, caller, state.settings)
+    return lean.answer(out, background)
+
+
+_STATE = f"{router.prefix}/contracts/{{contract_id}}/supervisor/state"
+lean.register(router, lean.LeanRoute(_STATE, "GET", _get_state_lean))
+lean.register(router, lean.LeanRoute(_STATE, "PUT", _save_state_lean))

@@ -26,10 +26,11 @@ one without (``create_app(..., lean_routes=False)``) and compares status, header
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
+from uuid import UUID
 
 from fastapi import BackgroundTasks
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, compile_path
@@ -45,6 +46,8 @@ from makima.flags import Flag, require
 LeanHandler = Callable[[Request, bytes], Awaitable[Response | None]]
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_UUID = TypeAdapter(UUID)
+T = TypeVar("T")
 
 
 class LeanRoute(BaseRoute):
@@ -147,25 +150,48 @@ def plain(request: Request) -> bool:
     return not request.scope.get("query_string") and HEADER.lower().encode() not in dict(request.scope["headers"])
 
 
-async def caller(
-    request: Request, background: BackgroundTasks, *, flag: Flag | None = None, status_view: bool = False
-) -> Principal:
-    """What the twin's dependencies establish before its endpoint runs, in their order: its router's
-    feature ``flag`` (404 FEATURE_DISABLED) or ``status_view`` (the view of statuses for this request,
-    from the flags: ``plain`` requests only), then the caller (401/403, its rate limit's 429, its token's
-    use recorded in ``background`` after the response)."""
+def contract_id(request: Request) -> UUID | None:
+    """The ``contract_id`` path parameter as the twin validates it; None: it does not (decline)."""
+    try:
+        return _UUID.validate_python(request.path_params["contract_id"])
+    except ValidationError:
+        return None
+
+
+def json_body(request: Request, body: bytes, model: TypeAdapter[T]) -> T | None:
+    """``body`` as ``model``, when it is declared JSON and validates; None: decline (the twin's 422)."""
+    if not is_json(request):
+        return None
+    try:
+        return model.validate_json(body)
+    except ValidationError:
+        return None
+
+
+async def serve(
+    request: Request,
+    endpoint: Callable[[Principal], Awaitable[BaseModel | Response]],
+    *,
+    flag: Flag | None = None,
+    status_view: bool = False,
+) -> Response:
+    """Run what the twin's dependencies run before its endpoint, in their order: its router's feature
+    ``flag`` (404 FEATURE_DISABLED) or ``status_view`` (the view of statuses for this request, from the
+    flags: ``plain`` requests only), then the caller (401/403, its rate limit's 429, its token's use
+    recorded after the response); then ``endpoint`` with the caller, its answer encoded once as the twin's
+    response model would send it (by alias, compact JSON), or sent as it is when it is a response."""
     flags = request.app.state.flags()
     if flag is not None:
         require(flags, flag)
     if status_view:
         await choose_view(flags)
-    return await get_principal(request, request.app.state.database, background)
-
-
-def answer(model: BaseModel, background: BackgroundTasks, status_code: int = 200) -> Response:
-    """``model`` encoded once, as the twin's response model would send it (by alias, compact JSON)."""
-    body = model.model_dump_json(by_alias=True)
-    return Response(body, status_code=status_code, media_type="application/json", background=background)
+    background = BackgroundTasks()
+    principal = await get_principal(request, request.app.state.database, background)
+    out = await endpoint(principal)
+    if isinstance(out, Response):
+        out.background = background
+        return out
+    return Response(out.model_dump_json(by_alias=True), media_type="application/json", background=background)
 
 
 # Which lean routes each router brings (``register``): an app gets those of the routers it serves.

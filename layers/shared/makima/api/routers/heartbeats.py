@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import BackgroundTasks, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, Events, feature
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import Body
+from makima.domain.principals import Principal
 from makima.domain.supervisors import Heartbeat, InvalidHeartbeat
 from makima.errors import ContractNotFound, FeatureDisabled, Inconsistent, StaleTimestamp, UnknownSupervisorTask
 from makima.flags import Flag
@@ -181,37 +182,31 @@ async def heartbeat_batch(
 # endpoint function, without FastAPI's per-request machinery; anything but a well-formed JSON body is left
 # to the routes above. A heartbeat was 1.8 ms of server CPU through FastAPI, of which FastAPI was more than
 # half (docs/performance.md, "Change 15").
-_CONTRACT_ID = TypeAdapter(UUID)
 _BATCH = TypeAdapter(HeartbeatBatch)
 
 
 async def _heartbeat_lean(request: Request, body: bytes) -> Response | None:
-    if not lean.is_json(request):
+    contract_id, beat = lean.contract_id(request), lean.json_body(request, body, _ONE)
+    if contract_id is None or beat is None:
         return None
-    try:
-        contract_id = _CONTRACT_ID.validate_python(request.path_params["contract_id"])
-        beat = _ONE.validate_json(body)
-    except ValidationError:
-        return None
-    background = BackgroundTasks()
-    caller = await lean.caller(request, background, flag=Flag.SUPERVISOR_HEARTBEAT)
-    state = request.app.state
-    out = await heartbeat(request, contract_id, beat, state.database, caller, state.events, state.settings)
-    return lean.answer(out, background)
+    s = request.app.state
+
+    async def run(caller: Principal) -> HeartbeatAnswerOut:
+        return await heartbeat(request, contract_id, beat, s.database, caller, s.events, s.settings)
+
+    return await lean.serve(request, run, flag=Flag.SUPERVISOR_HEARTBEAT)
 
 
 async def _heartbeat_batch_lean(request: Request, body: bytes) -> Response | None:
-    if not lean.is_json(request):
+    batch = lean.json_body(request, body, _BATCH)
+    if batch is None:
         return None
-    try:
-        batch = _BATCH.validate_json(body)
-    except ValidationError:
-        return None
-    background = BackgroundTasks()
-    caller = await lean.caller(request, background, flag=Flag.SUPERVISOR_HEARTBEAT)
-    state = request.app.state
-    out = await heartbeat_batch(request, batch, state.database, caller, state.events, state.settings)
-    return lean.answer(out, background)
+    s = request.app.state
+
+    async def run(caller: Principal) -> HeartbeatBatchAnswer:
+        return await heartbeat_batch(request, batch, s.database, caller, s.events, s.settings)
+
+    return await lean.serve(request, run, flag=Flag.SUPERVISOR_HEARTBEAT)
 
 
 _ONE_PATH = f"{router.prefix}/contracts/{{contract_id}}/supervisor/heartbeat"

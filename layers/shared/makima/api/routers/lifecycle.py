@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import BackgroundTasks, Request, Response
-from pydantic import TypeAdapter, ValidationError
+from fastapi import Request, Response
+from pydantic import TypeAdapter
 
 from makima.api import lean
 from makima.api.compat import STATUS_VIEW
@@ -13,6 +13,7 @@ from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, FeatureFlags, Policy, get_policy
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import ContractOut, PhaseChange, StatusChange
+from makima.domain.principals import Principal
 from makima.domain.statuses import LEGACY_STATUSES
 from makima.errors import (
     ContractNotFound,
@@ -78,25 +79,21 @@ def change_status(
 # The lean twin of the status change (api/lean.py): the same checks in the same order and the same
 # endpoint function, without FastAPI's per-request machinery; the legacy status header, a query or anything
 # but a well-formed JSON body is left to the route above (docs/performance.md, "Change 15").
-_CONTRACT_ID = TypeAdapter(UUID)
 _STATUS_CHANGE = TypeAdapter(StatusChange)
 
 
 async def _change_status_lean(request: Request, body: bytes) -> Response | None:
-    if not lean.plain(request) or not lean.is_json(request):
+    contract_id, change = lean.contract_id(request), lean.json_body(request, body, _STATUS_CHANGE)
+    if not lean.plain(request) or contract_id is None or change is None:
         return None
-    try:
-        contract_id = _CONTRACT_ID.validate_python(request.path_params["contract_id"])
-        change = _STATUS_CHANGE.validate_json(body)
-    except ValidationError:
-        return None
-    background = BackgroundTasks()
-    caller = await lean.caller(request, background, status_view=True)
-    state = request.app.state
-    flags = state.flags()
-    policy = await get_policy(state.settings, flags)
-    out = await blocking(change_status, contract_id, change, state.database, caller, flags, policy)
-    return lean.answer(out, background)
+    s = request.app.state
+
+    async def run(caller: Principal) -> ContractOut:
+        flags = s.flags()
+        policy = await get_policy(s.settings, flags)
+        return await blocking(change_status, contract_id, change, s.database, caller, flags, policy)
+
+    return await lean.serve(request, run, status_view=True)
 
 
 lean.register(router, lean.LeanRoute(f"{router.prefix}/contracts/{{contract_id}}/status", "POST", _change_status_lean))

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import BackgroundTasks, Query, Request, Response, status
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from fastapi import Query, Request, Response, status
+from pydantic import BaseModel, Field, TypeAdapter
 
 from makima.api import lean
 from makima.api.answers import serialized
@@ -21,6 +21,7 @@ from makima.api.paging import Cursor, limit_query, next_cursor
 from makima.api.routers._common import make_router, raises
 from makima.api.schemas import TEXT, Body, ContractOut, ExpectedVersion
 from makima.domain.bounds import INT4_MAX, MAX_SEQ
+from makima.domain.principals import Principal
 from makima.domain.strict import NO_BOOL, Bool, Int
 from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
 from makima.errors import (
@@ -435,37 +436,30 @@ def restart(contract_id: UUID, db: DB, caller: Caller, body: RestartIn | None = 
 # same endpoint functions, without FastAPI's per-request machinery; a read with a query (``after_seq``),
 # the legacy status header or anything but a well-formed JSON body is left to the routes above
 # (docs/performance.md, "Change 15").
-_CONTRACT_ID = TypeAdapter(UUID)
 _STATE_SAVE = TypeAdapter(StateSaveIn)
 
 
 async def _get_state_lean(request: Request, body: bytes) -> Response | None:
-    if not lean.plain(request):
+    contract_id = lean.contract_id(request)
+    if not lean.plain(request) or contract_id is None:
         return None
-    try:
-        contract_id = _CONTRACT_ID.validate_python(request.path_params["contract_id"])
-    except ValidationError:
-        return None
-    background = BackgroundTasks()
-    caller = await lean.caller(request, background, status_view=True)
-    response = await blocking(get_state, contract_id, request.app.state.database, caller)
-    response.background = background
-    return response
+
+    async def run(caller: Principal) -> Response:
+        return await blocking(get_state, contract_id, request.app.state.database, caller)
+
+    return await lean.serve(request, run, status_view=True)
 
 
 async def _save_state_lean(request: Request, body: bytes) -> Response | None:
-    if not lean.plain(request) or not lean.is_json(request):
+    contract_id, save = lean.contract_id(request), lean.json_body(request, body, _STATE_SAVE)
+    if not lean.plain(request) or contract_id is None or save is None:
         return None
-    try:
-        contract_id = _CONTRACT_ID.validate_python(request.path_params["contract_id"])
-        save = _STATE_SAVE.validate_json(body)
-    except ValidationError:
-        return None
-    background = BackgroundTasks()
-    caller = await lean.caller(request, background, status_view=True)
-    state = request.app.state
-    out = await blocking(save_state, contract_id, save, state.database, caller, state.settings)
-    return lean.answer(out, background)
+    s = request.app.state
+
+    async def run(caller: Principal) -> StateSaved:
+        return await blocking(save_state, contract_id, save, s.database, caller, s.settings)
+
+    return await lean.serve(request, run, status_view=True)
 
 
 _STATE = f"{router.prefix}/contracts/{{contract_id}}/supervisor/state"

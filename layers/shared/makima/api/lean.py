@@ -62,7 +62,9 @@ class LeanRoute(BaseRoute):
         self.method = method
         self.handler = handler
         self.path_regex, _, _ = compile_path(path)
-        self.after: Sequence[BaseRoute] = ()  # the routes a declined request goes on to (``install``)
+        # The app's routes, which a declined request goes on to (``install``): the router's own list, so
+        # the routes added after the lean ones were installed (the dashboard, the monitor) are in it.
+        self.after: Sequence[BaseRoute] = ()
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http" or scope["method"] != self.method:
@@ -85,10 +87,12 @@ class LeanRoute(BaseRoute):
         await self._decline(scope, _replay(body, receive) if read else receive, send)
 
     async def _decline(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """What the router would have done without the lean routes: the first full match after them,
-        else the first partial one (a 405), else the router's own default (a 404)."""
+        """What the router would have done without the lean routes: the first full match among the other
+        routes, else the first partial one (a 405), else the router's own default (a 404)."""
         partial: tuple[BaseRoute, Scope] | None = None
         for route in self.after:
+            if isinstance(route, LeanRoute):
+                continue
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
                 scope.update(child_scope)
@@ -131,9 +135,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 def install(routes: list[BaseRoute], lean: Sequence[LeanRoute]) -> None:
     """Put ``lean`` before ``routes`` (an app router's list, changed in place)."""
-    after = list(routes)
     for route in lean:
-        route.after = after
+        route.after = routes
     routes[:0] = lean
 
 

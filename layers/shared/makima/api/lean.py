@@ -26,16 +26,17 @@ one without (``create_app(..., lean_routes=False)``) and compares status, header
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
-from fastapi import BackgroundTasks
+from fastapi import APIRouter, BackgroundTasks
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, compile_path
 from starlette.types import Message, Receive, Scope, Send
 
+from makima.api.answers import serialized
 from makima.api.compat import HEADER, choose_view
 from makima.api.deps import get_principal
 from makima.domain.principals import Principal
@@ -150,7 +151,7 @@ def is_json(request: Request) -> bool:
 def plain(request: Request) -> bool:
     """No query string and no ``X-Makima-Status`` header: the request the lean handlers take (with
     either, the twin answers: its query validation, the legacy status view)."""
-    return not request.scope.get("query_string") and HEADER.lower().encode() not in dict(request.scope["headers"])
+    return not request.scope.get("query_string") and HEADER not in request.headers
 
 
 def contract_id(request: Request) -> UUID | None:
@@ -159,6 +160,13 @@ def contract_id(request: Request) -> UUID | None:
         return _UUID.validate_python(request.path_params["contract_id"])
     except ValidationError:
         return None
+
+
+def contract_and_body(request: Request, body: bytes, model: TypeAdapter[T]) -> tuple[UUID, T] | None:
+    """The ``contract_id`` path parameter and ``body`` as ``model`` (``contract_id``, ``json_body``);
+    None when either declines."""
+    target, parsed = contract_id(request), json_body(request, body, model)
+    return None if target is None or parsed is None else (target, parsed)
 
 
 def json_body(request: Request, body: bytes, model: TypeAdapter[T]) -> T | None:
@@ -182,7 +190,7 @@ async def serve(
     ``flag`` (404 FEATURE_DISABLED) or ``status_view`` (the view of statuses for this request, from the
     flags: ``plain`` requests only), then the caller (401/403, its rate limit's 429, its token's use
     recorded after the response); then ``endpoint`` with the caller, its answer encoded once as the twin's
-    response model would send it (by alias, compact JSON), or sent as it is when it is a response."""
+    response model would send it (``answers.serialized``), or sent as it is when it is a response."""
     flags = request.app.state.flags()
     if flag is not None:
         require(flags, flag)
@@ -191,19 +199,20 @@ async def serve(
     background = BackgroundTasks()
     principal = await get_principal(request, request.app.state.database, background)
     out = await endpoint(principal)
-    if isinstance(out, Response):
-        out.background = background
-        return out
-    return Response(out.model_dump_json(by_alias=True), media_type="application/json", background=background)
+    response = out if isinstance(out, Response) else serialized(out)
+    response.background = background
+    return response
 
 
-# Which lean routes each router brings (``register``): an app gets those of the routers it serves.
+# Which lean routes each router brings (``register``): an app gets those of the routers it serves. Keyed
+# by identity: FastAPI's routers are not hashable, and each is a module-level object that lives as long
+# as the process.
 _BY_ROUTER: dict[int, list[LeanRoute]] = {}
 
 
-def register(router: Any, route: LeanRoute) -> None:
+def register(router: APIRouter, route: LeanRoute) -> None:
     _BY_ROUTER.setdefault(id(router), []).append(route)
 
 
-def routes_of(routers: Sequence[Any]) -> list[LeanRoute]:
+def routes_of(routers: Sequence[APIRouter]) -> list[LeanRoute]:
     return [route for router in routers for route in _BY_ROUTER.get(id(router), [])]

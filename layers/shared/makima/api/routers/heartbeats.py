@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Request
-from fastapi.responses import Response
+from fastapi import Request, Response
 from pydantic import (
     BaseModel,
     Field,
@@ -186,9 +185,9 @@ _BATCH = TypeAdapter(HeartbeatBatch)
 
 
 async def _heartbeat_lean(request: Request, body: bytes) -> Response | None:
-    contract_id, beat = lean.contract_id(request), lean.json_body(request, body, _ONE)
-    if contract_id is None or beat is None:
+    if (parsed := lean.contract_and_body(request, body, _ONE)) is None:
         return None
+    contract_id, beat = parsed
     s = request.app.state
 
     async def run(caller: Principal) -> HeartbeatAnswerOut:

@@ -83,9 +83,9 @@ _STATUS_CHANGE = TypeAdapter(StatusChange)
 
 
 async def _change_status_lean(request: Request, body: bytes) -> Response | None:
-    contract_id, change = lean.contract_id(request), lean.json_body(request, body, _STATUS_CHANGE)
-    if not lean.plain(request) or contract_id is None or change is None:
+    if not lean.plain(request) or (parsed := lean.contract_and_body(request, body, _STATUS_CHANGE)) is None:
         return None
+    contract_id, change = parsed
     s = request.app.state
 
     async def run(caller: Principal) -> ContractOut:

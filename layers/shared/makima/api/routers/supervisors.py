@@ -451,9 +451,9 @@ async def _get_state_lean(request: Request, body: bytes) -> Response | None:
 
 
 async def _save_state_lean(request: Request, body: bytes) -> Response | None:
-    contract_id, save = lean.contract_id(request), lean.json_body(request, body, _STATE_SAVE)
-    if not lean.plain(request) or contract_id is None or save is None:
+    if not lean.plain(request) or (parsed := lean.contract_and_body(request, body, _STATE_SAVE)) is None:
         return None
+    contract_id, save = parsed
     s = request.app.state
 
     async def run(caller: Principal) -> StateSaved:

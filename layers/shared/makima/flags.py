@@ -73,7 +73,7 @@ class PowertoolsFlags:
         try:
             document = self._store.get_configuration()
             with self._lock:
-                if document != self._document:
+                if document is not self._document and document != self._document:
                     self._document, self._memo = document, {}
                 elif flag in self._memo:
                     return self._memo[flag]
@@ -145,14 +145,28 @@ def local_store(config: FeatureFlagsConfig, path: Path | None = None, *, max_age
     values = LocalFlagValues(config, path, max_age=max_age)
 
     class LocalStore(StoreProvider):
-        """Serves the local flag values (settings, then the flags file) in the Powertools schema."""
+        """Serves the local flag values (settings, then the flags file) in the Powertools schema. The
+        document is built again only when a value changed (the values are read on every call, so a
+        flag switched in the file or in the settings is seen at once): every request asks
+        (``PowertoolsFlags.enabled``), and building it each time was 1.6 % of a heartbeat's server CPU
+        (issue 15)."""
+
+        def __init__(self) -> None:
+            self._built: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+
+        def _document(self) -> dict[str, Any]:
+            current, built = values.current(), self._built
+            key = tuple(vars(current).values())
+            if built is None or built[0] != key:
+                built = self._built = (key, flag_document(current))
+            return built[1]
 
         @property
         def get_raw_configuration(self) -> dict[str, Any]:
-            return flag_document(values.current())
+            return self._document()
 
         def get_configuration(self) -> dict[str, Any]:
-            return flag_document(values.current())
+            return self._document()
 
     return LocalStore()
 

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import BackgroundTasks, Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from makima.api.concurrency import blocking
 from makima.config import Settings
@@ -97,7 +96,7 @@ async def principal_of(db: Database, principals: PrincipalCache | None, token: s
     dependencies and the MCP endpoint's gate (``mcp_server/http.py``) both check tokens here."""
     principal = auth.cached(principals, token) if principals is not None else None
     if principal is None:  # not cached (or no cache: tests, Lambda)
-        principal = await run_in_threadpool(auth.resolve, db, token, principals)
+        principal = await blocking(auth.resolve, db, token, principals)
     return principal
 
 

@@ -13,7 +13,12 @@ conversation holds 10 and 200 messages of about 200 bytes. Then it starts ``maki
 separate process (``bench_heartbeats.start_stack``: one server process, PostgreSQL over its socket) and,
 for each workload, measures two paths over the *same sequence of requests*:
 
-- API: the requests over HTTP, one keep-alive ``httpx.Client`` per client (a thread each);
+- API: the requests over HTTP, one keep-alive connection per client (a thread each), from the standard
+  library's ``http.client`` with each body encoded before the clock starts (``--client httpx``: an
+  ``httpx.Client`` encoding each body as it sends, the client of the earlier runs). The client shares
+  the 2 cores and, with one sequential client, its CPU adds to every request's time: ``httpx`` spent
+  0.45-0.5 ms of a 1.5 ms heartbeat, ``http.client`` about 0.1 ms (the table's ``client ms`` column, each
+  client thread's CPU per request), so the lighter client measures the stack, not itself;
 - raw: the statements the server runs for those requests, from plain psycopg (one connection per
   client, autocommit, the same transactions, rows fetched), with nothing of ours in between.
 
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -55,7 +61,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import psycopg
@@ -449,6 +456,7 @@ class Round:
     api_rate: float
     raw_rate: float
     latencies_ms: list[float]
+    client_cpu_ms: float  # the HTTP clients' own CPU per API request
 
 
 @dataclass
@@ -474,6 +482,10 @@ class Outcome:
         carries = self.workload.clients[0].carries
         both = [counts(c.base) for c in carries]
         return statistics.mean(s for s, _ in both), statistics.mean(t for _, t in both)
+
+    @property
+    def client_cpu_ms(self) -> float:
+        return statistics.median(r.client_cpu_ms for r in self.rounds)
 
     def latency(self, q: float) -> float:
         return percentile([x for r in self.rounds for x in r.latencies_ms], q)
@@ -550,38 +562,102 @@ def _in_threads(fns: Sequence[Callable[[], None]]) -> float:
     return wall
 
 
-def api_round(base_url: str, workload: Workload, n: int, warmup: int) -> tuple[float, list[float]]:
-    """``n`` requests per client over HTTP (after ``warmup`` untimed ones): requests/s and latencies."""
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to go: its target (path and query) and its body encoded, before the clock starts."""
+
+    request: Request
+    target: str
+    body: bytes | None
+
+
+def prepare(req: Request) -> Prepared:
+    target = req.path + (f"?{urlencode(req.params)}" if req.params else "")
+    body = None if req.body is None else json.dumps(req.body, separators=(",", ":")).encode()
+    return Prepared(req, target, body)
+
+
+class Sender(Protocol):
+    def send(self, prepared: Prepared) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StdlibSender:
+    """One keep-alive connection (``http.client``; it sends the head and a body in one write), the body
+    encoded beforehand."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        where = urlsplit(base_url)
+        self._conn = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port, timeout=30)
+        self._plain = {"Authorization": f"Bearer {token}"}
+        self._json = {**self._plain, "Content-Type": "application/json"}
+
+    def send(self, prepared: Prepared) -> None:
+        headers = self._plain if prepared.body is None else self._json
+        self._conn.request(prepared.request.method, prepared.target, body=prepared.body, headers=headers)
+        response = self._conn.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            req = prepared.request
+            raise RuntimeError(f"{req.method} {req.path}: HTTP {response.status} {data[:300]!r}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class HttpxSender:
+    """One keep-alive ``httpx.Client``, encoding each body as it sends (the earlier runs' client)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self._http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def send(self, prepared: Prepared) -> None:
+        send(self._http, prepared.request)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+CLIENTS: dict[str, Callable[[str, str], Sender]] = {"stdlib": StdlibSender, "httpx": HttpxSender}
+
+
+def api_round(
+    base_url: str, workload: Workload, n: int, warmup: int, client_kind: str = "stdlib"
+) -> tuple[float, list[float], float]:
+    """``n`` requests per client over HTTP (after ``warmup`` untimed ones): requests/s, latencies, and the
+    clients' CPU per request (ms, each client thread's own)."""
     latencies: list[list[float]] = [[] for _ in workload.clients]
-    https = [
-        httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {c.token}"}, timeout=30)
-        for c in workload.clients
-    ]
+    cpu = [0.0 for _ in workload.clients]
+    senders = [CLIENTS[client_kind](base_url, c.token) for c in workload.clients]
     try:
-        for http, client in zip(https, workload.clients, strict=True):
+        for sender, client in zip(senders, workload.clients, strict=True):
             for _ in range(warmup):
-                send(http, client.make(client.next))
+                sender.send(prepare(client.make(client.next)))
                 client.next += 1
         reqs = []
         for client in workload.clients:
-            reqs.append([client.make(g) for g in range(client.next, client.next + n)])
+            reqs.append([prepare(client.make(g)) for g in range(client.next, client.next + n)])
             client.next += n
 
         def run(k: int) -> Callable[[], None]:
             def go() -> None:
-                out = latencies[k]
+                out, sender = latencies[k], senders[k]
+                c0 = time.thread_time()
                 for req in reqs[k]:
                     t0 = time.perf_counter()
-                    send(https[k], req)
+                    sender.send(req)
                     out.append((time.perf_counter() - t0) * 1000)
+                cpu[k] = time.thread_time() - c0
 
             return go
 
         wall = _in_threads([run(k) for k in range(len(workload.clients))])
     finally:
-        for http in https:
-            http.close()
-    return n * len(workload.clients) / wall, [x for lat in latencies for x in lat]
+        for sender in senders:
+            sender.close()
+    total = n * len(workload.clients)
+    return total / wall, [x for lat in latencies for x in lat], sum(cpu) * 1000 / total
 
 
 def raw_round(url: str, workload: Workload, n: int, warmup: int) -> float:
@@ -804,7 +880,7 @@ def _now() -> str:
 def print_table(outcomes: Sequence[Outcome]) -> None:
     head = (
         f"{'workload':<36} | {'API rate':>14} | {'raw rate':>14} | {'API/raw':>7} | {'floor':>5} | "
-        f"{'p50 ms':>6} | {'p95 ms':>6} | {'SQL/tx':>8} | target"
+        f"{'p50 ms':>6} | {'p95 ms':>6} | {'client ms':>9} | {'SQL/tx':>8} | target"
     )
     print(head)
     print("-" * (len(head) + 24))
@@ -815,7 +891,7 @@ def print_table(outcomes: Sequence[Outcome]) -> None:
         print(
             f"{w.name:<36} | {o.api_rate * w.per_request:8,.0f} {unit:<5} | {o.raw_rate * w.per_request:8,.0f} "
             f"{unit:<5} | {o.ratio:7.2f} | {FLOORS[w.key]:5.2f} | {o.latency(0.5):6.2f} | {o.latency(0.95):6.2f} | "
-            f"{stmts:4.1f}/{txs:<3.1f} | {TARGETS[w.key]}"
+            f"{o.client_cpu_ms:9.2f} | {stmts:4.1f}/{txs:<3.1f} | {TARGETS[w.key]}"
         )
 
 
@@ -832,6 +908,7 @@ def as_json(outcomes: Sequence[Outcome], facts: dict[str, Any]) -> dict[str, Any
                 "floor": FLOORS[o.workload.key],
                 "p50_ms": o.latency(0.5),
                 "p95_ms": o.latency(0.95),
+                "client_cpu_ms": o.client_cpu_ms,
                 "target": TARGETS[o.workload.key],
                 "statements_per_request": o.per_request[0],
                 "transactions_per_request": o.per_request[1],
@@ -853,6 +930,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", help="a comma-separated subset of the workloads: " + ", ".join(TARGETS))
     parser.add_argument("--json", type=Path, help="write the results to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a ratio API/raw is below its floor")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="stdlib",
+        help="the HTTP client of the API side: stdlib (http.client, bodies encoded beforehand; the default) "
+        "or httpx (encoding each body as it sends, the client of the runs before 2026-12-05)",
+    )
     parser.add_argument("--show-sql", action="store_true", help="print the statements recorded for each workload")
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 3)
@@ -898,9 +982,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"measuring {w.name} ...", flush=True)
                 rs = []
                 for _ in range(rounds):
-                    api_rate, lat = api_round(stack.base_url, w, n, warmup)
+                    api_rate, lat, client_cpu = api_round(stack.base_url, w, n, warmup, args.client)
                     raw_rate = raw_round(url, w, n, warmup)
-                    rs.append(Round(api_rate, raw_rate, lat))
+                    rs.append(Round(api_rate, raw_rate, lat, client_cpu))
                 outcomes.append(Outcome(w, rs))
                 o = outcomes[-1]
                 print(
@@ -917,12 +1001,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server": where,
         "rounds": rounds,
         "requests_per_client_per_round": n,
+        "client": args.client,
         "load_average": [round(load_before[0], 2), round(load_after[0], 2)],
         "runtime_s": round(time.perf_counter() - started, 1),
     }
     print()
     print(
-        f"{rounds} rounds x {n} requests per client of API (local stack over HTTP, keep-alive httpx) then raw "
+        f"{rounds} rounds x {n} requests per client of API (local stack over HTTP, keep-alive {args.client}) then raw "
         "(the same requests' statements from plain psycopg); rates: medians over rounds; API/raw: median of the "
         f"rounds' ratios; p50/p95: API latency per request. Load average {load_before[0]:.2f} at start, "
         f"{load_after[0]:.2f} at end (2 shared cores: compare several runs)."

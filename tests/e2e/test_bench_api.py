@@ -25,7 +25,9 @@ def test_bench_api_quick_measures_every_workload_on_both_paths(tmp_path: Path) -
     args = [sys.executable, "-m", "tests.bench.bench_api", "--quick", "--json", str(out)]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads(out.read_text(encoding="utf-8"))["workloads"]
+    document = json.loads(out.read_text(encoding="utf-8"))
+    assert document["facts"]["client"] == "stdlib"
+    results = document["workloads"]
     assert set(results) == set(FLOORS)
     for key, r in results.items():
         assert r["api_rate"] > 0, key
@@ -33,3 +35,4 @@ def test_bench_api_quick_measures_every_workload_on_both_paths(tmp_path: Path) -
         assert r["ratio"] > 0, key
         assert 0 < r["p50_ms"] <= r["p95_ms"], key
         assert r["statements_per_request"] >= 1, key
+        assert r["client_cpu_ms"] > 0, key

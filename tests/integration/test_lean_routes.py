@@ -276,15 +276,18 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_bodies_get_the_same_answer(pair: Pair, sup: Sup, data: st.DataObject) -> None:
     # Refused whatever one field becomes (no generation 10**6, or no seq 0), so neither answer changes
     # anything the other would see; a heartbeat's answer does not depend on the ones before it.
     save = {"generation": 10**6, "seq": 0, "save_point": "llm_response", "state": "working", "phase": "plan"}
-    which = data.draw(st.sampled_from(["heartbeat", "state", "status"]))
+    which = data.draw(st.sampled_from(["heartbeat", "batch item", "batch", "state", "status"]))
+    in_batch = {**beat(sup), "contract_id": sup.contract_id}
     method, path, body = {
         "heartbeat": ("POST", sup.url("/supervisor/heartbeat"), beat(sup)),
+        "batch item": ("POST", f"{API}/supervisors/heartbeats", in_batch),
+        "batch": ("POST", f"{API}/supervisors/heartbeats", {"heartbeats": [in_batch], "daemon_id": sup.daemon_id}),
         "state": ("PUT", sup.url("/supervisor/state"), save),
         "status": ("POST", sup.url("/status"), {"status": "active", "expected_version": 10**6}),
     }[which]
@@ -292,4 +295,6 @@ def test_mutated_bodies_get_the_same_answer(pair: Pair, sup: Sup, data: st.DataO
     mutated = {**body, field: data.draw(_JSON)}
     if data.draw(st.booleans()):
         mutated.pop(field)
+    if which == "batch item":  # one item of a batch mutated, beside a valid one: answered on its own
+        mutated = {"heartbeats": [in_batch, mutated]}
     same(*pair.both(method, path, json=mutated, headers=sup.caller.headers), exact=False)

@@ -77,13 +77,30 @@ class InvalidHeartbeat:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TimestampWindow:
+    """The timestamps a heartbeat may carry when received at ``now``: computed once for a whole batch
+    (the two bounds per heartbeat were 3 % of a 100-heartbeat batch's server CPU, issue 15)."""
+
+    earliest: datetime
+    latest: datetime
+
+    @classmethod
+    def at(cls, now: datetime) -> TimestampWindow:
+        return cls(now - MAX_HEARTBEAT_AGE, now + MAX_FUTURE_SKEW)
+
+    def check(self, sent: datetime) -> str | None:
+        """Why ``sent`` is unacceptable, or None."""
+        if sent > self.latest:
+            return f"timestamp {sent.isoformat()} is in the future (more than {MAX_FUTURE_SKEW} ahead of the server)"
+        if sent < self.earliest:
+            return f"timestamp {sent.isoformat()} is too old (more than {MAX_HEARTBEAT_AGE} behind the server)"
+        return None
+
+
 def check_timestamp(sent: datetime, now: datetime) -> str | None:
     """Why a heartbeat's timestamp is unacceptable at ``now``, or None."""
-    if sent > now + MAX_FUTURE_SKEW:
-        return f"timestamp {sent.isoformat()} is in the future (more than {MAX_FUTURE_SKEW} ahead of the server)"
-    if sent < now - MAX_HEARTBEAT_AGE:
-        return f"timestamp {sent.isoformat()} is too old (more than {MAX_HEARTBEAT_AGE} behind the server)"
-    return None
+    return TimestampWindow.at(now).check(sent)
 
 
 # --- the records the supervisor and daemon services hand out (built from rows; no column names leak) ---

@@ -32,7 +32,7 @@ from makima.domain.supervisors import (
     SavePoint,
     SupervisorRecord,
     SupervisorState,
-    check_timestamp,
+    TimestampWindow,
     compaction,
 )
 from makima.errors import (
@@ -194,10 +194,6 @@ class _Envelopes(Sequence[Mapping[str, Any]]):
         return iter(self._items())
 
 
-def _validate(hb: Heartbeat, now: datetime) -> str | None:
-    return check_timestamp(hb.timestamp, now)
-
-
 def _state_changed(
     conn: Conn,
     row: dict[str, Any],
@@ -242,13 +238,13 @@ def ingest_heartbeats(
     server wants from it. ``monitor``
     gets the monitor envelopes of the accepted ones (heartbeats are not in the event log), and whether
     the statement logged events (state changes), which then wait in the outbox."""
-    now = datetime.now(UTC)
+    window = TimestampWindow.at(datetime.now(UTC))
     answers: dict[int, HeartbeatAnswer] = {}
     valid: list[tuple[int, Heartbeat]] = []
     for i, hb in enumerate(heartbeats):
         if isinstance(hb, InvalidHeartbeat):
             answers[i] = _refused(hb.task_id, InvalidRequest.code, hb.message, errors=hb.errors)
-        elif problem := _validate(hb, now):
+        elif problem := window.check(hb.timestamp):
             answers[i] = _refused(hb.task_id, InvalidRequest.code, problem)
         elif hb.contract_id is None:
             answers[i] = _refused(hb.task_id, InvalidRequest.code, "contract_id is required in a batch")
@@ -258,7 +254,9 @@ def ingest_heartbeats(
     with db.connection() as conn:
         rows = heartbeats_sql.ingest(
             conn,
-            [hb.model_dump() for _, hb in valid],
+            # A heartbeat's fields as they are (no nested models to dump): model_dump per item was 6 % of
+            # a 100-heartbeat batch's server CPU (issue 15).
+            [vars(hb) for _, hb in valid],
             scope(principal),
             daemon_id=daemon_id,
             actor=principal.actor,
@@ -319,7 +317,7 @@ def heartbeat(
     """One supervisor's heartbeat. Refusals are errors here (the batch endpoint reports them per item)."""
     if hb.contract_id is not None and hb.contract_id != contract_id:
         raise Inconsistent("contract_id in the body differs from the path", {"contract_id": str(hb.contract_id)})
-    problem = _validate(hb, datetime.now(UTC))
+    problem = TimestampWindow.at(datetime.now(UTC)).check(hb.timestamp)
     if problem:
         raise StaleTimestamp(problem, {"field": "timestamp"})
     answer = ingest_heartbeats(db, principal, [hb.model_copy(update={"contract_id": contract_id})], monitor=monitor)[0]

@@ -82,21 +82,29 @@ def with_contract(
     return contract, {k: v for k, v in row.items() if not k.startswith(_CONTRACT)}
 
 
-def conversation_page(conn: Conn, task_id: UUID, *, after_seq: int, end: int, budget: int) -> list[dict[str, Any]]:
+_PAGE = """
+    SELECT seq, {message} FROM (
+        SELECT seq, message, sum(octet_length(message::text)) OVER (ORDER BY seq) - octet_length(message::text)
+               AS before
+          FROM supervisor_conversation
+         WHERE task_id = %(task_id)s AND seq > %(after)s AND seq < %(end)s
+    ) page
+     WHERE before < %(budget)s
+     ORDER BY seq
+"""
+_PAGE_PARSED = _PAGE.format(message="message")
+_PAGE_TEXT = _PAGE.format(message="message::text AS message")
+
+
+def conversation_page(
+    conn: Conn, task_id: UUID, *, after_seq: int, end: int, budget: int, as_text: bool = False
+) -> list[dict[str, Any]]:
     """The stored messages after ``after_seq`` and before ``end``, oldest first, as many as start
     within ``budget`` bytes (PostgreSQL's text of each): at least one, so a page may pass the budget by
-    one message, which the edge bounds (``api/json_bounds.py``)."""
+    one message, which the edge bounds (``api/json_bounds.py``). ``as_text``: each message as
+    PostgreSQL's JSON text of it, unparsed, for an answer that only passes the messages on."""
     return conn.execute(
-        """
-        SELECT seq, message FROM (
-            SELECT seq, message, sum(octet_length(message::text)) OVER (ORDER BY seq) - octet_length(message::text)
-                   AS before
-              FROM supervisor_conversation
-             WHERE task_id = %(task_id)s AND seq > %(after)s AND seq < %(end)s
-        ) page
-         WHERE before < %(budget)s
-         ORDER BY seq
-        """,
+        _PAGE_TEXT if as_text else _PAGE_PARSED,
         {"task_id": task_id, "after": after_seq, "end": end, "budget": budget},
     ).fetchall()
 

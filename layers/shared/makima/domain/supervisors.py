@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NewType
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -449,6 +449,9 @@ def restoration_context(
 # the pending questions and the checkpoint, an answer stays under 2 MB, far below Lambda's 6 MB.
 DEFAULT_CONVERSATION_MAX_BYTES = 2 * 1024 * 1024
 CONVERSATION_PAGE_BYTES = 1024 * 1024
+
+# A stored JSON value as PostgreSQL's text of it (``jsonb::text``): valid JSON, passed on unparsed.
+JsonText = NewType("JsonText", str)
 
 
 @dataclass(frozen=True)

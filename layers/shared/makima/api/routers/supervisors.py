@@ -11,7 +11,7 @@ from fastapi import Query, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter
 
 from makima.api import lean
-from makima.api.answers import serialized
+from makima.api.answers import serialized, serialized_with_texts
 from makima.api.compat import STATUS_VIEW
 from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, feature
@@ -264,14 +264,14 @@ class PersistedState(BaseModel):
 
 def _persisted(w: svc.StateWindow) -> Response:
     s = w.supervisor
-    return serialized(
+    return serialized_with_texts(
         PersistedState(
             task_id=s.task_id,
             generation=s.generation,
             save_seq=s.save_seq,
             state=s.state,
             phase=s.phase,
-            conversation_history=w.history,
+            conversation_history=[],
             conversation_start=s.conversation_start,
             conversation_length=s.conversation_length,
             next_after_seq=w.next_after_seq,
@@ -284,7 +284,9 @@ def _persisted(w: svc.StateWindow) -> Response:
             last_save_point=s.last_save_point,
             created_at=s.created_at,
             updated_at=s.updated_at,
-        )
+        ),
+        "conversation_history",
+        w.history,
     )
 
 

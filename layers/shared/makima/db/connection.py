@@ -129,6 +129,27 @@ def _translate(exc: psycopg.Error, conn: Conn | None) -> Exception | None:
     return None
 
 
+class LastUsedFirstPool(ConnectionPool[Conn]):
+    """psycopg-pool's pool, handing out the connection returned last (LIFO) instead of the one idle
+    longest (FIFO).
+
+    After a burst grew the pool, FIFO spreads even one client's sequential requests over every
+    connection: each statement goes to another PostgreSQL backend (colder caches, each connection
+    preparing each statement anew), and no connection is ever idle long enough for ``max_idle`` to
+    shrink the pool back. Handing out the last one returned keeps the busy few hot and lets the rest
+    idle and close; PostgreSQL's CPU per heartbeat fell by a third on the local stack after a burst of 8
+    clients (issue 15, docs/performance.md "Change 21"). SQLAlchemy's ``pool_use_lifo`` is the same idea.
+
+    psycopg-pool (pinned, 3.3) takes a ready connection from the left of its deque, under its lock
+    (``_get_ready_connection``), and puts a returned one on the right; the most recently returned is
+    moved to the left just before, so the idle end, where shrinking takes its connections from, stays
+    the left one after it. ``tests/integration/test_pool_order.py`` holds both orders."""
+
+    def _get_ready_connection(self, timeout: float | None) -> Conn | None:
+        self._pool.rotate(1)  # called with the pool's lock held, as it mutates the deque
+        return super()._get_ready_connection(timeout)
+
+
 class PooledDatabase:
     """A psycopg-pool pool: the local stack and tests, where many requests run at once.
 
@@ -137,16 +158,19 @@ class PooledDatabase:
 
     CONNECT_OPTIONS: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0, max_idle: float = 600.0
+    ) -> None:
         self.url = url
         # When each connection was last handed back: one used moments ago is not checked again (the
         # check is a round trip on every checkout; a request takes two or three checkouts).
         self._returned: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
-        self.pool: ConnectionPool[Conn] = ConnectionPool(
+        self.pool: ConnectionPool[Conn] = LastUsedFirstPool(
             url,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
+            max_idle=max_idle,  # seconds a connection above min_size may stay unused before it is closed
             kwargs=dict(self.CONNECT_OPTIONS),
             # A connection that died while idle (server restart) is replaced before it is handed out.
             check=self._check_if_idle,

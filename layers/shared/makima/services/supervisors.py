@@ -171,12 +171,12 @@ class _Envelopes(Sequence[Mapping[str, Any]]):
 
     def __init__(self, count: int, build: Callable[[], list[Mapping[str, Any]]]) -> None:
         self._count = count
-        self._build: Callable[[], list[Mapping[str, Any]]] | None = build
-        self._built: list[Mapping[str, Any]] = []
+        self._build = build
+        self._built: list[Mapping[str, Any]] | None = None  # None: not built yet
 
     def _items(self) -> list[Mapping[str, Any]]:
-        if self._build is not None:
-            self._built, self._build = self._build(), None
+        if self._built is None:
+            self._built = self._build()
         return self._built
 
     def __len__(self) -> int:

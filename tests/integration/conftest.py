@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from makima.api.app import create_app
+from makima.db.async_pool import AsyncPooledDatabase
 from makima.db.connection import PooledDatabase
 from tests.conftest import Caller
 from tests.declared import undeclared
@@ -23,8 +24,10 @@ from tests.integration.live import LiveServer
 @pytest.fixture(scope="session")
 def client(db: PooledDatabase) -> Iterator[TestClient]:
     """The app in-process. Every response it receives must be declared by the OpenAPI document (status
-    and error code, ``tests/declared.py``): a test that meets an undeclared one fails at that request."""
-    app = create_app(db)
+    and error code, ``tests/declared.py``): a test that meets an undeclared one fails at that request.
+    Served as the local stack serves it: the heartbeat endpoints' statement sent from the event loop on
+    an asynchronous pool (db/async_pool.py; the Lambda handlers' tests cover the worker-thread path)."""
+    app = create_app(db, async_database=AsyncPooledDatabase(db.url, max_size=10))
     document = app.openapi()
 
     def declared(response: httpx.Response) -> None:

@@ -9,7 +9,9 @@ rather than a failed init. The feature-flag client (Powertools, botocore) is lik
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 
@@ -29,7 +31,23 @@ from makima.services.rate_limits import Clock, RateLimiter
 from makima.services.sync_waits import PollingWaits, SyncWaits, WaitLimiter
 from makima.services.token_usage import UsageRecorder
 
+if TYPE_CHECKING:
+    from makima.db.async_pool import AsyncPooledDatabase
+
 OPENAPI_URL = "/api/v1/openapi.json"
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The asynchronous pool, if any, open while the app is served (on the loop that serves it)."""
+    on_loop: AsyncPooledDatabase | None = app.state.async_database
+    if on_loop is not None:
+        await on_loop.open()
+    try:
+        yield
+    finally:
+        if on_loop is not None:
+            await on_loop.close()
 
 
 def create_app(
@@ -42,13 +60,17 @@ def create_app(
     sync_waits: SyncWaits | None = None,
     principals: PrincipalCache | None = None,
     lean_routes: bool = True,
+    async_database: AsyncPooledDatabase | None = None,
 ) -> FastAPI:
     """The app serving ``routers`` over ``database``. ``clock``: the rate limiter's (tests move it).
     ``sync_waits``: what wakes sync waits (the local stack's LISTEN connection); by default a
     backing-off schedule of reads (services/sync_waits.py). ``principals``: the cache of live tokens'
     principals, kept true by that same listener (services/principal_cache.py); None: every request
     looks its token up. ``lean_routes``: serve the hottest operations by their lean routes (api/lean.py);
-    False sends every request through FastAPI (the tests compare the two)."""
+    False sends every request through FastAPI (the tests compare the two). ``async_database``: the
+    asynchronous pool (db/async_pool.py) the heartbeat endpoints send their statement on from the event
+    loop, opened and closed with the app (its lifespan); None (Lambda, most tests): a worker thread runs
+    them on ``database``, like every other endpoint."""
     settings = settings or get_settings()
     app = FastAPI(
         title="makima contracts",
@@ -62,8 +84,10 @@ def create_app(
         # with none configured. The service's telemetry is its structured logs, its metrics and X-Ray
         # traces on AWS (docs/operations.md, "Logs, metrics and traces on AWS"), not OpenTelemetry.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        lifespan=_lifespan,
     )
     app.state.database = database
+    app.state.async_database = async_database
     app.state.settings = settings
     app.state.flags = functools.cache(lambda: build_flags(settings))
     app.state.events = events

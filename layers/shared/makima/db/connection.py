@@ -97,7 +97,7 @@ def snapshot(conn: Conn) -> Iterator[Conn]:
             conn.isolation_level, conn.read_only = None, None
 
 
-def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+def unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable("the database is unavailable; retry shortly", {"reason": type(exc).__name__})
 
 
@@ -109,7 +109,7 @@ def _timed_out(exc: psycopg.Error) -> DatabaseTimeout:
     return DatabaseTimeout(message, {"reason": type(exc).__name__})
 
 
-def _is_connection_failure(exc: psycopg.Error, conn: Conn | None) -> bool:
+def _is_connection_failure(exc: psycopg.Error, conn: Conn | psycopg.AsyncConnection[Any] | None) -> bool:
     # Lock timeouts and cancellations are OperationalErrors too, but the connection survives them.
     return conn is None or conn.closed or conn.broken
 
@@ -117,15 +117,15 @@ def _is_connection_failure(exc: psycopg.Error, conn: Conn | None) -> bool:
 # What the role's time limits raise: statement_timeout cancels the statement (57014, an
 # OperationalError; the connection lives on), idle_in_transaction_session_timeout ends the session
 # (25P03, an InternalError; the connection is dead).
-_TIMEOUTS = (psycopg.errors.QueryCanceled, psycopg.errors.IdleInTransactionSessionTimeout)
+TIMEOUTS = (psycopg.errors.QueryCanceled, psycopg.errors.IdleInTransactionSessionTimeout)
 
 
-def _translate(exc: psycopg.Error, conn: Conn | None) -> Exception | None:
+def translate_error(exc: psycopg.Error, conn: Conn | psycopg.AsyncConnection[Any] | None) -> Exception | None:
     """The API's error for a driver error raised while ``conn`` was in use; None: re-raise it as is."""
-    if isinstance(exc, _TIMEOUTS):
+    if isinstance(exc, TIMEOUTS):
         return _timed_out(exc)
     if isinstance(exc, psycopg.OperationalError) and _is_connection_failure(exc, conn):
-        return _unavailable(exc)
+        return unavailable(exc)
     return None
 
 
@@ -190,15 +190,15 @@ class PooledDatabase:
             with self.pool.connection() as conn:
                 try:
                     yield conn
-                except (psycopg.OperationalError, *_TIMEOUTS) as exc:
-                    translated = _translate(exc, conn)
+                except (psycopg.OperationalError, *TIMEOUTS) as exc:
+                    translated = translate_error(exc, conn)
                     if translated is not None:
                         raise translated from exc
                     raise
                 finally:
                     self._returned[conn] = time.monotonic()
         except PoolTimeout as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
 
     def close(self) -> None:
         self.pool.close()
@@ -305,7 +305,7 @@ class SingleConnectionDatabase:
                 self._conn = psycopg.connect(self.url, **self.connect_options())
             except psycopg.OperationalError as exc:
                 self._conn = None
-                raise _unavailable(exc) from exc
+                raise unavailable(exc) from exc
             _LEDGERS[self._conn] = self._ledger
         return self._conn
 
@@ -331,12 +331,12 @@ class SingleConnectionDatabase:
             conn = self._connect()
             try:
                 yield conn
-            except (psycopg.OperationalError, *_TIMEOUTS) as exc:
+            except (psycopg.OperationalError, *TIMEOUTS) as exc:
                 if _is_connection_failure(exc, conn):
                     self._conn = None
                     if conn is self._ledger.reused:
                         self._ledger.broken = True
-                translated = _translate(exc, conn)
+                translated = translate_error(exc, conn)
                 if translated is not None:
                     raise translated from exc
                 raise

@@ -18,12 +18,15 @@ expression, which cost about 1.6 ms of CPU per 100 heartbeats (tests/bench/bench
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from makima.db import events as events_sql
 from makima.db.connection import Conn
 from makima.db.sync_notices import SYNC_CHANNEL
+
+if TYPE_CHECKING:
+    from makima.db.async_pool import AsyncConn
 
 # last_activity_at is minute-grained for staleness; refreshing it on every 30 s heartbeat of every
 # supervisor would rewrite the contracts row (and all its indexes) ~2 times a minute for nothing.
@@ -137,6 +140,26 @@ SELECT p.ord, p.sent_at, p.task_id, p.contract_id, p.owner_id, p.old_state, p.st
 """)
 
 
+def _ingest_params(
+    rows: list[dict[str, Any]], owner_id: UUID | None, daemon_id: UUID | None, actor: str
+) -> dict[str, Any]:
+    return {
+        "task_ids": [r["task_id"] for r in rows],
+        "contract_ids": [r["contract_id"] for r in rows],
+        "states": [str(r["state"]) for r in rows],
+        "phases": [r["phase"] for r in rows],
+        "activities": [r["current_activity"] for r in rows],
+        "progresses": [r["progress"] for r in rows],
+        # uuid[][] cannot be ragged, so each list travels as its array literal text
+        "pending": ["{" + ",".join(str(t) for t in r["pending_task_ids"]) + "}" for r in rows],
+        "sent": [r["timestamp"] for r in rows],
+        "generations": [r.get("generation") for r in rows],
+        "owner": owner_id,
+        "daemon": daemon_id,
+        "actor": actor,
+    }
+
+
 def ingest(
     conn: Conn,
     rows: list[dict[str, Any]],
@@ -152,22 +175,24 @@ def ingest(
     if not rows and daemon_id is None:
         return []
     events_sql.logged()  # it may log state changes (the heartbeat endpoints hand theirs over themselves)
-    params = {
-        "task_ids": [r["task_id"] for r in rows],
-        "contract_ids": [r["contract_id"] for r in rows],
-        "states": [str(r["state"]) for r in rows],
-        "phases": [r["phase"] for r in rows],
-        "activities": [r["current_activity"] for r in rows],
-        "progresses": [r["progress"] for r in rows],
-        # uuid[][] cannot be ragged, so each list travels as its array literal text
-        "pending": ["{" + ",".join(str(t) for t in r["pending_task_ids"]) + "}" for r in rows],
-        "sent": [r["timestamp"] for r in rows],
-        "generations": [r.get("generation") for r in rows],
-        "owner": owner_id,
-        "daemon": daemon_id,
-        "actor": actor,
-    }
-    return conn.execute(_INGEST, params).fetchall()
+    return conn.execute(_INGEST, _ingest_params(rows, owner_id, daemon_id, actor)).fetchall()
+
+
+async def ingest_on_loop(
+    conn: AsyncConn,
+    rows: list[dict[str, Any]],
+    owner_id: UUID | None,
+    *,
+    daemon_id: UUID | None = None,
+    actor: str = "system",
+) -> list[dict[str, Any]]:
+    """``ingest``, the same statement and parameters, sent on an asynchronous connection from the
+    event loop (the local stack's heartbeat endpoints: db/async_pool.py)."""
+    if not rows and daemon_id is None:
+        return []
+    events_sql.logged()
+    cursor = await conn.execute(_INGEST, _ingest_params(rows, owner_id, daemon_id, actor))
+    return await cursor.fetchall()
 
 
 def history(

@@ -22,6 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from makima.config import Settings
+from makima.db.async_pool import AsyncPooledDatabase
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.embedded import EmbeddedPostgres, start_embedded
 from makima.db.migrate import RoleTimeouts, migrate
@@ -198,8 +199,21 @@ def serve(
         sync_listener = SyncListener(
             backing.url, connect_timeout=settings.db_connect_timeout, principals=principals
         ).start()
+        # The heartbeat endpoints' statement is sent from the event loop on a pool of its own, with the
+        # blocking pool's limits (db/async_pool.py); the app's lifespan opens and closes it.
+        on_loop = AsyncPooledDatabase(
+            backing.url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.db_connect_timeout,
+        )
         app = create_app(
-            backing.database, settings=settings, events=pump, sync_waits=sync_listener, principals=principals
+            backing.database,
+            settings=settings,
+            events=pump,
+            sync_waits=sync_listener,
+            principals=principals,
+            async_database=on_loop,
         )
         from makima.local.web import mount_dashboard
         from makima.mcp_server.http import mount_mcp

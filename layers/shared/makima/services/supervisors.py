@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from uuid import UUID
 
 from makima.db import daemons as daemons_sql
@@ -57,6 +57,9 @@ from makima.services.common import (
     require_workable,
     scope,
 )
+
+if TYPE_CHECKING:
+    from makima.db.async_pool import AsyncPooledDatabase
 
 # What a service hands its ``answer`` (built inside its transaction: see ``get_state``) turns into.
 T = TypeVar("T")
@@ -225,6 +228,79 @@ def _state_changed(
     )
 
 
+class _Ingest:
+    """One heartbeat request's ingest around its statement: the items refused before it (invalid, a bad
+    timestamp, no contract) and the rows it carries; then, from the rows it returned, every item's
+    answer and what the monitor is told. The statement itself is sent by ``ingest_heartbeats`` (from a
+    worker thread) or ``ingest_heartbeats_on_loop`` (from the local stack's event loop)."""
+
+    def __init__(self, principal: Principal, heartbeats: Sequence[Heartbeat | InvalidHeartbeat]) -> None:
+        self.principal = principal
+        self.count = len(heartbeats)
+        window = TimestampWindow.at(datetime.now(UTC))
+        self.answers: dict[int, HeartbeatAnswer] = {}
+        self.valid: list[tuple[int, Heartbeat]] = []
+        for i, hb in enumerate(heartbeats):
+            if isinstance(hb, InvalidHeartbeat):
+                self.answers[i] = _refused(hb.task_id, InvalidRequest.code, hb.message, errors=hb.errors)
+            elif problem := window.check(hb.timestamp):
+                self.answers[i] = _refused(hb.task_id, InvalidRequest.code, problem)
+            elif hb.contract_id is None:
+                self.answers[i] = _refused(hb.task_id, InvalidRequest.code, "contract_id is required in a batch")
+            else:
+                self.valid.append((i, hb))
+        # A heartbeat's fields as they are (no nested models to dump): model_dump per item was 6 % of a
+        # 100-heartbeat batch's server CPU (issue 15).
+        self.rows = [vars(hb) for _, hb in self.valid]
+        self.owner = scope(principal)
+
+    def finish(self, rows: list[dict[str, Any]], monitor: HeartbeatMonitor | None) -> list[HeartbeatAnswer]:
+        answers = self.answers
+        by_position = {r["ord"]: r for r in rows}
+        accepted: list[tuple[dict[str, Any], Heartbeat]] = []
+        for position, (i, hb) in enumerate(self.valid, start=1):
+            r = by_position.get(position)
+            if r is None:
+                answers[i] = _refused(hb.task_id, SupervisorNotFound.code, "no such supervisor on that contract")
+            elif r["superseded"]:
+                answers[i] = _refused(
+                    hb.task_id,
+                    Conflict.code,
+                    f"superseded: the supervisor was restored as generation {r['generation']}",
+                    superseded=True,
+                )
+            else:
+                answers[i] = HeartbeatAnswer(
+                    hb.task_id, True, None, bool(r["sync_requested"]), bool(r["restart_requested"])
+                )
+                # A late heartbeat is history only: the monitor would show a finished supervisor working.
+                if monitor is not None and not r["late"]:
+                    accepted.append((r, hb))
+        logged = any(
+            r["was_dead"] or r["old_state"] != r["new_state"] for r in rows if not r["superseded"] and not r["late"]
+        )
+        if monitor is not None and (accepted or logged):
+            actor = self.principal.actor
+
+            def envelopes() -> list[Mapping[str, Any]]:
+                return [
+                    monitor_event.heartbeat(
+                        contract_id=r["contract_id"],
+                        owner_id=r["owner_id"],
+                        supervisor_task_id=hb.task_id,
+                        state=hb.state.value,
+                        activity=hb.current_activity,
+                        progress=hb.progress,
+                        at=hb.timestamp,
+                        actor=actor,
+                    )
+                    for r, hb in accepted
+                ]
+
+            monitor(_Envelopes(len(accepted), envelopes), logged)
+        return [answers[i] for i in range(self.count)]
+
+
 def ingest_heartbeats(
     db: Database,
     principal: Principal,
@@ -239,72 +315,51 @@ def ingest_heartbeats(
     server wants from it. ``monitor``
     gets the monitor envelopes of the accepted ones (heartbeats are not in the event log), and whether
     the statement logged events (state changes), which then wait in the outbox."""
-    window = TimestampWindow.at(datetime.now(UTC))
-    answers: dict[int, HeartbeatAnswer] = {}
-    valid: list[tuple[int, Heartbeat]] = []
-    for i, hb in enumerate(heartbeats):
-        if isinstance(hb, InvalidHeartbeat):
-            answers[i] = _refused(hb.task_id, InvalidRequest.code, hb.message, errors=hb.errors)
-        elif problem := window.check(hb.timestamp):
-            answers[i] = _refused(hb.task_id, InvalidRequest.code, problem)
-        elif hb.contract_id is None:
-            answers[i] = _refused(hb.task_id, InvalidRequest.code, "contract_id is required in a batch")
-        else:
-            valid.append((i, hb))
+    ingest = _Ingest(principal, heartbeats)
     # One statement (state, history, contract activity, daemon, events), so no BEGIN/COMMIT around it.
     with db.connection() as conn:
-        rows = heartbeats_sql.ingest(
-            conn,
-            # A heartbeat's fields as they are (no nested models to dump): model_dump per item was 6 % of
-            # a 100-heartbeat batch's server CPU (issue 15).
-            [vars(hb) for _, hb in valid],
-            scope(principal),
-            daemon_id=daemon_id,
-            actor=principal.actor,
+        rows = heartbeats_sql.ingest(conn, ingest.rows, ingest.owner, daemon_id=daemon_id, actor=principal.actor)
+    return ingest.finish(rows, monitor)
+
+
+async def ingest_heartbeats_on_loop(
+    db: AsyncPooledDatabase,
+    principal: Principal,
+    heartbeats: Sequence[Heartbeat | InvalidHeartbeat],
+    *,
+    daemon_id: UUID | None = None,
+    monitor: HeartbeatMonitor | None = None,
+) -> list[HeartbeatAnswer]:
+    """``ingest_heartbeats`` with its statement sent on an asynchronous connection, awaited on the event
+    loop instead of run on a worker thread (db/async_pool.py); the same answers, events and monitor."""
+    ingest = _Ingest(principal, heartbeats)
+    async with db.connection() as conn:
+        rows = await heartbeats_sql.ingest_on_loop(
+            conn, ingest.rows, ingest.owner, daemon_id=daemon_id, actor=principal.actor
         )
-    by_position = {r["ord"]: r for r in rows}
-    accepted: list[tuple[dict[str, Any], Heartbeat]] = []
-    for position, (i, hb) in enumerate(valid, start=1):
-        r = by_position.get(position)
-        if r is None:
-            answers[i] = _refused(hb.task_id, SupervisorNotFound.code, "no such supervisor on that contract")
-        elif r["superseded"]:
-            answers[i] = _refused(
-                hb.task_id,
-                Conflict.code,
-                f"superseded: the supervisor was restored as generation {r['generation']}",
-                superseded=True,
-            )
-        else:
-            answers[i] = HeartbeatAnswer(
-                hb.task_id, True, None, bool(r["sync_requested"]), bool(r["restart_requested"])
-            )
-            # A late heartbeat is history only: the monitor would show a finished supervisor working.
-            if monitor is not None and not r["late"]:
-                accepted.append((r, hb))
-    logged = any(
-        r["was_dead"] or r["old_state"] != r["new_state"] for r in rows if not r["superseded"] and not r["late"]
+    return ingest.finish(rows, monitor)
+
+
+def single_heartbeat(contract_id: UUID, hb: Heartbeat) -> Heartbeat:
+    """The heartbeat of ``POST …/supervisor/heartbeat`` as a batch item, after the checks a request of
+    its own answers with an error (``Inconsistent``, ``StaleTimestamp``) rather than a refused item."""
+    if hb.contract_id is not None and hb.contract_id != contract_id:
+        raise Inconsistent("contract_id in the body differs from the path", {"contract_id": str(hb.contract_id)})
+    problem = TimestampWindow.at(datetime.now(UTC)).check(hb.timestamp)
+    if problem:
+        raise StaleTimestamp(problem, {"field": "timestamp"})
+    return hb.model_copy(update={"contract_id": contract_id})
+
+
+def unmatched_heartbeat(db: Database, principal: Principal, contract_id: UUID, hb: Heartbeat) -> UnknownSupervisorTask:
+    """The error of a single heartbeat that matched no supervisor (neither accepted nor superseded):
+    ``ContractNotFound`` (raised) when the contract is not the caller's, else ``UnknownSupervisorTask``."""
+    with transaction(db) as conn:
+        load_contract(conn, principal, contract_id)  # ContractNotFound for other owners
+    return UnknownSupervisorTask(
+        f"contract {contract_id} has no supervisor with task {hb.task_id}",
+        {"contract_id": str(contract_id), "task_id": str(hb.task_id)},
     )
-    if monitor is not None and (accepted or logged):
-        actor = principal.actor
-
-        def envelopes() -> list[Mapping[str, Any]]:
-            return [
-                monitor_event.heartbeat(
-                    contract_id=r["contract_id"],
-                    owner_id=r["owner_id"],
-                    supervisor_task_id=hb.task_id,
-                    state=hb.state.value,
-                    activity=hb.current_activity,
-                    progress=hb.progress,
-                    at=hb.timestamp,
-                    actor=actor,
-                )
-                for r, hb in accepted
-            ]
-
-        monitor(_Envelopes(len(accepted), envelopes), logged)
-    return [answers[i] for i in range(len(heartbeats))]
 
 
 def heartbeat(
@@ -316,19 +371,9 @@ def heartbeat(
     monitor: HeartbeatMonitor | None = None,
 ) -> HeartbeatAnswer:
     """One supervisor's heartbeat. Refusals are errors here (the batch endpoint reports them per item)."""
-    if hb.contract_id is not None and hb.contract_id != contract_id:
-        raise Inconsistent("contract_id in the body differs from the path", {"contract_id": str(hb.contract_id)})
-    problem = TimestampWindow.at(datetime.now(UTC)).check(hb.timestamp)
-    if problem:
-        raise StaleTimestamp(problem, {"field": "timestamp"})
-    answer = ingest_heartbeats(db, principal, [hb.model_copy(update={"contract_id": contract_id})], monitor=monitor)[0]
+    answer = ingest_heartbeats(db, principal, [single_heartbeat(contract_id, hb)], monitor=monitor)[0]
     if not answer.accepted and not answer.superseded:
-        with transaction(db) as conn:
-            load_contract(conn, principal, contract_id)  # ContractNotFound for other owners
-        raise UnknownSupervisorTask(
-            f"contract {contract_id} has no supervisor with task {hb.task_id}",
-            {"contract_id": str(contract_id), "task_id": str(hb.task_id)},
-        )
+        raise unmatched_heartbeat(db, principal, contract_id, hb)
     return answer
 
 

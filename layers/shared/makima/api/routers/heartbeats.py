@@ -152,7 +152,14 @@ async def heartbeat(
     request: Request, contract_id: UUID, body: Heartbeat, db: DB, caller: Caller, events: Events, settings: Config
 ) -> HeartbeatAnswerOut:
     monitor = _handled_by(request, events)
-    answer = await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)
+    on_loop = request.app.state.async_database
+    if on_loop is None:
+        answer = await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)
+    else:  # the statement sent from the event loop (db/async_pool.py); the same checks and answers
+        beat = svc.single_heartbeat(contract_id, body)
+        answer = (await svc.ingest_heartbeats_on_loop(on_loop, caller, [beat], monitor=monitor))[0]
+        if not answer.accepted and not answer.superseded:
+            raise await blocking(svc.unmatched_heartbeat, db, caller, contract_id, body)
     return HeartbeatAnswerOut.model_validate(
         {**vars(answer), "heartbeat_interval_seconds": settings.contracts.heartbeat_interval_seconds}
     )
@@ -163,9 +170,15 @@ async def heartbeat_batch(
     request: Request, body: HeartbeatBatch, db: DB, caller: Caller, events: Events, settings: Config
 ) -> HeartbeatBatchAnswer:
     monitor = _handled_by(request, events)
-    answers = await blocking(
-        svc.ingest_heartbeats, db, caller, body.heartbeats, daemon_id=body.daemon_id, monitor=monitor
-    )
+    on_loop = request.app.state.async_database
+    if on_loop is None:
+        answers = await blocking(
+            svc.ingest_heartbeats, db, caller, body.heartbeats, daemon_id=body.daemon_id, monitor=monitor
+        )
+    else:
+        answers = await svc.ingest_heartbeats_on_loop(
+            on_loop, caller, body.heartbeats, daemon_id=body.daemon_id, monitor=monitor
+        )
     accepted = sum(a.accepted for a in answers)
     interval = settings.contracts.heartbeat_interval_seconds
     return HeartbeatBatchAnswer(

@@ -1,0 +1,93 @@
+"""A pool of asynchronous connections for statements sent from the local stack's event loop.
+
+The local stack serves requests on one event loop and runs the service layer's blocking calls on worker
+threads (``api/concurrency.py``). For the hottest request, a heartbeat, that hand-off was the largest
+cost left in the server: the call submitted to the pool, a worker woken, the answer handed back and the
+loop woken in its turn, about a fifth of the server's CPU per heartbeat (docs/performance.md, "Change
+22"). A heartbeat is one statement, so it is sent from the loop itself, on psycopg's
+``AsyncConnection``, and awaited like any other I/O: no thread is involved.
+
+The pool is psycopg-pool's ``AsyncConnectionPool`` with what ``PooledDatabase`` adds to the blocking
+one: the connection returned last handed out first, a liveness check only for a connection idle more
+than ``CHECK_IDLE_AFTER``, and driver errors turned into the API's 503s (``db/connection.py``). It lives
+beside the blocking pool (the rest of the service is blocking code), opened and closed with the app
+(``api/app.py``: its lifespan), so it only exists where a server runs the app on an event loop: never in
+a Lambda container, which serves one event at a time and has nothing to hand off.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from makima.db.connection import CHECK_IDLE_AFTER, TIMEOUTS, translate_error, unavailable
+
+AsyncConn = psycopg.AsyncConnection[DictRow]
+
+
+class LastUsedFirstAsyncPool(AsyncConnectionPool[AsyncConn]):
+    """``AsyncConnectionPool`` handing out the connection returned last (LIFO), for the reasons of
+    ``db/connection.py: LastUsedFirstPool``; the same override of the same method (pinned psycopg-pool),
+    here a coroutine run with the pool's lock held."""
+
+    async def _get_ready_connection(self, timeout: float | None) -> AsyncConn | None:
+        self._pool.rotate(1)
+        return await super()._get_ready_connection(timeout)
+
+
+class AsyncPooledDatabase:
+    """Asynchronous connections to ``url`` (autocommit, rows as dicts), for an app served on an event
+    loop. Created closed: ``open`` and ``close`` run on the loop that uses it (the app's lifespan)."""
+
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0, max_idle: float = 600.0
+    ) -> None:
+        self.url = url
+        self._returned: weakref.WeakKeyDictionary[AsyncConn, float] = weakref.WeakKeyDictionary()
+        self.pool: AsyncConnectionPool[AsyncConn] = LastUsedFirstAsyncPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            max_idle=max_idle,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            check=self._check_if_idle,
+            reconnect_timeout=0,
+            open=False,
+        )
+
+    async def open(self) -> None:
+        """Start the pool without waiting for its first connection: a database that is down at start
+        is a 503 for the requests that need it, as with the blocking pool, not a server that fails."""
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _check_if_idle(self, conn: AsyncConn) -> None:
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > CHECK_IDLE_AFTER:
+            await AsyncConnectionPool.check_connection(conn)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConn]:
+        """A connection (not in a transaction); driver errors as ``PooledDatabase.connection`` raises them."""
+        try:
+            async with self.pool.connection() as conn:
+                try:
+                    yield conn
+                except (psycopg.OperationalError, *TIMEOUTS) as exc:
+                    translated = translate_error(exc, conn)
+                    if translated is not None:
+                        raise translated from exc
+                    raise
+                finally:
+                    self._returned[conn] = time.monotonic()
+        except PoolTimeout as exc:
+            raise unavailable(exc) from exc

@@ -1,0 +1,286 @@
+"""The local stack sends a heartbeat's statement from its event loop (``db/async_pool.py``, issue 15).
+
+Every other endpoint runs its service call on a worker thread; for a heartbeat, one statement, that
+hand-off (submit, wake a worker, hand the answer back, wake the loop) was the largest cost left in the
+server. With the app's asynchronous pool, a heartbeat served with a cached principal takes no worker
+thread at all, and answers exactly what the worker-thread path answers: the Lambda handlers (no pool
+of their own, no event loop to keep free) still take that path, so both must agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+
+from makima.api import concurrency
+from makima.api.app import create_app
+from makima.db.async_pool import AsyncPooledDatabase
+from makima.db.connection import PooledDatabase, transaction
+from makima.db.migrate import migrate
+from makima.services import auth
+from makima.services.principal_cache import PrincipalCache
+from tests.conftest import Caller, set_database_reachable
+
+pytestmark = pytest.mark.integration
+
+API = "/api/v1"
+
+
+def _app(db: PooledDatabase, on_loop: bool) -> TestClient:
+    principals = PrincipalCache()
+    principals.resume()  # as the local stack does once its listener is up
+    database = AsyncPooledDatabase(db.url, max_size=4) if on_loop else None
+    app = create_app(db, principals=principals, async_database=database)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def both(db: PooledDatabase) -> Iterator[dict[str, TestClient]]:
+    """The app as the local stack serves it ("loop") and without the pool ("thread"), over one database."""
+    with _app(db, on_loop=True) as loop, _app(db, on_loop=False) as thread:
+        yield {"loop": loop, "thread": thread}
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture
+def handoffs(monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingExecutor]:
+    """The blocking calls handed to a worker thread (``api/concurrency.py``), counted."""
+    executor = CountingExecutor()
+    monkeypatch.setattr(concurrency, "_pool", executor)
+    yield executor
+    executor.shutdown()
+
+
+def _supervised(client: TestClient, owner: Caller) -> tuple[str, str]:
+    r = client.post(f"{API}/contracts", json={"name": f"on-loop {uuid.uuid4().hex[:6]}"}, headers=owner.headers)
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    r = client.post(f"{API}/contracts/{cid}/supervisor", json={}, headers=owner.headers)
+    assert r.status_code in (200, 201), r.text
+    return cid, r.json()["supervisor"]["task_id"]
+
+
+def _beat(task_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "state": "working",
+        "phase": "plan",
+        "current_activity": "reading",
+        "progress": 10,
+        "timestamp": datetime.now(UTC).isoformat(),
+        **fields,
+    }
+
+
+def test_a_heartbeat_takes_no_worker_thread(
+    both: dict[str, TestClient], make_caller: Callable[..., Caller], handoffs: CountingExecutor
+) -> None:
+    owner = make_caller()
+    client = both["loop"]
+    cid, task = _supervised(client, owner)
+    one = f"{API}/contracts/{cid}/supervisor/heartbeat"
+    assert client.post(one, json=_beat(task), headers=owner.headers).status_code == 200  # the token now cached
+    before = handoffs.submitted
+    for i in range(5):
+        r = client.post(one, json=_beat(task, progress=20 + i), headers=owner.headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"]
+        r = client.post(
+            f"{API}/supervisors/heartbeats",
+            json={"heartbeats": [_beat(task, contract_id=cid, progress=30 + i)]},
+            headers=owner.headers,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 1
+    assert handoffs.submitted == before
+    # The path without the pool (a Lambda's) hands each one to a worker thread.
+    thread = both["thread"]
+    assert thread.post(one, json=_beat(task), headers=owner.headers).status_code == 200
+    before = handoffs.submitted
+    for _ in range(3):
+        assert thread.post(one, json=_beat(task), headers=owner.headers).status_code == 200
+    assert handoffs.submitted == before + 3
+    # And the heartbeats were stored: the last one sent is the supervisor's state.
+    status = client.get(f"{API}/contracts/{cid}/supervisor/status", headers=owner.headers).json()
+    assert status["heartbeat_count"] >= 15
+
+
+def _mark_restored(db: PooledDatabase, task_id: str) -> None:
+    with transaction(db) as conn:
+        conn.execute("UPDATE supervisor_states SET generation = 2 WHERE task_id = %s", (task_id,))
+
+
+def _answer(r: Any) -> tuple[int, Any]:
+    body = r.json()
+    if r.status_code >= 400:
+        return r.status_code, (body["error"]["code"], body["error"].get("details"))
+    return r.status_code, body
+
+
+def test_both_paths_answer_alike(
+    both: dict[str, TestClient], db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    """Every kind of answer of both endpoints, sent to both apps over identical contracts."""
+    owner, stranger = make_caller(), make_caller()
+    answers: dict[str, list[tuple[int, Any]]] = {}
+    old = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    for name, client in both.items():
+        cid, task = _supervised(client, owner)
+        restored_cid, restored = _supervised(client, owner)
+        _mark_restored(db, restored)
+        theirs, their_task = _supervised(client, stranger)
+        one = f"{API}/contracts/{cid}/supervisor/heartbeat"
+        unknown = str(uuid.UUID(int=1))
+        sent = [
+            client.post(one, json=_beat(task), headers=owner.headers),
+            client.post(one, json=_beat(task, state="blocked"), headers=owner.headers),  # a state change
+            client.post(one, json=_beat(task, timestamp=old), headers=owner.headers),
+            client.post(one, json=_beat(task, timestamp=future), headers=owner.headers),
+            client.post(one, json=_beat(task, contract_id=theirs), headers=owner.headers),
+            client.post(one, json=_beat(unknown), headers=owner.headers),
+            client.post(
+                f"{API}/contracts/{theirs}/supervisor/heartbeat", json=_beat(their_task), headers=owner.headers
+            ),
+            client.post(
+                f"{API}/contracts/{restored_cid}/supervisor/heartbeat",
+                json=_beat(restored, generation=1),
+                headers=owner.headers,
+            ),
+            client.post(
+                f"{API}/supervisors/heartbeats",
+                json={
+                    "heartbeats": [
+                        _beat(task, contract_id=cid, state="working"),
+                        _beat(task, contract_id=cid, timestamp=old),
+                        _beat(unknown, contract_id=cid),
+                        _beat(their_task, contract_id=theirs),
+                        _beat(restored, contract_id=restored_cid, generation=1),
+                        _beat(task),  # no contract_id
+                        {"task_id": task, "state": "dancing"},
+                    ]
+                },
+                headers=owner.headers,
+            ),
+        ]
+        answers[name] = [_answer(r) for r in sent]
+        events = client.get(f"{API}/contracts/{cid}/events", headers=owner.headers).json()["events"]
+        changes = [
+            (e["payload"]["old_state"], e["payload"]["new_state"])
+            for e in events
+            if e["type"] == "supervisor_state_changed"
+        ]
+        answers[name].append((0, changes))
+        answers[name] = [
+            _without_ids(a, {cid: "C", task: "T", theirs: "X", their_task: "Y", restored: "R", restored_cid: "RC"})
+            for a in answers[name]
+        ]
+    assert answers["loop"] == answers["thread"]
+    statuses = [status for status, _ in answers["loop"][:8]]
+    assert statuses == [200, 200, 422, 422, 400, 404, 404, 200]
+    assert [detail[0] for _, detail in answers["loop"][2:7]] == [
+        "INVALID_REQUEST",
+        "INVALID_REQUEST",
+        "BAD_REQUEST",
+        "SUPERVISOR_NOT_FOUND",
+        "CONTRACT_NOT_FOUND",
+    ]
+    assert answers["loop"][7][1]["superseded"] is True
+    assert [item["accepted"] for item in answers["loop"][8][1]["results"]] == [True] + [False] * 6
+    assert answers["loop"][9][1] == [("initializing", "working"), ("working", "blocked"), ("blocked", "working")]
+
+
+def _without_ids(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with each contract's and task's id replaced by its role, so two apps' answers compare."""
+    if isinstance(value, str):
+        for real, name in names.items():
+            value = value.replace(real, name)
+        return value
+    if isinstance(value, dict):
+        return {k: _without_ids(v, names) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_ids(v, names) for v in value)
+    return value
+
+
+def test_the_pool_hands_out_the_connection_returned_last(database_url: str) -> None:
+    async def run() -> list[int]:
+        pool = AsyncPooledDatabase(database_url, min_size=3, max_size=3)
+        await pool.open()
+        await pool.pool.wait(timeout=10)
+        try:
+            async with pool.connection() as a, pool.connection(), pool.connection():
+                last = a.info.backend_pid
+            pids = []
+            for _ in range(5):
+                async with pool.connection() as conn:
+                    pids.append(conn.info.backend_pid)
+            return [p - last for p in pids]
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) == [0] * 5
+
+
+def test_the_app_opens_and_closes_its_pool(db: PooledDatabase) -> None:
+    database = AsyncPooledDatabase(db.url, max_size=2)
+    with TestClient(create_app(db, async_database=database)) as client:
+        assert client.get(f"{API}/health").status_code == 200
+        assert not database.pool.closed
+    assert database.pool.closed
+
+
+def test_an_outage_is_a_503_then_heartbeats_recover(fresh_database: Callable[[str], str], server_url: str) -> None:
+    url = fresh_database("makima_onloop")
+    migrate(url)
+    dbname = urlsplit(url).path.lstrip("/")
+    db = PooledDatabase(url, min_size=1, max_size=4, timeout=1.0)
+    with transaction(db) as conn:
+        token = auth.ensure_admin(conn, token="mkm_onloop_admin_token_0123456789")
+    assert token is not None
+    owner = Caller(auth.resolve(db, token), token)
+    try:
+        with _app(db, on_loop=True) as client:
+            cid, task = _supervised(client, owner)
+            one = f"{API}/contracts/{cid}/supervisor/heartbeat"
+            assert client.post(one, json=_beat(task), headers=owner.headers).status_code == 200
+            set_database_reachable(server_url, dbname, False)
+            try:
+                r = client.post(one, json=_beat(task), headers=owner.headers)
+                assert r.status_code == 503, r.text
+                assert r.json()["error"]["code"] == "DATABASE_UNAVAILABLE"
+                r = client.post(
+                    f"{API}/supervisors/heartbeats",
+                    json={"heartbeats": [_beat(task, contract_id=cid)]},
+                    headers=owner.headers,
+                )
+                assert r.status_code == 503, r.text
+            finally:
+                set_database_reachable(server_url, dbname, True)
+            ok = False
+            for _ in range(100):
+                if client.post(one, json=_beat(task), headers=owner.headers).status_code == 200:
+                    ok = True
+                    break
+                time.sleep(0.2)
+            assert ok
+    finally:
+        db.close()

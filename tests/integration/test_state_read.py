@@ -7,15 +7,20 @@ message, without parsing it into Python and encoding it again (issue 15, docs/pe
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg.types.json import Jsonb, set_json_loads
 
 from makima.db import json_codec
+from makima.db import supervisors as supervisors_sql
+from makima.db.connection import PooledDatabase
 from tests.conftest import Caller
 from tests.integration.test_supervisor_state_bounds import nested
 from tests.integration.test_supervisors import Sup, start
@@ -91,3 +96,28 @@ def test_a_message_stored_deeper_than_the_bound_is_still_read(sup: Sup, database
             (Jsonb(deep), sup.task_id),
         )
     assert _read(sup)["conversation_history"] == [deep, {"role": "user", "content": "bye"}]
+
+
+def test_the_page_as_one_array_is_the_page_of_rows(sup: Sup, db: PooledDatabase) -> None:
+    """``conversation_page_array`` (the state read's page, aggregated by PostgreSQL into one row) holds the
+    messages of ``conversation_page`` (one row each: restore's page), in their order, and its last seq,
+    whatever the cursor, the end and the byte budget: pages are the same messages both ways."""
+    sizes = [1, 40, 3, 200, 7, 0, 90, 15, 600, 2, 33, 5]
+    messages = [{"role": "user", "content": "x" * n, "i": i} for i, n in enumerate(sizes)]
+    sup.save(seq=1, conversation_append=messages)
+    task_id = uuid.UUID(sup.task_id)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        after=st.integers(min_value=-1, max_value=len(sizes)),
+        end=st.integers(min_value=0, max_value=len(sizes) + 1),
+        budget=st.integers(min_value=0, max_value=1200),
+    )
+    def same_page(after: int, end: int, budget: int) -> None:
+        with db.connection() as conn:
+            rows = supervisors_sql.conversation_page(conn, task_id, after_seq=after, end=end, budget=budget)
+            text, last = supervisors_sql.conversation_page_array(conn, task_id, after_seq=after, end=end, budget=budget)
+        assert json.loads(text) == [r["message"] for r in rows]
+        assert last == (rows[-1]["seq"] if rows else None)
+
+    same_page()

@@ -11,7 +11,6 @@ thing left after it is sending them. Docs: docs/architecture.md, "Answers are bu
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 
 from fastapi import Response
 from pydantic import BaseModel
@@ -23,17 +22,16 @@ def serialized(model: BaseModel, status_code: int = 200) -> Response:
     return Response(model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json")
 
 
-def serialized_with_texts(model: BaseModel, field: str, texts: Sequence[str], status_code: int = 200) -> Response:
-    """``model`` as ``serialized`` sends it, its list ``field`` holding ``texts``: each the JSON text of
-    a value (stored JSON, ``jsonb::text``), put in as it is instead of being parsed into Python and
-    encoded again (a third of a state read's server CPU for 200 messages, issue 15). The model is
-    encoded with a one-off marker as the field's only item, which is then replaced by the texts: a
-    random 128-bit marker cannot be anywhere else in the body. The texts come from PostgreSQL's JSON
-    types, so each is valid JSON (with PostgreSQL's spacing: ``{"a": 1}``)."""
+def serialized_with_json(model: BaseModel, field: str, array: str, status_code: int = 200) -> Response:
+    """``model`` as ``serialized`` sends it, its list ``field`` holding ``array``: the JSON text of an
+    array (PostgreSQL's text of stored JSON, e.g. a conversation page's messages), put in as it is
+    instead of being parsed into Python and encoded again (a third of a state read's server CPU for 200
+    messages, issue 15). The model is encoded with a one-off marker as the field's only item, and that
+    list is then replaced by the text: a random 128-bit marker cannot be anywhere else in the body. The
+    text comes from PostgreSQL's JSON types, so it is valid JSON (with PostgreSQL's spacing: ``{"a": 1}``)."""
     marker = f"makima-splice-{uuid.uuid4().hex}"
     body = model.model_copy(update={field: [marker]}).model_dump_json(by_alias=True).encode()
     head, found, tail = body.partition(f'["{marker}"]'.encode())
     if not found:
         raise ValueError(f"{type(model).__name__}.{field} is not a list of JSON values")
-    items = ",".join(texts).encode()
-    return Response(b"".join((head, b"[", items, b"]", tail)), status_code=status_code, media_type="application/json")
+    return Response(b"".join((head, array.encode(), tail)), status_code=status_code, media_type="application/json")

@@ -632,25 +632,22 @@ def save_state(
 @dataclass(frozen=True)
 class StateWindow:
     """The persisted state with one page of its conversation: the messages after ``after_seq`` that
-    fit ``CONVERSATION_PAGE_BYTES``, each as its stored JSON text (the answer passes them on without
-    parsing them); ``next_after_seq`` continues (None: the page reaches the end)."""
+    fit ``CONVERSATION_PAGE_BYTES``, as the JSON text of their array, each message as stored (the answer
+    passes it on without parsing it); ``next_after_seq`` continues (None: the page reaches the end)."""
 
     supervisor: SupervisorRecord
-    history: list[JsonText]
+    history: JsonText  # the JSON array of the page's messages
     next_after_seq: int | None
 
 
-def _page(
-    conn: Conn, task_id: UUID, *, start: int, length: int, after_seq: int | None, as_text: bool
-) -> tuple[list[dict[str, Any]], int | None]:
-    after = max(start - 1, after_seq if after_seq is not None else -1)
-    rows = supervisors_sql.conversation_page(
-        conn, task_id, after_seq=after, end=length, budget=CONVERSATION_PAGE_BYTES, as_text=as_text
-    )
-    if not rows:  # the end, or nothing stored past ``after`` (a damaged conversation): no cursor either way
-        return [], None
-    last = rows[-1]["seq"]
-    return rows, (last if last < length - 1 else None)
+def _after(start: int, after_seq: int | None) -> int:
+    return max(start - 1, after_seq if after_seq is not None else -1)
+
+
+def _next(last: int | None, length: int) -> int | None:
+    """The cursor after a page ending at ``last``: None when it reaches the end, or when it is empty (the
+    end, or nothing stored past the cursor: a damaged conversation)."""
+    return last if last is not None and last < length - 1 else None
 
 
 def conversation_window(
@@ -658,17 +655,22 @@ def conversation_window(
 ) -> tuple[list[Any], int | None]:
     """One page of the kept conversation (seqs ``start`` .. ``length - 1``) after ``after_seq`` (None:
     from the first kept), and the cursor to the next page (None: this page reaches the end)."""
-    rows, cursor = _page(conn, task_id, start=start, length=length, after_seq=after_seq, as_text=False)
-    return [r["message"] for r in rows], cursor
+    rows = supervisors_sql.conversation_page(
+        conn, task_id, after_seq=_after(start, after_seq), end=length, budget=CONVERSATION_PAGE_BYTES
+    )
+    return [r["message"] for r in rows], _next(rows[-1]["seq"] if rows else None, length)
 
 
 def conversation_text_window(
     conn: Conn, task_id: UUID, *, start: int, length: int, after_seq: int | None
-) -> tuple[list[JsonText], int | None]:
-    """``conversation_window`` with each message as its stored JSON text: parsing 200 messages and
-    encoding them again was a third of a state read's server CPU (docs/performance.md, "Change 20")."""
-    rows, cursor = _page(conn, task_id, start=start, length=length, after_seq=after_seq, as_text=True)
-    return [JsonText(r["message"]) for r in rows], cursor
+) -> tuple[JsonText, int | None]:
+    """``conversation_window`` as the JSON text of the array of its messages, each as stored: parsing 200
+    messages and encoding them again was a third of a state read's server CPU (docs/performance.md,
+    "Change 20"), and fetching them one row each a tenth of the rest ("Change 23")."""
+    text, last = supervisors_sql.conversation_page_array(
+        conn, task_id, after_seq=_after(start, after_seq), end=length, budget=CONVERSATION_PAGE_BYTES
+    )
+    return text, _next(last, length)
 
 
 def get_state(

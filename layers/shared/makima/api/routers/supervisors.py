@@ -11,7 +11,7 @@ from fastapi import Query, Request, Response, status
 from pydantic import BaseModel, Field, TypeAdapter
 
 from makima.api import lean
-from makima.api.answers import serialized, serialized_with_texts
+from makima.api.answers import serialized, serialized_with_json
 from makima.api.compat import STATUS_VIEW
 from makima.api.concurrency import blocking
 from makima.api.deps import DB, Caller, Config, feature
@@ -264,7 +264,7 @@ class PersistedState(BaseModel):
 
 def _persisted(w: svc.StateWindow) -> Response:
     s = w.supervisor
-    return serialized_with_texts(
+    return serialized_with_json(
         PersistedState(
             task_id=s.task_id,
             generation=s.generation,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from psycopg.types.json import Jsonb
@@ -11,6 +11,9 @@ from psycopg.types.json import Jsonb
 from makima.db import contracts as contracts_sql
 from makima.db.connection import Conn
 from makima.domain.supervisors import JsonText
+
+if TYPE_CHECKING:
+    from makima.db.async_pool import AsyncConn
 
 _COLUMNS = """s.task_id, s.contract_id, s.daemon_id, s.state, s.phase, s.current_activity, s.progress,
     s.pending_task_ids, s.last_heartbeat_at, s.heartbeat_count, s.pending_questions, s.spawned_task_ids,
@@ -51,16 +54,8 @@ def current(conn: Conn, contract_id: UUID, *, for_update: bool = False) -> dict[
 _CONTRACT = "c__"
 
 
-def with_contract(
-    conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The contract (None when it does not exist or belongs to someone else, as ``contracts.get``) and
-    its supervisor (``current``: None when it has none; row-locked when ``for_update``) in one round
-    trip: a state save and a state read need both, and reading them apart was one statement of the
-    save's five (issue 15, "fewer, not faster")."""
-    lock = "FOR UPDATE OF s" if for_update else ""
-    row = conn.execute(
-        f"""
+def _with_contract_sql(lock: str) -> str:
+    return f"""
         SELECT {contracts_sql.columns_as("c", _CONTRACT)}, sup.*
           FROM contracts c
           LEFT JOIN LATERAL (
@@ -72,15 +67,41 @@ def with_contract(
                 {lock}
           ) sup ON true
          WHERE c.id = %(id)s AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
-        """,
-        {"id": contract_id, "owner": owner_id},
-    ).fetchone()
+        """
+
+
+_WITH_CONTRACT = _with_contract_sql("")
+_WITH_CONTRACT_LOCKED = _with_contract_sql("FOR UPDATE OF s")
+
+
+def _contract_and_supervisor(
+    row: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     if row is None:
         return None, None
     contract = {k[len(_CONTRACT) :]: v for k, v in row.items() if k.startswith(_CONTRACT)}
     if row["task_id"] is None:
         return contract, None
     return contract, {k: v for k, v in row.items() if not k.startswith(_CONTRACT)}
+
+
+def with_contract(
+    conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The contract (None when it does not exist or belongs to someone else, as ``contracts.get``) and
+    its supervisor (``current``: None when it has none; row-locked when ``for_update``) in one round
+    trip: a state save and a state read need both, and reading them apart was one statement of the
+    save's five (issue 15, "fewer, not faster")."""
+    query = _WITH_CONTRACT_LOCKED if for_update else _WITH_CONTRACT
+    return _contract_and_supervisor(conn.execute(query, {"id": contract_id, "owner": owner_id}).fetchone())
+
+
+async def with_contract_on_loop(
+    conn: AsyncConn, contract_id: UUID, owner_id: UUID | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``with_contract`` (not locked) on an asynchronous connection, from the event loop (db/async_pool.py)."""
+    cursor = await conn.execute(_WITH_CONTRACT, {"id": contract_id, "owner": owner_id})
+    return _contract_and_supervisor(await cursor.fetchone())
 
 
 # One page of a conversation: the messages after ``after`` and before ``end``, oldest first, as many as
@@ -118,6 +139,16 @@ def conversation_page_array(
     rows' fetch, row dicts and join were a tenth of its server CPU, docs/performance.md "Change 23")."""
     row = conn.execute(_PAGE_ARRAY, {"task_id": task_id, "after": after_seq, "end": end, "budget": budget}).fetchone()
     assert row is not None  # an aggregate without GROUP BY always returns its row
+    return JsonText(row["messages"]), row["last"]
+
+
+async def conversation_page_array_on_loop(
+    conn: AsyncConn, task_id: UUID, *, after_seq: int, end: int, budget: int
+) -> tuple[JsonText, int | None]:
+    """``conversation_page_array`` on an asynchronous connection, from the event loop (db/async_pool.py)."""
+    cursor = await conn.execute(_PAGE_ARRAY, {"task_id": task_id, "after": after_seq, "end": end, "budget": budget})
+    row = await cursor.fetchone()
+    assert row is not None
     return JsonText(row["messages"]), row["last"]
 
 

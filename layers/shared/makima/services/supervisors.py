@@ -81,7 +81,12 @@ def load_with_contract(
 ) -> tuple[Contract, dict[str, Any]]:
     """The caller's contract and its supervisor (row-locked when ``lock``) in one statement:
     ``ContractNotFound`` first, as ``load_contract`` then ``load_supervisor`` would answer."""
-    contract, sup = supervisors_sql.with_contract(conn, contract_id, scope(principal), for_update=lock)
+    return _loaded(contract_id, *supervisors_sql.with_contract(conn, contract_id, scope(principal), for_update=lock))
+
+
+def _loaded(
+    contract_id: UUID, contract: dict[str, Any] | None, sup: dict[str, Any] | None
+) -> tuple[Contract, dict[str, Any]]:
     if contract is None:
         raise not_found(contract_id)
     if sup is None:
@@ -689,6 +694,29 @@ def get_state(
             conn, sup.task_id, start=sup.conversation_start, length=sup.conversation_length, after_seq=after_seq
         )
         return answer(StateWindow(sup, history, cursor))
+
+
+async def get_state_on_loop(
+    db: AsyncPooledDatabase,
+    principal: Principal,
+    contract_id: UUID,
+    *,
+    after_seq: int | None = None,
+    answer: Callable[[StateWindow], T],
+) -> T:
+    """``get_state`` with its two statements sent on an asynchronous connection from the event loop (the
+    local stack: db/async_pool.py): the same statements, checks and answer, no worker thread."""
+    async with db.connection() as conn:
+        contract, row = await supervisors_sql.with_contract_on_loop(conn, contract_id, scope(principal))
+        sup = SupervisorRecord.model_validate(_loaded(contract_id, contract, row)[1])
+        history, last = await supervisors_sql.conversation_page_array_on_loop(
+            conn,
+            sup.task_id,
+            after_seq=_after(sup.conversation_start, after_seq),
+            end=sup.conversation_length,
+            budget=CONVERSATION_PAGE_BYTES,
+        )
+        return answer(StateWindow(sup, history, _next(last, sup.conversation_length)))
 
 
 # --- restart and timeouts -------------------------------------------------------------------------------

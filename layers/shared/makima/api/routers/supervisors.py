@@ -327,7 +327,8 @@ class StateSaveIn(Body):
 
 
 @router.get("/contracts/{contract_id}/supervisor/state", response_model=PersistedState)
-def get_state(
+async def get_state(
+    request: Request,
     contract_id: UUID,
     db: DB,
     caller: Caller,
@@ -335,7 +336,10 @@ def get_state(
         int | None, Query(ge=0, le=2_147_483_647, description="Continue the conversation after this seq.")
     ] = None,
 ) -> Response:
-    return svc.get_state(db, caller, contract_id, after_seq=after_seq, answer=_persisted)
+    on_loop = request.app.state.async_database
+    if on_loop is not None:  # the local stack: the two reads sent from the event loop (db/async_pool.py)
+        return await svc.get_state_on_loop(on_loop, caller, contract_id, after_seq=after_seq, answer=_persisted)
+    return await blocking(svc.get_state, db, caller, contract_id, after_seq=after_seq, answer=_persisted)
 
 
 class StateSaved(BaseModel):
@@ -447,7 +451,7 @@ async def _get_state_lean(request: Request, body: bytes) -> Response | None:
         return None
 
     async def run(caller: Principal) -> Response:
-        return await blocking(get_state, contract_id, request.app.state.database, caller)
+        return await get_state(request, contract_id, request.app.state.database, caller)
 
     return await lean.serve(request, run, status_view=True)
 

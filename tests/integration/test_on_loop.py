@@ -1,10 +1,11 @@
-"""The local stack sends a heartbeat's statement from its event loop (``db/async_pool.py``, issue 15).
+"""The local stack sends the statements of its hottest requests, a heartbeat (single or batched) and a
+state read, from its event loop (``db/async_pool.py``, issue 15).
 
-Every other endpoint runs its service call on a worker thread; for a heartbeat, one statement, that
-hand-off (submit, wake a worker, hand the answer back, wake the loop) was the largest cost left in the
-server. With the app's asynchronous pool, a heartbeat served with a cached principal takes no worker
-thread at all, and answers exactly what the worker-thread path answers: the Lambda handlers (no pool
-of their own, no event loop to keep free) still take that path, so both must agree.
+Every other endpoint runs its service call on a worker thread; for these, one or two statements each,
+that hand-off (submit, wake a worker, hand the answer back, wake the loop) was the largest cost left in
+the server. With the app's asynchronous pool, such a request served with a cached principal takes no
+worker thread at all, and answers exactly what the worker-thread path answers: the Lambda handlers (no
+pool of their own, no event loop to keep free) still take that path, so both must agree.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def handoffs(monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingExecutor]:
     """The blocking calls handed to a worker thread (``api/concurrency.py``), counted."""
     executor = CountingExecutor()
     monkeypatch.setattr(concurrency, "_pool", executor)
+    monkeypatch.setattr(concurrency, "_inline", False)  # the Lambda handlers' tests switch this process to inline
     yield executor
     executor.shutdown()
 
@@ -237,7 +239,13 @@ def test_the_pool_hands_out_the_connection_returned_last(database_url: str) -> N
         finally:
             await pool.close()
 
-    assert asyncio.run(run()) == [0] * 5
+    # A loop of its own, not asyncio.run: that leaves the main thread's current loop unset, and Mangum (the
+    # Lambda handlers' tests after this one) asks for the current loop.
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(run()) == [0] * 5
+    finally:
+        loop.close()
 
 
 def test_the_app_opens_and_closes_its_pool(db: PooledDatabase) -> None:
@@ -284,3 +292,69 @@ def test_an_outage_is_a_503_then_heartbeats_recover(fresh_database: Callable[[st
             assert ok
     finally:
         db.close()
+
+
+def _saved(client: TestClient, owner: Caller, messages: int) -> tuple[str, str]:
+    cid, task = _supervised(client, owner)
+    body = {
+        "generation": 1,
+        "seq": 1,
+        "state": "working",
+        "phase": "plan",
+        "save_point": "llm_response",
+        "conversation_append": [
+            {"role": "user", "content": f"message {i}", "n": [i, {"x": None}]} for i in range(messages)
+        ],
+        "pending_questions": [{"q": "which?"}],
+    }
+    r = client.put(f"{API}/contracts/{cid}/supervisor/state", json=body, headers=owner.headers)
+    assert r.status_code == 200, r.text
+    return cid, task
+
+
+def test_a_state_read_takes_no_worker_thread(
+    both: dict[str, TestClient], make_caller: Callable[..., Caller], handoffs: CountingExecutor
+) -> None:
+    owner = make_caller()
+    for name, client in both.items():
+        cid, _ = _saved(client, owner, 5)
+        url = f"{API}/contracts/{cid}/supervisor/state"
+        assert client.get(url, headers=owner.headers).status_code == 200  # the token now cached
+        before = handoffs.submitted
+        for params in ({}, {"after_seq": 2}, {}, {"after_seq": 0}):
+            r = client.get(url, params=params, headers=owner.headers)
+            assert r.status_code == 200, r.text
+        assert handoffs.submitted == before + (0 if name == "loop" else 4)
+
+
+def _comparable(answer: tuple[int, Any], names: dict[str, str]) -> Any:
+    status, body = answer
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k not in ("created_at", "updated_at")}
+    return _without_ids((status, body), names)
+
+
+def test_both_paths_read_alike(both: dict[str, TestClient], make_caller: Callable[..., Caller]) -> None:
+    owner, stranger = make_caller(), make_caller()
+    answers: dict[str, list[Any]] = {}
+    for name, client in both.items():
+        cid, task = _saved(client, owner, 7)
+        theirs, their_task = _saved(client, stranger, 2)
+        bare = client.post(f"{API}/contracts", json={"name": "no supervisor"}, headers=owner.headers).json()["id"]
+        unknown = str(uuid.UUID(int=7))
+
+        def read(contract: str, client: TestClient = client, **params: Any) -> tuple[int, Any]:
+            r = client.get(f"{API}/contracts/{contract}/supervisor/state", params=params, headers=owner.headers)
+            return _answer(r)
+
+        got = [read(cid), read(cid, after_seq=3), read(cid, after_seq=6), read(cid, after_seq=99)]
+        got += [read(theirs), read(bare), read(unknown)]
+        names = {cid: "C", task: "T", theirs: "X", their_task: "Y", bare: "B"}
+        answers[name] = [_comparable(a, names) for a in got]
+    assert answers["loop"] == answers["thread"]
+    loop = answers["loop"]
+    assert [status for status, _ in loop] == [200, 200, 200, 200, 404, 404, 404]
+    assert [m["content"] for m in loop[0][1]["conversation_history"]] == [f"message {i}" for i in range(7)]
+    assert [m["content"] for m in loop[1][1]["conversation_history"]] == [f"message {i}" for i in range(4, 7)]
+    assert loop[2][1]["conversation_history"] == loop[3][1]["conversation_history"] == []
+    assert [detail[0] for _, detail in loop[4:]] == ["CONTRACT_NOT_FOUND", "SUPERVISOR_NOT_FOUND", "CONTRACT_NOT_FOUND"]

@@ -17,16 +17,14 @@ a Lambda container, which serves one event at a time and has nothing to hand off
 
 from __future__ import annotations
 
-import time
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from makima.db.connection import CHECK_IDLE_AFTER, TIMEOUTS, translate_error, unavailable
+from makima.db.connection import TIMEOUTS, ReturnTimes, pool_options, raise_translated, unavailable
 
 AsyncConn = psycopg.AsyncConnection[DictRow]
 
@@ -49,17 +47,12 @@ class AsyncPooledDatabase:
         self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0, max_idle: float = 600.0
     ) -> None:
         self.url = url
-        self._returned: weakref.WeakKeyDictionary[AsyncConn, float] = weakref.WeakKeyDictionary()
+        self._returned = ReturnTimes()
         self.pool: AsyncConnectionPool[AsyncConn] = LastUsedFirstAsyncPool(
             url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            max_idle=max_idle,
-            kwargs={"row_factory": dict_row, "autocommit": True},
-            check=self._check_if_idle,
-            reconnect_timeout=0,
-            open=False,
+            **pool_options(
+                min_size=min_size, max_size=max_size, timeout=timeout, max_idle=max_idle, check=self._check_if_idle
+            ),
         )
 
     async def open(self) -> None:
@@ -71,8 +64,7 @@ class AsyncPooledDatabase:
         await self.pool.close()
 
     async def _check_if_idle(self, conn: AsyncConn) -> None:
-        returned = self._returned.get(conn)
-        if returned is None or time.monotonic() - returned > CHECK_IDLE_AFTER:
+        if self._returned.idle(conn):
             await AsyncConnectionPool.check_connection(conn)
 
     @asynccontextmanager
@@ -83,11 +75,8 @@ class AsyncPooledDatabase:
                 try:
                     yield conn
                 except (psycopg.OperationalError, *TIMEOUTS) as exc:
-                    translated = translate_error(exc, conn)
-                    if translated is not None:
-                        raise translated from exc
-                    raise
+                    raise_translated(exc, conn)
                 finally:
-                    self._returned[conn] = time.monotonic()
+                    self._returned.returned(conn)
         except PoolTimeout as exc:
             raise unavailable(exc) from exc

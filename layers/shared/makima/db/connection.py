@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import psycopg
 from psycopg import IsolationLevel
@@ -129,6 +129,30 @@ def translate_error(exc: psycopg.Error, conn: Conn | psycopg.AsyncConnection[Any
     return None
 
 
+def raise_translated(exc: psycopg.Error, conn: Conn | psycopg.AsyncConnection[Any] | None) -> NoReturn:
+    """Raise the API's error for ``exc`` (``translate_error``), or ``exc`` itself when it has none."""
+    translated = translate_error(exc, conn)
+    if translated is not None:
+        raise translated from exc
+    raise exc
+
+
+class ReturnTimes:
+    """When each pooled connection was last handed back, so that the pool's check on checkout (a round
+    trip) runs only for a connection idle more than ``CHECK_IDLE_AFTER``: a request takes two or three
+    checkouts, and one returned moments ago is alive. Keys are weak: a closed connection drops out."""
+
+    def __init__(self) -> None:
+        self._at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def returned(self, conn: Any) -> None:
+        self._at[conn] = time.monotonic()
+
+    def idle(self, conn: Any) -> bool:
+        at = self._at.get(conn)
+        return at is None or time.monotonic() - at > CHECK_IDLE_AFTER
+
+
 class LastUsedFirstPool(ConnectionPool[Conn]):
     """psycopg-pool's pool, handing out the connection returned last (LIFO) instead of the one idle
     longest (FIFO).
@@ -150,38 +174,51 @@ class LastUsedFirstPool(ConnectionPool[Conn]):
         return super()._get_ready_connection(timeout)
 
 
+# The local pools' connections: autocommit (a transaction is always explicit), rows as dicts, and psycopg's
+# default prepare_threshold (they reach PostgreSQL directly, not through RDS Proxy).
+POOL_CONNECT_OPTIONS: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
+
+
+def pool_options(*, min_size: int, max_size: int, timeout: float, max_idle: float, check: Any) -> dict[str, Any]:
+    """What the local stack's pools are built with (psycopg-pool's blocking and asynchronous pools take
+    the same options): autocommit connections returning dicts; ``max_idle``, the seconds a connection
+    above ``min_size`` may stay unused before it is closed; ``check``, run on checkout, replaces a
+    connection that died while idle (a server restart) before it is handed out; created closed."""
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": timeout,
+        "max_idle": max_idle,
+        "kwargs": dict(POOL_CONNECT_OPTIONS),
+        "check": check,
+        "reconnect_timeout": 0,
+        "open": False,
+    }
+
+
 class PooledDatabase:
     """A psycopg-pool pool: the local stack and tests, where many requests run at once.
 
     It talks to PostgreSQL directly (no RDS Proxy), so its connections keep psycopg's default
     ``prepare_threshold``: a statement run 5 times on a connection is prepared, and planned once."""
 
-    CONNECT_OPTIONS: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
+    CONNECT_OPTIONS = POOL_CONNECT_OPTIONS
 
     def __init__(
         self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0, max_idle: float = 600.0
     ) -> None:
         self.url = url
-        # When each connection was last handed back: one used moments ago is not checked again (the
-        # check is a round trip on every checkout; a request takes two or three checkouts).
-        self._returned: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+        self._returned = ReturnTimes()
         self.pool: ConnectionPool[Conn] = LastUsedFirstPool(
             url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            max_idle=max_idle,  # seconds a connection above min_size may stay unused before it is closed
-            kwargs=dict(self.CONNECT_OPTIONS),
-            # A connection that died while idle (server restart) is replaced before it is handed out.
-            check=self._check_if_idle,
-            reconnect_timeout=0,
-            open=False,
+            **pool_options(
+                min_size=min_size, max_size=max_size, timeout=timeout, max_idle=max_idle, check=self._check_if_idle
+            ),
         )
         self.pool.open(wait=False)
 
     def _check_if_idle(self, conn: Conn) -> None:
-        returned = self._returned.get(conn)
-        if returned is None or time.monotonic() - returned > CHECK_IDLE_AFTER:
+        if self._returned.idle(conn):
             ConnectionPool.check_connection(conn)
 
     @contextmanager
@@ -191,12 +228,9 @@ class PooledDatabase:
                 try:
                     yield conn
                 except (psycopg.OperationalError, *TIMEOUTS) as exc:
-                    translated = translate_error(exc, conn)
-                    if translated is not None:
-                        raise translated from exc
-                    raise
+                    raise_translated(exc, conn)
                 finally:
-                    self._returned[conn] = time.monotonic()
+                    self._returned.returned(conn)
         except PoolTimeout as exc:
             raise unavailable(exc) from exc
 
@@ -336,10 +370,7 @@ class SingleConnectionDatabase:
                     self._conn = None
                     if conn is self._ledger.reused:
                         self._ledger.broken = True
-                translated = translate_error(exc, conn)
-                if translated is not None:
-                    raise translated from exc
-                raise
+                raise_translated(exc, conn)
 
     def close(self) -> None:
         if self._conn is not None:

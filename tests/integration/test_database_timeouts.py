@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from fastapi.testclient import TestClient
 from makima.api.app import create_app
 from makima.api.deps import DB
 from makima.api.routers import ALL_ROUTERS
+from makima.db.async_pool import AsyncPooledDatabase
 from makima.db.connection import PooledDatabase, SingleConnectionDatabase, transaction
 from makima.db.migrate import migrate
 from makima.errors import MakimaError
@@ -235,3 +237,42 @@ def test_the_lambda_connection_maps_the_timeout_and_survives(short_url: str) -> 
             assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
     finally:
         db.close()
+
+
+def test_a_heartbeat_sent_from_the_event_loop_maps_the_timeout_and_changes_nothing(
+    short_db: PooledDatabase, short_url: str, admin_headers: dict[str, str]
+) -> None:
+    """The local stack's heartbeats go through its asynchronous pool (db/async_pool.py): a statement
+    cancelled there is the same 503 DATABASE_TIMEOUT, and the pool's one connection serves the next one."""
+    on_loop = AsyncPooledDatabase(short_url, min_size=1, max_size=1, timeout=2.0)
+    with TestClient(create_app(short_db, async_database=on_loop), raise_server_exceptions=False) as client:
+        # Given a supervisor, and another session holding its row lock
+        contract = client.post("/api/v1/contracts", json={"name": "beating"}, headers=admin_headers).json()
+        base = f"/api/v1/contracts/{contract['id']}/supervisor"
+        task = client.post(base, json={}, headers=admin_headers).json()["supervisor"]["task_id"]
+
+        def beat() -> Any:
+            body = {"task_id": task, "state": "working", "phase": "plan", "timestamp": datetime.now(UTC).isoformat()}
+            return client.post(f"{base}/heartbeat", json=body, headers=admin_headers)
+
+        holder = psycopg.connect(short_url, options="-c idle_in_transaction_session_timeout=0")
+        try:
+            holder.execute("SELECT 1 FROM supervisor_states WHERE task_id = %s FOR UPDATE", (task,))
+            # When a heartbeat waits for that lock past the statement timeout
+            started = time.monotonic()
+            r = beat()
+            waited = time.monotonic() - started
+        finally:
+            holder.rollback()
+            holder.close()
+
+        # Then it is a 503 DATABASE_TIMEOUT at the limit, the supervisor has no heartbeat
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "DATABASE_TIMEOUT"
+        assert waited < 1.5
+        assert client.get(f"{base}/status", headers=admin_headers).json()["heartbeat_count"] == 0
+        # And the next one is accepted on the same (only) connection
+        r = beat()
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] is True
+        assert client.get(f"{base}/status", headers=admin_headers).json()["heartbeat_count"] == 1

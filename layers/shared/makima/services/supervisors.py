@@ -356,11 +356,9 @@ def single_heartbeat(contract_id: UUID, hb: Heartbeat) -> Heartbeat:
     return hb.model_copy(update={"contract_id": contract_id})
 
 
-def unmatched_heartbeat(db: Database, principal: Principal, contract_id: UUID, hb: Heartbeat) -> UnknownSupervisorTask:
-    """The error of a single heartbeat that matched no supervisor (neither accepted nor superseded):
-    ``ContractNotFound`` (raised) when the contract is not the caller's, else ``UnknownSupervisorTask``."""
-    with transaction(db) as conn:
-        load_contract(conn, principal, contract_id)  # ContractNotFound for other owners
+def _unknown_task(contract_id: UUID, hb: Heartbeat) -> UnknownSupervisorTask:
+    """The error of a single heartbeat that matched no supervisor (neither accepted nor superseded) on
+    a contract of the caller's (another owner's contract is ``ContractNotFound``, checked first)."""
     return UnknownSupervisorTask(
         f"contract {contract_id} has no supervisor with task {hb.task_id}",
         {"contract_id": str(contract_id), "task_id": str(hb.task_id)},
@@ -378,7 +376,29 @@ def heartbeat(
     """One supervisor's heartbeat. Refusals are errors here (the batch endpoint reports them per item)."""
     answer = ingest_heartbeats(db, principal, [single_heartbeat(contract_id, hb)], monitor=monitor)[0]
     if not answer.accepted and not answer.superseded:
-        raise unmatched_heartbeat(db, principal, contract_id, hb)
+        with transaction(db) as conn:
+            load_contract(conn, principal, contract_id)  # ContractNotFound for other owners
+        raise _unknown_task(contract_id, hb)
+    return answer
+
+
+async def heartbeat_on_loop(
+    db: AsyncPooledDatabase,
+    principal: Principal,
+    contract_id: UUID,
+    hb: Heartbeat,
+    *,
+    monitor: HeartbeatMonitor | None = None,
+) -> HeartbeatAnswer:
+    """``heartbeat`` with its statements sent from the event loop (db/async_pool.py): the same checks,
+    answers and errors; an unmatched one reads its contract on the same pool."""
+    answer = (await ingest_heartbeats_on_loop(db, principal, [single_heartbeat(contract_id, hb)], monitor=monitor))[0]
+    if not answer.accepted and not answer.superseded:
+        async with db.connection() as conn:
+            contract, _ = await supervisors_sql.with_contract_on_loop(conn, contract_id, scope(principal))
+        if contract is None:
+            raise not_found(contract_id)
+        raise _unknown_task(contract_id, hb)
     return answer
 
 

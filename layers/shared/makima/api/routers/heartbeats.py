@@ -156,10 +156,7 @@ async def heartbeat(
     if on_loop is None:
         answer = await blocking(svc.heartbeat, db, caller, contract_id, body, monitor=monitor)
     else:  # the statement sent from the event loop (db/async_pool.py); the same checks and answers
-        beat = svc.single_heartbeat(contract_id, body)
-        answer = (await svc.ingest_heartbeats_on_loop(on_loop, caller, [beat], monitor=monitor))[0]
-        if not answer.accepted and not answer.superseded:
-            raise await blocking(svc.unmatched_heartbeat, db, caller, contract_id, body)
+        answer = await svc.heartbeat_on_loop(on_loop, caller, contract_id, body, monitor=monitor)
     return HeartbeatAnswerOut.model_validate(
         {**vars(answer), "heartbeat_interval_seconds": settings.contracts.heartbeat_interval_seconds}
     )

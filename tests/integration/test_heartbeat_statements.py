@@ -1,0 +1,188 @@
+"""A single heartbeat's statement does what the batch statement does with a batch of one (issue 15).
+
+``db/heartbeats.py`` sends a single heartbeat's row as plain parameters (``_INGEST_ONE``) rather than as
+nine one-element arrays ``unnest``ed (``_INGEST``, the batch's): the same ``_APPLY`` after a different
+``input``. Here both run from the same starting state, drawn by hypothesis (the supervisor's state, its
+death, its clean stop, its generation, a waiting sync or restart, the contract's status and activity;
+the heartbeat's state, generation, timestamp and pending tasks; the owner filter), each in a transaction
+rolled back afterwards, and must return the same rows and leave the same supervisor row, history,
+events, contract activity and daemon.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from makima.db import heartbeats
+from makima.db.connection import Conn, PooledDatabase, transaction
+from makima.services import contracts as contracts_svc
+from makima.services import supervisors as supervisors_svc
+from tests.conftest import Caller
+
+STATES = ["initializing", "working", "waiting_for_user", "completed", "failed"]
+CONTRACT_STATUSES = ["active", "paused", "completed", "archived"]
+
+
+def _normalised(value: Any, now: datetime) -> Any:
+    """``value`` with the transaction's ``now()`` (which differs between the two runs) named, and
+    database-made ids dropped."""
+    if isinstance(value, dict):
+        return {k: _normalised(v, now) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_normalised(v, now) for v in value]
+    if isinstance(value, datetime) and value == now:
+        return "now()"
+    return value
+
+
+def _snapshot(conn: Conn, contract_id: uuid.UUID, task_id: uuid.UUID, daemon_id: uuid.UUID) -> dict[str, Any]:
+    def rows(query: str, *params: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in conn.execute(query, params).fetchall()]
+
+    return {
+        "supervisor": rows("SELECT * FROM supervisor_states WHERE task_id = %s", task_id),
+        "history": rows(
+            "SELECT * FROM supervisor_heartbeats WHERE task_id = %s ORDER BY received_at, sent_at", task_id
+        ),
+        "events": rows(
+            "SELECT type, payload, actor, created_at FROM contract_events WHERE contract_id = %s ORDER BY id",
+            contract_id,
+        ),
+        "contract": rows("SELECT status, last_activity_at, version FROM contracts WHERE id = %s", contract_id),
+        "daemon": rows("SELECT status, last_heartbeat_at FROM daemons WHERE id = %s", daemon_id),
+    }
+
+
+def _supervised(db: PooledDatabase, owner: Caller) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    contract = contracts_svc.create_contract(
+        db, owner.principal, name="statements", description="", contract_type="simple", phase_guard=False
+    )
+    task_id = supervisors_svc.start_supervisor(db, owner.principal, contract.id, daemon_id=None).supervisor.task_id
+    with transaction(db) as conn:
+        daemon = conn.execute(
+            "INSERT INTO daemons (owner_id, name, status) VALUES (%s, 'statements', 'dead') RETURNING id",
+            (owner.principal.user_id,),
+        ).fetchone()
+    assert daemon is not None
+    return contract.id, task_id, daemon["id"]
+
+
+scenario = st.fixed_dictionaries(
+    {
+        "old_state": st.sampled_from(STATES),
+        "dead": st.booleans(),
+        "stopped_ago_s": st.none() | st.integers(-30, 30),  # the clean stop, relative to the heartbeat
+        "generation": st.integers(1, 3),
+        "sync": st.booleans(),
+        "restart": st.booleans(),
+        "contract_status": st.sampled_from(CONTRACT_STATUSES),
+        "activity_age_s": st.sampled_from([0, 5, 60]),
+        "state": st.sampled_from(STATES[:3]),
+        "hb_generation": st.none() | st.integers(1, 3),
+        "pending": st.integers(0, 2),
+        "progress": st.integers(0, 100),
+        "activity": st.text(st.characters(exclude_characters="\x00"), max_size=20),
+        "owner": st.sampled_from(["any", "own", "other"]),
+        "daemon": st.booleans(),
+    }
+)
+
+
+def test_one_heartbeat_alone_is_a_batch_of_one(db: PooledDatabase, make_caller: Callable[..., Caller]) -> None:
+    owner = make_caller()
+    contract_id, task_id, daemon_id = _supervised(db, owner)
+    assert heartbeats._INGEST_ONE != heartbeats._INGEST
+    seen: set[tuple[bool, bool]] = set()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(case=scenario)
+    def check(case: dict[str, Any]) -> None:
+        # Every time the setup writes is fixed here: only what the statements write comes from now().
+        anchor = datetime.now(UTC)
+        sent = anchor - timedelta(seconds=1)
+        row = {
+            "task_id": task_id,
+            "contract_id": contract_id,
+            "state": case["state"],
+            "phase": "plan",
+            "current_activity": case["activity"],
+            "progress": case["progress"],
+            "pending_task_ids": [uuid.uuid5(task_id, str(i)) for i in range(case["pending"])],
+            "timestamp": sent,
+            "generation": case["hb_generation"],
+        }
+        owner_id = {"any": None, "own": owner.principal.user_id, "other": uuid.uuid4()}[case["owner"]]
+        daemon = daemon_id if case["daemon"] else None
+        results = []
+        for statement in (heartbeats._INGEST, heartbeats._INGEST_ONE):
+            conn_cm = db.connection()
+            with conn_cm as conn, conn.transaction(force_rollback=True):
+                now = conn.execute("SELECT now() AS now").fetchone()["now"]  # type: ignore[index]
+                stopped = None if case["stopped_ago_s"] is None else sent - timedelta(seconds=case["stopped_ago_s"])
+                conn.execute(
+                    """
+                    UPDATE supervisor_states
+                       SET state = %s, dead_at = %s, stopped_at = %s, generation = %s,
+                           sync_requested_at = %s, restart_requested_at = %s
+                     WHERE task_id = %s
+                    """,
+                    (
+                        case["old_state"],
+                        anchor - timedelta(minutes=5) if case["dead"] else None,
+                        stopped,
+                        case["generation"],
+                        sent - timedelta(seconds=1) if case["sync"] else None,
+                        anchor if case["restart"] else None,
+                        task_id,
+                    ),
+                )
+                conn.execute(
+                    "UPDATE contracts SET status = %s, last_activity_at = %s WHERE id = %s",
+                    (case["contract_status"], anchor - timedelta(seconds=case["activity_age_s"]), contract_id),
+                )
+                if statement is heartbeats._INGEST:
+                    params = heartbeats._ingest_params([row], owner_id, daemon, "statements")
+                    answer = conn.execute(statement, params).fetchall()
+                else:
+                    answer = heartbeats.ingest(conn, [row], owner_id, daemon_id=daemon, actor="statements")
+                results.append(
+                    _normalised(
+                        {"answer": [dict(r) for r in answer], **_snapshot(conn, contract_id, task_id, daemon_id)}, now
+                    )
+                )
+        batch, one = results
+        assert one == batch
+        if batch["answer"]:
+            seen.add((bool(batch["answer"][0]["late"]), bool(batch["answer"][0]["superseded"])))
+
+    check()
+    # The cases reached the statement's branches: applied, late, superseded.
+    assert {(False, False), (True, False)} <= seen
+    assert any(superseded for _, superseded in seen)
+
+
+def test_a_batch_of_one_is_sent_as_one_heartbeat() -> None:
+    """The service's single heartbeats (and batches of one) take ``_INGEST_ONE``; a batch or a daemon's
+    bare liveness (no rows) the array statement."""
+    one = {
+        "task_id": uuid.uuid4(),
+        "contract_id": uuid.uuid4(),
+        "state": "working",
+        "phase": "plan",
+        "current_activity": "a",
+        "progress": 1,
+        "pending_task_ids": [uuid.UUID(int=1)],
+        "timestamp": datetime.now(UTC),
+    }
+    text, params = heartbeats._statement([one], None, None, "x")
+    assert text == heartbeats._INGEST_ONE
+    assert params["pending"] == "{00000000-0000-0000-0000-000000000001}"
+    assert params["generation"] is None
+    assert heartbeats._statement([one, one], None, None, "x")[0] == heartbeats._INGEST
+    assert heartbeats._statement([], None, uuid.uuid4(), "x")[0] == heartbeats._INGEST

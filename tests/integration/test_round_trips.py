@@ -78,13 +78,13 @@ def test_a_resume_reads_its_phase_gate_in_one_statement(
     assert calls == ["transaction"] + ["execute"] * 5
 
 
-def test_a_state_save_is_one_transaction_of_three_statements(
+def test_a_state_save_is_one_transaction_of_two_statements(
     counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
 ) -> None:
     """A save that appends a message and leaves the state as it was (the common one, issue 15): the
-    contract with its supervisor locked (one SELECT), the append, the state's UPDATE with the contract's
-    activity in it. It was five statements: the contract and the supervisor read apart, the activity
-    written apart."""
+    contract with its supervisor locked (one SELECT), then the state's UPDATE with the append and the
+    contract's activity in it. It was five statements (the contract and the supervisor read apart, the
+    activity written apart), then three (the append apart)."""
     client, counting = counted
     contract = new_contract(user, name="trips-save")["id"]
     r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
@@ -101,7 +101,7 @@ def test_a_state_save_is_one_transaction_of_three_statements(
     assert r.status_code == 200, r.text
     before = client.get(f"/api/v1/contracts/{contract}", headers=user.headers).json()["last_activity_at"]
     calls = _send(client, counting, user, "PUT", url, json=save(2))
-    assert calls == ["transaction"] + ["execute"] * 3
+    assert calls == ["transaction"] + ["execute"] * 2
     state = client.get(url, headers=user.headers).json()
     assert (state["save_seq"], state["conversation_length"]) == (2, 2)
     assert client.get(f"/api/v1/contracts/{contract}", headers=user.headers).json()["last_activity_at"] > before

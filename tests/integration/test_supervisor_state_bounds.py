@@ -278,3 +278,34 @@ def test_compaction_keeps_the_newest_counts_right_and_never_brings_old_messages_
     assert [m["key"] for m in page["conversation_history"]] == [f"m{i}" for i in range(start, 400)]
     later = sup.client.get(sup.url("/supervisor/state"), params={"after_seq": 390}, headers=sup.caller.headers)
     assert [m["key"] for m in later.json()["conversation_history"]] == [f"m{i}" for i in range(391, 400)]
+
+
+def test_the_kept_size_is_what_is_stored_when_the_append_is_in_the_update(small_cap: Sup, database_url: str) -> None:
+    """The append is in the state's UPDATE, which adds what it stored to ``conversation_bytes`` (issue 15,
+    "Change 26"): a retried save stores nothing twice and adds nothing; a row whose size is unknown (a
+    restore that truncated the conversation leaves it NULL) is counted from what is stored, and that
+    count goes on growing with the next appends and is what compaction starts from."""
+    sup = small_cap
+    messages = [{"key": f"m{i}", "content": "y" * 950} for i in range(300)]
+    sup.save(seq=1, conversation_append=messages[:10])
+    start, counted, _, stored = _kept(database_url, sup.task_id)
+    assert (start, counted) == (0, stored)
+
+    answer = sup.save(seq=2, conversation_offset=5, conversation_append=messages[5:12])  # 5 retried, 2 new
+    assert answer["conversation_length"] == 12
+    start, counted, _, stored = _kept(database_url, sup.task_id)
+    assert (start, counted) == (0, stored)
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE supervisor_states SET conversation_bytes = NULL WHERE task_id = %s", (sup.task_id,))
+    sup.save(seq=3, conversation_offset=12, conversation_append=messages[12:20])
+    start, counted, _, stored = _kept(database_url, sup.task_id)
+    assert counted == stored
+
+    # Past the cap from there: compacted, the row's count still what is stored.
+    for seq, lo in enumerate(range(20, 300, 100), start=4):  # a body stays under the request limit
+        answer = sup.save(seq=seq, conversation_offset=lo, conversation_append=messages[lo : lo + 100])
+    start, counted, first, stored = _kept(database_url, sup.task_id)
+    assert first == start > 0
+    assert counted == stored <= SMALL_CAP * 3 // 4
+    assert (answer["conversation_length"], answer["conversation_start"]) == (300, start)

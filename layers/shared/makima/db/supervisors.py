@@ -166,23 +166,28 @@ def conversation_sizes(conn: Conn, task_id: UUID) -> list[tuple[int, int]]:
     return [(r["seq"], r["size"]) for r in rows.fetchall()]
 
 
+# The messages of a save stored at positions offset, offset+1, ...; a position already stored is kept (a
+# retried save appends nothing twice); ``size``: each stored one's size (PostgreSQL's text of it).
+_APPEND = """
+    INSERT INTO supervisor_conversation (task_id, seq, message)
+    SELECT %(task_id)s, %(offset)s + m.ord - 1, m.message
+      FROM unnest(%(messages)s::jsonb[]) WITH ORDINALITY AS m(message, ord)
+    ON CONFLICT DO NOTHING
+    RETURNING octet_length(message::text) AS size"""
+
+
+def _messages(messages: list[Any]) -> list[Jsonb]:
+    return [Jsonb(m) for m in messages]
+
+
 def append_conversation(conn: Conn, task_id: UUID, offset: int, messages: list[Any]) -> int:
-    """Store messages at positions offset, offset+1, ...; a position already stored is kept (a retried
-    save appends nothing twice). Returns the size of the messages stored (PostgreSQL's text of each)."""
+    """Store messages at positions offset, offset+1, ... (``_APPEND``). Returns the size of the messages
+    stored."""
     if not messages:
         return 0
     row = conn.execute(
-        """
-        WITH added AS (
-            INSERT INTO supervisor_conversation (task_id, seq, message)
-            SELECT %(task_id)s, %(offset)s + m.ord - 1, m.message
-              FROM unnest(%(messages)s::jsonb[]) WITH ORDINALITY AS m(message, ord)
-            ON CONFLICT DO NOTHING
-            RETURNING octet_length(message::text) AS size
-        )
-        SELECT COALESCE(sum(size), 0)::bigint AS size FROM added
-        """,
-        {"task_id": task_id, "offset": offset, "messages": [Jsonb(m) for m in messages]},
+        f"WITH added AS ({_APPEND}) SELECT COALESCE(sum(size), 0)::bigint AS size FROM added",
+        {"task_id": task_id, "offset": offset, "messages": _messages(messages)},
     ).fetchone()
     assert row is not None
     return int(row["size"])
@@ -197,10 +202,19 @@ def truncate_conversation(conn: Conn, task_id: UUID, length: int) -> None:
     conn.execute("DELETE FROM supervisor_conversation WHERE task_id = %s AND seq >= %s", (task_id, length))
 
 
-def save(conn: Conn, task_id: UUID, fields: dict[str, Any], *, touch_contract: UUID | None = None) -> dict[str, Any]:
+def save(
+    conn: Conn,
+    task_id: UUID,
+    fields: dict[str, Any],
+    *,
+    touch_contract: UUID | None = None,
+    append: tuple[int, list[Any]] | None = None,
+) -> dict[str, Any]:
     """Write the persisted-state fields given (names are this module's own, never input); with
     ``touch_contract``, that contract's ``last_activity_at`` is set to now in the same statement (Task
-    1.5; a save's own statement, not one more round trip)."""
+    1.5; a save's own statement, not one more round trip). With ``append`` (offset, messages), the
+    messages are stored in it too (``_APPEND``) and ``conversation_bytes`` grows by what was stored: a
+    state save is then one statement after its locked read (issue 15, "Change 26")."""
     allowed = {
         "state", "phase", "current_activity", "pending_questions", "spawned_task_ids", "waiting_on_task_ids",
         "conversation_length", "last_checkpoint", "error", "last_save_point", "save_seq", "generation",
@@ -208,18 +222,21 @@ def save(conn: Conn, task_id: UUID, fields: dict[str, Any], *, touch_contract: U
         "conversation_bytes",
     }  # fmt: skip
     assert set(fields) <= allowed, set(fields) - allowed
-    sets = ", ".join(f"{k} = %({k})s" for k in fields)
+    assert append is None or "conversation_bytes" not in fields
+    sets = [f"{k} = %({k})s" for k in fields]
     values = {
         k: Jsonb(v) if k in {"pending_questions", "last_checkpoint"} and v is not None else v for k, v in fields.items()
     }
-    touch = (
-        "WITH touched AS (UPDATE contracts SET last_activity_at = now() WHERE id = %(touch_contract)s) "
-        if touch_contract is not None
-        else ""
-    )
+    ctes = []
+    if touch_contract is not None:
+        ctes.append("touched AS (UPDATE contracts SET last_activity_at = now() WHERE id = %(touch_contract)s)")
+    if append is not None and append[1]:
+        ctes.append(f"added AS ({_APPEND})")
+        sets.append("conversation_bytes = s.conversation_bytes + (SELECT COALESCE(sum(size), 0) FROM added)")
+        values.update(offset=append[0], messages=_messages(append[1]))
     sql = (
-        f"{touch}UPDATE supervisor_states AS s SET {sets}, updated_at = now() WHERE task_id = %(task_id)s "
-        f"RETURNING {_COLUMNS}"
+        f"{'WITH ' + ', '.join(ctes) + ' ' if ctes else ''}UPDATE supervisor_states AS s SET {', '.join(sets)},"
+        f" updated_at = now() WHERE task_id = %(task_id)s RETURNING {_COLUMNS}"
     )
     row = conn.execute(sql, {**values, "task_id": task_id, "touch_contract": touch_contract}).fetchone()
     assert row is not None

@@ -529,12 +529,23 @@ class StateSave:
     checkpoint: bool
 
 
-def _append_and_compact(
-    conn: Conn, contract: Contract, principal: Principal, sup: dict[str, Any], s: StateSave, max_bytes: int
-) -> tuple[int, int]:
-    """Append the save's messages, then, if the kept conversation is over ``max_bytes``, compact its
-    oldest messages away (with a ``supervisor_conversation_compacted`` event). Returns the first seq kept
-    and the size kept.
+def _store(
+    conn: Conn,
+    contract: Contract,
+    principal: Principal,
+    sup: dict[str, Any],
+    s: StateSave,
+    fields: dict[str, Any],
+    touch: UUID | None,
+    max_bytes: int,
+) -> dict[str, Any]:
+    """Write the save's ``fields``, appending its messages; then, if the kept conversation is over
+    ``max_bytes``, compact its oldest messages away (with a ``supervisor_conversation_compacted``
+    event). Returns the row as written.
+
+    The append is in the state's own UPDATE, which adds what it stored to ``conversation_bytes``: the
+    common save is one statement after its locked read. A row whose size is not known (from before the
+    column existed, or after a restore truncated the conversation) is counted from what is stored.
 
     Compaction rather than refusal: a supervisor cannot shorten a conversation it appends to, so a
     refusal would leave a long-running one unable to save at all (and so unable to be restored where it
@@ -542,21 +553,19 @@ def _append_and_compact(
     task_id, start = sup["task_id"], sup["conversation_start"]
     # Messages before ``start`` were compacted away: a retried save must not bring them back.
     skip = max(0, start - s.conversation_offset)
-    added = supervisors_sql.append_conversation(
-        conn, task_id, s.conversation_offset + skip, s.conversation_append[skip:]
-    )
-    kept = sup["conversation_bytes"]
-    if kept is None:  # from before the column existed, or after a restore truncated the conversation
+    offset, messages = s.conversation_offset + skip, s.conversation_append[skip:]
+    if sup["conversation_bytes"] is None:
+        supervisors_sql.append_conversation(conn, task_id, offset, messages)
         sizes = supervisors_sql.conversation_sizes(conn, task_id)
-        kept = sum(size for _, size in sizes)
+        fields = {**fields, "conversation_bytes": sum(size for _, size in sizes)}
+        row = supervisors_sql.save(conn, task_id, fields, touch_contract=touch)
     else:
-        kept += added
-        sizes = None
-    if kept <= max_bytes:
-        return start, kept
-    plan = compaction(sizes if sizes is not None else supervisors_sql.conversation_sizes(conn, task_id), max_bytes)
+        row = supervisors_sql.save(conn, task_id, fields, touch_contract=touch, append=(offset, messages))
+    if row["conversation_bytes"] <= max_bytes:
+        return row
+    plan = compaction(supervisors_sql.conversation_sizes(conn, task_id), max_bytes)
     if plan is None:
-        return start, kept
+        return row
     supervisors_sql.drop_conversation_before(conn, task_id, plan.start)
     record(
         conn,
@@ -569,7 +578,9 @@ def _append_and_compact(
         kept_bytes=plan.kept_bytes,
         max_bytes=max_bytes,
     )
-    return plan.start, plan.kept_bytes
+    return supervisors_sql.save(
+        conn, task_id, {"conversation_start": plan.start, "conversation_bytes": plan.kept_bytes}
+    )
 
 
 def save_state(
@@ -583,7 +594,7 @@ def save_state(
     """Persist the supervisor's state at a save point (seed 3.3). Refused with 409 when the save is
     stale: an older generation (a zombie of a restored supervisor) or a sequence number not above the
     last accepted one. The conversation grows by appending at ``conversation_offset``; past
-    ``max_conversation_bytes`` its oldest messages are compacted away (``_append_and_compact``)."""
+    ``max_conversation_bytes`` its oldest messages are compacted away (``_store``)."""
     with transaction(db) as conn:
         contract, sup = load_with_contract(conn, principal, contract_id, lock=True)
         if s.generation != sup["generation"]:
@@ -608,7 +619,6 @@ def save_state(
                 {"conversation_length": sup["conversation_length"]},
             )
         length = max(sup["conversation_length"], s.conversation_offset + len(s.conversation_append))
-        start, kept_bytes = _append_and_compact(conn, contract, principal, sup, s, max_conversation_bytes)
         fields: dict[str, Any] = {
             "state": s.state.value,
             "phase": s.phase,
@@ -617,8 +627,6 @@ def save_state(
             "spawned_task_ids": s.spawned_task_ids,
             "waiting_on_task_ids": s.waiting_on_task_ids,
             "conversation_length": length,
-            "conversation_start": start,
-            "conversation_bytes": kept_bytes,
             "error": s.error,
             "last_save_point": s.save_point.value,
             "save_seq": s.seq,
@@ -639,7 +647,7 @@ def save_state(
             }
         # The contract's activity (Task 1.5) in the state's own UPDATE; a light heartbeat save is not activity.
         touch = contract_id if s.save_point is not SavePoint.HEARTBEAT else None
-        row = supervisors_sql.save(conn, sup["task_id"], fields, touch_contract=touch)
+        row = _store(conn, contract, principal, sup, s, fields, touch, max_conversation_bytes)
         if sup["state"] != s.state.value:
             record(
                 conn,

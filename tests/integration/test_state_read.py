@@ -98,26 +98,55 @@ def test_a_message_stored_deeper_than_the_bound_is_still_read(sup: Sup, database
     assert _read(sup)["conversation_history"] == [deep, {"role": "user", "content": "bye"}]
 
 
-def test_the_page_as_one_array_is_the_page_of_rows(sup: Sup, db: PooledDatabase) -> None:
-    """``conversation_page_array`` (the state read's page, aggregated by PostgreSQL into one row) holds the
-    messages of ``conversation_page`` (one row each: restore's page), in their order, and its last seq,
-    whatever the cursor, the end and the byte budget: pages are the same messages both ways."""
+def test_the_state_read_page_is_the_page_of_rows(sup: Sup, db: PooledDatabase) -> None:
+    """``state_read`` (the state read in one statement: the contract, its supervisor and the first page,
+    aggregated by PostgreSQL into one JSON array) holds the messages of ``conversation_page`` (one row
+    each: restore's page) from the supervisor's first kept message or after the cursor, up to its length,
+    in their order, and the page's last seq, whatever the cursor, the kept window and the byte budget."""
     sizes = [1, 40, 3, 200, 7, 0, 90, 15, 600, 2, 33, 5]
     messages = [{"role": "user", "content": "x" * n, "i": i} for i, n in enumerate(sizes)]
     sup.save(seq=1, conversation_append=messages)
-    task_id = uuid.UUID(sup.task_id)
+    task_id, contract_id = uuid.UUID(sup.task_id), uuid.UUID(sup.contract_id)
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(
-        after=st.integers(min_value=-1, max_value=len(sizes)),
-        end=st.integers(min_value=0, max_value=len(sizes) + 1),
+        after=st.none() | st.integers(min_value=-1, max_value=len(sizes)),
+        start=st.integers(min_value=0, max_value=len(sizes)),
+        length=st.integers(min_value=0, max_value=len(sizes) + 1),
         budget=st.integers(min_value=0, max_value=1200),
     )
-    def same_page(after: int, end: int, budget: int) -> None:
-        with db.connection() as conn:
-            rows = supervisors_sql.conversation_page(conn, task_id, after_seq=after, end=end, budget=budget)
-            text, last = supervisors_sql.conversation_page_array(conn, task_id, after_seq=after, end=end, budget=budget)
-        assert json.loads(text) == [r["message"] for r in rows]
-        assert last == (rows[-1]["seq"] if rows else None)
+    def same_page(after: int | None, start: int, length: int, budget: int) -> None:
+        with db.connection() as conn, conn.transaction(force_rollback=True):
+            conn.execute(
+                "UPDATE supervisor_states SET conversation_start = %s, conversation_length = %s WHERE task_id = %s",
+                (start, length, task_id),
+            )
+            cursor = max(start - 1, -1 if after is None else after)
+            rows = supervisors_sql.conversation_page(conn, task_id, after_seq=cursor, end=length, budget=budget)
+            read = supervisors_sql.state_read(conn, contract_id, None, after_seq=after, budget=budget)
+        assert read.contract is not None
+        assert read.supervisor is not None
+        assert read.supervisor["task_id"] == task_id
+        assert (read.supervisor["conversation_start"], read.supervisor["conversation_length"]) == (start, length)
+        assert read.page is not None
+        assert json.loads(read.page) == [r["message"] for r in rows]
+        assert read.last == (rows[-1]["seq"] if rows else None)
 
     same_page()
+
+
+def test_the_state_read_of_a_missing_contract_or_supervisor(
+    sup: Sup, db: PooledDatabase, client: TestClient, user: Caller
+) -> None:
+    """No row for another owner's contract or none at all; a contract without a supervisor has no page."""
+    contract_id = uuid.UUID(sup.contract_id)
+    with db.connection() as conn:
+        assert supervisors_sql.state_read(conn, contract_id, uuid.uuid4(), after_seq=None, budget=10) == (
+            supervisors_sql.StateRead(None, None, None, None)
+        )
+        assert supervisors_sql.state_read(conn, uuid.uuid4(), None, after_seq=None, budget=10).contract is None
+    bare = client.post("/api/v1/contracts", json={"name": "no supervisor"}, headers=user.headers).json()["id"]
+    with db.connection() as conn:
+        read = supervisors_sql.state_read(conn, uuid.UUID(bare), None, after_seq=None, budget=10)
+    assert read.contract is not None
+    assert (read.supervisor, read.page, read.last) == (None, None, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -54,19 +55,22 @@ def current(conn: Conn, contract_id: UUID, *, for_update: bool = False) -> dict[
 _CONTRACT = "c__"
 
 
-def _with_contract_sql(lock: str) -> str:
-    return f"""
-        SELECT {contracts_sql.columns_as("c", _CONTRACT)}, sup.*
-          FROM contracts c
-          LEFT JOIN LATERAL (
+# The supervisor of the contract ``c``: the running one first, else the newest.
+_SUPERVISOR_OF_C = f"""
                 SELECT {_COLUMNS}, t.status AS task_status
                   FROM supervisor_states s JOIN tasks t ON t.id = s.task_id
                  WHERE s.contract_id = c.id
                  ORDER BY (t.status IN ('pending', 'running')) DESC, s.created_at DESC
-                 LIMIT 1
-                {lock}
-          ) sup ON true
-         WHERE c.id = %(id)s AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
+                 LIMIT 1"""
+_CONTRACT_WHERE = "c.id = %(id)s AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)"
+
+
+def _with_contract_sql(lock: str) -> str:
+    return f"""
+        SELECT {contracts_sql.columns_as("c", _CONTRACT)}, sup.*
+          FROM contracts c
+          LEFT JOIN LATERAL ({_SUPERVISOR_OF_C} {lock}) sup ON true
+         WHERE {_CONTRACT_WHERE}
         """
 
 
@@ -104,23 +108,86 @@ async def with_contract_on_loop(
     return _contract_and_supervisor(await cursor.fetchone())
 
 
-# One page of a conversation: the messages after ``after`` and before ``end``, oldest first, as many as
-# start within ``budget`` bytes (PostgreSQL's text of each).
-_PAGE_ROWS = """
+def _page_rows(task: str, after: str, end: str) -> str:
+    """One page of a conversation: the messages of ``task`` after ``after`` and before ``end`` (SQL
+    expressions), oldest first, as many as start within ``%(budget)s`` bytes (PostgreSQL's text of each)."""
+    return f"""
     SELECT seq, message FROM (
         SELECT seq, message, sum(octet_length(message::text)) OVER (ORDER BY seq) - octet_length(message::text)
                AS before
           FROM supervisor_conversation
-         WHERE task_id = %(task_id)s AND seq > %(after)s AND seq < %(end)s
+         WHERE task_id = {task} AND seq > {after} AND seq < {end}
     ) page
      WHERE before < %(budget)s
 """
-_PAGE = _PAGE_ROWS + "ORDER BY seq"
-# The same page as one row: the JSON array of the messages' texts, and the last seq (NULL: no message).
-_PAGE_ARRAY = f"""
-    SELECT '[' || COALESCE(string_agg(message::text, ',' ORDER BY seq), '') || ']' AS messages, max(seq) AS last
-      FROM ({_PAGE_ROWS}) page
-"""
+
+
+_PAGE = _page_rows("%(task_id)s", "%(after)s", "%(end)s") + "ORDER BY seq"
+_PAGE_PREFIX = "p__"
+# The state read (``state_read``): the contract, its supervisor and the first page of the supervisor's
+# kept conversation (after ``%(after)s`` when given, from its first kept message otherwise) as one row: the
+# page as the JSON array of the messages' texts, and its last seq (NULL: no message).
+_STATE_READ = f"""
+        SELECT {contracts_sql.columns_as("c", _CONTRACT)}, sup.*,
+               page.messages AS {_PAGE_PREFIX}messages, page.last AS {_PAGE_PREFIX}last
+          FROM contracts c
+          LEFT JOIN LATERAL ({_SUPERVISOR_OF_C}) sup ON true
+          LEFT JOIN LATERAL (
+                SELECT '[' || COALESCE(string_agg(message::text, ',' ORDER BY seq), '') || ']' AS messages,
+                       max(seq) AS last
+                  FROM ({
+    _page_rows(
+        "sup.task_id",
+        "GREATEST(sup.conversation_start - 1, COALESCE(%(after)s::int, -1))",
+        "sup.conversation_length",
+    )
+}) page
+          ) page ON sup.task_id IS NOT NULL
+         WHERE {_CONTRACT_WHERE}
+        """
+
+
+@dataclass(frozen=True)
+class StateRead:
+    """What a state read finds (``state_read``): the contract and its supervisor as ``with_contract``
+    returns them, and, when there is a supervisor, the page: its JSON array text and its last seq."""
+
+    contract: dict[str, Any] | None
+    supervisor: dict[str, Any] | None
+    page: JsonText | None
+    last: int | None
+
+
+def _state_read(row: dict[str, Any] | None) -> StateRead:
+    if row is None:
+        return StateRead(None, None, None, None)
+    page, last = row.pop(f"{_PAGE_PREFIX}messages"), row.pop(f"{_PAGE_PREFIX}last")
+    contract, sup = _contract_and_supervisor(row)
+    return StateRead(contract, sup, None if page is None else JsonText(page), last)
+
+
+def _state_read_params(contract_id: UUID, owner_id: UUID | None, after_seq: int | None, budget: int) -> dict[str, Any]:
+    return {"id": contract_id, "owner": owner_id, "after": after_seq, "budget": budget}
+
+
+def state_read(
+    conn: Conn, contract_id: UUID, owner_id: UUID | None, *, after_seq: int | None, budget: int
+) -> StateRead:
+    """The contract (as ``with_contract``), its supervisor and one page of the supervisor's kept
+    conversation (as ``conversation_page``, from after ``after_seq`` or the first kept message, up to its
+    length, within ``budget``) in one statement, the page aggregated by PostgreSQL into the JSON text of
+    its array: a read of a supervisor's state is one round trip (issue 15, "Change 27"), and its 200
+    messages are one value, neither fetched as rows nor parsed ("Change 23")."""
+    params = _state_read_params(contract_id, owner_id, after_seq, budget)
+    return _state_read(conn.execute(_STATE_READ, params).fetchone())
+
+
+async def state_read_on_loop(
+    conn: AsyncConn, contract_id: UUID, owner_id: UUID | None, *, after_seq: int | None, budget: int
+) -> StateRead:
+    """``state_read`` on an asynchronous connection, from the event loop (db/async_pool.py)."""
+    cursor = await conn.execute(_STATE_READ, _state_read_params(contract_id, owner_id, after_seq, budget))
+    return _state_read(await cursor.fetchone())
 
 
 def conversation_page(conn: Conn, task_id: UUID, *, after_seq: int, end: int, budget: int) -> list[dict[str, Any]]:
@@ -128,28 +195,6 @@ def conversation_page(conn: Conn, task_id: UUID, *, after_seq: int, end: int, bu
     within ``budget`` bytes (PostgreSQL's text of each): at least one, so a page may pass the budget by
     one message, which the edge bounds (``api/json_bounds.py``)."""
     return conn.execute(_PAGE, {"task_id": task_id, "after": after_seq, "end": end, "budget": budget}).fetchall()
-
-
-def conversation_page_array(
-    conn: Conn, task_id: UUID, *, after_seq: int, end: int, budget: int
-) -> tuple[JsonText, int | None]:
-    """``conversation_page`` as the JSON text of the array of its messages (PostgreSQL's text of each,
-    unparsed), with the last message's seq (None: the page is empty), aggregated by PostgreSQL: one row
-    instead of one per message, for an answer that only passes the messages on (the state read: 200
-    rows' fetch, row dicts and join were a tenth of its server CPU, docs/performance.md "Change 23")."""
-    row = conn.execute(_PAGE_ARRAY, {"task_id": task_id, "after": after_seq, "end": end, "budget": budget}).fetchone()
-    assert row is not None  # an aggregate without GROUP BY always returns its row
-    return JsonText(row["messages"]), row["last"]
-
-
-async def conversation_page_array_on_loop(
-    conn: AsyncConn, task_id: UUID, *, after_seq: int, end: int, budget: int
-) -> tuple[JsonText, int | None]:
-    """``conversation_page_array`` on an asynchronous connection, from the event loop (db/async_pool.py)."""
-    cursor = await conn.execute(_PAGE_ARRAY, {"task_id": task_id, "after": after_seq, "end": end, "budget": budget})
-    row = await cursor.fetchone()
-    assert row is not None
-    return JsonText(row["messages"]), row["last"]
 
 
 def conversation_seqs(conn: Conn, task_id: UUID) -> list[int]:

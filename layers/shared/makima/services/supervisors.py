@@ -694,16 +694,11 @@ def conversation_window(
     return [r["message"] for r in rows], _next(rows[-1]["seq"] if rows else None, length)
 
 
-def conversation_text_window(
-    conn: Conn, task_id: UUID, *, start: int, length: int, after_seq: int | None
-) -> tuple[JsonText, int | None]:
-    """``conversation_window`` as the JSON text of the array of its messages, each as stored: parsing 200
-    messages and encoding them again was a third of a state read's server CPU (docs/performance.md,
-    "Change 20"), and fetching them one row each a tenth of the rest ("Change 23")."""
-    text, last = supervisors_sql.conversation_page_array(
-        conn, task_id, after_seq=_after(start, after_seq), end=length, budget=CONVERSATION_PAGE_BYTES
-    )
-    return text, _next(last, length)
+def _window(read: supervisors_sql.StateRead, contract_id: UUID) -> StateWindow:
+    """The state read's window, after the not-found checks of ``load_with_contract``."""
+    sup = SupervisorRecord.model_validate(_loaded(contract_id, read.contract, read.supervisor)[1])
+    assert read.page is not None  # a supervisor's row comes with its page (an empty one: "[]")
+    return StateWindow(sup, read.page, _next(read.last, sup.conversation_length))
 
 
 def get_state(
@@ -715,13 +710,13 @@ def get_state(
     answer: Callable[[StateWindow], T],
 ) -> T:
     """The persisted state with a page of its conversation (``StateWindow``), turned into the answer by
-    ``answer`` here, so an answer that cannot be built fails here."""
+    ``answer`` here, so an answer that cannot be built fails here. One statement
+    (``supervisors_sql.state_read``)."""
     with reading(db) as conn:
-        sup = SupervisorRecord.model_validate(load_with_contract(conn, principal, contract_id)[1])
-        history, cursor = conversation_text_window(
-            conn, sup.task_id, start=sup.conversation_start, length=sup.conversation_length, after_seq=after_seq
+        read = supervisors_sql.state_read(
+            conn, contract_id, scope(principal), after_seq=after_seq, budget=CONVERSATION_PAGE_BYTES
         )
-        return answer(StateWindow(sup, history, cursor))
+        return answer(_window(read, contract_id))
 
 
 async def get_state_on_loop(
@@ -732,19 +727,13 @@ async def get_state_on_loop(
     after_seq: int | None = None,
     answer: Callable[[StateWindow], T],
 ) -> T:
-    """``get_state`` with its two statements sent on an asynchronous connection from the event loop (the
-    local stack: db/async_pool.py): the same statements, checks and answer, no worker thread."""
+    """``get_state`` with its statement sent on an asynchronous connection from the event loop (the
+    local stack: db/async_pool.py): the same statement, checks and answer, no worker thread."""
     async with db.connection() as conn:
-        contract, row = await supervisors_sql.with_contract_on_loop(conn, contract_id, scope(principal))
-        sup = SupervisorRecord.model_validate(_loaded(contract_id, contract, row)[1])
-        history, last = await supervisors_sql.conversation_page_array_on_loop(
-            conn,
-            sup.task_id,
-            after_seq=_after(sup.conversation_start, after_seq),
-            end=sup.conversation_length,
-            budget=CONVERSATION_PAGE_BYTES,
+        read = await supervisors_sql.state_read_on_loop(
+            conn, contract_id, scope(principal), after_seq=after_seq, budget=CONVERSATION_PAGE_BYTES
         )
-        return answer(StateWindow(sup, history, _next(last, sup.conversation_length)))
+        return answer(_window(read, contract_id))
 
 
 # --- restart and timeouts -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from makima.db import events as events_sql
 from makima.db.connection import Conn
 
 _COLUMNS = """id, owner_id, name, description, contract_type, phase, status, version, phase_guard,
@@ -171,16 +172,27 @@ def set_status(
     waiting_for: str | None,
     blocked_reason: str | None,
     failure_reason: str | None,
+    event: events_sql.NewEvent | None = None,
 ) -> dict[str, Any]:
+    """Set the status (the version bumped once per transaction); with ``event``, the event that records
+    the change is written by the same statement."""
+    prefix, event_params = events_sql.with_event(event) if event is not None else ("", {})
     row = conn.execute(
         f"""
-        UPDATE contracts
-           SET status = %s, waiting_for = %s, blocked_reason = %s, failure_reason = %s,
-               status_changed_at = now(), {_BUMP_VERSION}, updated_at = now()
-         WHERE id = %s
+        {prefix}UPDATE contracts
+           SET status = %(status)s, waiting_for = %(waiting_for)s, blocked_reason = %(blocked_reason)s,
+               failure_reason = %(failure_reason)s, status_changed_at = now(), {_BUMP_VERSION}, updated_at = now()
+         WHERE id = %(id)s
         RETURNING {_COLUMNS}
         """,
-        (status, waiting_for, blocked_reason, failure_reason, contract_id),
+        {
+            "status": status,
+            "waiting_for": waiting_for,
+            "blocked_reason": blocked_reason,
+            "failure_reason": failure_reason,
+            "id": contract_id,
+            **event_params,
+        },
     ).fetchone()
     assert row is not None
     return row

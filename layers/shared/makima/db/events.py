@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -45,6 +46,40 @@ def logged() -> None:
         holder.append(True)
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to write: what ``append`` takes, or a statement that writes it along with its change
+    (``with_event``)."""
+
+    contract_id: UUID | None
+    owner_id: UUID | None
+    type: str
+    payload: dict[str, Any]
+    actor: str
+
+
+_INSERT = """INSERT INTO contract_events (contract_id, owner_id, type, payload, actor)
+        VALUES (%(ev_contract)s, %(ev_owner)s, %(ev_type)s, %(ev_payload)s, %(ev_actor)s)"""
+
+
+def _params(event: NewEvent) -> dict[str, Any]:
+    return {
+        "ev_contract": event.contract_id,
+        "ev_owner": event.owner_id,
+        "ev_type": event.type,
+        "ev_payload": Jsonb(event.payload),
+        "ev_actor": event.actor,
+    }
+
+
+def with_event(event: NewEvent) -> tuple[str, dict[str, Any]]:
+    """A ``WITH`` clause that writes ``event`` (``ev_``-prefixed parameters), to put before the statement
+    of the change it records: one round trip for both (a status change's, issue 15, "Change 28"). A
+    data-modifying ``WITH`` runs whether or not the statement reads it, in the statement's transaction."""
+    logged()
+    return f"WITH logged_event AS ({_INSERT}) ", _params(event)
+
+
 def append(
     conn: Conn,
     *,
@@ -56,14 +91,8 @@ def append(
 ) -> dict[str, Any]:
     """Write one event in the caller's transaction, so it commits (or not) with the change it records."""
     logged()
-    row = conn.execute(
-        f"""
-        INSERT INTO contract_events (contract_id, owner_id, type, payload, actor)
-        VALUES (%s, %s, %s, %s, %s)
-        RETURNING {_COLUMNS}
-        """,
-        (contract_id, owner_id, type, Jsonb(payload), actor),
-    ).fetchone()
+    event = NewEvent(contract_id, owner_id, type, payload, actor)
+    row = conn.execute(f"{_INSERT} RETURNING {_COLUMNS}", _params(event)).fetchone()
     assert row is not None
     return row
 

@@ -95,15 +95,22 @@ def require_not_paused(contract: Contract, action: str) -> None:
         )
 
 
-def record(conn: Conn, contract: Contract, principal: Principal | None, type: str, **payload: Any) -> None:
-    """Append the event for a change, inside the change's transaction."""
-    events_sql.append(
-        conn,
+def event_of(contract: Contract, principal: Principal | None, type: str, **payload: Any) -> events_sql.NewEvent:
+    """The event of a change to ``contract`` by ``principal`` (None: the system)."""
+    return events_sql.NewEvent(
         contract_id=contract.id,
         owner_id=contract.owner_id,
         type=type,
         payload={"contract_id": str(contract.id), **payload},
         actor=principal.actor if principal else "system",
+    )
+
+
+def record(conn: Conn, contract: Contract, principal: Principal | None, type: str, **payload: Any) -> None:
+    """Append the event for a change, inside the change's transaction."""
+    e = event_of(contract, principal, type, **payload)
+    events_sql.append(
+        conn, contract_id=e.contract_id, owner_id=e.owner_id, type=e.type, payload=e.payload, actor=e.actor
     )
 
 
@@ -119,7 +126,11 @@ def transition(
     """Change the status of a contract the caller has locked; shared by every service that moves one."""
     check_transition(contract.status, status)
     s = ContractStatus
-    updated = Contract.model_validate(
+    # The event rides with the update: one round trip for both (db/events.py: with_event).
+    event = event_of(
+        contract, principal, "status_changed", old_status=contract.status.value, new_status=status.value, reason=reason
+    )
+    return Contract.model_validate(
         contracts_sql.set_status(
             conn,
             contract.id,
@@ -127,15 +138,6 @@ def transition(
             waiting_for=(waiting_for or reason or "input") if status is s.WAITING_FOR_INPUT else None,
             blocked_reason=reason if status is s.BLOCKED else None,
             failure_reason=reason if status is s.FAILED else None,
+            event=event,
         )
     )
-    record(
-        conn,
-        updated,
-        principal,
-        "status_changed",
-        old_status=contract.status.value,
-        new_status=status.value,
-        reason=reason,
-    )
-    return updated

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from makima.db import heartbeats
@@ -73,6 +73,25 @@ def _supervised(db: PooledDatabase, owner: Caller) -> tuple[uuid.UUID, uuid.UUID
     return contract.id, task_id, daemon["id"]
 
 
+# A heartbeat that applies: a live supervisor of an active contract, the same generation.
+BASE: dict[str, Any] = {
+    "old_state": "working",
+    "dead": False,
+    "stopped_ago_s": None,
+    "generation": 1,
+    "sync": False,
+    "restart": False,
+    "contract_status": "active",
+    "activity_age_s": 60,
+    "state": "working",
+    "hb_generation": 1,
+    "pending": 1,
+    "progress": 50,
+    "activity": "working",
+    "owner": "own",
+    "daemon": True,
+}
+
 scenario = st.fixed_dictionaries(
     {
         "old_state": st.sampled_from(STATES),
@@ -102,6 +121,11 @@ def test_one_heartbeat_alone_is_a_batch_of_one(db: PooledDatabase, make_caller: 
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(case=scenario)
+    # Each branch of the statement at least once, whatever hypothesis draws: applied, late (a finished
+    # contract), superseded (an older generation).
+    @example(case={**BASE, "old_state": "initializing", "sync": True})
+    @example(case={**BASE, "contract_status": "completed"})
+    @example(case={**BASE, "generation": 3, "hb_generation": 2})
     def check(case: dict[str, Any]) -> None:
         # Every time the setup writes is fixed here: only what the statements write comes from now().
         anchor = datetime.now(UTC)

@@ -73,6 +73,22 @@ def get(conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: boo
     ).fetchone()
 
 
+def get_locked_with_type(conn: Conn, contract_id: UUID, owner_id: UUID | None) -> dict[str, Any] | None:
+    """``get(…, for_update=True)`` with the definition of the contract's type (``type_definition``, NULL
+    when the type is missing): a contract that becomes active evaluates its gate, which needs it, and
+    reading it apart was one more round trip (issue 15, "Change 29"). Only the contract is locked."""
+    return conn.execute(
+        f"""
+        SELECT {_COLUMNS},
+               (SELECT t.definition FROM contract_types t WHERE t.name = contracts.contract_type) AS type_definition
+          FROM contracts
+         WHERE id = %(id)s AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
+           FOR UPDATE
+        """,
+        {"id": contract_id, "owner": owner_id},
+    ).fetchone()
+
+
 # The two orders of the contract list (domain/contract_lists.py), each a keyset on an index that has it:
 # (owner_id,) created_at DESC, id DESC (idx_contracts_owner_created, idx_contracts_created) and
 # (owner_id,) last_activity_at DESC, id DESC (migration 0021). The column is spelled out here, never

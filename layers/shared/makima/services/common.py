@@ -68,6 +68,19 @@ def load_contract(conn: Conn, principal: Principal, contract_id: UUID, *, lock: 
     return Contract.model_validate(row)
 
 
+def load_contract_and_type(
+    conn: Conn, principal: Principal, contract_id: UUID
+) -> tuple[Contract, ContractTypeDefinition | None]:
+    """``load_contract(…, lock=True)`` and the contract's type in the same statement (None when the type
+    is missing: ``load_type`` says so with the known types, where the type is needed)."""
+    row = contracts_sql.get_locked_with_type(conn, contract_id, scope(principal))
+    if row is None:
+        raise not_found(contract_id)
+    definition = row.pop("type_definition")
+    ctype = None if definition is None else ContractTypeDefinition.model_validate(definition)
+    return Contract.model_validate(row), ctype
+
+
 def load_type(conn: Conn, name: str) -> ContractTypeDefinition:
     row = types_sql.get(conn, name)
     if row is None:

@@ -27,6 +27,7 @@ from makima.errors import (
 from makima.services.common import (
     check_version,
     load_contract,
+    load_contract_and_type,
     load_type,
     record,
     require_not_paused,
@@ -305,12 +306,15 @@ def change_status(
     ``active`` (resumed, unblocked, retried, started) may find its gate already met while it could not
     move: the gate is evaluated in the same transaction, as after any change that may satisfy one."""
     with transaction(db) as conn:
-        contract = load_contract(conn, principal, contract_id, lock=True)
+        if status is ContractStatus.ACTIVE:  # its gate needs its type: read with it, one round trip
+            contract, ctype = load_contract_and_type(conn, principal, contract_id)
+        else:
+            contract, ctype = load_contract(conn, principal, contract_id, lock=True), None
         check_version(contract, expected_version)
         updated = transition(conn, principal, contract, status, reason)
         if updated.status is not ContractStatus.ACTIVE:
             return updated
-        ctype = load_type(conn, updated.contract_type)
+        ctype = ctype or load_type(conn, updated.contract_type)
         return advance_if_ready(conn, principal, updated, ctype, policy or CompletionPolicy.off())
 
 

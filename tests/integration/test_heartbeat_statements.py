@@ -204,9 +204,14 @@ def test_a_batch_of_one_is_sent_as_one_heartbeat() -> None:
         "pending_task_ids": [uuid.UUID(int=1)],
         "timestamp": datetime.now(UTC),
     }
-    text, params = heartbeats._statement([one], None, None, "x")
+    statement = heartbeats._statement([one], None, None, "x")
+    assert statement is not None
+    text, params = statement
     assert text == heartbeats._INGEST_ONE
     assert params["pending"] == "{00000000-0000-0000-0000-000000000001}"
     assert params["generation"] is None
-    assert heartbeats._statement([one, one], None, None, "x")[0] == heartbeats._INGEST
-    assert heartbeats._statement([], None, uuid.uuid4(), "x")[0] == heartbeats._INGEST
+    for rows, daemon in (([one, one], None), ([], uuid.uuid4())):
+        batch = heartbeats._statement(rows, None, daemon, "x")
+        assert batch is not None
+        assert batch[0] == heartbeats._INGEST
+    assert heartbeats._statement([], None, None, "x") is None

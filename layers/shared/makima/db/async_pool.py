@@ -4,7 +4,7 @@ The local stack serves requests on one event loop and runs the service layer's b
 threads (``api/concurrency.py``). For the hottest request, a heartbeat, that hand-off was the largest
 cost left in the server: the call submitted to the pool, a worker woken, the answer handed back and the
 loop woken in its turn, about a sixth of the server's CPU per heartbeat (docs/performance.md, "Change
-22"). A heartbeat is one statement, and a state read two, so they are sent from the loop itself, on
+22"). A heartbeat is one statement, and so is a state read: they are sent from the loop itself, on
 psycopg's ``AsyncConnection``, and awaited like any other I/O: no thread is involved.
 
 The pool is psycopg-pool's ``AsyncConnectionPool`` with what ``PooledDatabase`` adds to the blocking

@@ -57,33 +57,27 @@ def insert(
     return row
 
 
-def get(conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False) -> dict[str, Any] | None:
+def get(
+    conn: Conn, contract_id: UUID, owner_id: UUID | None, *, for_update: bool = False, with_type: bool = False
+) -> dict[str, Any] | None:
     """The contract, or None when it does not exist or belongs to someone else.
 
     ``for_update`` takes the row lock that serialises every change to one contract (Task 1.2).
+    ``with_type`` adds the definition of the contract's type (``type_definition``, NULL when the type is
+    missing; only the contract is locked): a contract that becomes active evaluates its gate, which needs
+    it, and reading it apart was one more round trip (issue 15, "Change 29").
     """
     lock = "FOR UPDATE" if for_update else ""
+    ctype = (
+        ", (SELECT t.definition FROM contract_types t WHERE t.name = contracts.contract_type) AS type_definition"
+        if with_type
+        else ""
+    )
     return conn.execute(
         f"""
-        SELECT {_COLUMNS} FROM contracts
+        SELECT {_COLUMNS}{ctype} FROM contracts
          WHERE id = %(id)s AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
         {lock}
-        """,
-        {"id": contract_id, "owner": owner_id},
-    ).fetchone()
-
-
-def get_locked_with_type(conn: Conn, contract_id: UUID, owner_id: UUID | None) -> dict[str, Any] | None:
-    """``get(…, for_update=True)`` with the definition of the contract's type (``type_definition``, NULL
-    when the type is missing): a contract that becomes active evaluates its gate, which needs it, and
-    reading it apart was one more round trip (issue 15, "Change 29"). Only the contract is locked."""
-    return conn.execute(
-        f"""
-        SELECT {_COLUMNS},
-               (SELECT t.definition FROM contract_types t WHERE t.name = contracts.contract_type) AS type_definition
-          FROM contracts
-         WHERE id = %(id)s AND (%(owner)s::uuid IS NULL OR owner_id = %(owner)s)
-           FOR UPDATE
         """,
         {"id": contract_id, "owner": owner_id},
     ).fetchone()

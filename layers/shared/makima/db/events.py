@@ -90,8 +90,12 @@ def append(
     actor: str,
 ) -> dict[str, Any]:
     """Write one event in the caller's transaction, so it commits (or not) with the change it records."""
+    return insert(conn, NewEvent(contract_id, owner_id, type, payload, actor))
+
+
+def insert(conn: Conn, event: NewEvent) -> dict[str, Any]:
+    """``append`` of an event already built (``services/common.py: event_of``)."""
     logged()
-    event = NewEvent(contract_id, owner_id, type, payload, actor)
     row = conn.execute(f"{_INSERT} RETURNING {_COLUMNS}", _params(event)).fetchone()
     assert row is not None
     return row

@@ -163,9 +163,13 @@ def _pending(r: dict[str, Any]) -> str:
 
 def _statement(
     rows: list[dict[str, Any]], owner_id: UUID | None, daemon_id: UUID | None, actor: str
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any]] | None:
     """The ingest statement for ``rows`` and its parameters: ``_INGEST_ONE`` for one heartbeat, else
-    ``_INGEST`` (a batch, or none: a daemon's bare liveness)."""
+    ``_INGEST`` (a batch, or none: a daemon's bare liveness); None when there is nothing to send. The
+    statement may log state changes (the heartbeat endpoints hand theirs over themselves)."""
+    if not rows and daemon_id is None:
+        return None
+    events_sql.logged()
     if len(rows) != 1:
         return _INGEST, _ingest_params(rows, owner_id, daemon_id, actor)
     r = rows[0]
@@ -216,10 +220,8 @@ def ingest(
     outside any explicit transaction. Returns one row per heartbeat that matched a supervisor of
     ``owner_id``'s (None: any owner), with ``ord``, its 1-based position in ``rows``; unmatched ones
     are absent. ``daemon_id`` (one of ``owner_id``'s daemons) is marked live; events name ``actor``."""
-    if not rows and daemon_id is None:
-        return []
-    events_sql.logged()  # it may log state changes (the heartbeat endpoints hand theirs over themselves)
-    return conn.execute(*_statement(rows, owner_id, daemon_id, actor)).fetchall()
+    statement = _statement(rows, owner_id, daemon_id, actor)
+    return [] if statement is None else conn.execute(*statement).fetchall()
 
 
 async def ingest_on_loop(
@@ -232,11 +234,10 @@ async def ingest_on_loop(
 ) -> list[dict[str, Any]]:
     """``ingest``, the same statement and parameters, sent on an asynchronous connection from the
     event loop (the local stack's heartbeat endpoints: db/async_pool.py)."""
-    if not rows and daemon_id is None:
+    statement = _statement(rows, owner_id, daemon_id, actor)
+    if statement is None:
         return []
-    events_sql.logged()
-    cursor = await conn.execute(*_statement(rows, owner_id, daemon_id, actor))
-    return await cursor.fetchall()
+    return await (await conn.execute(*statement)).fetchall()
 
 
 def history(

@@ -73,7 +73,7 @@ def load_contract_and_type(
 ) -> tuple[Contract, ContractTypeDefinition | None]:
     """``load_contract(…, lock=True)`` and the contract's type in the same statement (None when the type
     is missing: ``load_type`` says so with the known types, where the type is needed)."""
-    row = contracts_sql.get_locked_with_type(conn, contract_id, scope(principal))
+    row = contracts_sql.get(conn, contract_id, scope(principal), for_update=True, with_type=True)
     if row is None:
         raise not_found(contract_id)
     definition = row.pop("type_definition")
@@ -121,10 +121,7 @@ def event_of(contract: Contract, principal: Principal | None, type: str, **paylo
 
 def record(conn: Conn, contract: Contract, principal: Principal | None, type: str, **payload: Any) -> None:
     """Append the event for a change, inside the change's transaction."""
-    e = event_of(contract, principal, type, **payload)
-    events_sql.append(
-        conn, contract_id=e.contract_id, owner_id=e.owner_id, type=e.type, payload=e.payload, actor=e.actor
-    )
+    events_sql.insert(conn, event_of(contract, principal, type, **payload))
 
 
 def transition(

@@ -337,7 +337,7 @@ async def get_state(
     ] = None,
 ) -> Response:
     on_loop = request.app.state.async_database
-    if on_loop is not None:  # the local stack: the two reads sent from the event loop (db/async_pool.py)
+    if on_loop is not None:  # the local stack: the read sent from the event loop (db/async_pool.py)
         return await svc.get_state_on_loop(on_loop, caller, contract_id, after_seq=after_seq, answer=_persisted)
     return await blocking(svc.get_state, db, caller, contract_id, after_seq=after_seq, answer=_persisted)
 

@@ -90,30 +90,34 @@ def test_a_resume_reads_its_phase_gate_in_one_statement(
     assert calls == ["transaction"] + ["execute"] * 3
 
 
-def test_a_state_save_is_one_transaction_of_two_statements(
+def test_a_plain_state_save_is_one_statement(
     counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
 ) -> None:
-    """A save that appends a message and leaves the state as it was (the common one, issue 15): the
-    contract with its supervisor locked (one SELECT), then the state's UPDATE with the append and the
-    contract's activity in it. It was five statements (the contract and the supervisor read apart, the
-    activity written apart), then three (the append apart)."""
+    """A save that appends a message at the end and leaves the state as it was (the common one, issue
+    15): one statement that checks and writes (db/supervisors.py: save_if_plain), outside any
+    transaction. It was five statements (the contract and the supervisor read apart, the activity
+    written apart), then three (the append apart), then a transaction of two. A save that changes the
+    state is not plain: the statement writes nothing, and the transaction does the save."""
     client, counting = counted
     contract = new_contract(user, name="trips-save")["id"]
     r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
     assert r.status_code == 201, r.text
     url = f"/api/v1/contracts/{contract}/supervisor/state"
 
-    def save(seq: int) -> dict[str, Any]:
+    def save(seq: int, state: str = "working") -> dict[str, Any]:
         return {
-            "generation": 1, "seq": seq, "save_point": "llm_response", "state": "working", "phase": "plan",
+            "generation": 1, "seq": seq, "save_point": "llm_response", "state": state, "phase": "plan",
             "conversation_offset": seq - 1, "conversation_append": [{"role": "assistant", "content": f"m{seq}"}],
         }  # fmt: skip
 
-    r = client.put(url, json=save(1), headers=user.headers)  # the state changes: one event more
-    assert r.status_code == 200, r.text
+    # the state changes: the plain statement, then the transaction (the locked read; the first save counts
+    # the stored conversation: the append, the sizes and the update; the event)
+    assert _send(client, counting, user, "PUT", url, json=save(1)) == ["execute", "transaction"] + ["execute"] * 5
     before = client.get(f"/api/v1/contracts/{contract}", headers=user.headers).json()["last_activity_at"]
-    calls = _send(client, counting, user, "PUT", url, json=save(2))
-    assert calls == ["transaction"] + ["execute"] * 2
+    assert _send(client, counting, user, "PUT", url, json=save(2)) == ["execute"]
     state = client.get(url, headers=user.headers).json()
     assert (state["save_seq"], state["conversation_length"]) == (2, 2)
+    assert [m["content"] for m in state["conversation_history"]] == ["m1", "m2"]
     assert client.get(f"/api/v1/contracts/{contract}", headers=user.headers).json()["last_activity_at"] > before
+    events = client.get(f"/api/v1/contracts/{contract}/events", headers=user.headers).json()["events"]
+    assert [e["payload"]["new_state"] for e in events if e["type"] == "supervisor_state_changed"] == ["working"]

@@ -68,9 +68,9 @@ def create_app(
     principals, kept true by that same listener (services/principal_cache.py); None: every request
     looks its token up. ``lean_routes``: serve the hottest operations by their lean routes (api/lean.py);
     False sends every request through FastAPI (the tests compare the two). ``async_database``: the
-    asynchronous pool (db/async_pool.py) the heartbeat endpoints and the state read send their statements
-    on from the event loop, opened and closed with the app (its lifespan); None (Lambda, most tests): a
-    worker thread runs them on ``database``, like every other endpoint."""
+    asynchronous pool (db/async_pool.py) the heartbeat endpoints, the state read and a plain state save
+    send their statements on from the event loop, opened and closed with the app (its lifespan); None
+    (Lambda, most tests): a worker thread runs them on ``database``, like every other endpoint."""
     settings = settings or get_settings()
     app = FastAPI(
         title="makima contracts",

@@ -4,8 +4,8 @@ The local stack serves requests on one event loop and runs the service layer's b
 threads (``api/concurrency.py``). For the hottest request, a heartbeat, that hand-off was the largest
 cost left in the server: the call submitted to the pool, a worker woken, the answer handed back and the
 loop woken in its turn, about a sixth of the server's CPU per heartbeat (docs/performance.md, "Change
-22"). A heartbeat is one statement, and so is a state read: they are sent from the loop itself, on
-psycopg's ``AsyncConnection``, and awaited like any other I/O: no thread is involved.
+22"). A heartbeat is one statement, and so are a state read and a plain state save: they are sent from
+the loop itself, on psycopg's ``AsyncConnection``, and awaited like any other I/O: no thread is involved.
 
 The pool is psycopg-pool's ``AsyncConnectionPool`` with what ``PooledDatabase`` adds to the blocking
 one: the connection returned last handed out first, a liveness check only for a connection idle more

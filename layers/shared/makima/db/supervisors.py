@@ -211,14 +211,20 @@ def conversation_sizes(conn: Conn, task_id: UUID) -> list[tuple[int, int]]:
     return [(r["seq"], r["size"]) for r in rows.fetchall()]
 
 
-# The messages of a save stored at positions offset, offset+1, ...; a position already stored is kept (a
-# retried save appends nothing twice); ``size``: each stored one's size (PostgreSQL's text of it).
-_APPEND = """
+def _append_sql(task: str = "%(task_id)s", source: str = "") -> str:
+    """The messages of a save stored at positions offset, offset+1, ... for the task ``task`` (an SQL
+    expression; with ``source``, a relation to join it from: the task of each of its rows, so none when
+    it has none); a position already stored is kept (a retried save appends nothing twice); ``size``:
+    each stored one's size (PostgreSQL's text of it)."""
+    return f"""
     INSERT INTO supervisor_conversation (task_id, seq, message)
-    SELECT %(task_id)s, %(offset)s + m.ord - 1, m.message
-      FROM unnest(%(messages)s::jsonb[]) WITH ORDINALITY AS m(message, ord)
+    SELECT {task}, %(offset)s + m.ord - 1, m.message
+      FROM {source}unnest(%(messages)s::jsonb[]) WITH ORDINALITY AS m(message, ord)
     ON CONFLICT DO NOTHING
     RETURNING octet_length(message::text) AS size"""
+
+
+_APPEND = _append_sql()
 
 
 def _messages(messages: list[Any]) -> list[Jsonb]:
@@ -247,6 +253,42 @@ def truncate_conversation(conn: Conn, task_id: UUID, length: int) -> None:
     conn.execute("DELETE FROM supervisor_conversation WHERE task_id = %s AND seq >= %s", (task_id, length))
 
 
+_SAVE_FIELDS = frozenset({
+    "state", "phase", "current_activity", "pending_questions", "spawned_task_ids", "waiting_on_task_ids",
+    "conversation_length", "last_checkpoint", "error", "last_save_point", "save_seq", "generation",
+    "daemon_id", "dead_at", "progress", "stopped_at", "restart_requested_at", "conversation_start",
+    "conversation_bytes",
+})  # fmt: skip
+_JSONB_FIELDS = frozenset({"pending_questions", "last_checkpoint"})
+
+
+def _save_sql(
+    fields: dict[str, Any], *, touch_contract: UUID | None, append: tuple[int, list[Any]] | None, guarded: bool
+) -> tuple[str, dict[str, Any]]:
+    """The state's ``UPDATE`` of ``save`` and ``save_if_plain`` with its parameters: the fields (names
+    of this module's own, never input), the contract's activity and the append as CTEs; ``guarded``:
+    after the CTEs ``sup`` and ``ok`` of ``_SAVE_IF_PLAIN``, every write only for the row ``ok`` holds."""
+    assert set(fields) <= _SAVE_FIELDS, set(fields) - _SAVE_FIELDS
+    assert append is None or "conversation_bytes" not in fields
+    sets = [f"{k} = %({k})s" for k in fields]
+    values = {k: Jsonb(v) if k in _JSONB_FIELDS and v is not None else v for k, v in fields.items()}
+    ctes = [_SAVE_IF_PLAIN] if guarded else []
+    if touch_contract is not None:
+        only_ok = " AND EXISTS (SELECT FROM ok)" if guarded else ""
+        touched = f"UPDATE contracts SET last_activity_at = now() WHERE id = %(touch_contract)s{only_ok}"
+        ctes.append(f"touched AS ({touched})")
+    if append is not None and append[1]:
+        ctes.append(f"added AS ({_append_sql('ok.task_id', 'ok, ') if guarded else _APPEND})")
+        sets.append("conversation_bytes = s.conversation_bytes + (SELECT COALESCE(sum(size), 0) FROM added)")
+        values.update(offset=append[0], messages=_messages(append[1]))
+    where = "FROM ok WHERE s.task_id = ok.task_id" if guarded else "WHERE task_id = %(task_id)s"
+    sql = (
+        f"{'WITH ' + ', '.join(ctes) + ' ' if ctes else ''}UPDATE supervisor_states AS s SET {', '.join(sets)},"
+        f" updated_at = now() {where} RETURNING {_COLUMNS}"
+    )
+    return sql, {**values, "touch_contract": touch_contract}
+
+
 def save(
     conn: Conn,
     task_id: UUID,
@@ -260,32 +302,87 @@ def save(
     1.5; a save's own statement, not one more round trip). With ``append`` (offset, messages), the
     messages are stored in it too (``_APPEND``) and ``conversation_bytes`` grows by what was stored: a
     state save is then one statement after its locked read (issue 15, "Change 26")."""
-    allowed = {
-        "state", "phase", "current_activity", "pending_questions", "spawned_task_ids", "waiting_on_task_ids",
-        "conversation_length", "last_checkpoint", "error", "last_save_point", "save_seq", "generation",
-        "daemon_id", "dead_at", "progress", "stopped_at", "restart_requested_at", "conversation_start",
-        "conversation_bytes",
-    }  # fmt: skip
-    assert set(fields) <= allowed, set(fields) - allowed
-    assert append is None or "conversation_bytes" not in fields
-    sets = [f"{k} = %({k})s" for k in fields]
-    values = {
-        k: Jsonb(v) if k in {"pending_questions", "last_checkpoint"} and v is not None else v for k, v in fields.items()
-    }
-    ctes = []
-    if touch_contract is not None:
-        ctes.append("touched AS (UPDATE contracts SET last_activity_at = now() WHERE id = %(touch_contract)s)")
-    if append is not None and append[1]:
-        ctes.append(f"added AS ({_APPEND})")
-        sets.append("conversation_bytes = s.conversation_bytes + (SELECT COALESCE(sum(size), 0) FROM added)")
-        values.update(offset=append[0], messages=_messages(append[1]))
-    sql = (
-        f"{'WITH ' + ', '.join(ctes) + ' ' if ctes else ''}UPDATE supervisor_states AS s SET {', '.join(sets)},"
-        f" updated_at = now() WHERE task_id = %(task_id)s RETURNING {_COLUMNS}"
-    )
-    row = conn.execute(sql, {**values, "task_id": task_id, "touch_contract": touch_contract}).fetchone()
+    sql, params = _save_sql(fields, touch_contract=touch_contract, append=append, guarded=False)
+    row = conn.execute(sql, {**params, "task_id": task_id}).fetchone()
     assert row is not None
     return row
+
+
+# The guard of a plain save (``save_if_plain``): the contract's supervisor, row-locked (``sup``), and
+# whether the save is one that its locked read, checks and update would make without a choice to take
+# (``ok``: its row, or none): the generation is the supervisor's, the sequence one step above its own
+# (within ``MAX_SEQ_STEP``), the messages go at the end of the kept conversation (not before its first
+# kept one, not past its length, not short of it), the state is unchanged (no event to log), and the
+# conversation's size is known and stays within the cap whatever the append stores.
+_SAVE_IF_PLAIN = f"""sup AS MATERIALIZED (
+        SELECT sup.task_id, sup.generation, sup.save_seq, sup.conversation_start, sup.conversation_length,
+               sup.conversation_bytes, sup.state
+          FROM contracts c
+          JOIN LATERAL ({_SUPERVISOR_OF_C} FOR UPDATE OF s) sup ON true
+         WHERE {_CONTRACT_WHERE}
+    ), ok AS MATERIALIZED (
+        SELECT task_id FROM sup
+         WHERE generation = %(generation)s
+           AND save_seq < %(save_seq)s AND %(save_seq)s <= save_seq + %(max_seq_step)s
+           AND %(offset)s BETWEEN conversation_start AND conversation_length
+           AND %(offset)s + %(count)s >= conversation_length
+           AND state = %(state)s
+           AND conversation_bytes + (SELECT COALESCE(sum(octet_length(m::text)), 0)
+                                       FROM unnest(%(messages)s::jsonb[]) AS m) <= %(max_bytes)s
+    )"""
+
+
+@dataclass(frozen=True)
+class PlainSave:
+    """What makes a save plain (``_SAVE_IF_PLAIN``): the contract (of ``owner``, None: anyone's), the
+    save's generation, sequence, state and append, the largest step of a sequence, and the cap on the
+    kept conversation's size."""
+
+    contract_id: UUID
+    owner: UUID | None
+    generation: int
+    seq: int
+    state: str
+    offset: int
+    messages: list[Any]
+    max_seq_step: int
+    max_bytes: int
+
+
+def _plain_params(p: PlainSave, fields: dict[str, Any], touch: UUID | None) -> tuple[str, dict[str, Any]]:
+    # The guard compares the sequence and the state the UPDATE writes (``%(save_seq)s``, ``%(state)s``).
+    assert fields["save_seq"] == p.seq
+    assert fields["state"] == p.state
+    sql, params = _save_sql(fields, touch_contract=touch, append=(p.offset, p.messages), guarded=True)
+    return sql, {
+        **params,
+        "id": p.contract_id,
+        "owner": p.owner,
+        "generation": p.generation,
+        "max_seq_step": p.max_seq_step,
+        "offset": p.offset,
+        "count": len(p.messages),
+        "messages": _messages(p.messages),
+        "max_bytes": p.max_bytes,
+    }
+
+
+def save_if_plain(conn: Conn, p: PlainSave, fields: dict[str, Any], *, touch: UUID | None) -> dict[str, Any] | None:
+    """A plain save (``_SAVE_IF_PLAIN``) in one statement, on a connection in autocommit: the row as
+    written, or None, having written nothing, when the save is not plain (or its contract or supervisor
+    is not found): the caller then saves in a transaction (services/supervisors.py: ``save_state``). So a
+    supervisor's ordinary save is one round trip, not the four of a transaction (issue 15, "Change 30")."""
+    sql, params = _plain_params(p, fields, touch)
+    return conn.execute(sql, params).fetchone()
+
+
+async def save_if_plain_on_loop(
+    conn: AsyncConn, p: PlainSave, fields: dict[str, Any], *, touch: UUID | None
+) -> dict[str, Any] | None:
+    """``save_if_plain`` on an asynchronous connection, from the event loop (db/async_pool.py)."""
+    sql, params = _plain_params(p, fields, touch)
+    cursor = await conn.execute(sql, params)
+    return await cursor.fetchone()
 
 
 def request_sync(conn: Conn, task_id: UUID) -> dict[str, Any]:

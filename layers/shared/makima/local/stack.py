@@ -199,8 +199,9 @@ def serve(
         sync_listener = SyncListener(
             backing.url, connect_timeout=settings.db_connect_timeout, principals=principals
         ).start()
-        # The heartbeats' and the state read's statements are sent from the event loop on a pool of their
-        # own, with the blocking pool's limits (db/async_pool.py); the app's lifespan opens and closes it.
+        # The heartbeats', the state read's and a plain state save's statements are sent from the event loop
+        # on a pool of their own, with the blocking pool's limits (db/async_pool.py); the app's lifespan
+        # opens and closes it.
         on_loop = AsyncPooledDatabase(
             backing.url,
             min_size=settings.pool_min_size,

@@ -583,6 +583,68 @@ def _store(
     )
 
 
+def _save_fields(s: StateSave, length: int) -> dict[str, Any]:
+    """The state row's fields a save writes, its conversation ``length`` messages long."""
+    fields: dict[str, Any] = {
+        "state": s.state.value,
+        "phase": s.phase,
+        "current_activity": s.current_activity,
+        "pending_questions": s.pending_questions,
+        "spawned_task_ids": s.spawned_task_ids,
+        "waiting_on_task_ids": s.waiting_on_task_ids,
+        "conversation_length": length,
+        "error": s.error,
+        "last_save_point": s.save_point.value,
+        "save_seq": s.seq,
+        # A shutdown save: stopped on purpose (not dead, and adoptable); any other: running.
+        "stopped_at": datetime.now(UTC) if s.save_point is SavePoint.SHUTDOWN else None,
+    }
+    if s.checkpoint or s.save_point in CHECKPOINT_SAVE_POINTS:
+        fields["last_checkpoint"] = {
+            "seq": s.seq,
+            "state": s.state.value,
+            "phase": s.phase,
+            "conversation_length": length,
+            "pending_questions": s.pending_questions,
+            "spawned_task_ids": [str(t) for t in s.spawned_task_ids],
+            "waiting_on_task_ids": [str(t) for t in s.waiting_on_task_ids],
+            "current_activity": s.current_activity,
+            "at": datetime.now(UTC).isoformat(),
+        }
+    return fields
+
+
+def _touched(contract_id: UUID, s: StateSave) -> UUID | None:
+    """The contract whose activity (Task 1.5) the save's UPDATE sets: a light heartbeat save is not activity."""
+    return contract_id if s.save_point is not SavePoint.HEARTBEAT else None
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """A save tried as plain (``supervisors_sql.save_if_plain``): its guard, and what it writes if it is."""
+
+    guard: supervisors_sql.PlainSave
+    fields: dict[str, Any]
+    touch: UUID | None
+
+
+def _plain(principal: Principal, contract_id: UUID, s: StateSave, max_bytes: int) -> _Plain:
+    # A plain save appends at the end of the conversation: its length is then the offset plus the append.
+    guard = supervisors_sql.PlainSave(
+        contract_id=contract_id,
+        owner=scope(principal),
+        generation=s.generation,
+        seq=s.seq,
+        state=s.state.value,
+        offset=s.conversation_offset,
+        messages=s.conversation_append,
+        max_seq_step=MAX_SEQ_STEP,
+        max_bytes=max_bytes,
+    )
+    length = s.conversation_offset + len(s.conversation_append)
+    return _Plain(guard, _save_fields(s, length), _touched(contract_id, s))
+
+
 def save_state(
     db: Database,
     principal: Principal,
@@ -594,72 +656,91 @@ def save_state(
     """Persist the supervisor's state at a save point (seed 3.3). Refused with 409 when the save is
     stale: an older generation (a zombie of a restored supervisor) or a sequence number not above the
     last accepted one. The conversation grows by appending at ``conversation_offset``; past
-    ``max_conversation_bytes`` its oldest messages are compacted away (``_store``)."""
-    with transaction(db) as conn:
-        contract, sup = load_with_contract(conn, principal, contract_id, lock=True)
-        if s.generation != sup["generation"]:
-            raise Conflict(
-                f"stale save: generation {s.generation}, the supervisor is now generation {sup['generation']}",
-                {"generation": sup["generation"], "save_seq": sup["save_seq"], "reason": "superseded"},
-            )
-        if s.seq <= sup["save_seq"]:
-            raise Conflict(
-                f"stale save: sequence {s.seq} is not above the last accepted {sup['save_seq']}",
-                {"generation": sup["generation"], "save_seq": sup["save_seq"], "reason": "stale_sequence"},
-            )
-        if s.seq > sup["save_seq"] + MAX_SEQ_STEP:
-            # One wrong value must not push the counter to its top, where every later save would be stale.
-            raise OutOfBounds(
-                f"seq {s.seq} jumps more than {MAX_SEQ_STEP} above the last accepted {sup['save_seq']}: count by one",
-                {"field": "seq", "save_seq": sup["save_seq"], "max_step": MAX_SEQ_STEP},
-            )
-        if s.conversation_offset > sup["conversation_length"]:
-            raise Inconsistent(
-                f"conversation_offset {s.conversation_offset} leaves a gap after {sup['conversation_length']} messages",
-                {"conversation_length": sup["conversation_length"]},
-            )
-        length = max(sup["conversation_length"], s.conversation_offset + len(s.conversation_append))
-        fields: dict[str, Any] = {
-            "state": s.state.value,
-            "phase": s.phase,
-            "current_activity": s.current_activity,
-            "pending_questions": s.pending_questions,
-            "spawned_task_ids": s.spawned_task_ids,
-            "waiting_on_task_ids": s.waiting_on_task_ids,
-            "conversation_length": length,
-            "error": s.error,
-            "last_save_point": s.save_point.value,
-            "save_seq": s.seq,
-            # A shutdown save: stopped on purpose (not dead, and adoptable); any other: running.
-            "stopped_at": datetime.now(UTC) if s.save_point is SavePoint.SHUTDOWN else None,
-        }
-        if s.checkpoint or s.save_point in CHECKPOINT_SAVE_POINTS:
-            fields["last_checkpoint"] = {
-                "seq": s.seq,
-                "state": s.state.value,
-                "phase": s.phase,
-                "conversation_length": length,
-                "pending_questions": s.pending_questions,
-                "spawned_task_ids": [str(t) for t in s.spawned_task_ids],
-                "waiting_on_task_ids": [str(t) for t in s.waiting_on_task_ids],
-                "current_activity": s.current_activity,
-                "at": datetime.now(UTC).isoformat(),
-            }
-        # The contract's activity (Task 1.5) in the state's own UPDATE; a light heartbeat save is not activity.
-        touch = contract_id if s.save_point is not SavePoint.HEARTBEAT else None
-        row = _store(conn, contract, principal, sup, s, fields, touch, max_conversation_bytes)
-        if sup["state"] != s.state.value:
-            record(
-                conn,
-                contract,
-                principal,
-                "supervisor_state_changed",
-                supervisor_task_id=str(sup["task_id"]),
-                old_state=sup["state"],
-                new_state=s.state.value,
-                recovered=False,
-            )
+    ``max_conversation_bytes`` its oldest messages are compacted away (``_store``).
+
+    A plain save, a supervisor's usual one (the next sequence number, messages appended at the end, the
+    state unchanged, the cap not reached), is one statement that checks and writes
+    (``supervisors_sql.save_if_plain``); any other, and every refusal, is decided by
+    ``save_state_in_transaction``, which the plain statement leaves as it found it."""
+    plain = _plain(principal, contract_id, s, max_conversation_bytes)
+    with db.connection() as conn:
+        row = supervisors_sql.save_if_plain(conn, plain.guard, plain.fields, touch=plain.touch)
+    if row is not None:
         return SupervisorRecord.model_validate(row)
+    return save_state_in_transaction(db, principal, contract_id, s, max_conversation_bytes=max_conversation_bytes)
+
+
+async def save_plain_on_loop(
+    db: AsyncPooledDatabase,
+    principal: Principal,
+    contract_id: UUID,
+    s: StateSave,
+    *,
+    max_conversation_bytes: int = DEFAULT_CONVERSATION_MAX_BYTES,
+) -> SupervisorRecord | None:
+    """``save_state``'s plain statement sent from the event loop (db/async_pool.py): the saved state, or
+    None when the save is not plain, having written nothing (then ``save_state_in_transaction``)."""
+    plain = _plain(principal, contract_id, s, max_conversation_bytes)
+    async with db.connection() as conn:
+        row = await supervisors_sql.save_if_plain_on_loop(conn, plain.guard, plain.fields, touch=plain.touch)
+    return None if row is None else SupervisorRecord.model_validate(row)
+
+
+def save_state_in_transaction(
+    db: Database,
+    principal: Principal,
+    contract_id: UUID,
+    s: StateSave,
+    *,
+    max_conversation_bytes: int = DEFAULT_CONVERSATION_MAX_BYTES,
+) -> SupervisorRecord:
+    """``save_state`` as a transaction (``save_locked``)."""
+    with transaction(db) as conn:
+        return save_locked(conn, principal, contract_id, s, max_conversation_bytes=max_conversation_bytes)
+
+
+def save_locked(
+    conn: Conn, principal: Principal, contract_id: UUID, s: StateSave, *, max_conversation_bytes: int
+) -> SupervisorRecord:
+    """A save in the caller's transaction: the contract and its supervisor read locked, the save checked
+    against them (the refusals), then written (``_store``), and its state change logged."""
+    contract, sup = load_with_contract(conn, principal, contract_id, lock=True)
+    if s.generation != sup["generation"]:
+        raise Conflict(
+            f"stale save: generation {s.generation}, the supervisor is now generation {sup['generation']}",
+            {"generation": sup["generation"], "save_seq": sup["save_seq"], "reason": "superseded"},
+        )
+    if s.seq <= sup["save_seq"]:
+        raise Conflict(
+            f"stale save: sequence {s.seq} is not above the last accepted {sup['save_seq']}",
+            {"generation": sup["generation"], "save_seq": sup["save_seq"], "reason": "stale_sequence"},
+        )
+    if s.seq > sup["save_seq"] + MAX_SEQ_STEP:
+        # One wrong value must not push the counter to its top, where every later save would be stale.
+        raise OutOfBounds(
+            f"seq {s.seq} jumps more than {MAX_SEQ_STEP} above the last accepted {sup['save_seq']}: count by one",
+            {"field": "seq", "save_seq": sup["save_seq"], "max_step": MAX_SEQ_STEP},
+        )
+    if s.conversation_offset > sup["conversation_length"]:
+        raise Inconsistent(
+            f"conversation_offset {s.conversation_offset} leaves a gap after {sup['conversation_length']} messages",
+            {"conversation_length": sup["conversation_length"]},
+        )
+    length = max(sup["conversation_length"], s.conversation_offset + len(s.conversation_append))
+    fields = _save_fields(s, length)
+    row = _store(conn, contract, principal, sup, s, fields, _touched(contract_id, s), max_conversation_bytes)
+    if sup["state"] != s.state.value:
+        record(
+            conn,
+            contract,
+            principal,
+            "supervisor_state_changed",
+            supervisor_task_id=str(sup["task_id"]),
+            old_state=sup["state"],
+            new_state=s.state.value,
+            recovered=False,
+        )
+    return SupervisorRecord.model_validate(row)
 
 
 @dataclass(frozen=True)

@@ -360,14 +360,22 @@ class StateSaved(BaseModel):
 @router.put(
     "/contracts/{contract_id}/supervisor/state", response_model=StateSaved, responses=raises(Inconsistent, OutOfBounds)
 )
-def save_state(contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller, settings: Config) -> StateSaved:
-    s = svc.save_state(
-        db,
-        caller,
-        contract_id,
-        svc.StateSave(**dict(body)),
-        max_conversation_bytes=settings.contracts.supervisor_conversation_max_bytes,
-    )
+async def save_state(
+    request: Request, contract_id: UUID, body: StateSaveIn, db: DB, caller: Caller, settings: Config
+) -> StateSaved:
+    save = svc.StateSave(**dict(body))
+    max_bytes = settings.contracts.supervisor_conversation_max_bytes
+    on_loop = request.app.state.async_database
+    if on_loop is None:
+        s = await blocking(svc.save_state, db, caller, contract_id, save, max_conversation_bytes=max_bytes)
+    # The local stack: a plain save's one statement sent from the event loop (db/async_pool.py), any
+    # other save (a state change, compaction, a refusal) in its transaction on a worker thread.
+    elif plain := await svc.save_plain_on_loop(on_loop, caller, contract_id, save, max_conversation_bytes=max_bytes):
+        s = plain
+    else:
+        s = await blocking(
+            svc.save_state_in_transaction, db, caller, contract_id, save, max_conversation_bytes=max_bytes
+        )
     return StateSaved(
         task_id=s.task_id,
         generation=s.generation,
@@ -463,7 +471,7 @@ async def _save_state_lean(request: Request, body: bytes) -> Response | None:
     s = request.app.state
 
     async def run(caller: Principal) -> StateSaved:
-        return await blocking(save_state, contract_id, save, s.database, caller, s.settings)
+        return await save_state(request, contract_id, save, s.database, caller, s.settings)
 
     return await lean.serve(request, run, status_view=True)
 

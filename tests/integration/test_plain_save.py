@@ -20,8 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
 
 from makima.db import supervisors as supervisors_sql
 from makima.db.connection import Conn, PooledDatabase, transaction
@@ -171,7 +173,7 @@ def test_a_plain_save_writes_what_the_transaction_writes_or_nothing(
             for seq, message in kept.items():
                 conn.execute(
                     "INSERT INTO supervisor_conversation (task_id, seq, message) VALUES (%s, %s, %s::jsonb)",
-                    (task_id, seq, supervisors_sql._messages([message])[0]),
+                    (task_id, seq, Jsonb(message)),
                 )
             size = conn.execute(
                 "SELECT COALESCE(sum(octet_length(message::text)), 0) AS n FROM supervisor_conversation"
@@ -200,7 +202,7 @@ def test_a_plain_save_writes_what_the_transaction_writes_or_nothing(
             )
             # "reached": exactly full once the append is stored; "tight": one byte short of that.
             added = conn.execute(
-                "SELECT COALESCE(sum(octet_length(m::text)), 0) AS n FROM unnest(%s::jsonb[]) AS m",
+                "SELECT COALESCE(sum(octet_length(m::text)), 0) AS n FROM jsonb_array_elements(%s) AS m(m)",
                 (supervisors_sql._messages(append),),
             ).fetchone()["n"]  # type: ignore[index]
             cap = {"large": 1 << 30, "reached": size + added, "tight": size + added - 1}[case["cap"]]
@@ -291,3 +293,31 @@ def test_saves_racing_for_one_sequence_number_append_once(
                 " WHERE task_id = %s",
                 (task_id,),
             )
+
+
+def test_messages_are_stored_as_sent(
+    client: TestClient, user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    """The appended messages go to PostgreSQL as one JSON array (``db/supervisors.py: _messages``):
+    quotes, backslashes, non-ASCII text, nesting, numbers and nulls read back as they were sent, over
+    the plain statement and the transaction alike."""
+    contract = new_contract(user, name="plain-messages")["id"]
+    r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    url = f"/api/v1/contracts/{contract}/supervisor/state"
+    tricky = [
+        {"role": "user", "content": 'say "hi" \\ then {"a": [1, 2]}'},
+        {"role": "assistant", "content": "ünïcödé ✓ 日本語 \t\n", "tool": {"args": [None, True, 1.5, -2]}},
+        {"role": "tool", "content": "", "nested": {"x": {"y": {"z": ["\\\\", "'", '"']}}}},
+    ]
+    sent: list[dict[str, Any]] = []
+    for seq, state in [(1, "working"), (2, "working"), (3, "waiting_for_user")]:  # transaction (a new state), plain, transaction
+        body = {
+            "generation": 1, "seq": seq, "save_point": "llm_response", "state": state, "phase": "plan",
+            "conversation_offset": len(sent), "conversation_append": tricky,
+        }  # fmt: skip
+        r = client.put(url, json=body, headers=user.headers)
+        assert r.status_code == 200, r.text
+        sent += tricky
+    state = client.get(url, headers=user.headers).json()
+    assert state["conversation_history"] == sent

@@ -219,7 +219,7 @@ def _append_sql(task: str = "%(task_id)s", source: str = "") -> str:
     return f"""
     INSERT INTO supervisor_conversation (task_id, seq, message)
     SELECT {task}, %(offset)s + m.ord - 1, m.message
-      FROM {source}unnest(%(messages)s::jsonb[]) WITH ORDINALITY AS m(message, ord)
+      FROM {source}jsonb_array_elements(%(messages)s::jsonb) WITH ORDINALITY AS m(message, ord)
     ON CONFLICT DO NOTHING
     RETURNING octet_length(message::text) AS size"""
 
@@ -227,8 +227,11 @@ def _append_sql(task: str = "%(task_id)s", source: str = "") -> str:
 _APPEND = _append_sql()
 
 
-def _messages(messages: list[Any]) -> list[Jsonb]:
-    return [Jsonb(m) for m in messages]
+def _messages(messages: list[Any]) -> Jsonb:
+    """The messages as one JSON array: one ``json.dumps``, where a ``jsonb[]`` of them was dumped as an
+    array literal, escaped by psycopg's Python, a regular expression substitution per quote of every
+    message, and parsed twice by PostgreSQL (the literal, then each element's JSON)."""
+    return Jsonb(messages)
 
 
 def append_conversation(conn: Conn, task_id: UUID, offset: int, messages: list[Any]) -> int:
@@ -328,7 +331,7 @@ _SAVE_IF_PLAIN = f"""sup AS MATERIALIZED (
            AND %(offset)s + %(count)s >= conversation_length
            AND state = %(state)s
            AND conversation_bytes + (SELECT COALESCE(sum(octet_length(m::text)), 0)
-                                       FROM unnest(%(messages)s::jsonb[]) AS m) <= %(max_bytes)s
+                                       FROM jsonb_array_elements(%(messages)s::jsonb) AS m(m)) <= %(max_bytes)s
     )"""
 
 

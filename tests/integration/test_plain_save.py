@@ -305,13 +305,17 @@ def test_messages_are_stored_as_sent(
     r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
     assert r.status_code == 201, r.text
     url = f"/api/v1/contracts/{contract}/supervisor/state"
-    tricky = [
+    tricky: list[dict[str, Any]] = [
         {"role": "user", "content": 'say "hi" \\ then {"a": [1, 2]}'},
         {"role": "assistant", "content": "ünïcödé ✓ 日本語 \t\n", "tool": {"args": [None, True, 1.5, -2]}},
         {"role": "tool", "content": "", "nested": {"x": {"y": {"z": ["\\\\", "'", '"']}}}},
     ]
     sent: list[dict[str, Any]] = []
-    for seq, state in [(1, "working"), (2, "working"), (3, "waiting_for_user")]:  # transaction (a new state), plain, transaction
+    for seq, state in [
+        (1, "working"),
+        (2, "working"),
+        (3, "waiting_for_user"),
+    ]:  # transaction (a new state), plain, transaction
         body = {
             "generation": 1, "seq": seq, "save_point": "llm_response", "state": state, "phase": "plan",
             "conversation_offset": len(sent), "conversation_append": tricky,

@@ -265,12 +265,20 @@ _SAVE_FIELDS = frozenset({
 _JSONB_FIELDS = frozenset({"pending_questions", "last_checkpoint"})
 
 
+# What a plain save returns (``SavedState``): the answer's columns, not the state it has just written.
+_SAVED_COLUMNS = """s.task_id, s.generation, s.save_seq, s.state, s.phase, s.conversation_length, s.conversation_start,
+    s.last_save_point, s.updated_at,
+    CASE WHEN s.last_checkpoint->>'seq' ~ '^-?[0-9]{1,18}$' AND jsonb_typeof(s.last_checkpoint->'seq') = 'number'
+         THEN (s.last_checkpoint->>'seq')::bigint END AS last_checkpoint_seq"""
+
+
 def _save_sql(
     fields: dict[str, Any], *, touch_contract: UUID | None, append: tuple[int, list[Any]] | None, guarded: bool
 ) -> tuple[str, dict[str, Any]]:
     """The state's ``UPDATE`` of ``save`` and ``save_if_plain`` with its parameters: the fields (names
     of this module's own, never input), the contract's activity and the append as CTEs; ``guarded``:
-    after the CTEs ``sup`` and ``ok`` of ``_SAVE_IF_PLAIN``, every write only for the row ``ok`` holds."""
+    after the CTEs ``sup`` and ``ok`` of ``_SAVE_IF_PLAIN``, every write only for the row ``ok`` holds,
+    returning ``_SAVED_COLUMNS`` (the whole row otherwise: ``_store`` reads its size)."""
     assert set(fields) <= _SAVE_FIELDS, set(fields) - _SAVE_FIELDS
     assert append is None or "conversation_bytes" not in fields
     sets = [f"{k} = %({k})s" for k in fields]
@@ -287,7 +295,7 @@ def _save_sql(
     where = "FROM ok WHERE s.task_id = ok.task_id" if guarded else "WHERE task_id = %(task_id)s"
     sql = (
         f"{'WITH ' + ', '.join(ctes) + ' ' if ctes else ''}UPDATE supervisor_states AS s SET {', '.join(sets)},"
-        f" updated_at = now() {where} RETURNING {_COLUMNS}"
+        f" updated_at = now() {where} RETURNING {_SAVED_COLUMNS if guarded else _COLUMNS}"
     )
     return sql, {**values, "touch_contract": touch_contract}
 
@@ -371,10 +379,11 @@ def _plain_params(p: PlainSave, fields: dict[str, Any], touch: UUID | None) -> t
 
 
 def save_if_plain(conn: Conn, p: PlainSave, fields: dict[str, Any], *, touch: UUID | None) -> dict[str, Any] | None:
-    """A plain save (``_SAVE_IF_PLAIN``) in one statement, on a connection in autocommit: the row as
-    written, or None, having written nothing, when the save is not plain (or its contract or supervisor
-    is not found): the caller then saves in a transaction (services/supervisors.py: ``save_state``). So a
-    supervisor's ordinary save is one round trip, not the four of a transaction (issue 15, "Change 30")."""
+    """A plain save (``_SAVE_IF_PLAIN``) in one statement, on a connection in autocommit: the saved
+    state's answer (``_SAVED_COLUMNS``), or None, having written nothing, when the save is not plain (or
+    its contract or supervisor is not found): the caller then saves in a transaction
+    (services/supervisors.py: ``save_state``). So a supervisor's ordinary save is one round trip, not
+    the four of a transaction (issue 15, "Change 30")."""
     sql, params = _plain_params(p, fields, touch)
     return conn.execute(sql, params).fetchone()
 

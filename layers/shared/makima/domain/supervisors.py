@@ -159,6 +159,23 @@ class SupervisorRecord(Record):
         return int(seq) if isinstance(seq, int) else None
 
 
+class SavedState(Record):
+    """What a state save hands back: enough for the supervisor to continue (the whole state, its
+    questions, task lists and conversation included, is the read's), so a save does not read back the
+    state it has just sent. Built from a ``SupervisorRecord`` too (its attributes)."""
+
+    task_id: UUID
+    generation: int
+    save_seq: int
+    state: SupervisorState
+    phase: str
+    conversation_length: int
+    conversation_start: int
+    last_save_point: str | None
+    last_checkpoint_seq: int | None
+    updated_at: datetime
+
+
 class HeartbeatRecord(Record):
     """One row of a supervisor's heartbeat history."""
 

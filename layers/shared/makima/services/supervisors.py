@@ -30,6 +30,7 @@ from makima.domain.supervisors import (
     HeartbeatRecord,
     InvalidHeartbeat,
     JsonText,
+    SavedState,
     SavePoint,
     SupervisorRecord,
     SupervisorState,
@@ -652,7 +653,7 @@ def save_state(
     s: StateSave,
     *,
     max_conversation_bytes: int = DEFAULT_CONVERSATION_MAX_BYTES,
-) -> SupervisorRecord:
+) -> SavedState:
     """Persist the supervisor's state at a save point (seed 3.3). Refused with 409 when the save is
     stale: an older generation (a zombie of a restored supervisor) or a sequence number not above the
     last accepted one. The conversation grows by appending at ``conversation_offset``; past
@@ -666,7 +667,7 @@ def save_state(
     with db.connection() as conn:
         row = supervisors_sql.save_if_plain(conn, plain.guard, plain.fields, touch=plain.touch)
     if row is not None:
-        return SupervisorRecord.model_validate(row)
+        return SavedState.model_validate(row)
     return save_state_in_transaction(db, principal, contract_id, s, max_conversation_bytes=max_conversation_bytes)
 
 
@@ -677,13 +678,13 @@ async def save_plain_on_loop(
     s: StateSave,
     *,
     max_conversation_bytes: int = DEFAULT_CONVERSATION_MAX_BYTES,
-) -> SupervisorRecord | None:
+) -> SavedState | None:
     """``save_state``'s plain statement sent from the event loop (db/async_pool.py): the saved state, or
     None when the save is not plain, having written nothing (then ``save_state_in_transaction``)."""
     plain = _plain(principal, contract_id, s, max_conversation_bytes)
     async with db.connection() as conn:
         row = await supervisors_sql.save_if_plain_on_loop(conn, plain.guard, plain.fields, touch=plain.touch)
-    return None if row is None else SupervisorRecord.model_validate(row)
+    return None if row is None else SavedState.model_validate(row)
 
 
 def save_state_in_transaction(
@@ -693,7 +694,7 @@ def save_state_in_transaction(
     s: StateSave,
     *,
     max_conversation_bytes: int = DEFAULT_CONVERSATION_MAX_BYTES,
-) -> SupervisorRecord:
+) -> SavedState:
     """``save_state`` as a transaction (``save_locked``)."""
     with transaction(db) as conn:
         return save_locked(conn, principal, contract_id, s, max_conversation_bytes=max_conversation_bytes)
@@ -701,7 +702,7 @@ def save_state_in_transaction(
 
 def save_locked(
     conn: Conn, principal: Principal, contract_id: UUID, s: StateSave, *, max_conversation_bytes: int
-) -> SupervisorRecord:
+) -> SavedState:
     """A save in the caller's transaction: the contract and its supervisor read locked, the save checked
     against them (the refusals), then written (``_store``), and its state change logged."""
     contract, sup = load_with_contract(conn, principal, contract_id, lock=True)
@@ -740,7 +741,7 @@ def save_locked(
             new_state=s.state.value,
             recovered=False,
         )
-    return SupervisorRecord.model_validate(row)
+    return SavedState.model_validate(SupervisorRecord.model_validate(row))
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ BASE: dict[str, Any] = {
     "checkpoint": False,
     "cap": "large",
     "owner": "own",
+    "activity_age_s": 60,
 }
 
 scenario = st.fixed_dictionaries(
@@ -120,6 +121,7 @@ scenario = st.fixed_dictionaries(
         "checkpoint": st.booleans(),
         "cap": st.sampled_from(["large", "reached", "tight"]),
         "owner": st.sampled_from(["own", "other"]),
+        "activity_age_s": st.sampled_from([0, 9, 11, 60]),  # the contract's, against its 10 s resolution
     }
 )
 
@@ -199,7 +201,8 @@ def test_a_plain_save_writes_what_the_transaction_writes_or_nothing(
                 ),
             )
             conn.execute(
-                "UPDATE contracts SET last_activity_at = %s WHERE id = %s", (now - timedelta(minutes=1), contract_id)
+                "UPDATE contracts SET last_activity_at = %s WHERE id = %s",
+                (now - timedelta(seconds=case["activity_age_s"]), contract_id),
             )
             # "reached": exactly full once the append is stored; "tight": one byte short of that.
             added = conn.execute(
@@ -332,3 +335,62 @@ def test_messages_are_stored_as_sent(
         sent += tricky
     state = client.get(url, headers=user.headers).json()
     assert state["conversation_history"] == sent
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_a_save_refreshes_the_contract_activity_at_most_every_ten_seconds(
+    db: PooledDatabase, make_caller: Callable[..., Caller], plain: bool
+) -> None:
+    """As a heartbeat does (db/heartbeats.py: ACTIVITY_RESOLUTION): a save moves ``last_activity_at``
+    when it is more than 10 s old, and leaves the contract's row alone otherwise (rewriting it rewrites
+    its every index); a ``heartbeat`` save point never moves it."""
+    owner = make_caller()
+    contract_id, task_id = _supervised(db, owner)
+    with transaction(db) as conn:
+        conn.execute(
+            "UPDATE supervisor_states SET state = 'working', conversation_bytes = 0 WHERE task_id = %s", (task_id,)
+        )
+
+    def activity() -> tuple[datetime, str]:
+        with db.connection() as conn:
+            row = conn.execute(
+                "SELECT last_activity_at, xmin::text AS version FROM contracts WHERE id = %s", (contract_id,)
+            ).fetchone()
+        assert row is not None
+        return row["last_activity_at"], row["version"]
+
+    def save(seq: int, point: SavePoint = SavePoint.LLM_RESPONSE) -> None:
+        # A new state is not plain: the transaction saves it.
+        state = (
+            SupervisorState.WORKING if plain else [SupervisorState.WORKING, SupervisorState.WAITING_FOR_USER][seq % 2]
+        )
+        s = supervisors_svc.StateSave(
+            generation=1, seq=seq, save_point=point, state=state, phase="plan", current_activity="",
+            conversation_offset=seq - 1, conversation_append=[_message(seq, 1)], pending_questions=[],
+            spawned_task_ids=[], waiting_on_task_ids=[], error=None, checkpoint=False,
+        )  # fmt: skip
+        supervisors_svc.save_state(db, owner.principal, contract_id, s)
+
+    for seq, (age_s, point, moves) in enumerate(
+        [
+            (60, SavePoint.LLM_RESPONSE, True),
+            (11, SavePoint.LLM_RESPONSE, True),
+            (5, SavePoint.LLM_RESPONSE, False),
+            (0, SavePoint.LLM_RESPONSE, False),
+            (60, SavePoint.HEARTBEAT, False),
+        ],
+        start=1,
+    ):
+        with transaction(db) as conn:
+            conn.execute(
+                "UPDATE contracts SET last_activity_at = now() - make_interval(secs => %s) WHERE id = %s",
+                (age_s, contract_id),
+            )
+        before = activity()
+        save(seq, point)
+        after = activity()
+        if moves:
+            assert after[0] > before[0], (seq, age_s)
+            assert after[1] != before[1]
+        else:
+            assert after == before, (seq, age_s, point)

@@ -113,6 +113,8 @@ def test_a_plain_state_save_is_one_statement(
     # the state changes: the plain statement, then the transaction (the locked read; the first save counts
     # the stored conversation: the append, the sizes and the update; the event)
     assert _send(client, counting, user, "PUT", url, json=save(1)) == ["execute", "transaction"] + ["execute"] * 5
+    with counting.db.connection() as conn:  # activity older than its resolution: the save refreshes it
+        conn.execute("UPDATE contracts SET last_activity_at = now() - interval '1 minute' WHERE id = %s", (contract,))
     before = client.get(f"/api/v1/contracts/{contract}", headers=user.headers).json()["last_activity_at"]
     assert _send(client, counting, user, "PUT", url, json=save(2)) == ["execute"]
     state = client.get(url, headers=user.headers).json()

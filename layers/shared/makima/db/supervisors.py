@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from makima.db import contracts as contracts_sql
 from makima.db.connection import Conn
+from makima.db.heartbeats import ACTIVITY_RESOLUTION
 from makima.domain.supervisors import JsonText
 
 if TYPE_CHECKING:
@@ -285,8 +286,13 @@ def _save_sql(
     values = {k: Jsonb(v) if k in _JSONB_FIELDS and v is not None else v for k, v in fields.items()}
     ctes = [_SAVE_IF_PLAIN] if guarded else []
     if touch_contract is not None:
+        # As a heartbeat's (db/heartbeats.py: ACTIVITY_RESOLUTION): refreshed where it is older than that,
+        # not rewritten (with every index of contracts: last_activity_at is in four) by every save.
         only_ok = " AND EXISTS (SELECT FROM ok)" if guarded else ""
-        touched = f"UPDATE contracts SET last_activity_at = now() WHERE id = %(touch_contract)s{only_ok}"
+        touched = (
+            "UPDATE contracts SET last_activity_at = now() WHERE id = %(touch_contract)s"
+            f" AND last_activity_at < now() - interval '{ACTIVITY_RESOLUTION}'{only_ok}"
+        )
         ctes.append(f"touched AS ({touched})")
     if append is not None and append[1]:
         ctes.append(f"added AS ({_append_sql('ok.task_id', 'ok, ') if guarded else _APPEND})")
@@ -309,10 +315,11 @@ def save(
     append: tuple[int, list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Write the persisted-state fields given (names are this module's own, never input); with
-    ``touch_contract``, that contract's ``last_activity_at`` is set to now in the same statement (Task
-    1.5; a save's own statement, not one more round trip). With ``append`` (offset, messages), the
-    messages are stored in it too (``_APPEND``) and ``conversation_bytes`` grows by what was stored: a
-    state save is then one statement after its locked read (issue 15, "Change 26")."""
+    ``touch_contract``, that contract's ``last_activity_at`` is set to now in the same statement where it
+    is older than ``ACTIVITY_RESOLUTION`` (Task 1.5; a save's own statement, not one more round trip).
+    With ``append`` (offset, messages), the messages are stored in it too (``_APPEND``) and
+    ``conversation_bytes`` grows by what was stored: a state save is then one statement after its locked
+    read (issue 15, "Change 26")."""
     sql, params = _save_sql(fields, touch_contract=touch_contract, append=append, guarded=False)
     row = conn.execute(sql, {**params, "task_id": task_id}).fetchone()
     assert row is not None

@@ -1,5 +1,5 @@
-"""The local stack sends the statements of its hottest requests, a heartbeat (single or batched) and a
-state read, from its event loop (``db/async_pool.py``, issue 15).
+"""The local stack sends the statements of its hottest requests, a heartbeat (single or batched), a
+state read and a plain state save, from its event loop (``db/async_pool.py``, issue 15).
 
 Every other endpoint runs its service call on a worker thread; for these, one or two statements each,
 that hand-off (submit, wake a worker, hand the answer back, wake the loop) was the largest cost left in
@@ -358,3 +358,82 @@ def test_both_paths_read_alike(both: dict[str, TestClient], make_caller: Callabl
     assert [m["content"] for m in loop[1][1]["conversation_history"]] == [f"message {i}" for i in range(4, 7)]
     assert loop[2][1]["conversation_history"] == loop[3][1]["conversation_history"] == []
     assert [detail[0] for _, detail in loop[4:]] == ["CONTRACT_NOT_FOUND", "SUPERVISOR_NOT_FOUND", "CONTRACT_NOT_FOUND"]
+
+
+def _save_body(seq: int, offset: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "generation": 1,
+        "seq": seq,
+        "state": "working",
+        "phase": "plan",
+        "save_point": "llm_response",
+        "conversation_offset": offset,
+        "conversation_append": [{"role": "assistant", "content": f"saved {seq}"}],
+        **fields,
+    }
+
+
+def test_a_plain_state_save_takes_no_worker_thread(
+    both: dict[str, TestClient], make_caller: Callable[..., Caller], handoffs: CountingExecutor
+) -> None:
+    """A plain save is one statement sent from the loop; a save that is not plain (a new state) is
+    decided by the transaction, on a worker thread."""
+    owner = make_caller()
+    for name, client in both.items():
+        cid, _ = _saved(client, owner, 1)  # the first save: a new state, its transaction
+        url = f"{API}/contracts/{cid}/supervisor/state"
+        before = handoffs.submitted
+        for seq in range(2, 6):
+            r = client.put(url, json=_save_body(seq, seq - 1), headers=owner.headers)
+            assert r.status_code == 200, r.text
+        assert handoffs.submitted == before + (0 if name == "loop" else 4)
+        r = client.put(url, json=_save_body(6, 5, state="waiting_for_user"), headers=owner.headers)
+        assert r.status_code == 200, r.text
+        assert handoffs.submitted == before + (1 if name == "loop" else 5)
+        state = client.get(url, headers=owner.headers).json()
+        assert (state["save_seq"], state["conversation_length"], state["state"]) == (6, 6, "waiting_for_user")
+
+
+def test_both_paths_save_alike(both: dict[str, TestClient], make_caller: Callable[..., Caller]) -> None:
+    """Every kind of answer of a save, plain or not, sent to both apps over identical contracts."""
+    owner, stranger = make_caller(), make_caller()
+    answers: dict[str, list[Any]] = {}
+    for name, client in both.items():
+        cid, task = _saved(client, owner, 3)
+        theirs, their_task = _saved(client, stranger, 1)
+        bare = client.post(f"{API}/contracts", json={"name": "no supervisor"}, headers=owner.headers).json()["id"]
+        unknown = str(uuid.UUID(int=9))
+
+        def save(contract: str, body: dict[str, Any], client: TestClient = client) -> tuple[int, Any]:
+            r = client.put(f"{API}/contracts/{contract}/supervisor/state", json=body, headers=owner.headers)
+            return _answer(r)
+
+        got = [
+            save(cid, _save_body(2, 3)),  # plain
+            save(cid, _save_body(3, 4, save_point="phase_change")),  # plain, a checkpoint
+            save(cid, _save_body(3, 5)),  # a stale sequence
+            save(cid, _save_body(4, 5, generation=2)),  # a newer generation than the supervisor's
+            save(cid, _save_body(4, 9)),  # a gap
+            save(cid, _save_body(4, 4)),  # a retry of the last message: nothing twice
+            save(cid, _save_body(5, 5, state="blocked")),  # a new state
+            save(cid, _save_body(6, 6, save_point="shutdown", conversation_append=[])),  # a clean stop
+            save(theirs, _save_body(2, 1)),
+            save(bare, _save_body(2, 1)),
+            save(unknown, _save_body(2, 1)),
+        ]
+        state = client.get(f"{API}/contracts/{cid}/supervisor/state", headers=owner.headers).json()
+        got.append((0, [m["content"] for m in state["conversation_history"]]))
+        names = {cid: "C", task: "T", theirs: "X", their_task: "Y", bare: "B"}
+        answers[name] = [_comparable(a, names) for a in got]
+    assert answers["loop"] == answers["thread"]
+    loop = answers["loop"]
+    assert [status for status, _ in loop[:11]] == [200, 200, 409, 409, 400, 200, 200, 200, 404, 404, 404]
+    assert loop[1][1]["last_checkpoint_seq"] == 3
+    assert [detail[0] for _, detail in loop[2:5]] == ["CONFLICT", "CONFLICT", "BAD_REQUEST"]
+    assert [detail[0] for _, detail in loop[8:11]] == [
+        "CONTRACT_NOT_FOUND",
+        "SUPERVISOR_NOT_FOUND",
+        "CONTRACT_NOT_FOUND",
+    ]
+    # the retry at 4 stored nothing (its "saved 4" is not there); the new state appended at 5
+    assert loop[11][1] == ["message 0", "message 1", "message 2", "saved 2", "saved 3", "saved 5"]

@@ -23,7 +23,7 @@ from makima.api.schemas import TEXT, Body, ContractOut, ExpectedVersion
 from makima.domain.bounds import INT4_MAX, MAX_SEQ
 from makima.domain.principals import Principal
 from makima.domain.strict import NO_BOOL, Bool, Int
-from makima.domain.supervisors import SavePoint, SupervisorRecord, SupervisorState
+from makima.domain.supervisors import SavedState, SavePoint, SupervisorRecord, SupervisorState
 from makima.errors import (
     Conflict,
     ContractNotFound,
@@ -342,19 +342,10 @@ async def get_state(
     return await blocking(svc.get_state, db, caller, contract_id, after_seq=after_seq, answer=_persisted)
 
 
-class StateSaved(BaseModel):
+class StateSaved(SavedState):
     """What a save answers: enough to continue (the whole state, conversation included, is the GET)."""
 
-    task_id: UUID
-    generation: int
-    save_seq: int
-    state: SupervisorState
-    phase: str
-    conversation_length: int
     conversation_start: int = Field(description="The seq of the first message kept; older ones were compacted away.")
-    last_save_point: str | None
-    last_checkpoint_seq: int | None
-    updated_at: datetime
 
 
 @router.put(
@@ -376,18 +367,7 @@ async def save_state(
         s = await blocking(
             svc.save_state_in_transaction, db, caller, contract_id, save, max_conversation_bytes=max_bytes
         )
-    return StateSaved(
-        task_id=s.task_id,
-        generation=s.generation,
-        save_seq=s.save_seq,
-        state=s.state,
-        phase=s.phase,
-        conversation_length=s.conversation_length,
-        conversation_start=s.conversation_start,
-        last_save_point=s.last_save_point,
-        last_checkpoint_seq=s.last_checkpoint_seq,
-        updated_at=s.updated_at,
-    )
+    return StateSaved.model_validate(s)
 
 
 class RestoreIn(Body):

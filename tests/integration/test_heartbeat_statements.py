@@ -102,7 +102,7 @@ scenario = st.fixed_dictionaries(
         "restart": st.booleans(),
         "contract_status": st.sampled_from(CONTRACT_STATUSES),
         "activity_age_s": st.sampled_from([0, 5, 60]),
-        "state": st.sampled_from(STATES[:3]),
+        "state": st.sampled_from(STATES),
         "hb_generation": st.none() | st.integers(1, 3),
         "pending": st.integers(0, 2),
         "progress": st.integers(0, 100),
@@ -111,6 +111,51 @@ scenario = st.fixed_dictionaries(
         "daemon": st.booleans(),
     }
 )
+
+
+def _heartbeat(case: dict[str, Any], task_id: uuid.UUID, contract_id: uuid.UUID, anchor: datetime) -> dict[str, Any]:
+    """The case's heartbeat, sent a second before ``anchor``."""
+    return {
+        "task_id": task_id,
+        "contract_id": contract_id,
+        "state": case["state"],
+        "phase": "plan",
+        "current_activity": case["activity"],
+        "progress": case["progress"],
+        "pending_task_ids": [uuid.uuid5(task_id, str(i)) for i in range(case["pending"])],
+        "timestamp": anchor - timedelta(seconds=1),
+        "generation": case["hb_generation"],
+    }
+
+
+def _set_up(conn: Conn, case: dict[str, Any], task_id: uuid.UUID, contract_id: uuid.UUID, anchor: datetime) -> datetime:
+    """The case's supervisor and contract, in the caller's transaction; returns its ``now()``. Every time
+    the setup writes is fixed from ``anchor``: only what the statements write comes from now()."""
+    sent = anchor - timedelta(seconds=1)
+    now: datetime = conn.execute("SELECT now() AS now").fetchone()["now"]  # type: ignore[index]
+    stopped = None if case["stopped_ago_s"] is None else sent - timedelta(seconds=case["stopped_ago_s"])
+    conn.execute(
+        """
+        UPDATE supervisor_states
+           SET state = %s, dead_at = %s, stopped_at = %s, generation = %s,
+               sync_requested_at = %s, restart_requested_at = %s
+         WHERE task_id = %s
+        """,
+        (
+            case["old_state"],
+            anchor - timedelta(minutes=5) if case["dead"] else None,
+            stopped,
+            case["generation"],
+            sent - timedelta(seconds=1) if case["sync"] else None,
+            anchor if case["restart"] else None,
+            task_id,
+        ),
+    )
+    conn.execute(
+        "UPDATE contracts SET status = %s, last_activity_at = %s WHERE id = %s",
+        (case["contract_status"], anchor - timedelta(seconds=case["activity_age_s"]), contract_id),
+    )
+    return now
 
 
 def test_one_heartbeat_alone_is_a_batch_of_one(db: PooledDatabase, make_caller: Callable[..., Caller]) -> None:
@@ -127,49 +172,15 @@ def test_one_heartbeat_alone_is_a_batch_of_one(db: PooledDatabase, make_caller: 
     @example(case={**BASE, "contract_status": "completed"})
     @example(case={**BASE, "generation": 3, "hb_generation": 2})
     def check(case: dict[str, Any]) -> None:
-        # Every time the setup writes is fixed here: only what the statements write comes from now().
         anchor = datetime.now(UTC)
-        sent = anchor - timedelta(seconds=1)
-        row = {
-            "task_id": task_id,
-            "contract_id": contract_id,
-            "state": case["state"],
-            "phase": "plan",
-            "current_activity": case["activity"],
-            "progress": case["progress"],
-            "pending_task_ids": [uuid.uuid5(task_id, str(i)) for i in range(case["pending"])],
-            "timestamp": sent,
-            "generation": case["hb_generation"],
-        }
+        row = _heartbeat(case, task_id, contract_id, anchor)
         owner_id = {"any": None, "own": owner.principal.user_id, "other": uuid.uuid4()}[case["owner"]]
         daemon = daemon_id if case["daemon"] else None
         results = []
         for statement in (heartbeats._INGEST, heartbeats._INGEST_ONE):
             conn_cm = db.connection()
             with conn_cm as conn, conn.transaction(force_rollback=True):
-                now = conn.execute("SELECT now() AS now").fetchone()["now"]  # type: ignore[index]
-                stopped = None if case["stopped_ago_s"] is None else sent - timedelta(seconds=case["stopped_ago_s"])
-                conn.execute(
-                    """
-                    UPDATE supervisor_states
-                       SET state = %s, dead_at = %s, stopped_at = %s, generation = %s,
-                           sync_requested_at = %s, restart_requested_at = %s
-                     WHERE task_id = %s
-                    """,
-                    (
-                        case["old_state"],
-                        anchor - timedelta(minutes=5) if case["dead"] else None,
-                        stopped,
-                        case["generation"],
-                        sent - timedelta(seconds=1) if case["sync"] else None,
-                        anchor if case["restart"] else None,
-                        task_id,
-                    ),
-                )
-                conn.execute(
-                    "UPDATE contracts SET status = %s, last_activity_at = %s WHERE id = %s",
-                    (case["contract_status"], anchor - timedelta(seconds=case["activity_age_s"]), contract_id),
-                )
+                now = _set_up(conn, case, task_id, contract_id, anchor)
                 if statement is heartbeats._INGEST:
                     params = heartbeats._ingest_params([row], owner_id, daemon, "statements")
                     answer = conn.execute(statement, params).fetchall()
@@ -215,3 +226,69 @@ def test_a_batch_of_one_is_sent_as_one_heartbeat() -> None:
         assert batch is not None
         assert batch[0] == heartbeats._INGEST
     assert heartbeats._statement([], None, None, "x") is None
+
+
+def test_a_plain_heartbeat_writes_what_the_full_statement_writes_or_nothing(
+    db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    """``_PLAIN_ONE``, sent first for a single heartbeat from no daemon, from the same starting states as
+    above: either it returns the rows ``_INGEST_ONE`` returns and leaves what it leaves, or it writes
+    nothing (and ``ingest`` sends ``_INGEST_ONE``)."""
+    owner = make_caller()
+    contract_id, task_id, daemon_id = _supervised(db, owner)
+    seen: set[str] = set()
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(case=scenario)
+    # Plain, and each way not to be: a new state, dead, stopped, finished, a finished contract, a sync or
+    # a restart waiting, an older generation, another owner; plain with a newer generation, an old activity.
+    @example(case={**BASE, "daemon": False})
+    @example(case={**BASE, "daemon": False, "hb_generation": None, "activity_age_s": 0})
+    @example(case={**BASE, "daemon": False, "hb_generation": 3})
+    @example(case={**BASE, "daemon": False, "state": "waiting_for_user"})
+    @example(case={**BASE, "daemon": False, "dead": True})
+    @example(case={**BASE, "daemon": False, "stopped_ago_s": -5})
+    @example(case={**BASE, "daemon": False, "stopped_ago_s": 5})
+    @example(case={**BASE, "daemon": False, "old_state": "completed", "state": "working"})
+    @example(case={**BASE, "daemon": False, "old_state": "failed", "state": "failed"})
+    @example(case={**BASE, "daemon": False, "contract_status": "archived"})
+    @example(case={**BASE, "daemon": False, "sync": True})
+    @example(case={**BASE, "daemon": False, "restart": True})
+    @example(case={**BASE, "daemon": False, "generation": 2})
+    @example(case={**BASE, "daemon": False, "owner": "other"})
+    @example(case={**BASE, "daemon": False, "contract_status": "paused"})
+    def check(case: dict[str, Any]) -> None:
+        anchor = datetime.now(UTC)
+        row = _heartbeat(case, task_id, contract_id, anchor)
+        owner_id = {"any": None, "own": owner.principal.user_id, "other": uuid.uuid4()}[case["owner"]]
+        daemon = daemon_id if case["daemon"] else None
+        plain = heartbeats._plain([row], owner_id, daemon)
+        if daemon is not None:
+            assert plain is None  # a daemon's heartbeat marks it live: never plain
+            return
+        assert plain is not None
+        with db.connection() as conn, conn.transaction(force_rollback=True):
+            now = _set_up(conn, case, task_id, contract_id, anchor)
+            before = _snapshot(conn, contract_id, task_id, daemon_id)
+            with conn.transaction(force_rollback=True):
+                got = [dict(r) for r in conn.execute(heartbeats._PLAIN_ONE, plain).fetchall()]
+                after_plain = _snapshot(conn, contract_id, task_id, daemon_id)
+            with conn.transaction(force_rollback=True):
+                full = [dict(r) for r in heartbeats.ingest(conn, [row], owner_id, actor="statements")]
+                after_full = _snapshot(conn, contract_id, task_id, daemon_id)
+            with conn.transaction(force_rollback=True):
+                statement = heartbeats._statement([row], owner_id, None, "statements")
+                assert statement is not None
+                alone = [dict(r) for r in conn.execute(*statement).fetchall()]
+                after_alone = _snapshot(conn, contract_id, task_id, daemon_id)
+        # ``ingest`` answers as the full statement alone, whichever it sent.
+        assert _normalised({"answer": full, **after_full}, now) == _normalised({"answer": alone, **after_alone}, now)
+        if not got:
+            seen.add("declined")
+            assert after_plain == before
+            return
+        seen.add("written")
+        assert _normalised({"answer": got, **after_plain}, now) == _normalised({"answer": alone, **after_alone}, now)
+
+    check()
+    assert seen == {"written", "declined"}

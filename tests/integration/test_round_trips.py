@@ -6,6 +6,7 @@ container's reads keep their transaction: tests/integration/test_lambda_reconnec
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -123,3 +124,26 @@ def test_a_plain_state_save_is_one_statement(
     assert client.get(f"/api/v1/contracts/{contract}", headers=user.headers).json()["last_activity_at"] > before
     events = client.get(f"/api/v1/contracts/{contract}/events", headers=user.headers).json()["events"]
     assert [e["payload"]["new_state"] for e in events if e["type"] == "supervisor_state_changed"] == ["working"]
+
+
+def test_a_plain_heartbeat_is_one_small_statement(
+    counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    """A heartbeat of a live supervisor in the state it is in, nothing waiting for it: one statement, the
+    plain one (db/heartbeats.py: _PLAIN_ONE, a plan of a few nodes); a heartbeat with a new state: the
+    plain one writes nothing, then the full one (its event)."""
+    client, counting = counted
+    contract = new_contract(user, name="trips-heartbeat")["id"]
+    r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
+    assert r.status_code == 201, r.text
+    task = r.json()["supervisor"]["task_id"]
+    url = f"/api/v1/contracts/{contract}/supervisor/heartbeat"
+
+    def beat(state: str) -> dict[str, Any]:
+        return {"task_id": task, "state": state, "phase": "plan", "current_activity": "x", "progress": 1,
+                "timestamp": datetime.now(UTC).isoformat()}  # fmt: skip
+
+    assert _send(client, counting, user, "POST", url, json=beat("working")) == ["execute"] * 2  # a new state
+    assert _send(client, counting, user, "POST", url, json=beat("working")) == ["execute"]
+    status = client.get(f"/api/v1/contracts/{contract}/supervisor/status", headers=user.headers).json()
+    assert (status["state"], status["heartbeat_count"]) == ("working", 2)

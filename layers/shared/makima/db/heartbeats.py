@@ -154,6 +154,48 @@ SELECT p.ord, p.sent_at, p.task_id, p.contract_id, p.owner_id, p.old_state, p.st
 _INGEST = _MANY + "\n" + _APPLY
 _INGEST_ONE = _ONE + "\n" + _APPLY
 
+# A plain heartbeat: one, from no daemon, of a live supervisor (not dead, not stopped, not finished) of a
+# contract still worked on (not finished), of its generation, in the state it is in, with nothing waiting
+# for its beat (no sync, no restart). ``_APPLY`` then updates the supervisor, appends the history row and
+# refreshes the contract's activity, and logs, notifies and marks nothing: this statement does only
+# that, a plan of a few nodes where ``_APPLY``'s has some forty, and returns ``_APPLY``'s row; or nothing,
+# having written nothing, when the heartbeat is not plain (``ingest`` then sends ``_INGEST_ONE``).
+# The lock is the UPDATE's: a sync or restart asked for meanwhile is seen after it, and declines.
+_PLAIN_ONE = _compact(f"""
+WITH s AS (
+    UPDATE supervisor_states s
+       SET phase = %(phase)s, current_activity = %(activity)s, progress = %(progress)s,
+           pending_task_ids = %(pending)s::uuid[], last_heartbeat_at = now(),
+           heartbeat_count = s.heartbeat_count + 1, updated_at = now()
+      FROM contracts c
+     WHERE s.task_id = %(task_id)s::uuid AND s.contract_id = %(contract_id)s::uuid AND c.id = s.contract_id
+       AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
+       AND c.status NOT IN ('completed', 'failed', 'archived')
+       AND s.state = %(state)s::text AND s.state NOT IN ('completed', 'failed')
+       AND s.dead_at IS NULL AND s.stopped_at IS NULL
+       AND s.sync_requested_at IS NULL AND s.restart_requested_at IS NULL
+       AND (%(generation)s::int IS NULL OR %(generation)s::int >= s.generation)
+    RETURNING s.task_id, s.contract_id, c.owner_id, s.generation
+),
+act AS (
+    UPDATE contracts c SET last_activity_at = now()
+     WHERE c.id IN (SELECT contract_id FROM s)
+       AND c.last_activity_at < now() - interval '{ACTIVITY_RESOLUTION}'
+),
+hist AS (
+    INSERT INTO supervisor_heartbeats
+        (task_id, contract_id, state, phase, current_activity, progress, pending_task_ids, sent_at)
+    SELECT task_id, contract_id, %(state)s::text, %(phase)s, %(activity)s, %(progress)s::int, %(pending)s::uuid[],
+           %(sent)s::timestamptz
+      FROM s
+)
+SELECT 1::bigint AS ord, %(sent)s::timestamptz AS sent_at, task_id, contract_id, owner_id,
+       %(state)s::text AS old_state, %(state)s::text AS new_state, false AS was_dead,
+       false AS superseded, false AS late, generation, false AS sync_requested, false AS restart_requested,
+       1::bigint AS updated, 1::bigint AS appended, 0::bigint AS notified
+  FROM s
+""")
+
 
 def _pending(r: dict[str, Any]) -> str:
     """A heartbeat's pending task ids as the text of their array (``uuid[][]`` cannot be ragged, so a
@@ -172,8 +214,17 @@ def _statement(
     events_sql.logged()
     if len(rows) != 1:
         return _INGEST, _ingest_params(rows, owner_id, daemon_id, actor)
-    r = rows[0]
-    return _INGEST_ONE, {
+    return _INGEST_ONE, _one_params(rows[0], owner_id, daemon_id, actor)
+
+
+def _plain(rows: list[dict[str, Any]], owner_id: UUID | None, daemon_id: UUID | None) -> dict[str, Any] | None:
+    """The parameters of ``_PLAIN_ONE`` for ``rows``, when they may be a plain heartbeat (one, from no
+    daemon); else None."""
+    return _one_params(rows[0], owner_id, None, "") if len(rows) == 1 and daemon_id is None else None
+
+
+def _one_params(r: dict[str, Any], owner_id: UUID | None, daemon_id: UUID | None, actor: str) -> dict[str, Any]:
+    return {
         "task_id": r["task_id"],
         "contract_id": r["contract_id"],
         "state": str(r["state"]),
@@ -219,7 +270,12 @@ def ingest(
     """Apply heartbeats (dicts with the Heartbeat fields plus contract_id) in one statement, run it
     outside any explicit transaction. Returns one row per heartbeat that matched a supervisor of
     ``owner_id``'s (None: any owner), with ``ord``, its 1-based position in ``rows``; unmatched ones
-    are absent. ``daemon_id`` (one of ``owner_id``'s daemons) is marked live; events name ``actor``."""
+    are absent. ``daemon_id`` (one of ``owner_id``'s daemons) is marked live; events name ``actor``.
+    A plain heartbeat is ``_PLAIN_ONE``'s instead; one that is not, both in turn."""
+    if (plain := _plain(rows, owner_id, daemon_id)) is not None:
+        got = conn.execute(_PLAIN_ONE, plain).fetchall()
+        if got:
+            return got
     statement = _statement(rows, owner_id, daemon_id, actor)
     return [] if statement is None else conn.execute(*statement).fetchall()
 
@@ -232,8 +288,12 @@ async def ingest_on_loop(
     daemon_id: UUID | None = None,
     actor: str = "system",
 ) -> list[dict[str, Any]]:
-    """``ingest``, the same statement and parameters, sent on an asynchronous connection from the
+    """``ingest``, the same statements and parameters, sent on an asynchronous connection from the
     event loop (the local stack's heartbeat endpoints: db/async_pool.py)."""
+    if (plain := _plain(rows, owner_id, daemon_id)) is not None:
+        got = await (await conn.execute(_PLAIN_ONE, plain)).fetchall()
+        if got:
+            return got
     statement = _statement(rows, owner_id, daemon_id, actor)
     if statement is None:
         return []

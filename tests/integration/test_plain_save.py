@@ -341,7 +341,7 @@ def test_messages_are_stored_as_sent(
 def test_a_save_refreshes_the_contract_activity_at_most_every_ten_seconds(
     db: PooledDatabase, make_caller: Callable[..., Caller], plain: bool
 ) -> None:
-    """As a heartbeat does (db/heartbeats.py: ACTIVITY_RESOLUTION): a save moves ``last_activity_at``
+    """As a heartbeat does (db/contracts.py: ACTIVITY_RESOLUTION): a save moves ``last_activity_at``
     when it is more than 10 s old, and leaves the contract's row alone otherwise (rewriting it rewrites
     its every index); a ``heartbeat`` save point never moves it."""
     owner = make_caller()

@@ -13,6 +13,18 @@ from uuid import UUID
 from makima.db import events as events_sql
 from makima.db.connection import Conn
 
+# last_activity_at is minute-grained for staleness; refreshing it on every 30 s heartbeat or every save of
+# every supervisor would rewrite the contract's row (and each of its eleven indexes: the column is in four)
+# many times a minute for nothing. Heartbeats and saves refresh it only where it is older than this.
+ACTIVITY_RESOLUTION = "10 seconds"
+
+
+def activity_stale(alias: str) -> str:
+    """The SQL condition under which a heartbeat or a save refreshes the activity of ``alias``'s row
+    (a name of ``contracts`` in the statement): it is older than ``ACTIVITY_RESOLUTION``."""
+    return f"{alias}.last_activity_at < now() - interval '{ACTIVITY_RESOLUTION}'"
+
+
 _COLUMNS = """id, owner_id, name, description, contract_type, phase, status, version, phase_guard,
     status_changed_at, last_activity_at, waiting_for, blocked_reason, failure_reason,
     auto_complete_enabled, completion_detected_at, created_at, updated_at"""

@@ -24,14 +24,11 @@ from uuid import UUID
 
 from makima.db import events as events_sql
 from makima.db.connection import Conn
+from makima.db.contracts import activity_stale
 from makima.db.sync_notices import SYNC_CHANNEL
 
 if TYPE_CHECKING:
     from makima.db.async_pool import AsyncConn
-
-# last_activity_at is minute-grained for staleness; refreshing it on every 30 s heartbeat of every
-# supervisor would rewrite the contracts row (and all its indexes) ~2 times a minute for nothing.
-ACTIVITY_RESOLUTION = "10 seconds"
 
 
 def _compact(statement: str) -> str:
@@ -108,7 +105,7 @@ upd AS (
 act AS (
     UPDATE contracts c SET last_activity_at = now()
      WHERE c.id IN (SELECT contract_id FROM latest)
-       AND c.last_activity_at < now() - interval '{ACTIVITY_RESOLUTION}'
+       AND {activity_stale("c")}
     RETURNING c.id
 ),
 hist AS (
@@ -180,7 +177,7 @@ WITH s AS (
 act AS (
     UPDATE contracts c SET last_activity_at = now()
      WHERE c.id IN (SELECT contract_id FROM s)
-       AND c.last_activity_at < now() - interval '{ACTIVITY_RESOLUTION}'
+       AND {activity_stale("c")}
 ),
 hist AS (
     INSERT INTO supervisor_heartbeats

@@ -11,7 +11,6 @@ from psycopg.types.json import Jsonb
 
 from makima.db import contracts as contracts_sql
 from makima.db.connection import Conn
-from makima.db.heartbeats import ACTIVITY_RESOLUTION
 from makima.domain.supervisors import JsonText
 
 if TYPE_CHECKING:
@@ -286,12 +285,11 @@ def _save_sql(
     values = {k: Jsonb(v) if k in _JSONB_FIELDS and v is not None else v for k, v in fields.items()}
     ctes = [_SAVE_IF_PLAIN] if guarded else []
     if touch_contract is not None:
-        # As a heartbeat's (db/heartbeats.py: ACTIVITY_RESOLUTION): refreshed where it is older than that,
-        # not rewritten (with every index of contracts: last_activity_at is in four) by every save.
+        # As a heartbeat's: refreshed only where it is older than its resolution (contracts_sql.activity_stale).
         only_ok = " AND EXISTS (SELECT FROM ok)" if guarded else ""
         touched = (
             "UPDATE contracts SET last_activity_at = now() WHERE id = %(touch_contract)s"
-            f" AND last_activity_at < now() - interval '{ACTIVITY_RESOLUTION}'{only_ok}"
+            f" AND {contracts_sql.activity_stale('contracts')}{only_ok}"
         )
         ctes.append(f"touched AS ({touched})")
     if append is not None and append[1]:
@@ -316,7 +314,7 @@ def save(
 ) -> dict[str, Any]:
     """Write the persisted-state fields given (names are this module's own, never input); with
     ``touch_contract``, that contract's ``last_activity_at`` is set to now in the same statement where it
-    is older than ``ACTIVITY_RESOLUTION`` (Task 1.5; a save's own statement, not one more round trip).
+    is older than ``contracts_sql.ACTIVITY_RESOLUTION`` (Task 1.5; a save's own statement, not one more round trip).
     With ``append`` (offset, messages), the messages are stored in it too (``_APPEND``) and
     ``conversation_bytes`` grows by what was stored: a state save is then one statement after its locked
     read (issue 15, "Change 26")."""
@@ -378,10 +376,12 @@ def _plain_params(p: PlainSave, fields: dict[str, Any], touch: UUID | None) -> t
         "owner": p.owner,
         "generation": p.generation,
         "max_seq_step": p.max_seq_step,
-        "offset": p.offset,
         "count": len(p.messages),
-        "messages": _messages(p.messages),
         "max_bytes": p.max_bytes,
+        # The guard reads the offset and the messages even when there is nothing to append (``_save_sql``
+        # then has not set them).
+        "offset": params.get("offset", p.offset),
+        "messages": params.get("messages") or _messages(p.messages),
     }
 
 

@@ -267,11 +267,12 @@ def test_a_plain_heartbeat_writes_what_the_full_statement_writes_or_nothing(
             assert plain is None  # a daemon's heartbeat marks it live: never plain
             return
         assert plain is not None
+        assert plain[0] == heartbeats._PLAIN_ONE
         with db.connection() as conn, conn.transaction(force_rollback=True):
             now = _set_up(conn, case, task_id, contract_id, anchor)
             before = _snapshot(conn, contract_id, task_id, daemon_id)
             with conn.transaction(force_rollback=True):
-                got = [dict(r) for r in conn.execute(heartbeats._PLAIN_ONE, plain).fetchall()]
+                got = [dict(r) for r in conn.execute(*plain).fetchall()]
                 after_plain = _snapshot(conn, contract_id, task_id, daemon_id)
             with conn.transaction(force_rollback=True):
                 full = [dict(r) for r in heartbeats.ingest(conn, [row], owner_id, actor="statements")]

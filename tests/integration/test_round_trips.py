@@ -147,3 +147,36 @@ def test_a_plain_heartbeat_is_one_small_statement(
     assert _send(client, counting, user, "POST", url, json=beat("working")) == ["execute"]
     status = client.get(f"/api/v1/contracts/{contract}/supervisor/status", headers=user.headers).json()
     assert (status["state"], status["heartbeat_count"]) == ("working", 2)
+
+
+def test_a_plain_batch_is_one_statement(
+    counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
+) -> None:
+    """A batch whose every heartbeat is plain: one statement (db/heartbeats.py: _PLAIN_MANY); a batch
+    with a new state in it: the plain statement for the others, then the full one for that heartbeat."""
+    client, counting = counted
+    tasks = []
+    for k in range(3):
+        contract = new_contract(user, name=f"trips-batch-{k}")["id"]
+        r = client.post(f"/api/v1/contracts/{contract}/supervisor", json={}, headers=user.headers)
+        assert r.status_code == 201, r.text
+        tasks.append((contract, r.json()["supervisor"]["task_id"]))
+
+    def batch(*states: str) -> dict[str, Any]:
+        now = datetime.now(UTC).isoformat()
+        return {"heartbeats": [
+            {"task_id": t, "contract_id": c, "state": s, "phase": "plan", "current_activity": "x", "progress": 1,
+             "timestamp": now}
+            for (c, t), s in zip(tasks, states, strict=True)
+        ]}  # fmt: skip
+
+    url = "/api/v1/supervisors/heartbeats"
+    assert _send(client, counting, user, "POST", url, json=batch(*["working"] * 3)) == ["execute"] * 2
+    assert _send(client, counting, user, "POST", url, json=batch(*["working"] * 3)) == ["execute"]
+    waiting = batch("working", "waiting_for_user", "working")
+    assert _send(client, counting, user, "POST", url, json=waiting) == ["execute"] * 2
+    r = client.post(url, json=batch(*["working"] * 3), headers=user.headers)
+    assert r.status_code == 200, r.text
+    assert [a["accepted"] for a in r.json()["results"]] == [True] * 3
+    status = client.get(f"/api/v1/contracts/{tasks[1][0]}/supervisor/status", headers=user.headers).json()
+    assert (status["state"], status["heartbeat_count"]) == ("working", 4)

@@ -12,6 +12,10 @@ heartbeat or a whole batch (BEGIN and COMMIT would be two more), and the event s
 change it records (transactional outbox). A heartbeat that collects a sync request notifies
 ``SYNC_CHANNEL`` in that transaction (db/sync_notices.py).
 
+Nearly every heartbeat is plain: a live supervisor, in the state it was in, nothing waiting for it. Those
+go first to a smaller statement that does only what such a heartbeat needs (``_PLAIN_ONE``, and
+``_PLAIN_MANY`` for a batch) and writes nothing for any other; the full statement then takes the rest.
+
 The arrays travel in binary: psycopg's text array format quotes every element through a regular
 expression, which cost about 1.6 ms of CPU per 100 heartbeats (tests/bench/bench_heartbeats.py).
 """
@@ -194,6 +198,73 @@ SELECT 1::bigint AS ord, %(sent)s::timestamptz AS sent_at, task_id, contract_id,
 """)
 
 
+# A plain batch: two or more heartbeats of distinct supervisors, each plain as above but for the daemon
+# (a batch's daemon is marked live here too). This statement applies the plain ones and returns their
+# rows (the columns the service reads, ``ANSWER_COLUMNS``); it writes nothing for the others, which
+# ``ingest`` then sends to ``_INGEST``. Where ``_APPLY`` finds each supervisor's newest heartbeat of the
+# batch (a window, three sorts), logs and notifies, this only locks, updates and appends: 1.70 -> 1.37 ms
+# of execution for 100 heartbeats (issue 15, "Change 35"). The supervisors are locked in task_id order,
+# as ``_APPLY`` locks them, so two batches over the same supervisors never wait on each other in a
+# cycle; a sync or restart asked for while it waited is seen after the lock, and the row is left out.
+_PLAIN_MANY = _compact(f"""
+{_MANY}
+lk AS (
+    SELECT i.ord, s.task_id, s.contract_id, c.owner_id, s.generation, i.state, i.phase, i.activity,
+           i.progress, i.pending::uuid[] AS pending, i.sent_at
+      FROM input i
+      JOIN supervisor_states s ON s.task_id = i.task_id AND s.contract_id = i.contract_id
+      JOIN contracts c ON c.id = s.contract_id
+     WHERE (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
+       AND c.status NOT IN ('completed', 'failed', 'archived')
+       AND s.state = i.state AND s.state NOT IN ('completed', 'failed')
+       AND s.dead_at IS NULL AND s.stopped_at IS NULL
+       AND s.sync_requested_at IS NULL AND s.restart_requested_at IS NULL
+       AND (i.generation IS NULL OR i.generation >= s.generation)
+     ORDER BY s.task_id
+       FOR UPDATE OF s
+),
+s AS (
+    UPDATE supervisor_states s
+       SET phase = l.phase, current_activity = l.activity, progress = l.progress,
+           pending_task_ids = l.pending, last_heartbeat_at = now(),
+           heartbeat_count = s.heartbeat_count + 1, updated_at = now()
+      FROM lk l
+     WHERE s.task_id = l.task_id
+    RETURNING l.*
+),
+act AS (
+    UPDATE contracts c SET last_activity_at = now()
+     WHERE c.id IN (SELECT contract_id FROM s)
+       AND {activity_stale("c")}
+),
+hist AS (
+    INSERT INTO supervisor_heartbeats
+        (task_id, contract_id, state, phase, current_activity, progress, pending_task_ids, sent_at)
+    SELECT task_id, contract_id, state, phase, activity, progress, pending, sent_at FROM s
+),
+dmn AS (
+    UPDATE daemons d SET last_heartbeat_at = now(), status = 'live'
+     WHERE d.id = %(daemon)s::uuid AND (%(owner)s::uuid IS NULL OR d.owner_id = %(owner)s)
+)
+SELECT ord, owner_id, generation, state AS old_state, state AS new_state, false AS was_dead,
+       false AS superseded, false AS late, false AS sync_requested, false AS restart_requested
+  FROM s
+""")
+# What the service reads of each row an ingest statement returns (every statement returns at least these).
+ANSWER_COLUMNS = (
+    "ord",
+    "owner_id",
+    "generation",
+    "old_state",
+    "new_state",
+    "was_dead",
+    "superseded",
+    "late",
+    "sync_requested",
+    "restart_requested",
+)
+
+
 def _pending(r: dict[str, Any]) -> str:
     """A heartbeat's pending task ids as the text of their array (``uuid[][]`` cannot be ragged, so a
     batch's lists travel as text too)."""
@@ -214,10 +285,32 @@ def _statement(
     return _INGEST_ONE, _one_params(rows[0], owner_id, daemon_id, actor)
 
 
-def _plain(rows: list[dict[str, Any]], owner_id: UUID | None, daemon_id: UUID | None) -> dict[str, Any] | None:
-    """The parameters of ``_PLAIN_ONE`` for ``rows``, when they may be a plain heartbeat (one, from no
-    daemon); else None."""
-    return _one_params(rows[0], owner_id, None, "") if len(rows) == 1 and daemon_id is None else None
+def _plain(
+    rows: list[dict[str, Any]], owner_id: UUID | None, daemon_id: UUID | None
+) -> tuple[str, dict[str, Any]] | None:
+    """The statement sent first for ``rows`` and its parameters, when they may be plain: ``_PLAIN_ONE``
+    for a heartbeat alone from no daemon, ``_PLAIN_MANY`` for two or more of distinct supervisors (a
+    batch naming a supervisor twice takes the full statement, which keeps only its newest heartbeat); else
+    None."""
+    if len(rows) == 1 and daemon_id is None:
+        return _PLAIN_ONE, _one_params(rows[0], owner_id, None, "")
+    if len(rows) > 1 and len({r["task_id"] for r in rows}) == len(rows):
+        return _PLAIN_MANY, _ingest_params(rows, owner_id, daemon_id, "")
+    return None
+
+
+def _left(rows: list[dict[str, Any]], applied: list[dict[str, Any]]) -> list[int]:
+    """The positions (0-based) in ``rows`` of the heartbeats the plain statement did not apply."""
+    done = {r["ord"] for r in applied}
+    return [k for k in range(len(rows)) if k + 1 not in done]
+
+
+def _renumbered(returned: list[dict[str, Any]], positions: list[int]) -> list[dict[str, Any]]:
+    """The rows the full statement returned for ``rows[k] for k in positions``, their ``ord`` made
+    positions in the whole of ``rows`` again."""
+    for r in returned:
+        r["ord"] = positions[r["ord"] - 1] + 1
+    return returned
 
 
 def _one_params(r: dict[str, Any], owner_id: UUID | None, daemon_id: UUID | None, actor: str) -> dict[str, Any]:
@@ -264,17 +357,26 @@ def ingest(
     daemon_id: UUID | None = None,
     actor: str = "system",
 ) -> list[dict[str, Any]]:
-    """Apply heartbeats (dicts with the Heartbeat fields plus contract_id) in one statement, run it
-    outside any explicit transaction. Returns one row per heartbeat that matched a supervisor of
-    ``owner_id``'s (None: any owner), with ``ord``, its 1-based position in ``rows``; unmatched ones
-    are absent. ``daemon_id`` (one of ``owner_id``'s daemons) is marked live; events name ``actor``.
-    A plain heartbeat is ``_PLAIN_ONE``'s instead; one that is not, both in turn."""
+    """Apply heartbeats (dicts with the Heartbeat fields plus contract_id), each statement run outside
+    any explicit transaction. Returns one row per heartbeat that matched a supervisor of ``owner_id``'s
+    (None: any owner), with ``ord``, its 1-based position in ``rows``, and at least ``ANSWER_COLUMNS``;
+    unmatched ones are absent. ``daemon_id`` (one of ``owner_id``'s daemons) is marked live; events name
+    ``actor``.
+
+    Plain heartbeats are applied by the plain statement (``_plain``); those it left, if any, by the full
+    one. Each heartbeat of a batch stands on its own (it is answered on its own, and the full statement
+    alone would apply the plain ones exactly so), so the two statements need not share a transaction."""
+    applied: list[dict[str, Any]] = []
     if (plain := _plain(rows, owner_id, daemon_id)) is not None:
-        got = conn.execute(_PLAIN_ONE, plain).fetchall()
-        if got:
-            return got
-    statement = _statement(rows, owner_id, daemon_id, actor)
-    return [] if statement is None else conn.execute(*statement).fetchall()
+        applied = conn.execute(*plain).fetchall()
+        if len(applied) == len(rows):
+            return applied
+        daemon_id = None  # marked live by the plain statement
+    positions = _left(rows, applied)
+    statement = _statement([rows[k] for k in positions], owner_id, daemon_id, actor)
+    if statement is None:
+        return applied
+    return applied + _renumbered(conn.execute(*statement).fetchall(), positions)
 
 
 async def ingest_on_loop(
@@ -287,14 +389,17 @@ async def ingest_on_loop(
 ) -> list[dict[str, Any]]:
     """``ingest``, the same statements and parameters, sent on an asynchronous connection from the
     event loop (the local stack's heartbeat endpoints: db/async_pool.py)."""
+    applied: list[dict[str, Any]] = []
     if (plain := _plain(rows, owner_id, daemon_id)) is not None:
-        got = await (await conn.execute(_PLAIN_ONE, plain)).fetchall()
-        if got:
-            return got
-    statement = _statement(rows, owner_id, daemon_id, actor)
+        applied = await (await conn.execute(*plain)).fetchall()
+        if len(applied) == len(rows):
+            return applied
+        daemon_id = None
+    positions = _left(rows, applied)
+    statement = _statement([rows[k] for k in positions], owner_id, daemon_id, actor)
     if statement is None:
-        return []
-    return await (await conn.execute(*statement)).fetchall()
+        return applied
+    return applied + _renumbered(await (await conn.execute(*statement)).fetchall(), positions)
 
 
 def history(

@@ -245,7 +245,7 @@ class _Ingest:
         self.count = len(heartbeats)
         window = TimestampWindow.at(datetime.now(UTC))
         self.answers: dict[int, HeartbeatAnswer] = {}
-        self.valid: list[tuple[int, Heartbeat]] = []
+        self.valid: list[tuple[int, Heartbeat]] = []  # each with its contract_id
         for i, hb in enumerate(heartbeats):
             if isinstance(hb, InvalidHeartbeat):
                 self.answers[i] = _refused(hb.task_id, InvalidRequest.code, hb.message, errors=hb.errors)
@@ -263,7 +263,7 @@ class _Ingest:
     def finish(self, rows: list[dict[str, Any]], monitor: HeartbeatMonitor | None) -> list[HeartbeatAnswer]:
         answers = self.answers
         by_position = {r["ord"]: r for r in rows}
-        accepted: list[tuple[dict[str, Any], Heartbeat]] = []
+        accepted: list[tuple[dict[str, Any], Heartbeat, UUID]] = []
         for position, (i, hb) in enumerate(self.valid, start=1):
             r = by_position.get(position)
             if r is None:
@@ -280,8 +280,8 @@ class _Ingest:
                     hb.task_id, True, None, bool(r["sync_requested"]), bool(r["restart_requested"])
                 )
                 # A late heartbeat is history only: the monitor would show a finished supervisor working.
-                if monitor is not None and not r["late"]:
-                    accepted.append((r, hb))
+                if monitor is not None and not r["late"] and hb.contract_id is not None:
+                    accepted.append((r, hb, hb.contract_id))
         logged = any(
             r["was_dead"] or r["old_state"] != r["new_state"] for r in rows if not r["superseded"] and not r["late"]
         )
@@ -291,7 +291,7 @@ class _Ingest:
             def envelopes() -> list[Mapping[str, Any]]:
                 return [
                     monitor_event.heartbeat(
-                        contract_id=r["contract_id"],
+                        contract_id=contract_id,  # the row's: the statements match on it
                         owner_id=r["owner_id"],
                         supervisor_task_id=hb.task_id,
                         state=hb.state.value,
@@ -300,7 +300,7 @@ class _Ingest:
                         at=hb.timestamp,
                         actor=actor,
                     )
-                    for r, hb in accepted
+                    for r, hb, contract_id in accepted
                 ]
 
             monitor(_Envelopes(len(accepted), envelopes), logged)

@@ -210,7 +210,7 @@ _PLAIN_MANY = _compact(f"""
 {_MANY}
 lk AS (
     SELECT i.ord, s.task_id, s.contract_id, c.owner_id, s.generation, i.state, i.phase, i.activity,
-           i.progress, i.pending::uuid[] AS pending, i.sent_at
+           i.progress, i.pending::uuid[] AS pending, i.sent_at, {activity_stale("c")} AS stale
       FROM input i
       JOIN supervisor_states s ON s.task_id = i.task_id AND s.contract_id = i.contract_id
       JOIN contracts c ON c.id = s.contract_id
@@ -232,9 +232,10 @@ s AS (
      WHERE s.task_id = l.task_id
     RETURNING l.*
 ),
+-- Only the contracts whose activity the lock's read found stale are visited (most batches: none).
 act AS (
     UPDATE contracts c SET last_activity_at = now()
-     WHERE c.id IN (SELECT contract_id FROM s)
+     WHERE c.id IN (SELECT contract_id FROM s WHERE stale)
        AND {activity_stale("c")}
 ),
 hist AS (

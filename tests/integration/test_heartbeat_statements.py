@@ -59,18 +59,30 @@ def _snapshot(conn: Conn, contract_id: uuid.UUID, task_id: uuid.UUID, daemon_id:
     }
 
 
-def _supervised(db: PooledDatabase, owner: Caller) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
-    contract = contracts_svc.create_contract(
-        db, owner.principal, name="statements", description="", contract_type="simple", phase_guard=False
-    )
-    task_id = supervisors_svc.start_supervisor(db, owner.principal, contract.id, daemon_id=None).supervisor.task_id
+def supervised_many(
+    db: PooledDatabase, owner: Caller, n: int, name: str
+) -> tuple[list[tuple[uuid.UUID, uuid.UUID]], uuid.UUID]:
+    """``n`` contracts of ``owner``'s, each with a supervisor, as (contract_id, task_id); and a daemon of
+    ``owner``'s named ``name``, marked dead."""
+    pairs = []
+    for k in range(n):
+        contract = contracts_svc.create_contract(
+            db, owner.principal, name=f"{name} {k}", description="", contract_type="simple", phase_guard=False
+        )
+        started = supervisors_svc.start_supervisor(db, owner.principal, contract.id, daemon_id=None)
+        pairs.append((contract.id, started.supervisor.task_id))
     with transaction(db) as conn:
         daemon = conn.execute(
-            "INSERT INTO daemons (owner_id, name, status) VALUES (%s, 'statements', 'dead') RETURNING id",
-            (owner.principal.user_id,),
+            "INSERT INTO daemons (owner_id, name, status) VALUES (%s, %s, 'dead') RETURNING id",
+            (owner.principal.user_id, name),
         ).fetchone()
     assert daemon is not None
-    return contract.id, task_id, daemon["id"]
+    return pairs, daemon["id"]
+
+
+def _supervised(db: PooledDatabase, owner: Caller) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    [(contract_id, task_id)], daemon_id = supervised_many(db, owner, 1, "statements")
+    return contract_id, task_id, daemon_id
 
 
 # A heartbeat that applies: a live supervisor of an active contract, the same generation.

@@ -26,11 +26,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from makima.db import heartbeats
-from makima.db.connection import Conn, PooledDatabase, transaction
-from makima.services import contracts as contracts_svc
-from makima.services import supervisors as supervisors_svc
+from makima.db.connection import Conn, PooledDatabase
 from tests.conftest import Caller
-from tests.integration.test_heartbeat_statements import BASE, _heartbeat, _normalised, _set_up, _snapshot
+from tests.integration.test_heartbeat_statements import (
+    BASE,
+    _heartbeat,
+    _normalised,
+    _set_up,
+    _snapshot,
+    supervised_many,
+)
 from tests.integration.test_heartbeat_statements import scenario as one_scenario
 
 pytestmark = pytest.mark.integration
@@ -59,24 +64,6 @@ OTHERS = [
 ]
 
 
-def _supervised(db: PooledDatabase, owner: Caller, n: int) -> tuple[list[tuple[uuid.UUID, uuid.UUID]], uuid.UUID]:
-    """``n`` contracts of ``owner``'s, each with a supervisor: (contract_id, task_id) each; and a daemon."""
-    pairs = []
-    for k in range(n):
-        contract = contracts_svc.create_contract(
-            db, owner.principal, name=f"batch {k}", description="", contract_type="simple", phase_guard=False
-        )
-        started = supervisors_svc.start_supervisor(db, owner.principal, contract.id, daemon_id=None)
-        pairs.append((contract.id, started.supervisor.task_id))
-    with transaction(db) as conn:
-        daemon = conn.execute(
-            "INSERT INTO daemons (owner_id, name, status) VALUES (%s, 'batch', 'dead') RETURNING id",
-            (owner.principal.user_id,),
-        ).fetchone()
-    assert daemon is not None
-    return pairs, daemon["id"]
-
-
 def _answers(rows: list[Any]) -> list[dict[str, Any]]:
     """What the service reads of the rows, in the batch's order."""
     return sorted(({k: r[k] for k in heartbeats.ANSWER_COLUMNS} for r in rows), key=lambda r: r["ord"])
@@ -86,7 +73,7 @@ def test_a_plain_batch_does_what_the_full_statement_does(
     db: PooledDatabase, make_caller: Callable[..., Caller]
 ) -> None:
     owner = make_caller()
-    supervised, daemon_id = _supervised(db, owner, SUPERVISORS)
+    supervised, daemon_id = supervised_many(db, owner, SUPERVISORS, "batch")
     seen: set[str] = set()
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -145,7 +132,7 @@ def test_a_plain_batch_does_what_the_full_statement_does(
 
 def _fleet(db: PooledDatabase, owner: Caller, n: int) -> list[dict[str, Any]]:
     """``n`` supervisors in the state a steady heartbeat finds them (working), as heartbeat rows."""
-    pairs, _ = _supervised(db, owner, n)
+    pairs, _ = supervised_many(db, owner, n, "fleet")
     rows = [_heartbeat({**PLAIN, "hb_generation": None}, t, c, datetime.now(UTC)) for c, t in pairs]
     with db.connection() as conn:
         heartbeats.ingest(conn, rows, owner.principal.user_id)  # initializing -> working

@@ -118,7 +118,7 @@ scenario = st.fixed_dictionaries(
         "hb_generation": st.none() | st.integers(1, 3),
         "pending": st.integers(0, 2),
         "progress": st.integers(0, 100),
-        "activity": st.text(st.characters(exclude_characters="\x00"), max_size=20),
+        "activity": st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=20),
         "owner": st.sampled_from(["any", "own", "other"]),
         "daemon": st.booleans(),
     }

@@ -1,14 +1,15 @@
-"""A batch's plain statement applies what the full statement would, and leaves the rest to it (issue 15).
+"""A batch's plain statement applies the batch as the full statement would, or writes nothing (issue 15).
 
 ``db/heartbeats.py: ingest`` sends a batch of heartbeats of distinct supervisors to ``_PLAIN_MANY``
-first: it applies the plain ones (a live supervisor of a worked contract, its generation, its state,
-nothing waiting) and returns their rows; the others go to the full statement (``_INGEST``), their rows
-renumbered to their places in the batch. Here, from starting states drawn by hypothesis for three
-supervisors (each as in tests/integration/test_heartbeat_statements.py), ``ingest`` and the full
-statement alone, each in a savepoint rolled back afterwards, must answer alike and leave the same
-supervisors, history, events, contract activity and daemon. Then what only concurrency shows: two
-batches over the same supervisors in opposite orders never deadlock, and a sync asked for while the
-batch waits for a supervisor's lock is delivered in that batch's answer.
+first: when every heartbeat in it is plain (a live supervisor of a worked contract, its generation, its
+state, nothing waiting) it applies them all and returns their rows; otherwise it writes nothing and the
+full statement (``_INGEST``) takes the whole batch, so one statement applies a batch. Here, from starting
+states drawn by hypothesis for three supervisors (each as in tests/integration/test_heartbeat_statements.py),
+``ingest``, the plain statement and the full statement alone, each in a savepoint rolled back afterwards,
+must answer alike and leave the same supervisors, history, events, contract activity and daemon, or (the
+plain statement) leave everything as it was. Then what only concurrency shows: two batches over the same
+supervisors in opposite orders never deadlock, and a sync asked for while the batch waits for a
+supervisor's lock is delivered in that batch's answer.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
 
 from makima.db import heartbeats
 from makima.db.connection import Conn, PooledDatabase
@@ -41,12 +44,13 @@ from tests.integration.test_heartbeat_statements import scenario as one_scenario
 pytestmark = pytest.mark.integration
 
 SUPERVISORS = 3
+ROUNDS = 40  # of the two racing senders
 
 batch_scenario = st.fixed_dictionaries(
     {
         "cases": st.lists(one_scenario, min_size=SUPERVISORS, max_size=SUPERVISORS),
         "owner": st.sampled_from(["any", "own", "other"]),
-        "daemon": st.booleans(),
+        "daemon": st.sampled_from(["none", "own", "foreign"]),  # the batch's daemon: none, owner's, another's
         "twice": st.booleans(),  # the first supervisor's heartbeat sent again, a second later
     }
 )
@@ -74,23 +78,19 @@ def test_a_plain_batch_does_what_the_full_statement_does(
 ) -> None:
     owner = make_caller()
     supervised, daemon_id = supervised_many(db, owner, SUPERVISORS, "batch")
+
+    foreign_daemon = supervised_many(db, make_caller(), 0, "foreign")[1]
     seen: set[str] = set()
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(batch=batch_scenario)
-    # All plain, with and without a daemon; each way for one of three not to be; none plain; twice.
-    @example(batch={"cases": [PLAIN] * 3, "owner": "own", "daemon": False, "twice": False})
-    @example(batch={"cases": [PLAIN] * 3, "owner": "any", "daemon": True, "twice": False})
-    @example(batch={"cases": [PLAIN, OTHERS[0], PLAIN], "owner": "own", "daemon": True, "twice": False})
-    @example(batch={"cases": [PLAIN, PLAIN, OTHERS[1]], "owner": "own", "daemon": False, "twice": False})
-    @example(batch={"cases": [OTHERS[2], PLAIN, PLAIN], "owner": "own", "daemon": False, "twice": False})
-    @example(batch={"cases": [PLAIN, OTHERS[3], PLAIN], "owner": "any", "daemon": True, "twice": False})
-    @example(batch={"cases": [OTHERS[4], PLAIN, PLAIN], "owner": "own", "daemon": False, "twice": False})
-    @example(batch={"cases": [PLAIN, OTHERS[5], OTHERS[6]], "owner": "own", "daemon": False, "twice": False})
-    @example(batch={"cases": [OTHERS[7], OTHERS[8], PLAIN], "owner": "own", "daemon": True, "twice": False})
-    @example(batch={"cases": OTHERS[:3], "owner": "own", "daemon": True, "twice": False})
-    @example(batch={"cases": [PLAIN] * 3, "owner": "other", "daemon": True, "twice": False})
-    @example(batch={"cases": [PLAIN] * 3, "owner": "own", "daemon": False, "twice": True})
+    # All plain: with each daemon, any owner or the owner or another; twice.
+    @example(batch={"cases": [PLAIN] * 3, "owner": "own", "daemon": "none", "twice": False})
+    @example(batch={"cases": [PLAIN] * 3, "owner": "any", "daemon": "own", "twice": False})
+    @example(batch={"cases": [PLAIN] * 3, "owner": "own", "daemon": "foreign", "twice": False})
+    @example(batch={"cases": [PLAIN] * 3, "owner": "other", "daemon": "own", "twice": False})
+    @example(batch={"cases": [PLAIN] * 3, "owner": "own", "daemon": "none", "twice": True})
+    @example(batch={"cases": OTHERS[:3], "owner": "own", "daemon": "own", "twice": False})
     def check(batch: dict[str, Any]) -> None:
         anchor = datetime.now(UTC)
         rows = [
@@ -100,10 +100,11 @@ def test_a_plain_batch_does_what_the_full_statement_does(
         if batch["twice"]:
             rows.append({**rows[0], "timestamp": rows[0]["timestamp"] + timedelta(milliseconds=500)})
         owner_id = {"any": None, "own": owner.principal.user_id, "other": uuid.uuid4()}[batch["owner"]]
-        daemon = daemon_id if batch["daemon"] else None
+        daemon = {"none": None, "own": daemon_id, "foreign": foreign_daemon}[batch["daemon"]]
 
         def snapshot(conn: Conn) -> list[dict[str, Any]]:
-            return [_snapshot(conn, c, t, daemon_id) for c, t in supervised]
+            foreign = _snapshot(conn, *supervised[0], foreign_daemon)["daemon"]
+            return [_snapshot(conn, c, t, daemon_id) for c, t in supervised] + [foreign]
 
         with db.connection() as conn, conn.transaction(force_rollback=True):
             now = max(_set_up(conn, c, t, k, anchor) for c, (k, t) in zip(batch["cases"], supervised, strict=True))
@@ -113,21 +114,35 @@ def test_a_plain_batch_does_what_the_full_statement_does(
                 alone = _normalised(
                     {"answer": _answers(conn.execute(*statement).fetchall()), "db": snapshot(conn)}, now
                 )
+            before = snapshot(conn)
             with conn.transaction(force_rollback=True):
                 plain = heartbeats._plain(rows, owner_id, daemon)
                 applied = conn.execute(*plain).fetchall() if plain is not None else []
+                after_plain = snapshot(conn)
             with conn.transaction(force_rollback=True):
                 got = heartbeats.ingest(conn, rows, owner_id, daemon_id=daemon, actor="statements")
                 both = _normalised({"answer": _answers(got), "db": snapshot(conn)}, now)
         assert both == alone
         if plain is None:
             seen.add("not sent")
-        else:
-            assert plain[0] == heartbeats._PLAIN_MANY
-            seen.add({0: "none", len(rows): "all"}.get(len(applied), "some"))
+            return
+        assert plain[0] == heartbeats._PLAIN_MANY
+        if applied:  # all of the batch, as the full statement alone would
+            assert len(applied) == len(rows)
+            assert _normalised({"answer": _answers(applied), "db": after_plain}, now) == alone
+            seen.add("all")
+        else:  # or nothing at all (the full statement then applies the batch)
+            assert after_plain == before
+            seen.add("none")
 
+    # Each way for one heartbeat of three not to be plain, in each place, from the owner's daemon or none.
+    for k, other in enumerate(OTHERS):
+        cases = [PLAIN, PLAIN, PLAIN]
+        cases[k % 3] = other
+        daemon = ("none", "own")[k % 2]
+        check = example(batch={"cases": cases, "owner": "own", "daemon": daemon, "twice": False})(check)
     check()
-    assert seen == {"not sent", "none", "some", "all"}
+    assert seen == {"not sent", "none", "all"}
 
 
 def _fleet(db: PooledDatabase, owner: Caller, n: int) -> list[dict[str, Any]]:
@@ -140,11 +155,13 @@ def _fleet(db: PooledDatabase, owner: Caller, n: int) -> list[dict[str, Any]]:
 
 
 def test_batches_over_the_same_supervisors_in_opposite_orders_never_deadlock(
-    db: PooledDatabase, make_caller: Callable[..., Caller]
+    db: PooledDatabase, database_url: str, make_caller: Callable[..., Caller]
 ) -> None:
     """The plain statement locks in task_id order, whatever the batch's order: two batches over the same
     supervisors, sent at once in opposite orders again and again, all apply (a deadlock would fail one
-    of them after PostgreSQL's deadlock_timeout)."""
+    of them after PostgreSQL's deadlock_timeout). Each sender has a new connection of its own, so the
+    plan is not one that other tests' statements had the pool's connections prepare (a plan that
+    happens to lock in the table's order hides a missing order)."""
     owner = make_caller()
     rows = _fleet(db, owner, 30)
     barrier = threading.Barrier(2)
@@ -152,12 +169,12 @@ def test_batches_over_the_same_supervisors_in_opposite_orders_never_deadlock(
     def send(order: list[dict[str, Any]]) -> int:
         applied = 0
         try:
-            for _ in range(25):
-                beats = [{**r, "timestamp": datetime.now(UTC)} for r in order]
-                barrier.wait()
-                with db.connection() as conn:
+            with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+                for _ in range(ROUNDS):
+                    beats = [{**r, "timestamp": datetime.now(UTC)} for r in order]
+                    barrier.wait()
                     got = heartbeats.ingest(conn, beats, owner.principal.user_id)
-                applied += sum(not r["superseded"] for r in got)
+                    applied += sum(not r["superseded"] for r in got)
         except BaseException:
             barrier.abort()  # the other sender stops waiting for this one
             raise
@@ -165,21 +182,21 @@ def test_batches_over_the_same_supervisors_in_opposite_orders_never_deadlock(
 
     with ThreadPoolExecutor(2) as pool:
         results = [pool.submit(send, rows), pool.submit(send, rows[::-1])]
-        assert [f.result(timeout=120) for f in results] == [25 * 30] * 2
+        assert [f.result(timeout=120) for f in results] == [ROUNDS * 30] * 2
     with db.connection() as conn:
         counts = conn.execute(
             "SELECT heartbeat_count FROM supervisor_states WHERE task_id = ANY(%s)", ([r["task_id"] for r in rows],)
         ).fetchall()
-    assert [c["heartbeat_count"] for c in counts] == [1 + 50] * 30
+    assert [c["heartbeat_count"] for c in counts] == [1 + 2 * ROUNDS] * 30
 
 
 def test_a_sync_asked_for_while_the_batch_waits_is_delivered_in_its_answer(
     db: PooledDatabase, make_caller: Callable[..., Caller]
 ) -> None:
     """The batch waits for one supervisor's lock, held by a transaction that asks that supervisor for a
-    sync: once it commits, the plain statement sees the request and leaves the row, and the full
-    statement delivers it (``sync_requested`` in its answer, ``sync_delivered_at`` set); the others were
-    applied plainly."""
+    sync: once it commits, the plain statement sees the request, so the batch is not plain and it writes
+    nothing; the full statement applies the batch, each heartbeat once, and delivers the sync
+    (``sync_requested`` in its answer, ``sync_delivered_at`` set)."""
     owner = make_caller()
     rows = _fleet(db, owner, 3)
     held = rows[1]["task_id"]
@@ -200,9 +217,13 @@ def test_a_sync_asked_for_while_the_batch_waits_is_delivered_in_its_answer(
     assert sorted(got) == [1, 2, 3]
     assert [bool(got[k]["sync_requested"]) for k in (1, 2, 3)] == [False, True, False]
     with db.connection() as conn:
+        counts = conn.execute(
+            "SELECT heartbeat_count FROM supervisor_states WHERE task_id = ANY(%s)", ([r["task_id"] for r in rows],)
+        ).fetchall()
         row = conn.execute(
             "SELECT sync_requested_at, sync_delivered_at FROM supervisor_states WHERE task_id = %s", (held,)
         ).fetchone()
+    assert [c["heartbeat_count"] for c in counts] == [2, 2, 2]  # the fleet's first heartbeat, then this one
     assert row is not None
     assert row["sync_requested_at"] is None
     assert row["sync_delivered_at"] is not None

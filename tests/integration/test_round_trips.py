@@ -153,7 +153,7 @@ def test_a_plain_batch_is_one_statement(
     counted: tuple[TestClient, Counting], user: Caller, new_contract: Callable[..., dict[str, Any]]
 ) -> None:
     """A batch whose every heartbeat is plain: one statement (db/heartbeats.py: _PLAIN_MANY); a batch
-    with a new state in it: the plain statement for the others, then the full one for that heartbeat."""
+    with a new state in it: the plain statement, which writes nothing, then the full one."""
     client, counting = counted
     tasks = []
     for k in range(3):

@@ -14,7 +14,8 @@ change it records (transactional outbox). A heartbeat that collects a sync reque
 
 Nearly every heartbeat is plain: a live supervisor, in the state it was in, nothing waiting for it. Those
 go first to a smaller statement that does only what such a heartbeat needs (``_PLAIN_ONE``, and
-``_PLAIN_MANY`` for a batch) and writes nothing for any other; the full statement then takes the rest.
+``_PLAIN_MANY`` for a batch whose every heartbeat is plain) and writes nothing otherwise; the full
+statement then takes the heartbeat or the whole batch.
 
 The arrays travel in binary: psycopg's text array format quotes every element through a regular
 expression, which cost about 1.6 ms of CPU per 100 heartbeats (tests/bench/bench_heartbeats.py).
@@ -198,14 +199,16 @@ SELECT 1::bigint AS ord, %(sent)s::timestamptz AS sent_at, task_id, contract_id,
 """)
 
 
-# A plain batch: two or more heartbeats of distinct supervisors, each plain as above but for the daemon
-# (a batch's daemon is marked live here too). This statement applies the plain ones and returns their
-# rows (the columns the service reads, ``ANSWER_COLUMNS``); it writes nothing for the others, which
-# ``ingest`` then sends to ``_INGEST``. Where ``_APPLY`` finds each supervisor's newest heartbeat of the
-# batch (a window, three sorts), logs and notifies, this only locks, updates and appends: 1.70 -> 1.37 ms
-# of execution for 100 heartbeats (issue 15, "Change 35"). The supervisors are locked in task_id order,
-# as ``_APPLY`` locks them, so two batches over the same supervisors never wait on each other in a
-# cycle; a sync or restart asked for while it waited is seen after the lock, and the row is left out.
+# A plain batch: two or more heartbeats of distinct supervisors, every one plain as above but for the
+# daemon (a batch's daemon is marked live here too). This statement applies the batch only when every
+# heartbeat in it is plain, and returns their rows (the columns the service reads, ``ANSWER_COLUMNS``);
+# otherwise it writes nothing, and ``ingest`` sends the whole batch to ``_INGEST``: each batch is still
+# applied by one statement, all of it or none. Where ``_APPLY`` finds each supervisor's newest heartbeat
+# of the batch (a window, three sorts), logs and notifies, this only locks, updates and appends: 1.70 ->
+# 1.0-1.2 ms of execution for 100 heartbeats (issue 15, "Change 35"). The supervisors are locked in
+# task_id order, as ``_APPLY`` locks them, so two batches over the same supervisors never wait on each
+# other in a cycle; a sync or restart asked for while it waited is seen after the lock, and the batch
+# is not plain.
 _PLAIN_MANY = _compact(f"""
 {_MANY}
 lk AS (
@@ -223,13 +226,15 @@ lk AS (
      ORDER BY s.task_id
        FOR UPDATE OF s
 ),
+-- Every heartbeat plain (the task ids are distinct: one row each), or nothing is written.
+plain AS (SELECT count(*) = %(n)s AS every FROM lk),
 s AS (
     UPDATE supervisor_states s
        SET phase = l.phase, current_activity = l.activity, progress = l.progress,
            pending_task_ids = l.pending, last_heartbeat_at = now(),
            heartbeat_count = s.heartbeat_count + 1, updated_at = now()
-      FROM lk l
-     WHERE s.task_id = l.task_id
+      FROM lk l, plain
+     WHERE s.task_id = l.task_id AND plain.every
     RETURNING l.*
 ),
 -- Only the contracts whose activity the lock's read found stale are visited (most batches: none).
@@ -246,6 +251,7 @@ hist AS (
 dmn AS (
     UPDATE daemons d SET last_heartbeat_at = now(), status = 'live'
      WHERE d.id = %(daemon)s::uuid AND (%(owner)s::uuid IS NULL OR d.owner_id = %(owner)s)
+       AND (SELECT every FROM plain)
 )
 SELECT ord, owner_id, generation, state AS old_state, state AS new_state, false AS was_dead,
        false AS superseded, false AS late, false AS sync_requested, false AS restart_requested
@@ -296,22 +302,8 @@ def _plain(
     if len(rows) == 1 and daemon_id is None:
         return _PLAIN_ONE, _one_params(rows[0], owner_id, None, "")
     if len(rows) > 1 and len({r["task_id"] for r in rows}) == len(rows):
-        return _PLAIN_MANY, _ingest_params(rows, owner_id, daemon_id, "")
+        return _PLAIN_MANY, {**_ingest_params(rows, owner_id, daemon_id, ""), "n": len(rows)}
     return None
-
-
-def _left(rows: list[dict[str, Any]], applied: list[dict[str, Any]]) -> list[int]:
-    """The positions (0-based) in ``rows`` of the heartbeats the plain statement did not apply."""
-    done = {r["ord"] for r in applied}
-    return [k for k in range(len(rows)) if k + 1 not in done]
-
-
-def _renumbered(returned: list[dict[str, Any]], positions: list[int]) -> list[dict[str, Any]]:
-    """The rows the full statement returned for ``rows[k] for k in positions``, their ``ord`` made
-    positions in the whole of ``rows`` again."""
-    for r in returned:
-        r["ord"] = positions[r["ord"] - 1] + 1
-    return returned
 
 
 def _one_params(r: dict[str, Any], owner_id: UUID | None, daemon_id: UUID | None, actor: str) -> dict[str, Any]:
@@ -364,20 +356,14 @@ def ingest(
     unmatched ones are absent. ``daemon_id`` (one of ``owner_id``'s daemons) is marked live; events name
     ``actor``.
 
-    Plain heartbeats are applied by the plain statement (``_plain``); those it left, if any, by the full
-    one. Each heartbeat of a batch stands on its own (it is answered on its own, and the full statement
-    alone would apply the plain ones exactly so), so the two statements need not share a transaction."""
-    applied: list[dict[str, Any]] = []
+    Plain heartbeats (``_plain``) go to the plain statement first, which applies them all or writes
+    nothing; then, if it wrote nothing, to the full one. Either way one statement applies them."""
     if (plain := _plain(rows, owner_id, daemon_id)) is not None:
         applied = conn.execute(*plain).fetchall()
-        if len(applied) == len(rows):
+        if applied:
             return applied
-        daemon_id = None  # marked live by the plain statement
-    positions = _left(rows, applied)
-    statement = _statement([rows[k] for k in positions], owner_id, daemon_id, actor)
-    if statement is None:
-        return applied
-    return applied + _renumbered(conn.execute(*statement).fetchall(), positions)
+    statement = _statement(rows, owner_id, daemon_id, actor)
+    return [] if statement is None else conn.execute(*statement).fetchall()
 
 
 async def ingest_on_loop(
@@ -390,17 +376,14 @@ async def ingest_on_loop(
 ) -> list[dict[str, Any]]:
     """``ingest``, the same statements and parameters, sent on an asynchronous connection from the
     event loop (the local stack's heartbeat endpoints: db/async_pool.py)."""
-    applied: list[dict[str, Any]] = []
     if (plain := _plain(rows, owner_id, daemon_id)) is not None:
         applied = await (await conn.execute(*plain)).fetchall()
-        if len(applied) == len(rows):
+        if applied:
             return applied
-        daemon_id = None
-    positions = _left(rows, applied)
-    statement = _statement([rows[k] for k in positions], owner_id, daemon_id, actor)
+    statement = _statement(rows, owner_id, daemon_id, actor)
     if statement is None:
-        return applied
-    return applied + _renumbered(await (await conn.execute(*statement)).fetchall(), positions)
+        return []
+    return await (await conn.execute(*statement)).fetchall()
 
 
 def history(

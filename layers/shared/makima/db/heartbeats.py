@@ -233,8 +233,8 @@ s AS (
        SET phase = l.phase, current_activity = l.activity, progress = l.progress,
            pending_task_ids = l.pending, last_heartbeat_at = now(),
            heartbeat_count = s.heartbeat_count + 1, updated_at = now()
-      FROM lk l, plain
-     WHERE s.task_id = l.task_id AND plain.every
+      FROM lk l
+     WHERE s.task_id = l.task_id AND (SELECT every FROM plain)
     RETURNING l.*
 ),
 -- Only the contracts whose activity the lock's read found stale are visited (most batches: none).

@@ -204,8 +204,8 @@ SELECT 1::bigint AS ord, %(sent)s::timestamptz AS sent_at, task_id, contract_id,
 # heartbeat in it is plain, and returns their rows (the columns the service reads, ``ANSWER_COLUMNS``);
 # otherwise it writes nothing, and ``ingest`` sends the whole batch to ``_INGEST``: each batch is still
 # applied by one statement, all of it or none. Where ``_APPLY`` finds each supervisor's newest heartbeat
-# of the batch (a window, three sorts), logs and notifies, this only locks, updates and appends: 1.70 ->
-# 1.0-1.2 ms of execution for 100 heartbeats (issue 15, "Change 35"). The supervisors are locked in
+# of the batch (a window, three sorts), logs and notifies, this only locks, updates and appends: 1.81-1.93
+# -> 1.31-1.48 ms of execution for 100 heartbeats (issue 15, "Change 35"). The supervisors are locked in
 # task_id order, as ``_APPLY`` locks them, so two batches over the same supervisors never wait on each
 # other in a cycle; a sync or restart asked for while it waited is seen after the lock, and the batch
 # is not plain.

@@ -156,6 +156,20 @@ SELECT p.ord, p.sent_at, p.task_id, p.contract_id, p.owner_id, p.old_state, p.st
 _INGEST = _MANY + "\n" + _APPLY
 _INGEST_ONE = _ONE + "\n" + _APPLY
 
+
+def _plain_case(state: str, generation: str) -> str:
+    """The SQL conditions, on ``s`` (the supervisor) and ``c`` (its contract), under which a heartbeat
+    carrying ``state`` and ``generation`` (SQL expressions) is plain: of the owner's contract (``owner``
+    parameter), the contract still worked on, the supervisor live and in that state, nothing waiting
+    for its beat, and the heartbeat not from an older generation. One text for both plain statements."""
+    return f"""(%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
+       AND c.status NOT IN ('completed', 'failed', 'archived')
+       AND s.state = {state} AND s.state NOT IN ('completed', 'failed')
+       AND s.dead_at IS NULL AND s.stopped_at IS NULL
+       AND s.sync_requested_at IS NULL AND s.restart_requested_at IS NULL
+       AND ({generation} IS NULL OR {generation} >= s.generation)"""
+
+
 # A plain heartbeat: one, from no daemon, of a live supervisor (not dead, not stopped, not finished) of a
 # contract still worked on (not finished), of its generation, in the state it is in, with nothing waiting
 # for its beat (no sync, no restart). ``_APPLY`` then updates the supervisor, appends the history row and
@@ -171,12 +185,7 @@ WITH s AS (
            heartbeat_count = s.heartbeat_count + 1, updated_at = now()
       FROM contracts c
      WHERE s.task_id = %(task_id)s::uuid AND s.contract_id = %(contract_id)s::uuid AND c.id = s.contract_id
-       AND (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
-       AND c.status NOT IN ('completed', 'failed', 'archived')
-       AND s.state = %(state)s::text AND s.state NOT IN ('completed', 'failed')
-       AND s.dead_at IS NULL AND s.stopped_at IS NULL
-       AND s.sync_requested_at IS NULL AND s.restart_requested_at IS NULL
-       AND (%(generation)s::int IS NULL OR %(generation)s::int >= s.generation)
+       AND {_plain_case("%(state)s::text", "%(generation)s::int")}
     RETURNING s.task_id, s.contract_id, c.owner_id, s.generation
 ),
 act AS (
@@ -217,12 +226,7 @@ lk AS (
       FROM input i
       JOIN supervisor_states s ON s.task_id = i.task_id AND s.contract_id = i.contract_id
       JOIN contracts c ON c.id = s.contract_id
-     WHERE (%(owner)s::uuid IS NULL OR c.owner_id = %(owner)s)
-       AND c.status NOT IN ('completed', 'failed', 'archived')
-       AND s.state = i.state AND s.state NOT IN ('completed', 'failed')
-       AND s.dead_at IS NULL AND s.stopped_at IS NULL
-       AND s.sync_requested_at IS NULL AND s.restart_requested_at IS NULL
-       AND (i.generation IS NULL OR i.generation >= s.generation)
+     WHERE {_plain_case("i.state", "i.generation")}
      ORDER BY s.task_id
        FOR UPDATE OF s
 ),
@@ -279,17 +283,26 @@ def _pending(r: dict[str, Any]) -> str:
 
 
 def _statement(
-    rows: list[dict[str, Any]], owner_id: UUID | None, daemon_id: UUID | None, actor: str
+    rows: list[dict[str, Any]],
+    owner_id: UUID | None,
+    daemon_id: UUID | None,
+    actor: str,
+    plain_params: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]] | None:
     """The ingest statement for ``rows`` and its parameters: ``_INGEST_ONE`` for one heartbeat, else
     ``_INGEST`` (a batch, or none: a daemon's bare liveness); None when there is nothing to send. The
-    statement may log state changes (the heartbeat endpoints hand theirs over themselves)."""
+    statement may log state changes (the heartbeat endpoints hand theirs over themselves).
+    ``plain_params``: the plain statement's parameters for the same rows, which the full statement's are
+    but for the daemon and the actor (not built twice for a heartbeat or a batch that was not plain)."""
     if not rows and daemon_id is None:
         return None
     events_sql.logged()
+    statement = _INGEST if len(rows) != 1 else _INGEST_ONE
+    if plain_params is not None:
+        return statement, {**plain_params, "daemon": daemon_id, "actor": actor}
     if len(rows) != 1:
-        return _INGEST, _ingest_params(rows, owner_id, daemon_id, actor)
-    return _INGEST_ONE, _one_params(rows[0], owner_id, daemon_id, actor)
+        return statement, _ingest_params(rows, owner_id, daemon_id, actor)
+    return statement, _one_params(rows[0], owner_id, daemon_id, actor)
 
 
 def _plain(
@@ -362,7 +375,7 @@ def ingest(
         applied = conn.execute(*plain).fetchall()
         if applied:
             return applied
-    statement = _statement(rows, owner_id, daemon_id, actor)
+    statement = _statement(rows, owner_id, daemon_id, actor, plain and plain[1])
     return [] if statement is None else conn.execute(*statement).fetchall()
 
 
@@ -380,7 +393,7 @@ async def ingest_on_loop(
         applied = await (await conn.execute(*plain)).fetchall()
         if applied:
             return applied
-    statement = _statement(rows, owner_id, daemon_id, actor)
+    statement = _statement(rows, owner_id, daemon_id, actor, plain and plain[1])
     if statement is None:
         return []
     return await (await conn.execute(*statement)).fetchall()

@@ -245,7 +245,7 @@ class _Ingest:
         self.count = len(heartbeats)
         window = TimestampWindow.at(datetime.now(UTC))
         self.answers: dict[int, HeartbeatAnswer] = {}
-        self.valid: list[tuple[int, Heartbeat]] = []  # each with its contract_id
+        self.valid: list[tuple[int, Heartbeat, UUID]] = []  # each with its contract_id
         for i, hb in enumerate(heartbeats):
             if isinstance(hb, InvalidHeartbeat):
                 self.answers[i] = _refused(hb.task_id, InvalidRequest.code, hb.message, errors=hb.errors)
@@ -254,17 +254,17 @@ class _Ingest:
             elif hb.contract_id is None:
                 self.answers[i] = _refused(hb.task_id, InvalidRequest.code, "contract_id is required in a batch")
             else:
-                self.valid.append((i, hb))
+                self.valid.append((i, hb, hb.contract_id))
         # A heartbeat's fields as they are (no nested models to dump): model_dump per item was 6 % of a
         # 100-heartbeat batch's server CPU (issue 15).
-        self.rows = [vars(hb) for _, hb in self.valid]
+        self.rows = [vars(hb) for _, hb, _ in self.valid]
         self.owner = scope(principal)
 
     def finish(self, rows: list[dict[str, Any]], monitor: HeartbeatMonitor | None) -> list[HeartbeatAnswer]:
         answers = self.answers
         by_position = {r["ord"]: r for r in rows}
         accepted: list[tuple[dict[str, Any], Heartbeat, UUID]] = []
-        for position, (i, hb) in enumerate(self.valid, start=1):
+        for position, (i, hb, contract_id) in enumerate(self.valid, start=1):
             r = by_position.get(position)
             if r is None:
                 answers[i] = _refused(hb.task_id, SupervisorNotFound.code, "no such supervisor on that contract")
@@ -280,8 +280,8 @@ class _Ingest:
                     hb.task_id, True, None, bool(r["sync_requested"]), bool(r["restart_requested"])
                 )
                 # A late heartbeat is history only: the monitor would show a finished supervisor working.
-                if monitor is not None and not r["late"] and hb.contract_id is not None:
-                    accepted.append((r, hb, hb.contract_id))
+                if monitor is not None and not r["late"]:
+                    accepted.append((r, hb, contract_id))
         logged = any(
             r["was_dead"] or r["old_state"] != r["new_state"] for r in rows if not r["superseded"] and not r["late"]
         )

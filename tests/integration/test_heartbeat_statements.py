@@ -197,7 +197,7 @@ def test_one_heartbeat_alone_is_a_batch_of_one(db: PooledDatabase, make_caller: 
                     params = heartbeats._ingest_params([row], owner_id, daemon, "statements")
                     answer = conn.execute(statement, params).fetchall()
                 else:
-                    answer = heartbeats.ingest(conn, [row], owner_id, daemon_id=daemon, actor="statements")
+                    answer = list(heartbeats.ingest(conn, [row], owner_id, daemon_id=daemon, actor="statements"))
                 results.append(
                     _normalised(
                         {"answer": [dict(r) for r in answer], **_snapshot(conn, contract_id, task_id, daemon_id)}, now

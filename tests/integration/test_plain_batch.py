@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,7 +68,7 @@ OTHERS = [
 ]
 
 
-def _answers(rows: list[Any]) -> list[dict[str, Any]]:
+def _answers(rows: Sequence[Any]) -> list[dict[str, Any]]:
     """What the service reads of the rows, in the batch's order."""
     return sorted(({k: r[k] for k in heartbeats.ANSWER_COLUMNS} for r in rows), key=lambda r: r["ord"])
 
@@ -117,7 +117,7 @@ def test_a_plain_batch_does_what_the_full_statement_does(
             before = snapshot(conn)
             with conn.transaction(force_rollback=True):
                 plain = heartbeats._plain(rows, owner_id, daemon)
-                applied = conn.execute(*plain).fetchall() if plain is not None else []
+                applied = heartbeats._plain_batch(conn.execute(*plain).fetchone(), plain[1]) if plain else None
                 after_plain = snapshot(conn)
             with conn.transaction(force_rollback=True):
                 got = heartbeats.ingest(conn, rows, owner_id, daemon_id=daemon, actor="statements")
@@ -127,7 +127,8 @@ def test_a_plain_batch_does_what_the_full_statement_does(
             seen.add("not sent")
             return
         assert plain[0] == heartbeats._PLAIN_MANY
-        if applied:  # all of the batch, as the full statement alone would
+        if applied is not None:  # all of the batch, as the full statement alone would
+            assert isinstance(got, heartbeats.PlainBatch)
             assert len(applied) == len(rows)
             assert _normalised({"answer": _answers(applied), "db": after_plain}, now) == alone
             seen.add("all")
@@ -201,7 +202,7 @@ def test_a_sync_asked_for_while_the_batch_waits_is_delivered_in_its_answer(
     rows = _fleet(db, owner, 3)
     held = rows[1]["task_id"]
 
-    def send() -> list[dict[str, Any]]:
+    def send() -> Sequence[dict[str, Any]]:
         with db.connection() as conn:
             return heartbeats.ingest(conn, [{**r, "timestamp": datetime.now(UTC)} for r in rows], None)
 

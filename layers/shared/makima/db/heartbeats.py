@@ -23,8 +23,9 @@ expression, which cost about 1.6 ms of CPU per 100 heartbeats (tests/bench/bench
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID
 
 from makima.db import events as events_sql
@@ -210,14 +211,16 @@ SELECT 1::bigint AS ord, %(sent)s::timestamptz AS sent_at, task_id, contract_id,
 
 # A plain batch: two or more heartbeats of distinct supervisors, every one plain as above but for the
 # daemon (a batch's daemon is marked live here too). This statement applies the batch only when every
-# heartbeat in it is plain, and returns their rows (the columns the service reads, ``ANSWER_COLUMNS``);
-# otherwise it writes nothing, and ``ingest`` sends the whole batch to ``_INGEST``: each batch is still
-# applied by one statement, all of it or none. Where ``_APPLY`` finds each supervisor's newest heartbeat
-# of the batch (a window, three sorts), logs and notifies, this only locks, updates and appends: 1.81-1.93
-# -> 1.31-1.48 ms of execution for 100 heartbeats (issue 15, "Change 35"). The supervisors are locked in
-# task_id order, as ``_APPLY`` locks them, so two batches over the same supervisors never wait on each
-# other in a cycle; a sync or restart asked for while it waited is seen after the lock, and the batch
-# is not plain.
+# heartbeat in it is plain; otherwise it writes nothing, and ``ingest`` sends the whole batch to
+# ``_INGEST``: each batch is still applied by one statement, all of it or none. Where ``_APPLY`` finds
+# each supervisor's newest heartbeat of the batch (a window, three sorts), logs and notifies, this only
+# locks, updates and appends: 1.81-1.93 -> 1.31-1.48 ms of execution for 100 heartbeats (issue 15,
+# "Change 35"). The supervisors are locked in task_id order, as ``_APPLY`` locks them, so two batches over
+# the same supervisors never wait on each other in a cycle; a sync or restart asked for while it waited is
+# seen after the lock, and the batch is not plain. It answers in one row (``PlainBatch``), not a row per
+# heartbeat: those rows would differ only in the supervisor's generation and, in an admin's batch, the
+# contract's owner, and reading 100 of them into dicts cost the server more CPU than building the batch's
+# arrays ("Change 36").
 _PLAIN_MANY = _compact(f"""
 {_MANY}
 lk AS (
@@ -257,10 +260,56 @@ dmn AS (
      WHERE d.id = %(daemon)s::uuid AND (%(owner)s::uuid IS NULL OR d.owner_id = %(owner)s)
        AND (SELECT every FROM plain)
 )
-SELECT ord, owner_id, generation, state AS old_state, state AS new_state, false AS was_dead,
-       false AS superseded, false AS late, false AS sync_requested, false AS restart_requested
+SELECT count(*) AS applied, array_agg(generation ORDER BY ord) AS generations,
+       CASE WHEN %(owner)s::uuid IS NULL THEN array_agg(owner_id ORDER BY ord) END AS owner_ids
   FROM s
 """)
+
+
+class PlainBatch(Sequence[dict[str, Any]]):
+    """The rows of a batch that ``_PLAIN_MANY`` applied, from its one row: each heartbeat's is the row
+    ``_INGEST`` would have returned for it (``ANSWER_COLUMNS``: accepted, in the state it was in, nothing
+    waiting), built only when read. The service answers such a batch from ``owner_ids`` without reading
+    them (services/supervisors.py)."""
+
+    def __init__(self, states: list[str], generations: list[int], owner_ids: list[UUID]) -> None:
+        self.states = states
+        self.generations = generations
+        self.owner_ids = owner_ids  # each heartbeat's contract's owner, in the batch's order
+
+    def __len__(self) -> int:
+        return len(self.generations)
+
+    @overload
+    def __getitem__(self, k: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, k: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        j = range(len(self))[k]
+        return {
+            "ord": j + 1,
+            "owner_id": self.owner_ids[j],
+            "generation": self.generations[j],
+            "old_state": self.states[j],
+            "new_state": self.states[j],
+            "was_dead": False,
+            "superseded": False,
+            "late": False,
+            "sync_requested": False,
+            "restart_requested": False,
+        }
+
+
+def _plain_batch(row: dict[str, Any] | None, params: dict[str, Any]) -> PlainBatch | None:
+    """``_PLAIN_MANY``'s answer as the batch's rows, or None when it applied nothing."""
+    if row is None or not row["applied"]:
+        return None
+    owners = row["owner_ids"] if row["owner_ids"] is not None else [params["owner"]] * row["applied"]
+    return PlainBatch(params["states"], row["generations"], owners)
+
+
 # What the service reads of each row an ingest statement returns (every statement returns at least these).
 ANSWER_COLUMNS = (
     "ord",
@@ -362,7 +411,7 @@ def ingest(
     *,
     daemon_id: UUID | None = None,
     actor: str = "system",
-) -> list[dict[str, Any]]:
+) -> Sequence[dict[str, Any]]:
     """Apply heartbeats (dicts with the Heartbeat fields plus contract_id), each statement run outside
     any explicit transaction. Returns one row per heartbeat that matched a supervisor of ``owner_id``'s
     (None: any owner), with ``ord``, its 1-based position in ``rows``, and at least ``ANSWER_COLUMNS``;
@@ -370,10 +419,13 @@ def ingest(
     ``actor``.
 
     Plain heartbeats (``_plain``) go to the plain statement first, which applies them all or writes
-    nothing; then, if it wrote nothing, to the full one. Either way one statement applies them."""
+    nothing; then, if it wrote nothing, to the full one. Either way one statement applies them. A batch
+    the plain statement applied comes back as a ``PlainBatch``, its rows built only when read."""
     if (plain := _plain(rows, owner_id, daemon_id)) is not None:
-        applied = conn.execute(*plain).fetchall()
-        if applied:
+        if plain[0] is _PLAIN_MANY:
+            if (batch := _plain_batch(conn.execute(*plain).fetchone(), plain[1])) is not None:
+                return batch
+        elif applied := conn.execute(*plain).fetchall():
             return applied
     statement = _statement(rows, owner_id, daemon_id, actor, plain and plain[1])
     return [] if statement is None else conn.execute(*statement).fetchall()
@@ -386,12 +438,14 @@ async def ingest_on_loop(
     *,
     daemon_id: UUID | None = None,
     actor: str = "system",
-) -> list[dict[str, Any]]:
+) -> Sequence[dict[str, Any]]:
     """``ingest``, the same statements and parameters, sent on an asynchronous connection from the
     event loop (the local stack's heartbeat endpoints: db/async_pool.py)."""
     if (plain := _plain(rows, owner_id, daemon_id)) is not None:
-        applied = await (await conn.execute(*plain)).fetchall()
-        if applied:
+        if plain[0] is _PLAIN_MANY:
+            if (batch := _plain_batch(await (await conn.execute(*plain)).fetchone(), plain[1])) is not None:
+                return batch
+        elif applied := await (await conn.execute(*plain)).fetchall():
             return applied
     statement = _statement(rows, owner_id, daemon_id, actor, plain and plain[1])
     if statement is None:

@@ -260,10 +260,12 @@ class _Ingest:
         self.rows = [vars(hb) for _, hb, _ in self.valid]
         self.owner = scope(principal)
 
-    def finish(self, rows: list[dict[str, Any]], monitor: HeartbeatMonitor | None) -> list[HeartbeatAnswer]:
+    def finish(self, rows: Sequence[dict[str, Any]], monitor: HeartbeatMonitor | None) -> list[HeartbeatAnswer]:
+        if isinstance(rows, heartbeats_sql.PlainBatch):
+            return self._finish_plain(rows, monitor)
         answers = self.answers
         by_position = {r["ord"]: r for r in rows}
-        accepted: list[tuple[dict[str, Any], Heartbeat, UUID]] = []
+        accepted: list[tuple[UUID, Heartbeat, UUID]] = []
         for position, (i, hb, contract_id) in enumerate(self.valid, start=1):
             r = by_position.get(position)
             if r is None:
@@ -281,30 +283,50 @@ class _Ingest:
                 )
                 # A late heartbeat is history only: the monitor would show a finished supervisor working.
                 if monitor is not None and not r["late"]:
-                    accepted.append((r, hb, contract_id))
+                    accepted.append((r["owner_id"], hb, contract_id))
         logged = any(
             r["was_dead"] or r["old_state"] != r["new_state"] for r in rows if not r["superseded"] and not r["late"]
         )
-        if monitor is not None and (accepted or logged):
-            actor = self.principal.actor
-
-            def envelopes() -> list[Mapping[str, Any]]:
-                return [
-                    monitor_event.heartbeat(
-                        contract_id=contract_id,  # the row's: the statements match on it
-                        owner_id=r["owner_id"],
-                        supervisor_task_id=hb.task_id,
-                        state=hb.state.value,
-                        activity=hb.current_activity,
-                        progress=hb.progress,
-                        at=hb.timestamp,
-                        actor=actor,
-                    )
-                    for r, hb, contract_id in accepted
-                ]
-
-            monitor(_Envelopes(len(accepted), envelopes), logged)
+        self._tell(monitor, accepted, logged)
         return [answers[i] for i in range(self.count)]
+
+    def _finish_plain(
+        self, batch: heartbeats_sql.PlainBatch, monitor: HeartbeatMonitor | None
+    ) -> list[HeartbeatAnswer]:
+        """``finish`` for a batch the plain statement applied: every valid heartbeat accepted, nothing
+        waiting for it, nothing logged; answered without building its rows."""
+        answers = self.answers
+        for i, hb, _ in self.valid:
+            answers[i] = HeartbeatAnswer(hb.task_id, True)
+        if monitor is not None:
+            owners = batch.owner_ids
+            self._tell(monitor, [(owners[k], hb, c) for k, (_, hb, c) in enumerate(self.valid)], False)
+        return [answers[i] for i in range(self.count)]
+
+    def _tell(
+        self, monitor: HeartbeatMonitor | None, accepted: list[tuple[UUID, Heartbeat, UUID]], logged: bool
+    ) -> None:
+        """Hand the monitor the accepted heartbeats (each with its contract's owner), built when read."""
+        if monitor is None or not (accepted or logged):
+            return
+        actor = self.principal.actor
+
+        def envelopes() -> list[Mapping[str, Any]]:
+            return [
+                monitor_event.heartbeat(
+                    contract_id=contract_id,  # the heartbeat's: the statements match on it
+                    owner_id=owner_id,
+                    supervisor_task_id=hb.task_id,
+                    state=hb.state.value,
+                    activity=hb.current_activity,
+                    progress=hb.progress,
+                    at=hb.timestamp,
+                    actor=actor,
+                )
+                for owner_id, hb, contract_id in accepted
+            ]
+
+        monitor(_Envelopes(len(accepted), envelopes), logged)
 
 
 def ingest_heartbeats(

@@ -28,6 +28,7 @@ from makima.db.async_pool import AsyncPooledDatabase
 from makima.db.connection import PooledDatabase, transaction
 from makima.db.migrate import migrate
 from makima.services import auth
+from makima.services import supervisors as svc
 from makima.services.principal_cache import PrincipalCache
 from tests.conftest import Caller, set_database_reachable
 
@@ -437,3 +438,60 @@ def test_both_paths_save_alike(both: dict[str, TestClient], make_caller: Callabl
     ]
     # the retry at 4 stored nothing (its "saved 4" is not there); the new state appended at 5
     assert loop[11][1] == ["message 0", "message 1", "message 2", "saved 2", "saved 3", "saved 5"]
+
+
+def test_a_batch_answered_while_its_statement_runs_gets_the_same_bytes(
+    both: dict[str, TestClient], make_caller: Callable[..., Caller], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop path encodes a batch's response while its plain statement runs and answers with it when
+    the batch was plain (api/routers/heartbeats.py, issue 15 "Change 37"); the thread path encodes it
+    after. Byte for byte the same: a plain batch, one with refused items beside its plain heartbeats, one
+    that is not plain (a state change: the response prepared ahead is dropped), plain again, and one
+    with an unknown supervisor (dropped too, and its answer is not the one prepared)."""
+    used: list[bool] = []
+    real = svc.ingest_heartbeats_on_loop
+
+    async def spied(*args: Any, meanwhile: Any = None, **kwargs: Any) -> Any:
+        prepared: list[Any] = []
+
+        def record(answers: Any) -> None:
+            prepared.append(answers)
+            meanwhile(answers)
+
+        answers = await real(*args, meanwhile=record if meanwhile is not None else None, **kwargs)
+        used.append(bool(prepared) and prepared[0] is answers)
+        return answers
+
+    monkeypatch.setattr(svc, "ingest_heartbeats_on_loop", spied)
+    owner = make_caller()
+    old = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    bodies: dict[str, list[tuple[int, bytes]]] = {}
+    for name, client in both.items():
+        (c1, t1), (c2, t2) = _supervised(client, owner), _supervised(client, owner)
+
+        def send(*items: dict[str, Any], client: TestClient = client) -> tuple[int, bytes]:
+            r = client.post(f"{API}/supervisors/heartbeats", json={"heartbeats": list(items)}, headers=owner.headers)
+            return r.status_code, r.content
+
+        send(_beat(t1, contract_id=c1), _beat(t2, contract_id=c2))  # initializing -> working
+        sent = [
+            send(_beat(t1, contract_id=c1), _beat(t2, contract_id=c2, progress=50)),
+            send(
+                _beat(t1, contract_id=c1),
+                {"task_id": t2, "state": "dancing"},
+                _beat(t2, contract_id=c2, timestamp=old),
+                _beat(t2, contract_id=c2),
+            ),
+            send(_beat(t1, contract_id=c1, state="blocked"), _beat(t2, contract_id=c2)),
+            send(_beat(t1, contract_id=c1, state="blocked"), _beat(t2, contract_id=c2)),
+            # An unknown supervisor: not plain, and an answer that the one prepared ahead is not.
+            send(_beat(t1, contract_id=c1, state="blocked"), _beat(str(uuid.UUID(int=1)), contract_id=c2)),
+        ]
+        names = {c1: "C1", t1: "T1", c2: "C2", t2: "T2"}
+        bodies[name] = [(status, _without_ids(body.decode(), names).encode()) for status, body in sent]
+    assert bodies["loop"] == bodies["thread"]
+    assert all(status == 200 for status, _ in bodies["loop"])
+    # The loop app's six batches: the first and the third change a state, the last names an unknown
+    # supervisor (none plain: the response prepared ahead is dropped).
+    assert used == [False, True, True, False, True, False]
+    assert b'"code":"SUPERVISOR_NOT_FOUND"' in bodies["loop"][-1][1]

@@ -14,6 +14,7 @@ supervisor's lock is delivered in that batch's answer.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from psycopg import pq
 from psycopg.rows import dict_row
 
 from makima.db import heartbeats
@@ -244,3 +246,57 @@ def _wait_for_a_lock_wait(conn: Conn) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("the batch never waited for the lock")
+
+
+def test_the_answer_is_prepared_while_the_plain_statement_runs(
+    database_url: str, db: PooledDatabase, make_caller: Callable[..., Caller]
+) -> None:
+    """``ingest_on_loop``'s ``meanwhile`` runs once the batch's plain statement is on its way (the
+    connection has a command in progress), not before it is sent nor after its answer; it is not called
+    for a batch that goes to the full statement first. A ``meanwhile`` that raises still leaves the
+    statement awaited and the connection idle, as the worker-thread path leaves it when its answer fails
+    after the statement."""
+    owner = make_caller()
+    rows = _fleet(db, owner, 3)
+    in_flight: list[int] = []
+
+    async def run(batch: list[dict[str, Any]], meanwhile: Callable[[], object]) -> Sequence[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+            try:
+                return await heartbeats.ingest_on_loop(conn, batch, owner.principal.user_id, meanwhile=meanwhile)
+            finally:
+                in_flight.append(conn.pgconn.transaction_status)  # after: idle again
+
+    def now(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**r, "timestamp": datetime.now(UTC)} for r in batch]
+
+    seen: list[int] = []
+
+    async def watched(batch: list[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+
+            def look() -> None:
+                seen.append(conn.pgconn.transaction_status)
+
+            return await heartbeats.ingest_on_loop(conn, batch, owner.principal.user_id, meanwhile=look)
+
+    got = asyncio.run(watched(now(rows)))
+    assert isinstance(got, heartbeats.PlainBatch)
+    assert seen == [pq.TransactionStatus.ACTIVE]  # sent, its answer not read yet
+    seen.clear()
+    changed = now(rows)
+    changed[0] = {**changed[0], "state": "blocked"}
+    got = asyncio.run(watched(changed))  # not plain: the plain statement wrote nothing, the full one applied it
+    assert not isinstance(got, heartbeats.PlainBatch)
+    assert [r["new_state"] for r in sorted(got, key=lambda r: r["ord"])] == ["blocked", "working", "working"]
+    assert seen == [pq.TransactionStatus.ACTIVE]  # called while the plain attempt ran
+    seen.clear()
+    asyncio.run(watched(now(rows[:1])))  # one heartbeat from no daemon: its own small statement, no batch
+    assert seen == []
+
+    def fail() -> None:
+        raise ValueError("the answer could not be prepared")
+
+    with pytest.raises(ValueError, match="could not be prepared"):
+        asyncio.run(run(now(rows), fail))
+    assert in_flight == [pq.TransactionStatus.IDLE]

@@ -23,7 +23,8 @@ expression, which cost about 1.6 ms of CPU per 100 heartbeats (tests/bench/bench
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 from uuid import UUID
@@ -438,12 +439,22 @@ async def ingest_on_loop(
     *,
     daemon_id: UUID | None = None,
     actor: str = "system",
+    meanwhile: Callable[[], object] | None = None,
 ) -> Sequence[dict[str, Any]]:
     """``ingest``, the same statements and parameters, sent on an asynchronous connection from the
-    event loop (the local stack's heartbeat endpoints: db/async_pool.py)."""
+    event loop (the local stack's heartbeat endpoints: db/async_pool.py). ``meanwhile`` is called once
+    a batch's plain statement has been sent, while PostgreSQL runs it (the server's CPU is idle then:
+    the caller prepares the answer that the batch gets if it was plain); not called otherwise."""
     if (plain := _plain(rows, owner_id, daemon_id)) is not None:
         if plain[0] is _PLAIN_MANY:
-            if (batch := _plain_batch(await (await conn.execute(*plain)).fetchone(), plain[1])) is not None:
+            sent = asyncio.ensure_future(conn.execute(*plain))
+            try:
+                if meanwhile is not None:
+                    await asyncio.sleep(0)  # the task sends the statement, then waits for its answer
+                    meanwhile()
+            finally:
+                cursor = await sent
+            if (batch := _plain_batch(await cursor.fetchone(), plain[1])) is not None:
                 return batch
         elif applied := await (await conn.execute(*plain)).fetchall():
             return applied

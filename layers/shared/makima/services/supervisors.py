@@ -290,18 +290,24 @@ class _Ingest:
         self._tell(monitor, accepted, logged)
         return [answers[i] for i in range(self.count)]
 
+    def plain_answers(self) -> list[HeartbeatAnswer]:
+        """The answers if the plain statement applies the batch: every valid heartbeat accepted with
+        nothing waiting for it, the others refused as they are."""
+        accepted = {i: HeartbeatAnswer(hb.task_id, True) for i, hb, _ in self.valid}
+        return [self.answers.get(i) or accepted[i] for i in range(self.count)]
+
     def _finish_plain(
         self, batch: heartbeats_sql.PlainBatch, monitor: HeartbeatMonitor | None
     ) -> list[HeartbeatAnswer]:
-        """``finish`` for a batch the plain statement applied: every valid heartbeat accepted, nothing
-        waiting for it, nothing logged; answered without building its rows."""
-        answers = self.answers
-        for i, hb, _ in self.valid:
-            answers[i] = HeartbeatAnswer(hb.task_id, True)
+        """``finish`` for a batch the plain statement applied: answered without building its rows."""
+        self.tell_plain(batch, monitor)
+        return self.plain_answers()
+
+    def tell_plain(self, batch: heartbeats_sql.PlainBatch, monitor: HeartbeatMonitor | None) -> None:
+        """The monitor told of a batch the plain statement applied: every valid heartbeat, nothing logged."""
         if monitor is not None:
             owners = batch.owner_ids
             self._tell(monitor, [(owners[k], hb, c) for k, (_, hb, c) in enumerate(self.valid)], False)
-        return [answers[i] for i in range(self.count)]
 
     def _tell(
         self, monitor: HeartbeatMonitor | None, accepted: list[tuple[UUID, Heartbeat, UUID]], logged: bool
@@ -357,14 +363,35 @@ async def ingest_heartbeats_on_loop(
     *,
     daemon_id: UUID | None = None,
     monitor: HeartbeatMonitor | None = None,
+    meanwhile: Callable[[list[HeartbeatAnswer]], object] | None = None,
 ) -> list[HeartbeatAnswer]:
     """``ingest_heartbeats`` with its statement sent on an asynchronous connection, awaited on the event
-    loop instead of run on a worker thread (db/async_pool.py); the same answers, events and monitor."""
+    loop instead of run on a worker thread (db/async_pool.py); the same answers, events and monitor.
+
+    ``meanwhile``: called, while a batch's plain statement runs, with the answers the batch gets if it
+    was plain (the caller prepares its response then, when the server has nothing else to do); when it
+    was, this returns that very list (``is``)."""
     ingest = _Ingest(principal, heartbeats)
+    ahead: list[HeartbeatAnswer] | None = None
+
+    def answer_ahead() -> None:
+        nonlocal ahead
+        ahead = ingest.plain_answers()
+        if meanwhile is not None:
+            meanwhile(ahead)
+
     async with db.connection() as conn:
         rows = await heartbeats_sql.ingest_on_loop(
-            conn, ingest.rows, ingest.owner, daemon_id=daemon_id, actor=principal.actor
+            conn,
+            ingest.rows,
+            ingest.owner,
+            daemon_id=daemon_id,
+            actor=principal.actor,
+            meanwhile=answer_ahead if meanwhile is not None else None,
         )
+    if ahead is not None and isinstance(rows, heartbeats_sql.PlainBatch):
+        ingest.tell_plain(rows, monitor)
+        return ahead
     return ingest.finish(rows, monitor)
 
 

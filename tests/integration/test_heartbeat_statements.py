@@ -12,7 +12,7 @@ events, contract activity and daemon.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -170,6 +170,11 @@ def _set_up(conn: Conn, case: dict[str, Any], task_id: uuid.UUID, contract_id: u
     return now
 
 
+def _read(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """What the service reads of each row an ingest statement returns (the plain ones return no more)."""
+    return [{k: r[k] for k in heartbeats.ANSWER_COLUMNS} for r in rows]
+
+
 def test_one_heartbeat_alone_is_a_batch_of_one(db: PooledDatabase, make_caller: Callable[..., Caller]) -> None:
     owner = make_caller()
     contract_id, task_id, daemon_id = _supervised(db, owner)
@@ -200,7 +205,11 @@ def test_one_heartbeat_alone_is_a_batch_of_one(db: PooledDatabase, make_caller: 
                     answer = list(heartbeats.ingest(conn, [row], owner_id, daemon_id=daemon, actor="statements"))
                 results.append(
                     _normalised(
-                        {"answer": [dict(r) for r in answer], **_snapshot(conn, contract_id, task_id, daemon_id)}, now
+                        {
+                            "answer": _read(answer),
+                            **_snapshot(conn, contract_id, task_id, daemon_id),
+                        },
+                        now,
                     )
                 )
         batch, one = results
@@ -284,15 +293,15 @@ def test_a_plain_heartbeat_writes_what_the_full_statement_writes_or_nothing(
             now = _set_up(conn, case, task_id, contract_id, anchor)
             before = _snapshot(conn, contract_id, task_id, daemon_id)
             with conn.transaction(force_rollback=True):
-                got = [dict(r) for r in conn.execute(*plain).fetchall()]
+                got = _read(conn.execute(*plain).fetchall())
                 after_plain = _snapshot(conn, contract_id, task_id, daemon_id)
             with conn.transaction(force_rollback=True):
-                full = [dict(r) for r in heartbeats.ingest(conn, [row], owner_id, actor="statements")]
+                full = _read(heartbeats.ingest(conn, [row], owner_id, actor="statements"))
                 after_full = _snapshot(conn, contract_id, task_id, daemon_id)
             with conn.transaction(force_rollback=True):
                 statement = heartbeats._statement([row], owner_id, None, "statements")
                 assert statement is not None
-                alone = [dict(r) for r in conn.execute(*statement).fetchall()]
+                alone = _read(conn.execute(*statement).fetchall())
                 after_alone = _snapshot(conn, contract_id, task_id, daemon_id)
         # ``ingest`` answers as the full statement alone, whichever it sent.
         assert _normalised({"answer": full, **after_full}, now) == _normalised({"answer": alone, **after_alone}, now)

@@ -202,10 +202,8 @@ hist AS (
            %(sent)s::timestamptz
       FROM s
 )
-SELECT 1::bigint AS ord, %(sent)s::timestamptz AS sent_at, task_id, contract_id, owner_id,
-       %(state)s::text AS old_state, %(state)s::text AS new_state, false AS was_dead,
-       false AS superseded, false AS late, generation, false AS sync_requested, false AS restart_requested,
-       1::bigint AS updated, 1::bigint AS appended, 0::bigint AS notified
+SELECT 1::bigint AS ord, owner_id, generation, %(state)s::text AS old_state, %(state)s::text AS new_state,
+       false AS was_dead, false AS superseded, false AS late, false AS sync_requested, false AS restart_requested
   FROM s
 """)
 

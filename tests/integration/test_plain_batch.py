@@ -18,10 +18,10 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -46,6 +46,7 @@ from tests.integration.test_heartbeat_statements import scenario as one_scenario
 pytestmark = pytest.mark.integration
 
 SUPERVISORS = 3
+T = TypeVar("T")
 ROUNDS = 40  # of the two racing senders
 
 batch_scenario = st.fixed_dictionaries(
@@ -248,6 +249,16 @@ def _wait_for_a_lock_wait(conn: Conn) -> None:
     raise AssertionError("the batch never waited for the lock")
 
 
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``coroutine`` on an event loop of its own. Not ``asyncio.run``: it leaves the main thread without
+    a current loop for good, and the Lambda handlers' tests later in the session (Mangum) ask for one."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 def test_the_answer_is_prepared_while_the_plain_statement_runs(
     database_url: str, db: PooledDatabase, make_caller: Callable[..., Caller]
 ) -> None:
@@ -280,23 +291,23 @@ def test_the_answer_is_prepared_while_the_plain_statement_runs(
 
             return await heartbeats.ingest_on_loop(conn, batch, owner.principal.user_id, meanwhile=look)
 
-    got = asyncio.run(watched(now(rows)))
+    got = _run(watched(now(rows)))
     assert isinstance(got, heartbeats.PlainBatch)
     assert seen == [pq.TransactionStatus.ACTIVE]  # sent, its answer not read yet
     seen.clear()
     changed = now(rows)
     changed[0] = {**changed[0], "state": "blocked"}
-    got = asyncio.run(watched(changed))  # not plain: the plain statement wrote nothing, the full one applied it
+    got = _run(watched(changed))  # not plain: the plain statement wrote nothing, the full one applied it
     assert not isinstance(got, heartbeats.PlainBatch)
     assert [r["new_state"] for r in sorted(got, key=lambda r: r["ord"])] == ["blocked", "working", "working"]
     assert seen == [pq.TransactionStatus.ACTIVE]  # called while the plain attempt ran
     seen.clear()
-    asyncio.run(watched(now(rows[:1])))  # one heartbeat from no daemon: its own small statement, no batch
+    _run(watched(now(rows[:1])))  # one heartbeat from no daemon: its own small statement, no batch
     assert seen == []
 
     def fail() -> None:
         raise ValueError("the answer could not be prepared")
 
     with pytest.raises(ValueError, match="could not be prepared"):
-        asyncio.run(run(now(rows), fail))
+        _run(run(now(rows), fail))
     assert in_flight == [pq.TransactionStatus.IDLE]

@@ -24,9 +24,9 @@ expression, which cost about 1.6 ms of CPU per 100 heartbeats (tests/bench/bench
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from uuid import UUID
 
 from makima.db import events as events_sql
@@ -36,6 +36,8 @@ from makima.db.sync_notices import SYNC_CHANNEL
 
 if TYPE_CHECKING:
     from makima.db.async_pool import AsyncConn
+
+T = TypeVar("T")
 
 
 def _compact(statement: str) -> str:
@@ -445,13 +447,7 @@ async def ingest_on_loop(
     the caller prepares the answer that the batch gets if it was plain); not called otherwise."""
     if (plain := _plain(rows, owner_id, daemon_id)) is not None:
         if plain[0] is _PLAIN_MANY:
-            sent = asyncio.ensure_future(conn.execute(*plain))
-            try:
-                if meanwhile is not None:
-                    await asyncio.sleep(0)  # the task sends the statement, then waits for its answer
-                    meanwhile()
-            finally:
-                cursor = await sent
+            cursor = await (conn.execute(*plain) if meanwhile is None else _meanwhile(conn.execute(*plain), meanwhile))
             if (batch := _plain_batch(await cursor.fetchone(), plain[1])) is not None:
                 return batch
         elif applied := await (await conn.execute(*plain)).fetchall():
@@ -460,6 +456,19 @@ async def ingest_on_loop(
     if statement is None:
         return []
     return await (await conn.execute(*statement)).fetchall()
+
+
+async def _meanwhile(sending: Awaitable[T], meanwhile: Callable[[], object]) -> T:
+    """``sending``'s result, with ``meanwhile`` called once it is on its way: as a task, it sends its
+    statement and waits for the socket in one turn of the loop. The statement is awaited even when
+    ``meanwhile`` raises, so the connection goes back to the pool idle."""
+    sent = asyncio.ensure_future(sending)
+    try:
+        await asyncio.sleep(0)
+        meanwhile()
+    finally:
+        result = await sent
+    return result
 
 
 def history(

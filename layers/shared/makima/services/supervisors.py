@@ -373,21 +373,18 @@ async def ingest_heartbeats_on_loop(
     was, this returns that very list (``is``)."""
     ingest = _Ingest(principal, heartbeats)
     ahead: list[HeartbeatAnswer] | None = None
+    prepare: Callable[[], object] | None = None
+    if meanwhile is not None:
+        tell = meanwhile
 
-    def answer_ahead() -> None:
-        nonlocal ahead
-        ahead = ingest.plain_answers()
-        if meanwhile is not None:
-            meanwhile(ahead)
+        def prepare() -> None:
+            nonlocal ahead
+            ahead = ingest.plain_answers()
+            tell(ahead)
 
     async with db.connection() as conn:
         rows = await heartbeats_sql.ingest_on_loop(
-            conn,
-            ingest.rows,
-            ingest.owner,
-            daemon_id=daemon_id,
-            actor=principal.actor,
-            meanwhile=answer_ahead if meanwhile is not None else None,
+            conn, ingest.rows, ingest.owner, daemon_id=daemon_id, actor=principal.actor, meanwhile=prepare
         )
     if ahead is not None and isinstance(rows, heartbeats_sql.PlainBatch):
         ingest.tell_plain(rows, monitor)
